@@ -1,0 +1,2 @@
+# edgebroker portable core: runs unchanged on CPython and MicroPython.
+VERSION = "0.1.0"

@@ -1,0 +1,161 @@
+# MQTT control packets as small plain classes (STYLE H3): positional __init__,
+# __slots__ (honoured by CPython, ignored by MicroPython), no properties.
+# `kind` is the fixed-header packet type; the codec and the broker's dispatch
+# tables key on it. `props` is None for 3.1.1, else a dict {property id: value}
+# filled in by the 5.0 codec (user properties as a list of (name, value)).
+from edge.mqtt.consts import (
+    CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE,
+    SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH,
+)
+
+
+class Connect:
+    kind = CONNECT
+    __slots__ = (
+        "proto", "level", "client_id", "clean", "keepalive", "username",
+        "password", "will_topic", "will_payload", "will_qos", "will_retain",
+        "will_props", "props",
+    )
+
+    def __init__(self, client_id, clean=True, keepalive=60, username=None,
+                 password=None, will_topic=None, will_payload=b"", will_qos=0,
+                 will_retain=False, level=4, proto="MQTT", will_props=None,
+                 props=None):
+        self.proto = proto
+        self.level = level
+        self.client_id = client_id
+        self.clean = clean
+        self.keepalive = keepalive
+        self.username = username
+        self.password = password
+        self.will_topic = will_topic  # None: no will
+        self.will_payload = will_payload
+        self.will_qos = will_qos
+        self.will_retain = will_retain
+        self.will_props = will_props
+        self.props = props
+
+
+class Connack:
+    kind = CONNACK
+    __slots__ = ("session_present", "reason", "props")
+
+    def __init__(self, session_present=False, reason=0, props=None):
+        self.session_present = session_present
+        self.reason = reason
+        self.props = props
+
+
+class Publish:
+    kind = PUBLISH
+    __slots__ = ("topic", "payload", "qos", "retain", "dup", "pid", "props")
+
+    def __init__(self, topic, payload=b"", qos=0, retain=False, dup=False,
+                 pid=0, props=None):
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.dup = dup
+        self.pid = pid
+        self.props = props
+
+
+class _Ack:
+    # PUBACK, PUBREC, PUBREL, PUBCOMP share one shape (3.1.1 §3.4-3.7, 5.0 §3.4-3.7)
+    __slots__ = ("pid", "reason", "props")
+
+    def __init__(self, pid, reason=0, props=None):
+        self.pid = pid
+        self.reason = reason
+        self.props = props
+
+
+class Puback(_Ack):
+    __slots__ = ()
+    kind = PUBACK
+
+
+class Pubrec(_Ack):
+    __slots__ = ()
+    kind = PUBREC
+
+
+class Pubrel(_Ack):
+    __slots__ = ()
+    kind = PUBREL
+
+
+class Pubcomp(_Ack):
+    __slots__ = ()
+    kind = PUBCOMP
+
+
+class Subscribe:
+    kind = SUBSCRIBE
+    __slots__ = ("pid", "topics", "props")
+
+    def __init__(self, pid, topics, props=None):
+        self.pid = pid
+        # [(filter str, options int)]: bits 0-1 QoS; 5.0 adds bit 2 No Local,
+        # bit 3 Retain As Published, bits 4-5 Retain Handling (§3.8.3.1)
+        self.topics = topics
+        self.props = props
+
+
+class Suback:
+    kind = SUBACK
+    __slots__ = ("pid", "codes", "props")
+
+    def __init__(self, pid, codes, props=None):
+        self.pid = pid
+        self.codes = codes
+        self.props = props
+
+
+class Unsubscribe:
+    kind = UNSUBSCRIBE
+    __slots__ = ("pid", "topics", "props")
+
+    def __init__(self, pid, topics, props=None):
+        self.pid = pid
+        self.topics = topics  # [filter str]
+        self.props = props
+
+
+class Unsuback:
+    kind = UNSUBACK
+    __slots__ = ("pid", "codes", "props")
+
+    def __init__(self, pid, codes=None, props=None):
+        self.pid = pid
+        self.codes = codes  # 5.0 only: one reason code per filter
+        self.props = props
+
+
+class Pingreq:
+    kind = PINGREQ
+    __slots__ = ()
+
+
+class Pingresp:
+    kind = PINGRESP
+    __slots__ = ()
+
+
+class Disconnect:
+    kind = DISCONNECT
+    __slots__ = ("reason", "props")
+
+    def __init__(self, reason=0, props=None):
+        self.reason = reason
+        self.props = props
+
+
+class Auth:
+    kind = AUTH
+    __slots__ = ("reason", "props")
+
+    def __init__(self, reason=0, props=None):
+        self.reason = reason
+        self.props = props
