@@ -4,7 +4,7 @@
 
 class ProtocolError(Exception):
     def __init__(self, reason, msg=""):
-        Exception.__init__(self, msg or "reason 0x%02x" % reason)
+        super().__init__(msg or "reason 0x%02x" % reason)
         self.reason = reason
         self.msg = msg
 
@@ -21,8 +21,6 @@ class ConfigError(Exception):
     """A bad configuration value; the message names the key (and line)."""
 
     def __init__(self, key, msg, line=0):
-        Exception.__init__(
-            self, ("%s (line %d): %s" % (key, line, msg)) if line else ("%s: %s" % (key, msg))
-        )
+        super().__init__(("%s (line %d): %s" % (key, line, msg)) if line else ("%s: %s" % (key, msg)))
         self.key = key
         self.line = line

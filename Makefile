@@ -1,0 +1,107 @@
+# edgebroker: build, run and test.
+#   make run    create .venv if missing, install, start a local broker
+#   make test   install everything the tests need, type-check, run the suite
+# Works on a fresh Debian 12 machine (as root, or as a user with sudo).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+# Keep the steps of `make test` in order even under -j.
+.NOTPARALLEL:
+
+PYTHON3 ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+STAMP   := $(VENV)/.installed
+STUBS   := build/mpy-stubs
+STUBS_STAMP := $(STUBS)/.installed
+
+# Debian packages the test suite needs (one list; add rabbitmq-server,
+# libcoap3-bin, ... here).
+APT_PACKAGES ?= mosquitto mosquitto-clients socat
+# Needed only to create the venv on a bare Debian.
+VENV_APT_PACKAGES := python3 python3-venv
+
+# Local defaults for `make run`; override e.g. `make run RUN_ARGS="--port 1884"`.
+RUN_ARGS ?= --bind 127.0.0.1 --port 1883 --data ./data
+PYTEST_ARGS ?=
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Installs the Debian packages given as arguments that are not installed yet;
+# does nothing (no apt-get update) when all are present.
+define apt_install
+missing=""; \
+for p in $(1); do \
+  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  echo ">> installing Debian packages:$$missing"; \
+  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+    $(SUDO) chmod 755 /usr/sbin/policy-rc.d; \
+  fi; \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends $$missing; \
+fi
+endef
+
+.PHONY: help run test typecheck sizes deps stubs clean .venv
+
+help:
+	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
+	@echo "make test       install deps, type-check edge/, print module sizes, run pytest"
+	@echo "make typecheck  mypy edge/ against MicroPython's stubs"
+	@echo "make sizes      source and .mpy size of each edge/ module"
+	@echo "make deps       install the Debian packages the tests need ($(APT_PACKAGES))"
+	@echo "make .venv      create .venv and install the package with test extras"
+	@echo "make clean      remove .venv, build/ and caches (keeps ./data)"
+
+# ---------------------------------------------------------------- venv
+.venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  rm -rf $(VENV); \
+	  if ! $(PYTHON3) -m venv $(VENV) 2>/dev/null; then \
+	    echo ">> '$(PYTHON3) -m venv' failed; installing Debian's python3-venv"; \
+	    rm -rf $(VENV); \
+	    $(call apt_install,$(VENV_APT_PACKAGES)); \
+	    $(PYTHON3) -m venv $(VENV); \
+	  fi; \
+	fi
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+# MicroPython type stubs live outside the venv's site-packages so they never
+# shadow CPython's typeshed for anything else.
+stubs: $(STUBS_STAMP)
+
+$(STUBS_STAMP): $(STAMP)
+	rm -rf $(STUBS)
+	$(PIP) install -q --no-compile --target $(STUBS) micropython-esp32-stubs
+	@touch $@
+
+# ---------------------------------------------------------------- targets
+run: $(STAMP)
+	mkdir -p data
+	$(VENV)/bin/edgebroker run $(RUN_ARGS)
+
+deps:
+	@$(call apt_install,$(APT_PACKAGES))
+
+typecheck: $(STUBS_STAMP)
+	$(PY) -m mypy
+
+sizes: $(STAMP)
+	$(PY) tools/modsizes.py
+
+# pytest runs last so its summary is the last line of the output.
+test: deps $(STAMP) typecheck sizes
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -name '*.mpy' -type f -delete

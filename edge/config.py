@@ -1,0 +1,232 @@
+# One configuration schema for both runtimes (DESIGN.md "Configuration").
+# The Pi reads it from TOML (gateway/config.py), a board from config.json
+# (loads_json). The schema is data: adding a section or key is a table edit.
+# Portable: no typing/dataclasses/enum/re (MicroPython has none of them).
+
+from edge.errors import ConfigError
+
+PROFILES = ("gateway", "board")
+
+# section -> key -> (kind, default_gateway, default_board, check)
+#   "int":  check (lo, hi), hi None = unbounded
+#   "str":  check None, or (min_len, max_len) with max_len None = unbounded
+#   "enum": check is the tuple of allowed strings
+#   "bool": check None
+# A default of None means "unset": the key then also accepts null (JSON).
+_U = None  # unbounded
+SCHEMA = {
+    "broker": {
+        "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),
+        "port": ("int", 1883, 1883, (0, 65535)),  # 0 = any free port
+        "max_connections": ("int", 1000, 8, (1, _U)),
+        # 268435455 = largest MQTT remaining length (4-byte varint)
+        "max_packet_size": ("int", 1048576, 2048, (16, 268435455)),
+        "max_inflight": ("int", 20, 4, (1, 65535)),  # v5 Receive Maximum
+        "max_queued_messages": ("int", 1000, 32, (0, _U)),  # per offline session
+        "max_queued_bytes": ("int", 1048576, 8192, (0, _U)),
+        "max_keepalive": ("int", 65535, 65535, (0, 65535)),  # seconds
+        "connect_timeout": ("int", 10, 10, (1, 3600)),  # seconds to CONNECT
+        "sys_interval": ("int", 10, 10, (0, 86400)),  # seconds, 0 disables $SYS
+        "max_topic_levels": ("int", 64, 16, (1, 1000)),
+        "max_subscriptions": ("int", 1000, 16, (1, _U)),  # per client
+        "max_retained_messages": ("int", 10000, 32, (0, _U)),
+        "max_retained_bytes": ("int", 10485760, 8192, (0, _U)),
+        "allow_zero_length_clientid": ("bool", True, True, None),
+    },
+    "store": {
+        "dir": ("str", "./data", "./data", (1, _U)),
+        "sync": ("enum", "batch", "batch", ("always", "batch", "never")),
+        "sync_max_delay_ms": ("int", 50, 50, (0, 60000)),
+        "budget_bytes": ("int", 67108864, 262144, (0, _U)),
+    },
+    "log": {
+        "level": ("enum", "info", "info", ("debug", "info", "warning", "error")),
+    },
+}
+
+
+def _show(v):
+    # Values in messages use config-file syntax: "abc", true, 12, null.
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return '"%s"' % (v if len(v) <= 40 else v[:37] + "...")
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, (list, tuple)):
+        return "an array"
+    return repr(v)
+
+
+def _int_range(check):
+    lo, hi = check
+    if hi is None:
+        return ">= %d" % lo
+    return "%d..%d" % (lo, hi)
+
+
+def _quoted(names):
+    return ", ".join('"%s"' % n for n in names)
+
+
+def _problem(spec, v, profile, from_text):
+    """Return (value, None) if v is valid for spec, else (None, message).
+
+    from_text: v came from a command line, so a str may spell an int or bool.
+    """
+    kind, check = spec[0], spec[3]
+    if v is None and spec[1 + PROFILES.index(profile)] is None:
+        return None, None
+    if kind == "int":
+        if from_text and isinstance(v, str):
+            try:
+                v = int(v.strip())
+            except ValueError:
+                pass
+        # bool is not an int here (on CPython it subclasses int).
+        if type(v) is int and v >= check[0] and (check[1] is None or v <= check[1]):
+            return v, None
+        return None, "must be an integer %s, got %s" % (_int_range(check), _show(v))
+    if kind == "bool":
+        if from_text and isinstance(v, str):
+            v = _BOOL_WORDS.get(v.strip().lower(), v)
+        if v is True or v is False:
+            return v, None
+        return None, "must be true or false, got %s" % _show(v)
+    if kind == "enum":
+        if isinstance(v, str) and v.lower() in check:
+            return v.lower(), None
+        return None, "must be one of %s, got %s" % (_quoted(check), _show(v))
+    # "str"
+    if not isinstance(v, str):
+        return None, "must be a string, got %s" % _show(v)
+    if check is not None:
+        lo, hi = check
+        if len(v) < lo:
+            return None, "must be a non-empty string" if lo == 1 else (
+                "must be at least %d characters" % lo)
+        if hi is not None and len(v) > hi:
+            return None, "must be at most %d characters, got %d" % (hi, len(v))
+    return v, None
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+               "false": False, "no": False, "off": False, "0": False}
+
+
+def _distance(a, b):
+    # Levenshtein distance; names are short, so O(len(a) * len(b)) is fine.
+    prev = list(range(len(b) + 1))
+    for i in range(len(a)):
+        cur = [i + 1]
+        for j in range(len(b)):
+            cur.append(min(prev[j + 1] + 1, cur[j] + 1, prev[j] + (a[i] != b[j])))
+        prev = cur
+    return prev[-1]
+
+
+def _closest(name, known):
+    best, best_d = None, 3  # suggest only within 2 edits
+    for k in sorted(known):
+        d = _distance(name, k)
+        if d < best_d:
+            best, best_d = k, d
+    return best
+
+
+def _unknown_section(name, line):
+    msg = "unknown section"
+    near = _closest(name, SCHEMA)
+    if near:
+        msg += '; did you mean "%s"?' % near
+    raise ConfigError(name, msg + " (known: %s)" % ", ".join(sorted(SCHEMA)), line)
+
+
+def _unknown_key(section, key, line):
+    msg = "unknown key"
+    for other in sorted(SCHEMA):  # right key, wrong section: [broker] dir = ...
+        if other != section and key in SCHEMA[other]:
+            msg += '; did you mean "%s.%s"?' % (other, key)
+            break
+    else:
+        near = _closest(key, SCHEMA[section])
+        if near:
+            msg += '; did you mean "%s"?' % near
+        else:
+            msg += " in [%s] (known: %s)" % (section, ", ".join(sorted(SCHEMA[section])))
+    raise ConfigError(section + "." + key, msg, line)
+
+
+def _check_profile(profile):
+    if profile not in PROFILES:
+        raise ConfigError("profile", "must be one of %s, got %s" % (_quoted(PROFILES), _show(profile)))
+
+
+def defaults(profile="gateway"):
+    """A complete config holding the profile's defaults."""
+    _check_profile(profile)
+    col = 1 + PROFILES.index(profile)
+    return {s: {k: spec[col] for k, spec in keys.items()} for s, keys in SCHEMA.items()}
+
+
+def load(raw, profile="gateway", lines=None):
+    """Validate a nested dict; return a complete config with defaults filled.
+
+    lines: optional {"section.key": line, "section": line} for error messages.
+    """
+    cfg = defaults(profile)
+    if raw is None:
+        return cfg
+    lines = lines or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("config", "must be a table of sections, got %s" % _show(raw))
+    for section in sorted(raw):  # sorted: the same first error on both runtimes
+        values = raw[section]
+        if section not in SCHEMA:
+            _unknown_section(section, lines.get(section, 0))
+        if not isinstance(values, dict):
+            raise ConfigError(section, "must be a table ([%s]), got %s" % (section, _show(values)),
+                              lines.get(section, 0))
+        keys = SCHEMA[section]
+        for key in sorted(values):
+            name = section + "." + key
+            if key not in keys:
+                _unknown_key(section, key, lines.get(name, 0))
+            v, msg = _problem(keys[key], values[key], profile, False)
+            if msg:
+                raise ConfigError(name, msg, lines.get(name, 0))
+            cfg[section][key] = v
+    return cfg
+
+
+def override(cfg, section, key, value, profile="gateway"):
+    """Set cfg[section][key] = value after validating it; return cfg.
+
+    For command-line flags: a str value for an int or bool key is parsed
+    ("8883", "false"), so "--port abc" fails like a bad file value does.
+    """
+    _check_profile(profile)
+    if section not in SCHEMA:
+        _unknown_section(section, 0)
+    if key not in SCHEMA[section]:
+        _unknown_key(section, key, 0)
+    v, msg = _problem(SCHEMA[section][key], value, profile, True)
+    if msg:
+        raise ConfigError(section + "." + key, msg)
+    cfg.setdefault(section, {})[key] = v
+    return cfg
+
+
+def loads_json(text, profile="board"):
+    """Parse and validate a board's config.json text."""
+    import json  # lazy: only boards read JSON
+
+    try:
+        raw = json.loads(text)
+    except ValueError as e:  # MicroPython raises ValueError("syntax error in JSON")
+        raise ConfigError("config.json", "invalid JSON: %s" % e)
+    return load(raw, profile)

@@ -1,0 +1,399 @@
+# The broker: packets in, packets out, no I/O (STYLE H1). The runtime calls
+# open() / data_received() / connection_lost() / tick() and writes out what
+# each Connection in `dirty` has queued. Handlers are found through a table
+# keyed by packet type (STYLE H8); the one dispatcher in data_received() turns
+# a RemoteProtocolError into closing that connection (Mosquitto's read_handle).
+from edge import VERSION
+from edge.compat import const
+from edge.errors import RemoteProtocolError
+from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
+from edge.mqtt.consts import (
+    CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE,
+    PINGREQ, DISCONNECT, SUBACK_FAILURE, CONNACK_BAD_PROTOCOL, CONNACK_ID_REJECTED,
+    CONNACK_SERVER_UNAVAILABLE, RC_PROTOCOL_ERROR,
+)
+from edge.mqtt.packets import Connack, Puback, Pubrec, Pubcomp, Suback, Unsuback, Pingresp
+from edge.mqtt.retain import RetainStore
+from edge.mqtt.session import Message, Session
+from edge.mqtt.topics import Trie, validate_filter, validate_topic
+
+_HANDLERS = {
+    CONNECT: "_on_connect",
+    PUBLISH: "_on_publish",
+    PUBACK: "_on_puback",
+    PUBREC: "_on_pubrec",
+    PUBREL: "_on_pubrel",
+    PUBCOMP: "_on_pubcomp",
+    SUBSCRIBE: "_on_subscribe",
+    UNSUBSCRIBE: "_on_unsubscribe",
+    PINGREQ: "_on_pingreq",
+    DISCONNECT: "_on_disconnect",
+}
+
+# (protocol name, level) pairs spoken as 3.1.1 (3.1's MQIsdp differs only in name)
+_V3_PROTOCOLS = (("MQTT", 4), ("MQIsdp", 3))
+# 5.0 arrives with its own issue; until then a 5.0 client gets a 5.0-format
+# CONNACK 0x84 Unsupported Protocol Version (5.0 §3.2.2.2) instead of silence.
+_V5_CONNACK_UNSUPPORTED = b"\x20\x03\x00\x84\x00"
+_SYS_TOPICS = const(14)  # how many $SYS/broker/... values publish_sys() keeps
+
+
+class Limits:
+    """The [broker] config section as attributes, read once."""
+
+    def __init__(self, b):
+        for k in b:
+            setattr(self, k, b[k])
+
+
+class Stats:
+    def __init__(self):
+        self.msgs_received = 0
+        self.msgs_sent = 0
+        self.msgs_dropped = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.clients_connected = 0
+        self.clients_maximum = 0
+        self.conns_refused = 0
+        self.subs_refused = 0
+        self.protocol_errors = 0
+
+
+class LocalClient:
+    """A non-MQTT endpoint (CoAP, the uplink bridge) plugged into the topic
+    space: `callback(msg, qos, retain)` is called for each matching message."""
+
+    def __init__(self, name, callback):
+        self.client_id = name
+        self.callback = callback
+        self.subs = {}
+
+    def deliver(self, msg, qos, retain=False):
+        self.callback(msg, qos, retain)
+
+
+class Broker:
+    def __init__(self, cfg, now, log=None):
+        self.limits = lim = Limits(cfg["broker"])
+        self.log = log or _nolog
+        self.stats = Stats()
+        self.started = now
+        self.conns = {}      # runtime's connection id -> Connection
+        self.sessions = {}   # client id -> Session
+        self.subs = Trie()
+        # $SYS values are retained too; they get their own allowance so they
+        # never eat into the users' max_retained_messages / _bytes.
+        self.retained = RetainStore(lim.max_retained_messages + _SYS_TOPICS,
+                                    lim.max_retained_bytes + _SYS_TOPICS * 64)
+        self.dirty = []      # Connections with output (or a close) pending
+        self.heap = None     # (current, maximum) bytes, set by the runtime
+        self.next_sys = now + lim.sys_interval * 1000
+        self._auto_id = 0
+
+    # ---- runtime interface ------------------------------------------------
+    def open(self, cid, now):
+        """A socket was accepted. False: over max_connections, close it."""
+        if len(self.conns) >= self.limits.max_connections:
+            self.stats.conns_refused += 1
+            self.log(30, "connection refused: max_connections %d reached" % self.limits.max_connections)
+            return False
+        conn = Connection(cid, now, self.limits.max_packet_size)
+        conn.dirty = self.dirty
+        self.conns[cid] = conn
+        return True
+
+    def data_received(self, cid, data, now):
+        conn = self.conns.get(cid)
+        if conn is None or conn.state >= CLOSED:
+            return
+        if not data:
+            why = "truncated packet, then EOF" if conn.eof_pending() else "closed by peer"
+            self._close(conn, now, why)
+            return
+        self.stats.bytes_received += len(data)
+        conn.receive_data(data, now)
+        try:
+            while conn.state < CLOSED:
+                pkt = conn.next_event()
+                if pkt is None:
+                    break
+                getattr(self, _HANDLERS[pkt.kind])(conn, pkt, now)
+        except RemoteProtocolError as e:
+            self.stats.protocol_errors += 1
+            # 3.1.1 has no server DISCONNECT: the answer to a protocol
+            # violation is closing the connection (§4.8). The will is
+            # published ([MQTT-3.1.2-8]: not closed by DISCONNECT).
+            self._close(conn, now, "protocol error 0x%02x: %s" % (e.reason, e.msg), ERROR)
+
+    def connection_lost(self, cid, now):
+        """The socket is gone (EOF, error, or after we closed it)."""
+        conn = self.conns.pop(cid, None)
+        if conn is not None and conn.state < CLOSED:
+            self._close(conn, now, "connection lost")
+
+    def take(self, conn):
+        data = conn.take()
+        self.stats.bytes_sent += len(data)
+        return data
+
+    def tick(self, now):
+        """Poll every deadline (STYLE H5); call about once a second."""
+        lim = self.limits
+        for conn in list(self.conns.values()):
+            if conn.state == CONNECTED:
+                # [MQTT-3.1.2-24] 1.5 times the keepalive without a packet
+                if conn.keepalive and now - conn.last_rx > conn.keepalive * 1500:
+                    self._close(conn, now, "keepalive timeout")
+            elif conn.state < CONNECTED and now - conn.opened > lim.connect_timeout * 1000:
+                self._close(conn, now, "no CONNECT within connect_timeout")
+        if lim.sys_interval and now >= self.next_sys:
+            self.next_sys = now + lim.sys_interval * 1000
+            self.publish_sys(now)
+
+    # ---- closing --------------------------------------------------------------
+    def _close(self, conn, now, why, state=CLOSED):
+        if conn.state >= CLOSED:
+            return
+        conn.state = state
+        conn.closing = True
+        if not conn.out:
+            self.dirty.append(conn)  # so the runtime sees the close
+        sess = conn.session
+        self.log(20 if state == CLOSED else 30, "client %s closed: %s" % (sess.client_id if sess else conn.id, why))
+        if sess is None or sess.conn is not conn:
+            return
+        self.stats.clients_connected -= 1
+        will = conn.will
+        conn.will = None
+        sess.detach()
+        if sess.clean:
+            self._discard(sess)
+        if will is not None and not conn.clean_exit:
+            # [MQTT-3.1.2-8] any close other than DISCONNECT publishes the will
+            self._publish(will)
+
+    def _discard(self, sess):
+        for f in sess.subs:
+            self.subs.remove(f, sess)
+        sess.subs = {}
+        if self.sessions.get(sess.client_id) is sess:
+            del self.sessions[sess.client_id]
+
+    def _refuse(self, conn, code, why, now):
+        conn.send(Connack(False, code))
+        self._close(conn, now, why, ERROR)
+
+    # ---- packet handlers ------------------------------------------------------
+    def _on_connect(self, conn, pkt, now):
+        lim = self.limits
+        if (pkt.proto, pkt.level) not in _V3_PROTOCOLS:
+            if pkt.level == 5 and pkt.proto == "MQTT":
+                conn.write(_V5_CONNACK_UNSUPPORTED)
+                self._close(conn, now, "MQTT 5.0 not supported yet", ERROR)
+                return
+            # [MQTT-3.1.2-2] unacceptable protocol level: CONNACK 0x01, close
+            return self._refuse(conn, CONNACK_BAD_PROTOCOL,
+                                "unsupported protocol %r level %d" % (pkt.proto, pkt.level), now)
+        cid = pkt.client_id
+        if not cid:
+            # [MQTT-3.1.3-7/8] zero-length id only with clean session
+            if not pkt.clean or not lim.allow_zero_length_clientid:
+                return self._refuse(conn, CONNACK_ID_REJECTED, "empty client id", now)
+            cid = self._assign_id()
+        if pkt.will_topic is not None:
+            validate_topic(pkt.will_topic, lim.max_topic_levels)  # [MQTT-3.1.3-10]
+        sess = self.sessions.get(cid)
+        if sess is not None and sess.conn is not None:
+            # [MQTT-3.1.4-2] takeover: the existing client is disconnected
+            self._close(sess.conn, now, "taken over by a new connection")
+            sess = self.sessions.get(cid)
+        if self.stats.clients_connected >= lim.max_connections:
+            return self._refuse(conn, CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
+        present = False
+        if sess is not None and pkt.clean:
+            self._discard(sess)  # [MQTT-3.1.2-6]
+            sess = None
+        if sess is None:
+            sess = Session(cid, pkt.clean, lim, self.stats)
+            self.sessions[cid] = sess
+        else:
+            present = True  # [MQTT-3.2.2-2]
+        conn.keepalive = pkt.keepalive
+        if pkt.will_topic is not None:
+            conn.will = Message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain)
+        conn.session = sess
+        conn.state = CONNECTED
+        st = self.stats
+        st.clients_connected += 1
+        if st.clients_connected > st.clients_maximum:
+            st.clients_maximum = st.clients_connected
+        conn.send(Connack(present, 0))
+        sess.attach(conn)  # resends inflight with DUP, then the queue
+        self.log(20, "client %s connected (clean=%d, keepalive=%d)" % (cid, pkt.clean, pkt.keepalive))
+
+    def _assign_id(self):
+        while True:
+            self._auto_id += 1
+            cid = "auto-%d" % self._auto_id
+            if cid not in self.sessions:
+                return cid
+
+    def _on_publish(self, conn, pkt, now):
+        validate_topic(pkt.topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
+        self.stats.msgs_received += 1
+        sess = conn.session
+        qos = pkt.qos
+        if qos == 2:
+            if pkt.pid in sess.rx_qos2:
+                # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
+                conn.send(Pubrec(pkt.pid))
+                return
+            sess.rx_qos2.add(pkt.pid)
+        if pkt.topic.startswith("$SYS"):
+            self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
+        else:
+            msg = Message(pkt.topic, pkt.payload, qos, pkt.retain)
+            if conn.raw is not None and not conn.v5:
+                msg.enc0 = conn.raw  # forward QoS 0 without re-encoding
+            self._publish(msg)
+        if qos == 1:
+            conn.send(Puback(pkt.pid))
+        elif qos == 2:
+            conn.send(Pubrec(pkt.pid))
+
+    def _on_puback(self, conn, pkt, now):
+        conn.session.on_puback(pkt.pid)
+
+    def _on_pubrec(self, conn, pkt, now):
+        conn.session.on_pubrec(pkt.pid)
+
+    def _on_pubrel(self, conn, pkt, now):
+        conn.session.rx_qos2.discard(pkt.pid)
+        conn.send(Pubcomp(pkt.pid))  # [MQTT-4.3.3-2]
+
+    def _on_pubcomp(self, conn, pkt, now):
+        conn.session.on_pubcomp(pkt.pid)
+
+    def _on_subscribe(self, conn, pkt, now):
+        sess = conn.session
+        codes = []
+        for f, opts in pkt.topics:
+            codes.append(self._subscribe(sess, f, opts & 3))
+        conn.send(Suback(pkt.pid, codes))  # [MQTT-3.8.4-1]
+        for i in range(len(codes)):
+            if codes[i] != SUBACK_FAILURE:
+                self._send_retained(sess, pkt.topics[i][0], codes[i])
+
+    def _subscribe(self, client, f, qos):
+        lim = self.limits
+        try:
+            validate_filter(f, lim.max_topic_levels)
+        except RemoteProtocolError:
+            if f.count("/") < lim.max_topic_levels:
+                raise  # malformed filter: a protocol violation, close
+            self.stats.subs_refused += 1  # only over our depth limit: refuse it
+            return SUBACK_FAILURE
+        if f not in client.subs and len(client.subs) >= lim.max_subscriptions:
+            self.stats.subs_refused += 1
+            self.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
+            return SUBACK_FAILURE
+        client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
+        self.subs.add(f, client, qos)
+        return qos
+
+    def _send_retained(self, client, f, qos):
+        # [MQTT-3.3.1-6] retained messages go to a new subscription, RETAIN set
+        for topic, msg in self.retained.match(f):
+            client.deliver(msg, msg.qos if msg.qos < qos else qos, True)
+
+    def _on_unsubscribe(self, conn, pkt, now):
+        sess = conn.session
+        for f in pkt.topics:
+            if sess.subs.pop(f, None) is not None:
+                self.subs.remove(f, sess)
+        conn.send(Unsuback(pkt.pid))  # [MQTT-3.10.4-4]
+
+    def _on_pingreq(self, conn, pkt, now):
+        conn.send(Pingresp())
+
+    def _on_disconnect(self, conn, pkt, now):
+        conn.clean_exit = True  # [MQTT-3.14.4-3] the will is discarded
+        self._close(conn, now, "DISCONNECT")
+
+    # ---- routing ----------------------------------------------------------------
+    def _publish(self, msg):
+        if msg.retain:
+            # [MQTT-3.3.1-5/10] store (empty payload: delete)
+            if not self.retained.set(msg.topic, msg):
+                self.stats.msgs_dropped += 1
+                self.log(30, "retained %s not stored: retained limits reached" % msg.topic)
+        matches = self.subs.match(msg.topic)
+        if not matches:
+            return
+        if len(matches) == 1:
+            client, q = matches[0]
+            client.deliver(msg, q if q < msg.qos else msg.qos)
+            return
+        best = {}
+        for client, q in matches:  # overlapping subscriptions: once, at max QoS
+            if best.get(client, -1) < q:
+                best[client] = q
+        for client in best:
+            q = best[client]
+            client.deliver(msg, q if q < msg.qos else msg.qos)
+
+    # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------
+    def local_client(self, name, callback):
+        return LocalClient(name, callback)
+
+    def subscribe(self, client, f, qos=0):
+        """Subscribe a LocalClient; returns the granted QoS or 0x80. Retained
+        messages matching `f` are delivered at once, as for MQTT clients."""
+        code = self._subscribe(client, f, qos)
+        if code != SUBACK_FAILURE:
+            self._send_retained(client, f, code)
+        return code
+
+    def unsubscribe(self, client, f):
+        if client.subs.pop(f, None) is not None:
+            self.subs.remove(f, client)
+            return True
+        return False
+
+    def publish(self, topic, payload, qos=0, retain=False, props=None):
+        """Publish into the topic space from a non-MQTT endpoint. Raises
+        RemoteProtocolError(RC_TOPIC_NAME_INVALID) for a bad topic."""
+        validate_topic(topic, self.limits.max_topic_levels)
+        self.stats.msgs_received += 1
+        self._publish(Message(topic, payload, qos, retain, props))
+
+    # ---- $SYS (as mosquitto publishes it) -----------------------------------
+    def publish_sys(self, now):
+        st = self.stats
+        vals = (
+            ("version", "edgebroker " + VERSION),
+            ("uptime", "%d seconds" % ((now - self.started) // 1000)),
+            ("clients/connected", st.clients_connected),
+            ("clients/maximum", st.clients_maximum),
+            ("clients/total", len(self.sessions)),
+            ("messages/received", st.msgs_received),
+            ("messages/sent", st.msgs_sent),
+            ("publish/messages/dropped", st.msgs_dropped),
+            ("bytes/received", st.bytes_received),
+            ("bytes/sent", st.bytes_sent),
+            ("retained messages/count", len(self.retained)),
+            ("subscriptions/count", len(self.subs)),
+        )
+        for name, value in vals:
+            self._sys(name, value)
+        if self.heap is not None:
+            self._sys("heap/current", self.heap[0])
+            self._sys("heap/maximum", self.heap[1])
+
+    def _sys(self, name, value):
+        self._publish(Message("$SYS/broker/" + name, str(value).encode(), 0, True))
+
+
+def _nolog(level, msg):
+    pass

@@ -1,0 +1,119 @@
+# One MQTT network connection as a sans-IO state machine (h11 style): the
+# runtime feeds bytes in with receive_data(), pulls packets out with
+# next_event(), and collects what the broker queued for it with take().
+# Nothing here touches a socket or a clock; time comes in as `now` (ms).
+from edge.compat import const
+from edge.errors import RemoteProtocolError
+from edge.mqtt import codec
+from edge.mqtt.consts import (
+    CONNECT, PUBLISH, RC_MALFORMED, RC_PACKET_TOO_LARGE, RC_PROTOCOL_ERROR,
+)
+
+NEED_DATA = None  # next_event() result when no whole packet is buffered
+
+# States
+AWAIT_CONNECT = const(0)  # socket open, no CONNECT yet
+CONNECTED = const(1)      # CONNECT accepted (CONNACK 0 queued)
+CLOSED = const(2)         # closed by us or by the peer; no more input
+ERROR = const(3)          # a protocol error closed it (h11's ERROR)
+
+# Compact the input buffer once this many consumed bytes sit at its front.
+_COMPACT_AT = const(4096)
+
+
+class Connection:
+    def __init__(self, cid, now, max_packet_size):
+        self.id = cid
+        self.state = AWAIT_CONNECT
+        self.v5 = False
+        self.max_packet_size = max_packet_size
+        self.opened = now
+        self.last_rx = now
+        self.keepalive = 0      # seconds, from CONNECT
+        self.session = None     # Session once CONNECT is accepted
+        self.clean_exit = False  # DISCONNECT received: no will [MQTT-3.14.4-3]
+        self.will = None         # Message from CONNECT, until published or discarded
+        self.buf = bytearray()
+        self.pos = 0
+        self.raw = None  # bytes of the last PUBLISH decoded (QoS 0 forwarding)
+        # Output side, drained by the runtime: the first write of a batch puts
+        # the connection on the broker's shared `dirty` list.
+        self.dirty = []
+        self.out = []
+        self.out_bytes = 0
+        self.closing = False  # close after the queued output is written
+
+    # ---- input -------------------------------------------------------------
+    def receive_data(self, data, now):
+        self.last_rx = now
+        if self.pos and (self.pos >= len(self.buf) or self.pos >= _COMPACT_AT):
+            self.buf[0:self.pos] = b""
+            self.pos = 0
+        self.buf += data
+
+    def next_event(self):
+        """Next whole packet, or NEED_DATA. Raises RemoteProtocolError."""
+        if self.state >= CLOSED:
+            return NEED_DATA
+        buf = self.buf
+        end = len(buf)
+        if self.pos >= end:
+            return NEED_DATA
+        n = codec.packet_length(buf, self.pos, end)
+        if n < 0:
+            return NEED_DATA
+        if n > self.max_packet_size:
+            # [MQTT-3.1.2-24] (5.0) / an explicit limit in 3.1.1: refuse it
+            # before buffering the body.
+            raise RemoteProtocolError(
+                RC_PACKET_TOO_LARGE,
+                "packet of %d bytes over max_packet_size %d" % (n, self.max_packet_size),
+            )
+        if self.pos + n > end:
+            return NEED_DATA
+        pkt, used = codec.decode(buf, self.pos, end, self.v5)
+        if pkt is None or used != n:
+            raise RemoteProtocolError(RC_MALFORMED, "remaining length does not match contents")
+        kind = pkt.kind
+        if self.state == AWAIT_CONNECT:
+            if kind != CONNECT:
+                # [MQTT-3.1.0-1] the first packet must be CONNECT
+                raise RemoteProtocolError(RC_PROTOCOL_ERROR, "first packet is not CONNECT")
+        elif kind == CONNECT:
+            # [MQTT-3.1.0-2] a second CONNECT is a protocol violation
+            raise RemoteProtocolError(RC_PROTOCOL_ERROR, "second CONNECT")
+        if kind == PUBLISH and pkt.qos == 0 and not pkt.retain:
+            self.raw = bytes(buf[self.pos:self.pos + n])
+        else:
+            self.raw = None
+        self.pos += n
+        return pkt
+
+    def eof_pending(self):
+        """Bytes of an incomplete packet are buffered (a truncated packet)."""
+        return self.pos < len(self.buf)
+
+    # ---- output ------------------------------------------------------------
+    def write(self, data):
+        if not self.out:
+            self.dirty.append(self)
+        self.out.append(data)
+        self.out_bytes += len(data)
+
+    def send(self, pkt):
+        data = codec.encode(pkt, self.v5)
+        if not self.out:
+            self.dirty.append(self)
+        self.out.append(data)
+        self.out_bytes += len(data)
+        return data
+
+    def take(self):
+        """Everything queued for the socket, as one bytes object (batched)."""
+        out = self.out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.out = []
+        self.out_bytes = 0
+        return data

@@ -1,0 +1,155 @@
+# A client's session state (MQTT 3.1.1 §4.1): subscriptions, outgoing QoS 1/2
+# messages in flight, the bounded queue behind them, incoming QoS 2 packet ids,
+# and the packet-identifier allocator. A session outlives its connection when
+# clean session is 0. Every limit is explicit and every drop is counted.
+from collections import deque
+
+from edge.mqtt.packets import Publish, Pubrel
+
+# Inflight entry fields: [seq, msg, qos, retain, phase]
+_SEQ = 0
+_MSG = 1
+_QOS = 2
+_RETAIN = 3
+_PHASE = 4  # 0: PUBLISH sent, waiting PUBACK/PUBREC; 1: PUBREL sent (QoS 2)
+
+
+class Message:
+    """An application message, shared by every session it is delivered to."""
+
+    __slots__ = ("topic", "payload", "qos", "retain", "props", "enc0")
+
+    def __init__(self, topic, payload, qos=0, retain=False, props=None):
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.props = props
+        self.enc0 = None  # 3.1.1 QoS 0 PUBLISH bytes, encoded once for all
+
+    def size(self):
+        return len(self.topic) + len(self.payload)
+
+
+class Session:
+    def __init__(self, client_id, clean, limits, stats):
+        self.client_id = client_id
+        self.clean = clean
+        self.conn = None
+        self.will = None       # Message, published if the connection ends badly
+        self.subs = {}         # filter -> options byte (QoS in bits 0-1)
+        self.inflight = {}     # pid -> [seq, msg, qos, retain, phase]
+        self.rx_qos2 = set()   # pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
+        self.seq = 0
+        self.next_pid = 1
+        self.max_inflight = limits.max_inflight
+        self.max_queued = limits.max_queued_messages
+        self.max_queued_bytes = limits.max_queued_bytes
+        self.queue = deque((), self.max_queued or 1)
+        self.queued_bytes = 0
+        self.stats = stats
+        self.dropped = 0
+
+    # ---- delivery ------------------------------------------------------------
+    def deliver(self, msg, qos, retain=False):
+        """Send `msg` at `qos` (already the granted minimum) or queue it."""
+        conn = self.conn
+        if qos == 0:
+            if conn is None:
+                return  # QoS 0 is not queued for offline clients (as mosquitto)
+            if conn.out_bytes > self.max_queued_bytes:
+                self._drop()  # slow reader: bounded output, counted
+                return
+            if conn.v5 or retain:
+                conn.send(Publish(msg.topic, msg.payload, 0, retain))
+            else:
+                data = msg.enc0
+                if data is None:
+                    data = msg.enc0 = conn.send(Publish(msg.topic, msg.payload))
+                else:
+                    conn.write(data)
+            self.stats.msgs_sent += 1
+            return
+        if (conn is not None and not self.queue and len(self.inflight) < self.max_inflight
+                and conn.out_bytes <= self.max_queued_bytes):
+            self._send_new(msg, qos, retain)
+        else:
+            self._enqueue(msg, qos, retain)
+
+    def _drop(self):
+        self.dropped += 1
+        self.stats.msgs_dropped += 1
+
+    def _enqueue(self, msg, qos, retain):
+        size = msg.size()
+        if len(self.queue) >= self.max_queued or self.queued_bytes + size > self.max_queued_bytes:
+            self._drop()
+            return False
+        self.queue.append((msg, qos, retain))
+        self.queued_bytes += size
+        return True
+
+    def _alloc_pid(self):
+        pid = self.next_pid
+        inflight = self.inflight
+        while pid in inflight:  # [MQTT-2.3.1-2] not reused while in flight
+            pid = pid + 1 if pid < 65535 else 1
+        self.next_pid = pid + 1 if pid < 65535 else 1
+        return pid
+
+    def _send_new(self, msg, qos, retain):
+        pid = self._alloc_pid()
+        self.seq += 1
+        self.inflight[pid] = [self.seq, msg, qos, retain, 0]
+        self.conn.send(Publish(msg.topic, msg.payload, qos, retain, False, pid))
+        self.stats.msgs_sent += 1
+
+    def pump(self):
+        """Move queued messages into the inflight window while there is room."""
+        conn = self.conn
+        queue = self.queue
+        while (conn is not None and queue and len(self.inflight) < self.max_inflight
+               and conn.out_bytes <= self.max_queued_bytes):
+            msg, qos, retain = queue.popleft()
+            self.queued_bytes -= msg.size()
+            self._send_new(msg, qos, retain)
+
+    # ---- acknowledgements from the client -----------------------------------
+    def on_puback(self, pid):
+        e = self.inflight.get(pid)
+        if e is not None and e[_QOS] == 1:
+            del self.inflight[pid]
+            self.pump()
+
+    def on_pubrec(self, pid):
+        e = self.inflight.get(pid)
+        if e is not None and e[_QOS] == 2:
+            e[_PHASE] = 1
+            e[_MSG] = None  # the message itself is no longer needed
+        # [MQTT-4.3.3-1] answer PUBREL; for an unknown pid too, so the client
+        # can finish its state (5.0 adds reason 0x92 there).
+        self.conn.send(Pubrel(pid))
+
+    def on_pubcomp(self, pid):
+        e = self.inflight.get(pid)
+        if e is not None and e[_PHASE] == 1:
+            del self.inflight[pid]
+            self.pump()
+
+    # ---- (re)connection -------------------------------------------------------
+    def attach(self, conn):
+        """Bind a new connection; resend unacknowledged messages in order."""
+        self.conn = conn
+        entries = list(self.inflight.items())
+        entries.sort(key=lambda kv: kv[1][_SEQ])
+        for pid, e in entries:
+            if e[_PHASE] == 0:
+                # [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP set
+                conn.send(Publish(e[_MSG].topic, e[_MSG].payload, e[_QOS], e[_RETAIN], True, pid))
+                self.stats.msgs_sent += 1
+            else:
+                conn.send(Pubrel(pid))
+        self.pump()
+
+    def detach(self):
+        self.conn = None

@@ -1,0 +1,217 @@
+# Topic names, topic filters and the subscription trie (MQTT 3.1.1 §4.7,
+# 5.0 §4.7, §4.8.2). Matching returns (key, value) pairs and never sends:
+# the broker decides what to deliver (STYLE: no matching/delivery coupling,
+# unlike Mosquitto's subs.c).
+from edge.compat import const
+from edge.errors import RemoteProtocolError
+from edge.mqtt.consts import RC_TOPIC_FILTER_INVALID, RC_TOPIC_NAME_INVALID
+
+# [MQTT-1.5.3-1] strings carry a 2-byte length prefix
+_MAX_BYTES = const(65535)
+# A code point is at most 4 UTF-8 bytes, so shorter strings need no encode()
+_SAFE_CHARS = const(16383)
+
+# Trie node: a 2-item list, cheaper than an instance on MicroPython (no
+# per-object attribute map). Both slots are created lazily and dropped again
+# when they empty, so a leaf costs one small list plus its parent's dict slot.
+_KIDS = const(0)  # None or {level: node}
+_SUBS = const(1)  # None or {key: value}
+
+_SHARE = "$share/"  # MQTT 5.0 §4.8.2
+
+
+def _too_long(s):
+    n = len(s)
+    return n > _SAFE_CHARS and (n > _MAX_BYTES or len(s.encode()) > _MAX_BYTES)
+
+
+def validate_topic(name, max_levels):
+    """Check a topic NAME (PUBLISH, will topic). max_levels 0: no limit."""
+    rc = RC_TOPIC_NAME_INVALID
+    if not name:
+        raise RemoteProtocolError(rc, "empty topic name")  # [MQTT-4.7.3-1]
+    if "+" in name or "#" in name:
+        raise RemoteProtocolError(rc, "wildcard in topic name")  # [MQTT-3.3.2-2]
+    if "\x00" in name:
+        raise RemoteProtocolError(rc, "U+0000 in topic name")  # [MQTT-4.7.3-2]
+    if max_levels and name.count("/") >= max_levels:
+        # Our explicit bound on trie depth (STYLE H7), not a spec rule
+        raise RemoteProtocolError(rc, "topic name has too many levels")
+    if _too_long(name):
+        raise RemoteProtocolError(rc, "topic name too long")  # [MQTT-4.7.3-3]
+
+
+def validate_filter(f, max_levels):
+    """Check a topic FILTER (SUBSCRIBE, UNSUBSCRIBE). max_levels 0: no limit.
+    A `$share/...` filter passes as a plain filter; see split_shared()."""
+    rc = RC_TOPIC_FILTER_INVALID
+    if not f:
+        raise RemoteProtocolError(rc, "empty topic filter")  # [MQTT-4.7.3-1]
+    if "\x00" in f:
+        raise RemoteProtocolError(rc, "U+0000 in topic filter")  # [MQTT-4.7.3-2]
+    if max_levels and f.count("/") >= max_levels:
+        raise RemoteProtocolError(rc, "topic filter has too many levels")
+    if _too_long(f):
+        raise RemoteProtocolError(rc, "topic filter too long")  # [MQTT-4.7.3-3]
+    if "+" not in f and "#" not in f:
+        return  # the common case: no per-level scan needed
+    i = f.find("#")
+    # [MQTT-4.7.1-2] '#' is alone in its level and that level is the last
+    if i >= 0 and (i != len(f) - 1 or (i and f[i - 1] != "/")):
+        raise RemoteProtocolError(rc, "'#' not alone in the last level")
+    i = f.find("+")
+    while i >= 0:
+        # [MQTT-4.7.1-3] '+' occupies an entire level
+        if (i and f[i - 1] != "/") or (i + 1 < len(f) and f[i + 1] != "/"):
+            raise RemoteProtocolError(rc, "'+' not alone in its level")
+        i = f.find("+", i + 1)
+
+
+def split_shared(f):
+    """'$share/{group}/{filter}' -> (group, filter); anything else -> (None, f).
+    The caller still runs validate_filter() on the returned filter."""
+    if not f.startswith(_SHARE):
+        return None, f
+    rest = f[len(_SHARE):]
+    i = rest.find("/")
+    rc = RC_TOPIC_FILTER_INVALID
+    # [MQTT-4.8.2-1] ShareName at least one character, [MQTT-4.8.2-2] no
+    # '/', '+' or '#' in it, followed by '/' and a Topic Filter
+    if i <= 0:
+        raise RemoteProtocolError(rc, "shared subscription without share name or filter")
+    group = rest[:i]
+    if "+" in group or "#" in group:
+        raise RemoteProtocolError(rc, "wildcard in share name")
+    if i + 1 == len(rest):
+        raise RemoteProtocolError(rc, "shared subscription without topic filter")
+    return group, rest[i + 1:]
+
+
+class Trie:
+    """Subscriptions, one node per filter level. `len(trie)` counts
+    (filter, key) subscriptions; `trie.nodes` counts nodes (root excluded),
+    so the broker can bound and report both. Filters must be validated."""
+
+    def __init__(self):
+        self._root = [None, None]
+        self._count = 0
+        self.nodes = 0
+
+    def __len__(self):
+        return self._count
+
+    def _find(self, f):
+        node = self._root
+        for lv in f.split("/"):
+            kids = node[_KIDS]
+            if kids is None:
+                return None
+            node = kids.get(lv)
+            if node is None:
+                return None
+        return node
+
+    def add(self, f, key, value):
+        """Subscribe key to filter f; True if new, else value is replaced."""
+        node = self._root
+        for lv in f.split("/"):
+            kids = node[_KIDS]
+            if kids is None:
+                kids = node[_KIDS] = {}
+            nxt = kids.get(lv)
+            if nxt is None:
+                nxt = kids[lv] = [None, None]
+                self.nodes += 1
+            node = nxt
+        subs = node[_SUBS]
+        if subs is None:
+            subs = node[_SUBS] = {}
+        new = key not in subs
+        subs[key] = value
+        if new:
+            self._count += 1
+        return new
+
+    def get(self, f, key):
+        node = self._find(f)
+        if node is None or node[_SUBS] is None:
+            return None
+        return node[_SUBS].get(key)
+
+    def remove(self, f, key):
+        """Unsubscribe; True if key was subscribed to f. Prunes empty nodes."""
+        path = []
+        node = self._root
+        for lv in f.split("/"):
+            kids = node[_KIDS]
+            if kids is None:
+                return False
+            path.append((node, lv))
+            node = kids.get(lv)
+            if node is None:
+                return False
+        subs = node[_SUBS]
+        if subs is None or key not in subs:
+            return False
+        del subs[key]
+        self._count -= 1
+        if subs:
+            return True
+        node[_SUBS] = None
+        # Walk back up, dropping nodes left with neither subscribers nor kids
+        while path and node[_SUBS] is None and node[_KIDS] is None:
+            parent, lv = path.pop()
+            kids = parent[_KIDS]
+            del kids[lv]
+            self.nodes -= 1
+            if not kids:
+                parent[_KIDS] = None
+            node = parent
+        return True
+
+    def remove_key(self, key, filters):
+        """Remove key from each filter in filters; returns how many it held."""
+        n = 0
+        for f in filters:
+            if self.remove(f, key):
+                n += 1
+        return n
+
+    def match(self, topic):
+        """[(key, value)] for every subscription whose filter matches the
+        (validated) topic name. A key appears once per matching filter."""
+        out = []
+        nodes = [self._root]
+        # [MQTT-4.7.2-1] '$' topics are not matched by a first-level '+'/'#'
+        wild = topic[:1] != "$"
+        for lv in topic.split("/"):
+            nxt = []
+            for node in nodes:
+                kids = node[_KIDS]
+                if kids is None:
+                    continue
+                if wild:
+                    # [MQTT-4.7.1-2] '#' matches this level and all below
+                    h = kids.get("#")
+                    if h is not None and h[_SUBS] is not None:
+                        out.extend(h[_SUBS].items())
+                    p = kids.get("+")  # [MQTT-4.7.1-3] exactly one level
+                    if p is not None:
+                        nxt.append(p)
+                c = kids.get(lv)
+                if c is not None:
+                    nxt.append(c)
+            if not nxt:
+                return out
+            nodes = nxt
+            wild = True
+        for node in nodes:
+            if node[_SUBS] is not None:
+                out.extend(node[_SUBS].items())
+            kids = node[_KIDS]
+            if kids is not None:
+                # 'sport/#' also matches 'sport' (the parent level)
+                h = kids.get("#")
+                if h is not None and h[_SUBS] is not None:
+                    out.extend(h[_SUBS].items())
+        return out

@@ -1,0 +1,79 @@
+# Start the broker on this runtime: the listener, the 250 ms tick that polls
+# every deadline, and (MicroPython) the live-heap figures for $SYS.
+import asyncio
+import gc
+import os
+
+from edge.mqtt.broker import Broker
+from edge.runtime.clock import now_ms
+from edge.runtime.tcp import TcpServer
+
+_TICK_MS = 250
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR"}
+
+
+def print_log(level_name):
+    """A log(level, msg) for runtimes without the logging module."""
+    threshold = _LEVELS[level_name]
+
+    def log(level, msg):
+        if level >= threshold:
+            print("%s %s" % (_NAMES.get(level, level), msg))
+
+    return log
+
+
+def _makedirs(path):
+    # os.makedirs does not exist on MicroPython
+    cur = ""
+    for part in path.split("/"):
+        cur = cur + part + "/" if part or not cur else cur
+        if part and part != ".":
+            try:
+                os.mkdir(cur.rstrip("/"))
+            except OSError:
+                pass  # exists
+
+
+def _heap():
+    alloc = getattr(gc, "mem_alloc", None)  # MicroPython only
+    if alloc is None:
+        return -1
+    gc.collect()
+    return alloc()
+
+
+async def serve(cfg, log, started=None):
+    b = cfg["broker"]
+    _makedirs(cfg["store"]["dir"])
+    broker = Broker(cfg, now_ms(), log)
+    srv = TcpServer(broker, log)
+    await srv.start(b["bind"], b["port"])
+    log(20, "edgebroker listening on %s:%d (MQTT), data in %s" % (b["bind"], b["port"], cfg["store"]["dir"]))
+    if started is not None:
+        started(broker, srv)
+    heap_max = 0
+    try:
+        while True:
+            await asyncio.sleep_ms(_TICK_MS) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(_TICK_MS / 1000)
+            now = now_ms()
+            if now >= broker.next_sys:
+                cur = _heap()
+                if cur >= 0:
+                    heap_max = cur if cur > heap_max else heap_max
+                    broker.heap = (cur, heap_max)
+            broker.tick(now)
+            srv.flush()
+    finally:
+        srv.close()
+
+
+def run(cfg, log=None):
+    """Run until interrupted (Ctrl-C / SIGTERM handled by the caller)."""
+    if log is None:
+        log = print_log(cfg["log"]["level"])
+    try:
+        asyncio.run(serve(cfg, log))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,374 @@
+# Broker flows with in-memory clients (no sockets). Plain assert functions so
+# tests/mpy_runner.py runs them under MicroPython too.
+from edge.mqtt.consts import CONNACK, PUBLISH, PUBREL, SUBACK, UNSUBACK, PINGRESP
+from edge.mqtt.packets import Connect, Disconnect, Pingreq, Puback, Pubrec, Pubcomp, Unsubscribe
+from tests.core._pair import Client, make_broker, publish, publishes, pubrel
+
+
+def _pair(**cfg):
+    b = make_broker(**cfg)
+    s = Client(b)
+    p = Client(b)
+    assert s.connect("sub").reason == 0
+    assert p.connect("pub").reason == 0
+    return b, s, p
+
+
+def test_connect_connack_and_ping():
+    b = make_broker()
+    c = Client(b)
+    ack = c.connect("c1")
+    assert ack.kind == CONNACK and ack.reason == 0 and not ack.session_present
+    c.send(Pingreq())
+    assert [p.kind for p in c.recv()] == [PINGRESP]
+
+
+def test_qos0_1_2_delivery():
+    b, s, p = _pair()
+    acks = s.subscribe(("t/#", 2))
+    assert acks[0].kind == SUBACK and acks[0].codes == [2]
+    assert publish(p, "t/0", b"zero") == []
+    out = publish(p, "t/1", b"one", 1, pid=7)
+    assert out[0].kind == 4 and out[0].pid == 7  # PUBACK
+    out = publish(p, "t/2", b"two", 2, pid=8)
+    assert out[0].kind == 5 and out[0].pid == 8  # PUBREC
+    assert pubrel(p, 8)[0].kind == 7  # PUBCOMP
+    got = publishes(s.recv())
+    assert [(m.topic, m.payload, m.qos) for m in got] == [
+        ("t/0", b"zero", 0), ("t/1", b"one", 1), ("t/2", b"two", 2)]
+    assert got[1].pid and got[2].pid and got[1].pid != got[2].pid
+    # QoS 2 outbound: PUBREC -> PUBREL -> PUBCOMP
+    s.send(Puback(got[1].pid))
+    s.send(Pubrec(got[2].pid))
+    rel = s.recv()
+    assert rel[0].kind == PUBREL and rel[0].pid == got[2].pid
+    s.send(Pubcomp(got[2].pid))
+    assert s.conn.session.inflight == {}
+
+
+def test_granted_qos_downgrades_delivery():
+    b, s, p = _pair()
+    s.subscribe(("a", 1))
+    publish(p, "a", b"x", 2, pid=1)
+    m = publishes(s.recv())[0]
+    assert m.qos == 1
+
+
+def test_qos2_duplicate_publish_delivered_once():
+    b, s, p = _pair()
+    s.subscribe(("q", 2))
+    publish(p, "q", b"once", 2, pid=5)
+    # the publisher did not see PUBREC and resends with the same pid
+    assert publish(p, "q", b"once", 2, pid=5)[0].kind == 5
+    got = publishes(s.recv())
+    assert len(got) == 1
+    pubrel(p, 5)
+    # after PUBREL the pid is free: a new message with it is new
+    publish(p, "q", b"again", 2, pid=5)
+    assert len(publishes(s.recv())) == 1
+
+
+def test_overlapping_subscriptions_deliver_once_at_max_qos():
+    b, s, p = _pair()
+    s.subscribe(("a/#", 1), ("a/+", 2), ("a/b", 0))
+    publish(p, "a/b", b"x", 2, pid=1)
+    got = publishes(s.recv())
+    assert len(got) == 1 and got[0].qos == 2
+
+
+def test_retained_set_deliver_and_clear():
+    b, s, p = _pair()
+    publish(p, "r/1", b"kept", 1, retain=True, pid=1)
+    acks = s.subscribe(("r/#", 1))
+    assert acks[0].kind == SUBACK
+    m = acks[1]
+    assert m.kind == PUBLISH and m.retain and m.payload == b"kept" and m.qos == 1
+    # a live subscriber gets a retained publish with RETAIN 0 [MQTT-3.3.1-9]
+    publish(p, "r/1", b"new", 0, retain=True)
+    live = publishes(s.recv())
+    assert live[0].payload == b"new" and not live[0].retain
+    publish(p, "r/1", b"", 0, retain=True)  # empty payload clears
+    s2 = Client(b)
+    s2.connect("s2")
+    acks = s2.subscribe(("r/#", 0))
+    assert len(acks) == 1
+    assert len(b.retained) == 0
+
+
+def test_unsubscribe_stops_delivery():
+    b, s, p = _pair()
+    s.subscribe(("u", 0))
+    s.send(Unsubscribe(2, ["u"]))
+    assert s.recv()[0].kind == UNSUBACK
+    publish(p, "u", b"x")
+    assert publishes(s.recv()) == []
+    assert len(b.subs) == 0
+
+
+def test_dollar_topics_not_matched_by_wildcards():
+    b, s, p = _pair()
+    s.subscribe(("#", 0), ("+/x", 0))
+    publish(p, "$foo/x", b"1")
+    b.publish_sys(1000)
+    assert publishes(s.recv()) == []
+    s2 = Client(b)
+    s2.connect("s2")
+    got = publishes(s2.subscribe(("$SYS/#", 0)))
+    names = [m.topic for m in got]
+    assert "$SYS/broker/version" in names and "$SYS/broker/clients/connected" in names
+    assert all(m.retain for m in got)
+
+
+def test_client_cannot_publish_into_sys():
+    b, s, p = _pair()
+    s.subscribe(("$SYS/#", 0))
+    s.recv()
+    publish(p, "$SYS/broker/version", b"fake")
+    assert publishes(s.recv()) == []
+
+
+def _will_kw():
+    return {"will_topic": "w/dead", "will_payload": b"gone", "will_qos": 1}
+
+
+def _watch(b):
+    w = Client(b)
+    w.connect("watcher")
+    w.subscribe(("w/#", 1))
+    return w
+
+
+def test_will_on_keepalive_expiry():
+    b = make_broker()
+    w = _watch(b)
+    c = Client(b)
+    c.connect("dying", keepalive=2, **_will_kw())
+    b.tick(2900)  # 1.45 x keepalive: still alive
+    assert not c.closed and publishes(w.recv()) == []
+    b.tick(3100)  # [MQTT-3.1.2-24] past 1.5 x keepalive
+    assert c.closed
+    got = publishes(w.recv())
+    assert [(m.topic, m.payload) for m in got] == [("w/dead", b"gone")]
+
+
+def test_will_on_lost_connection_and_protocol_error():
+    b = make_broker()
+    w = _watch(b)
+    c = Client(b)
+    c.connect("a", **_will_kw())
+    c.lose()
+    assert len(publishes(w.recv())) == 1
+    c2 = Client(b)
+    c2.connect("b", **_will_kw())
+    c2.send_raw(b"\x00\x00")  # packet type 0: malformed
+    assert c2.closed
+    assert len(publishes(w.recv())) == 1
+
+
+def test_no_will_after_disconnect():
+    b = make_broker()
+    w = _watch(b)
+    c = Client(b)
+    c.connect("polite", **_will_kw())
+    c.send(Disconnect())
+    c.lose()
+    b.tick(100000)
+    assert publishes(w.recv()) == []
+
+
+def test_takeover_closes_old_and_publishes_its_will():
+    b = make_broker()
+    w = _watch(b)
+    old = Client(b)
+    old.connect("same", **_will_kw())
+    new = Client(b)
+    assert new.connect("same").reason == 0
+    assert old.closed and not new.closed
+    assert len(publishes(w.recv())) == 1
+    assert b.stats.clients_connected == 2
+
+
+def test_offline_queue_redelivered_with_session_present():
+    b, s, p = _pair()
+    s2 = Client(b)
+    assert not s2.connect("pers", clean=False).session_present
+    s2.subscribe(("q/#", 1))
+    s2.send(Disconnect())
+    for i in range(10):
+        publish(p, "q/%d" % i, b"m%d" % i, 1, pid=i + 1)
+    publish(p, "q/zero", b"qos0 not queued", 0)
+    s3 = Client(b)
+    ack = s3.connect("pers", clean=False)
+    assert ack.session_present
+    got = publishes(s3.recv())
+    assert [m.payload for m in got] == [b"m%d" % i for i in range(10)]
+
+
+def test_clean_session_discards_state():
+    b, s, p = _pair()
+    c = Client(b)
+    c.connect("pers", clean=False)
+    c.subscribe(("x", 1))
+    c.lose()
+    c2 = Client(b)
+    assert not c2.connect("pers", clean=True).session_present
+    publish(p, "x", b"m", 1, pid=1)
+    assert publishes(c2.recv()) == []
+    c2.send(Disconnect())
+    c2.lose()
+    assert "pers" not in b.sessions
+
+
+def test_unacked_resent_with_dup_on_reconnect():
+    b, s, p = _pair()
+    c = Client(b)
+    c.connect("r", clean=False)
+    c.subscribe(("d", 2), ("e", 1))
+    publish(p, "d", b"two", 2, pid=1)
+    pubrel(p, 1)
+    publish(p, "e", b"one", 1, pid=2)
+    first = publishes(c.recv())
+    assert [m.dup for m in first] == [False, False]
+    c.lose()
+    c2 = Client(b)
+    assert c2.connect("r", clean=False).session_present
+    again = publishes(c2.recv())
+    assert [(m.payload, m.dup, m.pid) for m in again] == [
+        (b"two", True, first[0].pid), (b"one", True, first[1].pid)]
+
+
+def test_pubrel_resent_on_reconnect():
+    b, s, p = _pair()
+    c = Client(b)
+    c.connect("r2", clean=False)
+    c.subscribe(("d", 2))
+    publish(p, "d", b"two", 2, pid=1)
+    m = publishes(c.recv())[0]
+    c.send(Pubrec(m.pid))
+    assert c.recv()[0].kind == PUBREL
+    c.lose()
+    c2 = Client(b)
+    c2.connect("r2", clean=False)
+    out = c2.recv()
+    assert [(x.kind, x.pid) for x in out] == [(PUBREL, m.pid)]
+
+
+def test_inflight_window_and_queue_limits():
+    b, s, p = _pair(max_inflight=2, max_queued_messages=3)
+    s.subscribe(("w", 1))
+    for i in range(8):
+        publish(p, "w", b"%d" % i, 1, pid=i + 1)
+    got = publishes(s.recv())
+    assert [m.payload for m in got] == [b"0", b"1"]  # window of 2
+    sess = s.conn.session
+    assert len(sess.queue) == 3 and sess.dropped == 3 and b.stats.msgs_dropped == 3
+    s.send(Puback(got[0].pid))
+    nxt = publishes(s.recv())
+    assert [m.payload for m in nxt] == [b"2"]
+
+
+def test_queue_byte_limit_counts_drops():
+    b, s, p = _pair(max_inflight=1, max_queued_bytes=64)
+    s.subscribe(("w", 1))
+    for i in range(5):
+        publish(p, "w", b"x" * 30, 1, pid=i + 1)
+    sess = s.conn.session
+    assert len(publishes(s.recv())) == 1
+    assert len(sess.queue) == 2 and sess.dropped == 2 and sess.queued_bytes <= 64
+
+
+def test_packet_id_allocation_skips_inflight_and_wraps():
+    b, s, p = _pair(max_inflight=5)
+    sess = s.conn.session
+    sess.next_pid = 65534
+    s.subscribe(("w", 1))
+    for i in range(3):
+        publish(p, "w", b"%d" % i, 1, pid=i + 1)
+    assert [m.pid for m in publishes(s.recv())] == [65534, 65535, 1]
+
+
+def test_zero_length_client_id():
+    b = make_broker()
+    c = Client(b)
+    assert c.connect("", clean=True).reason == 0
+    assert c.conn.session.client_id
+    c2 = Client(b)
+    assert c2.connect("", clean=False).reason == 0x02  # [MQTT-3.1.3-8]
+    assert c2.closed
+
+
+def test_bad_protocol_level_and_name():
+    b = make_broker()
+    c = Client(b)
+    assert c.connect("x", level=7).reason == 0x01  # [MQTT-3.1.2-2]
+    assert c.closed
+    c2 = Client(b)
+    assert c2.connect("y", proto="MQTX").reason == 0x01
+    assert c2.closed
+
+
+def test_first_packet_must_be_connect_and_only_once():
+    b = make_broker()
+    c = Client(b)
+    c.send(Pingreq())
+    assert c.closed and c.recv() == []
+    c2 = Client(b)
+    c2.connect("once")
+    c2.send(Connect("once"))
+    assert c2.closed
+
+
+def test_connect_timeout():
+    b = make_broker(connect_timeout=2)
+    c = Client(b, now=0)
+    b.tick(1500)
+    assert not c.closed
+    b.tick(2500)
+    assert c.closed
+
+
+def test_max_connections_refuses_sockets():
+    b = make_broker(max_connections=2)
+    Client(b)
+    Client(b)
+    assert not b.open(999, 0)
+    assert b.stats.conns_refused == 1
+
+
+def test_max_packet_size():
+    b = make_broker(max_packet_size=64)
+    c = Client(b)
+    c.connect("big")
+    publish(c, "t", b"x" * 100)
+    assert c.closed
+
+
+def test_wildcard_in_publish_topic_closes():
+    b, s, p = _pair()
+    publish(p, "a/+", b"x")
+    assert p.closed and not s.closed
+
+
+def test_max_subscriptions_gives_failure_code():
+    b = make_broker(max_subscriptions=2)
+    c = Client(b)
+    c.connect("s")
+    ack = c.subscribe(("a", 0), ("b", 1), ("c", 2))[0]
+    assert ack.codes == [0, 1, 0x80]
+    assert b.stats.subs_refused == 1
+
+
+def test_local_client_api():
+    b, s, p = _pair()
+    got = []
+    lc = b.local_client("coap", lambda msg, qos, retain: got.append((msg.topic, msg.payload, qos, retain)))
+    publish(p, "dev/1", b"r", 0, retain=True)
+    assert b.subscribe(lc, "dev/#", 1) == 1
+    assert got == [("dev/1", b"r", 0, True)]
+    s.subscribe(("cmd/#", 1))
+    b.publish("cmd/led", b"on", 1)
+    assert publishes(s.recv())[0].payload == b"on"
+    publish(p, "dev/2", b"v", 1, pid=3)
+    assert got[-1] == ("dev/2", b"v", 1, False)
+    assert b.unsubscribe(lc, "dev/#")
+    assert len(b.subs) == 1

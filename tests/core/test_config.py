@@ -1,0 +1,196 @@
+# edge/config.py: schema defaults, every error kind, line numbers, overrides.
+# Plain asserts, no pytest: runs under CPython and the MicroPython unix port.
+
+from edge import config
+from edge.errors import ConfigError
+from tests.core._util import raises
+
+
+def _err(raw, profile="gateway", lines=None):
+    return str(raises(ConfigError, config.load, raw, profile, lines))
+
+
+def test_defaults_gateway():
+    cfg = config.load({})
+    assert sorted(cfg) == sorted(config.SCHEMA)
+    for section, keys in config.SCHEMA.items():
+        assert sorted(cfg[section]) == sorted(keys)
+    b = cfg["broker"]
+    assert b["bind"] == "127.0.0.1" and b["port"] == 1883
+    assert b["max_connections"] == 1000 and b["max_packet_size"] == 1048576
+    assert b["max_inflight"] == 20 and b["max_queued_messages"] == 1000
+    assert b["max_retained_bytes"] == 10485760
+    assert b["allow_zero_length_clientid"] is True
+    assert cfg["store"] == {"dir": "./data", "sync": "batch", "sync_max_delay_ms": 50,
+                            "budget_bytes": 67108864}
+    assert cfg["log"] == {"level": "info"}
+
+
+def test_defaults_board_only_change_defaults():
+    g = config.load(None, "gateway")
+    b = config.load(None, "board")
+    assert b["broker"]["max_connections"] == 8
+    assert b["broker"]["max_packet_size"] == 2048
+    assert b["broker"]["max_inflight"] == 4
+    assert b["broker"]["max_queued_messages"] == 32
+    assert b["broker"]["max_subscriptions"] == 16
+    assert b["store"]["budget_bytes"] == 262144
+    assert b["broker"]["port"] == g["broker"]["port"] == 1883
+    # same keys in both profiles
+    for s in g:
+        assert sorted(g[s]) == sorted(b[s])
+
+
+def test_every_default_is_valid():
+    for profile in config.PROFILES:
+        cfg = config.defaults(profile)
+        assert config.load(cfg, profile) == cfg
+
+
+def test_values_kept_and_defaults_filled():
+    cfg = config.load({"broker": {"port": 8883, "allow_zero_length_clientid": False},
+                       "store": {"sync": "always"}}, "board")
+    assert cfg["broker"]["port"] == 8883
+    assert cfg["broker"]["allow_zero_length_clientid"] is False
+    assert cfg["broker"]["max_connections"] == 8
+    assert cfg["store"]["sync"] == "always"
+    assert cfg["log"]["level"] == "info"
+
+
+def test_load_does_not_share_state():
+    a = config.load({})
+    a["broker"]["port"] = 1
+    assert config.load({})["broker"]["port"] == 1883
+
+
+def test_unknown_section():
+    msg = _err({"brokr": {}})
+    assert msg.startswith("brokr: unknown section"), msg
+    assert '"broker"' in msg
+
+
+def test_unknown_key_suggests_closest():
+    msg = _err({"broker": {"prot": 1}})
+    assert msg.startswith("broker.prot: unknown key"), msg
+    assert 'did you mean "port"' in msg
+
+
+def test_unknown_key_in_wrong_section():
+    msg = _err({"broker": {"dir": "/tmp"}})
+    assert msg.startswith("broker.dir: unknown key"), msg
+    assert '"store.dir"' in msg
+
+
+def test_unknown_key_no_suggestion_lists_known():
+    msg = _err({"log": {"zzzzzzzz": 1}})
+    assert "log.zzzzzzzz" in msg and "level" in msg, msg
+
+
+def test_wrong_type_int():
+    msg = _err({"broker": {"port": "abc"}})
+    assert msg == 'broker.port: must be an integer 0..65535, got "abc"', msg
+
+
+def test_bool_is_not_an_int():
+    msg = _err({"broker": {"port": True}})
+    assert msg == "broker.port: must be an integer 0..65535, got true", msg
+
+
+def test_float_is_not_an_int():
+    assert "got 1.5" in _err({"broker": {"max_inflight": 1.5}})
+
+
+def test_wrong_type_bool():
+    msg = _err({"broker": {"allow_zero_length_clientid": 1}})
+    assert msg == "broker.allow_zero_length_clientid: must be true or false, got 1", msg
+
+
+def test_wrong_type_str():
+    msg = _err({"store": {"dir": 5}})
+    assert msg == "store.dir: must be a string, got 5", msg
+    assert "non-empty" in _err({"store": {"dir": ""}})
+
+
+def test_out_of_range():
+    msg = _err({"broker": {"port": 65536}})
+    assert msg == "broker.port: must be an integer 0..65535, got 65536", msg
+    msg = _err({"broker": {"max_connections": 0}})
+    assert msg == "broker.max_connections: must be an integer >= 1, got 0", msg
+    assert "16..268435455" in _err({"broker": {"max_packet_size": 15}})
+    assert _err({"store": {"sync_max_delay_ms": -1}}).startswith("store.sync_max_delay_ms:")
+    # edges are inclusive
+    cfg = config.load({"broker": {"port": 0, "max_packet_size": 268435455}})
+    assert cfg["broker"]["port"] == 0
+
+
+def test_bad_enum():
+    msg = _err({"store": {"sync": "sometimes"}})
+    assert msg == 'store.sync: must be one of "always", "batch", "never", got "sometimes"', msg
+    assert _err({"log": {"level": 3}}).startswith("log.level: must be one of")
+
+
+def test_enum_case_insensitive():
+    assert config.load({"log": {"level": "DEBUG"}})["log"]["level"] == "debug"
+
+
+def test_section_not_a_table():
+    msg = _err({"broker": 1883})
+    assert msg.startswith("broker: must be a table"), msg
+    assert _err([1]).startswith("config:")
+
+
+def test_bad_profile():
+    assert str(raises(ConfigError, config.load, {}, "esp32")).startswith("profile:")
+
+
+def test_lines_in_errors():
+    lines = {"broker": 1, "broker.port": 3, "store": 5, "bogus": 9}
+    msg = _err({"broker": {"port": "abc"}}, lines=lines)
+    assert msg == 'broker.port (line 3): must be an integer 0..65535, got "abc"', msg
+    e = raises(ConfigError, config.load, {"bogus": {}}, "gateway", lines)
+    assert e.key == "bogus" and e.line == 9
+    e = raises(ConfigError, config.load, {"broker": {"prot": 1}}, "gateway",
+               {"broker.prot": 4})
+    assert e.key == "broker.prot" and e.line == 4
+    assert str(e).startswith("broker.prot (line 4): unknown key")
+
+
+def test_override():
+    cfg = config.load({})
+    assert config.override(cfg, "broker", "port", 8883) is cfg
+    assert cfg["broker"]["port"] == 8883
+    config.override(cfg, "broker", "port", "1884")  # command-line text
+    assert cfg["broker"]["port"] == 1884
+    config.override(cfg, "broker", "allow_zero_length_clientid", "false")
+    assert cfg["broker"]["allow_zero_length_clientid"] is False
+    config.override(cfg, "log", "level", "WARNING")
+    assert cfg["log"]["level"] == "warning"
+    config.override(cfg, "store", "dir", "/var/lib/edge")
+    assert cfg["store"]["dir"] == "/var/lib/edge"
+
+
+def test_override_validates():
+    cfg = config.load({})
+    e = raises(ConfigError, config.override, cfg, "broker", "port", "abc")
+    assert str(e) == 'broker.port: must be an integer 0..65535, got "abc"', str(e)
+    assert cfg["broker"]["port"] == 1883  # unchanged
+    assert "0..65535" in str(raises(ConfigError, config.override, cfg, "broker", "port", 70000))
+    assert "must be true or false" in str(
+        raises(ConfigError, config.override, cfg, "broker", "allow_zero_length_clientid", "maybe"))
+    assert raises(ConfigError, config.override, cfg, "broker", "nope", 1).key == "broker.nope"
+    assert raises(ConfigError, config.override, cfg, "nope", "x", 1).key == "nope"
+
+
+def test_loads_json_board():
+    cfg = config.loads_json('{"broker": {"port": 1884}, "store": {"dir": "/flash/data"}}')
+    assert cfg["broker"]["port"] == 1884
+    assert cfg["broker"]["max_connections"] == 8  # board default
+    assert cfg["store"]["dir"] == "/flash/data"
+    assert config.loads_json("{}", "gateway")["broker"]["max_connections"] == 1000
+
+
+def test_loads_json_errors():
+    e = raises(ConfigError, config.loads_json, '{"broker": ')
+    assert str(e).startswith("config.json: invalid JSON"), str(e)
+    msg = str(raises(ConfigError, config.loads_json, '{"broker": {"port": null}}'))
+    assert msg == "broker.port: must be an integer 0..65535, got null", msg

