@@ -4,7 +4,6 @@
 # keyed by packet type (STYLE H8); the one dispatcher in data_received() turns
 # a RemoteProtocolError into closing that connection (Mosquitto's read_handle).
 from edge import VERSION
-from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
 from edge.mqtt.consts import (
@@ -35,7 +34,6 @@ _V3_PROTOCOLS = (("MQTT", 4), ("MQIsdp", 3))
 # 5.0 arrives with its own issue; until then a 5.0 client gets a 5.0-format
 # CONNACK 0x84 Unsupported Protocol Version (5.0 §3.2.2.2) instead of silence.
 _V5_CONNACK_UNSUPPORTED = b"\x20\x03\x00\x84\x00"
-_SYS_TOPICS = const(14)  # how many $SYS/broker/... values publish_sys() keeps
 
 
 class Limits:
@@ -79,13 +77,11 @@ class Broker:
         self.log = log or _nolog
         self.stats = Stats()
         self.started = now
+        self.now = now
         self.conns = {}      # runtime's connection id -> Connection
         self.sessions = {}   # client id -> Session
         self.subs = Trie()
-        # $SYS values are retained too; they get their own allowance so they
-        # never eat into the users' max_retained_messages / _bytes.
-        self.retained = RetainStore(lim.max_retained_messages + _SYS_TOPICS,
-                                    lim.max_retained_bytes + _SYS_TOPICS * 64)
+        self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
         self.heap = None     # (current, maximum) bytes, set by the runtime
         self.next_sys = now + lim.sys_interval * 1000
@@ -98,7 +94,7 @@ class Broker:
             self.stats.conns_refused += 1
             self.log(30, "connection refused: max_connections %d reached" % self.limits.max_connections)
             return False
-        conn = Connection(cid, now, self.limits.max_packet_size)
+        conn = Connection(cid, now)
         conn.dirty = self.dirty
         self.conns[cid] = conn
         return True
@@ -111,11 +107,13 @@ class Broker:
             why = "truncated packet, then EOF" if conn.eof_pending() else "closed by peer"
             self._close(conn, now, why)
             return
+        self.now = now
         self.stats.bytes_received += len(data)
         conn.receive_data(data, now)
+        max_size = self.limits.max_packet_size
         try:
             while conn.state < CLOSED:
-                pkt = conn.next_event()
+                pkt = conn.next_event(max_size)
                 if pkt is None:
                     break
                 getattr(self, _HANDLERS[pkt.kind])(conn, pkt, now)
@@ -140,12 +138,13 @@ class Broker:
     def tick(self, now):
         """Poll every deadline (STYLE H5); call about once a second."""
         lim = self.limits
+        self.now = now
         for conn in list(self.conns.values()):
             if conn.state == CONNECTED:
                 # [MQTT-3.1.2-24] 1.5 times the keepalive without a packet
                 if conn.keepalive and now - conn.last_rx > conn.keepalive * 1500:
                     self._close(conn, now, "keepalive timeout")
-            elif conn.state < CONNECTED and now - conn.opened > lim.connect_timeout * 1000:
+            elif conn.state < CONNECTED and now - conn.last_rx > lim.connect_timeout * 1000:
                 self._close(conn, now, "no CONNECT within connect_timeout")
         if lim.sys_interval and now >= self.next_sys:
             self.next_sys = now + lim.sys_interval * 1000
@@ -169,7 +168,7 @@ class Broker:
         sess.detach()
         if sess.clean:
             self._discard(sess)
-        if will is not None and not conn.clean_exit:
+        if will is not None:
             # [MQTT-3.1.2-8] any close other than DISCONNECT publishes the will
             self._publish(will)
 
@@ -244,12 +243,10 @@ class Broker:
         self.stats.msgs_received += 1
         sess = conn.session
         qos = pkt.qos
-        if qos == 2:
-            if pkt.pid in sess.rx_qos2:
-                # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
-                conn.send(Pubrec(pkt.pid))
-                return
-            sess.rx_qos2.add(pkt.pid)
+        if qos == 2 and sess.qos2_seen(pkt.pid):
+            # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
+            conn.send(Pubrec(pkt.pid))
+            return
         if pkt.topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
         else:
@@ -269,7 +266,7 @@ class Broker:
         conn.session.on_pubrec(pkt.pid)
 
     def _on_pubrel(self, conn, pkt, now):
-        conn.session.rx_qos2.discard(pkt.pid)
+        conn.session.qos2_released(pkt.pid)
         conn.send(Pubcomp(pkt.pid))  # [MQTT-4.3.3-2]
 
     def _on_pubcomp(self, conn, pkt, now):
@@ -306,6 +303,12 @@ class Broker:
         # [MQTT-3.3.1-6] retained messages go to a new subscription, RETAIN set
         for topic, msg in self.retained.match(f):
             client.deliver(msg, msg.qos if msg.qos < qos else qos, True)
+        if f.startswith("$SYS"):  # [MQTT-4.7.2-1] no other filter matches $SYS
+            one = Trie()
+            one.add(f, 0, 0)
+            for msg in self._sys_messages():
+                if one.match(msg.topic):
+                    client.deliver(msg, 0, True)
 
     def _on_unsubscribe(self, conn, pkt, now):
         sess = conn.session
@@ -318,7 +321,7 @@ class Broker:
         conn.send(Pingresp())
 
     def _on_disconnect(self, conn, pkt, now):
-        conn.clean_exit = True  # [MQTT-3.14.4-3] the will is discarded
+        conn.will = None  # [MQTT-3.14.4-3] the will is discarded
         self._close(conn, now, "DISCONNECT")
 
     # ---- routing ----------------------------------------------------------------
@@ -328,6 +331,9 @@ class Broker:
             if not self.retained.set(msg.topic, msg):
                 self.stats.msgs_dropped += 1
                 self.log(30, "retained %s not stored: retained limits reached" % msg.topic)
+        self._route(msg)
+
+    def _route(self, msg):
         matches = self.subs.match(msg.topic)
         if not matches:
             return
@@ -369,11 +375,14 @@ class Broker:
         self._publish(Message(topic, payload, qos, retain, props))
 
     # ---- $SYS (as mosquitto publishes it) -----------------------------------
-    def publish_sys(self, now):
+    # The values are computed when asked for, never stored: a new $SYS
+    # subscriber gets them at once as if retained, live subscribers every
+    # sys_interval, and nobody listening costs no heap on a board.
+    def _sys_messages(self):
         st = self.stats
-        vals = (
+        vals = [
             ("version", "edgebroker " + VERSION),
-            ("uptime", "%d seconds" % ((now - self.started) // 1000)),
+            ("uptime", "%d seconds" % ((self.now - self.started) // 1000)),
             ("clients/connected", st.clients_connected),
             ("clients/maximum", st.clients_maximum),
             ("clients/total", len(self.sessions)),
@@ -384,15 +393,18 @@ class Broker:
             ("bytes/sent", st.bytes_sent),
             ("retained messages/count", len(self.retained)),
             ("subscriptions/count", len(self.subs)),
-        )
-        for name, value in vals:
-            self._sys(name, value)
+        ]
         if self.heap is not None:
-            self._sys("heap/current", self.heap[0])
-            self._sys("heap/maximum", self.heap[1])
+            vals.append(("heap/current", self.heap[0]))
+            vals.append(("heap/maximum", self.heap[1]))
+        return [Message("$SYS/broker/" + k, str(v).encode(), 0, True) for k, v in vals]
 
-    def _sys(self, name, value):
-        self._publish(Message("$SYS/broker/" + name, str(value).encode(), 0, True))
+    def publish_sys(self, now):
+        self.now = now
+        subs = self.subs
+        for msg in self._sys_messages():
+            if subs.match(msg.topic):
+                self._route(msg)
 
 
 def _nolog(level, msg):

@@ -112,9 +112,10 @@ def _str(mv, i, end):
     except UnicodeError:
         raise _bad_utf8()
     if len(s) != j - i:
-        # Not pure ASCII. MicroPython's decoder accepts overlong forms,
-        # surrogates and code points over U+10FFFF, so both runtimes check
-        # by hand (CPython already rejected them: this never fires there).
+        # Not pure ASCII (both decoders reject lone lead and continuation
+        # bytes, so equal lengths mean ASCII). MicroPython's decoder accepts
+        # overlong forms, surrogates and code points over U+10FFFF, so check
+        # by hand on both runtimes (CPython has already rejected those).
         _check_utf8(mv, i, j)
     if "\x00" in s:
         raise _malformed("U+0000 in a UTF-8 string [MQTT-1.5.3-2]")

@@ -22,17 +22,17 @@ _COMPACT_AT = const(4096)
 
 
 class Connection:
-    def __init__(self, cid, now, max_packet_size):
+    # Every attribute costs heap per connection on a board: keep them few.
+    def __init__(self, cid, now):
         self.id = cid
         self.state = AWAIT_CONNECT
         self.v5 = False
-        self.max_packet_size = max_packet_size
-        self.opened = now
+        # Until CONNECT: when the socket opened (connect timeout); then: the
+        # last time a packet arrived (keepalive).
         self.last_rx = now
         self.keepalive = 0      # seconds, from CONNECT
         self.session = None     # Session once CONNECT is accepted
-        self.clean_exit = False  # DISCONNECT received: no will [MQTT-3.14.4-3]
-        self.will = None         # Message from CONNECT, until published or discarded
+        self.will = None        # Message from CONNECT; None after DISCONNECT
         self.buf = bytearray()
         self.pos = 0
         self.raw = None  # bytes of the last PUBLISH decoded (QoS 0 forwarding)
@@ -45,13 +45,14 @@ class Connection:
 
     # ---- input -------------------------------------------------------------
     def receive_data(self, data, now):
-        self.last_rx = now
+        if self.state:  # not before CONNECT: a trickle must not defer the timeout
+            self.last_rx = now
         if self.pos and (self.pos >= len(self.buf) or self.pos >= _COMPACT_AT):
             self.buf[0:self.pos] = b""
             self.pos = 0
         self.buf += data
 
-    def next_event(self):
+    def next_event(self, max_packet_size):
         """Next whole packet, or NEED_DATA. Raises RemoteProtocolError."""
         if self.state >= CLOSED:
             return NEED_DATA
@@ -62,12 +63,12 @@ class Connection:
         n = codec.packet_length(buf, self.pos, end)
         if n < 0:
             return NEED_DATA
-        if n > self.max_packet_size:
+        if n > max_packet_size:
             # [MQTT-3.1.2-24] (5.0) / an explicit limit in 3.1.1: refuse it
             # before buffering the body.
             raise RemoteProtocolError(
                 RC_PACKET_TOO_LARGE,
-                "packet of %d bytes over max_packet_size %d" % (n, self.max_packet_size),
+                "packet of %d bytes over max_packet_size %d" % (n, max_packet_size),
             )
         if self.pos + n > end:
             return NEED_DATA

@@ -32,20 +32,19 @@ class Message:
 
 
 class Session:
+    # Every attribute costs heap per client on a board: keep them few, and
+    # create the queue and the QoS 2 set only when first needed.
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id
         self.clean = clean
         self.conn = None
-        self.will = None       # Message, published if the connection ends badly
         self.subs = {}         # filter -> options byte (QoS in bits 0-1)
         self.inflight = {}     # pid -> [seq, msg, qos, retain, phase]
-        self.rx_qos2 = set()   # pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
+        self.rx_qos2 = None    # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
         self.seq = 0
         self.next_pid = 1
-        self.max_inflight = limits.max_inflight
-        self.max_queued = limits.max_queued_messages
-        self.max_queued_bytes = limits.max_queued_bytes
-        self.queue = deque((), self.max_queued or 1)
+        self.limits = limits   # max_inflight, max_queued_messages, max_queued_bytes
+        self.queue = None      # deque of (msg, qos, retain) behind the window
         self.queued_bytes = 0
         self.stats = stats
         self.dropped = 0
@@ -57,7 +56,7 @@ class Session:
         if qos == 0:
             if conn is None:
                 return  # QoS 0 is not queued for offline clients (as mosquitto)
-            if conn.out_bytes > self.max_queued_bytes:
+            if conn.out_bytes > self.limits.max_queued_bytes:
                 self._drop()  # slow reader: bounded output, counted
                 return
             if conn.v5 or retain:
@@ -70,8 +69,9 @@ class Session:
                     conn.write(data)
             self.stats.msgs_sent += 1
             return
-        if (conn is not None and not self.queue and len(self.inflight) < self.max_inflight
-                and conn.out_bytes <= self.max_queued_bytes):
+        lim = self.limits
+        if (conn is not None and not self.queue and len(self.inflight) < lim.max_inflight
+                and conn.out_bytes <= lim.max_queued_bytes):
             self._send_new(msg, qos, retain)
         else:
             self._enqueue(msg, qos, retain)
@@ -82,10 +82,14 @@ class Session:
 
     def _enqueue(self, msg, qos, retain):
         size = msg.size()
-        if len(self.queue) >= self.max_queued or self.queued_bytes + size > self.max_queued_bytes:
+        lim = self.limits
+        q = self.queue
+        if q is None:
+            q = self.queue = deque((), lim.max_queued_messages or 1)
+        if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
             self._drop()
             return False
-        self.queue.append((msg, qos, retain))
+        q.append((msg, qos, retain))
         self.queued_bytes += size
         return True
 
@@ -108,13 +112,29 @@ class Session:
         """Move queued messages into the inflight window while there is room."""
         conn = self.conn
         queue = self.queue
-        while (conn is not None and queue and len(self.inflight) < self.max_inflight
-               and conn.out_bytes <= self.max_queued_bytes):
+        lim = self.limits
+        while (conn is not None and queue and len(self.inflight) < lim.max_inflight
+               and conn.out_bytes <= lim.max_queued_bytes):
             msg, qos, retain = queue.popleft()
             self.queued_bytes -= msg.size()
             self._send_new(msg, qos, retain)
 
     # ---- acknowledgements from the client -----------------------------------
+    def qos2_seen(self, pid):
+        """Record an incoming QoS 2 pid; True if it was already waiting for
+        PUBREL (a resent PUBLISH, not to be delivered again)."""
+        s = self.rx_qos2
+        if s is None:
+            s = self.rx_qos2 = set()
+        if pid in s:
+            return True
+        s.add(pid)
+        return False
+
+    def qos2_released(self, pid):
+        if self.rx_qos2:
+            self.rx_qos2.discard(pid)
+
     def on_puback(self, pid):
         e = self.inflight.get(pid)
         if e is not None and e[_QOS] == 1:

@@ -8,7 +8,7 @@ import asyncio
 
 from edge.runtime.clock import now_ms
 
-_READ_SIZE = 4096
+_READ_SIZE = 2048
 
 
 def _backlog(writer):
@@ -28,6 +28,11 @@ class TcpServer:
         self.draining = set()
         self.next_id = 0
         self.server = None
+        # One receive buffer for every connection where the stream can
+        # readinto (MicroPython): each read is handed to the broker before
+        # the next await, so sharing is safe, and a read allocates nothing.
+        self.rbuf = bytearray(_READ_SIZE)
+        self.rmv = memoryview(self.rbuf)
 
     async def start(self, host, port):
         self.server = await asyncio.start_server(self._client, host, port, backlog=128)
@@ -101,9 +106,16 @@ class TcpServer:
             return
         self.writers[cid] = writer
         conn = broker.conns[cid]
+        readinto = getattr(reader, "readinto", None)  # MicroPython's Stream
         try:
             while not conn.closing:
-                data = await reader.read(_READ_SIZE)
+                if readinto is not None:
+                    n = await readinto(self.rbuf)
+                    if n is None:
+                        continue  # spurious wake-up, nothing read
+                    data = self.rmv[:n]
+                else:
+                    data = await reader.read(_READ_SIZE)
                 broker.data_received(cid, data, now_ms())
                 self.flush()
                 if not data:
