@@ -200,6 +200,11 @@ class Broker:
             if not pkt.clean or not lim.allow_zero_length_clientid:
                 return self._refuse(conn, CONNACK_ID_REJECTED, "empty client id", now)
             cid = self._assign_id()
+        if pkt.keepalive > lim.max_keepalive:
+            # 3.1.1 cannot tell a client to use a shorter keepalive (5.0's
+            # Server Keep Alive can): refuse it as mosquitto does.
+            return self._refuse(conn, CONNACK_ID_REJECTED,
+                                "keepalive %d over max_keepalive %d" % (pkt.keepalive, lim.max_keepalive), now)
         if pkt.will_topic is not None:
             validate_topic(pkt.will_topic, lim.max_topic_levels)  # [MQTT-3.1.3-10]
         sess = self.sessions.get(cid)

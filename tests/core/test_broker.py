@@ -307,6 +307,15 @@ def test_bad_protocol_level_and_name():
     assert c2.closed
 
 
+def test_keepalive_over_max_keepalive_is_refused():
+    b = make_broker(max_keepalive=60)
+    c = Client(b)
+    assert c.connect("slow", keepalive=61).reason == 0x02
+    assert c.closed
+    c2 = Client(b)
+    assert c2.connect("ok", keepalive=60).reason == 0
+
+
 def test_first_packet_must_be_connect_and_only_once():
     b = make_broker()
     c = Client(b)

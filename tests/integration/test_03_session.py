@@ -1,0 +1,181 @@
+# 03: sessions: clean / persistent, session present, offline queueing, redelivery of
+# in-flight QoS 1/2 after reconnect, takeover keeping the session (MQTT 3.1.1 §4.1, §4.4).
+import pytest
+
+from . import mqttraw as raw
+from .clients import Client, unique_id
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def topic(name):
+    return "t03/%s/%s" % (name, unique_id("x"))
+
+
+def test_session_present_0_for_clean_session(shared_broker, mqtt_client):
+    cid = unique_id("clean")
+    for _ in range(2):
+        c = mqtt_client(shared_broker, client_id=cid, clean_session=True, connect=False)
+        assert c.connect() == 0          # [MQTT-3.2.2-1]
+        c.disconnect()
+
+
+def test_session_present_for_persistent_session(shared_broker, mqtt_client):
+    cid = unique_id("persist")
+    c = mqtt_client(shared_broker, client_id=cid, clean_session=False, connect=False)
+    assert c.connect() == 0              # no session yet [MQTT-3.2.2-3]
+    c.subscribe(topic("sp"), 1)
+    c.disconnect()
+    c = mqtt_client(shared_broker, client_id=cid, clean_session=False, connect=False)
+    assert c.connect() == 1              # [MQTT-3.2.2-2]
+    c.disconnect()
+    # and clean session 1 discards it
+    c = mqtt_client(shared_broker, client_id=cid, clean_session=True, connect=False)
+    assert c.connect() == 0
+    c.disconnect()
+    c = mqtt_client(shared_broker, client_id=cid, clean_session=False, connect=False)
+    assert c.connect() == 0
+    c.disconnect()
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_offline_messages_queued_and_redelivered(shared_broker, mqtt_client, qos):
+    b = shared_broker
+    cid = unique_id("offline")
+    t = topic("offline")
+    sub = mqtt_client(b, client_id=cid, clean_session=False, connect=False)
+    assert sub.connect() == 0
+    assert sub.subscribe(t, qos) == [qos]
+    sub.disconnect()
+
+    pub = mqtt_client(b)
+    for i in range(10):
+        pub.publish(t, b"%d" % i, qos=qos)
+
+    again = mqtt_client(b, client_id=cid, clean_session=False, connect=False)
+    assert again.connect() == 1
+    msgs = again.wait_messages(10, topic=t)
+    assert [int(m.payload) for m in msgs] == list(range(10))
+    assert all(m.qos == qos for m in msgs)
+    # the subscription is still there: a live message arrives without re-subscribing
+    pub.publish(t, b"live", qos=qos)
+    again.wait_message(lambda m: m.payload == b"live")
+    assert len([m for m in again.messages if m.topic == t]) == 11
+
+
+def test_clean_session_discards_subscriptions_and_queue(shared_broker, mqtt_client):
+    b = shared_broker
+    cid = unique_id("discard")
+    t = topic("discard")
+    sub = mqtt_client(b, client_id=cid, clean_session=False)
+    sub.subscribe(t, 1)
+    sub.disconnect()
+    pub = mqtt_client(b)
+    pub.publish(t, b"queued", qos=1)
+    # [MQTT-3.1.2-6] CleanSession=1 discards the previous session
+    c = mqtt_client(b, client_id=cid, clean_session=True, connect=False)
+    assert c.connect() == 0
+    pub.publish(t, b"not-subscribed", qos=1)
+    c.subscribe(t, 1)
+    pub.publish(t, b"marker", qos=1)
+    c.wait_message(lambda m: m.payload == b"marker")
+    assert [m.payload for m in c.messages] == [b"marker"]
+
+
+def test_unacked_qos1_redelivered_with_dup_after_reconnect(shared_broker):
+    # [MQTT-4.4.0-1] on reconnect with CleanSession=0, unacknowledged PUBLISH packets
+    # are re-sent with their original packet id and DUP=1.
+    b = shared_broker
+    cid = unique_id("redeliver1")
+    t = topic("redeliver1")
+    with raw.RawClient(b.host, b.port) as sub:
+        sub.connect(cid, clean=False)
+        sub.send(raw.subscribe(1, [(t, 1)]))
+        sub.expect(raw.SUBACK)
+        with raw.RawClient(b.host, b.port) as pub:
+            pub.connect(unique_id("p"))
+            pub.send(raw.publish(t, b"unacked", qos=1, pid=5))
+            pub.expect(raw.PUBACK)
+        first = sub.expect(raw.PUBLISH).publish_fields()
+        assert first[:5] == (t, b"unacked", 1, False, False)
+        sub.abort()                     # no PUBACK, no DISCONNECT
+    with raw.RawClient(b.host, b.port) as sub:
+        ack = sub.connect(cid, clean=False)
+        assert ack.session_present == 1
+        again = sub.expect(raw.PUBLISH).publish_fields()
+        assert again == (t, b"unacked", 1, False, True, first[5])
+        sub.send(raw.puback(first[5]))
+        sub.send(raw.DISCONNECT_BYTES)
+        sub.wait_closed()
+
+
+def test_unacked_qos2_pubrel_resent_after_reconnect(shared_broker):
+    # Subscriber sent PUBREC, then lost the connection before PUBREL: on reconnect the
+    # broker resumes with PUBREL for that packet id, and does not re-send the PUBLISH.
+    b = shared_broker
+    cid = unique_id("redeliver2")
+    t = topic("redeliver2")
+    with raw.RawClient(b.host, b.port) as sub:
+        sub.connect(cid, clean=False)
+        sub.send(raw.subscribe(1, [(t, 2)]))
+        sub.expect(raw.SUBACK)
+        with raw.RawClient(b.host, b.port) as pub:
+            pub.connect(unique_id("p"))
+            pub.send(raw.publish(t, b"q2", qos=2, pid=6))
+            pub.expect(raw.PUBREC)
+            pub.send(raw.pubrel(6))
+            pub.expect(raw.PUBCOMP)
+        pid = sub.expect(raw.PUBLISH).publish_fields()[5]
+        sub.send(raw.pubrec(pid))
+        sub.expect(raw.PUBREL)
+        sub.abort()                      # no PUBCOMP
+    with raw.RawClient(b.host, b.port) as sub:
+        assert sub.connect(cid, clean=False).session_present == 1
+        rel = sub.expect(raw.PUBREL)
+        assert rel.first_byte == 0x62 and rel.body == bytes([pid >> 8, pid & 0xFF])
+        sub.send(raw.pubcomp(pid))
+        # nothing else pending: the next packet is our own PINGRESP
+        sub.send(raw.PINGREQ_BYTES)
+        assert sub.read_packet().type == raw.PINGRESP
+
+
+def test_takeover_keeps_persistent_session(shared_broker, mqtt_client):
+    b = shared_broker
+    cid = unique_id("take-sess")
+    t = topic("take")
+    first = raw.RawClient(b.host, b.port)
+    try:
+        first.connect(cid, clean=False)
+        first.send(raw.subscribe(1, [(t, 1)]))
+        first.expect(raw.SUBACK)
+        second = mqtt_client(b, client_id=cid, clean_session=False, connect=False)
+        assert second.connect() == 1
+        first.wait_closed()
+        mqtt_client(b).publish(t, b"to-second", qos=1)
+        (m,) = second.wait_messages(1, topic=t)
+        assert m.payload == b"to-second"
+    finally:
+        first.close()
+
+
+def test_offline_queue_is_bounded(broker_factory, mqtt_client):
+    # max_queued_messages caps the offline queue; the broker keeps serving.
+    b = broker_factory(max_queued_messages=5)
+    cid = unique_id("bounded")
+    t = topic("bounded")
+    sub = mqtt_client(b, client_id=cid, clean_session=False)
+    sub.subscribe(t, 1)
+    sub.disconnect()
+    pub = mqtt_client(b)
+    for i in range(30):
+        pub.publish(t, b"%d" % i, qos=1)
+    again = mqtt_client(b, client_id=cid, clean_session=False, connect=False)
+    assert again.connect() == 1
+    pub.publish(t, b"marker", qos=1)
+    again.wait_message(lambda m: m.payload == b"marker")
+    queued = [int(m.payload) for m in again.messages if m.payload != b"marker"]
+    # at most the bound; which end is dropped is the broker's policy (mosquitto keeps
+    # the oldest), but what is kept is an in-order run without duplicates
+    assert 1 <= len(queued) <= 5, queued
+    assert queued == list(range(queued[0], queued[0] + len(queued))), queued
+    b.assert_alive()
