@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tools import mpy_build
+from tools import board, mpy_build
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,22 +56,20 @@ def test_core_suite_under_micropython(micropython_exe):
 
 
 @pytest.fixture(scope="session")
-def mpy_tree(tmp_path_factory):
-    """edge/ compiled with mpy-cross into a temporary tree, as deployed on a board."""
-    out, errors = mpy_build.build(str(tmp_path_factory.mktemp("mpy")))
-    return out, {e[:-3].replace("/", "."): msg for e, msg in errors.items()}
+def board_image(tmp_path_factory):
+    """edge/ as a board holds it: a ROMFS image of mpy-cross output."""
+    return board.build_image(str(tmp_path_factory.mktemp("romfs") / "edge.romfs"))
 
 
-# Boards get precompiled .mpy files (compiling a large source file needs more
-# heap than a board has), so each module is imported from its .mpy, on its own,
-# in the ESP32 budget of 64 KiB.
+# A board runs the core from flash (frozen or ROMFS), with only objects in its
+# heap; tools/board.py does the same on the unix port. Each module is imported
+# on its own that way, in the ESP32 budget of 64 KiB.
 @pytest.mark.parametrize("module", _edge_modules())
-def test_edge_module_imports_in_64k_heap(micropython_exe, mpy_tree, module):
-    tree, errors = mpy_tree
-    assert module not in errors, "mpy-cross failed on %s:\n%s" % (module, errors[module])
-    code = "import sys\nsys.path.insert(0, '')\nimport %s\nprint('ok')\n" % module
-    rc, out = _run(micropython_exe, ["-X", "heapsize=64k", "-c", code], timeout=60, cwd=tree)
-    assert rc == 0 and out.strip().endswith("ok"), "import %s (.mpy) under MicroPython with a 64k heap failed:\n%s" % (
+def test_edge_module_imports_in_64k_heap(micropython_exe, board_image, module):
+    code = "import %s\nprint('ok')\n" % module
+    args = ["-m", "tools.board", "--heap", "64k", "--image", board_image, "--exec", code]
+    rc, out = _run(sys.executable, args, timeout=60)
+    assert rc == 0 and out.strip().endswith("ok"), "import %s under MicroPython (64k heap, code in ROMFS) failed:\n%s" % (
         module,
         out,
     )

