@@ -54,6 +54,7 @@ class Stats:
         self.clients_connected = 0
         self.clients_maximum = 0
         self.conns_refused = 0
+        self.conns_oom = 0       # closed by the runtime on MemoryError
         self.subs_refused = 0
         self.protocol_errors = 0
 

@@ -17,6 +17,8 @@ CONNECTED = const(1)      # CONNECT accepted (CONNACK 0 queued)
 CLOSED = const(2)         # closed by us or by the peer; no more input
 ERROR = const(3)          # a protocol error closed it (h11's ERROR)
 
+_CONNECT_BYTE = const(0x10)  # CONNECT, flags 0 [MQTT-2.2.2-1]
+
 # Compact the input buffer once this many consumed bytes sit at its front.
 _COMPACT_AT = const(4096)
 
@@ -60,6 +62,10 @@ class Connection:
         end = len(buf)
         if self.pos >= end:
             return NEED_DATA
+        if self.state == AWAIT_CONNECT and buf[self.pos] != _CONNECT_BYTE:
+            # [MQTT-3.1.0-1] judged on the first byte: an HTTP request or a
+            # stray PUBLISH is closed at once, not after connect_timeout
+            raise RemoteProtocolError(RC_PROTOCOL_ERROR, "first packet is not CONNECT")
         n = codec.packet_length(buf, self.pos, end)
         if n < 0:
             return NEED_DATA

@@ -122,6 +122,12 @@ class TcpServer:
                     break
         except OSError as e:
             self.log(10, "connection %d: %r" % (cid, e))
+        except MemoryError:
+            # A full heap (a board's budget) costs this connection, not the
+            # broker: close it (its will goes out), count it, go on serving.
+            broker.stats.conns_oom += 1
+            conn.closing = True
+            self.log(40, "connection %d closed: out of memory" % cid)
         finally:
             broker.connection_lost(cid, now_ms())
             self.flush()

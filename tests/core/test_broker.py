@@ -327,6 +327,13 @@ def test_first_packet_must_be_connect_and_only_once():
     assert c2.closed
 
 
+def test_non_connect_first_byte_closes_at_once():
+    b = make_broker()
+    c = Client(b)
+    c.send_raw(b"GET / HTTP/1.1\r\n")  # 0x47: not CONNECT, and incomplete as MQTT
+    assert c.closed and c.recv() == []
+
+
 def test_connect_timeout():
     b = make_broker(connect_timeout=2)
     c = Client(b, now=0)
