@@ -40,9 +40,12 @@ def compact(log):
     size = 0
     copied = 0
     bad = (tmp, 0, None)
+    last = 0
     for seg in segs:
         for kind, mv, pos, b0, b1 in log._walk(seg):
-            if kind >= KIND_MIN and get_varint(mv, b0, b1)[0] in live:
+            seq = get_varint(mv, b0, b1)[0] if kind >= KIND_MIN else 0
+            if seq > last and seq in live:  # one copy of a rewritten batch
+                last = seq
                 out.extend(mv[pos:b1 + 4])
                 copied += 1
                 if len(out) >= log.batch_bytes:  # bounded RAM (H7)

@@ -24,15 +24,8 @@
 # a segment we can't read at all is renamed PREFIX.<id>.corrupt-<now> and
 # reported in `problems`: nothing here stops the broker from starting.
 #
-# The files object:
-#   listdir() -> [name]          size(name) -> int
-#   readinto(name, offset, mv) -> n (0 at end)
-#   append(name, data)           creates the file if missing
-#   sync(name)                   data appended so far is durable
-#   sync_dir()                   creates, renames and removes are durable
-#   rename(old, new)             atomic, old is gone after
-#   remove(name)                 truncate(name, size)  (durable on return)
-#   close()
+# The files object's methods are listed (and implemented) in
+# edge/runtime/flash.py; tests/core/_memfiles.py is the in-memory one.
 from edge.compat import const
 from edge.store.record import (
     ERR_TORN, HDR_BAD, HDR_TORN, HEADER, HEADER_LEN, MAX_BODY, OVERHEAD, READERS,
@@ -97,13 +90,11 @@ class Log:
     def _parse(self, name):
         # -> (segment id, is compaction temp file) or (-1, False)
         p = self.prefix + "."
-        if not name.startswith(p):
-            return -1, False
         rest = name[len(p):]
         tmp = rest.endswith(TMP_SUFFIX)
         if tmp:
             rest = rest[:-len(TMP_SUFFIX)]
-        if not rest or not rest.isdigit():
+        if not name.startswith(p) or not rest.isdigit() or str(int(rest)) != rest:
             return -1, False  # a quarantined file, or not ours
         return int(rest), tmp
 
@@ -147,7 +138,7 @@ class Log:
     def is_live(self, seq):
         return seq in self._live
 
-    def __len__(self):
+    def __len__(self):  # live records
         return len(self._live)
 
     def flush(self):
@@ -236,9 +227,7 @@ class Log:
         # a segment, reading through one buffer of max_record + slack bytes
         # (a board can't hold a whole segment). mv is reused: copy what you
         # keep. Leaves (good_end, err or None) in self._walk_end.
-        if self._buf is None:
-            self._buf = bytearray(self._buf_len())
-        buf = self._buf
+        buf = self._rbuf()
         mv = memoryview(buf)
         cap = len(buf)
         name = self._name(seg[_ID])
@@ -276,18 +265,22 @@ class Log:
             pos = b1 + 4
         self._walk_end = (base + pos, None)
 
-    def _buf_len(self):
-        return max(self.max_record + _SEQ_MAX + OVERHEAD, _HEAD_READ)
+    def _rbuf(self):
+        if self._buf is None:
+            self._buf = bytearray(max(self.max_record + _SEQ_MAX + OVERHEAD, _HEAD_READ))
+        return self._buf
 
     def replay(self):
         """Yield (seq, kind, body) for every live record, in append order.
         Call after open(), before appending (a new batch is flushed first)."""
         self.flush()
+        last = 0
         for seg in self._segs:
             for kind, mv, pos, b0, b1 in self._walk(seg):
                 if kind >= KIND_MIN:
                     seq, i = get_varint(mv, b0, b1)
-                    if seq in self._live:
+                    if seq > last and seq in self._live:  # see _index()
+                        last = seq
                         yield seq, kind, bytes(mv[i:b1])
 
     # ---- recovery ------------------------------------------------------------
@@ -337,12 +330,9 @@ class Log:
         f = self.files
         name = self._name(sid)
         size = f.size(name)
-        if self._buf is None:
-            self._buf = bytearray(self._buf_len())
-        mv = memoryview(self._buf)
+        mv = memoryview(self._rbuf())
         got = f.readinto(name, 0, mv[0:min(size, _HEAD_READ)]) if size else 0
         v = header_version(mv, got)
-        kind = err = None
         if v == HDR_TORN:
             err = ERR_TORN
         elif v == HDR_BAD:
@@ -382,13 +372,17 @@ class Log:
         nbytes = 0
         disk = 0
         nxt = self.next_seq
+        top = 0  # highest record seq seen
         for seg in self._segs:
             for kind, mv, pos, b0, b1 in self._walk(seg):
                 n, i = get_varint(mv, b0, b1)
                 if kind >= KIND_MIN:
-                    live[n] = b1 + 4 - pos
-                    nbytes += b1 + 4 - pos
-                    nxt = max(nxt, n + 1)
+                    # Seqs only grow through the log; a seq seen again is a
+                    # batch rewritten after a failed sync (flush()): one copy.
+                    if n > top:
+                        top = n
+                        live[n] = b1 + 4 - pos
+                        nbytes += b1 + 4 - pos
                 elif kind == K_DEL:
                     nbytes -= live.pop(n, 0)
                 elif kind == K_META:
@@ -400,7 +394,7 @@ class Log:
                 self.problems.append((name, good, err, "cut"))
                 seg[_SIZE] = good
             disk += seg[_SIZE]
-        self.next_seq = nxt
+        self.next_seq = nxt = max(nxt, top + 1)
         self.synced = nxt - 1
         self.live_bytes = nbytes
         self.disk_bytes = disk

@@ -21,6 +21,7 @@ class MemFiles:
         self.crash_after = -1
         self.dir_syncs = 0
         self.fail = None   # an exception the next append raises (e.g. ENOSPC)
+        self.fail_sync = None  # ... the next sync raises, data written
 
     def _step(self, what):
         if self.crash_after == 0:
@@ -56,6 +57,10 @@ class MemFiles:
 
     def sync(self, name):
         self._step("sync")
+        if self.fail_sync is not None:
+            e = self.fail_sync
+            self.fail_sync = None
+            raise e
         self.durable[name] = len(self.data[name])
 
     def sync_dir(self):

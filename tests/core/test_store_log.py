@@ -236,14 +236,16 @@ def test_garbage_file_quarantined_and_reported():
     m.durable["log.7"] = 28
     m.data["log.8"] = bytearray(b"\x89EBL\x02" + bytes(40))  # a newer format
     m.durable["log.8"] = 45
-    m.data["notes.txt"] = bytearray(b"not ours")
-    m.durable["notes.txt"] = 8
+    for other in ("notes.txt", "log.007", "log.", "log.x"):
+        m.data[other] = bytearray(b"not ours")
+        m.durable[other] = 8
     log2 = new_log(m, now=1234)
     assert list(log2.replay()) == want  # the broker starts with what is good
     assert log2.problems == [("log.7", 0, "magic", "log.7.corrupt-1234"),
                              ("log.8", 0, "version 2", "log.8.corrupt-1234")]
     assert log2.quarantined == 2
-    assert "log.7" not in m.data and "notes.txt" in m.data
+    assert "log.7" not in m.data
+    assert "notes.txt" in m.data and "log.007" in m.data and "log.x" in m.data
     s = log2.append(K, b"new")
     assert log2.compact()
     assert "log.9" in m.data  # new ids pass the quarantined ones
@@ -289,6 +291,23 @@ def test_failed_write_moves_to_a_new_segment():
     log2 = new_log(m)
     assert [b for s, k, b in log2.replay()] == [b"msg-0", b"msg-1", b"msg-2", b"four"]
     assert log2.problems[0][0] == "log.1" and log2.problems[0][3] == "cut"
+
+
+def test_failed_sync_rewrites_batch_once():
+    # the batch reached the file but its sync failed: flush() writes it again
+    # into a new segment, and every record still replays (and counts) once
+    m, log, want = filled(3)
+    live = log.live_bytes
+    extra = [(log.append(K, b"e%d" % i), K, b"e%d" % i) for i in range(3)]
+    m.fail_sync = OSError(5)
+    raises(OSError, log.flush)
+    log.flush()
+    assert len(m.data) == 2
+    log2 = new_log(m)
+    assert list(log2.replay()) == want + extra
+    assert log2.live_bytes == log.live_bytes > live and len(log2) == 6
+    assert log2.next_seq == 7
+    assert log2.compact() and contents(m) == want + extra
 
 
 def churn(m, n=60, **kw):
