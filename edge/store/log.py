@@ -64,7 +64,7 @@ class Log:
         self.segment_bytes = segment_bytes
         self.batch_bytes = batch_bytes    # a batch this big flushes at once (H7)
         self.next_seq = 1
-        self.synced = 0         # every seq <= synced is durable
+        self.synced = 0         # every seq <= synced is durable ("never": written)
         self.live_bytes = 0
         self.disk_bytes = 0     # all segments, garbage included
         self.refused = 0        # appends over the budget or max_record
