@@ -1,0 +1,184 @@
+# Flash record framing (STYLE H9), sans-IO: bytes in, offsets out.
+#
+#   file   = HEADER record*
+#   HEADER = MAGIC(4) VERSION(1)
+#   record = kind(1) len(varint) body(len) crc32(4, little-endian)
+#
+# The CRC covers kind, len and body, so a flipped bit anywhere in a record,
+# its length included, is caught. Records are appended, never rewritten in
+# place; a power cut can only leave a torn *tail*, and every reader stops at
+# the first record that is torn or fails its CRC: what comes after a bad
+# record cannot be trusted (its start is found only through the bad length).
+#
+# As mosquitto's persist_read_v234.c / persist_read_v5.c, a file says which
+# format it is in and there is one reader per version (READERS); a version we
+# cannot read is refused whole rather than guessed at. Mosquitto writes its
+# header CRC as 0; the per-record CRC is ours (power loss on flash tears
+# writes at any byte).
+#
+# Kinds 0x00 and 0xFF are never valid: they are what zero-filled (preallocated,
+# or some FAT tails after a power cut) and erased NOR flash read back as, so a
+# zero or 0xFF tail is refused by its first byte, before any length is trusted.
+import binascii
+
+from edge.compat import const
+
+MAGIC = b"\x89EBL"  # high first byte: 7-bit or text-mode copies are caught
+VERSION = const(1)
+HEADER = MAGIC + bytes((VERSION,))
+HEADER_LEN = const(5)
+
+# The varint is MQTT's (7 bits a byte, low first), at most 4 bytes.
+_VARINT_MAX = const(4)
+MAX_BODY = const(268435455)
+# kind + longest varint + crc: a record is at most body + OVERHEAD bytes
+OVERHEAD = const(9)
+
+# scan()/decode() errors. Strings so that a report reads by itself.
+ERR_TORN = "torn"    # the buffer ends inside the record (a cut write)
+ERR_KIND = "kind"    # 0x00 / 0xFF: zero-filled or erased space
+ERR_LEN = "len"      # varint longer than 4 bytes, or above the caller's max
+ERR_CRC = "crc"      # bytes changed after they were written
+
+# header_version() results other than a version number
+HDR_TORN = const(-1)  # shorter than a header, but a prefix of ours
+HDR_BAD = const(-2)   # not our magic: not a file of ours, or damaged
+
+
+def append_record(buf, kind, body, prefix=b""):
+    """Frame one record onto the end of bytearray buf (a write batch, so a
+    record costs no bytes object of its own). The body on flash is
+    prefix + body (edge/store/log.py puts its sequence number there).
+    kind is 1..254. Returns the record's size."""
+    if not 0 < kind < 255:
+        raise ValueError("record kind %d" % kind)
+    n = len(prefix) + len(body)
+    if n > MAX_BODY:
+        raise ValueError("record body %d bytes" % n)
+    start = len(buf)
+    buf.append(kind)
+    while n > 0x7F:  # varint, as MQTT's remaining length
+        buf.append((n & 0x7F) | 0x80)
+        n >>= 7
+    buf.append(n)
+    buf.extend(prefix)
+    buf.extend(body)
+    crc = binascii.crc32(memoryview(buf)[start:]) & 0xFFFFFFFF
+    buf.append(crc & 0xFF)
+    buf.append((crc >> 8) & 0xFF)
+    buf.append((crc >> 16) & 0xFF)
+    buf.append(crc >> 24)
+    return len(buf) - start
+
+
+def encode_record(kind, body):
+    """The framed bytes of one record (kind 1..254)."""
+    buf = bytearray()
+    append_record(buf, kind, body)
+    return bytes(buf)
+
+
+def record_size(body_len):
+    """Bytes a record with a body of body_len bytes takes on flash."""
+    n = 2 + body_len + 4
+    while body_len > 0x7F:
+        body_len >>= 7
+        n += 1
+    return n
+
+
+def decode_v1(mv, pos, end, max_body=MAX_BODY):
+    """One record at mv[pos:end] -> (kind, body_start, body_end, err).
+    err None: the record is good and the next one starts at body_end + 4.
+    Otherwise kind/body are meaningless and err is an ERR_* string."""
+    if pos >= end:
+        return 0, 0, 0, ERR_TORN
+    kind = mv[pos]
+    if kind == 0 or kind == 0xFF:
+        return 0, 0, 0, ERR_KIND
+    n = 0
+    shift = 0
+    i = pos + 1
+    while True:
+        if i >= end:
+            return 0, 0, 0, ERR_TORN
+        if i - pos > _VARINT_MAX:
+            return 0, 0, 0, ERR_LEN
+        b = mv[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    if n > max_body:
+        return 0, 0, 0, ERR_LEN
+    if i + n + 4 > end:
+        return 0, 0, 0, ERR_TORN
+    j = i + n
+    crc = binascii.crc32(mv[pos:j]) & 0xFFFFFFFF
+    got = mv[j] | (mv[j + 1] << 8) | (mv[j + 2] << 16) | (mv[j + 3] << 24)
+    if crc != got:
+        return 0, 0, 0, ERR_CRC
+    return kind, i, j, None
+
+
+# One record reader per file version (mosquitto's persist_read_v*). A new
+# format adds decode_v2 here and keeps decode_v1 for files already on flash.
+READERS = {VERSION: decode_v1}
+
+
+def header_version(mv, end):
+    """The version in the header at mv[0:end], or HDR_TORN / HDR_BAD.
+    A version we have no reader for is returned as is: the caller checks
+    READERS (a newer file is not damaged, but we can't read it either)."""
+    n = min(end, HEADER_LEN)
+    for i in range(min(n, 4)):
+        if mv[i] != MAGIC[i]:
+            return HDR_BAD
+    if n < HEADER_LEN:
+        return HDR_TORN
+    return mv[4]
+
+
+def scan(buf, start, end, max_body=MAX_BODY):
+    """Every good record of a version-1 file in buf[start:end], stopping at
+    the first bad or torn one -> (records, good_end, err). records is a list
+    of (kind, body_start, body_end); good_end is where the good prefix ends
+    (the length to cut the file to); err is None if buf[start:end] is only
+    good records. Builds a list: for a whole file on a board, walk with
+    decode_v1 instead, as edge/store/log.py does."""
+    mv = memoryview(buf)
+    out = []
+    pos = start
+    while pos < end:
+        kind, b0, b1, err = decode_v1(mv, pos, end, max_body)
+        if err is not None:
+            return out, pos, err
+        out.append((kind, b0, b1))
+        pos = b1 + 4
+    return out, pos, None
+
+
+def put_varint(buf, n):
+    """Append n (>= 0) to bytearray buf, 7 bits a byte, low first (unbounded:
+    sequence numbers use it too)."""
+    while n > 0x7F:
+        buf.append((n & 0x7F) | 0x80)
+        n >>= 7
+    buf.append(n)
+
+
+def get_varint(mv, pos, end):
+    """(n, next pos) of a varint written by put_varint; (-1, pos) if it runs
+    past end or over 8 bytes (more than a seq ever needs)."""
+    n = 0
+    shift = 0
+    i = pos
+    while i < end and i - pos < 8:
+        b = mv[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+    return -1, pos
