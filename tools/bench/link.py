@@ -69,23 +69,22 @@ class Link(asyncio.Protocol):
                 fut.set_exception(exc)
         self.waiters.clear()
 
-    async def request(self, data, kind, timeout):
+    async def request(self, data, kind):
+        """Write data, wait for the next packet of `kind` (the caller bounds
+        the wait: asyncio.timeout is cheaper than a wait_for per request)."""
         if self.lost:
             raise HandshakeError("connection already closed")
         fut = asyncio.get_running_loop().create_future()
         self.waiters[kind] = fut
         self.transport.write(data)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            raise HandshakeError("no %s within %.1fs" % (_NAMES[kind], timeout)) from None
+        return await fut
 
-    async def handshake(self, client_id, subs=(), timeout=10.0, keepalive=300):
-        fb, body = await self.request(wire.connect(client_id, keepalive), wire.CONNACK, timeout)
+    async def handshake(self, client_id, subs=(), keepalive=300):
+        fb, body = await self.request(wire.connect(client_id, keepalive), wire.CONNACK)
         if len(body) != 2 or body[1] != 0:
             raise HandshakeError("CONNACK refused: %r" % (body,))
         if subs:
-            fb, body = await self.request(wire.subscribe(1, subs), wire.SUBACK, timeout)
+            fb, body = await self.request(wire.subscribe(1, subs), wire.SUBACK)
             granted = list(body[2:])
             if 0x80 in granted or len(granted) != len(subs):
                 raise HandshakeError("SUBACK refused: %r" % (granted,))
@@ -108,18 +107,18 @@ class Link(asyncio.Protocol):
             self.transport.close()
 
 
-_NAMES = {wire.CONNACK: "CONNACK", wire.SUBACK: "SUBACK"}
-
-
 async def open_link(host, port, client_id, subs=(), timeout=10.0, keepalive=300):
-    """Connect, CONNECT, SUBSCRIBE; returns the Link (still in handshake mode)."""
+    """Connect, CONNECT, SUBSCRIBE; returns the Link (still in handshake mode).
+    Raises OSError, HandshakeError or TimeoutError."""
     loop = asyncio.get_running_loop()
-    _, link = await asyncio.wait_for(
-        loop.create_connection(Link, host, port), timeout)
+    link = None
     try:
-        await link.handshake(client_id, subs, timeout, keepalive)
+        async with asyncio.timeout(timeout):
+            _, link = await loop.create_connection(Link, host, port)
+            await link.handshake(client_id, subs, keepalive)
     except BaseException:
-        link.close()
+        if link is not None:
+            link.close()
         raise
     return link
 

@@ -170,6 +170,7 @@ def chart(doc, path):
     """One panel per scenario metric, a bar per broker (median, min-max whiskers)."""
     import matplotlib
     matplotlib.use("Agg")
+    import matplotlib.ticker
     import matplotlib.pyplot as plt
 
     s = doc["summary"]["medians"]
@@ -184,12 +185,25 @@ def chart(doc, path):
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
     for ax, (name, m) in zip(axes.flat, panels):
         cells = s[name][m["key"]]
-        names = [b for b in brokers if b in cells]
+        names = [b for b in brokers if b in cells and b != "direct"]
         med = [cells[b]["median"] for b in names]
         err = [[cells[b]["median"] - cells[b]["min"] for b in names],
                [cells[b]["max"] - cells[b]["median"] for b in names]]
         ax.bar(range(len(names)), med, yerr=err, capsize=3,
                color=[colors[b] for b in names])
+        top = max(med + [0]) * 1.25 or 1
+        ceiling = cells.get("direct")
+        if ceiling:  # the generator's own ceiling: a line, clipped when far above
+            c = ceiling["median"]
+            if c <= top:
+                ax.axhline(c, color="#7f7f7f", ls="--", lw=1)
+                ax.text(len(names) - 0.5, c, "load generator ceiling %s" % fmt(c),
+                        ha="right", va="bottom", fontsize=7, color="#555555")
+            else:
+                ax.text(len(names) - 0.5, top * 0.98, "load generator ceiling %s (off scale)"
+                        % fmt(c), ha="right", va="top", fontsize=7, color="#555555")
+        ax.set_ylim(0, top)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: fmt(v)))
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels([_short(b) for b in names], fontsize=8)
         ax.set_title("%s\n%s" % (doc["scenarios"][name]["title"], m["key"]), fontsize=9)

@@ -51,7 +51,7 @@ SCENARIOS = [
     Scenario("idle_1000", "idle", "1,000 idle connections, 1 subscription each",
              [("kib_per_conn", "KiB/conn", False)], {"n": 1000}, {"n": 200}),
     Scenario("connect_storm", "storm", "connect+subscribe+disconnect cycles",
-             [("cycles_per_s", "cycles/s", True)], {"duration": 5.0, "concurrency": 8},
+             [("cycles_per_s", "cycles/s", True)], {"duration": 5.0, "concurrency": 16},
              {"duration": 1.0}),
     Scenario("mpy_heap_per_client", "heap", "MicroPython heap per connected client",
              [("heap_per_client", "B/client", False)], {"n": 16}, {"n": 8},
@@ -219,8 +219,9 @@ async def sys_value(broker, topic, timeout=5.0):
     try:
         fut = asyncio.get_running_loop().create_future()
         ln.waiters[wire.PUBLISH] = fut
-        await ln.request(wire.subscribe(1, [(topic, 0)]), wire.SUBACK, timeout)
-        fb, body = await asyncio.wait_for(fut, timeout)
+        async with asyncio.timeout(timeout):
+            await ln.request(wire.subscribe(1, [(topic, 0)]), wire.SUBACK)
+            fb, body = await fut
         tl = (body[0] << 8) | body[1]
         return int(body[2 + tl:].decode())
     finally:
