@@ -209,8 +209,8 @@ def chart(doc, path):
         ax.set_title("%s\n%s" % (doc["scenarios"][name]["title"], m["key"]), fontsize=9)
         ax.set_ylabel("%s (%s)" % (m["unit"], "higher better" if m["higher_is_better"] else "lower better"),
                       fontsize=8)
-        for i, v in enumerate(med):
-            ax.annotate(fmt(v), (i, v), ha="center", va="bottom", fontsize=7)
+        for i, b in enumerate(names):  # above the whisker
+            ax.annotate(fmt(med[i]), (i, cells[b]["max"]), ha="center", va="bottom", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
