@@ -33,12 +33,17 @@ def _parser():
     p = argparse.ArgumentParser(prog=PROG, description="A memory-frugal MQTT broker.")
     p.add_argument("--version", action="version", version="%s %s" % (PROG, VERSION))
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Later: deploy, fleet, bench (each a subparser + a _cmd_<name> function).
+    # Later: deploy, fleet (each a subparser + a _cmd_<name> function).
     run = sub.add_parser("run", help="run the broker in the foreground")
     run.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
     for flag, section, key, metavar, text in RUN_FLAGS:
         run.add_argument(flag, metavar=metavar, help="%s [%s.%s]" % (text, section, key))
     run.set_defaults(func=_cmd_run)
+    # Everything after `bench` goes to tools.bench's own parser (--help too).
+    bench = sub.add_parser("bench", add_help=False, prefix_chars="\0",
+                           help="benchmark against mosquitto and amqtt (python -m tools.bench)")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_cmd_bench)
     return p
 
 
@@ -103,6 +108,12 @@ def _cmd_run(args):
             signal.signal(signal.SIGTERM, old)
     log(logging.INFO, "stopped")
     return 0
+
+
+def _cmd_bench(args):
+    # Imported here: the harness is a tool, not part of the broker.
+    bench = importlib.import_module("tools.bench.__main__")
+    return bench.main(args.args)
 
 
 def main(argv=None):
