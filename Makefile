@@ -47,11 +47,12 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test typecheck sizes deps stubs clean .venv
+.PHONY: help run test bench typecheck sizes deps stubs clean .venv
 
 help:
 	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
 	@echo "make test       install deps, type-check edge/, print module sizes, run pytest"
+	@echo "make bench      edgebroker vs mosquitto vs amqtt, side by side (BENCH_ARGS=--quick for a short pass)"
 	@echo "make typecheck  mypy edge/ against MicroPython's stubs"
 	@echo "make sizes      source and .mpy size of each edge/ module"
 	@echo "make deps       install the Debian packages the tests need ($(APT_PACKAGES))"
@@ -100,6 +101,17 @@ sizes: $(STAMP)
 # pytest runs last so its summary is the last line of the output.
 test: deps $(STAMP) typecheck sizes
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The benchmark: amqtt (pinned: the version the issue's figures were measured
+# with) and matplotlib come only with it, not with the test dependencies.
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[bench]'
+	@touch $@
+
+bench: deps $(BENCH_STAMP)
+	$(PY) -m tools.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache *.egg-info
