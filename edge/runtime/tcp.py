@@ -9,6 +9,11 @@ import asyncio
 from edge.runtime.clock import now_ms
 
 _READ_SIZE = 2048
+# One receive buffer for every connection where the stream can readinto
+# (MicroPython): each read is handed to the broker before the next await, so
+# sharing is safe, and a read allocates nothing. Allocated at import, before
+# the heap fragments: 2 KB in one piece is hard to find on a board later on.
+_RBUF = bytearray(_READ_SIZE)
 
 
 def _backlog(writer):
@@ -28,10 +33,7 @@ class TcpServer:
         self.draining = set()
         self.next_id = 0
         self.server = None
-        # One receive buffer for every connection where the stream can
-        # readinto (MicroPython): each read is handed to the broker before
-        # the next await, so sharing is safe, and a read allocates nothing.
-        self.rbuf = bytearray(_READ_SIZE)
+        self.rbuf = _RBUF  # shared, see above
         self.rmv = memoryview(self.rbuf)
 
     async def start(self, host, port):
