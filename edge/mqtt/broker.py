@@ -4,29 +4,42 @@
 # keyed by packet type (STYLE H8); the one dispatcher in data_received() turns
 # a RemoteProtocolError into closing that connection (Mosquitto's read_handle).
 from edge import VERSION
+from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
-from edge.mqtt.consts import (
-    CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE,
-    PINGREQ, DISCONNECT, SUBACK_FAILURE, CONNACK_BAD_PROTOCOL, CONNACK_ID_REJECTED,
-    CONNACK_SERVER_UNAVAILABLE, RC_PROTOCOL_ERROR,
-)
 from edge.mqtt.packets import Connack, Puback, Pubrec, Pubcomp, Suback, Unsuback, Pingresp
 from edge.mqtt.retain import RetainStore
 from edge.mqtt.session import Message, Session
 from edge.mqtt.topics import Trie, validate_filter, validate_topic
 
+# Wire numbers from consts.py, private so they fold into the bytecode and
+# cost no heap on a board (tests/core/test_consts.py keeps them equal).
+_CONNECT = const(1)
+_PUBLISH = const(3)
+_PUBACK = const(4)
+_PUBREC = const(5)
+_PUBREL = const(6)
+_PUBCOMP = const(7)
+_SUBSCRIBE = const(8)
+_UNSUBSCRIBE = const(10)
+_PINGREQ = const(12)
+_DISCONNECT = const(14)
+_SUBACK_FAILURE = const(0x80)
+_CONNACK_BAD_PROTOCOL = const(1)
+_CONNACK_ID_REJECTED = const(2)
+_CONNACK_SERVER_UNAVAILABLE = const(3)
+
 _HANDLERS = {
-    CONNECT: "_on_connect",
-    PUBLISH: "_on_publish",
-    PUBACK: "_on_puback",
-    PUBREC: "_on_pubrec",
-    PUBREL: "_on_pubrel",
-    PUBCOMP: "_on_pubcomp",
-    SUBSCRIBE: "_on_subscribe",
-    UNSUBSCRIBE: "_on_unsubscribe",
-    PINGREQ: "_on_pingreq",
-    DISCONNECT: "_on_disconnect",
+    _CONNECT: "_on_connect",
+    _PUBLISH: "_on_publish",
+    _PUBACK: "_on_puback",
+    _PUBREC: "_on_pubrec",
+    _PUBREL: "_on_pubrel",
+    _PUBCOMP: "_on_pubcomp",
+    _SUBSCRIBE: "_on_subscribe",
+    _UNSUBSCRIBE: "_on_unsubscribe",
+    _PINGREQ: "_on_pingreq",
+    _DISCONNECT: "_on_disconnect",
 }
 
 # (protocol name, level) pairs spoken as 3.1.1 (3.1's MQIsdp differs only in name)
@@ -192,13 +205,13 @@ class Broker:
                 self._close(conn, now, "MQTT 5.0 not supported yet", ERROR)
                 return
             # [MQTT-3.1.2-2] unacceptable protocol level: CONNACK 0x01, close
-            return self._refuse(conn, CONNACK_BAD_PROTOCOL,
+            return self._refuse(conn, _CONNACK_BAD_PROTOCOL,
                                 "unsupported protocol %r level %d" % (pkt.proto, pkt.level), now)
         cid = pkt.client_id
         if not cid:
             # [MQTT-3.1.3-7/8] zero-length id only with clean session
             if not pkt.clean or not lim.allow_zero_length_clientid:
-                return self._refuse(conn, CONNACK_ID_REJECTED, "empty client id", now)
+                return self._refuse(conn, _CONNACK_ID_REJECTED, "empty client id", now)
             cid = self._assign_id()
         if pkt.will_topic is not None:
             validate_topic(pkt.will_topic, lim.max_topic_levels)  # [MQTT-3.1.3-10]
@@ -208,7 +221,7 @@ class Broker:
             self._close(sess.conn, now, "taken over by a new connection")
             sess = self.sessions.get(cid)
         if self.stats.clients_connected >= lim.max_connections:
-            return self._refuse(conn, CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
+            return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
         present = False
         if sess is not None and pkt.clean:
             self._discard(sess)  # [MQTT-3.1.2-6]
@@ -279,7 +292,7 @@ class Broker:
             codes.append(self._subscribe(sess, f, opts & 3))
         conn.send(Suback(pkt.pid, codes))  # [MQTT-3.8.4-1]
         for i in range(len(codes)):
-            if codes[i] != SUBACK_FAILURE:
+            if codes[i] != _SUBACK_FAILURE:
                 self._send_retained(sess, pkt.topics[i][0], codes[i])
 
     def _subscribe(self, client, f, qos):
@@ -290,11 +303,11 @@ class Broker:
             if f.count("/") < lim.max_topic_levels:
                 raise  # malformed filter: a protocol violation, close
             self.stats.subs_refused += 1  # only over our depth limit: refuse it
-            return SUBACK_FAILURE
+            return _SUBACK_FAILURE
         if f not in client.subs and len(client.subs) >= lim.max_subscriptions:
             self.stats.subs_refused += 1
             self.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
-            return SUBACK_FAILURE
+            return _SUBACK_FAILURE
         client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
         self.subs.add(f, client, qos)
         return qos
@@ -357,7 +370,7 @@ class Broker:
         """Subscribe a LocalClient; returns the granted QoS or 0x80. Retained
         messages matching `f` are delivered at once, as for MQTT clients."""
         code = self._subscribe(client, f, qos)
-        if code != SUBACK_FAILURE:
+        if code != _SUBACK_FAILURE:
             self._send_retained(client, f, code)
         return code
 

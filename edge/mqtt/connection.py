@@ -5,9 +5,13 @@
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt import codec
-from edge.mqtt.consts import (
-    CONNECT, PUBLISH, RC_MALFORMED, RC_PACKET_TOO_LARGE, RC_PROTOCOL_ERROR,
-)
+
+# From consts.py, private so they fold into the bytecode (test_consts.py)
+_CONNECT = const(1)
+_PUBLISH = const(3)
+_RC_MALFORMED = const(0x81)
+_RC_PROTOCOL_ERROR = const(0x82)
+_RC_PACKET_TOO_LARGE = const(0x95)
 
 NEED_DATA = None  # next_event() result when no whole packet is buffered
 
@@ -67,23 +71,23 @@ class Connection:
             # [MQTT-3.1.2-24] (5.0) / an explicit limit in 3.1.1: refuse it
             # before buffering the body.
             raise RemoteProtocolError(
-                RC_PACKET_TOO_LARGE,
+                _RC_PACKET_TOO_LARGE,
                 "packet of %d bytes over max_packet_size %d" % (n, max_packet_size),
             )
         if self.pos + n > end:
             return NEED_DATA
         pkt, used = codec.decode(buf, self.pos, end, self.v5)
         if pkt is None or used != n:
-            raise RemoteProtocolError(RC_MALFORMED, "remaining length does not match contents")
+            raise RemoteProtocolError(_RC_MALFORMED, "remaining length does not match contents")
         kind = pkt.kind
         if self.state == AWAIT_CONNECT:
-            if kind != CONNECT:
+            if kind != _CONNECT:
                 # [MQTT-3.1.0-1] the first packet must be CONNECT
-                raise RemoteProtocolError(RC_PROTOCOL_ERROR, "first packet is not CONNECT")
-        elif kind == CONNECT:
+                raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "first packet is not CONNECT")
+        elif kind == _CONNECT:
             # [MQTT-3.1.0-2] a second CONNECT is a protocol violation
-            raise RemoteProtocolError(RC_PROTOCOL_ERROR, "second CONNECT")
-        if kind == PUBLISH and pkt.qos == 0 and not pkt.retain:
+            raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "second CONNECT")
+        if kind == _PUBLISH and pkt.qos == 0 and not pkt.retain:
             self.raw = bytes(buf[self.pos:self.pos + n])
         else:
             self.raw = None

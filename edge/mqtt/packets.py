@@ -3,14 +3,30 @@
 # `kind` is the fixed-header packet type; the codec and the broker's dispatch
 # tables key on it. `props` is None for 3.1.1, else a dict {property id: value}
 # filled in by the 5.0 codec (user properties as a list of (name, value)).
-from edge.mqtt.consts import (
-    CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE,
-    SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH,
-)
+from edge.compat import const
+
+# Packet types as private consts (folded into the bytecode, no heap on a
+# board); the public names are in consts.py, tests/core/test_consts.py checks
+# that the two agree.
+_CONNECT = const(1)
+_CONNACK = const(2)
+_PUBLISH = const(3)
+_PUBACK = const(4)
+_PUBREC = const(5)
+_PUBREL = const(6)
+_PUBCOMP = const(7)
+_SUBSCRIBE = const(8)
+_SUBACK = const(9)
+_UNSUBSCRIBE = const(10)
+_UNSUBACK = const(11)
+_PINGREQ = const(12)
+_PINGRESP = const(13)
+_DISCONNECT = const(14)
+_AUTH = const(15)
 
 
 class Connect:
-    kind = CONNECT
+    kind = _CONNECT
     __slots__ = (
         "proto", "level", "client_id", "clean", "keepalive", "username",
         "password", "will_topic", "will_payload", "will_qos", "will_retain",
@@ -37,7 +53,7 @@ class Connect:
 
 
 class Connack:
-    kind = CONNACK
+    kind = _CONNACK
     __slots__ = ("session_present", "reason", "props")
 
     def __init__(self, session_present=False, reason=0, props=None):
@@ -47,7 +63,7 @@ class Connack:
 
 
 class Publish:
-    kind = PUBLISH
+    kind = _PUBLISH
     __slots__ = ("topic", "payload", "qos", "retain", "dup", "pid", "props")
 
     def __init__(self, topic, payload=b"", qos=0, retain=False, dup=False,
@@ -73,26 +89,26 @@ class _Ack:
 
 class Puback(_Ack):
     __slots__ = ()
-    kind = PUBACK
+    kind = _PUBACK
 
 
 class Pubrec(_Ack):
     __slots__ = ()
-    kind = PUBREC
+    kind = _PUBREC
 
 
 class Pubrel(_Ack):
     __slots__ = ()
-    kind = PUBREL
+    kind = _PUBREL
 
 
 class Pubcomp(_Ack):
     __slots__ = ()
-    kind = PUBCOMP
+    kind = _PUBCOMP
 
 
 class Subscribe:
-    kind = SUBSCRIBE
+    kind = _SUBSCRIBE
     __slots__ = ("pid", "topics", "props")
 
     def __init__(self, pid, topics, props=None):
@@ -104,7 +120,7 @@ class Subscribe:
 
 
 class Suback:
-    kind = SUBACK
+    kind = _SUBACK
     __slots__ = ("pid", "codes", "props")
 
     def __init__(self, pid, codes, props=None):
@@ -114,7 +130,7 @@ class Suback:
 
 
 class Unsubscribe:
-    kind = UNSUBSCRIBE
+    kind = _UNSUBSCRIBE
     __slots__ = ("pid", "topics", "props")
 
     def __init__(self, pid, topics, props=None):
@@ -124,7 +140,7 @@ class Unsubscribe:
 
 
 class Unsuback:
-    kind = UNSUBACK
+    kind = _UNSUBACK
     __slots__ = ("pid", "codes", "props")
 
     def __init__(self, pid, codes=None, props=None):
@@ -134,17 +150,17 @@ class Unsuback:
 
 
 class Pingreq:
-    kind = PINGREQ
+    kind = _PINGREQ
     __slots__ = ()
 
 
 class Pingresp:
-    kind = PINGRESP
+    kind = _PINGRESP
     __slots__ = ()
 
 
 class Disconnect:
-    kind = DISCONNECT
+    kind = _DISCONNECT
     __slots__ = ("reason", "props")
 
     def __init__(self, reason=0, props=None):
@@ -153,7 +169,7 @@ class Disconnect:
 
 
 class Auth:
-    kind = AUTH
+    kind = _AUTH
     __slots__ = ("reason", "props")
 
     def __init__(self, reason=0, props=None):

@@ -4,8 +4,11 @@
 # unlike Mosquitto's subs.c).
 from edge.compat import const
 from edge.errors import RemoteProtocolError
-from edge.mqtt.consts import RC_TOPIC_FILTER_INVALID, RC_TOPIC_NAME_INVALID
 
+# Reason codes from consts.py, private so they fold into the bytecode
+# (tests/core/test_consts.py keeps them equal)
+_RC_TOPIC_FILTER_INVALID = const(0x8F)
+_RC_TOPIC_NAME_INVALID = const(0x90)
 # [MQTT-1.5.3-1] strings carry a 2-byte length prefix
 _MAX_BYTES = const(65535)
 # A code point is at most 4 UTF-8 bytes, so shorter strings need no encode()
@@ -27,7 +30,7 @@ def _too_long(s):
 
 def validate_topic(name, max_levels):
     """Check a topic NAME (PUBLISH, will topic). max_levels 0: no limit."""
-    rc = RC_TOPIC_NAME_INVALID
+    rc = _RC_TOPIC_NAME_INVALID
     if not name:
         raise RemoteProtocolError(rc, "empty topic name")  # [MQTT-4.7.3-1]
     if "+" in name or "#" in name:
@@ -44,7 +47,7 @@ def validate_topic(name, max_levels):
 def validate_filter(f, max_levels):
     """Check a topic FILTER (SUBSCRIBE, UNSUBSCRIBE). max_levels 0: no limit.
     A `$share/...` filter passes as a plain filter; see split_shared()."""
-    rc = RC_TOPIC_FILTER_INVALID
+    rc = _RC_TOPIC_FILTER_INVALID
     if not f:
         raise RemoteProtocolError(rc, "empty topic filter")  # [MQTT-4.7.3-1]
     if "\x00" in f:
@@ -74,7 +77,7 @@ def split_shared(f):
         return None, f
     rest = f[len(_SHARE):]
     i = rest.find("/")
-    rc = RC_TOPIC_FILTER_INVALID
+    rc = _RC_TOPIC_FILTER_INVALID
     # [MQTT-4.8.2-1] ShareName at least one character, [MQTT-4.8.2-2] no
     # '/', '+' or '#' in it, followed by '/' and a Topic Filter
     if i <= 0:
