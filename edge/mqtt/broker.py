@@ -107,9 +107,7 @@ class Broker:
             self.stats.conns_refused += 1
             self.log(30, "connection refused: max_connections %d reached" % self.limits.max_connections)
             return False
-        conn = Connection(cid, now)
-        conn.dirty = self.dirty
-        self.conns[cid] = conn
+        self.conns[cid] = Connection(cid, now, self.dirty)
         return True
 
     def data_received(self, cid, data, now):
@@ -126,10 +124,14 @@ class Broker:
         max_size = self.limits.max_packet_size
         try:
             while conn.state < CLOSED:
+                start = conn.pos
                 pkt = conn.next_event(max_size)
                 if pkt is None:
                     break
-                getattr(self, _HANDLERS[pkt.kind])(conn, pkt, now)
+                if pkt.kind == _PUBLISH:  # the hot one: no table lookup
+                    self._on_publish(conn, pkt, now, start)
+                else:
+                    getattr(self, _HANDLERS[pkt.kind])(conn, pkt, now)
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             # 3.1.1 has no server DISCONNECT: the answer to a protocol
@@ -251,7 +253,8 @@ class Broker:
             if cid not in self.sessions:
                 return cid
 
-    def _on_publish(self, conn, pkt, now):
+    def _on_publish(self, conn, pkt, now, start=-1):
+        # start: where the packet began in conn's buffer (-1: unknown)
         validate_topic(pkt.topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
         self.stats.msgs_received += 1
         sess = conn.session
@@ -264,8 +267,8 @@ class Broker:
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
         else:
             msg = Message(pkt.topic, pkt.payload, qos, pkt.retain)
-            if conn.raw is not None and not conn.v5:
-                msg.enc0 = conn.raw  # forward QoS 0 without re-encoding
+            if not qos and not pkt.retain and start >= 0 and not conn.v5:
+                msg.enc0 = conn.last_packet(start)  # forward QoS 0 as it came
             self._publish(msg)
         if qos == 1:
             conn.send(Puback(pkt.pid))

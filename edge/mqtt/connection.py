@@ -8,7 +8,6 @@ from edge.mqtt import codec
 
 # From consts.py, private so they fold into the bytecode (test_consts.py)
 _CONNECT = const(1)
-_PUBLISH = const(3)
 _RC_MALFORMED = const(0x81)
 _RC_PROTOCOL_ERROR = const(0x82)
 _RC_PACKET_TOO_LARGE = const(0x95)
@@ -21,52 +20,66 @@ CONNECTED = const(1)      # CONNECT accepted (CONNACK 0 queued)
 CLOSED = const(2)         # closed by us or by the peer; no more input
 ERROR = const(3)          # a protocol error closed it (h11's ERROR)
 
-# Compact the input buffer once this many consumed bytes sit at its front.
-_COMPACT_AT = const(4096)
-
 
 class Connection:
-    # Every attribute costs heap per connection on a board: keep them few.
-    def __init__(self, cid, now):
+    # Every instance attribute costs heap per connection on a board
+    # (MicroPython keeps them in a hash map that grows 8, 10, 12, 17 slots):
+    # ten are set here, and the rarely set ones default on the class.
+    v5 = False        # MQTT 5.0 framing (a later issue)
+    will = None       # Message from CONNECT; None after DISCONNECT
+    closing = False   # close after the queued output is written
+
+    def __init__(self, cid, now, dirty=None):
         self.id = cid
         self.state = AWAIT_CONNECT
-        self.v5 = False
         # Until CONNECT: when the socket opened (connect timeout); then: the
         # last time a packet arrived (keepalive).
         self.last_rx = now
         self.keepalive = 0      # seconds, from CONNECT
         self.session = None     # Session once CONNECT is accepted
-        self.will = None        # Message from CONNECT; None after DISCONNECT
-        self.buf = bytearray()
+        # Input: between feeds, only the bytes of an incomplete packet, in a
+        # bytearray of our own (b"" when none: an idle connection holds no
+        # buffer). During a feed, the data fed in itself, read in place.
+        self.buf = b""
         self.pos = 0
-        self.raw = None  # bytes of the last PUBLISH decoded (QoS 0 forwarding)
         # Output side, drained by the runtime: the first write of a batch puts
         # the connection on the broker's shared `dirty` list.
-        self.dirty = []
+        self.dirty = [] if dirty is None else dirty
         self.out = []
         self.out_bytes = 0
-        self.closing = False  # close after the queued output is written
 
     # ---- input -------------------------------------------------------------
     def receive_data(self, data, now):
+        """Feed bytes; call next_event() until it returns NEED_DATA before the
+        next feed. `data` is only borrowed: it may be the runtime's shared read
+        buffer, so what outlives the feed (an incomplete packet) is copied."""
         if self.state:  # not before CONNECT: a trickle must not defer the timeout
             self.last_rx = now
-        if self.pos and (self.pos >= len(self.buf) or self.pos >= _COMPACT_AT):
-            self.buf[0:self.pos] = b""
-            self.pos = 0
-        self.buf += data
+        if self.buf:
+            self.buf += data  # the rest of a packet we hold the start of
+        elif type(data) is bytearray:
+            self.buf = memoryview(data)  # never grow a caller's bytearray
+        else:
+            self.buf = data  # bytes, or a view of the runtime's read buffer
+
+    def _keep_tail(self):
+        # End of a feed: hold the incomplete packet (if any) in our own buffer
+        buf = self.buf
+        pos = self.pos
+        if pos >= len(buf):
+            self.buf = b""
+        elif pos or type(buf) is not bytearray:
+            self.buf = bytearray(buf[pos:])
+        self.pos = 0
 
     def next_event(self, max_packet_size):
         """Next whole packet, or NEED_DATA. Raises RemoteProtocolError."""
         if self.state >= CLOSED:
             return NEED_DATA
         buf = self.buf
+        pos = self.pos
         end = len(buf)
-        if self.pos >= end:
-            return NEED_DATA
-        n = codec.packet_length(buf, self.pos, end)
-        if n < 0:
-            return NEED_DATA
+        n = codec.packet_length(buf, pos, end) if pos < end else -1
         if n > max_packet_size:
             # [MQTT-3.1.2-24] (5.0) / an explicit limit in 3.1.1: refuse it
             # before buffering the body.
@@ -74,9 +87,10 @@ class Connection:
                 _RC_PACKET_TOO_LARGE,
                 "packet of %d bytes over max_packet_size %d" % (n, max_packet_size),
             )
-        if self.pos + n > end:
+        if n < 0 or pos + n > end:
+            self._keep_tail()
             return NEED_DATA
-        pkt, used = codec.decode(buf, self.pos, end, self.v5)
+        pkt, used = codec.decode(buf, pos, end, self.v5)
         if pkt is None or used != n:
             raise RemoteProtocolError(_RC_MALFORMED, "remaining length does not match contents")
         kind = pkt.kind
@@ -87,12 +101,13 @@ class Connection:
         elif kind == _CONNECT:
             # [MQTT-3.1.0-2] a second CONNECT is a protocol violation
             raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "second CONNECT")
-        if kind == _PUBLISH and pkt.qos == 0 and not pkt.retain:
-            self.raw = bytes(buf[self.pos:self.pos + n])
-        else:
-            self.raw = None
-        self.pos += n
+        self.pos = pos + n
         return pkt
+
+    def last_packet(self, start):
+        """The wire bytes of the packet next_event() just returned, given
+        `pos` before that call (QoS 0 forwarding without re-encoding)."""
+        return bytes(self.buf[start:self.pos])
 
     def eof_pending(self):
         """Bytes of an incomplete packet are buffered (a truncated packet)."""

@@ -1,7 +1,8 @@
 # Broker flows with in-memory clients (no sockets). Plain assert functions so
 # tests/mpy_runner.py runs them under MicroPython too.
 from edge.mqtt.consts import CONNACK, PUBLISH, PUBREL, SUBACK, UNSUBACK, PINGRESP
-from edge.mqtt.packets import Connect, Disconnect, Pingreq, Puback, Pubrec, Pubcomp, Unsubscribe
+from edge.mqtt import codec
+from edge.mqtt.packets import Connect, Disconnect, Pingreq, Puback, Pubrec, Pubcomp, Publish, Unsubscribe
 from tests.core._pair import Client, make_broker, publish, publishes, pubrel
 
 
@@ -44,6 +45,53 @@ def test_qos0_1_2_delivery():
     assert rel[0].kind == PUBREL and rel[0].pid == got[2].pid
     s.send(Pubcomp(got[2].pid))
     assert s.conn.session.inflight == {}
+
+
+def _feed_through_shared_buffer(b, cid, wire, sizes):
+    # As the MicroPython runtime feeds: views of one read buffer that the
+    # next read overwrites, so the broker must copy whatever it keeps.
+    rbuf = bytearray(64)
+    mv = memoryview(rbuf)
+    i = k = 0
+    while i < len(wire):
+        n = min(sizes[k % len(sizes)], len(wire) - i, len(rbuf))
+        k += 1
+        rbuf[0:n] = wire[i:i + n]
+        b.data_received(cid, mv[:n], 0)
+        for j in range(len(rbuf)):
+            rbuf[j] = 0xEE  # what the next read might bring
+        i += n
+
+
+def test_packets_split_and_batched_across_reused_read_buffer():
+    b, s, p = _pair()
+    s.subscribe(("t/#", 2))
+    for r, sizes in enumerate(((1,), (3, 7), (64,), (5, 64, 2))):
+        wire = b"".join(codec.encode(Publish("t/%d" % i, b"p%d" % i * (i + 1), i % 3, False, False, 20 * r + i + 1))
+                        for i in range(12))
+        _feed_through_shared_buffer(b, p.cid, wire, sizes)
+        assert not p.closed
+        assert p.conn.buf == b"" and p.conn.pos == 0  # nothing held when idle
+        for ack in p.recv():
+            if ack.kind == 5:
+                pubrel(p, ack.pid)
+        got = publishes(s.recv())
+        assert [(m.topic, m.payload, m.qos) for m in got] == [
+            ("t/%d" % i, b"p%d" % i * (i + 1), i % 3) for i in range(12)], sizes
+        s.ack_all(got)
+        s.ack_all(s.recv())  # PUBRELs
+        assert s.conn.session.inflight == {}
+    # a feed that ends inside a packet keeps only that packet's start
+    one = codec.encode(Publish("t/x", b"tail", 0))
+    _feed_through_shared_buffer(b, p.cid, one + one[:4], (64,))
+    assert bytes(p.conn.buf) == one[:4] and type(p.conn.buf) is bytearray
+    _feed_through_shared_buffer(b, p.cid, one[4:], (64,))
+    assert [m.payload for m in publishes(s.recv())] == [b"tail", b"tail"]
+    # a caller's bytearray is never grown in place
+    mine = bytearray(one[:3])
+    b.data_received(p.cid, mine, 0)
+    b.data_received(p.cid, one[3:], 0)
+    assert mine == one[:3] and [m.payload for m in publishes(s.recv())] == [b"tail"]
 
 
 def test_granted_qos_downgrades_delivery():
