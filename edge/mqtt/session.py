@@ -4,14 +4,16 @@
 # clean session is 0. Every limit is explicit and every drop is counted.
 from collections import deque
 
+from edge.compat import const
 from edge.mqtt.packets import Publish, Pubrel
 
-# Inflight entry fields: [seq, msg, qos, retain, phase]
-_SEQ = 0
-_MSG = 1
-_QOS = 2
-_RETAIN = 3
-_PHASE = 4  # 0: PUBLISH sent, waiting PUBACK/PUBREC; 1: PUBREL sent (QoS 2)
+# Inflight entry: (msg, seq << 3 | retain << 2 | qos), a 2-tuple (one heap
+# block on MicroPython, half a list's cost); after PUBREC the message is no
+# longer needed and the entry becomes (None, same flags): PUBREL sent, waiting
+# for PUBCOMP. seq orders resends after a reconnect [MQTT-4.6.0-1].
+_QOS = const(3)
+_RETAIN = const(4)
+_SEQ_SHIFT = const(3)
 
 
 class Message:
@@ -32,22 +34,25 @@ class Message:
 
 
 class Session:
-    # Every attribute costs heap per client on a board: keep them few, and
-    # create the queue and the QoS 2 set only when first needed.
+    # Every instance attribute costs heap per client on a board (MicroPython
+    # keeps them in a hash map that grows 8, 10, 12, 17 slots): nine are set
+    # here; the offline queue, the QoS 2 set and the drop count only when
+    # first needed, defaulting on the class until then.
+    queue = None        # deque of (msg, retain << 2 | qos) behind the window
+    queued_bytes = 0
+    rx_qos2 = None      # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
+    dropped = 0
+
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id
         self.clean = clean
         self.conn = None
         self.subs = {}         # filter -> options byte (QoS in bits 0-1)
-        self.inflight = {}     # pid -> [seq, msg, qos, retain, phase]
-        self.rx_qos2 = None    # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
+        self.inflight = {}     # pid -> (msg or None, flags), see above
         self.seq = 0
         self.next_pid = 1
         self.limits = limits   # max_inflight, max_queued_messages, max_queued_bytes
-        self.queue = None      # deque of (msg, qos, retain) behind the window
-        self.queued_bytes = 0
         self.stats = stats
-        self.dropped = 0
 
     # ---- delivery ------------------------------------------------------------
     def deliver(self, msg, qos, retain=False):
@@ -89,7 +94,7 @@ class Session:
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
             self._drop()
             return False
-        q.append((msg, qos, retain))
+        q.append((msg, qos | _RETAIN if retain else qos))
         self.queued_bytes += size
         return True
 
@@ -103,8 +108,8 @@ class Session:
 
     def _send_new(self, msg, qos, retain):
         pid = self._alloc_pid()
-        self.seq += 1
-        self.inflight[pid] = [self.seq, msg, qos, retain, 0]
+        seq = self.seq = self.seq + 1
+        self.inflight[pid] = (msg, seq << _SEQ_SHIFT | (qos | _RETAIN if retain else qos))
         self.conn.send(Publish(msg.topic, msg.payload, qos, retain, False, pid))
         self.stats.msgs_sent += 1
 
@@ -115,9 +120,9 @@ class Session:
         lim = self.limits
         while (conn is not None and queue and len(self.inflight) < lim.max_inflight
                and conn.out_bytes <= lim.max_queued_bytes):
-            msg, qos, retain = queue.popleft()
+            msg, f = queue.popleft()
             self.queued_bytes -= msg.size()
-            self._send_new(msg, qos, retain)
+            self._send_new(msg, f & _QOS, bool(f & _RETAIN))
 
     # ---- acknowledgements from the client -----------------------------------
     def qos2_seen(self, pid):
@@ -137,22 +142,21 @@ class Session:
 
     def on_puback(self, pid):
         e = self.inflight.get(pid)
-        if e is not None and e[_QOS] == 1:
+        if e is not None and e[1] & _QOS == 1:
             del self.inflight[pid]
             self.pump()
 
     def on_pubrec(self, pid):
         e = self.inflight.get(pid)
-        if e is not None and e[_QOS] == 2:
-            e[_PHASE] = 1
-            e[_MSG] = None  # the message itself is no longer needed
+        if e is not None and e[1] & _QOS == 2 and e[0] is not None:
+            self.inflight[pid] = (None, e[1])  # the message is no longer needed
         # [MQTT-4.3.3-1] answer PUBREL; for an unknown pid too, so the client
         # can finish its state (5.0 adds reason 0x92 there).
         self.conn.send(Pubrel(pid))
 
     def on_pubcomp(self, pid):
         e = self.inflight.get(pid)
-        if e is not None and e[_PHASE] == 1:
+        if e is not None and e[0] is None:
             del self.inflight[pid]
             self.pump()
 
@@ -161,11 +165,11 @@ class Session:
         """Bind a new connection; resend unacknowledged messages in order."""
         self.conn = conn
         entries = list(self.inflight.items())
-        entries.sort(key=lambda kv: kv[1][_SEQ])
-        for pid, e in entries:
-            if e[_PHASE] == 0:
+        entries.sort(key=_by_seq)
+        for pid, (msg, f) in entries:
+            if msg is not None:
                 # [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP set
-                conn.send(Publish(e[_MSG].topic, e[_MSG].payload, e[_QOS], e[_RETAIN], True, pid))
+                conn.send(Publish(msg.topic, msg.payload, f & _QOS, bool(f & _RETAIN), True, pid))
                 self.stats.msgs_sent += 1
             else:
                 conn.send(Pubrel(pid))
@@ -173,3 +177,7 @@ class Session:
 
     def detach(self):
         self.conn = None
+
+
+def _by_seq(item):
+    return item[1][1] >> _SEQ_SHIFT

@@ -285,6 +285,24 @@ def test_unacked_resent_with_dup_on_reconnect():
         (b"two", True, first[0].pid), (b"one", True, first[1].pid)]
 
 
+def test_resend_order_is_send_order_across_pid_wrap():
+    b, s, p = _pair()
+    c = Client(b)
+    c.connect("w", clean=False)
+    c.subscribe(("o", 1))
+    c.conn.session.next_pid = 65535
+    for i in range(3):
+        publish(p, "o", b"%d" % i, 1, pid=i + 1)
+    first = publishes(c.recv())
+    assert [m.pid for m in first] == [65535, 1, 2]
+    c.lose()
+    c2 = Client(b)
+    c2.connect("w", clean=False)
+    again = publishes(c2.recv())
+    assert [(m.payload, m.pid, m.dup, m.qos) for m in again] == [
+        (b"0", 65535, True, 1), (b"1", 1, True, 1), (b"2", 2, True, 1)]
+
+
 def test_pubrel_resent_on_reconnect():
     b, s, p = _pair()
     c = Client(b)
