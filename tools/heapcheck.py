@@ -299,17 +299,18 @@ def main(argv=None):
             alive = broker.alive()
             broker.kill()
             out = broker.output()
+            if args.keep_log:
+                with open(args.keep_log, "w") as f:
+                    f.write(out + "\n")
             memerr = "MemoryError" in out
+            ok = ok and alive and not memerr
+        shutil.rmtree(workdir, ignore_errors=True)
+        if broker is not None:  # printed last: the broker is gone whatever happens to stdout
             print("broker: %s; MemoryError in its output: %s" % ("running until killed" if alive else "EXITED", "YES" if memerr else "no"))
             if memerr:
                 lines = broker.lines
                 i = next(k for k, ln in enumerate(lines) if "MemoryError" in ln)
                 print("  ...\n  " + "\n  ".join(lines[max(0, i - 8):i + 2]))
-            ok = ok and not memerr
-            if args.keep_log:
-                with open(args.keep_log, "w") as f:
-                    f.write(out + "\n")
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0 if ok else 1
 
 

@@ -28,19 +28,14 @@ _SUBACK_FAILURE = const(0x80)
 _CONNACK_BAD_PROTOCOL = const(1)
 _CONNACK_ID_REJECTED = const(2)
 _CONNACK_SERVER_UNAVAILABLE = const(3)
+_RC_PROTOCOL_ERROR = const(0x82)
 
-_HANDLERS = {
-    _CONNECT: "_on_connect",
-    _PUBLISH: "_on_publish",
-    _PUBACK: "_on_puback",
-    _PUBREC: "_on_pubrec",
-    _PUBREL: "_on_pubrel",
-    _PUBCOMP: "_on_pubcomp",
-    _SUBSCRIBE: "_on_subscribe",
-    _UNSUBSCRIBE: "_on_unsubscribe",
-    _PINGREQ: "_on_pingreq",
-    _DISCONNECT: "_on_disconnect",
-}
+# Handler method names indexed by packet type (None: not valid from a client)
+_HANDLERS = (
+    None, "_on_connect", None, "_on_publish", "_on_puback", "_on_pubrec",
+    "_on_pubrel", "_on_pubcomp", "_on_subscribe", None, "_on_unsubscribe", None,
+    "_on_pingreq", None, "_on_disconnect", None,
+)
 
 # (protocol name, level) pairs spoken as 3.1.1 (3.1's MQIsdp differs only in name)
 _V3_PROTOCOLS = (("MQTT", 4), ("MQIsdp", 3))
@@ -128,10 +123,15 @@ class Broker:
                 pkt = conn.next_event(max_size)
                 if pkt is None:
                     break
-                if pkt.kind == _PUBLISH:  # the hot one: no table lookup
+                kind = pkt.kind
+                if kind == _PUBLISH:  # the hot one: no table lookup
                     self._on_publish(conn, pkt, now, start)
-                else:
-                    getattr(self, _HANDLERS[pkt.kind])(conn, pkt, now)
+                    continue
+                name = _HANDLERS[kind]
+                if name is None:
+                    # a server-to-client packet (CONNACK, SUBACK...) from a client
+                    raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "unexpected packet type %d" % kind)
+                getattr(self, name)(conn, pkt, now)
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             # 3.1.1 has no server DISCONNECT: the answer to a protocol

@@ -24,10 +24,11 @@ ERROR = const(3)          # a protocol error closed it (h11's ERROR)
 class Connection:
     # Every instance attribute costs heap per connection on a board
     # (MicroPython keeps them in a hash map that grows 8, 10, 12, 17 slots):
-    # ten are set here, and the rarely set ones default on the class.
+    # nine are set here, and the rarely set ones default on the class.
     v5 = False        # MQTT 5.0 framing (a later issue)
     will = None       # Message from CONNECT; None after DISCONNECT
     closing = False   # close after the queued output is written
+    out = ()          # output waiting for take(): a list once written to
 
     def __init__(self, cid, now, dirty=None):
         self.id = cid
@@ -45,7 +46,6 @@ class Connection:
         # Output side, drained by the runtime: the first write of a batch puts
         # the connection on the broker's shared `dirty` list.
         self.dirty = [] if dirty is None else dirty
-        self.out = []
         self.out_bytes = 0
 
     # ---- input -------------------------------------------------------------
@@ -115,16 +115,22 @@ class Connection:
 
     # ---- output ------------------------------------------------------------
     def write(self, data):
-        if not self.out:
+        out = self.out
+        if out:
+            out.append(data)
+        else:  # the first write of a batch
             self.dirty.append(self)
-        self.out.append(data)
+            self.out = [data]
         self.out_bytes += len(data)
 
     def send(self, pkt):
         data = codec.encode(pkt, self.v5)
-        if not self.out:
+        out = self.out
+        if out:
+            out.append(data)
+        else:
             self.dirty.append(self)
-        self.out.append(data)
+            self.out = [data]
         self.out_bytes += len(data)
         return data
 
@@ -134,6 +140,6 @@ class Connection:
         if not out:
             return b""
         data = out[0] if len(out) == 1 else b"".join(out)
-        self.out = []
+        self.out = ()  # no list held between batches
         self.out_bytes = 0
         return data

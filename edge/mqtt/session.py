@@ -2,8 +2,6 @@
 # messages in flight, the bounded queue behind them, incoming QoS 2 packet ids,
 # and the packet-identifier allocator. A session outlives its connection when
 # clean session is 0. Every limit is explicit and every drop is counted.
-from collections import deque
-
 from edge.compat import const
 from edge.mqtt.packets import Publish, Pubrel
 
@@ -38,7 +36,9 @@ class Session:
     # keeps them in a hash map that grows 8, 10, 12, 17 slots): nine are set
     # here; the offline queue, the QoS 2 set and the drop count only when
     # first needed, defaulting on the class until then.
-    queue = None        # deque of (msg, retain << 2 | qos) behind the window
+    # A list, not a deque: MicroPython's deque allocates its whole maxlen up
+    # front (264 bytes for the board's 32), a list only what is queued.
+    queue = None        # [(msg, retain << 2 | qos)] behind the window, FIFO
     queued_bytes = 0
     rx_qos2 = None      # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
     dropped = 0
@@ -90,7 +90,7 @@ class Session:
         lim = self.limits
         q = self.queue
         if q is None:
-            q = self.queue = deque((), lim.max_queued_messages or 1)
+            q = self.queue = []
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
             self._drop()
             return False
@@ -116,13 +116,21 @@ class Session:
     def pump(self):
         """Move queued messages into the inflight window while there is room."""
         conn = self.conn
-        queue = self.queue
+        q = self.queue
+        if conn is None or not q:
+            return
         lim = self.limits
-        while (conn is not None and queue and len(self.inflight) < lim.max_inflight
+        i = 0
+        while (i < len(q) and len(self.inflight) < lim.max_inflight
                and conn.out_bytes <= lim.max_queued_bytes):
-            msg, f = queue.popleft()
+            msg, f = q[i]
+            i += 1
             self.queued_bytes -= msg.size()
             self._send_new(msg, f & _QOS, bool(f & _RETAIN))
+        if i == len(q):
+            self.queue = None  # drained: an idle session holds no queue
+        elif i:
+            del q[:i]  # one move for the whole batch
 
     # ---- acknowledgements from the client -----------------------------------
     def qos2_seen(self, pid):

@@ -384,6 +384,16 @@ def test_first_packet_must_be_connect_and_only_once():
     assert c2.closed
 
 
+def test_server_only_packets_from_a_client_close_it():
+    from edge.mqtt.packets import Connack, Pingresp, Suback, Unsuback
+    for pkt in (Connack(False, 0), Suback(1, [0]), Unsuback(1), Pingresp()):
+        b = make_broker()
+        c = Client(b)
+        c.connect("x")
+        c.send(pkt)
+        assert c.closed and b.stats.protocol_errors == 1, type(pkt).__name__
+
+
 def test_connect_timeout():
     b = make_broker(connect_timeout=2)
     c = Client(b, now=0)
