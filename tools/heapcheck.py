@@ -8,13 +8,15 @@ objects in MicroPython's GC heap, as on a board) with sys_interval 1 and
 max_connections clients + 1, connects one monitor client to
 $SYS/broker/heap/# (the live heap after gc.collect(), sampled every second),
 then N paho-mqtt clients (MQTT 3.1.1). Each subscribes to `heapcheck/#` at
-QoS 2 and publishes to its own topic `heapcheck/<i>`, cycling QoS 0, 1, 2,
+QoS 2. Once the idle figures are read, client 0 takes over $SYS/broker/heap/#
+and the monitor disconnects, so the load runs with exactly N connections:
+each client publishes to its own topic `heapcheck/<i>`, cycling QoS 0, 1, 2,
 `rate` messages a second for S seconds, each payload carrying its sequence
 number. Every client receives every message, so each one published should
 arrive N times. Prints:
 
-  - heap with 0 clients (the monitor only) and with N idle subscribed clients,
-    and per client ((heap N - heap 0) / N);
+  - heap with 0 clients (the monitor only) and with N idle subscribed clients
+    (plus the monitor), and per client ((heap N - heap 0) / N);
   - heap current/maximum as $SYS reports them at the end of the run;
   - messages sent (acknowledged for QoS 1/2), expected deliveries, received,
     lost and duplicated, per QoS;
@@ -116,18 +118,22 @@ def _client(name, port, on_message=None):
 
 
 class Monitor:
-    """Collects $SYS/broker/heap/{current,maximum} samples."""
+    """Collects $SYS/broker/heap/{current,maximum} samples, over a client of
+    its own or (client given) over one that also does other things."""
 
-    def __init__(self, port):
+    def __init__(self, port, client=None):
         self.samples = []  # (time, current)
         self.maximum = None
         self.cv = threading.Condition()
-        self.c, ready = _client("heapcheck-monitor", port, self._on_message)
-        if not ready.wait(10):
-            raise RuntimeError("monitor could not connect")
+        self.own = client is None
+        if self.own:
+            client, ready = _client("heapcheck-monitor", port, self.on_message)
+            if not ready.wait(10):
+                raise RuntimeError("monitor could not connect")
+        self.c = client
         self.c.subscribe("$SYS/broker/heap/#", 0)
 
-    def _on_message(self, client, userdata, msg):
+    def on_message(self, client, userdata, msg):
         v = int(msg.payload)
         with self.cv:
             if msg.topic.endswith("/current"):
@@ -149,8 +155,9 @@ class Monitor:
             return (self.samples[-1][1] if self.samples else None), self.maximum
 
     def stop(self):
-        self.c.disconnect()
-        self.c.loop_stop()
+        if self.own:
+            self.c.disconnect()
+            self.c.loop_stop()
 
 
 class Worker:
@@ -163,12 +170,17 @@ class Worker:
         self.sent = {}      # seq -> qos, once acknowledged (QoS 0: once sent)
         self.pending = {}   # paho mid -> (seq, qos)
         self.seq = 0
+        self.sys = None     # a Monitor fed by this client's $SYS messages
         self.c, self.ready = _client("heapcheck-%d" % i, port, self._on_message)
         self.c.on_publish = self._on_publish
         self.subscribed = threading.Event()
         self.c.on_subscribe = lambda *a: self.subscribed.set()
 
     def _on_message(self, client, userdata, msg):
+        if msg.topic.startswith("$SYS/"):
+            if self.sys is not None:
+                self.sys.on_message(client, userdata, msg)
+            return
         sender, seq = msg.payload.split(b":", 2)[:2]
         with self.lock:
             k = (int(sender), int(seq))
@@ -259,16 +271,23 @@ def main(argv=None):
             if not w.subscribed.wait(10):
                 raise RuntimeError("client %d: no SUBACK" % w.i)
         heapn = monitor.settle()
-        print("heap, %d idle subscribed clients:    %s" % (args.clients, heapn))
+        print("heap, %d idle subscribed clients:    %s (+ the monitor)" % (args.clients, heapn))
         if heap0 is not None and heapn is not None and args.clients:
             print("heap per client:                    %d" % ((heapn - heap0) // args.clients))
+        if workers:  # the load runs with exactly N connections
+            w0 = workers[0]
+            w0.sys = Monitor(port, w0.c)
+            monitor.stop()
+            monitor = w0.sys
+            monitor.settle(1)
 
         t0 = time.monotonic()
         _run_load(workers, args.seconds, args.rate, broker)
         ran = time.monotonic() - t0
         time.sleep(args.drain)
         cur, mx = monitor.last()
-        print("heap after %.0f s of load:          current %s, maximum %s ($SYS)" % (ran, cur, mx))
+        print("heap after %.0f s of load:          current %s, maximum %s ($SYS, %d clients)"
+              % (ran, cur, mx, len(workers)))
 
         for w in workers:
             w.lock.acquire()

@@ -66,19 +66,6 @@ class Stats:
         self.protocol_errors = 0
 
 
-class LocalClient:
-    """A non-MQTT endpoint (CoAP, the uplink bridge) plugged into the topic
-    space: `callback(msg, qos, retain)` is called for each matching message."""
-
-    def __init__(self, name, callback):
-        self.client_id = name
-        self.callback = callback
-        self.subs = {}
-
-    def deliver(self, msg, qos, retain=False):
-        self.callback(msg, qos, retain)
-
-
 class Broker:
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -367,6 +354,9 @@ class Broker:
 
     # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------
     def local_client(self, name, callback):
+        """A LocalClient (edge/mqtt/local.py) for subscribe()/unsubscribe()."""
+        from edge.mqtt.local import LocalClient  # lazy: a board may have none
+
         return LocalClient(name, callback)
 
     def subscribe(self, client, f, qos=0):

@@ -9,10 +9,7 @@
 # SUBSCRIBE) is RC_PROTOCOL_ERROR. A 3.1.1 connection just closes on either.
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
-from edge.mqtt.packets import (
-    Connect, Connack, Publish, Puback, Pubrec, Pubrel, Pubcomp, Subscribe,
-    Suback, Unsubscribe, Unsuback, Pingreq, Pingresp, Disconnect, Auth,
-)
+from edge.mqtt import packets
 
 # Wire numbers from consts.py as private consts: folded into the bytecode, so
 # they cost no heap on a board (tests/core/test_consts.py keeps them equal).
@@ -179,7 +176,7 @@ def _dec_connect(mv, b0, i, end, v5):
     level = mv[i]
     if level < 3 or level > 5:
         # Unknown level: the rest may have any layout; stop here.
-        return Connect("", level=level, proto=proto), end
+        return _CLS[_CONNECT]("", level=level, proto=proto), end
     if i + 4 > end:
         raise _short()
     f = mv[i + 1]
@@ -206,7 +203,7 @@ def _dec_connect(mv, b0, i, end, v5):
         username, i = _str(mv, i, end)
     if f & 0x40:
         password, i = _bin(mv, i, end)
-    return Connect(cid, bool(f & 2), keepalive, username, password, will_topic,
+    return _CLS[_CONNECT](cid, bool(f & 2), keepalive, username, password, will_topic,
                    will_payload, wq, bool(f & 0x20), level, proto, will_props,
                    props), i
 
@@ -220,7 +217,7 @@ def _dec_connack(mv, b0, i, end, v5):
     j = i + 2
     if v5:
         props, j = _read_props(mv, j, end, _CONNACK)  # V5-PROPS
-    return Connack(bool(mv[i]), mv[i + 1], props), j
+    return _CLS[_CONNACK](bool(mv[i]), mv[i + 1], props), j
 
 
 def _dec_publish(mv, b0, i, end, v5):
@@ -234,7 +231,7 @@ def _dec_publish(mv, b0, i, end, v5):
     props = None
     if v5:
         props, i = _read_props(mv, i, end, _PUBLISH)  # V5-PROPS
-    return Publish(topic, bytes(mv[i:end]), q, bool(b0 & 1), bool(b0 & 8),
+    return _CLS[_PUBLISH](topic, bytes(mv[i:end]), q, bool(b0 & 1), bool(b0 & 8),
                    pid, props), end
 
 
@@ -271,7 +268,7 @@ def _dec_list(mv, b0, i, end, v5):
         props, i = _read_props(mv, i, end, kind)  # V5-PROPS
     if kind & 1:  # SUBACK, UNSUBACK: one code per filter
         if kind == _UNSUBACK and not v5:
-            return Unsuback(pid), i  # 3.1.1: the pid only
+            return _CLS[_UNSUBACK](pid), i  # 3.1.1: the pid only
         return _CLS[kind](pid, list(mv[i:end]), props), end
     if i >= end:
         # [MQTT-3.8.3-3] [MQTT-3.10.3-2]
@@ -300,9 +297,13 @@ def _dec_empty(mv, b0, i, end, v5):
     return _CLS[b0 >> 4](), i
 
 
+# Packet classes indexed by type. The codec refers to them only through this
+# table: one global instead of fifteen (each global costs heap on a board).
 _CLS = (
-    None, Connect, Connack, Publish, Puback, Pubrec, Pubrel, Pubcomp, Subscribe,
-    Suback, Unsubscribe, Unsuback, Pingreq, Pingresp, Disconnect, Auth,
+    None, packets.Connect, packets.Connack, packets.Publish, packets.Puback,
+    packets.Pubrec, packets.Pubrel, packets.Pubcomp, packets.Subscribe,
+    packets.Suback, packets.Unsubscribe, packets.Unsuback, packets.Pingreq,
+    packets.Pingresp, packets.Disconnect, packets.Auth,
 )
 _DECODERS = (
     None, _dec_connect, _dec_connack, _dec_publish, _dec_reason, _dec_reason,

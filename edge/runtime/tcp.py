@@ -13,19 +13,22 @@ import asyncio
 
 from edge.runtime.clock import now_ms
 
-try:
-    from asyncio.core import _io_queue  # MicroPython
-except ImportError:  # CPython: asyncio streams
-    _io_queue = None
+# MicroPython's poller (asyncio.core is MicroPython's; CPython has none and
+# uses streams)
+_io_queue = getattr(getattr(asyncio, "core", None), "_io_queue", None)
 
-_READ_SIZE = 2048
+_READ_SIZE = 2048  # CPython: bytes per read
+# MicroPython: the shared read buffer. 1 KB reads keep up with a board's
+# links and leave 1 KB more heap than 2 KB would (a bigger packet just takes
+# two reads).
+_RBUF_SIZE = 1024
 _BACKLOG = 128  # listen() queue
 
 # MicroPython: one receive buffer for every connection. Each read is handed to
 # the broker before the next wait, so sharing is safe (the broker copies what
-# it keeps). Allocated at import, before the heap fragments: 2 KB in one piece
-# is hard to find on a board later on.
-_RBUF = bytearray(_READ_SIZE) if _io_queue is not None else None
+# it keeps). Allocated at import, before the heap fragments: a large block in
+# one piece is hard to find on a board later on.
+_RBUF = bytearray(_RBUF_SIZE) if _io_queue is not None else None
 _RMV = memoryview(_RBUF) if _RBUF is not None else None
 
 
