@@ -5,13 +5,32 @@
 from edge.compat import const
 from edge.mqtt.packets import Publish, Pubrel
 
-# Inflight entry: (msg, seq << 3 | retain << 2 | qos), a 2-tuple (one heap
-# block on MicroPython, half a list's cost); after PUBREC the message is no
-# longer needed and the entry becomes (None, same flags): PUBREL sent, waiting
-# for PUBCOMP. seq orders resends after a reconnect [MQTT-4.6.0-1].
+# Outgoing QoS 1/2 state, in `inflight` by packet id. Packet ids are handed
+# out in sequence and never skipped (if the next one is still in flight after
+# a wrap-around, the window counts as full), so the order they were sent in is
+# the order of (pid - next_pid) % 65535 and no sequence number is kept
+# [MQTT-4.6.0-1]. An entry is
+#   msg            PUBLISH sent at the message's own QoS without RETAIN (the
+#                  usual case: the entry allocates nothing)
+#   (msg, flags)   PUBLISH sent at QoS flags & 3, RETAIN if flags & 4
+#   _RELEASED      QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
+# The offline queue holds the same msg or (msg, flags) items, in order.
 _QOS = const(3)
 _RETAIN = const(4)
-_SEQ_SHIFT = const(3)
+_RELEASED = const(0)
+
+
+def _entry(msg, qos, retain):
+    if qos == msg.qos and not retain:
+        return msg
+    return (msg, qos | _RETAIN if retain else qos)
+
+
+def _unpack(e):
+    """(msg, qos, retain) of a msg or (msg, flags) entry."""
+    if type(e) is tuple:
+        return e[0], e[1] & _QOS, bool(e[1] & _RETAIN)
+    return e, e.qos, False
 
 
 class Message:
@@ -33,12 +52,12 @@ class Message:
 
 class Session:
     # Every instance attribute costs heap per client on a board (MicroPython
-    # keeps them in a hash map that grows 8, 10, 12, 17 slots): nine are set
+    # keeps them in a hash map that grows 8, 10, 12, 17 slots): eight are set
     # here; the offline queue, the QoS 2 set and the drop count only when
     # first needed, defaulting on the class until then.
     # A list, not a deque: MicroPython's deque allocates its whole maxlen up
     # front (264 bytes for the board's 32), a list only what is queued.
-    queue = None        # [(msg, retain << 2 | qos)] behind the window, FIFO
+    queue = None        # [entry] behind the window, FIFO (see above)
     queued_bytes = 0
     rx_qos2 = None      # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
     dropped = 0
@@ -48,8 +67,7 @@ class Session:
         self.clean = clean
         self.conn = None
         self.subs = {}         # filter -> options byte (QoS in bits 0-1)
-        self.inflight = {}     # pid -> (msg or None, flags), see above
-        self.seq = 0
+        self.inflight = {}     # pid -> entry, see above
         self.next_pid = 1
         self.limits = limits   # max_inflight, max_queued_messages, max_queued_bytes
         self.stats = stats
@@ -75,8 +93,9 @@ class Session:
             self.stats.msgs_sent += 1
             return
         lim = self.limits
-        if (conn is not None and not self.queue and len(self.inflight) < lim.max_inflight
-                and conn.out_bytes <= lim.max_queued_bytes):
+        inflight = self.inflight
+        if (conn is not None and not self.queue and len(inflight) < lim.max_inflight
+                and self.next_pid not in inflight and conn.out_bytes <= lim.max_queued_bytes):
             self._send_new(msg, qos, retain)
         else:
             self._enqueue(msg, qos, retain)
@@ -94,22 +113,15 @@ class Session:
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
             self._drop()
             return False
-        q.append((msg, qos | _RETAIN if retain else qos))
+        q.append(_entry(msg, qos, retain))
         self.queued_bytes += size
         return True
 
-    def _alloc_pid(self):
-        pid = self.next_pid
-        inflight = self.inflight
-        while pid in inflight:  # [MQTT-2.3.1-2] not reused while in flight
-            pid = pid + 1 if pid < 65535 else 1
-        self.next_pid = pid + 1 if pid < 65535 else 1
-        return pid
-
     def _send_new(self, msg, qos, retain):
-        pid = self._alloc_pid()
-        seq = self.seq = self.seq + 1
-        self.inflight[pid] = (msg, seq << _SEQ_SHIFT | (qos | _RETAIN if retain else qos))
+        # the caller checked there is room, next_pid included
+        pid = self.next_pid
+        self.next_pid = pid + 1 if pid < 65535 else 1
+        self.inflight[pid] = _entry(msg, qos, retain)
         self.conn.send(Publish(msg.topic, msg.payload, qos, retain, False, pid))
         self.stats.msgs_sent += 1
 
@@ -120,13 +132,14 @@ class Session:
         if conn is None or not q:
             return
         lim = self.limits
+        inflight = self.inflight
         i = 0
-        while (i < len(q) and len(self.inflight) < lim.max_inflight
-               and conn.out_bytes <= lim.max_queued_bytes):
-            msg, f = q[i]
+        while (i < len(q) and len(inflight) < lim.max_inflight
+               and self.next_pid not in inflight and conn.out_bytes <= lim.max_queued_bytes):
+            msg, qos, retain = _unpack(q[i])
             i += 1
             self.queued_bytes -= msg.size()
-            self._send_new(msg, f & _QOS, bool(f & _RETAIN))
+            self._send_new(msg, qos, retain)
         if i == len(q):
             self.queue = None  # drained: an idle session holds no queue
         elif i:
@@ -150,21 +163,20 @@ class Session:
 
     def on_puback(self, pid):
         e = self.inflight.get(pid)
-        if e is not None and e[1] & _QOS == 1:
+        if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 1:
             del self.inflight[pid]
             self.pump()
 
     def on_pubrec(self, pid):
         e = self.inflight.get(pid)
-        if e is not None and e[1] & _QOS == 2 and e[0] is not None:
-            self.inflight[pid] = (None, e[1])  # the message is no longer needed
+        if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 2:
+            self.inflight[pid] = _RELEASED  # the message is no longer needed
         # [MQTT-4.3.3-1] answer PUBREL; for an unknown pid too, so the client
         # can finish its state (5.0 adds reason 0x92 there).
         self.conn.send(Pubrel(pid))
 
     def on_pubcomp(self, pid):
-        e = self.inflight.get(pid)
-        if e is not None and e[0] is None:
+        if self.inflight.get(pid) == _RELEASED:
             del self.inflight[pid]
             self.pump()
 
@@ -172,20 +184,19 @@ class Session:
     def attach(self, conn):
         """Bind a new connection; resend unacknowledged messages in order."""
         self.conn = conn
+        nxt = self.next_pid
         entries = list(self.inflight.items())
-        entries.sort(key=_by_seq)
-        for pid, (msg, f) in entries:
-            if msg is not None:
-                # [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP set
-                conn.send(Publish(msg.topic, msg.payload, f & _QOS, bool(f & _RETAIN), True, pid))
-                self.stats.msgs_sent += 1
-            else:
+        entries.sort(key=lambda item: (item[0] - nxt) % 65535)  # send order
+        for pid, e in entries:
+            if e == _RELEASED:
                 conn.send(Pubrel(pid))
+            else:
+                # [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP set
+                msg, qos, retain = _unpack(e)
+                conn.send(Publish(msg.topic, msg.payload, qos, retain, True, pid))
+                self.stats.msgs_sent += 1
         self.pump()
 
     def detach(self):
         self.conn = None
 
-
-def _by_seq(item):
-    return item[1][1] >> _SEQ_SHIFT

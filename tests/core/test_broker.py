@@ -303,6 +303,42 @@ def test_resend_order_is_send_order_across_pid_wrap():
         (b"0", 65535, True, 1), (b"1", 1, True, 1), (b"2", 2, True, 1)]
 
 
+def test_next_pid_still_in_flight_holds_the_window():
+    # After a full wrap-around the next packet id may still be in flight: the
+    # message waits (pids stay unique and in send order) instead of skipping.
+    b, s, p = _pair(max_inflight=5)
+    sess = s.conn.session
+    s.subscribe(("w", 1))
+    sess.next_pid = 65535
+    publish(p, "w", b"old", 1, pid=1)
+    first = publishes(s.recv())
+    assert [m.pid for m in first] == [65535]
+    sess.next_pid = 65535  # as if 65535 more had been sent since
+    publish(p, "w", b"new", 1, pid=2)
+    assert publishes(s.recv()) == [] and len(sess.queue) == 1
+    s.send(Puback(65535))
+    again = publishes(s.recv())
+    assert [(m.payload, m.pid) for m in again] == [(b"new", 65535)]
+
+
+def test_downgraded_and_retained_deliveries_resend_as_sent():
+    b, s, p = _pair()
+    publish(p, "keep", b"r", 2, retain=True, pid=1)
+    pubrel(p, 1)
+    c = Client(b)
+    c.connect("dg", clean=False)
+    got = c.subscribe(("keep", 1), ("down", 1))  # retained at QoS 1, RETAIN set
+    publish(p, "down", b"d", 2, pid=2)  # downgraded to QoS 1
+    pubrel(p, 2)
+    first = [(m.topic, m.qos, m.retain, m.dup) for m in publishes(got + c.recv())]
+    assert first == [("keep", 1, True, False), ("down", 1, False, False)]
+    c.lose()
+    c2 = Client(b)
+    c2.connect("dg", clean=False)
+    again = [(m.topic, m.qos, m.retain, m.dup) for m in publishes(c2.recv())]
+    assert again == [("keep", 1, True, True), ("down", 1, False, True)]
+
+
 def test_pubrel_resent_on_reconnect():
     b, s, p = _pair()
     c = Client(b)
