@@ -309,9 +309,8 @@ class Broker:
         if f.startswith("$SYS"):  # [MQTT-4.7.2-1] no other filter matches $SYS
             one = Trie()
             one.add(f, 0, 0)
-            for msg in self._sys_messages():
-                if one.match(msg.topic):
-                    client.deliver(msg, 0, True)
+            for msg in self._sys_messages(one.match):
+                client.deliver(msg, 0, True)
 
     def _on_unsubscribe(self, conn, pkt, now):
         sess = conn.session
@@ -383,35 +382,38 @@ class Broker:
     # ---- $SYS (as mosquitto publishes it) -----------------------------------
     # The values are computed when asked for, never stored: a new $SYS
     # subscriber gets them at once as if retained, live subscribers every
-    # sys_interval, and nobody listening costs no heap on a board.
-    def _sys_messages(self):
+    # sys_interval, and nobody listening costs no heap on a board. They are
+    # produced one at a time and only those somebody subscribes to become
+    # messages, so a publish round is no burst of garbage on a small heap.
+    def _sys_values(self):
         st = self.stats
-        vals = [
-            ("version", "edgebroker " + VERSION),
-            ("uptime", "%d seconds" % ((self.now - self.started) // 1000)),
-            ("clients/connected", st.clients_connected),
-            ("clients/maximum", st.clients_maximum),
-            ("clients/total", len(self.sessions)),
-            ("messages/received", st.msgs_received),
-            ("messages/sent", st.msgs_sent),
-            ("publish/messages/dropped", st.msgs_dropped),
-            ("bytes/received", st.bytes_received),
-            ("bytes/sent", st.bytes_sent),
-            ("retained messages/count", len(self.retained)),
-            ("subscriptions/count", len(self.subs)),
-        ]
+        yield "version", "edgebroker " + VERSION
+        yield "uptime", "%d seconds" % ((self.now - self.started) // 1000)
+        yield "clients/connected", st.clients_connected
+        yield "clients/maximum", st.clients_maximum
+        yield "clients/total", len(self.sessions)
+        yield "messages/received", st.msgs_received
+        yield "messages/sent", st.msgs_sent
+        yield "publish/messages/dropped", st.msgs_dropped
+        yield "bytes/received", st.bytes_received
+        yield "bytes/sent", st.bytes_sent
+        yield "retained messages/count", len(self.retained)
+        yield "subscriptions/count", len(self.subs)
         if self.heap is not None:
-            vals.append(("heap/current", self.heap[0]))
-            vals.append(("heap/maximum", self.heap[1]))
-        return [Message("$SYS/broker/" + k, str(v).encode(), 0, True) for k, v in vals]
+            yield "heap/current", self.heap[0]
+            yield "heap/maximum", self.heap[1]
+
+    def _sys_messages(self, match):
+        """The $SYS messages whose topic match(topic) accepts."""
+        for name, v in self._sys_values():
+            topic = "$SYS/broker/" + name
+            if match(topic):
+                yield Message(topic, str(v).encode(), 0, True)
 
     def publish_sys(self, now):
         self.now = now
-        subs = self.subs
-        for msg in self._sys_messages():
-            if subs.match(msg.topic):
-                self._route(msg)
-
+        for msg in self._sys_messages(self.subs.match):
+            self._route(msg)
 
 def _nolog(level, msg):
     pass

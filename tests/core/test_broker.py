@@ -167,6 +167,19 @@ def test_dollar_topics_not_matched_by_wildcards():
     assert all(m.retain for m in got)
 
 
+def test_sys_publishes_only_what_is_subscribed():
+    b, s, p = _pair()
+    b.heap = (100, 200)
+    got = publishes(s.subscribe(("$SYS/broker/heap/#", 0)))
+    assert [(m.topic, m.payload, m.retain) for m in got] == [
+        ("$SYS/broker/heap/current", b"100", True), ("$SYS/broker/heap/maximum", b"200", True)]
+    b.heap = (150, 250)
+    b.publish_sys(1000)
+    got = publishes(s.recv())
+    assert [(m.topic, m.payload, m.retain) for m in got] == [
+        ("$SYS/broker/heap/current", b"150", False), ("$SYS/broker/heap/maximum", b"250", False)]
+
+
 def test_client_cannot_publish_into_sys():
     b, s, p = _pair()
     s.subscribe(("$SYS/#", 0))
