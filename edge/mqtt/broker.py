@@ -45,7 +45,9 @@ _V5_CONNACK_UNSUPPORTED = b"\x20\x03\x00\x84\x00"
 
 
 class Limits:
-    """The [broker] config section as attributes, read once."""
+    """The [broker] config section as attributes, read once. (Attribute names
+    are qstrs a board holds anyway; dict keys longer than 10 characters would
+    each cost a str object there.)"""
 
     def __init__(self, b):
         for k in b:
@@ -67,6 +69,10 @@ class Stats:
 
 
 class Broker:
+    # Set later, if ever (an instance attribute costs heap on a board)
+    heap = None     # (current, maximum) bytes, set by the runtime (MicroPython)
+    _auto_id = 0    # last number given to a zero-length client id
+
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
         self.log = log or _nolog
@@ -78,9 +84,7 @@ class Broker:
         self.subs = Trie()
         self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
-        self.heap = None     # (current, maximum) bytes, set by the runtime
         self.next_sys = now + lim.sys_interval * 1000
-        self._auto_id = 0
 
     # ---- runtime interface ------------------------------------------------
     def open(self, cid, now):
