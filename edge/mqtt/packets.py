@@ -1,9 +1,10 @@
 # MQTT control packets as small plain classes (STYLE H3): positional __init__,
-# __slots__ (honoured by CPython, ignored by MicroPython), no properties.
+# __slots__ through @slots (CPython only: MicroPython ignores them but would
+# pay heap for them, see compat.py), no properties.
 # `kind` is the fixed-header packet type; the codec and the broker's dispatch
 # tables key on it. `props` is None for 3.1.1, else a dict {property id: value}
 # filled in by the 5.0 codec (user properties as a list of (name, value)).
-from edge.compat import const
+from edge.compat import const, slots
 
 # Packet types as private consts (folded into the bytecode, no heap on a
 # board); the public names are in consts.py, tests/core/test_consts.py checks
@@ -25,13 +26,13 @@ _DISCONNECT = const(14)
 _AUTH = const(15)
 
 
+@slots(
+    "proto", "level", "client_id", "clean", "keepalive", "username",
+    "password", "will_topic", "will_payload", "will_qos", "will_retain",
+    "will_props", "props",
+)
 class Connect:
     kind = _CONNECT
-    __slots__ = (
-        "proto", "level", "client_id", "clean", "keepalive", "username",
-        "password", "will_topic", "will_payload", "will_qos", "will_retain",
-        "will_props", "props",
-    )
 
     def __init__(self, client_id, clean=True, keepalive=60, username=None,
                  password=None, will_topic=None, will_payload=b"", will_qos=0,
@@ -52,9 +53,9 @@ class Connect:
         self.props = props
 
 
+@slots("session_present", "reason", "props")
 class Connack:
     kind = _CONNACK
-    __slots__ = ("session_present", "reason", "props")
 
     def __init__(self, session_present=False, reason=0, props=None):
         self.session_present = session_present
@@ -62,9 +63,9 @@ class Connack:
         self.props = props
 
 
+@slots("topic", "payload", "qos", "retain", "dup", "pid", "props")
 class Publish:
     kind = _PUBLISH
-    __slots__ = ("topic", "payload", "qos", "retain", "dup", "pid", "props")
 
     def __init__(self, topic, payload=b"", qos=0, retain=False, dup=False,
                  pid=0, props=None):
@@ -77,39 +78,38 @@ class Publish:
         self.props = props
 
 
+@slots("pid", "reason", "props")
 class _Ack:
     # PUBACK, PUBREC, PUBREL, PUBCOMP share one shape (3.1.1 §3.4-3.7, 5.0 §3.4-3.7)
-    __slots__ = ("pid", "reason", "props")
-
     def __init__(self, pid, reason=0, props=None):
         self.pid = pid
         self.reason = reason
         self.props = props
 
 
+@slots()
 class Puback(_Ack):
-    __slots__ = ()
     kind = _PUBACK
 
 
+@slots()
 class Pubrec(_Ack):
-    __slots__ = ()
     kind = _PUBREC
 
 
+@slots()
 class Pubrel(_Ack):
-    __slots__ = ()
     kind = _PUBREL
 
 
+@slots()
 class Pubcomp(_Ack):
-    __slots__ = ()
     kind = _PUBCOMP
 
 
+@slots("pid", "topics", "props")
 class Subscribe:
     kind = _SUBSCRIBE
-    __slots__ = ("pid", "topics", "props")
 
     def __init__(self, pid, topics, props=None):
         self.pid = pid
@@ -119,9 +119,9 @@ class Subscribe:
         self.props = props
 
 
+@slots("pid", "codes", "props")
 class Suback:
     kind = _SUBACK
-    __slots__ = ("pid", "codes", "props")
 
     def __init__(self, pid, codes, props=None):
         self.pid = pid
@@ -129,9 +129,9 @@ class Suback:
         self.props = props
 
 
+@slots("pid", "topics", "props")
 class Unsubscribe:
     kind = _UNSUBSCRIBE
-    __slots__ = ("pid", "topics", "props")
 
     def __init__(self, pid, topics, props=None):
         self.pid = pid
@@ -139,9 +139,9 @@ class Unsubscribe:
         self.props = props
 
 
+@slots("pid", "codes", "props")
 class Unsuback:
     kind = _UNSUBACK
-    __slots__ = ("pid", "codes", "props")
 
     def __init__(self, pid, codes=None, props=None):
         self.pid = pid
@@ -149,28 +149,28 @@ class Unsuback:
         self.props = props
 
 
+@slots()
 class Pingreq:
     kind = _PINGREQ
-    __slots__ = ()
 
 
+@slots()
 class Pingresp:
     kind = _PINGRESP
-    __slots__ = ()
 
 
+@slots("reason", "props")
 class Disconnect:
     kind = _DISCONNECT
-    __slots__ = ("reason", "props")
 
     def __init__(self, reason=0, props=None):
         self.reason = reason
         self.props = props
 
 
+@slots("reason", "props")
 class Auth:
     kind = _AUTH
-    __slots__ = ("reason", "props")
 
     def __init__(self, reason=0, props=None):
         self.reason = reason

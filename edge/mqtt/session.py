@@ -2,7 +2,7 @@
 # messages in flight, the bounded queue behind them, incoming QoS 2 packet ids,
 # and the packet-identifier allocator. A session outlives its connection when
 # clean session is 0. Every limit is explicit and every drop is counted.
-from edge.compat import const
+from edge.compat import const, slots
 from edge.mqtt.packets import Publish, Pubrel
 
 # Outgoing QoS 1/2 state, in `inflight` by packet id. Packet ids are handed
@@ -33,10 +33,9 @@ def _unpack(e):
     return e, e.qos, False
 
 
+@slots("topic", "payload", "qos", "retain", "props", "enc0")
 class Message:
     """An application message, shared by every session it is delivered to."""
-
-    __slots__ = ("topic", "payload", "qos", "retain", "props", "enc0")
 
     def __init__(self, topic, payload, qos=0, retain=False, props=None):
         self.topic = topic

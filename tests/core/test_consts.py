@@ -41,3 +41,20 @@ def test_core_does_not_import_public_consts():
         assert "consts" not in g, mod.__name__
         for name in public:
             assert name not in g, (mod.__name__, name)
+
+
+def test_packets_have_slots_on_cpython():
+    # @slots gives CPython real __slots__ (no per-instance dict); MicroPython
+    # ignores __slots__, so there the classes are left without them.
+    import sys
+
+    cpython = sys.implementation.name == "cpython"
+    for name in ("Connect", "Connack", "Publish", "Puback", "Pubrec", "Pubrel", "Pubcomp",
+                 "Subscribe", "Suback", "Unsubscribe", "Unsuback", "Pingreq", "Pingresp",
+                 "Disconnect", "Auth"):
+        cls = getattr(packets, name)
+        assert ("__slots__" in cls.__dict__) == cpython, name
+    if cpython:
+        assert not hasattr(packets.Publish("t"), "__dict__")
+        assert not hasattr(packets.Puback(1), "__dict__")
+        assert packets.Puback.__mro__[1].__name__ == "_Ack"
