@@ -397,22 +397,34 @@ def _enc_connack(p, v5):
 
 
 def _enc_publish(p, v5):
-    # the hot path: header byte, varint, topic, pid, payload
-    q = p.qos
-    t = p.topic
-    if type(t) is str:
-        t = t.encode()
+    return encode_publish(p.topic, p.payload, p.qos, p.retain, p.dup, p.pid, p.props, v5)
+
+
+def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=0, props=None, v5=False):
+    """PUBLISH wire bytes from the fields themselves: the broker's delivery
+    path needs no Publish object. Few intermediate objects (each one is
+    garbage for a board's GC): header and topic length in one piece."""
+    t = topic.encode() if type(topic) is str else bytes(topic)
+    if type(payload) is not bytes:
+        payload = bytes(payload)  # MicroPython's join takes bytes only
     tl = len(t)
-    if tl > 0xFFFF or not 0 <= q <= 2:
+    if tl > 0xFFFF or not 0 <= qos <= 2:
         raise LocalProtocolError(_RC_MALFORMED, "topic length or QoS")
-    vh = bytes((tl >> 8, tl & 255)) + t
-    if q:
-        vh += _pid2(p.pid)
-    if v5:
-        vh += _write_props(p.props, _PUBLISH)  # V5-PROPS
-    pl = p.payload
-    b0 = 0x30 | q << 1 | (8 if p.dup else 0) | (1 if p.retain else 0)
-    return bytes((b0,)) + encode_varint(len(vh) + len(pl)) + vh + pl
+    n = 2 + tl + len(payload)
+    if qos:
+        if not 0 < pid < 65536:
+            raise LocalProtocolError(_RC_PROTOCOL_ERROR, "packet id %r" % pid)
+        n += 2
+    pr = _write_props(props, _PUBLISH) if v5 else b""  # V5-PROPS
+    n += len(pr)
+    b0 = 0x30 | qos << 1 | (8 if dup else 0) | (1 if retain else 0)
+    if n < 128:  # one-byte remaining length: the usual case
+        head = bytes((b0, n, tl >> 8, tl & 255))
+    else:
+        head = bytes((b0,)) + encode_varint(n) + bytes((tl >> 8, tl & 255))
+    if qos:
+        return b"".join((head, t, bytes((pid >> 8, pid & 255)), pr, payload))
+    return b"".join((head, t, pr, payload))
 
 
 def _enc_reason(p, v5):

@@ -134,6 +134,19 @@ class Connection:
         self.out_bytes += len(data)
         return data
 
+    def send_publish(self, msg, qos=0, retain=False, dup=False, pid=0):
+        """Queue a PUBLISH of msg (a session.Message) without building a
+        Publish packet first: the delivery hot path."""
+        data = codec.encode_publish(msg.topic, msg.payload, qos, retain, dup, pid, None, self.v5)
+        out = self.out
+        if out:
+            out.append(data)
+        else:
+            self.dirty.append(self)
+            self.out = [data]
+        self.out_bytes += len(data)
+        return data
+
     def take(self):
         """Everything queued for the socket, as one bytes object (batched)."""
         out = self.out

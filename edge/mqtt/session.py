@@ -3,7 +3,7 @@
 # and the packet-identifier allocator. A session outlives its connection when
 # clean session is 0. Every limit is explicit and every drop is counted.
 from edge.compat import const, slots
-from edge.mqtt.packets import Publish, Pubrel
+from edge.mqtt.packets import Pubrel
 
 # Outgoing QoS 1/2 state, in `inflight` by packet id. Packet ids are handed
 # out in sequence and never skipped (if the next one is still in flight after
@@ -82,11 +82,11 @@ class Session:
                 self._drop()  # slow reader: bounded output, counted
                 return
             if conn.v5 or retain:
-                conn.send(Publish(msg.topic, msg.payload, 0, retain))
+                conn.send_publish(msg, 0, retain)
             else:
                 data = msg.enc0
                 if data is None:
-                    data = msg.enc0 = conn.send(Publish(msg.topic, msg.payload))
+                    data = msg.enc0 = conn.send_publish(msg)
                 else:
                     conn.write(data)
             self.stats.msgs_sent += 1
@@ -121,7 +121,7 @@ class Session:
         pid = self.next_pid
         self.next_pid = pid + 1 if pid < 65535 else 1
         self.inflight[pid] = _entry(msg, qos, retain)
-        self.conn.send(Publish(msg.topic, msg.payload, qos, retain, False, pid))
+        self.conn.send_publish(msg, qos, retain, False, pid)
         self.stats.msgs_sent += 1
 
     def pump(self):
@@ -192,7 +192,7 @@ class Session:
             else:
                 # [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP set
                 msg, qos, retain = _unpack(e)
-                conn.send(Publish(msg.topic, msg.payload, qos, retain, True, pid))
+                conn.send_publish(msg, qos, retain, True, pid)
                 self.stats.msgs_sent += 1
         self.pump()
 
