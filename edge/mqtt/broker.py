@@ -313,7 +313,7 @@ class Broker:
         if f.startswith("$SYS"):  # [MQTT-4.7.2-1] no other filter matches $SYS
             one = Trie()
             one.add(f, 0, 0)
-            for msg in self._sys_messages(one.match):
+            for msg in self._sys_messages(one.match_subs):
                 client.deliver(msg, 0, True)
 
     def _on_unsubscribe(self, conn, pkt, now):
@@ -340,20 +340,28 @@ class Broker:
         self._route(msg)
 
     def _route(self, msg):
-        matches = self.subs.match(msg.topic)
-        if not matches:
+        found = self.subs.match_subs(msg.topic)
+        if not found:
             return
-        if len(matches) == 1:
-            client, q = matches[0]
-            client.deliver(msg, q if q < msg.qos else msg.qos)
+        mq = msg.qos
+        if len(found) == 1:
+            # One matching filter (the usual case): each client once. The
+            # keys are copied first: a local client's callback may subscribe.
+            subs = found[0]
+            for client in list(subs):
+                q = subs.get(client)
+                if q is not None:
+                    client.deliver(msg, q if q < mq else mq)
             return
         best = {}
-        for client, q in matches:  # overlapping subscriptions: once, at max QoS
-            if best.get(client, -1) < q:
-                best[client] = q
+        for subs in found:  # overlapping subscriptions: once, at max QoS
+            for client in subs:
+                q = subs[client]
+                if best.get(client, -1) < q:
+                    best[client] = q
         for client in best:
             q = best[client]
-            client.deliver(msg, q if q < msg.qos else msg.qos)
+            client.deliver(msg, q if q < mq else mq)
 
     # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------
     def local_client(self, name, callback):
@@ -416,7 +424,7 @@ class Broker:
 
     def publish_sys(self, now):
         self.now = now
-        for msg in self._sys_messages(self.subs.match):
+        for msg in self._sys_messages(self.subs.match_subs):
             self._route(msg)
 
 def _nolog(level, msg):

@@ -184,6 +184,16 @@ class Trie:
         """[(key, value)] for every subscription whose filter matches the
         (validated) topic name. A key appears once per matching filter."""
         out = []
+        for subs in self.match_subs(topic):
+            out.extend(subs.items())
+        return out
+
+    def match_subs(self, topic):
+        """The {key: value} dicts of the filters matching the (validated)
+        topic name, one per filter: no (key, value) pair is built, which on
+        a board would be one allocation per subscriber per message. The
+        dicts are the trie's own: read them, don't keep or change them."""
+        out = []
         nodes = [self._root]
         # [MQTT-4.7.2-1] '$' topics are not matched by a first-level '+'/'#'
         wild = topic[:1] != "$"
@@ -197,7 +207,7 @@ class Trie:
                     # [MQTT-4.7.1-2] '#' matches this level and all below
                     h = kids.get("#")
                     if h is not None and h[_SUBS] is not None:
-                        out.extend(h[_SUBS].items())
+                        out.append(h[_SUBS])
                     p = kids.get("+")  # [MQTT-4.7.1-3] exactly one level
                     if p is not None:
                         nxt.append(p)
@@ -210,11 +220,11 @@ class Trie:
             wild = True
         for node in nodes:
             if node[_SUBS] is not None:
-                out.extend(node[_SUBS].items())
+                out.append(node[_SUBS])
             kids = node[_KIDS]
             if kids is not None:
                 # 'sport/#' also matches 'sport' (the parent level)
                 h = kids.get("#")
                 if h is not None and h[_SUBS] is not None:
-                    out.extend(h[_SUBS].items())
+                    out.append(h[_SUBS])
         return out

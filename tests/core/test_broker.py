@@ -497,3 +497,23 @@ def test_local_client_api():
     assert got[-1] == ("dev/2", b"v", 1, False)
     assert b.unsubscribe(lc, "dev/#")
     assert len(b.subs) == 1
+
+
+def test_local_client_may_subscribe_from_its_callback():
+    # Delivery iterates the subscribers of a filter while a local client's
+    # callback runs; subscribing or unsubscribing there must be safe.
+    b = make_broker()
+    got = []
+    late = b.local_client("late", lambda msg, qos, retain: got.append(("late", msg.payload)))
+
+    def first(msg, qos, retain):
+        got.append(("first", msg.payload))
+        b.subscribe(late, "a/#", 0)
+        b.unsubscribe(lc, "a/#")
+
+    lc = b.local_client("first", first)
+    b.subscribe(lc, "a/#", 0)
+    b.publish("a/1", b"1")
+    b.publish("a/2", b"2")
+    assert got[0] == ("first", b"1") and got[-1] == ("late", b"2")
+    assert ("first", b"2") not in got
