@@ -7,8 +7,8 @@
 # CPython uses asyncio streams. MicroPython puts the sockets straight on its
 # asyncio poller (asyncio.core._io_queue, as its own streams do): per
 # connection that saves the Stream object, its extra-info dict and the peer
-# address a board would otherwise keep for nothing, and a read allocates
-# nothing (one shared read buffer, no per-read coroutine).
+# address a board would otherwise keep for nothing, and a read allocates no
+# more than a view of the one shared read buffer (no per-read coroutine).
 import asyncio
 
 from edge.runtime.clock import now_ms
