@@ -165,7 +165,7 @@ class Worker:
 
     def __init__(self, i, port):
         self.i = i
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # paho may call back from inside publish()
         self.got = {}       # (sender, seq) -> times received
         self.sent = {}      # seq -> qos, once acknowledged (QoS 0: once sent)
         self.pending = {}   # paho mid -> (seq, qos)
