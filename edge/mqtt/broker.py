@@ -7,7 +7,7 @@ from edge import VERSION
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
-from edge.mqtt.packets import Connack, Puback, Pubrec, Pubcomp, Suback, Unsuback, Pingresp
+from edge.mqtt.packets import Connack, Suback, Unsuback, Pingresp
 from edge.mqtt.retain import RetainStore
 from edge.mqtt.session import Message, Session
 from edge.mqtt.topics import Trie, validate_filter, validate_topic
@@ -252,7 +252,7 @@ class Broker:
         qos = pkt.qos
         if qos == 2 and sess.qos2_seen(pkt.pid):
             # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
-            conn.send(Pubrec(pkt.pid))
+            conn.send_ack(_PUBREC, pkt.pid)
             return
         if pkt.topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
@@ -262,9 +262,9 @@ class Broker:
                 msg.enc0 = conn.last_packet(start)  # forward QoS 0 as it came
             self._publish(msg)
         if qos == 1:
-            conn.send(Puback(pkt.pid))
+            conn.send_ack(_PUBACK, pkt.pid)
         elif qos == 2:
-            conn.send(Pubrec(pkt.pid))
+            conn.send_ack(_PUBREC, pkt.pid)
 
     def _on_puback(self, conn, pkt, now):
         conn.session.on_puback(pkt.pid)
@@ -274,7 +274,7 @@ class Broker:
 
     def _on_pubrel(self, conn, pkt, now):
         conn.session.qos2_released(pkt.pid)
-        conn.send(Pubcomp(pkt.pid))  # [MQTT-4.3.3-2]
+        conn.send_ack(_PUBCOMP, pkt.pid)  # [MQTT-4.3.3-2]
 
     def _on_pubcomp(self, conn, pkt, now):
         conn.session.on_pubcomp(pkt.pid)

@@ -427,6 +427,14 @@ def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=0, props=
     return b"".join((head, t, pr, payload))
 
 
+def encode_ack(kind, pid):
+    """PUBACK, PUBREC, PUBREL or PUBCOMP for pid, success, in one piece
+    (3.1.1, and 5.0 with reason 0 and no properties: §3.4.2.1)."""
+    if not 0 < pid < 65536:
+        raise LocalProtocolError(_RC_PROTOCOL_ERROR, "packet id %r" % pid)
+    return bytes((kind << 4 | _FLAGS[kind], 2, pid >> 8, pid & 255))
+
+
 def _enc_reason(p, v5):
     # PUBACK/PUBREC/PUBREL/PUBCOMP (pid first), DISCONNECT and AUTH (no pid)
     kind = p.kind

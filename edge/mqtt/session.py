@@ -3,7 +3,6 @@
 # and the packet-identifier allocator. A session outlives its connection when
 # clean session is 0. Every limit is explicit and every drop is counted.
 from edge.compat import const, slots
-from edge.mqtt.packets import Pubrel
 
 # Outgoing QoS 1/2 state, in `inflight` by packet id. Packet ids are handed
 # out in sequence and never skipped (if the next one is still in flight after
@@ -18,6 +17,7 @@ from edge.mqtt.packets import Pubrel
 _QOS = const(3)
 _RETAIN = const(4)
 _RELEASED = const(0)
+_PUBREL = const(6)  # packet type, as in consts.py
 
 
 def _entry(msg, qos, retain):
@@ -172,7 +172,7 @@ class Session:
             self.inflight[pid] = _RELEASED  # the message is no longer needed
         # [MQTT-4.3.3-1] answer PUBREL; for an unknown pid too, so the client
         # can finish its state (5.0 adds reason 0x92 there).
-        self.conn.send(Pubrel(pid))
+        self.conn.send_ack(_PUBREL, pid)
 
     def on_pubcomp(self, pid):
         if self.inflight.get(pid) == _RELEASED:
@@ -188,7 +188,7 @@ class Session:
         entries.sort(key=lambda item: (item[0] - nxt) % 65535)  # send order
         for pid, e in entries:
             if e == _RELEASED:
-                conn.send(Pubrel(pid))
+                conn.send_ack(_PUBREL, pid)
             else:
                 # [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP set
                 msg, qos, retain = _unpack(e)
