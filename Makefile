@@ -93,6 +93,7 @@ deps:
 	@$(call apt_install,$(APT_PACKAGES))
 
 typecheck: $(STUBS_STAMP)
+	$(VENV)/bin/ruff check edge gateway tools tests
 	$(PY) -m mypy
 
 sizes: $(STAMP)

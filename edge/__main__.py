@@ -48,6 +48,13 @@ def load_config(argv):
 
 
 def main(argv):
+    # The broker's modules (and the runtime's read buffer) live for good,
+    # the config module and the JSON text only for the boot: import the
+    # permanent ones first so they pack the bottom of the heap, and the boot
+    # garbage, once freed, joins the free space above instead of leaving
+    # holes between them (a board's heap has no room for fragmentation).
+    from edge.runtime.main import run
+
     cfg = load_config(argv)
     # The schema tables are only needed at boot: give their heap back.
     sys.modules.pop("edge.config", None)
@@ -55,8 +62,6 @@ def main(argv):
 
     if "config" in edge.__dict__:
         del edge.config
-    from edge.runtime.main import run
-
     run(cfg)
 
 

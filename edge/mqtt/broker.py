@@ -4,30 +4,38 @@
 # keyed by packet type (STYLE H8); the one dispatcher in data_received() turns
 # a RemoteProtocolError into closing that connection (Mosquitto's read_handle).
 from edge import VERSION
+from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
-from edge.mqtt.consts import (
-    CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE,
-    PINGREQ, DISCONNECT, SUBACK_FAILURE, CONNACK_BAD_PROTOCOL, CONNACK_ID_REJECTED,
-    CONNACK_SERVER_UNAVAILABLE, RC_PROTOCOL_ERROR,
-)
-from edge.mqtt.packets import Connack, Puback, Pubrec, Pubcomp, Suback, Unsuback, Pingresp
+from edge.mqtt.packets import Connack, Suback, Unsuback, Pingresp
 from edge.mqtt.retain import RetainStore
 from edge.mqtt.session import Message, Session
 from edge.mqtt.topics import Trie, validate_filter, validate_topic
 
-_HANDLERS = {
-    CONNECT: "_on_connect",
-    PUBLISH: "_on_publish",
-    PUBACK: "_on_puback",
-    PUBREC: "_on_pubrec",
-    PUBREL: "_on_pubrel",
-    PUBCOMP: "_on_pubcomp",
-    SUBSCRIBE: "_on_subscribe",
-    UNSUBSCRIBE: "_on_unsubscribe",
-    PINGREQ: "_on_pingreq",
-    DISCONNECT: "_on_disconnect",
-}
+# Wire numbers from consts.py, private so they fold into the bytecode and
+# cost no heap on a board (tests/core/test_consts.py keeps them equal).
+_CONNECT = const(1)
+_PUBLISH = const(3)
+_PUBACK = const(4)
+_PUBREC = const(5)
+_PUBREL = const(6)
+_PUBCOMP = const(7)
+_SUBSCRIBE = const(8)
+_UNSUBSCRIBE = const(10)
+_PINGREQ = const(12)
+_DISCONNECT = const(14)
+_SUBACK_FAILURE = const(0x80)
+_CONNACK_BAD_PROTOCOL = const(1)
+_CONNACK_ID_REJECTED = const(2)
+_CONNACK_SERVER_UNAVAILABLE = const(3)
+_RC_PROTOCOL_ERROR = const(0x82)
+
+# Handler method names indexed by packet type (None: not valid from a client)
+_HANDLERS = (
+    None, "_on_connect", None, "_on_publish", "_on_puback", "_on_pubrec",
+    "_on_pubrel", "_on_pubcomp", "_on_subscribe", None, "_on_unsubscribe", None,
+    "_on_pingreq", None, "_on_disconnect", None,
+)
 
 # (protocol name, level) pairs spoken as 3.1.1 (3.1's MQIsdp differs only in name)
 _V3_PROTOCOLS = (("MQTT", 4), ("MQIsdp", 3))
@@ -37,7 +45,9 @@ _V5_CONNACK_UNSUPPORTED = b"\x20\x03\x00\x84\x00"
 
 
 class Limits:
-    """The [broker] config section as attributes, read once."""
+    """The [broker] config section as attributes, read once. (Attribute names
+    are qstrs a board holds anyway; dict keys longer than 10 characters would
+    each cost a str object there.)"""
 
     def __init__(self, b):
         for k in b:
@@ -59,20 +69,11 @@ class Stats:
         self.protocol_errors = 0
 
 
-class LocalClient:
-    """A non-MQTT endpoint (CoAP, the uplink bridge) plugged into the topic
-    space: `callback(msg, qos, retain)` is called for each matching message."""
-
-    def __init__(self, name, callback):
-        self.client_id = name
-        self.callback = callback
-        self.subs = {}
-
-    def deliver(self, msg, qos, retain=False):
-        self.callback(msg, qos, retain)
-
-
 class Broker:
+    # Set later, if ever (an instance attribute costs heap on a board)
+    heap = None     # (current, maximum) bytes, set by the runtime (MicroPython)
+    _auto_id = 0    # last number given to a zero-length client id
+
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
         self.log = log or _nolog
@@ -84,9 +85,7 @@ class Broker:
         self.subs = Trie()
         self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
-        self.heap = None     # (current, maximum) bytes, set by the runtime
         self.next_sys = now + lim.sys_interval * 1000
-        self._auto_id = 0
 
     # ---- runtime interface ------------------------------------------------
     def open(self, cid, now):
@@ -95,9 +94,7 @@ class Broker:
             self.stats.conns_refused += 1
             self.log(30, "connection refused: max_connections %d reached" % self.limits.max_connections)
             return False
-        conn = Connection(cid, now)
-        conn.dirty = self.dirty
-        self.conns[cid] = conn
+        self.conns[cid] = Connection(cid, now, self.dirty)
         return True
 
     def data_received(self, cid, data, now):
@@ -114,10 +111,19 @@ class Broker:
         max_size = self.limits.max_packet_size
         try:
             while conn.state < CLOSED:
+                start = conn.pos
                 pkt = conn.next_event(max_size)
                 if pkt is None:
                     break
-                getattr(self, _HANDLERS[pkt.kind])(conn, pkt, now)
+                kind = pkt.kind
+                if kind == _PUBLISH:  # the hot one: no table lookup
+                    self._on_publish(conn, pkt, now, start)
+                    continue
+                name = _HANDLERS[kind]
+                if name is None:
+                    # a server-to-client packet (CONNACK, SUBACK...) from a client
+                    raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "unexpected packet type %d" % kind)
+                getattr(self, name)(conn, pkt, now)
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             # 3.1.1 has no server DISCONNECT: the answer to a protocol
@@ -193,18 +199,18 @@ class Broker:
                 self._close(conn, now, "MQTT 5.0 not supported yet", ERROR)
                 return
             # [MQTT-3.1.2-2] unacceptable protocol level: CONNACK 0x01, close
-            return self._refuse(conn, CONNACK_BAD_PROTOCOL,
+            return self._refuse(conn, _CONNACK_BAD_PROTOCOL,
                                 "unsupported protocol %r level %d" % (pkt.proto, pkt.level), now)
         cid = pkt.client_id
         if not cid:
             # [MQTT-3.1.3-7/8] zero-length id only with clean session
             if not pkt.clean or not lim.allow_zero_length_clientid:
-                return self._refuse(conn, CONNACK_ID_REJECTED, "empty client id", now)
+                return self._refuse(conn, _CONNACK_ID_REJECTED, "empty client id", now)
             cid = self._assign_id()
         if pkt.keepalive > lim.max_keepalive:
             # 3.1.1 cannot tell a client to use a shorter keepalive (5.0's
             # Server Keep Alive can): refuse it as mosquitto does.
-            return self._refuse(conn, CONNACK_ID_REJECTED,
+            return self._refuse(conn, _CONNACK_ID_REJECTED,
                                 "keepalive %d over max_keepalive %d" % (pkt.keepalive, lim.max_keepalive), now)
         if pkt.will_topic is not None:
             validate_topic(pkt.will_topic, lim.max_topic_levels)  # [MQTT-3.1.3-10]
@@ -214,7 +220,7 @@ class Broker:
             self._close(sess.conn, now, "taken over by a new connection")
             sess = self.sessions.get(cid)
         if self.stats.clients_connected >= lim.max_connections:
-            return self._refuse(conn, CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
+            return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
         present = False
         if sess is not None and pkt.clean:
             self._discard(sess)  # [MQTT-3.1.2-6]
@@ -244,26 +250,27 @@ class Broker:
             if cid not in self.sessions:
                 return cid
 
-    def _on_publish(self, conn, pkt, now):
+    def _on_publish(self, conn, pkt, now, start=-1):
+        # start: where the packet began in conn's buffer (-1: unknown)
         validate_topic(pkt.topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
         self.stats.msgs_received += 1
         sess = conn.session
         qos = pkt.qos
         if qos == 2 and sess.qos2_seen(pkt.pid):
             # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
-            conn.send(Pubrec(pkt.pid))
+            conn.send_ack(_PUBREC, pkt.pid)
             return
         if pkt.topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
         else:
             msg = Message(pkt.topic, pkt.payload, qos, pkt.retain)
-            if conn.raw is not None and not conn.v5:
-                msg.enc0 = conn.raw  # forward QoS 0 without re-encoding
+            if not qos and not pkt.retain and start >= 0 and not conn.v5:
+                msg.enc0 = conn.last_packet(start)  # forward QoS 0 as it came
             self._publish(msg)
         if qos == 1:
-            conn.send(Puback(pkt.pid))
+            conn.send_ack(_PUBACK, pkt.pid)
         elif qos == 2:
-            conn.send(Pubrec(pkt.pid))
+            conn.send_ack(_PUBREC, pkt.pid)
 
     def _on_puback(self, conn, pkt, now):
         conn.session.on_puback(pkt.pid)
@@ -273,7 +280,7 @@ class Broker:
 
     def _on_pubrel(self, conn, pkt, now):
         conn.session.qos2_released(pkt.pid)
-        conn.send(Pubcomp(pkt.pid))  # [MQTT-4.3.3-2]
+        conn.send_ack(_PUBCOMP, pkt.pid)  # [MQTT-4.3.3-2]
 
     def _on_pubcomp(self, conn, pkt, now):
         conn.session.on_pubcomp(pkt.pid)
@@ -285,7 +292,7 @@ class Broker:
             codes.append(self._subscribe(sess, f, opts & 3))
         conn.send(Suback(pkt.pid, codes))  # [MQTT-3.8.4-1]
         for i in range(len(codes)):
-            if codes[i] != SUBACK_FAILURE:
+            if codes[i] != _SUBACK_FAILURE:
                 self._send_retained(sess, pkt.topics[i][0], codes[i])
 
     def _subscribe(self, client, f, qos):
@@ -296,11 +303,11 @@ class Broker:
             if f.count("/") < lim.max_topic_levels:
                 raise  # malformed filter: a protocol violation, close
             self.stats.subs_refused += 1  # only over our depth limit: refuse it
-            return SUBACK_FAILURE
+            return _SUBACK_FAILURE
         if f not in client.subs and len(client.subs) >= lim.max_subscriptions:
             self.stats.subs_refused += 1
             self.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
-            return SUBACK_FAILURE
+            return _SUBACK_FAILURE
         client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
         self.subs.add(f, client, qos)
         return qos
@@ -312,9 +319,8 @@ class Broker:
         if f.startswith("$SYS"):  # [MQTT-4.7.2-1] no other filter matches $SYS
             one = Trie()
             one.add(f, 0, 0)
-            for msg in self._sys_messages():
-                if one.match(msg.topic):
-                    client.deliver(msg, 0, True)
+            for msg in self._sys_messages(one.match_subs):
+                client.deliver(msg, 0, True)
 
     def _on_unsubscribe(self, conn, pkt, now):
         sess = conn.session
@@ -340,30 +346,41 @@ class Broker:
         self._route(msg)
 
     def _route(self, msg):
-        matches = self.subs.match(msg.topic)
-        if not matches:
+        found = self.subs.match_subs(msg.topic)
+        if not found:
             return
-        if len(matches) == 1:
-            client, q = matches[0]
-            client.deliver(msg, q if q < msg.qos else msg.qos)
+        mq = msg.qos
+        if len(found) == 1:
+            # One matching filter (the usual case): each client once. The
+            # keys are copied first: a local client's callback may subscribe.
+            subs = found[0]
+            for client in list(subs):
+                q = subs.get(client)
+                if q is not None:
+                    client.deliver(msg, q if q < mq else mq)
             return
         best = {}
-        for client, q in matches:  # overlapping subscriptions: once, at max QoS
-            if best.get(client, -1) < q:
-                best[client] = q
+        for subs in found:  # overlapping subscriptions: once, at max QoS
+            for client in subs:
+                q = subs[client]
+                if best.get(client, -1) < q:
+                    best[client] = q
         for client in best:
             q = best[client]
-            client.deliver(msg, q if q < msg.qos else msg.qos)
+            client.deliver(msg, q if q < mq else mq)
 
     # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------
     def local_client(self, name, callback):
+        """A LocalClient (edge/mqtt/local.py) for subscribe()/unsubscribe()."""
+        from edge.mqtt.local import LocalClient  # lazy: a board may have none
+
         return LocalClient(name, callback)
 
     def subscribe(self, client, f, qos=0):
         """Subscribe a LocalClient; returns the granted QoS or 0x80. Retained
         messages matching `f` are delivered at once, as for MQTT clients."""
         code = self._subscribe(client, f, qos)
-        if code != SUBACK_FAILURE:
+        if code != _SUBACK_FAILURE:
             self._send_retained(client, f, code)
         return code
 
@@ -383,35 +400,38 @@ class Broker:
     # ---- $SYS (as mosquitto publishes it) -----------------------------------
     # The values are computed when asked for, never stored: a new $SYS
     # subscriber gets them at once as if retained, live subscribers every
-    # sys_interval, and nobody listening costs no heap on a board.
-    def _sys_messages(self):
+    # sys_interval, and nobody listening costs no heap on a board. They are
+    # produced one at a time and only those somebody subscribes to become
+    # messages, so a publish round is no burst of garbage on a small heap.
+    def _sys_values(self):
         st = self.stats
-        vals = [
-            ("version", "edgebroker " + VERSION),
-            ("uptime", "%d seconds" % ((self.now - self.started) // 1000)),
-            ("clients/connected", st.clients_connected),
-            ("clients/maximum", st.clients_maximum),
-            ("clients/total", len(self.sessions)),
-            ("messages/received", st.msgs_received),
-            ("messages/sent", st.msgs_sent),
-            ("publish/messages/dropped", st.msgs_dropped),
-            ("bytes/received", st.bytes_received),
-            ("bytes/sent", st.bytes_sent),
-            ("retained messages/count", len(self.retained)),
-            ("subscriptions/count", len(self.subs)),
-        ]
+        yield "version", "edgebroker " + VERSION
+        yield "uptime", "%d seconds" % ((self.now - self.started) // 1000)
+        yield "clients/connected", st.clients_connected
+        yield "clients/maximum", st.clients_maximum
+        yield "clients/total", len(self.sessions)
+        yield "messages/received", st.msgs_received
+        yield "messages/sent", st.msgs_sent
+        yield "publish/messages/dropped", st.msgs_dropped
+        yield "bytes/received", st.bytes_received
+        yield "bytes/sent", st.bytes_sent
+        yield "retained messages/count", len(self.retained)
+        yield "subscriptions/count", len(self.subs)
         if self.heap is not None:
-            vals.append(("heap/current", self.heap[0]))
-            vals.append(("heap/maximum", self.heap[1]))
-        return [Message("$SYS/broker/" + k, str(v).encode(), 0, True) for k, v in vals]
+            yield "heap/current", self.heap[0]
+            yield "heap/maximum", self.heap[1]
+
+    def _sys_messages(self, match):
+        """The $SYS messages whose topic match(topic) accepts."""
+        for name, v in self._sys_values():
+            topic = "$SYS/broker/" + name
+            if match(topic):
+                yield Message(topic, str(v).encode(), 0, True)
 
     def publish_sys(self, now):
         self.now = now
-        subs = self.subs
-        for msg in self._sys_messages():
-            if subs.match(msg.topic):
-                self._route(msg)
-
+        for msg in self._sys_messages(self.subs.match_subs):
+            self._route(msg)
 
 def _nolog(level, msg):
     pass

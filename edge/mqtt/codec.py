@@ -9,16 +9,23 @@
 # SUBSCRIBE) is RC_PROTOCOL_ERROR. A 3.1.1 connection just closes on either.
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
-from edge.mqtt.consts import (
-    CONNECT, CONNACK, PUBLISH, SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK,
-    DISCONNECT, AUTH, RC_MALFORMED, RC_PROTOCOL_ERROR, RC_UNSPECIFIED,
-    SUBACK_FAILURE,
-)
-from edge.mqtt.packets import (
-    Connect, Connack, Publish, Puback, Pubrec, Pubrel, Pubcomp, Subscribe,
-    Suback, Unsubscribe, Unsuback, Pingreq, Pingresp, Disconnect, Auth,
-)
+from edge.mqtt import packets
 
+# Wire numbers from consts.py as private consts: folded into the bytecode, so
+# they cost no heap on a board (tests/core/test_consts.py keeps them equal).
+_CONNECT = const(1)
+_CONNACK = const(2)
+_PUBLISH = const(3)
+_SUBSCRIBE = const(8)
+_SUBACK = const(9)
+_UNSUBSCRIBE = const(10)
+_UNSUBACK = const(11)
+_DISCONNECT = const(14)
+_AUTH = const(15)
+_SUBACK_FAILURE = const(0x80)
+_RC_UNSPECIFIED = const(0x80)
+_RC_MALFORMED = const(0x81)
+_RC_PROTOCOL_ERROR = const(0x82)
 _MAX_VARINT = const(268435455)  # 4 bytes of 7 bits (3.1.1 §2.2.3)
 _WILL = const(0)  # "packet kind" of the will property block for the hooks
 
@@ -28,7 +35,7 @@ _FLAGS = b"\x00\x00\x00\xff\x00\x00\x02\x00\x02\x00\x02\x00\x00\x00\x00\x00"
 
 
 def _malformed(msg):
-    return RemoteProtocolError(RC_MALFORMED, msg)
+    return RemoteProtocolError(_RC_MALFORMED, msg)
 
 
 def _short():
@@ -42,7 +49,7 @@ def _bad_utf8():
 # ---- variable byte integer (3.1.1 §2.2.3, 5.0 §1.5.5) ----------------------
 def encode_varint(n):
     if not 0 <= n <= _MAX_VARINT:
-        raise LocalProtocolError(RC_MALFORMED, "varint out of range")
+        raise LocalProtocolError(_RC_MALFORMED, "varint out of range")
     if n < 128:
         return bytes((n,))
     out = bytearray()
@@ -89,7 +96,7 @@ def _pid(mv, i, end):
     pid = _u16(mv, i, end)
     if not pid:
         # [MQTT-2.3.1-1] packets that carry a packet id need a non-zero one
-        raise RemoteProtocolError(RC_PROTOCOL_ERROR, "packet id 0")
+        raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "packet id 0")
     return pid
 
 
@@ -155,7 +162,7 @@ def _read_props(mv, i, end, where):
 
 def _write_props(props, where):
     if props:
-        raise LocalProtocolError(RC_UNSPECIFIED, "no v5 properties yet")
+        raise LocalProtocolError(_RC_UNSPECIFIED, "no v5 properties yet")
     return b"\x00"
 
 
@@ -169,7 +176,7 @@ def _dec_connect(mv, b0, i, end, v5):
     level = mv[i]
     if level < 3 or level > 5:
         # Unknown level: the rest may have any layout; stop here.
-        return Connect("", level=level, proto=proto), end
+        return _CLS[_CONNECT]("", level=level, proto=proto), end
     if i + 4 > end:
         raise _short()
     f = mv[i + 1]
@@ -185,7 +192,7 @@ def _dec_connect(mv, b0, i, end, v5):
     props = will_props = will_topic = username = password = None
     will_payload = b""
     if v5:
-        props, i = _read_props(mv, i, end, CONNECT)  # V5-PROPS
+        props, i = _read_props(mv, i, end, _CONNECT)  # V5-PROPS
     cid, i = _str(mv, i, end)
     if f & 4:
         if v5:
@@ -196,7 +203,7 @@ def _dec_connect(mv, b0, i, end, v5):
         username, i = _str(mv, i, end)
     if f & 0x40:
         password, i = _bin(mv, i, end)
-    return Connect(cid, bool(f & 2), keepalive, username, password, will_topic,
+    return _CLS[_CONNECT](cid, bool(f & 2), keepalive, username, password, will_topic,
                    will_payload, wq, bool(f & 0x20), level, proto, will_props,
                    props), i
 
@@ -209,8 +216,8 @@ def _dec_connack(mv, b0, i, end, v5):
     props = None
     j = i + 2
     if v5:
-        props, j = _read_props(mv, j, end, CONNACK)  # V5-PROPS
-    return Connack(bool(mv[i]), mv[i + 1], props), j
+        props, j = _read_props(mv, j, end, _CONNACK)  # V5-PROPS
+    return _CLS[_CONNACK](bool(mv[i]), mv[i + 1], props), j
 
 
 def _dec_publish(mv, b0, i, end, v5):
@@ -223,8 +230,8 @@ def _dec_publish(mv, b0, i, end, v5):
         i += 2
     props = None
     if v5:
-        props, i = _read_props(mv, i, end, PUBLISH)  # V5-PROPS
-    return Publish(topic, bytes(mv[i:end]), q, bool(b0 & 1), bool(b0 & 8),
+        props, i = _read_props(mv, i, end, _PUBLISH)  # V5-PROPS
+    return _CLS[_PUBLISH](topic, bytes(mv[i:end]), q, bool(b0 & 1), bool(b0 & 8),
                    pid, props), end
 
 
@@ -234,7 +241,7 @@ def _dec_reason(mv, b0, i, end, v5):
     # 3.1.1 DISCONNECT has no variable header at all.
     kind = b0 >> 4
     pid = 0
-    if kind < DISCONNECT:
+    if kind < _DISCONNECT:
         pid = _pid(mv, i, end)
         i += 2
     reason = 0
@@ -246,7 +253,7 @@ def _dec_reason(mv, b0, i, end, v5):
             i += 1
             if i < end:
                 props, i = _read_props(mv, i, end, kind)  # V5-PROPS
-    if kind < DISCONNECT:
+    if kind < _DISCONNECT:
         return _CLS[kind](pid, reason, props), i
     return _CLS[kind](reason, props), i
 
@@ -260,16 +267,16 @@ def _dec_list(mv, b0, i, end, v5):
     if v5:
         props, i = _read_props(mv, i, end, kind)  # V5-PROPS
     if kind & 1:  # SUBACK, UNSUBACK: one code per filter
-        if kind == UNSUBACK and not v5:
-            return Unsuback(pid), i  # 3.1.1: the pid only
+        if kind == _UNSUBACK and not v5:
+            return _CLS[_UNSUBACK](pid), i  # 3.1.1: the pid only
         return _CLS[kind](pid, list(mv[i:end]), props), end
     if i >= end:
         # [MQTT-3.8.3-3] [MQTT-3.10.3-2]
-        raise RemoteProtocolError(RC_PROTOCOL_ERROR, "no topic filters")
+        raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "no topic filters")
     topics = []
     while i < end:
         t, i = _str(mv, i, end)
-        if kind == SUBSCRIBE:
+        if kind == _SUBSCRIBE:
             if i >= end:
                 raise _short()
             o = mv[i]
@@ -280,7 +287,7 @@ def _dec_list(mv, b0, i, end, v5):
             elif o & 0xC0:  # [MQTT-3.8.3-5]
                 raise _malformed("bad subscription options")
             elif o & 3 == 3 or o & 0x30 == 0x30:  # 5.0 §3.8.3.1
-                raise RemoteProtocolError(RC_PROTOCOL_ERROR, "QoS 3 or retain handling 3")
+                raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "QoS 3 or retain handling 3")
             t = (t, o)
         topics.append(t)
     return _CLS[kind](pid, topics, props), i
@@ -290,9 +297,13 @@ def _dec_empty(mv, b0, i, end, v5):
     return _CLS[b0 >> 4](), i
 
 
+# Packet classes indexed by type. The codec refers to them only through this
+# table: one global instead of fifteen (each global costs heap on a board).
 _CLS = (
-    None, Connect, Connack, Publish, Puback, Pubrec, Pubrel, Pubcomp, Subscribe,
-    Suback, Unsubscribe, Unsuback, Pingreq, Pingresp, Disconnect, Auth,
+    None, packets.Connect, packets.Connack, packets.Publish, packets.Puback,
+    packets.Pubrec, packets.Pubrel, packets.Pubcomp, packets.Subscribe,
+    packets.Suback, packets.Unsubscribe, packets.Unsuback, packets.Pingreq,
+    packets.Pingresp, packets.Disconnect, packets.Auth,
 )
 _DECODERS = (
     None, _dec_connect, _dec_connack, _dec_publish, _dec_reason, _dec_reason,
@@ -310,12 +321,12 @@ def decode(buf, start, end, v5=False):
     b0 = mv[start]
     kind = b0 >> 4
     # Judge the first byte at once: no point waiting for a bad packet's body.
-    if kind == PUBLISH:
+    if kind == _PUBLISH:
         # [MQTT-3.3.1-4] QoS 3; [MQTT-3.3.1-2] DUP on QoS 0
         if b0 & 6 == 6 or b0 & 0x0E == 8:
             raise _malformed("PUBLISH QoS 3 or DUP on QoS 0")
-    elif kind == 0 or (kind == AUTH and not v5):
-        raise RemoteProtocolError(RC_PROTOCOL_ERROR, "reserved packet type %d" % kind)
+    elif kind == 0 or (kind == _AUTH and not v5):
+        raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "reserved packet type %d" % kind)
     elif b0 & 15 != _FLAGS[kind]:  # [MQTT-2.2.2-2]
         raise _malformed("bad header flags 0x%02x" % b0)
     n, i = read_varint(mv, start + 1, end)
@@ -334,7 +345,7 @@ def _lp(x):
         x = x.encode()
     n = len(x)
     if n > 0xFFFF:
-        raise LocalProtocolError(RC_MALFORMED, "field over 65535 bytes")
+        raise LocalProtocolError(_RC_MALFORMED, "field over 65535 bytes")
     return bytes((n >> 8, n & 255)) + x
 
 
@@ -344,7 +355,7 @@ def _frame(b0, body):
 
 def _pid2(pid):
     if not 0 < pid < 65536:
-        raise LocalProtocolError(RC_PROTOCOL_ERROR, "packet id %r" % pid)
+        raise LocalProtocolError(_RC_PROTOCOL_ERROR, "packet id %r" % pid)
     return bytes((pid >> 8, pid & 255))
 
 
@@ -356,7 +367,7 @@ def _enc_connect(p, v5):
     ka = p.keepalive
     b += bytes((p.level, 0, ka >> 8, ka & 255))
     if v5:
-        b += _write_props(p.props, CONNECT)  # V5-PROPS
+        b += _write_props(p.props, _CONNECT)  # V5-PROPS
     b += _lp(p.client_id)
     if p.will_topic is not None:
         f |= 4 | p.will_qos << 3 | (0x20 if p.will_retain else 0)
@@ -379,39 +390,59 @@ def _enc_connack(p, v5):
     # [MQTT-3.2.2-4] session present is 0 with a non-zero return code
     sp = 1 if p.session_present and not r else 0
     if v5:
-        return _frame(0x20, bytes((sp, r)) + _write_props(p.props, CONNACK))  # V5-PROPS
+        return _frame(0x20, bytes((sp, r)) + _write_props(p.props, _CONNACK))  # V5-PROPS
     # 3.1.1 return codes are 0-5 (§3.2.2.3); mapping 5.0 reasons to them
     # is the broker's call
     return bytes((0x20, 2, sp, r))
 
 
 def _enc_publish(p, v5):
-    # the hot path: header byte, varint, topic, pid, payload
-    q = p.qos
-    t = p.topic
-    if type(t) is str:
-        t = t.encode()
+    return encode_publish(p.topic, p.payload, p.qos, p.retain, p.dup, p.pid, p.props, v5)
+
+
+def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=0, props=None, v5=False):
+    """PUBLISH wire bytes from the fields themselves: the broker's delivery
+    path needs no Publish object. Few intermediate objects (each one is
+    garbage for a board's GC): header and topic length in one piece."""
+    t = topic.encode() if type(topic) is str else bytes(topic)
+    if type(payload) is not bytes:
+        payload = bytes(payload)  # MicroPython's join takes bytes only
     tl = len(t)
-    if tl > 0xFFFF or not 0 <= q <= 2:
-        raise LocalProtocolError(RC_MALFORMED, "topic length or QoS")
-    vh = bytes((tl >> 8, tl & 255)) + t
-    if q:
-        vh += _pid2(p.pid)
-    if v5:
-        vh += _write_props(p.props, PUBLISH)  # V5-PROPS
-    pl = p.payload
-    b0 = 0x30 | q << 1 | (8 if p.dup else 0) | (1 if p.retain else 0)
-    return bytes((b0,)) + encode_varint(len(vh) + len(pl)) + vh + pl
+    if tl > 0xFFFF or not 0 <= qos <= 2:
+        raise LocalProtocolError(_RC_MALFORMED, "topic length or QoS")
+    n = 2 + tl + len(payload)
+    if qos:
+        if not 0 < pid < 65536:
+            raise LocalProtocolError(_RC_PROTOCOL_ERROR, "packet id %r" % pid)
+        n += 2
+    pr = _write_props(props, _PUBLISH) if v5 else b""  # V5-PROPS
+    n += len(pr)
+    b0 = 0x30 | qos << 1 | (8 if dup else 0) | (1 if retain else 0)
+    if n < 128:  # one-byte remaining length: the usual case
+        head = bytes((b0, n, tl >> 8, tl & 255))
+    else:
+        head = bytes((b0,)) + encode_varint(n) + bytes((tl >> 8, tl & 255))
+    if qos:
+        return b"".join((head, t, bytes((pid >> 8, pid & 255)), pr, payload))
+    return b"".join((head, t, pr, payload))
+
+
+def encode_ack(kind, pid):
+    """PUBACK, PUBREC, PUBREL or PUBCOMP for pid, success, in one piece
+    (3.1.1, and 5.0 with reason 0 and no properties: §3.4.2.1)."""
+    if not 0 < pid < 65536:
+        raise LocalProtocolError(_RC_PROTOCOL_ERROR, "packet id %r" % pid)
+    return bytes((kind << 4 | _FLAGS[kind], 2, pid >> 8, pid & 255))
 
 
 def _enc_reason(p, v5):
     # PUBACK/PUBREC/PUBREL/PUBCOMP (pid first), DISCONNECT and AUTH (no pid)
     kind = p.kind
     b0 = kind << 4 | _FLAGS[kind]
-    vh = _pid2(p.pid) if kind < DISCONNECT else b""
+    vh = _pid2(p.pid) if kind < _DISCONNECT else b""
     if not v5:
-        if kind == AUTH:
-            raise LocalProtocolError(RC_PROTOCOL_ERROR, "AUTH needs MQTT 5.0")
+        if kind == _AUTH:
+            raise LocalProtocolError(_RC_PROTOCOL_ERROR, "AUTH needs MQTT 5.0")
     elif p.props:
         vh += bytes((p.reason,)) + _write_props(p.props, kind)  # V5-PROPS
     elif p.reason:
@@ -424,18 +455,18 @@ def _enc_list(p, v5):
     b = bytearray(_pid2(p.pid))
     if v5:
         b += _write_props(p.props, kind)  # V5-PROPS
-    if kind == SUBSCRIBE:
+    if kind == _SUBSCRIBE:
         for t, o in p.topics:
             b += _lp(t)
             b.append(o)
-    elif kind == UNSUBSCRIBE:
+    elif kind == _UNSUBSCRIBE:
         for t in p.topics:
             b += _lp(t)
     elif v5:
         b += bytes(p.codes or ())
-    elif kind == SUBACK:
+    elif kind == _SUBACK:
         for c in p.codes:  # 3.1.1 §3.9.3: only 0, 1, 2 and 0x80 exist
-            b.append(c if c < 0x80 else SUBACK_FAILURE)
+            b.append(c if c < 0x80 else _SUBACK_FAILURE)
     # (3.1.1 UNSUBACK: the pid only)
     return _frame(kind << 4 | _FLAGS[kind], b)
 

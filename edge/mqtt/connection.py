@@ -5,9 +5,12 @@
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt import codec
-from edge.mqtt.consts import (
-    CONNECT, PUBLISH, RC_MALFORMED, RC_PACKET_TOO_LARGE, RC_PROTOCOL_ERROR,
-)
+
+# From consts.py, private so they fold into the bytecode (test_consts.py)
+_CONNECT = const(1)
+_RC_MALFORMED = const(0x81)
+_RC_PROTOCOL_ERROR = const(0x82)
+_RC_PACKET_TOO_LARGE = const(0x95)
 
 NEED_DATA = None  # next_event() result when no whole packet is buffered
 
@@ -19,82 +22,98 @@ ERROR = const(3)          # a protocol error closed it (h11's ERROR)
 
 _CONNECT_BYTE = const(0x10)  # CONNECT, flags 0 [MQTT-2.2.2-1]
 
-# Compact the input buffer once this many consumed bytes sit at its front.
-_COMPACT_AT = const(4096)
-
 
 class Connection:
-    # Every attribute costs heap per connection on a board: keep them few.
-    def __init__(self, cid, now):
+    # Every instance attribute costs heap per connection on a board
+    # (MicroPython keeps them in a hash map that grows 8, 10, 12, 17 slots):
+    # nine are set here, and the rarely set ones default on the class.
+    v5 = False        # MQTT 5.0 framing (a later issue)
+    will = None       # Message from CONNECT; None after DISCONNECT
+    closing = False   # close after the queued output is written
+    out = ()          # output waiting for take(): a list once written to
+
+    def __init__(self, cid, now, dirty=None):
         self.id = cid
         self.state = AWAIT_CONNECT
-        self.v5 = False
         # Until CONNECT: when the socket opened (connect timeout); then: the
         # last time a packet arrived (keepalive).
         self.last_rx = now
         self.keepalive = 0      # seconds, from CONNECT
         self.session = None     # Session once CONNECT is accepted
-        self.will = None        # Message from CONNECT; None after DISCONNECT
-        self.buf = bytearray()
+        # Input: between feeds, only the bytes of an incomplete packet, in a
+        # bytearray of our own (b"" when none: an idle connection holds no
+        # buffer). During a feed, the data fed in itself, read in place.
+        self.buf = b""
         self.pos = 0
-        self.raw = None  # bytes of the last PUBLISH decoded (QoS 0 forwarding)
         # Output side, drained by the runtime: the first write of a batch puts
         # the connection on the broker's shared `dirty` list.
-        self.dirty = []
-        self.out = []
+        self.dirty = [] if dirty is None else dirty
         self.out_bytes = 0
-        self.closing = False  # close after the queued output is written
 
     # ---- input -------------------------------------------------------------
     def receive_data(self, data, now):
+        """Feed bytes; call next_event() until it returns NEED_DATA before the
+        next feed. `data` is only borrowed: it may be the runtime's shared read
+        buffer, so what outlives the feed (an incomplete packet) is copied."""
         if self.state:  # not before CONNECT: a trickle must not defer the timeout
             self.last_rx = now
-        if self.pos and (self.pos >= len(self.buf) or self.pos >= _COMPACT_AT):
-            self.buf[0:self.pos] = b""
-            self.pos = 0
-        self.buf += data
+        if self.buf:
+            self.buf += data  # the rest of a packet we hold the start of
+        elif type(data) is bytearray:
+            self.buf = memoryview(data)  # never grow a caller's bytearray
+        else:
+            self.buf = data  # bytes, or a view of the runtime's read buffer
+
+    def _keep_tail(self):
+        # End of a feed: hold the incomplete packet (if any) in our own buffer
+        buf = self.buf
+        pos = self.pos
+        if pos >= len(buf):
+            self.buf = b""
+        elif pos or type(buf) is not bytearray:
+            self.buf = bytearray(buf[pos:])
+        self.pos = 0
 
     def next_event(self, max_packet_size):
         """Next whole packet, or NEED_DATA. Raises RemoteProtocolError."""
         if self.state >= CLOSED:
             return NEED_DATA
         buf = self.buf
+        pos = self.pos
         end = len(buf)
-        if self.pos >= end:
-            return NEED_DATA
-        if self.state == AWAIT_CONNECT and buf[self.pos] != _CONNECT_BYTE:
+        if pos < end and self.state == AWAIT_CONNECT and buf[pos] != _CONNECT_BYTE:
             # [MQTT-3.1.0-1] judged on the first byte: an HTTP request or a
             # stray PUBLISH is closed at once, not after connect_timeout
-            raise RemoteProtocolError(RC_PROTOCOL_ERROR, "first packet is not CONNECT")
-        n = codec.packet_length(buf, self.pos, end)
-        if n < 0:
-            return NEED_DATA
+            raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "first packet is not CONNECT")
+        n = codec.packet_length(buf, pos, end) if pos < end else -1
         if n > max_packet_size:
             # [MQTT-3.1.2-24] (5.0) / an explicit limit in 3.1.1: refuse it
             # before buffering the body.
             raise RemoteProtocolError(
-                RC_PACKET_TOO_LARGE,
+                _RC_PACKET_TOO_LARGE,
                 "packet of %d bytes over max_packet_size %d" % (n, max_packet_size),
             )
-        if self.pos + n > end:
+        if n < 0 or pos + n > end:
+            self._keep_tail()
             return NEED_DATA
-        pkt, used = codec.decode(buf, self.pos, end, self.v5)
+        pkt, used = codec.decode(buf, pos, end, self.v5)
         if pkt is None or used != n:
-            raise RemoteProtocolError(RC_MALFORMED, "remaining length does not match contents")
+            raise RemoteProtocolError(_RC_MALFORMED, "remaining length does not match contents")
         kind = pkt.kind
         if self.state == AWAIT_CONNECT:
-            if kind != CONNECT:
+            if kind != _CONNECT:
                 # [MQTT-3.1.0-1] the first packet must be CONNECT
-                raise RemoteProtocolError(RC_PROTOCOL_ERROR, "first packet is not CONNECT")
-        elif kind == CONNECT:
+                raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "first packet is not CONNECT")
+        elif kind == _CONNECT:
             # [MQTT-3.1.0-2] a second CONNECT is a protocol violation
-            raise RemoteProtocolError(RC_PROTOCOL_ERROR, "second CONNECT")
-        if kind == PUBLISH and pkt.qos == 0 and not pkt.retain:
-            self.raw = bytes(buf[self.pos:self.pos + n])
-        else:
-            self.raw = None
-        self.pos += n
+            raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "second CONNECT")
+        self.pos = pos + n
         return pkt
+
+    def last_packet(self, start):
+        """The wire bytes of the packet next_event() just returned, given
+        `pos` before that call (QoS 0 forwarding without re-encoding)."""
+        return bytes(self.buf[start:self.pos])
 
     def eof_pending(self):
         """Bytes of an incomplete packet are buffered (a truncated packet)."""
@@ -102,18 +121,32 @@ class Connection:
 
     # ---- output ------------------------------------------------------------
     def write(self, data):
-        if not self.out:
+        out = self.out
+        if out:
+            out.append(data)
+        else:  # the first write of a batch
             self.dirty.append(self)
-        self.out.append(data)
+            self.out = [data]
         self.out_bytes += len(data)
 
     def send(self, pkt):
         data = codec.encode(pkt, self.v5)
-        if not self.out:
-            self.dirty.append(self)
-        self.out.append(data)
-        self.out_bytes += len(data)
+        self.write(data)
         return data
+
+    # The two packets of the delivery hot path are encoded from their fields,
+    # with no packet object built first (less garbage on a board, faster on
+    # CPython).
+    def send_publish(self, msg, qos=0, retain=False, dup=False, pid=0):
+        """Queue a PUBLISH of msg (a session.Message)."""
+        data = codec.encode_publish(msg.topic, msg.payload, qos, retain, dup, pid, None, self.v5)
+        self.write(data)
+        return data
+
+    def send_ack(self, kind, pid):
+        """Queue a successful PUBACK/PUBREC/PUBREL/PUBCOMP (the same bytes in
+        3.1.1 and 5.0: reason 0 and no properties may be left out)."""
+        self.write(codec.encode_ack(kind, pid))
 
     def take(self):
         """Everything queued for the socket, as one bytes object (batched)."""
@@ -121,6 +154,6 @@ class Connection:
         if not out:
             return b""
         data = out[0] if len(out) == 1 else b"".join(out)
-        self.out = []
+        self.out = ()  # no list held between batches
         self.out_bytes = 0
         return data

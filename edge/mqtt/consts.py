@@ -1,5 +1,9 @@
-# MQTT wire numbers (3.1.1 and 5.0). Public names are const() so they stay
-# importable; the parser still folds them at use sites in this module.
+# MQTT wire numbers (3.1.1 and 5.0): the public vocabulary for tests, tools
+# and the gateway. The core modules don't import this module: each keeps
+# private `_NAME = const(n)` copies of the numbers it uses, which MicroPython
+# folds into the bytecode, while every public name (here, and again in each
+# importer's globals) costs heap on a board. tests/core/test_consts.py checks
+# that every private copy equals its public name here.
 from edge.compat import const
 
 # Control packet types, fixed header bits 7-4 (MQTT 3.1.1 §2.2.1, 5.0 §2.1.2)

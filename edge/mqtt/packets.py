@@ -1,21 +1,38 @@
 # MQTT control packets as small plain classes (STYLE H3): positional __init__,
-# __slots__ (honoured by CPython, ignored by MicroPython), no properties.
+# __slots__ through @slots (CPython only: MicroPython ignores them but would
+# pay heap for them, see compat.py), no properties.
 # `kind` is the fixed-header packet type; the codec and the broker's dispatch
 # tables key on it. `props` is None for 3.1.1, else a dict {property id: value}
 # filled in by the 5.0 codec (user properties as a list of (name, value)).
-from edge.mqtt.consts import (
-    CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE,
-    SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH,
+from edge.compat import const, slots
+
+# Packet types as private consts (folded into the bytecode, no heap on a
+# board); the public names are in consts.py, tests/core/test_consts.py checks
+# that the two agree.
+_CONNECT = const(1)
+_CONNACK = const(2)
+_PUBLISH = const(3)
+_PUBACK = const(4)
+_PUBREC = const(5)
+_PUBREL = const(6)
+_PUBCOMP = const(7)
+_SUBSCRIBE = const(8)
+_SUBACK = const(9)
+_UNSUBSCRIBE = const(10)
+_UNSUBACK = const(11)
+_PINGREQ = const(12)
+_PINGRESP = const(13)
+_DISCONNECT = const(14)
+_AUTH = const(15)
+
+
+@slots(
+    "proto", "level", "client_id", "clean", "keepalive", "username",
+    "password", "will_topic", "will_payload", "will_qos", "will_retain",
+    "will_props", "props",
 )
-
-
 class Connect:
-    kind = CONNECT
-    __slots__ = (
-        "proto", "level", "client_id", "clean", "keepalive", "username",
-        "password", "will_topic", "will_payload", "will_qos", "will_retain",
-        "will_props", "props",
-    )
+    kind = _CONNECT
 
     def __init__(self, client_id, clean=True, keepalive=60, username=None,
                  password=None, will_topic=None, will_payload=b"", will_qos=0,
@@ -36,9 +53,9 @@ class Connect:
         self.props = props
 
 
+@slots("session_present", "reason", "props")
 class Connack:
-    kind = CONNACK
-    __slots__ = ("session_present", "reason", "props")
+    kind = _CONNACK
 
     def __init__(self, session_present=False, reason=0, props=None):
         self.session_present = session_present
@@ -46,9 +63,9 @@ class Connack:
         self.props = props
 
 
+@slots("topic", "payload", "qos", "retain", "dup", "pid", "props")
 class Publish:
-    kind = PUBLISH
-    __slots__ = ("topic", "payload", "qos", "retain", "dup", "pid", "props")
+    kind = _PUBLISH
 
     def __init__(self, topic, payload=b"", qos=0, retain=False, dup=False,
                  pid=0, props=None):
@@ -61,39 +78,38 @@ class Publish:
         self.props = props
 
 
+@slots("pid", "reason", "props")
 class _Ack:
     # PUBACK, PUBREC, PUBREL, PUBCOMP share one shape (3.1.1 §3.4-3.7, 5.0 §3.4-3.7)
-    __slots__ = ("pid", "reason", "props")
-
     def __init__(self, pid, reason=0, props=None):
         self.pid = pid
         self.reason = reason
         self.props = props
 
 
+@slots()
 class Puback(_Ack):
-    __slots__ = ()
-    kind = PUBACK
+    kind = _PUBACK
 
 
+@slots()
 class Pubrec(_Ack):
-    __slots__ = ()
-    kind = PUBREC
+    kind = _PUBREC
 
 
+@slots()
 class Pubrel(_Ack):
-    __slots__ = ()
-    kind = PUBREL
+    kind = _PUBREL
 
 
+@slots()
 class Pubcomp(_Ack):
-    __slots__ = ()
-    kind = PUBCOMP
+    kind = _PUBCOMP
 
 
+@slots("pid", "topics", "props")
 class Subscribe:
-    kind = SUBSCRIBE
-    __slots__ = ("pid", "topics", "props")
+    kind = _SUBSCRIBE
 
     def __init__(self, pid, topics, props=None):
         self.pid = pid
@@ -103,9 +119,9 @@ class Subscribe:
         self.props = props
 
 
+@slots("pid", "codes", "props")
 class Suback:
-    kind = SUBACK
-    __slots__ = ("pid", "codes", "props")
+    kind = _SUBACK
 
     def __init__(self, pid, codes, props=None):
         self.pid = pid
@@ -113,9 +129,9 @@ class Suback:
         self.props = props
 
 
+@slots("pid", "topics", "props")
 class Unsubscribe:
-    kind = UNSUBSCRIBE
-    __slots__ = ("pid", "topics", "props")
+    kind = _UNSUBSCRIBE
 
     def __init__(self, pid, topics, props=None):
         self.pid = pid
@@ -123,9 +139,9 @@ class Unsubscribe:
         self.props = props
 
 
+@slots("pid", "codes", "props")
 class Unsuback:
-    kind = UNSUBACK
-    __slots__ = ("pid", "codes", "props")
+    kind = _UNSUBACK
 
     def __init__(self, pid, codes=None, props=None):
         self.pid = pid
@@ -133,28 +149,28 @@ class Unsuback:
         self.props = props
 
 
+@slots()
 class Pingreq:
-    kind = PINGREQ
-    __slots__ = ()
+    kind = _PINGREQ
 
 
+@slots()
 class Pingresp:
-    kind = PINGRESP
-    __slots__ = ()
+    kind = _PINGRESP
 
 
+@slots("reason", "props")
 class Disconnect:
-    kind = DISCONNECT
-    __slots__ = ("reason", "props")
+    kind = _DISCONNECT
 
     def __init__(self, reason=0, props=None):
         self.reason = reason
         self.props = props
 
 
+@slots("reason", "props")
 class Auth:
-    kind = AUTH
-    __slots__ = ("reason", "props")
+    kind = _AUTH
 
     def __init__(self, reason=0, props=None):
         self.reason = reason

@@ -2,22 +2,40 @@
 # messages in flight, the bounded queue behind them, incoming QoS 2 packet ids,
 # and the packet-identifier allocator. A session outlives its connection when
 # clean session is 0. Every limit is explicit and every drop is counted.
-from collections import deque
+from edge.compat import const, slots
 
-from edge.mqtt.packets import Publish, Pubrel
+# Outgoing QoS 1/2 state, in `inflight` by packet id. Packet ids are handed
+# out in sequence and never skipped (if the next one is still in flight after
+# a wrap-around, the window counts as full), so the order they were sent in is
+# the order of (pid - next_pid) % 65535 and no sequence number is kept
+# [MQTT-4.6.0-1]. An entry is
+#   msg            PUBLISH sent at the message's own QoS without RETAIN (the
+#                  usual case: the entry allocates nothing)
+#   (msg, flags)   PUBLISH sent at QoS flags & 3, RETAIN if flags & 4
+#   _RELEASED      QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
+# The offline queue holds the same msg or (msg, flags) items, in order.
+_QOS = const(3)
+_RETAIN = const(4)
+_RELEASED = const(0)
+_PUBREL = const(6)  # packet type, as in consts.py
 
-# Inflight entry fields: [seq, msg, qos, retain, phase]
-_SEQ = 0
-_MSG = 1
-_QOS = 2
-_RETAIN = 3
-_PHASE = 4  # 0: PUBLISH sent, waiting PUBACK/PUBREC; 1: PUBREL sent (QoS 2)
+
+def _entry(msg, qos, retain):
+    if qos == msg.qos and not retain:
+        return msg
+    return (msg, qos | _RETAIN if retain else qos)
 
 
+def _unpack(e):
+    """(msg, qos, retain) of a msg or (msg, flags) entry."""
+    if type(e) is tuple:
+        return e[0], e[1] & _QOS, bool(e[1] & _RETAIN)
+    return e, e.qos, False
+
+
+@slots("topic", "payload", "qos", "retain", "props", "enc0")
 class Message:
     """An application message, shared by every session it is delivered to."""
-
-    __slots__ = ("topic", "payload", "qos", "retain", "props", "enc0")
 
     def __init__(self, topic, payload, qos=0, retain=False, props=None):
         self.topic = topic
@@ -32,22 +50,26 @@ class Message:
 
 
 class Session:
-    # Every attribute costs heap per client on a board: keep them few, and
-    # create the queue and the QoS 2 set only when first needed.
+    # Every instance attribute costs heap per client on a board (MicroPython
+    # keeps them in a hash map that grows 8, 10, 12, 17 slots): eight are set
+    # here; the offline queue, the QoS 2 set and the drop count only when
+    # first needed, defaulting on the class until then.
+    # A list, not a deque: MicroPython's deque allocates its whole maxlen up
+    # front (264 bytes for the board's 32), a list only what is queued.
+    queue = None        # [entry] behind the window, FIFO (see above)
+    queued_bytes = 0
+    rx_qos2 = None      # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
+    dropped = 0
+
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id
         self.clean = clean
         self.conn = None
         self.subs = {}         # filter -> options byte (QoS in bits 0-1)
-        self.inflight = {}     # pid -> [seq, msg, qos, retain, phase]
-        self.rx_qos2 = None    # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
-        self.seq = 0
+        self.inflight = {}     # pid -> entry, see above
         self.next_pid = 1
         self.limits = limits   # max_inflight, max_queued_messages, max_queued_bytes
-        self.queue = None      # deque of (msg, qos, retain) behind the window
-        self.queued_bytes = 0
         self.stats = stats
-        self.dropped = 0
 
     # ---- delivery ------------------------------------------------------------
     def deliver(self, msg, qos, retain=False):
@@ -60,18 +82,19 @@ class Session:
                 self._drop()  # slow reader: bounded output, counted
                 return
             if conn.v5 or retain:
-                conn.send(Publish(msg.topic, msg.payload, 0, retain))
+                conn.send_publish(msg, 0, retain)
             else:
                 data = msg.enc0
                 if data is None:
-                    data = msg.enc0 = conn.send(Publish(msg.topic, msg.payload))
+                    data = msg.enc0 = conn.send_publish(msg)
                 else:
                     conn.write(data)
             self.stats.msgs_sent += 1
             return
         lim = self.limits
-        if (conn is not None and not self.queue and len(self.inflight) < lim.max_inflight
-                and conn.out_bytes <= lim.max_queued_bytes):
+        inflight = self.inflight
+        if (conn is not None and not self.queue and len(inflight) < lim.max_inflight
+                and self.next_pid not in inflight and conn.out_bytes <= lim.max_queued_bytes):
             self._send_new(msg, qos, retain)
         else:
             self._enqueue(msg, qos, retain)
@@ -85,39 +108,41 @@ class Session:
         lim = self.limits
         q = self.queue
         if q is None:
-            q = self.queue = deque((), lim.max_queued_messages or 1)
+            q = self.queue = []
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
             self._drop()
             return False
-        q.append((msg, qos, retain))
+        q.append(_entry(msg, qos, retain))
         self.queued_bytes += size
         return True
 
-    def _alloc_pid(self):
-        pid = self.next_pid
-        inflight = self.inflight
-        while pid in inflight:  # [MQTT-2.3.1-2] not reused while in flight
-            pid = pid + 1 if pid < 65535 else 1
-        self.next_pid = pid + 1 if pid < 65535 else 1
-        return pid
-
     def _send_new(self, msg, qos, retain):
-        pid = self._alloc_pid()
-        self.seq += 1
-        self.inflight[pid] = [self.seq, msg, qos, retain, 0]
-        self.conn.send(Publish(msg.topic, msg.payload, qos, retain, False, pid))
+        # the caller checked there is room, next_pid included
+        pid = self.next_pid
+        self.next_pid = pid + 1 if pid < 65535 else 1
+        self.inflight[pid] = _entry(msg, qos, retain)
+        self.conn.send_publish(msg, qos, retain, False, pid)
         self.stats.msgs_sent += 1
 
     def pump(self):
         """Move queued messages into the inflight window while there is room."""
         conn = self.conn
-        queue = self.queue
+        q = self.queue
+        if conn is None or not q:
+            return
         lim = self.limits
-        while (conn is not None and queue and len(self.inflight) < lim.max_inflight
-               and conn.out_bytes <= lim.max_queued_bytes):
-            msg, qos, retain = queue.popleft()
+        inflight = self.inflight
+        i = 0
+        while (i < len(q) and len(inflight) < lim.max_inflight
+               and self.next_pid not in inflight and conn.out_bytes <= lim.max_queued_bytes):
+            msg, qos, retain = _unpack(q[i])
+            i += 1
             self.queued_bytes -= msg.size()
             self._send_new(msg, qos, retain)
+        if i == len(q):
+            self.queue = None  # drained: an idle session holds no queue
+        elif i:
+            del q[:i]  # one move for the whole batch
 
     # ---- acknowledgements from the client -----------------------------------
     def qos2_seen(self, pid):
@@ -137,22 +162,20 @@ class Session:
 
     def on_puback(self, pid):
         e = self.inflight.get(pid)
-        if e is not None and e[_QOS] == 1:
+        if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 1:
             del self.inflight[pid]
             self.pump()
 
     def on_pubrec(self, pid):
         e = self.inflight.get(pid)
-        if e is not None and e[_QOS] == 2:
-            e[_PHASE] = 1
-            e[_MSG] = None  # the message itself is no longer needed
+        if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 2:
+            self.inflight[pid] = _RELEASED  # the message is no longer needed
         # [MQTT-4.3.3-1] answer PUBREL; for an unknown pid too, so the client
         # can finish its state (5.0 adds reason 0x92 there).
-        self.conn.send(Pubrel(pid))
+        self.conn.send_ack(_PUBREL, pid)
 
     def on_pubcomp(self, pid):
-        e = self.inflight.get(pid)
-        if e is not None and e[_PHASE] == 1:
+        if self.inflight.get(pid) == _RELEASED:
             del self.inflight[pid]
             self.pump()
 
@@ -160,16 +183,19 @@ class Session:
     def attach(self, conn):
         """Bind a new connection; resend unacknowledged messages in order."""
         self.conn = conn
+        nxt = self.next_pid
         entries = list(self.inflight.items())
-        entries.sort(key=lambda kv: kv[1][_SEQ])
+        entries.sort(key=lambda item: (item[0] - nxt) % 65535)  # send order
         for pid, e in entries:
-            if e[_PHASE] == 0:
-                # [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP set
-                conn.send(Publish(e[_MSG].topic, e[_MSG].payload, e[_QOS], e[_RETAIN], True, pid))
-                self.stats.msgs_sent += 1
+            if e == _RELEASED:
+                conn.send_ack(_PUBREL, pid)
             else:
-                conn.send(Pubrel(pid))
+                # [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP set
+                msg, qos, retain = _unpack(e)
+                conn.send_publish(msg, qos, retain, True, pid)
+                self.stats.msgs_sent += 1
         self.pump()
 
     def detach(self):
         self.conn = None
+

@@ -4,8 +4,11 @@
 # unlike Mosquitto's subs.c).
 from edge.compat import const
 from edge.errors import RemoteProtocolError
-from edge.mqtt.consts import RC_TOPIC_FILTER_INVALID, RC_TOPIC_NAME_INVALID
 
+# Reason codes from consts.py, private so they fold into the bytecode
+# (tests/core/test_consts.py keeps them equal)
+_RC_TOPIC_FILTER_INVALID = const(0x8F)
+_RC_TOPIC_NAME_INVALID = const(0x90)
 # [MQTT-1.5.3-1] strings carry a 2-byte length prefix
 _MAX_BYTES = const(65535)
 # A code point is at most 4 UTF-8 bytes, so shorter strings need no encode()
@@ -27,7 +30,7 @@ def _too_long(s):
 
 def validate_topic(name, max_levels):
     """Check a topic NAME (PUBLISH, will topic). max_levels 0: no limit."""
-    rc = RC_TOPIC_NAME_INVALID
+    rc = _RC_TOPIC_NAME_INVALID
     if not name:
         raise RemoteProtocolError(rc, "empty topic name")  # [MQTT-4.7.3-1]
     if "+" in name or "#" in name:
@@ -44,7 +47,7 @@ def validate_topic(name, max_levels):
 def validate_filter(f, max_levels):
     """Check a topic FILTER (SUBSCRIBE, UNSUBSCRIBE). max_levels 0: no limit.
     A `$share/...` filter passes as a plain filter; see split_shared()."""
-    rc = RC_TOPIC_FILTER_INVALID
+    rc = _RC_TOPIC_FILTER_INVALID
     if not f:
         raise RemoteProtocolError(rc, "empty topic filter")  # [MQTT-4.7.3-1]
     if "\x00" in f:
@@ -74,7 +77,7 @@ def split_shared(f):
         return None, f
     rest = f[len(_SHARE):]
     i = rest.find("/")
-    rc = RC_TOPIC_FILTER_INVALID
+    rc = _RC_TOPIC_FILTER_INVALID
     # [MQTT-4.8.2-1] ShareName at least one character, [MQTT-4.8.2-2] no
     # '/', '+' or '#' in it, followed by '/' and a Topic Filter
     if i <= 0:
@@ -181,6 +184,16 @@ class Trie:
         """[(key, value)] for every subscription whose filter matches the
         (validated) topic name. A key appears once per matching filter."""
         out = []
+        for subs in self.match_subs(topic):
+            out.extend(subs.items())
+        return out
+
+    def match_subs(self, topic):
+        """The {key: value} dicts of the filters matching the (validated)
+        topic name, one per filter: no (key, value) pair is built, which on
+        a board would be one allocation per subscriber per message. The
+        dicts are the trie's own: read them, don't keep or change them."""
+        out = []
         nodes = [self._root]
         # [MQTT-4.7.2-1] '$' topics are not matched by a first-level '+'/'#'
         wild = topic[:1] != "$"
@@ -194,7 +207,7 @@ class Trie:
                     # [MQTT-4.7.1-2] '#' matches this level and all below
                     h = kids.get("#")
                     if h is not None and h[_SUBS] is not None:
-                        out.extend(h[_SUBS].items())
+                        out.append(h[_SUBS])
                     p = kids.get("+")  # [MQTT-4.7.1-3] exactly one level
                     if p is not None:
                         nxt.append(p)
@@ -207,11 +220,11 @@ class Trie:
             wild = True
         for node in nodes:
             if node[_SUBS] is not None:
-                out.extend(node[_SUBS].items())
+                out.append(node[_SUBS])
             kids = node[_KIDS]
             if kids is not None:
                 # 'sport/#' also matches 'sport' (the parent level)
                 h = kids.get("#")
                 if h is not None and h[_SUBS] is not None:
-                    out.extend(h[_SUBS].items())
+                    out.append(h[_SUBS])
         return out

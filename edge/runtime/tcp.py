@@ -1,22 +1,40 @@
-# The asyncio TCP shell around the broker, identical on CPython and
-# MicroPython. One task per connection reads and feeds the broker; a
-# connection's packets are handled in order, never a task per packet. After
-# each feed, every connection the broker queued output for gets it in one
-# write (batched). StreamWriter.write() sends at once on both runtimes when
-# the socket takes it; only a backlog needs a drain task, spawned on demand.
+# The asyncio TCP shell around the broker. One task per connection reads and
+# feeds the broker; a connection's packets are handled in order, never a task
+# per packet. After each feed, every connection the broker queued output for
+# gets it in one write (batched). A write goes out at once when the socket
+# takes it; only a backlog needs a drain task, spawned on demand.
+#
+# CPython uses asyncio streams. MicroPython puts the sockets straight on its
+# asyncio poller (asyncio.core._io_queue, as its own streams do): per
+# connection that saves the Stream object, its extra-info dict and the peer
+# address a board would otherwise keep for nothing, and a read allocates no
+# more than a view of the one shared read buffer (no per-read coroutine).
 import asyncio
 
 from edge.runtime.clock import now_ms
 
-_READ_SIZE = 2048
+# MicroPython's poller (asyncio.core is MicroPython's; CPython has none and
+# uses streams)
+_io_queue = getattr(getattr(asyncio, "core", None), "_io_queue", None)
+
+_READ_SIZE = 2048  # CPython: bytes per read
+# MicroPython: the shared read buffer. 1 KB reads keep up with a board's
+# links and leave 1 KB more heap than 2 KB would (a bigger packet just takes
+# two reads).
+_RBUF_SIZE = 1024
+_BACKLOG = 128  # listen() queue
+
+# MicroPython: one receive buffer for every connection. Each read is handed to
+# the broker before the next wait, so sharing is safe (the broker copies what
+# it keeps). Allocated at import, before the heap fragments: a large block in
+# one piece is hard to find on a board later on.
+_RBUF = bytearray(_RBUF_SIZE) if _io_queue is not None else None
+_RMV = memoryview(_RBUF) if _RBUF is not None else None
 
 
-def _backlog(writer):
-    """Bytes written but not yet taken by the socket."""
-    ob = getattr(writer, "out_buf", None)  # MicroPython's Stream
-    if ob is not None:
-        return len(ob)
-    tr = getattr(writer, "transport", None)  # CPython's StreamWriter
+def _stream_backlog(writer):
+    """Bytes a CPython StreamWriter holds, not yet taken by the socket."""
+    tr = writer.transport
     return tr.get_write_buffer_size() if tr is not None else 0
 
 
@@ -24,19 +42,43 @@ class TcpServer:
     def __init__(self, broker, log):
         self.broker = broker
         self.log = log
-        self.writers = {}   # cid -> StreamWriter
+        self.writers = {}   # cid -> StreamWriter (CPython) or socket (MicroPython)
+        self.pending = {}   # MicroPython: cid -> bytes the socket has not taken yet
         self.draining = set()
         self.next_id = 0
-        self.server = None
-        # One receive buffer for every connection where the stream can
-        # readinto (MicroPython): each read is handed to the broker before
-        # the next await, so sharing is safe, and a read allocates nothing.
-        self.rbuf = bytearray(_READ_SIZE)
-        self.rmv = memoryview(self.rbuf)
+        self.server = None  # asyncio Server (CPython) or listening socket
+        self.task = None    # MicroPython: the accept loop
 
     async def start(self, host, port):
-        self.server = await asyncio.start_server(self._client, host, port, backlog=128)
+        if _io_queue is None:
+            self.server = await asyncio.start_server(self._client, host, port, backlog=_BACKLOG)
+        else:
+            import socket
+
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(socket.getaddrinfo(host, port)[0][-1])
+            s.listen(_BACKLOG)
+            s.setblocking(False)
+            self.server = s
+            self.task = asyncio.create_task(self._accept(s))
         return self.server
+
+    # ---- output ---------------------------------------------------------------
+    def _write(self, cid, w, data):
+        """Hand data to the socket; returns how many bytes it has not taken."""
+        if _io_queue is None:
+            w.write(data)
+            return _stream_backlog(w)
+        p = self.pending
+        if cid in p:  # keep the order: behind what already waits
+            data = p[cid] = p[cid] + data
+            return len(data)
+        n = w.write(data) or 0  # None: it would block
+        if n >= len(data):
+            return 0
+        p[cid] = data[n:]
+        return len(data) - n
 
     def flush(self):
         """Write out everything the broker queued; called after each feed."""
@@ -48,29 +90,47 @@ class TcpServer:
         while i < len(dirty):  # writing may not add, but closing a peer can
             conn = dirty[i]
             i += 1
-            w = self.writers.get(conn.id)
+            cid = conn.id
+            w = self.writers.get(cid)
             if w is None:
                 conn.take()
                 continue
             data = broker.take(conn)
             try:
                 if data:
-                    w.write(data)
-                    conn.out_bytes = _backlog(w)
+                    conn.out_bytes = self._write(cid, w, data)
             except OSError:
                 conn.closing = True
-            if (conn.out_bytes or conn.closing) and conn.id not in self.draining:
-                self.draining.add(conn.id)
+            if (conn.out_bytes or conn.closing) and cid not in self.draining:
+                self.draining.add(cid)
                 asyncio.create_task(self._drain(conn, w))
         dirty.clear()
 
+    def _push(self, cid, sock):
+        # MicroPython (a plain generator, awaited): write the pending bytes
+        # out as the socket takes them
+        p = self.pending
+        while cid in p:
+            yield _io_queue.queue_write(sock)
+            data = p[cid]
+            n = sock.write(data) or 0
+            if n >= len(data):
+                del p[cid]
+            elif n:
+                p[cid] = data[n:]
+
     async def _drain(self, conn, w):
+        cid = conn.id
         try:
             while True:
-                await w.drain()
-                conn.out_bytes = _backlog(w)
+                if _io_queue is None:
+                    await w.drain()
+                    conn.out_bytes = _stream_backlog(w)
+                else:
+                    await self._push(cid, w)
+                    conn.out_bytes = 0
                 if conn.out:  # more was queued meanwhile
-                    w.write(self.broker.take(conn))
+                    conn.out_bytes = self._write(cid, w, self.broker.take(conn))
                     continue
                 if conn.closing:
                     break
@@ -84,38 +144,55 @@ class TcpServer:
         except OSError:
             conn.closing = True
         finally:
-            self.draining.discard(conn.id)
+            self.draining.discard(cid)
         if conn.closing:
-            await self._close_socket(conn.id, w)
+            await self._close_socket(cid, w)
         self.flush()
 
-    async def _close_socket(self, cid, w):
+    def _forget(self, cid, w):
+        # Close w and drop what we hold for it
         if self.writers.get(cid) is w:
             del self.writers[cid]
+        self.pending.pop(cid, None)
         try:
             w.close()
-            await w.wait_closed()
         except OSError:
             pass
 
-    async def _client(self, reader, writer):
-        broker = self.broker
+    async def _close_socket(self, cid, w):
+        self._forget(cid, w)
+        if _io_queue is None:
+            try:
+                await w.wait_closed()
+            except OSError:
+                pass
+
+    # ---- input ----------------------------------------------------------------
+    def _opened(self, w):
+        """Register a new socket; its id, or 0 if the broker refused it."""
         cid = self.next_id = self.next_id + 1
-        if not broker.open(cid, now_ms()):
-            await self._close_socket(cid, writer)
+        if not self.broker.open(cid, now_ms()):
+            return 0
+        self.writers[cid] = w
+        return cid
+
+    def _closed(self, cid, w):
+        # The read side ended: tell the broker, send what it still queued
+        self.broker.connection_lost(cid, now_ms())
+        self.flush()
+        return cid not in self.draining  # else the drain task closes it
+
+    async def _client(self, reader, writer):
+        # CPython: one task per connection over asyncio streams
+        cid = self._opened(writer)
+        if not cid:
+            await self._close_socket(0, writer)
             return
-        self.writers[cid] = writer
+        broker = self.broker
         conn = broker.conns[cid]
-        readinto = getattr(reader, "readinto", None)  # MicroPython's Stream
         try:
             while not conn.closing:
-                if readinto is not None:
-                    n = await readinto(self.rbuf)
-                    if n is None:
-                        continue  # spurious wake-up, nothing read
-                    data = self.rmv[:n]
-                else:
-                    data = await reader.read(_READ_SIZE)
+                data = await reader.read(_READ_SIZE)
                 broker.data_received(cid, data, now_ms())
                 self.flush()
                 if not data:
@@ -129,12 +206,67 @@ class TcpServer:
             conn.closing = True
             self.log(40, "connection %d closed: out of memory" % cid)
         finally:
-            broker.connection_lost(cid, now_ms())
-            self.flush()
-            if cid not in self.draining:
+            if self._closed(cid, writer):
                 await self._close_socket(cid, writer)
 
+    def _accept(self, lsock):
+        # MicroPython: the accept loop, a plain generator on the poller
+        while True:
+            yield _io_queue.queue_read(lsock)
+            try:
+                sock, _ = lsock.accept()
+            except OSError:
+                continue  # the peer gave up already
+            sock.setblocking(False)
+            try:
+                # No Nagle: a QoS 0 subscriber sends nothing back, so its
+                # delayed ACKs would hold small PUBLISHes ~40 ms. MicroPython
+                # names no constants: IPPROTO_TCP 6, TCP_NODELAY 1 (Linux, lwIP).
+                sock.setsockopt(6, 1, 1)
+            except OSError:
+                pass
+            asyncio.create_task(self._serve(sock))
+
+    def _serve(self, sock):
+        # MicroPython: one task per connection, a plain generator that waits
+        # on the poller. It lives as long as the connection, so its frame is
+        # kept small (three locals, no try blocks): the work and the cleanup
+        # are in _readable(), whose frame lasts one read.
+        cid = self._opened(sock)
+        if not cid:
+            sock.close()
+        while cid:
+            yield _io_queue.queue_read(sock)
+            cid = self._readable(cid, sock)
+
+    def _readable(self, cid, sock):
+        """MicroPython: the socket has data, EOF or an error. Feeds the broker;
+        returns cid to go on reading, 0 once the connection is over (it is
+        then closed, on any exception too)."""
+        broker = self.broker
+        go_on = False
+        try:
+            n = sock.readinto(_RBUF)
+            if n is None:
+                go_on = True  # spurious wake-up, nothing read
+            else:
+                broker.data_received(cid, _RMV[:n], now_ms())
+                self.flush()
+                go_on = n and not broker.conns[cid].closing
+        except OSError as e:
+            self.log(10, "connection %d: %r" % (cid, e))
+        except MemoryError:
+            # A full heap costs this connection, not the broker (as _client)
+            broker.stats.conns_oom += 1
+            self.log(40, "connection %d closed: out of memory" % cid)
+        finally:
+            if not go_on and self._closed(cid, sock):
+                self._forget(cid, sock)
+        return cid if go_on else 0
+
     def close(self):
+        if self.task is not None:
+            self.task.cancel()
         if self.server is not None:
             self.server.close()
         for cid in list(self.writers):

@@ -1,7 +1,8 @@
 # Broker flows with in-memory clients (no sockets). Plain assert functions so
 # tests/mpy_runner.py runs them under MicroPython too.
 from edge.mqtt.consts import CONNACK, PUBLISH, PUBREL, SUBACK, UNSUBACK, PINGRESP
-from edge.mqtt.packets import Connect, Disconnect, Pingreq, Puback, Pubrec, Pubcomp, Unsubscribe
+from edge.mqtt import codec
+from edge.mqtt.packets import Connect, Disconnect, Pingreq, Puback, Pubrec, Pubcomp, Publish, Unsubscribe
 from tests.core._pair import Client, make_broker, publish, publishes, pubrel
 
 
@@ -44,6 +45,53 @@ def test_qos0_1_2_delivery():
     assert rel[0].kind == PUBREL and rel[0].pid == got[2].pid
     s.send(Pubcomp(got[2].pid))
     assert s.conn.session.inflight == {}
+
+
+def _feed_through_shared_buffer(b, cid, wire, sizes):
+    # As the MicroPython runtime feeds: views of one read buffer that the
+    # next read overwrites, so the broker must copy whatever it keeps.
+    rbuf = bytearray(64)
+    mv = memoryview(rbuf)
+    i = k = 0
+    while i < len(wire):
+        n = min(sizes[k % len(sizes)], len(wire) - i, len(rbuf))
+        k += 1
+        rbuf[0:n] = wire[i:i + n]
+        b.data_received(cid, mv[:n], 0)
+        for j in range(len(rbuf)):
+            rbuf[j] = 0xEE  # what the next read might bring
+        i += n
+
+
+def test_packets_split_and_batched_across_reused_read_buffer():
+    b, s, p = _pair()
+    s.subscribe(("t/#", 2))
+    for r, sizes in enumerate(((1,), (3, 7), (64,), (5, 64, 2))):
+        wire = b"".join(codec.encode(Publish("t/%d" % i, b"p%d" % i * (i + 1), i % 3, False, False, 20 * r + i + 1))
+                        for i in range(12))
+        _feed_through_shared_buffer(b, p.cid, wire, sizes)
+        assert not p.closed
+        assert p.conn.buf == b"" and p.conn.pos == 0  # nothing held when idle
+        for ack in p.recv():
+            if ack.kind == 5:
+                pubrel(p, ack.pid)
+        got = publishes(s.recv())
+        assert [(m.topic, m.payload, m.qos) for m in got] == [
+            ("t/%d" % i, b"p%d" % i * (i + 1), i % 3) for i in range(12)], sizes
+        s.ack_all(got)
+        s.ack_all(s.recv())  # PUBRELs
+        assert s.conn.session.inflight == {}
+    # a feed that ends inside a packet keeps only that packet's start
+    one = codec.encode(Publish("t/x", b"tail", 0))
+    _feed_through_shared_buffer(b, p.cid, one + one[:4], (64,))
+    assert bytes(p.conn.buf) == one[:4] and type(p.conn.buf) is bytearray
+    _feed_through_shared_buffer(b, p.cid, one[4:], (64,))
+    assert [m.payload for m in publishes(s.recv())] == [b"tail", b"tail"]
+    # a caller's bytearray is never grown in place
+    mine = bytearray(one[:3])
+    b.data_received(p.cid, mine, 0)
+    b.data_received(p.cid, one[3:], 0)
+    assert mine == one[:3] and [m.payload for m in publishes(s.recv())] == [b"tail"]
 
 
 def test_granted_qos_downgrades_delivery():
@@ -117,6 +165,19 @@ def test_dollar_topics_not_matched_by_wildcards():
     names = [m.topic for m in got]
     assert "$SYS/broker/version" in names and "$SYS/broker/clients/connected" in names
     assert all(m.retain for m in got)
+
+
+def test_sys_publishes_only_what_is_subscribed():
+    b, s, p = _pair()
+    b.heap = (100, 200)
+    got = publishes(s.subscribe(("$SYS/broker/heap/#", 0)))
+    assert [(m.topic, m.payload, m.retain) for m in got] == [
+        ("$SYS/broker/heap/current", b"100", True), ("$SYS/broker/heap/maximum", b"200", True)]
+    b.heap = (150, 250)
+    b.publish_sys(1000)
+    got = publishes(s.recv())
+    assert [(m.topic, m.payload, m.retain) for m in got] == [
+        ("$SYS/broker/heap/current", b"150", False), ("$SYS/broker/heap/maximum", b"250", False)]
 
 
 def test_client_cannot_publish_into_sys():
@@ -237,6 +298,60 @@ def test_unacked_resent_with_dup_on_reconnect():
         (b"two", True, first[0].pid), (b"one", True, first[1].pid)]
 
 
+def test_resend_order_is_send_order_across_pid_wrap():
+    b, s, p = _pair()
+    c = Client(b)
+    c.connect("w", clean=False)
+    c.subscribe(("o", 1))
+    c.conn.session.next_pid = 65535
+    for i in range(3):
+        publish(p, "o", b"%d" % i, 1, pid=i + 1)
+    first = publishes(c.recv())
+    assert [m.pid for m in first] == [65535, 1, 2]
+    c.lose()
+    c2 = Client(b)
+    c2.connect("w", clean=False)
+    again = publishes(c2.recv())
+    assert [(m.payload, m.pid, m.dup, m.qos) for m in again] == [
+        (b"0", 65535, True, 1), (b"1", 1, True, 1), (b"2", 2, True, 1)]
+
+
+def test_next_pid_still_in_flight_holds_the_window():
+    # After a full wrap-around the next packet id may still be in flight: the
+    # message waits (pids stay unique and in send order) instead of skipping.
+    b, s, p = _pair(max_inflight=5)
+    sess = s.conn.session
+    s.subscribe(("w", 1))
+    sess.next_pid = 65535
+    publish(p, "w", b"old", 1, pid=1)
+    first = publishes(s.recv())
+    assert [m.pid for m in first] == [65535]
+    sess.next_pid = 65535  # as if 65535 more had been sent since
+    publish(p, "w", b"new", 1, pid=2)
+    assert publishes(s.recv()) == [] and len(sess.queue) == 1
+    s.send(Puback(65535))
+    again = publishes(s.recv())
+    assert [(m.payload, m.pid) for m in again] == [(b"new", 65535)]
+
+
+def test_downgraded_and_retained_deliveries_resend_as_sent():
+    b, s, p = _pair()
+    publish(p, "keep", b"r", 2, retain=True, pid=1)
+    pubrel(p, 1)
+    c = Client(b)
+    c.connect("dg", clean=False)
+    got = c.subscribe(("keep", 1), ("down", 1))  # retained at QoS 1, RETAIN set
+    publish(p, "down", b"d", 2, pid=2)  # downgraded to QoS 1
+    pubrel(p, 2)
+    first = [(m.topic, m.qos, m.retain, m.dup) for m in publishes(got + c.recv())]
+    assert first == [("keep", 1, True, False), ("down", 1, False, False)]
+    c.lose()
+    c2 = Client(b)
+    c2.connect("dg", clean=False)
+    again = [(m.topic, m.qos, m.retain, m.dup) for m in publishes(c2.recv())]
+    assert again == [("keep", 1, True, True), ("down", 1, False, True)]
+
+
 def test_pubrel_resent_on_reconnect():
     b, s, p = _pair()
     c = Client(b)
@@ -334,6 +449,16 @@ def test_non_connect_first_byte_closes_at_once():
     assert c.closed and c.recv() == []
 
 
+def test_server_only_packets_from_a_client_close_it():
+    from edge.mqtt.packets import Connack, Pingresp, Suback, Unsuback
+    for pkt in (Connack(False, 0), Suback(1, [0]), Unsuback(1), Pingresp()):
+        b = make_broker()
+        c = Client(b)
+        c.connect("x")
+        c.send(pkt)
+        assert c.closed and b.stats.protocol_errors == 1, type(pkt).__name__
+
+
 def test_connect_timeout():
     b = make_broker(connect_timeout=2)
     c = Client(b, now=0)
@@ -388,3 +513,23 @@ def test_local_client_api():
     assert got[-1] == ("dev/2", b"v", 1, False)
     assert b.unsubscribe(lc, "dev/#")
     assert len(b.subs) == 1
+
+
+def test_local_client_may_subscribe_from_its_callback():
+    # Delivery iterates the subscribers of a filter while a local client's
+    # callback runs; subscribing or unsubscribing there must be safe.
+    b = make_broker()
+    got = []
+    late = b.local_client("late", lambda msg, qos, retain: got.append(("late", msg.payload)))
+
+    def first(msg, qos, retain):
+        got.append(("first", msg.payload))
+        b.subscribe(late, "a/#", 0)
+        b.unsubscribe(lc, "a/#")
+
+    lc = b.local_client("first", first)
+    b.subscribe(lc, "a/#", 0)
+    b.publish("a/1", b"1")
+    b.publish("a/2", b"2")
+    assert got[0] == ("first", b"1") and got[-1] == ("late", b"2")
+    assert ("first", b"2") not in got

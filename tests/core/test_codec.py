@@ -379,3 +379,26 @@ def test_v5_layouts():
 def test_module_surface():
     for name in ("decode", "encode", "encode_varint", "read_varint", "packet_length"):
         assert callable(getattr(codec, name))
+
+
+def test_encode_ack_and_encode_publish_match_the_packet_encoders():
+    # The broker's hot path encodes these from fields; same bytes as encode()
+    from edge.mqtt.packets import Puback, Pubrec, Pubrel, Pubcomp
+
+    for cls in (Puback, Pubrec, Pubrel, Pubcomp):
+        for pid in (1, 255, 256, 65535):
+            for v5 in (False, True):
+                assert codec.encode_ack(cls.kind, pid) == encode(cls(pid), v5), (cls.__name__, pid, v5)
+    # PUBLISH across the one/two/three-byte remaining-length boundaries,
+    # against bytes put together by hand here
+    for pl in (b"", b"x" * 120, b"y" * 200, b"z" * 20000):
+        for qos, pid in ((0, 0), (1, 7), (2, 65535)):
+            for retain, dup in ((False, False), (True, False), (False, True)):
+                if dup and not qos:
+                    continue
+                body = b"\x00\x03a/b" + (bytes((pid >> 8, pid & 255)) if qos else b"") + pl
+                want = bytes((0x30 | qos << 1 | dup << 3 | retain,)) + encode_varint(len(body)) + body
+                got = codec.encode_publish("a/b", pl, qos, retain, dup, pid)
+                assert type(got) is bytes and got == want, (len(pl), qos, retain, dup)
+                assert decode(got, 0, len(got))[1] == len(got)
+    raises(LocalProtocolError, codec.encode_ack, 4, 0)

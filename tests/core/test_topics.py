@@ -252,3 +252,13 @@ def test_many_keys_and_levels():
     for i in range(50):
         assert t.remove("s/%d/+" % (i % 5), i)
     assert t.nodes == 0
+
+
+def test_match_subs_gives_one_dict_per_matching_filter():
+    t = Trie()
+    t.add("a/#", "c1", 1)
+    t.add("a/+", "c1", 2)
+    t.add("a/b", "c2", 0)
+    found = t.match_subs("a/b")
+    assert sorted(sorted(d.items()) for d in found) == [[("c1", 1)], [("c1", 2)], [("c2", 0)]]
+    assert t.match_subs("b") == [] and t.match_subs("$a/b") == []

@@ -5,7 +5,6 @@
 # marker is published on the same topic (same broker, later in time) and we wait for
 # it; anything the broker was going to send before it has arrived by then.
 import re
-import time
 
 import pytest
 

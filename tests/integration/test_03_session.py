@@ -3,7 +3,7 @@
 import pytest
 
 from . import mqttraw as raw
-from .clients import Client, unique_id
+from .clients import unique_id
 
 pytestmark = pytest.mark.timeout(60)
 

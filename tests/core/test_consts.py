@@ -1,0 +1,60 @@
+# The core modules keep private `_NAME = const(n)` copies of the wire numbers
+# in edge/mqtt/consts.py (a board pays heap for public names, none for
+# private consts). They must agree with the public table.
+from edge.mqtt import broker, codec, connection, consts, packets, session, topics
+
+_MODULES = (broker, codec, connection, packets, session, topics)
+
+
+def _public():
+    return [(k, getattr(consts, k)) for k in dir(consts) if k[:1].isupper()]
+
+
+def test_private_copies_equal_public_consts():
+    # On CPython const() is the identity, so the private names exist as
+    # module globals; MicroPython folds them away (nothing left to compare).
+    checked = 0
+    for mod in _MODULES:
+        for name, value in _public():
+            got = getattr(mod, "_" + name, None)
+            if got is not None:
+                assert got == value, (mod.__name__, name, got, value)
+                checked += 1
+    assert checked >= 30 or not hasattr(codec, "_MAX_VARINT"), checked
+
+
+def test_packet_kinds_equal_public_consts():
+    names = ("CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
+             "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP",
+             "DISCONNECT", "AUTH")
+    for name in names:
+        cls = getattr(packets, name[0] + name[1:].lower())
+        assert cls.kind == getattr(consts, name), (name, cls.kind)
+
+
+def test_core_does_not_import_public_consts():
+    # consts.py is for tests and tools: importing it (or names from it) on a
+    # board costs heap
+    public = [name for name, _ in _public()]
+    for mod in _MODULES:
+        g = mod.__dict__
+        assert "consts" not in g, mod.__name__
+        for name in public:
+            assert name not in g, (mod.__name__, name)
+
+
+def test_packets_have_slots_on_cpython():
+    # @slots gives CPython real __slots__ (no per-instance dict); MicroPython
+    # ignores __slots__, so there the classes are left without them.
+    import sys
+
+    cpython = sys.implementation.name == "cpython"
+    for name in ("Connect", "Connack", "Publish", "Puback", "Pubrec", "Pubrel", "Pubcomp",
+                 "Subscribe", "Suback", "Unsubscribe", "Unsuback", "Pingreq", "Pingresp",
+                 "Disconnect", "Auth"):
+        cls = getattr(packets, name)
+        assert ("__slots__" in cls.__dict__) == cpython, name
+    if cpython:
+        assert not hasattr(packets.Publish("t"), "__dict__")
+        assert not hasattr(packets.Puback(1), "__dict__")
+        assert packets.Puback.__mro__[1].__name__ == "_Ack"
