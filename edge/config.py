@@ -20,7 +20,7 @@ SCHEMA = {
         "port": ("int", 1883, 1883, (0, 65535)),  # 0 = any free port
         "max_connections": ("int", 1000, 8, (1, _U)),
         # 268435455 = largest MQTT remaining length (4-byte varint)
-        "max_packet_size": ("int", 1048576, 2048, (16, 268435455)),
+        "max_packet_size": ("int", 1048576, 1024, (16, 268435455)),
         "max_inflight": ("int", 20, 4, (1, 65535)),  # v5 Receive Maximum
         "max_queued_messages": ("int", 1000, 32, (0, _U)),  # per offline session
         "max_queued_bytes": ("int", 1048576, 8192, (0, _U)),
