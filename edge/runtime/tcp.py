@@ -199,12 +199,12 @@ class TcpServer:
                     break
         except OSError as e:
             self.log(10, "connection %d: %r" % (cid, e))
-        except MemoryError:
+        except MemoryError as e:
             # A full heap (a board's budget) costs this connection, not the
             # broker: close it (its will goes out), count it, go on serving.
             broker.stats.conns_oom += 1
             conn.closing = True
-            self.log(40, "connection %d closed: out of memory" % cid)
+            self.log(40, "connection %d closed: out of memory (%s)" % (cid, e))
         finally:
             if self._closed(cid, writer):
                 await self._close_socket(cid, writer)
@@ -255,10 +255,10 @@ class TcpServer:
                 go_on = n and not broker.conns[cid].closing
         except OSError as e:
             self.log(10, "connection %d: %r" % (cid, e))
-        except MemoryError:
+        except MemoryError as e:
             # A full heap costs this connection, not the broker (as _client)
             broker.stats.conns_oom += 1
-            self.log(40, "connection %d closed: out of memory" % cid)
+            self.log(40, "connection %d closed: out of memory (%s)" % (cid, e))
         finally:
             if not go_on and self._closed(cid, sock):
                 self._forget(cid, sock)
