@@ -221,7 +221,8 @@ def _enc_value(v, t):
             raise _local("%r does not fit %d bytes" % (v, k))
         return v.to_bytes(k, "big") if t < _VARINT else encode_varint(v)
     if t == _PAIR:
-        if type(v) not in (tuple, list) or len(v) != 2 or type(v[0]) is not str or type(v[1]) is not str:
+        if type(v) not in (tuple, list) or len(v) != 2 or type(v[0]) is not str \
+                or type(v[1]) is not str:
             raise _local("user property %r: not a (str, str) pair" % (v,))
         return _lp(v[0]) + _lp(v[1])
     if (type(v) is str) != (t == _UTF8):  # _UTF8 takes str, _BIN bytes
