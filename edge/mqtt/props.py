@@ -19,13 +19,13 @@
 #    valid for its packet type ... is a Malformed Packet"); a property given
 #    twice where the spec makes that a Protocol Error, and the context-free
 #    value checks (_BOOL and _NONZERO rows below) -> 0x82.
-#  - the broker, which knows the connection: Topic Alias 0 or above Topic
-#    Alias Maximum -> 0x94 [MQTT-3.3.2-8/9/10]; a Subscription Identifier in a
+#  - the broker, which knows the connection: Topic Alias 0 [MQTT-3.3.2-8] or
+#    above Topic Alias Maximum (§3.3.2.3.4) -> 0x94; a Subscription Identifier in a
 #    PUBLISH from a client [MQTT-3.3.4-6]; wildcards in a Response Topic
 #    [MQTT-3.3.2-14] (topics.py judges topic names); Authentication Data
 #    without Authentication Method (§3.1.2.11.10) and the AUTH exchange
 #    (§4.12); a DISCONNECT Session Expiry Interval after a CONNECT with 0
-#    [MQTT-3.14.2-2]; Receive Maximum and Maximum Packet Size being exceeded;
+#    (§3.14.2.2.2); Receive Maximum and Maximum Packet Size being exceeded;
 #    a Payload Format Indicator 1 with a payload that is not UTF-8 (0x99,
 #    optional, §3.3.2.3.2; the spec names no error for values other than 0
 #    and 1, so they pass here).
