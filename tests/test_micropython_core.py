@@ -73,3 +73,39 @@ def test_edge_module_imports_in_64k_heap(micropython_exe, board_image, module):
         module,
         out,
     )
+
+
+# MQTT 5.0 properties (edge/mqtt/props.py) load on the first non-empty 5.0
+# property block, never for 3.1.1 or empty blocks: a board that only sees
+# 3.1.1 clients does not pay for them (STYLE H11). The import's heap cost is
+# printed (pytest -s) and bounded: ~3.8 KB here on the 64-bit unix port with
+# only the codec loaded (it includes a new qstr pool), ~2.0 KB with the
+# broker's modules already loaded.
+_PROPS_PROBE = """
+import gc, sys
+from edge.mqtt import codec
+from edge.mqtt.packets import Publish, Puback
+for v5, props in ((False, None), (True, {})):
+    w = codec.encode(Publish("a/b", b"x", 1, pid=1, props=props), v5)
+    codec.decode(w, 0, len(w), v5)
+    w = codec.encode(Puback(1, 0, props), v5)
+    codec.decode(w, 0, len(w), v5)
+print("loaded early:", "edge.mqtt.props" in sys.modules)
+gc.collect()
+before = gc.mem_alloc()
+import edge.mqtt.props
+gc.collect()
+print("props heap:", gc.mem_alloc() - before)
+w = codec.encode(Puback(1, 0x10, {0x1F: "r"}), True)
+print("decoded:", codec.decode(w, 0, len(w), True)[0].props)
+"""
+
+
+def test_props_loaded_lazily(micropython_exe, board_image):
+    args = ["-m", "tools.board", "--heap", "64k", "--image", board_image, "--exec", _PROPS_PROBE]
+    rc, out = _run(sys.executable, args, timeout=60)
+    print(out)
+    assert rc == 0 and "loaded early: False" in out, out
+    assert "decoded: {31: 'r'}" in out, out
+    heap = int(out.split("props heap:")[1].split()[0])
+    assert 0 < heap < 5000, heap

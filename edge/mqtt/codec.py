@@ -1,7 +1,7 @@
 # MQTT 3.1.1 codec, sans-IO (STYLE H2): decode works on offsets into one
 # buffer, encode returns bytes. MQTT 5.0 layouts (reason codes, property
-# blocks) are here too, but the property blocks themselves go through the two
-# V5-PROPS hooks below, which edge/mqtt/props.py will replace.
+# blocks) are here too; the properties themselves are read and written by
+# edge/mqtt/props.py, behind the two V5-PROPS hooks below.
 #
 # Reason codes for peer errors follow 5.0 §1.2/§2.1.3: a packet that cannot be
 # parsed (bad fixed-header or option bits, bad lengths, bad UTF-8) is
@@ -23,7 +23,6 @@ _UNSUBACK = const(11)
 _DISCONNECT = const(14)
 _AUTH = const(15)
 _SUBACK_FAILURE = const(0x80)
-_RC_UNSPECIFIED = const(0x80)
 _RC_MALFORMED = const(0x81)
 _RC_PROTOCOL_ERROR = const(0x82)
 _MAX_VARINT = const(268435455)  # 4 bytes of 7 bits (3.1.1 §2.2.3)
@@ -150,20 +149,26 @@ def _check_utf8(mv, i, j):
 
 
 # ---- V5-PROPS hooks ---------------------------------------------------------
-# edge/mqtt/props.py replaces these. `where` is the packet kind (or _WILL) so
-# the real reader can check its allowed-in table. Until then a 5.0 block is
-# skipped (props = {}) and only an empty block can be written.
+# A 5.0 property block goes through edge/mqtt/props.py, imported here on
+# first use (STYLE H11): 3.1.1 connections, and 5.0 packets with an empty
+# block, never load it. `where` is the packet type (_WILL for the will
+# properties), which props.py checks against its allowed-in table.
+# `import a.b.c` rather than `from a.b.c import f`: MicroPython builds the
+# from-list tuple on every call of a function holding the latter.
 def _read_props(mv, i, end, where):
-    n, j = read_varint(mv, i, end)
-    if n < 0 or j + n > end:
-        raise _malformed("property block overruns packet")
-    return {}, j + n
+    if i < end and not mv[i]:
+        return {}, i + 1  # Property Length 0 [MQTT-2.2.2-1]
+    import edge.mqtt.props
+
+    return edge.mqtt.props.decode_props(mv, i, end, where)
 
 
 def _write_props(props, where):
-    if props:
-        raise LocalProtocolError(_RC_UNSPECIFIED, "no v5 properties yet")
-    return b"\x00"
+    if not props:
+        return b"\x00"  # [MQTT-2.2.2-1]
+    import edge.mqtt.props
+
+    return edge.mqtt.props.encode_props(props, where)
 
 
 # ---- decoders: (mv, first byte, i, end, v5) -> (packet, next_i) -------------

@@ -305,7 +305,7 @@ def test_connect_level_and_name_not_judged():
     assert p.proto == "HELLO" and p.level == 4 and p.client_id == "c"
 
 
-def test_connect_v5_blocks_skipped():
+def test_connect_v5_blocks():
     # level 5: props (len 5: session expiry 10), will props (empty), will
     # "w"/b"", password without username (allowed in 5.0)
     body = (b"\x00\x04MQTT\x05\x46\x00\x3c" b"\x05\x11\x00\x00\x00\x0a"
@@ -315,7 +315,7 @@ def test_connect_v5_blocks_skipped():
     for v5 in (False, True):  # the layout follows the CONNECT's own level
         p, used = decode(wire, 0, len(wire), v5)
         assert used == len(wire) and p.level == 5 and p.client_id == "c"
-        assert p.props == {} and p.will_props == {} and p.will_topic == "w"
+        assert p.props == {0x11: 10} and p.will_props == {} and p.will_topic == "w"
         assert p.password == b"pw" and p.username is None
     bad(b"\x10\x0e\x00\x04MQTT\x05\x02\x00\x3c\x09\x00\x01c", RC_MALFORMED)
     p = Connect("c", True, 60, level=5, props={}, will_topic="w", will_props={})
@@ -347,7 +347,8 @@ def test_encode_local_errors():
 
 
 def test_v5_layouts():
-    # Hooks until props.py: empty property blocks only.
+    # Empty property blocks (edge/mqtt/props.py is not needed for these);
+    # blocks with properties: test_codec_v5.py
     for pkt, wire in (
         (Puback(1, 0, {}), b"\x40\x02\x00\x01"),  # 5.0 §3.4.2.1 short form
         (Puback(1, 0x10, {}), b"\x40\x03\x00\x01\x10"),
@@ -366,9 +367,9 @@ def test_v5_layouts():
         got, used = decode(wire, 0, len(wire), True)
         same(got, pkt)
         assert used == len(wire)
-    # reason + property block on an ack; the block is skipped for now
-    p, used = decode(b"\x40\x06\x00\x01\x10\x02\x1f\x00", 0, 8, True)
-    assert p.reason == 0x10 and p.props == {} and used == 8
+    # reason + property block on an ack
+    p, used = decode(b"\x40\x08\x00\x01\x10\x04\x1f\x00\x01r", 0, 10, True)
+    assert p.reason == 0x10 and p.props == {0x1F: "r"} and used == 10
     bad(b"\x40\x05\x00\x01\x10\x05\x1f", RC_MALFORMED, True)  # block overruns
     bad(b"\x82\x07\x00\x03\x00\x00\x01a\x40", RC_MALFORMED, True)  # [MQTT-3.8.3-5]
     bad(b"\x82\x07\x00\x03\x00\x00\x01a\x03", RC_PROTOCOL_ERROR, True)
