@@ -1,15 +1,60 @@
 # The persistent-state layer (edge/store/state.py, replay.py, outbox.py) over
 # in-memory files with a power-cut model. Plain functions: runs under pytest
 # and tests/mpy_runner.py.
+from edge.store.layout import LAYOUTS, decode, encode
 from edge.store.log import Log
 from edge.store.outbox import Outbox
 from tests.core._memfiles import MemFiles
+from tests.core._util import raises
+
+K_SESSION, K_SUB, K_MSG, K_QUEUED, K_INFLIGHT, K_RELEASED, K_RXQOS2, K_RETAINED = range(16, 24)
+EXPIRY_NEVER = 0xFFFFFFFF
 
 
 def snapshot(m):
     c = m.copy()
     c.power_cut(0)
     return c
+
+
+# ---- layouts ------------------------------------------------------------------
+def test_kind_numbers_and_layouts_are_fixed():
+    # Records on flash outlive firmware: a changed layout takes a new kind
+    assert LAYOUTS == {
+        16: "vBvs", 17: "vBs", 18: "BSr", 19: "vvB", 20: "vvvvB", 21: "vvv", 22: "vv", 23: "v"}
+
+
+def test_golden_session_and_message_records():
+    body = encode(K_SESSION, (1, 0, EXPIRY_NEVER, "dev-1"))
+    assert bytes(body) == b"\x01\x00\xff\xff\xff\xff\x0fdev-1"
+    body = encode(K_SESSION, (300, 1, 60, "\u00e9"))
+    assert bytes(body) == b"\xac\x02\x01\x3c\xc3\xa9"
+    body = encode(K_MSG, (1 | 4, "a/b", b"hi"))
+    assert bytes(body) == b"\x05\x03a/bhi"
+
+
+SAMPLES = [
+    (K_SESSION, [7, 1, 0, "c"]), (K_SESSION, [1, 0, EXPIRY_NEVER, "x" * 200]),
+    (K_SUB, [7, 2, "a/+/#"]), (K_SUB, [128, 0x2a, "\u00e9t\u00e9"]),
+    (K_MSG, [0, "t", b""]), (K_MSG, [6, "a/b", b"\x00\xff" * 100]),
+    (K_QUEUED, [7, 1, 2]), (K_QUEUED, [70000, 300, 5]),
+    (K_INFLIGHT, [7, 65535, 3, 0, 1]), (K_INFLIGHT, [7, 1, 2, 1, 6]),
+    (K_RELEASED, [7, 9, 4]), (K_RELEASED, [7, 9, 0]),
+    (K_RXQOS2, [7, 65535]), (K_RETAINED, [2]),
+]
+
+
+def test_every_kind_round_trips():
+    for kind, vals in SAMPLES:
+        body = bytes(encode(kind, vals))
+        assert decode(kind, body) == vals, (kind, vals)
+        if LAYOUTS[kind][-1] not in "sr":
+            # fixed fields only: a byte more, or any byte less, is refused
+            raises(ValueError, decode, kind, body + b"\x00")
+            for n in range(len(body)):
+                raises(ValueError, decode, kind, body[:n])
+    raises(ValueError, decode, K_SUB, b"\x01\x00\xff")  # not UTF-8
+    raises(ValueError, decode, K_MSG, b"\x00\x05ab")    # topic past the end
 
 
 # ---- the outbox ------------------------------------------------------------------------
