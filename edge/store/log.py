@@ -141,6 +141,11 @@ class Log:
     def is_live(self, seq):
         return seq in self._live
 
+    def size_of(self, seq):
+        """Bytes live record seq takes on flash (what the budget counts); 0
+        if not live."""
+        return self._live.get(seq, 0)
+
     def __len__(self):  # live records
         return len(self._live)
 
