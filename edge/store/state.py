@@ -441,7 +441,8 @@ class StateStore:
         entries, queues, incoming QoS 2 pids; retained messages. Deletes
         records that a torn batch or a corrupt segment left inconsistent.
         Returns (counts, problems): counts a dict, problems a list of
-        (seq, kind, what). Call after log.open(), before any other call."""
+        (seq, kind, what). Call after log.open(), before any other call;
+        flush the log after it (the deletions are in its batch)."""
         from edge.store.replay import Replay  # once per start: not kept on a board
 
         return Replay(self, broker).run()
