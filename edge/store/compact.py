@@ -73,7 +73,7 @@ def compact(log):
     for seg in segs:
         f.remove(log._name(seg[_ID]))
     f.sync_dir()
-    log._segs = [[sid, size, READERS[HEADER[4]]]]
+    log._segs = [[sid, size, READERS[HEADER[4]], log.next_seq - 1]]
     log._floor = sid
     log._rotate = False
     log.disk_bytes = size

@@ -43,10 +43,13 @@ _HEAD_READ = const(32)  # HEADER + the largest META record
 TMP_SUFFIX = ".new"     # compaction output before its rename
 _ERR_BODY = "body"      # good CRC, body not ours (a seq that won't parse)
 
-# Segment entry fields: [id, size, decode]
+# Segment entry fields: [id, size, decode, top]. top is an upper bound on
+# the seqs of the segment's records, so replay(from_seq) (the outbox reading
+# on from its cursor) skips whole segments instead of walking them.
 _ID = const(0)
 _SIZE = const(1)
 _DECODE = const(2)
+_TOP = const(3)
 
 
 class Log:
@@ -73,7 +76,7 @@ class Log:
         self.quarantined = 0
         self.compact_failed = False
         self.problems = []      # (name, offset, err, action) found by open()
-        self._segs = []         # [id, size, decode], oldest first
+        self._segs = []         # [id, size, decode, top], oldest first
         self._live = {}         # seq -> record size on flash
         self._floor = 0
         self._next_id = 1
@@ -138,6 +141,11 @@ class Log:
     def is_live(self, seq):
         return seq in self._live
 
+    def size_of(self, seq):
+        """Bytes live record seq takes on flash (what the budget counts); 0
+        if not live."""
+        return self._live.get(seq, 0)
+
     def __len__(self):  # live records
         return len(self._live)
 
@@ -158,6 +166,7 @@ class Log:
             name = self._name(seg[_ID])
             f.append(name, data)
             seg[_SIZE] += len(data)
+            seg[_TOP] = self.next_seq - 1
             self.disk_bytes += len(data)
             if self.sync != "never":
                 f.sync(name)
@@ -181,7 +190,7 @@ class Log:
         head = bytearray(HEADER)
         append_record(head, K_META, self._meta(self._floor))
         f.append(self._name(sid), head)
-        seg = [sid, len(head), READERS[HEADER[4]]]
+        seg = [sid, len(head), READERS[HEADER[4]], 0]
         self._segs.append(seg)
         self.disk_bytes += len(head)
         return seg
@@ -270,12 +279,16 @@ class Log:
             self._buf = bytearray(max(self.max_record + _SEQ_MAX + OVERHEAD, _HEAD_READ))
         return self._buf
 
-    def replay(self):
-        """Yield (seq, kind, body) for every live record, in append order.
-        Call after open(), before appending (a new batch is flushed first)."""
+    def replay(self, from_seq=0):
+        """Yield (seq, kind, body) for every live record with seq >=
+        from_seq, in append order. Flushes the batch first (records are read
+        back from the files). Stop iterating early if you like; don't append
+        or delete while iterating."""
         self.flush()
-        last = 0
+        last = from_seq - 1
         for seg in self._segs:
+            if seg[_TOP] <= last:
+                continue  # every record in it is older
             for kind, mv, pos, b0, b1 in self._walk(seg):
                 if kind >= KIND_MIN:
                     seq, i = get_varint(mv, b0, b1)
@@ -352,7 +365,7 @@ class Log:
             self._quarantine(name, names, now, err)
             return None, 0
         floor = get_varint(mv, get_varint(mv, b0, b1)[1], b1)[0]
-        return [sid, size, READERS[v]], floor
+        return [sid, size, READERS[v], 0], floor  # _index() sets top
 
     def _quarantine(self, name, names, now, err):
         q = "%s.corrupt-%d" % (name, now)
@@ -377,6 +390,8 @@ class Log:
             for kind, mv, pos, b0, b1 in self._walk(seg):
                 n, i = get_varint(mv, b0, b1)
                 if kind >= KIND_MIN:
+                    if n > seg[_TOP]:
+                        seg[_TOP] = n
                     # Seqs only grow through the log; a seq seen again is a
                     # batch rewritten after a failed sync (flush()): one copy.
                     if n > top:

@@ -428,3 +428,33 @@ def test_record_offsets_header():
     m, log, want = filled(1)
     assert bytes(m.data["log.1"][:HEADER_LEN]) == HEADER
     assert m.data["log.1"][HEADER_LEN] == 1  # K_META
+
+
+def test_replay_from_seq_skips_older_segments():
+    m = MemFiles()
+    log = new_log(m, segment_bytes=120)
+    want = []
+    for i in range(40):
+        want.append((log.append(K, b"msg-%d" % i), K, b"msg-%d" % i))
+        if i % 4 == 3:
+            log.flush()  # a segment holds a few batches
+    for s in (5, 21, 22, 39):
+        log.delete(s)
+    log.flush()
+    want = [w for w in want if w[0] not in (5, 21, 22, 39)]
+    assert len(m.data) >= 4
+    for log2 in (log, new_log(m, segment_bytes=120)):  # running, and reopened
+        for k in (0, 1, 5, 6, 21, 23, 38, 40, 41, 100):
+            assert list(log2.replay(k)) == [w for w in want if w[0] >= k], k
+    # reading on from the tail touches only the last segment
+    read = []
+    real = m.readinto
+
+    def spy(name, offset, mv):
+        read.append(name)
+        return real(name, offset, mv)
+    m.readinto = spy
+    got = list(log.replay(40))
+    assert got == [want[-1]] and len(set(read)) == 1, read
+    log.compact()
+    assert list(log.replay(23)) == [w for w in want if w[0] >= 23]

@@ -1,0 +1,448 @@
+# The broker's persistent state on a Log (edge/store/log.py), sans-IO: the
+# broker tells StateStore about each change of what must survive a restart
+# (DESIGN "Delivery guarantees"); replay() rebuilds it into a fresh Broker.
+# The broker flushes the log once per batch of input, before it writes the
+# PUBACK/PUBREC/CONNACK that promise what the batch recorded.
+#
+# What persists: sessions that outlive their connection (clean=0, or a 5.0
+# expiry > 0) with their subscriptions, outgoing QoS 1/2 deliveries (queued,
+# or in flight with their pid and phase), incoming QoS 2 pids waiting for
+# PUBREL, and retained messages. Clean sessions cost nothing here.
+#
+# The records and their layouts: edge/store/layout.py.
+#
+# Removal is the log's own tombstone, not a record kind of ours: UNSUBSCRIBE,
+# an ack, PUBREL, a retained message cleared or replaced, a session deleted,
+# each deletes the record(s) it ends; a message record is deleted with its
+# last reference. So the log's live records are exactly the live state and
+# compaction keeps nothing else, with no rule of ours to teach it.
+#
+# A change that replaces a record (queued -> in flight -> released, a new
+# subscription QoS, a session rewrite, a retained message replaced) appends
+# the new record before deleting the old one. A torn batch keeps a prefix
+# of it (record.py), so it holds the old state, or the new one with the old
+# record still live: replay lets the later record win and deletes the
+# earlier one. Deleting a session deletes its SESSION record first, so a
+# torn batch leaves records of no session, which replay removes, never half
+# a session. Messages are written before their first reference.
+#
+# Budgets (STYLE H7): the Log's budget_bytes bounds the whole store. New data
+# (a delivery, a subscription, a session, a pid, a retained message) is
+# admitted only below budget_bytes - reserve_bytes, so a transition that
+# replaces a record finds room. Each session's bytes (its records, plus the
+# size of each message it refers to, counted once per reference) are bounded
+# by session_budget. A refusal returns an MQTT 5.0 reason code (0 is OK) and
+# is counted; the broker drops what was refused (and counts it too).
+from edge.compat import const
+from edge.mqtt.session import _unpack
+from edge.store.layout import encode
+
+EXPIRY_NEVER = const(0xFFFFFFFF)
+
+_K_SESSION = const(16)
+_K_SUB = const(17)
+_K_MSG = const(18)
+_K_QUEUED = const(19)
+_K_INFLIGHT = const(20)
+_K_RELEASED = const(21)
+_K_RXQOS2 = const(22)
+_K_RETAINED = const(23)
+
+_RC_PACKET_TOO_LARGE = const(0x95)  # MQTT 5.0 reason codes (§2.4)
+_RC_QUOTA_EXCEEDED = const(0x97)
+_RELEASED = const(0)   # session.py's inflight entry once PUBREL is sent
+_CLEAN = const(1)      # SESSION flags
+_RETAIN = const(4)     # MSG / delivery flags, as session.py's entries
+_REC = const(12)       # a record's bytes beyond its body: kind, len, seq, crc (about)
+_MSG_COST = const(14)  # a MSG record's bytes beyond msg.size() (about)
+_BODY_MAX = const(24)  # largest body of a record without strings (about)
+_PID_MAX = const(65535)
+
+# Per-session index, a list (cheaper than an instance on a board). Every
+# container is None until first needed; _INFL maps pid -> seq of its
+# INFLIGHT record, or -seq of its RELEASED record.
+_SID = const(0)
+_SEQ = const(1)    # SESSION record
+_BYTES = const(2)  # what session_budget counts
+_EXP = const(3)
+_FLAGS = const(4)
+_SUBS = const(5)   # {filter: seq}
+_INFL = const(6)   # {pid: +-seq}
+_QUEUE = const(7)  # [seq], oldest first (mirrors Session.queue)
+_RX = const(8)     # {pid: seq}
+
+
+def _cost(msg):
+    return msg.size() + _MSG_COST
+
+
+class StateStore:
+    def __init__(self, log, session_budget=65536, reserve_bytes=512):
+        self.log = log  # opened by the caller; its budget_bytes bounds all
+        self.session_budget = session_budget
+        self.reserve_bytes = reserve_bytes
+        self.refused_session = 0  # over a session's budget
+        self.refused_store = 0    # over the store's
+        self.refused_size = 0     # a record over the log's max_record
+        self._sess = {}   # Session -> index list (above)
+        self._mseq = {}   # Message -> seq of its MSG record
+        self._mref = {}   # Message -> references (deliveries, retained)
+        self._ret = {}    # topic -> (seq of RETAINED, Message)
+        self._next_sid = 1
+
+    # ---- records ---------------------------------------------------------------
+    def _add(self, s, kind, body):
+        # Append; seq, or -1 (counted). s: the session the bytes count for.
+        log = self.log
+        seq = log.append(kind, body)
+        if seq < 0:
+            if len(body) > log.max_record:
+                self.refused_size += 1
+            else:
+                self.refused_store += 1
+        elif s is not None:
+            s[_BYTES] += log.size_of(seq)
+        return seq
+
+    def _del(self, s, seq):
+        if s is not None:
+            s[_BYTES] -= self.log.size_of(seq)
+        self.log.delete(seq)
+
+    def _admit(self, s, nbody, mbody, cost):
+        # 0 if new records with nbody (+ mbody, a MSG not stored yet) bytes
+        # fit, and s (None: no session budget) can take cost more bytes.
+        log = self.log
+        need = nbody + _REC + (0 if mbody is None else len(mbody) + _REC)
+        if mbody is not None and len(mbody) > log.max_record:
+            self.refused_size += 1
+            return _RC_PACKET_TOO_LARGE
+        if s is not None and s[_BYTES] + nbody + _REC + cost > self.session_budget:
+            self.refused_session += 1
+            return _RC_QUOTA_EXCEEDED
+        if log.live_bytes + need > log.budget_bytes - self.reserve_bytes:
+            self.refused_store += 1
+            return _RC_QUOTA_EXCEEDED
+        return 0
+
+    def _msg_body(self, msg):
+        # The MSG record still to write for msg, None if it is stored
+        if msg in self._mseq:
+            return None
+        return encode(_K_MSG, (msg.qos | (_RETAIN if msg.retain else 0), msg.topic, msg.payload))
+
+    def _ref(self, s, msg, mbody):
+        # One more reference to msg; writes its MSG record first if mbody.
+        # -1 if that was refused.
+        if mbody is not None:
+            seq = self._add(None, _K_MSG, mbody)
+            if seq < 0:
+                return -1
+            self._mseq[msg] = seq
+        self._mref[msg] = self._mref.get(msg, 0) + 1
+        if s is not None:
+            s[_BYTES] += _cost(msg)
+        return self._mseq[msg]
+
+    def _unref(self, s, msg):
+        n = self._mref.get(msg)
+        if n is None:
+            return  # not ours (a wiring slip; replay would clean up)
+        if s is not None:
+            s[_BYTES] -= _cost(msg)
+        if n > 1:
+            self._mref[msg] = n - 1
+        else:
+            del self._mref[msg]
+            self._del(None, self._mseq.pop(msg))
+
+    def _deliver(self, s, msg, kind, vals, at):
+        # A new delivery record of msg; vals[at] is filled with @msg.
+        # (0, seq) or (a refusal reason, -1).
+        mbody = self._msg_body(msg)
+        rc = self._admit(s, _BODY_MAX, mbody, _cost(msg))
+        if rc:
+            return rc, -1
+        mseq = self._ref(s, msg, mbody)
+        if mseq < 0:
+            return _RC_QUOTA_EXCEEDED, -1
+        vals[at] = self.log.next_seq - mseq
+        seq = self._add(s, kind, encode(kind, vals))
+        if seq < 0:
+            self._unref(s, msg)
+            return _RC_QUOTA_EXCEEDED, -1
+        return 0, seq
+
+    # ---- sessions --------------------------------------------------------------
+    def session_saved(self, sess, expiry=None):
+        """CONNECT made or updated sess. expiry (seconds) defaults to
+        EXPIRY_NEVER for clean=0 and 0 for clean=1; 0 is not persisted (and
+        deletes what was). A session saved for the first time is written
+        with everything it already holds, or not at all. 0 or a reason."""
+        if expiry is None:
+            expiry = 0 if sess.clean else EXPIRY_NEVER
+        s = self._sess.get(sess)
+        if not expiry:
+            self.session_deleted(sess)
+            return 0
+        flags = _CLEAN if sess.clean else 0
+        if s is not None:
+            if s[_EXP] == expiry and s[_FLAGS] == flags:
+                return 0  # the usual reconnect: nothing to write
+            seq = self._add(s, _K_SESSION, encode(_K_SESSION, (s[_SID], flags, expiry, sess.client_id)))
+            if seq < 0:
+                return _RC_QUOTA_EXCEEDED
+            self._del(s, s[_SEQ])
+            s[_SEQ] = seq
+            s[_EXP] = expiry
+            s[_FLAGS] = flags
+            return 0
+        body = encode(_K_SESSION, (self._next_sid, flags, expiry, sess.client_id))
+        rc = self._admit(None, len(body), None, 0)
+        if rc:
+            return rc
+        s = [self._next_sid, 0, 0, expiry, flags, None, None, None, None]
+        s[_SEQ] = self._add(s, _K_SESSION, body)
+        if s[_SEQ] < 0:
+            return _RC_QUOTA_EXCEEDED
+        self._next_sid += 1
+        self._sess[sess] = s
+        rc = self._write_all(sess)
+        if rc:
+            self.session_deleted(sess)
+        return rc
+
+    def _write_all(self, sess):
+        # What a session held before it was first saved (a new one: nothing)
+        rc = 0
+        for f in sess.subs:
+            rc = rc or self.sub_added(sess, f, sess.subs[f])
+        nxt = sess.next_pid
+        for pid in sorted(sess.inflight, key=lambda p: (p - nxt) % _PID_MAX):  # send order
+            if rc:
+                break
+            e = sess.inflight[pid]
+            if e == _RELEASED:
+                rc = self._released_only(sess, pid)
+            else:
+                msg, qos, retain = _unpack(e)
+                rc = self.msg_sent(sess, pid, msg, qos, retain)
+        for e in sess.queue or ():
+            if rc:
+                break
+            msg, qos, retain = _unpack(e)
+            rc = self.msg_queued(sess, msg, qos, retain)
+        for pid in sess.rx_qos2 or ():
+            rc = rc or self.qos2_seen(sess, pid)
+        return rc
+
+    def _released_only(self, sess, pid):
+        s = self._sess[sess]
+        rc = self._admit(s, _BODY_MAX, None, 0)
+        seq = -1 if rc else self._add(s, _K_RELEASED, encode(_K_RELEASED, (s[_SID], pid, 0)))
+        if seq < 0:
+            return rc or _RC_QUOTA_EXCEEDED
+        self._infl(s)[pid] = -seq
+        return 0
+
+    def session_deleted(self, sess):
+        """sess ended (a clean CONNECT took its client id, or it expired).
+        Call before the Session's entries are dropped: the messages they
+        hold lose a reference."""
+        s = self._sess.pop(sess, None)
+        if s is None:
+            return
+        self._del(None, s[_SEQ])  # first: see the head comment
+        for seq in (s[_SUBS] or {}).values():
+            self._del(None, seq)
+        infl = s[_INFL] or {}
+        for pid in infl:
+            seq = infl[pid]
+            self._del(None, seq if seq > 0 else -seq)
+            e = sess.inflight.get(pid, _RELEASED)
+            if seq > 0 and e != _RELEASED:
+                self._unref(None, _unpack(e)[0])
+        q = sess.queue or ()
+        i = 0
+        for seq in s[_QUEUE] or ():
+            self._del(None, seq)
+            if i < len(q):
+                self._unref(None, _unpack(q[i])[0])
+            i += 1
+        for seq in (s[_RX] or {}).values():
+            self._del(None, seq)
+
+    def session_expiry(self, sess):
+        """The expiry saved for sess (seconds, EXPIRY_NEVER), 0 if none."""
+        s = self._sess.get(sess)
+        return s[_EXP] if s else 0
+
+    def session_bytes(self, sess):
+        """What sess's budget counts (0 if it is not persisted)."""
+        s = self._sess.get(sess)
+        return s[_BYTES] if s else 0
+
+    def _infl(self, s):
+        if s[_INFL] is None:
+            s[_INFL] = {}
+        return s[_INFL]
+
+    # ---- subscriptions -----------------------------------------------------------
+    def sub_added(self, sess, f, opts):
+        """SUBSCRIBE granted sess filter f with the options byte opts (new,
+        or replacing). 0 or a reason: refused, the broker answers 0x80."""
+        s = self._sess.get(sess)
+        if s is None:
+            return 0
+        body = encode(_K_SUB, (s[_SID], opts, f))
+        rc = self._admit(None, len(body), None, 0)
+        seq = -1 if rc else self._add(s, _K_SUB, body)
+        if seq < 0:
+            return rc or _RC_QUOTA_EXCEEDED
+        if s[_SUBS] is None:
+            s[_SUBS] = {}
+        old = s[_SUBS].get(f)
+        s[_SUBS][f] = seq
+        if old is not None:
+            self._del(s, old)
+        return 0
+
+    def sub_removed(self, sess, f):
+        s = self._sess.get(sess)
+        subs = s and s[_SUBS]
+        if subs and f in subs:
+            self._del(s, subs.pop(f))
+
+    # ---- outgoing QoS 1/2 --------------------------------------------------------
+    def msg_queued(self, sess, msg, qos, retain=False):
+        """sess queues msg (offline, or its window is full). 0, or a reason
+        (counted): then the Session must not queue it either, the store's
+        queue mirrors the Session's."""
+        s = self._sess.get(sess)
+        if s is None:
+            return 0
+        rc, seq = self._deliver(s, msg, _K_QUEUED, [s[_SID], 0, qos | (_RETAIN if retain else 0)], 1)
+        if not rc:
+            if s[_QUEUE] is None:
+                s[_QUEUE] = []
+            s[_QUEUE].append(seq)
+        return rc
+
+    def msg_sent(self, sess, pid, msg, qos, retain=False):
+        """sess sent msg as a new PUBLISH with pid. If the store has queued
+        deliveries for sess, it is the oldest of them (a Session sends
+        directly only when its queue is empty): that one moves in flight.
+        Otherwise 0 or a reason (counted): the broker then drops it."""
+        s = self._sess.get(sess)
+        if s is None:
+            return 0
+        flags = qos | (_RETAIN if retain else 0)
+        q = s[_QUEUE]
+        mseq = self._mseq.get(msg)
+        if not q or mseq is None:  # (a message we don't hold is no queued one)
+            rc, seq = self._deliver(s, msg, _K_INFLIGHT, [s[_SID], pid, 0, 0, flags], 2)
+            if not rc:
+                self._infl(s)[pid] = seq
+            return rc
+        prev = q.pop(0)
+        if not q:
+            s[_QUEUE] = None
+        nxt = self.log.next_seq
+        seq = self._add(s, _K_INFLIGHT, encode(_K_INFLIGHT, (s[_SID], pid, nxt - mseq, nxt - prev, flags)))
+        if seq < 0:
+            seq = prev  # kept as queued: a restart sends it again, as new
+        else:
+            self._del(s, prev)
+        self._infl(s)[pid] = seq
+        return 0
+
+    def released(self, sess, pid, msg):
+        """PUBREC came for pid (msg: the message it carried), PUBREL goes
+        out: the message is no longer needed for sess."""
+        s = self._sess.get(sess)
+        infl = s and s[_INFL]
+        seq = infl.get(pid) if infl else None
+        if seq is None or seq < 0:
+            return
+        new = self._add(s, _K_RELEASED, encode(_K_RELEASED, (s[_SID], pid, self.log.next_seq - seq)))
+        if new < 0:
+            return  # still in flight on flash: a restart resends with DUP
+        self._del(s, seq)
+        infl[pid] = -new
+        self._unref(s, msg)
+
+    def acked(self, sess, pid, msg=None):
+        """PUBACK (msg: the message it acks) or PUBCOMP (msg None) ended
+        pid's delivery."""
+        s = self._sess.get(sess)
+        infl = s and s[_INFL]
+        seq = infl.pop(pid, None) if infl else None
+        if seq is None:
+            return
+        if not infl:
+            s[_INFL] = None
+        if seq < 0:
+            self._del(s, -seq)
+            return
+        self._del(s, seq)
+        if msg is not None:
+            self._unref(s, msg)
+
+    # ---- incoming QoS 2 ----------------------------------------------------------
+    def qos2_seen(self, sess, pid):
+        """A new incoming QoS 2 pid (PUBREC goes out after the flush)."""
+        s = self._sess.get(sess)
+        if s is None or (s[_RX] and pid in s[_RX]):
+            return 0
+        rc = self._admit(None, _BODY_MAX, None, 0)
+        seq = -1 if rc else self._add(s, _K_RXQOS2, encode(_K_RXQOS2, (s[_SID], pid)))
+        if seq < 0:
+            return rc or _RC_QUOTA_EXCEEDED
+        if s[_RX] is None:
+            s[_RX] = {}
+        s[_RX][pid] = seq
+        return 0
+
+    def qos2_released(self, sess, pid):
+        s = self._sess.get(sess)
+        rx = s and s[_RX]
+        if rx and pid in rx:
+            self._del(s, rx.pop(pid))
+
+    # ---- retained ----------------------------------------------------------------
+    def retained(self, topic, msg):
+        """The retained message for topic is now msg; None (or an empty
+        payload) cleared it. 0 or a reason: then the old one is cleared too,
+        as RetainStore.set does (a stale value must not pass as the latest)."""
+        old = self._ret.pop(topic, None)
+        rc = 0
+        if msg is not None and msg.payload:
+            mbody = self._msg_body(msg)
+            rc = self._admit(None, _BODY_MAX, mbody, 0)
+            mseq = -1 if rc else self._ref(None, msg, mbody)
+            seq = -1
+            if mseq >= 0:
+                seq = self._add(None, _K_RETAINED, encode(_K_RETAINED, (self.log.next_seq - mseq,)))
+                if seq < 0:
+                    self._unref(None, msg)
+            if seq < 0:
+                rc = rc or _RC_QUOTA_EXCEEDED
+            else:
+                self._ret[topic] = (seq, msg)
+        if old is not None:
+            self._del(None, old[0])
+            self._unref(None, old[1])
+        return rc
+
+    # ---- restart -------------------------------------------------------------------
+    def replay(self, broker):
+        """Rebuild the stored state into broker (fresh: no sessions yet):
+        Sessions (offline) with subscriptions in broker.subs, in-flight
+        entries, queues, incoming QoS 2 pids; retained messages. Deletes
+        records that a torn batch or a corrupt segment left inconsistent.
+        Returns (counts, problems): counts a dict, problems a list of
+        (seq, kind, what). Call after log.open(), before any other call;
+        flush the log after it (the deletions are in its batch)."""
+        from edge.store.replay import Replay  # once per start: not kept on a board
+
+        return Replay(self, broker).run()
