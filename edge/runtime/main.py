@@ -63,8 +63,14 @@ async def serve(cfg, log, started=None):
                 if cur >= 0:
                     heap_max = cur if cur > heap_max else heap_max
                     broker.heap = (cur, heap_max)
-            broker.tick(now)
-            srv.flush()
+            try:
+                broker.tick(now)
+                srv.flush()
+            except MemoryError as e:
+                # A full heap must not end the broker: this tick's work (a
+                # will, a $SYS round) is lost, logged; the next tick retries
+                # the deadlines.
+                log(40, "tick: out of memory (%s)" % e)
     finally:
         srv.close()
 
