@@ -6,7 +6,11 @@ import os
 
 from edge.mqtt.broker import Broker
 from edge.runtime.clock import now_ms
-from edge.runtime.tcp import TcpServer
+
+if hasattr(asyncio, "core"):  # MicroPython: sockets on its asyncio poller
+    from edge.runtime.tcp import TcpServer
+else:  # CPython: asyncio Protocols
+    from edge.runtime.tcp_cpython import TcpServer  # type: ignore[assignment]
 
 _TICK_MS = 250
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
