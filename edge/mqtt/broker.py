@@ -32,8 +32,8 @@ _RC_PROTOCOL_ERROR = const(0x82)
 
 # Handler method names indexed by packet type (None: not valid from a client)
 _HANDLERS = (
-    None, "_on_connect", None, "_on_publish", "_on_puback", "_on_pubrec",
-    "_on_pubrel", "_on_pubcomp", "_on_subscribe", None, "_on_unsubscribe", None,
+    None, "_on_connect", None, "_on_publish", "_on_ack", "_on_ack",
+    "_on_ack", "_on_ack", "_on_subscribe", None, "_on_unsubscribe", None,
     "_on_pingreq", None, "_on_disconnect", None,
 )
 
@@ -115,6 +115,9 @@ class Broker:
                 pkt = conn.next_event(max_size)
                 if pkt is None:
                     break
+                if type(pkt) is int:  # a short-form ack: kind << 16 | pid
+                    self._ack(conn, pkt >> 16, pkt & 0xFFFF)
+                    continue
                 kind = pkt.kind
                 if kind == _PUBLISH:  # the hot one: no table lookup
                     self._on_publish(conn, pkt, now, start)
@@ -272,18 +275,22 @@ class Broker:
         elif qos == 2:
             conn.send_ack(_PUBREC, pkt.pid)
 
-    def _on_puback(self, conn, pkt, now):
-        conn.session.on_puback(pkt.pid)
+    def _on_ack(self, conn, pkt, now):
+        # PUBACK/PUBREC/PUBREL/PUBCOMP as a packet object (a 5.0 reason code
+        # or properties); the short form comes to _ack() straight
+        self._ack(conn, pkt.kind, pkt.pid)
 
-    def _on_pubrec(self, conn, pkt, now):
-        conn.session.on_pubrec(pkt.pid)
-
-    def _on_pubrel(self, conn, pkt, now):
-        conn.session.qos2_released(pkt.pid)
-        conn.send_ack(_PUBCOMP, pkt.pid)  # [MQTT-4.3.3-2]
-
-    def _on_pubcomp(self, conn, pkt, now):
-        conn.session.on_pubcomp(pkt.pid)
+    def _ack(self, conn, kind, pid):
+        sess = conn.session
+        if kind == _PUBACK:
+            sess.on_puback(pid)
+        elif kind == _PUBREC:
+            sess.on_pubrec(pid)
+        elif kind == _PUBREL:
+            sess.qos2_released(pid)
+            conn.send_ack(_PUBCOMP, pid)  # [MQTT-4.3.3-2]
+        else:
+            sess.on_pubcomp(pid)
 
     def _on_subscribe(self, conn, pkt, now):
         sess = conn.session

@@ -317,7 +317,9 @@ def decode(buf, start, end, v5=False):
     # it is not all there yet. Raises RemoteProtocolError.
     if end <= start:
         return None, 0
-    mv = buf if type(buf) is memoryview else memoryview(buf)
+    # Fields are sliced out of buf: a bytearray through a view (one copy,
+    # not two); bytes and views as they are (a bytes slice is bytes already).
+    mv = memoryview(buf) if type(buf) is bytearray else buf
     b0 = mv[start]
     kind = b0 >> 4
     # Judge the first byte at once: no point waiting for a bad packet's body.
@@ -329,7 +331,10 @@ def decode(buf, start, end, v5=False):
         raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "reserved packet type %d" % kind)
     elif b0 & 15 != _FLAGS[kind]:  # [MQTT-2.2.2-2]
         raise _malformed("bad header flags 0x%02x" % b0)
-    n, i = read_varint(mv, start + 1, end)
+    i = start + 2
+    n = mv[start + 1] if i <= end else -1
+    if n > 127:
+        n, i = read_varint(mv, start + 1, end)
     if n < 0 or i + n > end:
         return None, 0
     pkt, j = _DECODERS[kind](mv, b0, i, i + n, v5)
