@@ -127,6 +127,9 @@ class Broker:
                     # a server-to-client packet (CONNACK, SUBACK...) from a client
                     raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "unexpected packet type %d" % kind)
                 getattr(self, name)(conn, pkt, now)
+            sess = conn.session
+            if sess is not None and sess.queue and sess.conn is conn:
+                sess.pump()  # once per feed: the room its acks made
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             # 3.1.1 has no server DISCONNECT: the answer to a protocol

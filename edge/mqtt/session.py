@@ -160,11 +160,13 @@ class Session:
         if self.rx_qos2:
             self.rx_qos2.discard(pid)
 
+    # PUBACK and PUBCOMP make room in the window; the broker calls pump()
+    # once after the feed that brought them, so a batch of acks moves the
+    # queue once, not once per ack.
     def on_puback(self, pid):
         e = self.inflight.get(pid)
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 1:
             del self.inflight[pid]
-            self.pump()
 
     def on_pubrec(self, pid):
         e = self.inflight.get(pid)
@@ -177,7 +179,6 @@ class Session:
     def on_pubcomp(self, pid):
         if self.inflight.get(pid) == _RELEASED:
             del self.inflight[pid]
-            self.pump()
 
     # ---- (re)connection -------------------------------------------------------
     def attach(self, conn):
