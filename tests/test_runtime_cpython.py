@@ -1,5 +1,5 @@
 # CPython-only parts of edge/runtime/ that need no sockets.
-from edge.runtime.memo_cpython import MemoTrie, install
+from edge.runtime.speedups_cpython import MemoTrie, install
 from tests.core._pair import Client, make_broker, publish, publishes
 from edge.mqtt.packets import Disconnect, Unsubscribe
 

@@ -15,7 +15,7 @@
 import asyncio
 import socket
 
-from edge.runtime import memo_cpython
+from edge.runtime import speedups_cpython
 from edge.runtime.clock import now_ms
 
 _BACKLOG = 128  # listen() queue
@@ -61,7 +61,7 @@ class _Peer(asyncio.Protocol):
 class TcpServer:
     def __init__(self, broker, log):
         self.broker = broker
-        memo_cpython.install(broker)  # topic -> matching filters, remembered
+        speedups_cpython.install(broker)  # topic -> matching filters, remembered
         self.log = log
         self.peers = {}     # cid -> _Peer, while the broker may write to it
         self.next_id = 0

@@ -1,6 +1,9 @@
-# CPython-only speedups for the core, installed by the CPython runtime: they
-# trade memory a board does not have for CPU time. Named *cpython* so it
-# never goes onto a board.
+# CPython-only speedups, installed by the CPython runtime: memory a board
+# does not have traded for CPU time, and uvloop's event loop when installed.
+# Named *cpython* so it never goes onto a board.
+import asyncio
+import os
+
 from edge.mqtt.topics import Trie
 
 _MEMO_MAX = 1024  # topics remembered before the memo starts over
@@ -41,3 +44,16 @@ def install(broker):
         return False
     broker.subs = MemoTrie()
     return True
+
+
+def runner():
+    """asyncio.run, or uvloop.run when uvloop is installed (an option, never
+    a dependency) and EDGEBROKER_LOOP is not "asyncio". Returns (run, name)."""
+    if os.environ.get("EDGEBROKER_LOOP", "auto") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run, "uvloop"
+    return asyncio.run, "asyncio"
