@@ -258,21 +258,23 @@ class Broker:
 
     def _on_publish(self, conn, pkt, now, start=-1):
         # start: where the packet began in conn's buffer (-1: unknown)
-        validate_topic(pkt.topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
+        topic = pkt.topic
+        validate_topic(topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
         self.stats.msgs_received += 1
-        sess = conn.session
         qos = pkt.qos
-        if qos == 2 and sess.qos2_seen(pkt.pid):
+        if qos == 2 and conn.session.qos2_seen(pkt.pid):
             # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
             conn.send_ack(_PUBREC, pkt.pid)
             return
-        if pkt.topic.startswith("$SYS"):
+        if topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
+        elif pkt.retain:
+            self._publish(Message(topic, pkt.payload, qos, True))
         else:
-            msg = Message(pkt.topic, pkt.payload, qos, pkt.retain)
-            if not qos and not pkt.retain and start >= 0 and not conn.v5:
+            msg = Message(topic, pkt.payload, qos)
+            if not qos and start >= 0 and not conn.v5:
                 msg.enc0 = conn.last_packet(start)  # forward QoS 0 as it came
-            self._publish(msg)
+            self._route(msg)  # not retained: nothing to store
         if qos == 1:
             conn.send_ack(_PUBACK, pkt.pid)
         elif qos == 2:
