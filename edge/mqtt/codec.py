@@ -231,7 +231,8 @@ def _dec_publish(mv, b0, i, end, v5):
     props = None
     if v5:
         props, i = _read_props(mv, i, end, _PUBLISH)  # V5-PROPS
-    return _CLS[_PUBLISH](topic, bytes(mv[i:end]), q, bool(b0 & 1), bool(b0 & 8),
+    # (x != 0 rather than bool(x): a comparison, not a call)
+    return _CLS[_PUBLISH](topic, bytes(mv[i:end]), q, b0 & 1 != 0, b0 & 8 != 0,
                    pid, props), end
 
 
@@ -428,7 +429,9 @@ def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=0, props=
     else:
         head = bytes((b0,)) + encode_varint(n) + bytes((tl >> 8, tl & 255))
     if qos:
-        return b"".join((head, t, bytes((pid >> 8, pid & 255)), pr, payload))
+        if pr:
+            return b"".join((head, t, bytes((pid >> 8, pid & 255)), pr, payload))
+        return b"".join((head, t, bytes((pid >> 8, pid & 255)), payload))
     return b"".join((head, t, pr, payload))
 
 
