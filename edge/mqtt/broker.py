@@ -32,8 +32,8 @@ _RC_PROTOCOL_ERROR = const(0x82)
 
 # Handler method names indexed by packet type (None: not valid from a client)
 _HANDLERS = (
-    None, "_on_connect", None, "_on_publish", "_on_puback", "_on_pubrec",
-    "_on_pubrel", "_on_pubcomp", "_on_subscribe", None, "_on_unsubscribe", None,
+    None, "_on_connect", None, "_on_publish", "_on_ack", "_on_ack",
+    "_on_ack", "_on_ack", "_on_subscribe", None, "_on_unsubscribe", None,
     "_on_pingreq", None, "_on_disconnect", None,
 )
 
@@ -115,6 +115,9 @@ class Broker:
                 pkt = conn.next_event(max_size)
                 if pkt is None:
                     break
+                if type(pkt) is int:  # a short-form ack: kind << 16 | pid
+                    self._ack(conn, pkt >> 16, pkt & 0xFFFF)
+                    continue
                 kind = pkt.kind
                 if kind == _PUBLISH:  # the hot one: no table lookup
                     self._on_publish(conn, pkt, now, start)
@@ -124,6 +127,9 @@ class Broker:
                     # a server-to-client packet (CONNACK, SUBACK...) from a client
                     raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "unexpected packet type %d" % kind)
                 getattr(self, name)(conn, pkt, now)
+            sess = conn.session
+            if sess is not None and sess.queue and sess.conn is conn:
+                sess.pump()  # once per feed: the room its acks made
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             # 3.1.1 has no server DISCONNECT: the answer to a protocol
@@ -252,38 +258,44 @@ class Broker:
 
     def _on_publish(self, conn, pkt, now, start=-1):
         # start: where the packet began in conn's buffer (-1: unknown)
-        validate_topic(pkt.topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
+        topic = pkt.topic
+        validate_topic(topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
         self.stats.msgs_received += 1
-        sess = conn.session
         qos = pkt.qos
-        if qos == 2 and sess.qos2_seen(pkt.pid):
+        if qos == 2 and conn.session.qos2_seen(pkt.pid):
             # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
             conn.send_ack(_PUBREC, pkt.pid)
             return
-        if pkt.topic.startswith("$SYS"):
+        if topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
+        elif pkt.retain:
+            self._publish(Message(topic, pkt.payload, qos, True))
         else:
-            msg = Message(pkt.topic, pkt.payload, qos, pkt.retain)
-            if not qos and not pkt.retain and start >= 0 and not conn.v5:
+            msg = Message(topic, pkt.payload, qos)
+            if not qos and start >= 0 and not conn.v5:
                 msg.enc0 = conn.last_packet(start)  # forward QoS 0 as it came
-            self._publish(msg)
+            self._route(msg)  # not retained: nothing to store
         if qos == 1:
             conn.send_ack(_PUBACK, pkt.pid)
         elif qos == 2:
             conn.send_ack(_PUBREC, pkt.pid)
 
-    def _on_puback(self, conn, pkt, now):
-        conn.session.on_puback(pkt.pid)
+    def _on_ack(self, conn, pkt, now):
+        # PUBACK/PUBREC/PUBREL/PUBCOMP as a packet object (a 5.0 reason code
+        # or properties); the short form comes to _ack() straight
+        self._ack(conn, pkt.kind, pkt.pid)
 
-    def _on_pubrec(self, conn, pkt, now):
-        conn.session.on_pubrec(pkt.pid)
-
-    def _on_pubrel(self, conn, pkt, now):
-        conn.session.qos2_released(pkt.pid)
-        conn.send_ack(_PUBCOMP, pkt.pid)  # [MQTT-4.3.3-2]
-
-    def _on_pubcomp(self, conn, pkt, now):
-        conn.session.on_pubcomp(pkt.pid)
+    def _ack(self, conn, kind, pid):
+        sess = conn.session
+        if kind == _PUBACK:
+            sess.on_puback(pid)
+        elif kind == _PUBREC:
+            sess.on_pubrec(pid)
+        elif kind == _PUBREL:
+            sess.qos2_released(pid)
+            conn.send_ack(_PUBCOMP, pid)  # [MQTT-4.3.3-2]
+        else:
+            sess.on_pubcomp(pid)
 
     def _on_subscribe(self, conn, pkt, now):
         sess = conn.session

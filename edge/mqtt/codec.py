@@ -236,7 +236,8 @@ def _dec_publish(mv, b0, i, end, v5):
     props = None
     if v5:
         props, i = _read_props(mv, i, end, _PUBLISH)  # V5-PROPS
-    return _CLS[_PUBLISH](topic, bytes(mv[i:end]), q, bool(b0 & 1), bool(b0 & 8),
+    # (x != 0 rather than bool(x): a comparison, not a call)
+    return _CLS[_PUBLISH](topic, bytes(mv[i:end]), q, b0 & 1 != 0, b0 & 8 != 0,
                    pid, props), end
 
 
@@ -322,7 +323,9 @@ def decode(buf, start, end, v5=False):
     # it is not all there yet. Raises RemoteProtocolError.
     if end <= start:
         return None, 0
-    mv = buf if type(buf) is memoryview else memoryview(buf)
+    # Fields are sliced out of buf: a bytearray through a view (one copy,
+    # not two); bytes and views as they are (a bytes slice is bytes already).
+    mv = memoryview(buf) if type(buf) is bytearray else buf
     b0 = mv[start]
     kind = b0 >> 4
     # Judge the first byte at once: no point waiting for a bad packet's body.
@@ -334,7 +337,10 @@ def decode(buf, start, end, v5=False):
         raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "reserved packet type %d" % kind)
     elif b0 & 15 != _FLAGS[kind]:  # [MQTT-2.2.2-2]
         raise _malformed("bad header flags 0x%02x" % b0)
-    n, i = read_varint(mv, start + 1, end)
+    i = start + 2
+    n = mv[start + 1] if i <= end else -1
+    if n > 127:
+        n, i = read_varint(mv, start + 1, end)
     if n < 0 or i + n > end:
         return None, 0
     pkt, j = _DECODERS[kind](mv, b0, i, i + n, v5)
@@ -428,7 +434,9 @@ def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=0, props=
     else:
         head = bytes((b0,)) + encode_varint(n) + bytes((tl >> 8, tl & 255))
     if qos:
-        return b"".join((head, t, bytes((pid >> 8, pid & 255)), pr, payload))
+        if pr:
+            return b"".join((head, t, bytes((pid >> 8, pid & 255)), pr, payload))
+        return b"".join((head, t, bytes((pid >> 8, pid & 255)), payload))
     return b"".join((head, t, pr, payload))
 
 

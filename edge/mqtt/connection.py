@@ -21,6 +21,11 @@ CLOSED = const(2)         # closed by us or by the peer; no more input
 ERROR = const(3)          # a protocol error closed it (h11's ERROR)
 
 _CONNECT_BYTE = const(0x10)  # CONNECT, flags 0 [MQTT-2.2.2-1]
+# First bytes of the acknowledgements, their fixed flags included [MQTT-2.2.2-1]
+_PUBACK_BYTE = const(0x40)
+_PUBREC_BYTE = const(0x50)
+_PUBREL_BYTE = const(0x62)
+_PUBCOMP_BYTE = const(0x70)
 
 
 class Connection:
@@ -57,12 +62,19 @@ class Connection:
         buffer, so what outlives the feed (an incomplete packet) is copied."""
         if self.state:  # not before CONNECT: a trickle must not defer the timeout
             self.last_rx = now
-        if self.buf:
-            self.buf += data  # the rest of a packet we hold the start of
-        elif type(data) is bytearray:
-            self.buf = memoryview(data)  # never grow a caller's bytearray
-        else:
+        buf = self.buf
+        if not buf:
+            if type(data) is bytearray:
+                data = memoryview(data)  # never grow a caller's bytearray
             self.buf = data  # bytes, or a view of the runtime's read buffer
+        elif type(data) is bytes:
+            # CPython's reads are bytes: the rest of a packet we hold the
+            # start of goes in front, and the feed is still bytes (which
+            # decodes with no memoryview per field).
+            self.buf = bytes(buf) + data
+        else:
+            buf += data  # our own bytearray (a board: grown in place)
+            self.buf = buf
 
     def _keep_tail(self):
         # End of a feed: hold the incomplete packet (if any) in our own buffer
@@ -75,29 +87,52 @@ class Connection:
         self.pos = 0
 
     def next_event(self, max_packet_size):
-        """Next whole packet, or NEED_DATA. Raises RemoteProtocolError."""
+        """Next whole packet, or NEED_DATA. Raises RemoteProtocolError.
+        PUBACK, PUBREC, PUBREL and PUBCOMP in their short form (packet id
+        only: all of 3.1.1's, and 5.0's with reason 0 and no properties) come
+        back as the int kind << 16 | pid, not as a packet object: after
+        PUBLISH they are the most frequent packets, and so they allocate
+        nothing (no garbage for a board's GC, less work for CPython)."""
         if self.state >= CLOSED:
             return NEED_DATA
         buf = self.buf
         pos = self.pos
         end = len(buf)
-        if pos < end and self.state == AWAIT_CONNECT and buf[pos] != _CONNECT_BYTE:
+        if pos >= end:
+            self._keep_tail()
+            return NEED_DATA
+        b0 = buf[pos]
+        if self.state == AWAIT_CONNECT and b0 != _CONNECT_BYTE:
             # [MQTT-3.1.0-1] judged on the first byte: an HTTP request or a
             # stray PUBLISH is closed at once, not after connect_timeout
             raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "first packet is not CONNECT")
-        n = codec.packet_length(buf, pos, end) if pos < end else -1
-        if n > max_packet_size:
+        # The fixed header, read here (a 1-byte remaining length inline) so
+        # the codec gets one whole packet: the length is judged first.
+        i = pos + 2
+        n = buf[pos + 1] if i <= end else -1
+        if n > 127:
+            n, i = codec.read_varint(buf, pos + 1, end)
+        j = i + n
+        if n >= 0 and j - pos > max_packet_size:
             # [MQTT-3.1.2-24] (5.0) / an explicit limit in 3.1.1: refuse it
             # before buffering the body.
             raise RemoteProtocolError(
                 _RC_PACKET_TOO_LARGE,
-                "packet of %d bytes over max_packet_size %d" % (n, max_packet_size),
+                "packet of %d bytes over max_packet_size %d" % (j - pos, max_packet_size),
             )
-        if n < 0 or pos + n > end:
+        if n < 0 or j > end:
             self._keep_tail()
             return NEED_DATA
-        pkt, used = codec.decode(buf, pos, end, self.v5)
-        if pkt is None or used != n:
+        if n == 2 and (b0 == _PUBACK_BYTE or b0 == _PUBREC_BYTE or b0 == _PUBREL_BYTE
+                       or b0 == _PUBCOMP_BYTE):
+            pid = buf[i] << 8 | buf[i + 1]
+            if not pid:
+                # [MQTT-2.3.1-1] packets that carry a packet id need a non-zero one
+                raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "packet id 0")
+            self.pos = j
+            return (b0 >> 4) << 16 | pid
+        pkt, used = codec.decode(buf, pos, j, self.v5)
+        if pkt is None or used != j - pos:
             raise RemoteProtocolError(_RC_MALFORMED, "remaining length does not match contents")
         kind = pkt.kind
         if self.state == AWAIT_CONNECT:
@@ -107,7 +142,7 @@ class Connection:
         elif kind == _CONNECT:
             # [MQTT-3.1.0-2] a second CONNECT is a protocol violation
             raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "second CONNECT")
-        self.pos = pos + n
+        self.pos = j
         return pkt
 
     def last_packet(self, start):

@@ -45,9 +45,6 @@ class Message:
         self.props = props
         self.enc0 = None  # 3.1.1 QoS 0 PUBLISH bytes, encoded once for all
 
-    def size(self):
-        return len(self.topic) + len(self.payload)
-
 
 class Session:
     # Every instance attribute costs heap per client on a board (MicroPython
@@ -104,7 +101,7 @@ class Session:
         self.stats.msgs_dropped += 1
 
     def _enqueue(self, msg, qos, retain):
-        size = msg.size()
+        size = len(msg.topic) + len(msg.payload)  # what queued_bytes counts
         lim = self.limits
         q = self.queue
         if q is None:
@@ -132,13 +129,22 @@ class Session:
             return
         lim = self.limits
         inflight = self.inflight
+        # each _send_new() takes one slot of the window
+        n = min(len(q), lim.max_inflight - len(inflight))
+        max_bytes = lim.max_queued_bytes
         i = 0
-        while (i < len(q) and len(inflight) < lim.max_inflight
-               and self.next_pid not in inflight and conn.out_bytes <= lim.max_queued_bytes):
-            msg, qos, retain = _unpack(q[i])
+        size = 0
+        while i < n and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
+            e = q[i]
             i += 1
-            self.queued_bytes -= msg.size()
-            self._send_new(msg, qos, retain)
+            if type(e) is tuple:
+                msg = e[0]
+                self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN))
+            else:  # the usual entry (see _unpack)
+                msg = e
+                self._send_new(e, e.qos, False)
+            size += len(msg.topic) + len(msg.payload)
+        self.queued_bytes -= size
         if i == len(q):
             self.queue = None  # drained: an idle session holds no queue
         elif i:
@@ -160,11 +166,13 @@ class Session:
         if self.rx_qos2:
             self.rx_qos2.discard(pid)
 
+    # PUBACK and PUBCOMP make room in the window; the broker calls pump()
+    # once after the feed that brought them, so a batch of acks moves the
+    # queue once, not once per ack.
     def on_puback(self, pid):
         e = self.inflight.get(pid)
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 1:
             del self.inflight[pid]
-            self.pump()
 
     def on_pubrec(self, pid):
         e = self.inflight.get(pid)
@@ -177,7 +185,6 @@ class Session:
     def on_pubcomp(self, pid):
         if self.inflight.get(pid) == _RELEASED:
             del self.inflight[pid]
-            self.pump()
 
     # ---- (re)connection -------------------------------------------------------
     def attach(self, conn):

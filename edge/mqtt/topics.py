@@ -40,7 +40,7 @@ def validate_topic(name, max_levels):
     if max_levels and name.count("/") >= max_levels:
         # Our explicit bound on trie depth (STYLE H7), not a spec rule
         raise RemoteProtocolError(rc, "topic name has too many levels")
-    if _too_long(name):
+    if len(name) > _SAFE_CHARS and _too_long(name):  # no call for short names
         raise RemoteProtocolError(rc, "topic name too long")  # [MQTT-4.7.3-3]
 
 

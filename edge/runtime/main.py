@@ -6,7 +6,12 @@ import os
 
 from edge.mqtt.broker import Broker
 from edge.runtime.clock import now_ms
-from edge.runtime.tcp import TcpServer
+
+if hasattr(asyncio, "core"):  # MicroPython: sockets on its asyncio poller
+    from edge.runtime.tcp import TcpServer
+else:  # CPython: asyncio Protocols, uvloop's event loop when installed
+    from edge.runtime.speedups_cpython import runner
+    from edge.runtime.tcp_cpython import TcpServer  # type: ignore[assignment]
 
 _TICK_MS = 250
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -79,7 +84,11 @@ def run(cfg, log=None):
     """Run until interrupted (Ctrl-C / SIGTERM handled by the caller)."""
     if log is None:
         log = print_log(cfg["log"]["level"])
+    go = asyncio.run
+    if not hasattr(asyncio, "core"):  # CPython
+        go, name = runner()
+        log(20, "event loop: %s" % name)
     try:
-        asyncio.run(serve(cfg, log))
+        go(serve(cfg, log))
     except KeyboardInterrupt:
         pass

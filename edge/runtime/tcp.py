@@ -1,75 +1,61 @@
-# The asyncio TCP shell around the broker. One task per connection reads and
-# feeds the broker; a connection's packets are handled in order, never a task
-# per packet. After each feed, every connection the broker queued output for
-# gets it in one write (batched). A write goes out at once when the socket
-# takes it; only a backlog needs a drain task, spawned on demand.
+# The MicroPython TCP shell around the broker (CPython's is tcp_cpython.py).
+# One task per connection reads and feeds the broker; a connection's packets
+# are handled in order, never a task per packet. After each feed, every
+# connection the broker queued output for gets it in one write (batched). A
+# write goes out at once when the socket takes it; only a backlog needs a
+# drain task, spawned on demand.
 #
-# CPython uses asyncio streams. MicroPython puts the sockets straight on its
-# asyncio poller (asyncio.core._io_queue, as its own streams do): per
-# connection that saves the Stream object, its extra-info dict and the peer
-# address a board would otherwise keep for nothing, and a read allocates no
-# more than a view of the one shared read buffer (no per-read coroutine).
+# The sockets go straight on MicroPython's asyncio poller
+# (asyncio.core._io_queue, as its own streams do): per connection that saves
+# the Stream object, its extra-info dict and the peer address a board would
+# otherwise keep for nothing, and a read allocates no more than a view of the
+# one shared read buffer (no per-read coroutine).
 import asyncio
 
 from edge.runtime.clock import now_ms
 
-# MicroPython's poller (asyncio.core is MicroPython's; CPython has none and
-# uses streams)
-_io_queue = getattr(getattr(asyncio, "core", None), "_io_queue", None)
+# MicroPython's poller (its stubs do not declare asyncio.core)
+_io_queue = asyncio.core._io_queue  # type: ignore[attr-defined]
 
-_READ_SIZE = 2048  # CPython: bytes per read
-# MicroPython: the shared read buffer. 1 KB reads keep up with a board's
-# links and leave 1 KB more heap than 2 KB would (a bigger packet just takes
-# two reads).
+# The shared read buffer. 1 KB reads keep up with a board's links and leave
+# 1 KB more heap than 2 KB would (a bigger packet just takes two reads).
 _RBUF_SIZE = 1024
 _BACKLOG = 128  # listen() queue
 
-# MicroPython: one receive buffer for every connection. Each read is handed to
-# the broker before the next wait, so sharing is safe (the broker copies what
-# it keeps). Allocated at import, before the heap fragments: a large block in
-# one piece is hard to find on a board later on.
-_RBUF = bytearray(_RBUF_SIZE) if _io_queue is not None else None
-_RMV = memoryview(_RBUF) if _RBUF is not None else None
-
-
-def _stream_backlog(writer):
-    """Bytes a CPython StreamWriter holds, not yet taken by the socket."""
-    tr = writer.transport
-    return tr.get_write_buffer_size() if tr is not None else 0
+# One receive buffer for every connection. Each read is handed to the broker
+# before the next wait, so sharing is safe (the broker copies what it keeps).
+# Allocated at import, before the heap fragments: a large block in one piece
+# is hard to find on a board later on.
+_RBUF = bytearray(_RBUF_SIZE)
+_RMV = memoryview(_RBUF)
 
 
 class TcpServer:
     def __init__(self, broker, log):
         self.broker = broker
         self.log = log
-        self.writers = {}   # cid -> StreamWriter (CPython) or socket (MicroPython)
-        self.pending = {}   # MicroPython: cid -> bytes the socket has not taken yet
+        self.writers = {}   # cid -> socket
+        self.pending = {}   # cid -> bytes the socket has not taken yet
         self.draining = set()
         self.next_id = 0
-        self.server = None  # asyncio Server (CPython) or listening socket
-        self.task = None    # MicroPython: the accept loop
+        self.server = None  # the listening socket
+        self.task = None    # the accept loop
 
     async def start(self, host, port):
-        if _io_queue is None:
-            self.server = await asyncio.start_server(self._client, host, port, backlog=_BACKLOG)
-        else:
-            import socket
+        import socket
 
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(socket.getaddrinfo(host, port)[0][-1])
-            s.listen(_BACKLOG)
-            s.setblocking(False)
-            self.server = s
-            self.task = asyncio.create_task(self._accept(s))
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(socket.getaddrinfo(host, port)[0][-1])
+        s.listen(_BACKLOG)
+        s.setblocking(False)
+        self.server = s
+        self.task = asyncio.create_task(self._accept(s))
         return self.server
 
     # ---- output ---------------------------------------------------------------
     def _write(self, cid, w, data):
         """Hand data to the socket; returns how many bytes it has not taken."""
-        if _io_queue is None:
-            w.write(data)
-            return _stream_backlog(w)
         p = self.pending
         if cid in p:  # keep the order: behind what already waits
             data = p[cid] = p[cid] + data
@@ -107,8 +93,8 @@ class TcpServer:
         dirty.clear()
 
     def _push(self, cid, sock):
-        # MicroPython (a plain generator, awaited): write the pending bytes
-        # out as the socket takes them
+        # A plain generator, awaited: write the pending bytes out as the
+        # socket takes them
         p = self.pending
         while cid in p:
             yield _io_queue.queue_write(sock)
@@ -123,12 +109,8 @@ class TcpServer:
         cid = conn.id
         try:
             while True:
-                if _io_queue is None:
-                    await w.drain()
-                    conn.out_bytes = _stream_backlog(w)
-                else:
-                    await self._push(cid, w)
-                    conn.out_bytes = 0
+                await self._push(cid, w)
+                conn.out_bytes = 0
                 if conn.out:  # more was queued meanwhile
                     conn.out_bytes = self._write(cid, w, self.broker.take(conn))
                     continue
@@ -146,7 +128,7 @@ class TcpServer:
         finally:
             self.draining.discard(cid)
         if conn.closing:
-            await self._close_socket(cid, w)
+            self._forget(cid, w)
         self.flush()
 
     def _forget(self, cid, w):
@@ -158,14 +140,6 @@ class TcpServer:
             w.close()
         except OSError:
             pass
-
-    async def _close_socket(self, cid, w):
-        self._forget(cid, w)
-        if _io_queue is None:
-            try:
-                await w.wait_closed()
-            except OSError:
-                pass
 
     # ---- input ----------------------------------------------------------------
     def _opened(self, w):
@@ -182,35 +156,8 @@ class TcpServer:
         self.flush()
         return cid not in self.draining  # else the drain task closes it
 
-    async def _client(self, reader, writer):
-        # CPython: one task per connection over asyncio streams
-        cid = self._opened(writer)
-        if not cid:
-            await self._close_socket(0, writer)
-            return
-        broker = self.broker
-        conn = broker.conns[cid]
-        try:
-            while not conn.closing:
-                data = await reader.read(_READ_SIZE)
-                broker.data_received(cid, data, now_ms())
-                self.flush()
-                if not data:
-                    break
-        except OSError as e:
-            self.log(10, "connection %d: %r" % (cid, e))
-        except MemoryError as e:
-            # A full heap (a board's budget) costs this connection, not the
-            # broker: close it (its will goes out), count it, go on serving.
-            broker.stats.conns_oom += 1
-            conn.closing = True
-            self.log(40, "connection %d closed: out of memory (%s)" % (cid, e))
-        finally:
-            if self._closed(cid, writer):
-                await self._close_socket(cid, writer)
-
     def _accept(self, lsock):
-        # MicroPython: the accept loop, a plain generator on the poller
+        # The accept loop, a plain generator on the poller
         while True:
             yield _io_queue.queue_read(lsock)
             try:
@@ -228,7 +175,7 @@ class TcpServer:
             asyncio.create_task(self._serve(sock))
 
     def _serve(self, sock):
-        # MicroPython: one task per connection, a plain generator that waits
+        # One task per connection, a plain generator that waits
         # on the poller. It lives as long as the connection, so its frame is
         # kept small (three locals, no try blocks): the work and the cleanup
         # are in _readable(), whose frame lasts one read.
@@ -240,7 +187,7 @@ class TcpServer:
             cid = self._readable(cid, sock)
 
     def _readable(self, cid, sock):
-        """MicroPython: the socket has data, EOF or an error. Feeds the broker;
+        """The socket has data, EOF or an error. Feeds the broker;
         returns cid to go on reading, 0 once the connection is over (it is
         then closed, on any exception too)."""
         broker = self.broker
@@ -256,7 +203,8 @@ class TcpServer:
         except OSError as e:
             self.log(10, "connection %d: %r" % (cid, e))
         except MemoryError as e:
-            # A full heap costs this connection, not the broker (as _client)
+            # A full heap costs this connection, not the broker: close it
+            # (its will goes out), count it, go on serving.
             broker.stats.conns_oom += 1
             self.log(40, "connection %d closed: out of memory (%s)" % (cid, e))
         finally:

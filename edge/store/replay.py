@@ -246,7 +246,7 @@ class Replay:
             s[_QUEUE] = []
             for seq, m, fl in q:
                 sess.queue.append(_entry(m, fl & 3, bool(fl & 4)))
-                sess.queued_bytes += m.size()
+                sess.queued_bytes += len(m.topic) + len(m.payload)
                 s[_QUEUE].append(seq)
                 s[_BYTES] += size(seq) + _cost(m)
                 self._use(m)

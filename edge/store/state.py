@@ -54,7 +54,7 @@ _RELEASED = const(0)   # session.py's inflight entry once PUBREL is sent
 _CLEAN = const(1)      # SESSION flags
 _RETAIN = const(4)     # MSG / delivery flags, as session.py's entries
 _REC = const(12)       # a record's bytes beyond its body: kind, len, seq, crc (about)
-_MSG_COST = const(14)  # a MSG record's bytes beyond msg.size() (about)
+_MSG_COST = const(14)  # a MSG record's bytes beyond (len(msg.topic) + len(msg.payload)) (about)
 _BODY_MAX = const(24)  # largest body of a record without strings (about)
 _PID_MAX = const(65535)
 
@@ -73,7 +73,7 @@ _RX = const(8)     # {pid: seq}
 
 
 def _cost(msg):
-    return msg.size() + _MSG_COST
+    return (len(msg.topic) + len(msg.payload)) + _MSG_COST
 
 
 class StateStore:

@@ -94,6 +94,49 @@ def test_packets_split_and_batched_across_reused_read_buffer():
     assert mine == one[:3] and [m.payload for m in publishes(s.recv())] == [b"tail"]
 
 
+def test_bytes_feeds_split_anywhere():
+    # As CPython's runtime feeds: bytes objects, cut at any offset
+    b, s, p = _pair()
+    s.subscribe(("t/#", 2))
+    wire = b"".join(codec.encode(Publish("t/%d" % i, b"x" * (i * 20), i % 3, False, False, i + 1))
+                    for i in range(10))
+    for cut in (1, 2, 3, 17, 64, 200):
+        for i in range(0, len(wire), cut):
+            b.data_received(p.cid, wire[i:i + cut], 0)
+        assert not p.closed and p.conn.buf == b"", cut
+        for ack in p.recv():
+            if ack.kind == 5:
+                pubrel(p, ack.pid)
+        got = publishes(s.recv())
+        assert [(m.topic, len(m.payload)) for m in got] == [("t/%d" % i, i * 20) for i in range(10)]
+        s.ack_all(got)
+        s.ack_all(s.recv())
+        assert s.conn.session.inflight == {}
+
+
+def test_short_form_acks():
+    # PUBACK/PUBREC/PUBREL/PUBCOMP with only a packet id skip the packet
+    # objects: the same flows, the same checks
+    b, s, p = _pair()
+    s.subscribe(("a", 2))
+    publish(p, "a", b"1", 1, pid=1)
+    publish(p, "a", b"2", 2, pid=2)
+    got = publishes(s.recv())
+    s.send_raw(bytes((0x40, 2, 0, got[0].pid)) + bytes((0x50, 2, 0, got[1].pid)))
+    rel = s.recv()
+    assert [(x.kind, x.pid) for x in rel] == [(PUBREL, got[1].pid)]
+    s.send_raw(bytes((0x70, 2, 0, got[1].pid)))
+    assert s.conn.session.inflight == {}
+    p.send_raw(b"\x34\x06\x00\x01a\x00\x05!" + b"\x62\x02\x00\x05")  # PUBLISH QoS 2 + PUBREL
+    assert [(x.kind, x.pid) for x in p.recv()] == [(5, 5), (7, 5)]  # PUBREC, PUBCOMP
+    assert p.conn.session.rx_qos2 == {2}  # pid 5 released, 2 still waits
+    # [MQTT-2.3.1-1] packet id 0; [MQTT-2.2.2-2] PUBREL needs flags 0010
+    for bad in (b"\x40\x02\x00\x00", b"\x60\x02\x00\x01"):
+        b2, s2, p2 = _pair()
+        p2.send_raw(bad)
+        assert p2.closed and b2.stats.protocol_errors == 1, bad
+
+
 def test_granted_qos_downgrades_delivery():
     b, s, p = _pair()
     s.subscribe(("a", 1))

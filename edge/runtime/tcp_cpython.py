@@ -1,0 +1,182 @@
+# The CPython TCP shell: asyncio Protocols, no streams and no task per
+# connection. The transport calls data_received() with whatever one recv()
+# got (up to 256 KiB) and that goes straight into the broker; a connection's
+# packets are handled in order, never a task per packet. After each feed,
+# every connection the broker queued output for gets it in one
+# transport.write() (batched), which sends at once when the socket takes it
+# and buffers only the rest. (Flushing once per loop pass instead, after all
+# of its reads, costs every ack one more epoll_wait of latency: fan-in QoS 1
+# ran at two thirds the rate.) Named *cpython* so it never goes onto a board;
+# MicroPython's path is tcp.py.
+#
+# Per connection this holds a transport and one slotted _Peer; the streams
+# path held a StreamReader (and its buffer), a StreamWriter, their protocol,
+# a Task and its coroutine frame as well.
+import asyncio
+import socket
+
+from edge.runtime import speedups_cpython
+from edge.runtime.clock import now_ms
+
+_BACKLOG = 128  # listen() queue
+# A peer that leaves this many bytes of our output unread (a publisher that
+# never reads its PUBACKs) is not read from until it has taken them all: TCP
+# pushes back on it instead of our buffer growing without bound.
+_READ_PAUSE = 262144
+
+
+class _Peer(asyncio.Protocol):
+    """One socket: hands the transport's events to the TcpServer."""
+
+    __slots__ = ("srv", "cid", "tr")
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.cid = 0
+        self.tr = None
+
+    def connection_made(self, tr):
+        self.tr = tr
+        self.srv.opened(self)
+
+    def data_received(self, data):
+        self.srv.received(self, data)
+
+    def eof_received(self):
+        self.srv.received(self, b"")
+        return True  # received() closed the transport, after its output
+
+    def connection_lost(self, exc):
+        self.srv.lost(self, exc)
+
+    # Write limits of 0 (set in opened()): paused whenever the socket has not
+    # taken everything, resumed once it has (the transport keeps the rest).
+    def pause_writing(self):
+        pass  # conn.out_bytes already says how much waits
+
+    def resume_writing(self):
+        self.srv.drained(self)
+
+
+class TcpServer:
+    def __init__(self, broker, log):
+        self.broker = broker
+        speedups_cpython.install(broker)  # topic -> matching filters, remembered
+        self.log = log
+        self.peers = {}     # cid -> _Peer, while the broker may write to it
+        self.next_id = 0
+        self.server = None  # asyncio Server
+
+    async def start(self, host, port):
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            self._peer, host, port, backlog=_BACKLOG, reuse_address=True)
+        return self.server
+
+    def _peer(self):
+        return _Peer(self)
+
+    # ---- transport events ----------------------------------------------------
+    def opened(self, p):
+        tr = p.tr
+        cid = self.next_id = self.next_id + 1
+        if not self.broker.open(cid, now_ms()):
+            tr.close()  # over max_connections
+            return
+        p.cid = cid
+        self.peers[cid] = p
+        tr.set_write_buffer_limits(0, 0)
+        sock = tr.get_extra_info("socket")
+        if sock is not None:
+            try:
+                # No Nagle (asyncio sets it already; other loops may not): a
+                # QoS 0 subscriber sends nothing back, so its delayed ACKs
+                # would hold small PUBLISHes ~40 ms.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def received(self, p, data):
+        """Bytes from p (b"": EOF): feed the broker, write what it queued."""
+        cid = p.cid
+        if not cid:
+            return
+        broker = self.broker
+        try:
+            broker.data_received(cid, data, now_ms())
+            if not data:
+                broker.connection_lost(cid, now_ms())
+        except MemoryError:
+            # A full heap costs this connection, not the broker: close it
+            # (its will goes out), count it, go on serving.
+            broker.stats.conns_oom += 1
+            self.log(40, "connection %d closed: out of memory" % cid)
+            broker.connection_lost(cid, now_ms())
+            data = b""
+        self.flush()
+        if not data and self.peers.get(cid) is p:
+            # EOF: closed after its output (if the broker had not closed it)
+            del self.peers[cid]
+            p.tr.close()
+
+    def lost(self, p, exc):
+        # The transport is closed: by us, the peer, or an error
+        cid = p.cid
+        if not cid:
+            return
+        p.cid = 0
+        if exc is not None:
+            self.log(10, "connection %d: %r" % (cid, exc))
+        if self.peers.get(cid) is p:
+            del self.peers[cid]
+        self.broker.connection_lost(cid, now_ms())
+        self.flush()  # e.g. its will
+
+    def drained(self, p):
+        # The socket took everything: the session may move queued messages
+        # out, and a peer we stopped reading is read again.
+        conn = self.broker.conns.get(p.cid)
+        if conn is None or self.peers.get(p.cid) is not p:
+            return
+        conn.out_bytes = 0
+        tr = p.tr
+        if not tr.is_reading() and not conn.closing:
+            tr.resume_reading()
+        sess = conn.session
+        if sess is not None and sess.conn is conn:
+            sess.pump()
+            self.flush()
+
+    # ---- output ---------------------------------------------------------------
+    def flush(self):
+        """Write out everything the broker queued (one write per connection)."""
+        broker = self.broker
+        dirty = broker.dirty
+        if not dirty:
+            return
+        peers = self.peers
+        i = 0
+        while i < len(dirty):  # writing may not add, but closing a peer can
+            conn = dirty[i]
+            i += 1
+            p = peers.get(conn.id)
+            if p is None:
+                conn.take()
+                continue
+            tr = p.tr
+            if conn.out:
+                tr.write(broker.take(conn))
+                n = conn.out_bytes = tr.get_write_buffer_size()
+                if n > _READ_PAUSE and tr.is_reading():
+                    tr.pause_reading()
+            if conn.closing:
+                del peers[conn.id]
+                tr.close()  # after the buffered output is written
+        dirty.clear()
+
+    def close(self):
+        if self.server is not None:
+            self.server.close()
+        for p in list(self.peers.values()):
+            p.tr.close()
+        self.peers.clear()
