@@ -106,14 +106,15 @@ class TcpServer:
             broker.data_received(cid, data, now_ms())
             if not data:
                 broker.connection_lost(cid, now_ms())
+            self.flush()
         except MemoryError:
             # A full heap costs this connection, not the broker: close it
             # (its will goes out), count it, go on serving.
             broker.stats.conns_oom += 1
             self.log(40, "connection %d closed: out of memory" % cid)
             broker.connection_lost(cid, now_ms())
+            self.flush()
             data = b""
-        self.flush()
         if not data and self.peers.get(cid) is p:
             # EOF: closed after its output (if the broker had not closed it)
             del self.peers[cid]
