@@ -3,40 +3,29 @@
 # branches its filter can reach instead of testing every retained topic.
 # Messages are opaque to us except for `.payload` (bytes).
 from edge.compat import const
+from edge.mqtt.topics import LevelTree
 
 # Node: [kids or None, msg or None], a 2-item list as in topics.Trie
 _KIDS = const(0)
 _MSG = const(1)
 
 
-class RetainStore:
+class RetainStore(LevelTree):
     """Bounded by max_messages and max_bytes (len(topic) + len(payload) per
     message, STYLE H7). A message that does not fit is dropped and counted in
     `dropped`. `len(store)`, `store.bytes`, `store.nodes` are kept exact."""
 
     def __init__(self, max_messages, max_bytes):
+        super().__init__()
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._root = [None, None]
-        self._count = 0
         self.bytes = 0
-        self.nodes = 0
         self.dropped = 0
-
-    def __len__(self):
-        return self._count
 
     def get(self, topic):
         """The retained message for exactly this topic name, or None."""
-        node = self._root
-        for lv in topic.split("/"):
-            kids = node[_KIDS]
-            if kids is None:
-                return None
-            node = kids.get(lv)
-            if node is None:
-                return None
-        return node[_MSG]
+        node = self._find(topic)
+        return None if node is None else node[_MSG]
 
     def set(self, topic, msg):
         """Retain msg under topic (replacing any previous one, [MQTT-3.3.1-5]);
@@ -64,45 +53,20 @@ class RetainStore:
         else:
             self._count += 1
         self.bytes += size
-        node = self._root
-        for lv in topic.split("/"):
-            kids = node[_KIDS]
-            if kids is None:
-                kids = node[_KIDS] = {}
-            nxt = kids.get(lv)
-            if nxt is None:
-                nxt = kids[lv] = [None, None]
-                self.nodes += 1
-            node = nxt
-        node[_MSG] = msg
+        self._make(topic)[_MSG] = msg
         return True
 
     def _delete(self, topic):
-        path = []
-        node = self._root
-        for lv in topic.split("/"):
-            kids = node[_KIDS]
-            if kids is None:
-                return False
-            path.append((node, lv))
-            node = kids.get(lv)
-            if node is None:
-                return False
+        node, path = self._path(topic)
+        if node is None:
+            return False
         msg = node[_MSG]
         if msg is None:
             return False
         node[_MSG] = None
         self._count -= 1
         self.bytes -= len(topic) + len(msg.payload)
-        # Prune nodes left with neither a message nor kids
-        while path and node[_MSG] is None and node[_KIDS] is None:
-            parent, lv = path.pop()
-            kids = parent[_KIDS]
-            del kids[lv]
-            self.nodes -= 1
-            if not kids:
-                parent[_KIDS] = None
-            node = parent
+        self._prune(node, path)
         return True
 
     def match(self, f):

@@ -90,10 +90,10 @@ def split_shared(f):
     return group, rest[i + 1:]
 
 
-class Trie:
-    """Subscriptions, one node per filter level. `len(trie)` counts
-    (filter, key) subscriptions; `trie.nodes` counts nodes (root excluded),
-    so the broker can bound and report both. Filters must be validated."""
+class LevelTree:
+    """One node per topic level, [kids, value], shared by the subscription
+    trie (value: {key: options}) and the retained store (value: a message).
+    `len()` counts entries, `nodes` counts nodes (root excluded)."""
 
     def __init__(self):
         self._root = [None, None]
@@ -103,9 +103,10 @@ class Trie:
     def __len__(self):
         return self._count
 
-    def _find(self, f):
+    def _find(self, name):
+        """The node for exactly this name, or None."""
         node = self._root
-        for lv in f.split("/"):
+        for lv in name.split("/"):
             kids = node[_KIDS]
             if kids is None:
                 return None
@@ -114,10 +115,10 @@ class Trie:
                 return None
         return node
 
-    def add(self, f, key, value):
-        """Subscribe key to filter f; True if new, else value is replaced."""
+    def _make(self, name):
+        """The node for this name, created (with its parents) if missing."""
         node = self._root
-        for lv in f.split("/"):
+        for lv in name.split("/"):
             kids = node[_KIDS]
             if kids is None:
                 kids = node[_KIDS] = {}
@@ -126,6 +127,42 @@ class Trie:
                 nxt = kids[lv] = [None, None]
                 self.nodes += 1
             node = nxt
+        return node
+
+    def _path(self, name):
+        """(node, [(parent, level)...]) for this name, or (None, None)."""
+        path = []
+        node = self._root
+        for lv in name.split("/"):
+            kids = node[_KIDS]
+            if kids is None:
+                return None, None
+            path.append((node, lv))
+            node = kids.get(lv)
+            if node is None:
+                return None, None
+        return node, path
+
+    def _prune(self, node, path):
+        # Walk back up, dropping nodes left with neither a value nor kids
+        while path and node[_SUBS] is None and node[_KIDS] is None:
+            parent, lv = path.pop()
+            kids = parent[_KIDS]
+            del kids[lv]
+            self.nodes -= 1
+            if not kids:
+                parent[_KIDS] = None
+            node = parent
+
+
+class Trie(LevelTree):
+    """Subscriptions, one node per filter level. `len(trie)` counts
+    (filter, key) subscriptions; `trie.nodes` counts nodes (root excluded),
+    so the broker can bound and report both. Filters must be validated."""
+
+    def add(self, f, key, value):
+        """Subscribe key to filter f; True if new, else value is replaced."""
+        node = self._make(f)
         subs = node[_SUBS]
         if subs is None:
             subs = node[_SUBS] = {}
@@ -143,16 +180,9 @@ class Trie:
 
     def remove(self, f, key):
         """Unsubscribe; True if key was subscribed to f. Prunes empty nodes."""
-        path = []
-        node = self._root
-        for lv in f.split("/"):
-            kids = node[_KIDS]
-            if kids is None:
-                return False
-            path.append((node, lv))
-            node = kids.get(lv)
-            if node is None:
-                return False
+        node, path = self._path(f)
+        if node is None:
+            return False
         subs = node[_SUBS]
         if subs is None or key not in subs:
             return False
@@ -161,15 +191,7 @@ class Trie:
         if subs:
             return True
         node[_SUBS] = None
-        # Walk back up, dropping nodes left with neither subscribers nor kids
-        while path and node[_SUBS] is None and node[_KIDS] is None:
-            parent, lv = path.pop()
-            kids = parent[_KIDS]
-            del kids[lv]
-            self.nodes -= 1
-            if not kids:
-                parent[_KIDS] = None
-            node = parent
+        self._prune(node, path)
         return True
 
     def remove_key(self, key, filters):
