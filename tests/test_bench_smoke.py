@@ -26,6 +26,8 @@ def test_quick_fanin_q1_against_edgebroker(tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert set(doc) >= {"meta", "scenarios", "brokers", "skipped", "runs", "summary"}
     assert doc["meta"]["quick"] is True and doc["meta"]["runs"] == 1
+    # the broker runs on the stdlib loop unless --edge-loop says otherwise
+    assert doc["meta"]["edge_loop"] == "asyncio" and doc["meta"]["loadgen_loop"] in ("asyncio", "uvloop")
     assert list(doc["brokers"]) == ["edgebroker"]
     [row] = doc["runs"]
     assert row["scenario"] == "fanin_q1" and row["broker"] == "edgebroker"

@@ -1,7 +1,7 @@
 """edgebroker benchmark: edgebroker vs mosquitto vs amqtt on loopback.
 
     python -m tools.bench [--runs N] [--scenarios S ...] [--brokers B ...] [--quick]
-                          [--out DIR] [--no-chart] [--keep] [--list]
+                          [--edge-loop asyncio|uvloop] [--out DIR] [--no-chart] [--keep] [--list]
 
 Starts each broker fresh on a free 127.0.0.1 port for every scenario, runs the
 scenarios in alternating broker order for N runs, prints medians and
@@ -37,6 +37,9 @@ def parse(argv):
     ap.add_argument("--brokers", nargs="+", metavar="B",
                     help="brokers (default: %s)" % " ".join(DEFAULT_BROKERS))
     ap.add_argument("--quick", action="store_true", help="short scenarios (about 1 s each)")
+    ap.add_argument("--edge-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                    help="event loop of edgebroker on CPython (default asyncio, the stdlib one; "
+                         "uvloop is optional, installed with the bench extra)")
     ap.add_argument("--out", default="build/bench", help="output directory (default build/bench)")
     ap.add_argument("--no-chart", action="store_true", help="do not draw the PNG")
     ap.add_argument("--keep", action="store_true", help="keep broker work directories and logs")

@@ -83,6 +83,7 @@ class Launcher:
     # Scenario kinds this broker runs; None = every standard scenario.
     only = None
     settings = {}
+    env = {}  # set in the broker's environment
 
     def available(self):
         """None if it can run here, else the reason it is skipped."""
@@ -108,7 +109,8 @@ class Launcher:
             logf.write(("=== %s\n" % " ".join(cmd)).encode())
             logf.flush()
             proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=logf,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=dict(os.environ, **self.env))
         _LIVE[proc.pid] = proc
         running = Running(self, proc, port, workdir, log_path)
         deadline = time.monotonic() + START_DEADLINE

@@ -19,6 +19,18 @@ from tools.bench.brokers import LAUNCHERS, MOSQUITTO, REPO
 SCENARIO_SLACK = 60.0  # seconds a scenario may take beyond its duration
 
 
+def loop_runner():
+    """(run, name) for the load generator's event loop: uvloop when installed
+    (the bench extra brings it), so the load generator is not what bounds a
+    connect storm; else asyncio. The brokers under test choose their own loop
+    (EdgeCPython: --edge-loop, asyncio by default)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run, "asyncio"
+    return uvloop.run, "uvloop"
+
+
 def _raise_nofile(want=8192):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = want if hard == resource.RLIM_INFINITY else min(want, hard)
@@ -35,7 +47,7 @@ def _run_one(launcher, sc, params, workdir):
         return {"error": "start failed: %s" % e}
     try:
         timeout = params.get("duration", 10.0) + SCENARIO_SLACK
-        res = asyncio.run(asyncio.wait_for(scenarios.run(sc, running, params), timeout))
+        res = loop_runner()[0](asyncio.wait_for(scenarios.run(sc, running, params), timeout))
         res["error"] = None
     except Exception as e:  # one failed scenario must not stop the benchmark
         res = {"error": "%s: %s" % (type(e).__name__, e)}
@@ -70,6 +82,7 @@ def _meta(args):
         "python": sys.version.split()[0], "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "mosquitto": out([MOSQUITTO, "-h"]), "amqtt": amqtt_v,
+        "loadgen_loop": loop_runner()[1], "edge_loop": args.edge_loop,
     }
 
 
@@ -80,6 +93,8 @@ def run(args, log=print):
     active, skipped = [], {}
     for name in args.brokers:
         L = LAUNCHERS[name]()
+        if name == "edgebroker":
+            L.env = {"EDGEBROKER_LOOP": args.edge_loop}
         reason = L.available()
         if reason is None:
             try:
