@@ -65,6 +65,7 @@ class Stats:
         self.clients_maximum = 0
         self.conns_refused = 0
         self.conns_oom = 0       # closed by the runtime on MemoryError
+        self.deliveries_oom = 0  # deliveries dropped on MemoryError (_route)
         self.subs_refused = 0
         self.protocol_errors = 0
 
@@ -73,6 +74,10 @@ class Broker:
     # Set later, if ever (an instance attribute costs heap on a board)
     heap = None     # (current, maximum) bytes, set by the runtime (MicroPython)
     _auto_id = 0    # last number given to a zero-length client id
+    # Set by a runtime that writes (or copies) all output after each feed,
+    # before it reads again: QoS 0 is then forwarded as a view of the bytes
+    # fed in, with no copy (Connection.last_packet).
+    lend = False
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -266,19 +271,25 @@ class Broker:
             # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
             conn.send_ack(_PUBREC, pkt.pid)
             return
+        # The acknowledgement is queued before the message goes anywhere: a
+        # MemoryError after some deliveries must not leave it unacknowledged
+        # (the client would resend it: a duplicate for those served). The
+        # runtime writes it after the feed either way.
+        if qos == 1:
+            conn.send_ack(_PUBACK, pkt.pid)
+        elif qos == 2:
+            conn.send_ack(_PUBREC, pkt.pid)
         if topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
         elif pkt.retain:
             self._publish(Message(topic, pkt.payload, qos, True))
         else:
+            # QoS 0: the payload may be a view of the receive buffer (codec
+            # decode(view=True)), as enc0 is: both live only during this feed
             msg = Message(topic, pkt.payload, qos)
             if not qos and start >= 0 and not conn.v5:
-                msg.enc0 = conn.last_packet(start)  # forward QoS 0 as it came
+                msg.enc0 = conn.last_packet(start, self.lend)  # forward QoS 0 as it came
             self._route(msg)  # not retained: nothing to store
-        if qos == 1:
-            conn.send_ack(_PUBACK, pkt.pid)
-        elif qos == 2:
-            conn.send_ack(_PUBREC, pkt.pid)
 
     def _on_ack(self, conn, pkt, now):
         # PUBACK/PUBREC/PUBREL/PUBCOMP as a packet object (a 5.0 reason code
@@ -366,20 +377,27 @@ class Broker:
             # One matching filter (the usual case): each client once. The
             # keys are copied first: a local client's callback may subscribe.
             subs = found[0]
-            for client in list(subs):
-                q = subs.get(client)
-                if q is not None:
-                    client.deliver(msg, q if q < mq else mq)
-            return
-        best = {}
-        for subs in found:  # overlapping subscriptions: once, at max QoS
-            for client in subs:
-                q = subs[client]
-                if best.get(client, -1) < q:
-                    best[client] = q
-        for client in best:
-            q = best[client]
-            client.deliver(msg, q if q < mq else mq)
+            clients = list(subs)
+        else:
+            subs = {}
+            for found_subs in found:  # overlapping subscriptions: once, at max QoS
+                for client in found_subs:
+                    q = found_subs[client]
+                    if subs.get(client, -1) < q:
+                        subs[client] = q
+            clients = subs
+        for client in clients:
+            q = subs.get(client)
+            if q is None:
+                continue  # unsubscribed meanwhile
+            try:
+                client.deliver(msg, q if q < mq else mq)
+            except MemoryError:
+                # A full heap costs this one delivery, counted, not the
+                # publisher's connection: closing that before its ack goes
+                # out would make it resend (a duplicate for the others).
+                self.stats.msgs_dropped += 1
+                self.stats.deliveries_oom += 1
 
     # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------
     def local_client(self, name, callback):

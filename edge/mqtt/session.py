@@ -116,9 +116,11 @@ class Session:
     def _send_new(self, msg, qos, retain):
         # the caller checked there is room, next_pid included
         pid = self.next_pid
+        # Queued for the socket first: a MemoryError there leaves no window
+        # slot taken by a message the client never gets.
+        self.conn.send_publish(msg, qos, retain, False, pid)
         self.next_pid = pid + 1 if pid < 65535 else 1
         self.inflight[pid] = _entry(msg, qos, retain)
-        self.conn.send_publish(msg, qos, retain, False, pid)
         self.stats.msgs_sent += 1
 
     def pump(self):
