@@ -9,7 +9,7 @@ from edge.errors import RemoteProtocolError
 from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
 from edge.mqtt.packets import Connack, Suback, Unsuback, Pingresp
 from edge.mqtt.retain import RetainStore
-from edge.mqtt.session import Message, Session
+from edge.mqtt.session import Budget, Message, Session, cost
 from edge.mqtt.topics import Trie, validate_filter, validate_topic
 
 # Wire numbers from consts.py, private so they fold into the bytecode and
@@ -87,6 +87,8 @@ class Broker:
         self.now = now
         self.conns = {}      # runtime's connection id -> Connection
         self.sessions = {}   # client id -> Session
+        # broker-wide (session.py), shared by every session through its limits
+        lim.budget = Budget(lim.memory_budget_bytes, self.sessions, self.log)
         self.subs = Trie()
         self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
@@ -191,6 +193,7 @@ class Broker:
             self._publish(will)
 
     def _discard(self, sess):
+        sess.release()  # its queue, back to the budget
         for f in sess.subs:
             self.subs.remove(f, sess)
         sess.subs = {}
@@ -237,6 +240,10 @@ class Broker:
             self._discard(sess)  # [MQTT-3.1.2-6]
             sess = None
         if sess is None:
+            if not pkt.clean and not lim.budget.room():
+                # session.py Budget, policy 3: no room to hold another offline session
+                lim.budget.note(True, "session")
+                return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "memory budget", now)
             sess = Session(cid, pkt.clean, lim, self.stats)
             self.sessions[cid] = sess
         else:
@@ -331,6 +338,10 @@ class Broker:
             self.stats.subs_refused += 1
             self.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
             return _SUBACK_FAILURE
+        if f not in client.subs and client.clean is False and not lim.budget.room():
+            self.stats.subs_refused += 1  # session.py Budget, policy 3
+            lim.budget.note(True, f)
+            return _SUBACK_FAILURE
         client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
         self.subs.add(f, client, qos)
         return qos
@@ -362,11 +373,32 @@ class Broker:
     # ---- routing ----------------------------------------------------------------
     def _publish(self, msg):
         if msg.retain:
-            # [MQTT-3.3.1-5/10] store (empty payload: delete)
-            if not self.retained.set(msg.topic, msg):
-                self.stats.msgs_dropped += 1
-                self.log(30, "retained %s not stored: retained limits reached" % msg.topic)
+            self._retain(msg)
         self._route(msg)
+
+    def _retain(self, msg):
+        # [MQTT-3.3.1-5/10] store (empty payload: delete), within the
+        # retained limits and the memory budget (a replaced message's share
+        # comes back)
+        store = self.retained
+        budget = self.limits.budget
+        old = store.get(msg.topic)
+        held = cost(old) if old is not None else 0
+        if msg.payload and not budget.room(cost(msg) - held):
+            # not stored; nor is the old value kept (a stale value must not
+            # pass as the latest one, as RetainStore.set does)
+            store.set(msg.topic, Message(msg.topic, b""))
+            budget.add(-held)
+            self.stats.msgs_dropped += 1
+            budget.note(False, msg.topic)
+            return
+        stored = store.set(msg.topic, msg)
+        budget.add(-held)  # replaced, deleted or dropped with it
+        if not stored:
+            self.stats.msgs_dropped += 1
+            self.log(30, "retained %s not stored: retained limits reached" % msg.topic)
+        elif msg.payload:
+            budget.add(cost(msg))
 
     def _route(self, msg):
         found = self.subs.match_subs(msg.topic)
@@ -447,6 +479,10 @@ class Broker:
         yield "bytes/sent", st.bytes_sent
         yield "retained messages/count", len(self.retained)
         yield "subscriptions/count", len(self.subs)
+        budget = self.limits.budget
+        yield "budget/bytes", budget.used
+        yield "budget/dropped", budget.dropped
+        yield "budget/refused", budget.refused
         if self.heap is not None:
             yield "heap/current", self.heap[0]
             yield "heap/maximum", self.heap[1]

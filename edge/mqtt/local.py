@@ -6,6 +6,8 @@
 class LocalClient:
     """`callback(msg, qos, retain)` is called for each matching message."""
 
+    clean = True  # holds nothing while away (the memory budget's view)
+
     def __init__(self, name, callback):
         self.client_id = name
         self.callback = callback
