@@ -47,7 +47,8 @@ _V5_CONNACK_UNSUPPORTED = b"\x20\x03\x00\x84\x00"
 class Limits:
     """The [broker] config section as attributes, read once. (Attribute names
     are qstrs a board holds anyway; dict keys longer than 10 characters would
-    each cost a str object there.)"""
+    each cost a str object there.) Plus `budget`, the broker's Budget
+    (session.py), set by Broker: the sessions reach it through their limits."""
 
     def __init__(self, b):
         for k in b:
