@@ -32,6 +32,9 @@ SCHEMA = {
         "max_retained_messages": ("int", 10000, 32, (0, _U)),
         "max_retained_bytes": ("int", 10485760, 8192, (0, _U)),
         "allow_zero_length_clientid": ("bool", True, True, None),
+        # broker-wide: every session's queue plus the retained store
+        # (edge/mqtt/session.py Budget); a board's must fit its heap
+        "memory_budget_bytes": ("int", 268435456, 8192, (1024, _U)),
     },
     "store": {
         "dir": ("str", "./data", "./data", (1, _U)),

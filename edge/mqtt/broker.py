@@ -9,7 +9,7 @@ from edge.errors import RemoteProtocolError
 from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
 from edge.mqtt.packets import Connack, Suback, Unsuback, Pingresp
 from edge.mqtt.retain import RetainStore
-from edge.mqtt.session import Message, Session
+from edge.mqtt.session import Budget, Message, Session, cost
 from edge.mqtt.topics import Trie, validate_filter, validate_topic
 
 # Wire numbers from consts.py, private so they fold into the bytecode and
@@ -47,7 +47,8 @@ _V5_CONNACK_UNSUPPORTED = b"\x20\x03\x00\x84\x00"
 class Limits:
     """The [broker] config section as attributes, read once. (Attribute names
     are qstrs a board holds anyway; dict keys longer than 10 characters would
-    each cost a str object there.)"""
+    each cost a str object there.) Plus `budget`, the broker's Budget
+    (session.py), set by Broker: the sessions reach it through their limits."""
 
     def __init__(self, b):
         for k in b:
@@ -65,6 +66,7 @@ class Stats:
         self.clients_maximum = 0
         self.conns_refused = 0
         self.conns_oom = 0       # closed by the runtime on MemoryError
+        self.deliveries_oom = 0  # deliveries dropped on MemoryError (_route)
         self.subs_refused = 0
         self.protocol_errors = 0
 
@@ -73,6 +75,10 @@ class Broker:
     # Set later, if ever (an instance attribute costs heap on a board)
     heap = None     # (current, maximum) bytes, set by the runtime (MicroPython)
     _auto_id = 0    # last number given to a zero-length client id
+    # Set by a runtime that writes (or copies) all output after each feed,
+    # before it reads again: QoS 0 is then forwarded as a view of the bytes
+    # fed in, with no copy (Connection.last_packet).
+    lend = False
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -82,6 +88,8 @@ class Broker:
         self.now = now
         self.conns = {}      # runtime's connection id -> Connection
         self.sessions = {}   # client id -> Session
+        # broker-wide (session.py), shared by every session through its limits
+        lim.budget = Budget(lim.memory_budget_bytes, self.sessions, self.log)
         self.subs = Trie()
         self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
@@ -186,6 +194,7 @@ class Broker:
             self._publish(will)
 
     def _discard(self, sess):
+        sess.release()  # its queue, back to the budget
         for f in sess.subs:
             self.subs.remove(f, sess)
         sess.subs = {}
@@ -232,6 +241,10 @@ class Broker:
             self._discard(sess)  # [MQTT-3.1.2-6]
             sess = None
         if sess is None:
+            if not pkt.clean and not lim.budget.room():
+                # session.py Budget, policy 3: no room to hold another offline session
+                lim.budget.note(True, "session")
+                return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "memory budget", now)
             sess = Session(cid, pkt.clean, lim, self.stats)
             self.sessions[cid] = sess
         else:
@@ -266,19 +279,25 @@ class Broker:
             # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
             conn.send_ack(_PUBREC, pkt.pid)
             return
+        # The acknowledgement is queued before the message goes anywhere: a
+        # MemoryError after some deliveries must not leave it unacknowledged
+        # (the client would resend it: a duplicate for those served). The
+        # runtime writes it after the feed either way.
+        if qos == 1:
+            conn.send_ack(_PUBACK, pkt.pid)
+        elif qos == 2:
+            conn.send_ack(_PUBREC, pkt.pid)
         if topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
         elif pkt.retain:
             self._publish(Message(topic, pkt.payload, qos, True))
         else:
+            # QoS 0: the payload may be a view of the receive buffer (codec
+            # decode(view=True)), as enc0 is: both live only during this feed
             msg = Message(topic, pkt.payload, qos)
             if not qos and start >= 0 and not conn.v5:
-                msg.enc0 = conn.last_packet(start)  # forward QoS 0 as it came
+                msg.enc0 = conn.last_packet(start, self.lend)  # forward QoS 0 as it came
             self._route(msg)  # not retained: nothing to store
-        if qos == 1:
-            conn.send_ack(_PUBACK, pkt.pid)
-        elif qos == 2:
-            conn.send_ack(_PUBREC, pkt.pid)
 
     def _on_ack(self, conn, pkt, now):
         # PUBACK/PUBREC/PUBREL/PUBCOMP as a packet object (a 5.0 reason code
@@ -320,6 +339,10 @@ class Broker:
             self.stats.subs_refused += 1
             self.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
             return _SUBACK_FAILURE
+        if f not in client.subs and client.clean is False and not lim.budget.room():
+            self.stats.subs_refused += 1  # session.py Budget, policy 3
+            lim.budget.note(True, f)
+            return _SUBACK_FAILURE
         client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
         self.subs.add(f, client, qos)
         return qos
@@ -351,11 +374,32 @@ class Broker:
     # ---- routing ----------------------------------------------------------------
     def _publish(self, msg):
         if msg.retain:
-            # [MQTT-3.3.1-5/10] store (empty payload: delete)
-            if not self.retained.set(msg.topic, msg):
-                self.stats.msgs_dropped += 1
-                self.log(30, "retained %s not stored: retained limits reached" % msg.topic)
+            self._retain(msg)
         self._route(msg)
+
+    def _retain(self, msg):
+        # [MQTT-3.3.1-5/10] store (empty payload: delete), within the
+        # retained limits and the memory budget (a replaced message's share
+        # comes back)
+        store = self.retained
+        budget = self.limits.budget
+        old = store.get(msg.topic)
+        held = cost(old) if old is not None else 0
+        if msg.payload and not budget.room(cost(msg) - held):
+            # not stored; nor is the old value kept (a stale value must not
+            # pass as the latest one, as RetainStore.set does)
+            store.set(msg.topic, Message(msg.topic, b""))
+            budget.add(-held)
+            self.stats.msgs_dropped += 1
+            budget.note(False, msg.topic)
+            return
+        stored = store.set(msg.topic, msg)
+        budget.add(-held)  # replaced, deleted or dropped with it
+        if not stored:
+            self.stats.msgs_dropped += 1
+            self.log(30, "retained %s not stored: retained limits reached" % msg.topic)
+        elif msg.payload:
+            budget.add(cost(msg))
 
     def _route(self, msg):
         found = self.subs.match_subs(msg.topic)
@@ -366,20 +410,27 @@ class Broker:
             # One matching filter (the usual case): each client once. The
             # keys are copied first: a local client's callback may subscribe.
             subs = found[0]
-            for client in list(subs):
-                q = subs.get(client)
-                if q is not None:
-                    client.deliver(msg, q if q < mq else mq)
-            return
-        best = {}
-        for subs in found:  # overlapping subscriptions: once, at max QoS
-            for client in subs:
-                q = subs[client]
-                if best.get(client, -1) < q:
-                    best[client] = q
-        for client in best:
-            q = best[client]
-            client.deliver(msg, q if q < mq else mq)
+            clients = list(subs)
+        else:
+            subs = {}
+            for found_subs in found:  # overlapping subscriptions: once, at max QoS
+                for client in found_subs:
+                    q = found_subs[client]
+                    if subs.get(client, -1) < q:
+                        subs[client] = q
+            clients = subs
+        for client in clients:
+            q = subs.get(client)
+            if q is None:
+                continue  # unsubscribed meanwhile
+            try:
+                client.deliver(msg, q if q < mq else mq)
+            except MemoryError:
+                # A full heap costs this one delivery, counted, not the
+                # publisher's connection: closing that before its ack goes
+                # out would make it resend (a duplicate for the others).
+                self.stats.msgs_dropped += 1
+                self.stats.deliveries_oom += 1
 
     # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------
     def local_client(self, name, callback):
@@ -429,6 +480,10 @@ class Broker:
         yield "bytes/sent", st.bytes_sent
         yield "retained messages/count", len(self.retained)
         yield "subscriptions/count", len(self.subs)
+        budget = self.limits.budget
+        yield "budget/bytes", budget.used
+        yield "budget/dropped", budget.dropped
+        yield "budget/refused", budget.refused
         if self.heap is not None:
             yield "heap/current", self.heap[0]
             yield "heap/maximum", self.heap[1]

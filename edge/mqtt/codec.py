@@ -225,8 +225,10 @@ def _dec_connack(mv, b0, i, end, v5):
     return _CLS[_CONNACK](bool(mv[i]), mv[i + 1], props), j
 
 
-def _dec_publish(mv, b0, i, end, v5):
-    # flags were judged in decode()
+def _dec_publish(mv, b0, i, end, v5, view=False):
+    # flags were judged in decode(). view: a QoS 0 PUBLISH without RETAIN
+    # keeps its payload as a slice of mv (a view when mv is one), for a
+    # caller that drops the packet before the buffer changes (see decode).
     q = b0 >> 1 & 3
     topic, i = _str(mv, i, end)
     pid = 0
@@ -236,8 +238,11 @@ def _dec_publish(mv, b0, i, end, v5):
     props = None
     if v5:
         props, i = _read_props(mv, i, end, _PUBLISH)  # V5-PROPS
+    payload = mv[i:end]
+    if not (view and not b0 & 7):
+        payload = bytes(payload)
     # (x != 0 rather than bool(x): a comparison, not a call)
-    return _CLS[_PUBLISH](topic, bytes(mv[i:end]), q, b0 & 1 != 0, b0 & 8 != 0,
+    return _CLS[_PUBLISH](topic, payload, q, b0 & 1 != 0, b0 & 8 != 0,
                    pid, props), end
 
 
@@ -318,9 +323,12 @@ _DECODERS = (
 )
 
 
-def decode(buf, start, end, v5=False):
+def decode(buf, start, end, v5=False, view=False):
     # (packet, bytes used) for the packet at buf[start:end], or (None, 0) if
-    # it is not all there yet. Raises RemoteProtocolError.
+    # it is not all there yet. Raises RemoteProtocolError. view=True: a QoS 0
+    # PUBLISH without RETAIN gets its payload as a slice of buf, no copy (the
+    # broker forwards it within the feed; a board keeps no ~1 KB copy).
+    # Everything else comes out as bytes of its own.
     if end <= start:
         return None, 0
     # Fields are sliced out of buf: a bytearray through a view (one copy,
@@ -343,7 +351,10 @@ def decode(buf, start, end, v5=False):
         n, i = read_varint(mv, start + 1, end)
     if n < 0 or i + n > end:
         return None, 0
-    pkt, j = _DECODERS[kind](mv, b0, i, i + n, v5)
+    if kind == _PUBLISH:
+        pkt, j = _dec_publish(mv, b0, i, i + n, v5, view)
+    else:
+        pkt, j = _DECODERS[kind](mv, b0, i, i + n, v5)
     if j != i + n:
         raise _malformed("remaining length too long")
     return pkt, j - start

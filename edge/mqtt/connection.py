@@ -131,7 +131,8 @@ class Connection:
                 raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "packet id 0")
             self.pos = j
             return (b0 >> 4) << 16 | pid
-        pkt, used = codec.decode(buf, pos, j, self.v5)
+        # view: a QoS 0 PUBLISH's payload stays in buf (see last_packet)
+        pkt, used = codec.decode(buf, pos, j, self.v5, True)
         if pkt is None or used != j - pos:
             raise RemoteProtocolError(_RC_MALFORMED, "remaining length does not match contents")
         kind = pkt.kind
@@ -145,10 +146,21 @@ class Connection:
         self.pos = j
         return pkt
 
-    def last_packet(self, start):
+    def last_packet(self, start, lend=False):
         """The wire bytes of the packet next_event() just returned, given
-        `pos` before that call (QoS 0 forwarding without re-encoding)."""
-        return bytes(self.buf[start:self.pos])
+        `pos` before that call (QoS 0 forwarding without re-encoding).
+        Bytes of their own, unless `lend` (Broker.lend) and the feed was
+        not bytes: then a view, no copy, so a near-limit packet needs no
+        fresh ~1 KB block on a fragmented board heap. The view is valid
+        until the next feed: write() copies it if it must wait behind
+        other output, and a lending runtime writes or copies what take()
+        returns before it reads again."""
+        buf = self.buf
+        if not lend or type(buf) is bytes:
+            return bytes(buf[start:self.pos])
+        if type(buf) is bytearray:  # our own (a packet that spanned reads)
+            buf = memoryview(buf)
+        return buf[start:self.pos]
 
     def eof_pending(self):
         """Bytes of an incomplete packet are buffered (a truncated packet)."""
@@ -158,6 +170,12 @@ class Connection:
     def write(self, data):
         out = self.out
         if out:
+            # A view (last_packet) only goes out alone: joined with other
+            # output it becomes bytes (MicroPython's join takes bytes only).
+            if type(data) is memoryview:
+                data = bytes(data)
+            if type(out[0]) is memoryview:
+                out[0] = bytes(out[0])
             out.append(data)
         else:  # the first write of a batch
             self.dirty.append(self)
@@ -184,7 +202,8 @@ class Connection:
         self.write(codec.encode_ack(kind, pid))
 
     def take(self):
-        """Everything queued for the socket, as one bytes object (batched)."""
+        """Everything queued for the socket, as one bytes object (batched),
+        or a view of the receive buffer alone (see last_packet)."""
         out = self.out
         if not out:
             return b""

@@ -18,6 +18,7 @@ _QOS = const(3)
 _RETAIN = const(4)
 _RELEASED = const(0)
 _PUBREL = const(6)  # packet type, as in consts.py
+_ENTRY_COST = const(64)  # budget bytes per held message beyond topic + payload
 
 
 def _entry(msg, qos, retain):
@@ -109,16 +110,51 @@ class Session:
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
             self._drop()
             return False
+        if self.conn is None:  # held for a client that is away: Budget
+            budget = lim.budget
+            if not budget.room(size + _ENTRY_COST):
+                self._drop()
+                budget.note(False, "queued")
+                return False
+            budget.add(size + _ENTRY_COST)
         q.append(_entry(msg, qos, retain))
         self.queued_bytes += size
         return True
 
+    def _held(self):
+        # what the queue counts against the budget while the client is away
+        return self.queued_bytes + len(self.queue) * _ENTRY_COST if self.queue else 0
+
+    def drop_oldest(self):
+        """Budget.room() makes room (offline sessions only): drop
+        the oldest queued QoS 1 message, counted. False if none is queued."""
+        q = self.queue
+        for i in range(len(q) if q else 0):
+            msg, qos, _ = _unpack(q[i])
+            if qos == 1:
+                del q[i]
+                size = len(msg.topic) + len(msg.payload)
+                self.queued_bytes -= size
+                self.limits.budget.add(-size - _ENTRY_COST)
+                self._drop()
+                return True
+        return False
+
+    def release(self):
+        """The session is discarded: give its queue back to the budget."""
+        if self.conn is None:
+            self.limits.budget.add(-self._held())
+        self.queue = None
+        self.queued_bytes = 0
+
     def _send_new(self, msg, qos, retain):
         # the caller checked there is room, next_pid included
         pid = self.next_pid
+        # Queued for the socket first: a MemoryError there leaves no window
+        # slot taken by a message the client never gets.
+        self.conn.send_publish(msg, qos, retain, False, pid)
         self.next_pid = pid + 1 if pid < 65535 else 1
         self.inflight[pid] = _entry(msg, qos, retain)
-        self.conn.send_publish(msg, qos, retain, False, pid)
         self.stats.msgs_sent += 1
 
     def pump(self):
@@ -189,6 +225,7 @@ class Session:
     # ---- (re)connection -------------------------------------------------------
     def attach(self, conn):
         """Bind a new connection; resend unacknowledged messages in order."""
+        self.limits.budget.add(-self._held())  # no longer held for an absent client
         self.conn = conn
         nxt = self.next_pid
         entries = list(self.inflight.items())
@@ -205,4 +242,96 @@ class Session:
 
     def detach(self):
         self.conn = None
+        # The queue is now held for a client that is away: it counts against
+        # the budget, which drops offline QoS 1 messages to stay within it.
+        budget = self.limits.budget
+        budget.add(self._held())
+        budget.room(0)
 
+
+# ---- the broker-wide memory budget -----------------------------------------
+# broker.memory_budget_bytes (the Budget below, one per broker): one bound on
+# the state that accumulates while nobody reads it, the queues of
+# persistent sessions whose client is away plus the retained store. The
+# per-session limits (max_queued_messages/bytes) times the sessions, plus
+# max_retained_bytes, can add up to more than a board's heap; this bound
+# cannot. Queues of connected clients are live traffic, bounded per session
+# and drained as the client acknowledges: they count from the moment their
+# client goes away. Each held message counts as its topic and payload plus
+# _ENTRY_COST, about what a queue entry and its Message cost on a board (a
+# message held for several sessions counts once per queue: the count errs
+# on the safe side).
+#
+# (Here rather than a module of its own: a module costs a board ~320 bytes
+# of heap.)
+#
+# Policy, as a production broker sheds load (mosquitto's memory_limit
+# refuses work; we choose what goes first, and count it):
+#   1. Room is made by dropping the oldest queued QoS 1 message of the
+#      offline session holding the most (counted in its session and in
+#      publish/messages/dropped, as a full queue's drops are).
+#   2. QoS 2 messages are never dropped to make room (the broker promised
+#      exactly-once when it sent PUBREC).
+#   3. When no room can be made: a message for an offline client is dropped
+#      (counted), a retained message is not stored (and the topic's older
+#      value not kept, as for max_retained_bytes). A new persistent session
+#      gets CONNACK 0x03 Server unavailable and a persistent session's new
+#      subscription SUBACK 0x80 unless a sixteenth of the budget can be
+#      made free (they are what accumulates offline state); `refused`.
+# Counters: $SYS/broker/budget/{bytes,dropped,refused}; a warning is logged
+# when the budget first drops or refuses something, again after usage has
+# fallen below three quarters of it.
+def cost(msg):
+    """What holding msg counts against the budget."""
+    return len(msg.topic) + len(msg.payload) + _ENTRY_COST
+
+
+class Budget:
+    # Seven attributes: every method and name here costs a board heap too,
+    # so the class is kept to three methods.
+    def __init__(self, limit, sessions, log):
+        self.limit = limit
+        self.used = 0          # bytes counted now
+        self.sessions = sessions  # the broker's client id -> Session
+        self.log = log
+        self.dropped = 0       # messages dropped or not stored for the budget
+        self.refused = 0       # sessions and subscriptions refused
+        self.warned = False    # a warning logged for this episode
+
+    def room(self, need=-1):
+        """True if `need` more bytes fit, after dropping offline QoS 1
+        messages if it takes that (policy 1). need -1: the headroom new
+        state needs (policy 3)."""
+        if need < 0:
+            need = self.limit >> 4
+        spent = ()  # offline sessions holding QoS 2 only (rare)
+        while self.used + need > self.limit:
+            victim = None
+            most = 0
+            for s in self.sessions.values():
+                if s.conn is None and s.queued_bytes > most and s not in spent:
+                    victim, most = s, s.queued_bytes
+            if victim is None:
+                return False
+            if victim.drop_oldest():
+                self.note(False, "oldest offline QoS 1")
+            else:
+                spent += (victim,)
+        return True
+
+    def add(self, n):
+        """Count n more bytes held (n < 0: given back)."""
+        self.used += n
+        if n < 0 and self.warned and self.used * 4 < self.limit * 3:
+            self.warned = False  # a new episode gets a new warning
+
+    def note(self, refused, what):
+        """Count a drop (or a refusal) for the budget; warn once an episode."""
+        if refused:
+            self.refused += 1
+        else:
+            self.dropped += 1
+        if not self.warned:
+            self.warned = True
+            self.log(30, "memory_budget_bytes %d reached, %s: %s"
+                     % (self.limit, "refusing" if refused else "dropping", what))

@@ -14,6 +14,7 @@ else:  # CPython: asyncio Protocols, uvloop's event loop when installed
     from edge.runtime.tcp_cpython import TcpServer  # type: ignore[assignment]
 
 _TICK_MS = 250
+_GC_EVERY = 8192  # bytes allocated between collections (MicroPython)
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR"}
 
@@ -59,6 +60,16 @@ async def serve(cfg, log, started=None):
     if started is not None:
         started(broker, srv)
     heap_max = 0
+    if hasattr(gc, "threshold"):  # MicroPython
+        # Collect after every _GC_EVERY bytes allocated, not only when the
+        # heap is full: garbage then never spreads over the whole heap, so
+        # what lives long (connections, sessions) packs low and the free
+        # space stays in large pieces. Measured on the 64 KiB board heap
+        # (tests/integration/test_02_pubsub.py under MicroPython, whose
+        # fan-out test opens 6 connections after ~70 others): without it
+        # the 6th found no free 272-byte block in 4 runs of 4; with it 13
+        # of 14 runs passed. The cost: a collection per 8 KB allocated.
+        gc.threshold(_GC_EVERY)
     try:
         while True:
             await asyncio.sleep_ms(_TICK_MS) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(_TICK_MS / 1000)

@@ -33,6 +33,9 @@ _RMV = memoryview(_RBUF)
 class TcpServer:
     def __init__(self, broker, log):
         self.broker = broker
+        # flush() follows every feed and copies what a socket does not take
+        # (_write): QoS 0 may go out as views of _RBUF, with no copy
+        broker.lend = True
         self.log = log
         self.writers = {}   # cid -> socket
         self.pending = {}   # cid -> bytes the socket has not taken yet
@@ -63,7 +66,9 @@ class TcpServer:
         n = w.write(data) or 0  # None: it would block
         if n >= len(data):
             return 0
-        p[cid] = data[n:]
+        # a view of the read buffer (Connection.last_packet) must not wait
+        # past the next read: the rest is copied
+        p[cid] = bytes(data[n:])
         return len(data) - n
 
     def flush(self):
@@ -81,12 +86,18 @@ class TcpServer:
             if w is None:
                 conn.take()
                 continue
-            data = broker.take(conn)
             try:
+                data = broker.take(conn)
                 if data:
                     conn.out_bytes = self._write(cid, w, data)
             except OSError:
                 conn.closing = True
+            except MemoryError:
+                # This connection's output is lost: close it (a persistent
+                # session gets its unacknowledged messages again on
+                # reconnect), count it, and write the others' output.
+                conn.closing = True
+                broker.stats.conns_oom += 1
             if (conn.out_bytes or conn.closing) and cid not in self.draining:
                 self.draining.add(cid)
                 asyncio.create_task(self._drain(conn, w))

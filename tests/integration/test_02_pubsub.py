@@ -356,17 +356,7 @@ def test_sys_publish_from_client_not_delivered(shared_broker, mqtt_client):
     assert not [m for m in s.messages if m.topic.startswith("$SYS/forged")]
 
 
-def test_many_subscribers_fan_out(shared_broker, mqtt_client, request):
-    if shared_broker.runtime == "micropython":
-        # Known defect (issue #2 stays open on it): by this point the shared
-        # 64 KiB broker holds what earlier tests left (retained messages,
-        # persistent sessions' queues) and allocations of 160-272 B fail now
-        # and then; a closed connection's resent QoS 1 message then arrives
-        # twice. Per-session limits can add up to more than the heap: the fix
-        # is a broker-wide memory budget.
-        request.applymarker(pytest.mark.xfail(
-            reason="64 KiB heap exhausted by state from earlier tests: needs a broker-wide budget",
-            strict=False))
+def test_many_subscribers_fan_out(shared_broker, mqtt_client):
     t = topic("fan")
     subs = [mqtt_client(shared_broker) for _ in range(5)]
     for s in subs:

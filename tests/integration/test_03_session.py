@@ -179,3 +179,59 @@ def test_offline_queue_is_bounded(broker_factory, mqtt_client):
     assert 1 <= len(queued) <= 5, queued
     assert queued == list(range(queued[0], queued[0] + len(queued))), queued
     b.assert_alive()
+
+
+@pytest.mark.edge_only("memory_budget_bytes is edgebroker's own")
+def test_memory_budget_bounds_offline_state(broker_factory, mqtt_client):
+    # The broker-wide budget binds before the per-session limits: the oldest
+    # queued QoS 1 messages of an away client go first, counted in $SYS; a QoS 2
+    # backlog is never dropped, so with it filling the budget a new persistent
+    # session is refused with CONNACK 0x03 while clean sessions still connect.
+    b = broker_factory(memory_budget_bytes=2048, max_queued_messages=1000,
+                       max_queued_bytes=1000000)
+    t1, t2 = topic("budget1"), topic("budget2")
+    # each held message counts topic + payload + 64: make that 256, 8 fit exactly
+    fits = 8
+
+    def msg(t, i):
+        return (b"%03d" % i).ljust(2048 // fits - 64 - len(t), b"x")
+    away1 = unique_id("away1")
+    sub = mqtt_client(b, client_id=away1, clean_session=False)
+    sub.subscribe(t1, 1)
+    sub.disconnect()
+    pub = mqtt_client(b)
+    for i in range(3 * fits):
+        pub.publish(t1, msg(t1, i), qos=1)
+    again = mqtt_client(b, client_id=away1, clean_session=False, connect=False)
+    assert again.connect() == 1
+    pub.publish(t1, b"marker", qos=1)
+    again.wait_message(lambda m: m.payload == b"marker")
+    kept = [int(m.payload[:3]) for m in again.messages if m.payload != b"marker"]
+    # the newest survive, in order, no duplicates
+    assert kept == list(range(3 * fits - len(kept), 3 * fits)), kept
+    assert len(kept) == fits, kept
+    again.disconnect()
+
+    away2 = unique_id("away2")
+    sub2 = mqtt_client(b, client_id=away2, clean_session=False)
+    sub2.subscribe(t2, 2)
+    sub2.disconnect()
+    for i in range(2 * fits):
+        pub.publish(t2, msg(t2, i), qos=2)
+    with raw.RawClient(b.host, b.port) as c:
+        c.send(raw.connect(unique_id("late"), clean=False))
+        assert c.expect(raw.CONNACK).body[1] == 3      # Server unavailable
+    mqtt_client(b).disconnect()                        # clean sessions still connect
+    mon = mqtt_client(b)
+    mon.subscribe([("$SYS/broker/budget/dropped", 0), ("$SYS/broker/budget/refused", 0)])
+    mon.wait_messages(2, timeout=5)
+    sysv = {m.topic.rsplit("/", 1)[1]: int(m.payload) for m in mon.messages}
+    assert sysv["refused"] >= 1
+    assert sysv["dropped"] == (3 * fits - fits) + (2 * fits - fits)  # t1 oldest, t2 newest
+    back = mqtt_client(b, client_id=away2, clean_session=False, connect=False)
+    assert back.connect() == 1
+    msgs = back.wait_messages(fits, topic=t2)
+    # QoS 2: the oldest kept, the newer not queued
+    assert [int(m.payload[:3]) for m in msgs] == list(range(fits))
+    assert "memory_budget_bytes 2048 reached" in b.log_text()
+    b.assert_alive()

@@ -146,17 +146,8 @@ def test_truncated_packet_then_close(shared_broker, mqtt_client):
     assert [m.payload for m in w.messages if m.topic == t] == [b"marker"]
 
 
-def test_packet_over_max_packet_size(shared_broker, mqtt_client, request):
+def test_packet_over_max_packet_size(shared_broker, mqtt_client):
     b = shared_broker
-    if b.runtime == "micropython":
-        # Known defect (issue #2 stays open on it): after this module's ~70
-        # connections the 64 KiB heap is fragmented (17 KB free, no block over
-        # ~800 B) and the ~950 B copy of a near-limit PUBLISH fails about one
-        # run in three; the connection is closed "out of memory". The fix is
-        # zero-copy QoS 0 forwarding and packet buffers set aside at boot.
-        request.applymarker(pytest.mark.xfail(
-            reason="64 KiB heap fragmentation: ~1 KB packet copies fail after many connections",
-            strict=False))
     t = "t05/size/" + unique_id("s")
     w = mqtt_client(b)
     w.subscribe(t, 0)

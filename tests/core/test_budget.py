@@ -1,0 +1,188 @@
+# The broker-wide memory budget (broker.memory_budget_bytes, the Budget in
+# edge/mqtt/session.py), zero-copy QoS 0 forwarding (Broker.lend) and a
+# MemoryError during delivery. Plain assert functions: tests/mpy_runner.py
+# runs them under MicroPython too.
+from edge import config
+from edge.errors import ConfigError
+from edge.mqtt import codec
+from edge.mqtt.packets import Disconnect, Publish
+from edge.mqtt.session import cost, Message
+from tests.core._pair import Client, make_broker, publish, publishes
+
+_LIMIT = 1024  # the smallest budget config accepts
+_BODY = b"x" * 100
+_COST = cost(Message("q/0", _BODY))  # 167: topic + payload + the entry cost
+
+
+def _offline(b, cid, f, qos):
+    c = Client(b)
+    assert c.connect(cid, clean=False).reason == 0
+    c.subscribe((f, qos))
+    c.send(Disconnect())
+    return c
+
+
+def _back(b, cid):
+    c = Client(b)
+    ack = c.connect(cid, clean=False)
+    assert ack.reason == 0 and ack.session_present
+    return [m.payload for m in publishes(ack and c.recv())]
+
+
+def test_config_key_and_defaults():
+    assert config.defaults("board")["broker"]["memory_budget_bytes"] == 8192
+    assert config.defaults("gateway")["broker"]["memory_budget_bytes"] == 268435456
+    try:
+        config.load({"broker": {"memory_budget_bytes": 100}})
+    except ConfigError as e:
+        assert "broker.memory_budget_bytes" in str(e) and "1024" in str(e)
+    else:
+        raise AssertionError("a budget under 1024 was accepted")
+
+
+def test_offline_queues_count_and_come_back_on_reconnect():
+    b = make_broker(memory_budget_bytes=_LIMIT)
+    p = Client(b)
+    p.connect("pub")
+    _offline(b, "away", "q/#", 1)
+    budget = b.limits.budget
+    assert budget.used == 0
+    for i in range(3):
+        publish(p, "q/%d" % i, _BODY, 1, pid=i + 1)
+    assert budget.used == 3 * _COST
+    assert _back(b, "away") == [_BODY] * 3
+    assert budget.used == 0  # a connected client's queue is live traffic
+
+
+def test_oldest_offline_qos1_dropped_to_make_room():
+    b = make_broker(memory_budget_bytes=_LIMIT)
+    p = Client(b)
+    p.connect("pub")
+    _offline(b, "a", "q/#", 1)
+    _offline(b, "z", "q/#", 1)
+    budget = b.limits.budget
+    for i in range(5):
+        publish(p, "q/%d" % i, b"%d" % i + _BODY[1:], 1, pid=i + 1)
+        assert budget.used <= _LIMIT
+    assert budget.dropped == 10 - _LIMIT // _COST  # 6 of 10 entries fit
+    got = _back(b, "a") + _back(b, "z")
+    assert len(got) == 10 - budget.dropped
+    # each session lost its oldest: what arrives is a suffix, the newest kept
+    assert got.count(b"4" + _BODY[1:]) == 2
+    assert b.stats.msgs_dropped == budget.dropped
+    assert budget.used == 0
+    sysv = dict(b._sys_values())
+    assert sysv["budget/dropped"] == budget.dropped and sysv["budget/bytes"] == 0
+
+
+def _full_of_qos2():
+    # An offline QoS 2 queue fills the budget: nothing can be made free
+    b = make_broker(memory_budget_bytes=_LIMIT)
+    p = Client(b)
+    p.connect("pub")
+    _offline(b, "q2", "q/#", 2)
+    for i in range(7):
+        publish(p, "q/%d" % i, _BODY, 2, pid=i + 1)
+    return b, p
+
+
+def test_qos2_never_dropped_to_make_room_new_message_is():
+    b, p = _full_of_qos2()
+    budget = b.limits.budget
+    assert budget.used == 6 * _COST and budget.dropped == 1
+    assert b.sessions["q2"].dropped == 1
+    assert _back(b, "q2") == [_BODY] * 6
+
+
+def test_no_room_refuses_persistent_sessions_and_their_subscriptions():
+    b, p = _full_of_qos2()
+    budget = b.limits.budget
+    late = Client(b)
+    assert late.connect("late", clean=False).reason == 3  # Server unavailable
+    assert late.closed and budget.refused == 1
+    c = Client(b)
+    assert c.connect("clean-one").reason == 0  # holds nothing while away
+    assert c.subscribe(("q/#", 1))[0].codes == [1]
+    pers = Client(b)
+    budget.used -= 100  # just below the headroom: the session is accepted ...
+    assert pers.connect("pers", clean=False).reason == 0
+    budget.used += 100
+    assert pers.subscribe(("q/#", 1))[0].codes == [0x80]  # ... its filter is not
+    assert budget.refused == 2 and b.stats.subs_refused == 1
+
+
+def test_retained_within_the_budget():
+    b = make_broker(memory_budget_bytes=_LIMIT)
+    p = Client(b)
+    p.connect("pub")
+    budget = b.limits.budget
+    for i in range(7):
+        publish(p, "r/%d" % i, _BODY, 0, retain=True)
+    assert len(b.retained) == 6 and budget.used == 6 * _COST and budget.dropped == 1
+    publish(p, "r/0", b"y" * 100, 0, retain=True)  # a replacement fits
+    assert b.retained.get("r/0").payload == b"y" * 100
+    publish(p, "r/0", b"z" * 150, 0, retain=True)  # a bigger one does not ...
+    assert b.retained.get("r/0") is None  # ... and the old value goes too
+    assert budget.used == 5 * _COST
+    publish(p, "r/1", b"", 0, retain=True)  # cleared: its share comes back
+    assert budget.used == 4 * _COST and len(b.retained) == 4
+
+
+def _lend_feed(b, cid, wire, sub):
+    # As edge/runtime/tcp.py feeds with Broker.lend set: one read buffer,
+    # and the output written (here: taken) before the next read reuses it
+    rbuf = bytearray(256)
+    rbuf[0:len(wire)] = wire
+    b.data_received(cid, memoryview(rbuf)[:len(wire)], 0)
+    out = list(sub.conn.out)
+    data = b.take(sub.conn)
+    taken = bytes(data)  # what the socket gets now
+    for j in range(len(rbuf)):
+        rbuf[j] = 0xEE  # the next read
+    return out, data, taken
+
+
+def test_lent_qos0_forward_is_a_view_alone_and_bytes_joined():
+    b = make_broker()
+    b.lend = True  # as edge/runtime/tcp.py sets it
+    s = Client(b)
+    s.connect("s")
+    s.subscribe(("t/#", 0))
+    p = Client(b)
+    p.connect("p")
+    one = codec.encode(Publish("t/a", b"1" * 40, 0))
+    out, data, taken = _lend_feed(b, p.cid, one, s)
+    assert len(out) == 1 and type(data) is memoryview and taken == one  # no copy
+    two = codec.encode(Publish("t/b", b"2" * 10, 0))
+    out, data, taken = _lend_feed(b, p.cid, one + two, s)
+    assert type(data) is bytes and data == one + two  # joined: a copy
+    # a payload still in the read buffer reaches a local client as a copy
+    got = []
+    b.subscribe(b.local_client("l", lambda m, q, r: got.append(m.payload)), "t/#", 0)
+    _lend_feed(b, p.cid, two, s)
+    assert got == [b"2" * 10] and type(got[0]) is bytes
+    # without lend (the default) the forward is bytes of its own
+    b.lend = False
+    out, data, taken = _lend_feed(b, p.cid, one, s)
+    assert type(data) is bytes and data == one
+
+
+def test_memory_error_in_one_delivery_still_acks_and_serves_others():
+    b = make_broker()
+    ok = Client(b)
+    ok.connect("ok")
+    ok.subscribe(("m/#", 1))
+    bad = Client(b)
+    bad.connect("bad")
+    bad.subscribe(("m/#", 1))
+
+    def full(msg, qos, retain=False):
+        raise MemoryError("memory allocation failed")
+
+    b.sessions["bad"].deliver = full
+    p = Client(b)
+    p.connect("pub")
+    acks = publish(p, "m/1", b"v", 1, pid=7)
+    assert [(a.kind, a.pid) for a in acks] == [(4, 7)] and not p.closed  # PUBACK
+    assert [m.payload for m in publishes(ok.recv())] == [b"v"]
+    assert b.stats.deliveries_oom == 1 and b.stats.msgs_dropped == 1
