@@ -29,6 +29,9 @@ _CONNACK_BAD_PROTOCOL = const(1)
 _CONNACK_ID_REJECTED = const(2)
 _CONNACK_SERVER_UNAVAILABLE = const(3)
 _RC_PROTOCOL_ERROR = const(0x82)
+_RC_KEEPALIVE_TIMEOUT = const(0x8D)
+_RC_SESSION_TAKEN_OVER = const(0x8E)
+_RC_NO_SUBSCRIPTION = const(0x11)
 
 # Handler method names indexed by packet type (None: not valid from a client)
 _HANDLERS = (
@@ -39,9 +42,10 @@ _HANDLERS = (
 
 # (protocol name, level) pairs spoken as 3.1.1 (3.1's MQIsdp differs only in name)
 _V3_PROTOCOLS = (("MQTT", 4), ("MQIsdp", 3))
-# 5.0 arrives with its own issue; until then a 5.0 client gets a 5.0-format
-# CONNACK 0x84 Unsupported Protocol Version (5.0 §3.2.2.2) instead of silence.
-_V5_CONNACK_UNSUPPORTED = b"\x20\x03\x00\x84\x00"
+# 3.1.1 CONNACK return codes 1-5 -> 5.0 reason codes (§3.2.2.2): bad
+# protocol 0x84, client id not valid 0x85, server unavailable 0x88, bad user
+# name or password 0x86, not authorized 0x87
+_V5_REFUSALS = b"\x00\x84\x85\x88\x86\x87"
 
 
 class Limits:
@@ -73,6 +77,7 @@ class Broker:
     # Set later, if ever (an instance attribute costs heap on a board)
     heap = None     # (current, maximum) bytes, set by the runtime (MicroPython)
     _auto_id = 0    # last number given to a zero-length client id
+    v5 = None       # edge/mqtt/v5.py's Hub, from the first 5.0 CONNECT on
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -133,14 +138,18 @@ class Broker:
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             # 3.1.1 has no server DISCONNECT: the answer to a protocol
-            # violation is closing the connection (§4.8). The will is
-            # published ([MQTT-3.1.2-8]: not closed by DISCONNECT).
+            # violation is closing the connection (§4.8); 5.0 first says
+            # why, in a CONNACK or DISCONNECT with e.reason (§4.13). The
+            # will is published ([MQTT-3.1.2-8]: not closed by DISCONNECT).
+            if conn.v5:
+                self.v5.error(conn, e)
             self._close(conn, now, "protocol error 0x%02x: %s" % (e.reason, e.msg), ERROR)
 
     def connection_lost(self, cid, now):
         """The socket is gone (EOF, error, or after we closed it)."""
         conn = self.conns.pop(cid, None)
         if conn is not None and conn.state < CLOSED:
+            self.now = now
             self._close(conn, now, "connection lost")
 
     def take(self, conn):
@@ -156,17 +165,22 @@ class Broker:
             if conn.state == CONNECTED:
                 # [MQTT-3.1.2-24] 1.5 times the keepalive without a packet
                 if conn.keepalive and now - conn.last_rx > conn.keepalive * 1500:
-                    self._close(conn, now, "keepalive timeout")
+                    self._close(conn, now, "keepalive timeout", CLOSED, _RC_KEEPALIVE_TIMEOUT)
             elif conn.state < CONNECTED and now - conn.last_rx > lim.connect_timeout * 1000:
                 self._close(conn, now, "no CONNECT within connect_timeout")
+        if self.v5 is not None:
+            self.v5.tick(now)  # will delays, session expiry
         if lim.sys_interval and now >= self.next_sys:
             self.next_sys = now + lim.sys_interval * 1000
             self.publish_sys(now)
 
     # ---- closing --------------------------------------------------------------
-    def _close(self, conn, now, why, state=CLOSED):
+    def _close(self, conn, now, why, state=CLOSED, rc=0):
+        # rc: the reason code a 5.0 client is sent a DISCONNECT with (§3.14)
         if conn.state >= CLOSED:
             return
+        if rc and conn.v5 and conn.state == CONNECTED:
+            conn.v5.disconnect(rc, why)
         conn.state = state
         conn.closing = True
         if not conn.out:
@@ -179,34 +193,45 @@ class Broker:
         will = conn.will
         conn.will = None
         sess.detach()
+        v5 = self.v5
         if sess.clean:
             self._discard(sess)
+        elif v5 is not None:
+            v5.detached(sess, now)  # a 5.0 Session Expiry Interval starts
         if will is not None:
             # [MQTT-3.1.2-8] any close other than DISCONNECT publishes the will
-            self._publish(will)
+            if conn.v5:
+                v5.closed_will(conn, sess, will, now)  # 5.0 Will Delay Interval
+            else:
+                self._publish(will)
 
     def _discard(self, sess):
         for f in sess.subs:
-            self.subs.remove(f, sess)
+            self._unsub(sess, f)
         sess.subs = {}
         if self.sessions.get(sess.client_id) is sess:
             del self.sessions[sess.client_id]
 
     def _refuse(self, conn, code, why, now):
+        # code: a 3.1.1 return code, or a 5.0 reason code (>= 0x80)
+        if conn.v5 and code < 0x80:
+            code = _V5_REFUSALS[code]
         conn.send(Connack(False, code))
         self._close(conn, now, why, ERROR)
 
     # ---- packet handlers ------------------------------------------------------
     def _on_connect(self, conn, pkt, now):
         lim = self.limits
+        ack = None  # CONNACK properties (5.0)
         if (pkt.proto, pkt.level) not in _V3_PROTOCOLS:
-            if pkt.level == 5 and pkt.proto == "MQTT":
-                conn.write(_V5_CONNACK_UNSUPPORTED)
-                self._close(conn, now, "MQTT 5.0 not supported yet", ERROR)
-                return
-            # [MQTT-3.1.2-2] unacceptable protocol level: CONNACK 0x01, close
-            return self._refuse(conn, _CONNACK_BAD_PROTOCOL,
-                                "unsupported protocol %r level %d" % (pkt.proto, pkt.level), now)
+            if pkt.level != 5 or pkt.proto != "MQTT":
+                # [MQTT-3.1.2-2] unacceptable protocol level: CONNACK 0x01, close
+                return self._refuse(conn, _CONNACK_BAD_PROTOCOL,
+                                    "unsupported protocol %r level %d" % (pkt.proto, pkt.level), now)
+            # 5.0: sets conn.v5; assigns a client id, caps the keepalive
+            ack = self._v5().connect(conn, pkt, now)
+            if ack is None:
+                return  # refused (CONNACK sent)
         cid = pkt.client_id
         if not cid:
             # [MQTT-3.1.3-7/8] zero-length id only with clean session
@@ -223,7 +248,10 @@ class Broker:
         sess = self.sessions.get(cid)
         if sess is not None and sess.conn is not None:
             # [MQTT-3.1.4-2] takeover: the existing client is disconnected
-            self._close(sess.conn, now, "taken over by a new connection")
+            self._close(sess.conn, now, "taken over by a new connection", CLOSED, _RC_SESSION_TAKEN_OVER)
+            sess = self.sessions.get(cid)
+        if self.v5 is not None:
+            self.v5.reconnected(cid)  # no session expiry, no delayed will now
             sess = self.sessions.get(cid)
         if self.stats.clients_connected >= lim.max_connections:
             return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
@@ -237,17 +265,31 @@ class Broker:
         else:
             present = True  # [MQTT-3.2.2-2]
         conn.keepalive = pkt.keepalive
-        if pkt.will_topic is not None:
-            conn.will = Message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain)
+        if conn.v5:
+            self.v5.attach(conn, pkt, sess, now)  # expiry, window, will
+        else:
+            if sess.expiry is not None or sess.limits is not lim:
+                sess.expiry = None  # a 5.0 session taken over by 3.1.1
+                sess.limits = lim
+            if pkt.will_topic is not None:
+                conn.will = Message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain)
         conn.session = sess
         conn.state = CONNECTED
         st = self.stats
         st.clients_connected += 1
         if st.clients_connected > st.clients_maximum:
             st.clients_maximum = st.clients_connected
-        conn.send(Connack(present, 0))
+        conn.send(Connack(present, 0, ack))
         sess.attach(conn)  # resends inflight with DUP, then the queue
         self.log(20, "client %s connected (clean=%d, keepalive=%d)" % (cid, pkt.clean, pkt.keepalive))
+
+    def _v5(self):
+        v5 = self.v5
+        if v5 is None:
+            import edge.mqtt.v5  # lazily: a 3.1.1-only board never loads it
+
+            v5 = self.v5 = edge.mqtt.v5.Hub(self)
+        return v5
 
     def _assign_id(self):
         while True:
@@ -258,7 +300,12 @@ class Broker:
 
     def _on_publish(self, conn, pkt, now, start=-1):
         # start: where the packet began in conn's buffer (-1: unknown)
-        topic = pkt.topic
+        msg = None
+        if conn.v5:  # topic alias, properties, Receive Maximum
+            msg = conn.v5.incoming(pkt)
+            topic = msg.topic
+        else:
+            topic = pkt.topic
         validate_topic(topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
         self.stats.msgs_received += 1
         qos = pkt.qos
@@ -268,11 +315,13 @@ class Broker:
             return
         if topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
+        elif msg is not None:
+            self._publish(msg)
         elif pkt.retain:
             self._publish(Message(topic, pkt.payload, qos, True))
         else:
             msg = Message(topic, pkt.payload, qos)
-            if not qos and start >= 0 and not conn.v5:
+            if not qos and start >= 0:
                 msg.enc0 = conn.last_packet(start)  # forward QoS 0 as it came
             self._route(msg)  # not retained: nothing to store
         if qos == 1:
@@ -336,16 +385,27 @@ class Broker:
 
     def _on_unsubscribe(self, conn, pkt, now):
         sess = conn.session
+        codes = []
         for f in pkt.topics:
             if sess.subs.pop(f, None) is not None:
-                self.subs.remove(f, sess)
-        conn.send(Unsuback(pkt.pid))  # [MQTT-3.10.4-4]
+                self._unsub(sess, f)
+                codes.append(0)
+            else:
+                codes.append(_RC_NO_SUBSCRIPTION)  # 5.0 §3.11.3
+        conn.send(Unsuback(pkt.pid, codes))  # [MQTT-3.10.4-4] (3.1.1: the pid only)
+
+    def _unsub(self, client, f):
+        # f was in client.subs (which the caller updates)
+        self.subs.remove(f, client)
 
     def _on_pingreq(self, conn, pkt, now):
         conn.send(Pingresp())
 
     def _on_disconnect(self, conn, pkt, now):
-        conn.will = None  # [MQTT-3.14.4-3] the will is discarded
+        if conn.v5:  # Session Expiry change, 0x04 keeps the will
+            self.v5.on_disconnect(conn, pkt)
+        else:
+            conn.will = None  # [MQTT-3.14.4-3] the will is discarded
         self._close(conn, now, "DISCONNECT")
 
     # ---- routing ----------------------------------------------------------------
@@ -398,7 +458,7 @@ class Broker:
 
     def unsubscribe(self, client, f):
         if client.subs.pop(f, None) is not None:
-            self.subs.remove(f, client)
+            self._unsub(client, f)
             return True
         return False
 

@@ -32,7 +32,7 @@ class Connection:
     # Every instance attribute costs heap per connection on a board
     # (MicroPython keeps them in a hash map that grows 8, 10, 12, 17 slots):
     # nine are set here, and the rarely set ones default on the class.
-    v5 = False        # MQTT 5.0 framing (a later issue)
+    v5 = False        # MQTT 5.0: its v5.Peer (truthy), set at CONNECT
     will = None       # Message from CONNECT; None after DISCONNECT
     closing = False   # close after the queued output is written
     out = ()          # output waiting for take(): a list once written to
@@ -173,8 +173,12 @@ class Connection:
     # with no packet object built first (less garbage on a board, faster on
     # CPython).
     def send_publish(self, msg, qos=0, retain=False, dup=False, pid=0):
-        """Queue a PUBLISH of msg (a session.Message)."""
-        data = codec.encode_publish(msg.topic, msg.payload, qos, retain, dup, pid, None, self.v5)
+        """Queue a PUBLISH of msg (a session.Message); the bytes, or None
+        when a 5.0 client's Maximum Packet Size had it dropped."""
+        v5 = self.v5
+        if v5:  # properties, expiry, topic aliases: edge/mqtt/v5.py
+            return v5.send_publish(self, msg, qos, retain, dup, pid)
+        data = codec.encode_publish(msg.topic, msg.payload, qos, retain, dup, pid, None, False)
         self.write(data)
         return data
 

@@ -45,6 +45,10 @@ class Message:
         self.props = props
         self.enc0 = None  # 3.1.1 QoS 0 PUBLISH bytes, encoded once for all
 
+    def expired(self):
+        # 5.0 Message Expiry: see v5.Message5 (none without properties)
+        return False
+
 
 class Session:
     # Every instance attribute costs heap per client on a board (MicroPython
@@ -57,6 +61,9 @@ class Session:
     queued_bytes = 0
     rx_qos2 = None      # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
     dropped = 0
+    # 5.0 Session Expiry Interval in seconds (0xFFFFFFFF: never), set by
+    # edge/mqtt/v5.py; None: a 3.1.1 session, whose end `clean` decides
+    expiry = None
 
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id
@@ -130,20 +137,24 @@ class Session:
         lim = self.limits
         inflight = self.inflight
         # each _send_new() takes one slot of the window
-        n = min(len(q), lim.max_inflight - len(inflight))
+        room = lim.max_inflight - len(inflight)
+        n = len(q)
         max_bytes = lim.max_queued_bytes
         i = 0
         size = 0
-        while i < n and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
+        while room > 0 and i < n and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
             e = q[i]
             i += 1
-            if type(e) is tuple:
-                msg = e[0]
-                self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN))
-            else:  # the usual entry (see _unpack)
-                msg = e
-                self._send_new(e, e.qos, False)
+            msg = e[0] if type(e) is tuple else e
             size += len(msg.topic) + len(msg.payload)
+            if msg.props is not None and msg.expired():
+                self._drop()  # [MQTT-3.3.2-5] 5.0 Message Expiry passed while queued
+                continue
+            room -= 1
+            if msg is e:  # the usual entry (see _unpack)
+                self._send_new(e, e.qos, False)
+            else:
+                self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN))
         self.queued_bytes -= size
         if i == len(q):
             self.queue = None  # drained: an idle session holds no queue
