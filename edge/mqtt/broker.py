@@ -194,6 +194,8 @@ class Broker:
         conn.will = None
         sess.detach()
         v5 = self.v5
+        if v5 is not None:
+            v5.departed(sess)  # shared subscriptions' messages to others
         if sess.clean:
             self._discard(sess)
         elif v5 is not None:
@@ -207,7 +209,7 @@ class Broker:
 
     def _discard(self, sess):
         for f in sess.subs:
-            self._unsub(sess, f)
+            self._unsub(sess, f, sess.subs[f])
         sess.subs = {}
         if self.sessions.get(sess.client_id) is sess:
             del self.sessions[sess.client_id]
@@ -347,6 +349,8 @@ class Broker:
             sess.on_pubcomp(pid)
 
     def _on_subscribe(self, conn, pkt, now):
+        if conn.v5:  # options, identifiers, shared subscriptions
+            return self.v5.subscribe(conn, pkt)
         sess = conn.session
         codes = []
         for f, opts in pkt.topics:
@@ -357,6 +361,8 @@ class Broker:
                 self._send_retained(sess, pkt.topics[i][0], codes[i])
 
     def _subscribe(self, client, f, qos):
+        # qos: the subscription's value, the QoS in bits 0-1 (5.0 options
+        # above them: edge/mqtt/v5subs.py). Returns the granted QoS or 0x80.
         lim = self.limits
         try:
             validate_filter(f, lim.max_topic_levels)
@@ -371,32 +377,44 @@ class Broker:
             return _SUBACK_FAILURE
         client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
         self.subs.add(f, client, qos)
-        return qos
+        return qos & 3
 
     def _send_retained(self, client, f, qos):
-        # [MQTT-3.3.1-6] retained messages go to a new subscription, RETAIN set
+        # [MQTT-3.3.1-6] retained messages go to a new subscription, RETAIN
+        # set. qos: the subscription's value (> 3: 5.0 options, v5subs.py)
+        v5 = self.v5 if qos > 3 else None
         for topic, msg in self.retained.match(f):
-            client.deliver(msg, msg.qos if msg.qos < qos else qos, True)
+            if v5 is not None:
+                v5.deliver(client, msg, qos, True)
+            else:
+                client.deliver(msg, msg.qos if msg.qos < qos else qos, True)
         if f.startswith("$SYS"):  # [MQTT-4.7.2-1] no other filter matches $SYS
             one = Trie()
             one.add(f, 0, 0)
             for msg in self._sys_messages(one.match_subs):
-                client.deliver(msg, 0, True)
+                if v5 is not None:
+                    v5.deliver(client, msg, qos & ~3, True)
+                else:
+                    client.deliver(msg, 0, True)
 
     def _on_unsubscribe(self, conn, pkt, now):
         sess = conn.session
         codes = []
         for f in pkt.topics:
-            if sess.subs.pop(f, None) is not None:
-                self._unsub(sess, f)
+            v = sess.subs.pop(f, None)
+            if v is not None:
+                self._unsub(sess, f, v)
                 codes.append(0)
             else:
                 codes.append(_RC_NO_SUBSCRIPTION)  # 5.0 §3.11.3
         conn.send(Unsuback(pkt.pid, codes))  # [MQTT-3.10.4-4] (3.1.1: the pid only)
 
-    def _unsub(self, client, f):
-        # f was in client.subs (which the caller updates)
-        self.subs.remove(f, client)
+    def _unsub(self, client, f, value):
+        # f was in client.subs with this value (the caller updates subs)
+        if value > 0x3F:  # a 5.0 shared subscription (v5subs.py)
+            self.v5.unshare(client, f)
+        else:
+            self.subs.remove(f, client)
 
     def _on_pingreq(self, conn, pkt, now):
         conn.send(Pingresp())
@@ -429,17 +447,26 @@ class Broker:
             for client in list(subs):
                 q = subs.get(client)
                 if q is not None:
-                    client.deliver(msg, q if q < mq else mq)
+                    if q > 3:  # 5.0 subscription options or identifier
+                        self.v5.deliver(client, msg, q)
+                    else:
+                        client.deliver(msg, q if q < mq else mq)
             return
         best = {}
         for subs in found:  # overlapping subscriptions: once, at max QoS
             for client in subs:
                 q = subs[client]
-                if best.get(client, -1) < q:
+                b = best.get(client, -1)
+                if q > 3 or type(b) is list:  # 5.0: every matching one counts
+                    best[client] = self.v5.merge(b, q)
+                elif b < q:
                     best[client] = q
         for client in best:
             q = best[client]
-            client.deliver(msg, q if q < mq else mq)
+            if type(q) is list:
+                self.v5.deliver(client, msg, q)
+            else:
+                client.deliver(msg, q if q < mq else mq)
 
     # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------
     def local_client(self, name, callback):
@@ -457,8 +484,9 @@ class Broker:
         return code
 
     def unsubscribe(self, client, f):
-        if client.subs.pop(f, None) is not None:
-            self._unsub(client, f)
+        v = client.subs.pop(f, None)
+        if v is not None:
+            self._unsub(client, f, v)
             return True
         return False
 

@@ -217,3 +217,27 @@ class Session:
     def detach(self):
         self.conn = None
 
+    def withdraw(self, pred):
+        """Take back the unacknowledged messages (in flight or queued) for
+        which pred(self, msg) is true: [(msg, qos, retain)] in send order.
+        (5.0 shared subscriptions hand them to another member.)"""
+        out = []
+        nxt = self.next_pid
+        for pid in sorted(self.inflight, key=lambda p: (p - nxt) % 65535):
+            e = self.inflight[pid]
+            if e != _RELEASED and pred(self, _unpack(e)[0]):
+                del self.inflight[pid]
+                out.append(_unpack(e))
+        q = self.queue
+        if q:
+            keep = []
+            for e in q:
+                u = _unpack(e)
+                if pred(self, u[0]):
+                    self.queued_bytes -= len(u[0].topic) + len(u[0].payload)
+                    out.append(u)
+                else:
+                    keep.append(e)
+            self.queue = keep or None
+        return out
+

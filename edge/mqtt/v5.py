@@ -10,7 +10,7 @@
 # Packet Size, Topic Alias Maximum) and the two topic alias maps.
 from edge.compat import const, slots
 from edge.errors import RemoteProtocolError
-from edge.mqtt import codec
+from edge.mqtt import codec, v5subs
 from edge.mqtt.connection import CONNECTED
 from edge.mqtt.packets import Connack, Disconnect
 from edge.mqtt.session import Message
@@ -32,8 +32,6 @@ _P_RECEIVE_MAX = const(0x21)
 _P_ALIAS_MAX = const(0x22)
 _P_ALIAS = const(0x23)
 _P_MAX_PACKET = const(0x27)
-_P_SUB_IDS_AVAILABLE = const(0x29)
-_P_SHARED_AVAILABLE = const(0x2A)
 
 _RC_DISCONNECT_WITH_WILL = const(0x04)
 _RC_PROTOCOL_ERROR = const(0x82)
@@ -218,6 +216,34 @@ class Hub:
         self.broker = broker
         self.expiring = {}  # Session -> broker time (ms) it ends, while offline
         self.wills = {}     # client id -> (due ms, Message5), Will Delay pending
+        self.groups = {}    # "$share/{name}/{filter}" -> v5subs.Group
+
+    # ---- subscriptions: edge/mqtt/v5subs.py -------------------------------------------
+    def subscribe(self, conn, pkt):
+        v5subs.subscribe(self, conn, pkt)
+
+    def deliver(self, client, msg, v, retained=False, group=None):
+        v5subs.deliver(self, client, msg, v, retained, group)
+
+    def merge(self, b, q):
+        return v5subs.merge(b, q)
+
+    def unshare(self, sess, f):
+        v5subs.unshare(self, sess, f)
+
+    def departed(self, sess):
+        if self.groups:
+            v5subs.departed(self, sess)
+
+    def copy(self, msg, props, group):
+        """msg for one subscriber: other properties, the group it came
+        through; topic and payload shared."""
+        if msg.__class__ is Message5:
+            m = msg.copy(props)
+        else:
+            m = Message5(msg.topic, msg.payload, msg.qos, msg.retain, props, None, None, self.broker)
+        m.group = group
+        return m
 
     # ---- CONNECT / CONNACK ----------------------------------------------------------
     def connect(self, conn, pkt, now):
@@ -242,10 +268,9 @@ class Hub:
         ack[_P_MAX_PACKET] = lim.max_packet_size    # §3.2.2.3.6
         if lim.max_topic_alias:
             ack[_P_ALIAS_MAX] = lim.max_topic_alias  # §3.2.2.3.8
-        # [MQTT-3.2.2-?] truthful flags: absent means available (Retain,
-        # Wildcard); the rest are said when not served
-        ack[_P_SUB_IDS_AVAILABLE] = 0
-        ack[_P_SHARED_AVAILABLE] = 0
+        # Retain, Wildcard, Subscription Identifier and Shared Subscription
+        # Available are left out: absent means available, and all four are
+        # (§3.2.2.3.5, .11-.13)
         if not pkt.client_id and lim.allow_zero_length_clientid:
             # [MQTT-3.1.3-6] any client may leave the id to us (5.0 allows it
             # with Clean Start 0 too), [MQTT-3.2.2-16] and is told which

@@ -3,7 +3,7 @@
 # message expiry, flow control, topic aliases, mixed 3.1.1/5.0 delivery.
 # Plain assert functions so tests/mpy_runner.py runs them under MicroPython.
 from edge.mqtt.consts import CONNACK, DISCONNECT, PUBLISH
-from edge.mqtt.packets import Disconnect, Pubrec, Publish, Unsubscribe
+from edge.mqtt.packets import Disconnect, Pubrec, Publish, Subscribe, Unsubscribe
 from tests.core._pair import Client, make_broker, publish, publishes, pubrel
 
 
@@ -372,3 +372,130 @@ def test_pubrec_for_v5_and_3_1_1_unchanged():
     assert got[0].kind == PUBLISH and got[0].qos == 2
     s.send(Pubrec(got[0].pid))
     assert s.recv()[0].kind == 6
+
+
+# ---- subscriptions: options, identifiers, shared ------------------------------------
+def test_no_local():
+    b = make_broker()
+    c, _ = _v5(b, "c")
+    other, _ = _v5(b, "o")
+    c.subscribe(("t", 0 | 4))  # No Local
+    assert publishes(publish(c, "t", b"mine")) == []
+    publish(other, "t", b"theirs")
+    assert [m.payload for m in publishes(c.recv())] == [b"theirs"]
+
+
+def test_retain_as_published():
+    b = make_broker()
+    rap, _ = _v5(b, "rap")
+    plain, _ = _v5(b, "plain")
+    rap.subscribe(("t", 8))
+    plain.subscribe(("t", 0))
+    p, _ = _v5(b, "p")
+    publish(p, "t", b"r", retain=True)
+    assert [m.retain for m in publishes(rap.recv())] == [True]   # [MQTT-3.3.1-12]
+    assert [m.retain for m in publishes(plain.recv())] == [False]  # [MQTT-3.3.1-13]
+
+
+def test_retain_handling_0_1_2():
+    b = make_broker()
+    p, _ = _v5(b, "p")
+    publish(p, "r/a", b"kept", retain=True)
+    c, _ = _v5(b, "c")
+    assert len(publishes(c.subscribe(("r/#", 0)))) == 1  # RH 0: at every subscribe
+    assert len(publishes(c.subscribe(("r/#", 0)))) == 1
+    c1, _ = _v5(b, "c1")
+    assert len(publishes(c1.subscribe(("r/#", 0x10)))) == 1  # RH 1: only when new
+    assert publishes(c1.subscribe(("r/#", 0x10))) == []
+    c2, _ = _v5(b, "c2")
+    assert publishes(c2.subscribe(("r/#", 0x20))) == []  # RH 2: never
+
+
+def test_subscription_identifiers_delivered():
+    b = make_broker()
+    p, _ = _v5(b, "p")
+    publish(p, "a/b", b"old", retain=True)
+    c, _ = _v5(b, "c")
+    got = publishes(c.subscribe(("a/+", 1), props={0x0B: 7}))
+    assert [m.props[0x0B] for m in got] == [[7]]  # retained too
+    c.subscribe(("a/#", 0), pid=2, props={0x0B: 300})
+    c.subscribe(("x", 0), pid=3)  # none
+    c.recv()
+    publish(p, "a/b", b"both")
+    got = publishes(c.recv())
+    assert len(got) == 1 and sorted(got[0].props[0x0B]) == [7, 300] and got[0].qos == 0
+    publish(p, "x", b"plain")
+    got = publishes(c.recv())
+    assert not (got[0].props or {}).get(0x0B)
+
+
+def test_invalid_filter_gets_suback_0x8f_and_connection_stays():
+    b = make_broker()
+    c, _ = _v5(b, "c")
+    ack = c.subscribe(("a/#/b", 0), ("ok", 1), ("$share/g+/x", 0))[0]
+    assert ack.codes == [0x8F, 1, 0x8F] and not c.closed
+
+
+def test_shared_subscription_round_robin():
+    b = make_broker()
+    m1, _ = _v5(b, "m1")
+    m2, _ = _v5(b, "m2")
+    m1.subscribe(("$share/g/job/#", 1))
+    m2.subscribe(("$share/g/job/#", 1))
+    other, _ = _v5(b, "other")
+    other.subscribe(("$share/h/job/#", 0))
+    p, _ = _v5(b, "p")
+    for i in range(4):
+        publish(p, "job/%d" % i, b"%d" % i, 1, pid=i + 1)
+    a = [m.payload for m in publishes(m1.recv())]
+    c = [m.payload for m in publishes(m2.recv())]
+    assert len(a) == 2 and len(c) == 2 and sorted(a + c) == [b"0", b"1", b"2", b"3"]
+    assert len(publishes(other.recv())) == 4  # each group gets every message
+
+
+def test_shared_member_departs_its_unacked_messages_go_to_another():
+    b = make_broker()
+    m1, _ = _v5(b, "m1")
+    m2, _ = _v5(b, "m2")
+    m1.subscribe(("$share/g/t", 2))
+    m2.subscribe(("$share/g/t", 2))
+    p, _ = _v5(b, "p")
+    for i in range(4):
+        out = publish(p, "t", b"%d" % i, 2 if i % 2 else 1, pid=i + 1)
+        if out[0].kind == 5:
+            pubrel(p, i + 1)
+    got1 = publishes(m1.recv())
+    got2 = publishes(m2.recv())
+    assert len(got1) == 2 and len(got2) == 2
+    m2.ack_all(got2)  # m2 acknowledges; m1 never does and goes away
+    m2.recv()
+    m1.lose()
+    again = publishes(m2.recv())
+    assert sorted(m.payload for m in again) == sorted(m.payload for m in got1)
+    m2.ack_all(again)
+    # the group lives on with one member; unsubscribing the last removes it
+    m2.send(Unsubscribe(9, ["$share/g/t"]))
+    assert m2.recv()[0].codes == [0]
+    assert not b.v5.groups and b.subs.match_subs("t") == []
+
+
+def test_shared_no_local_is_a_protocol_error():
+    b = make_broker()
+    c, _ = _v5(b, "c")
+    c.send(Subscribe(1, [("$share/g/t", 4)]))
+    assert _disconnected(c) == 0x82
+
+
+def test_3_1_1_client_and_v5_options_on_one_topic():
+    b = make_broker()
+    old = Client(b)
+    old.connect("old")
+    old.subscribe(("t", 1))
+    new, _ = _v5(b, "new")
+    new.subscribe(("t", 1 | 4 | 8), props={0x0B: 5})
+    publish(old, "t", b"x", 1, pid=1, retain=True)
+    got = publishes(new.recv())
+    assert got[0].props[0x0B] == [5] and got[0].retain
+    publish(new, "t", b"y", 1, pid=1)  # No Local: old gets it, new does not
+    assert [m.payload for m in publishes(old.recv())] == [b"y"]
+    assert publishes(new.recv()) == []
