@@ -218,22 +218,13 @@ class Hub:
         self.wills = {}     # client id -> (due ms, Message5), Will Delay pending
         self.groups = {}    # "$share/{name}/{filter}" -> v5subs.Group
 
-    # ---- subscriptions: edge/mqtt/v5subs.py -------------------------------------------
-    def subscribe(self, conn, pkt):
-        v5subs.subscribe(self, conn, pkt)
-
-    def deliver(self, client, msg, v, retained=False, group=None):
-        v5subs.deliver(self, client, msg, v, retained, group)
-
-    def merge(self, b, q):
-        return v5subs.merge(b, q)
-
-    def unshare(self, sess, f):
-        v5subs.unshare(self, sess, f)
-
-    def departed(self, sess):
-        if self.groups:
-            v5subs.departed(self, sess)
+    # ---- subscriptions: edge/mqtt/v5subs.py's functions (hub first) as
+    # methods, no wrappers (each function object costs heap on a board)
+    subscribe = v5subs.subscribe  # (conn, pkt)
+    deliver = v5subs.deliver      # (client, msg, v, retained=False, group=None)
+    merge = v5subs.merge          # (b, q)
+    unshare = v5subs.unshare      # (sess, f)
+    departed = v5subs.departed    # (sess)
 
     def copy(self, msg, props, group):
         """msg for one subscriber: other properties, the group it came
@@ -301,7 +292,10 @@ class Hub:
         lim = self.broker.limits
         if peer.receive_max < lim.max_inflight:
             # [MQTT-3.3.4-7] never more unacknowledged QoS 1/2 than it allows
-            sess.limits = Window(lim, peer.receive_max)
+            # (the three limits Session reads, in the broker's own class)
+            sess.limits = lim.__class__({"max_inflight": peer.receive_max,
+                                         "max_queued_messages": lim.max_queued_messages,
+                                         "max_queued_bytes": lim.max_queued_bytes})
         elif sess.limits is not lim:
             sess.limits = lim
         if pkt.will_topic is not None:
@@ -374,12 +368,3 @@ class Hub:
                 b.log(20, "session %s expired" % sess.client_id)
                 b._discard(sess)
 
-
-class Window:
-    """A session's limits with a smaller inflight window: the client's
-    Receive Maximum (the three limits Session reads)."""
-
-    def __init__(self, lim, receive_max):
-        self.max_inflight = receive_max
-        self.max_queued_messages = lim.max_queued_messages
-        self.max_queued_bytes = lim.max_queued_bytes

@@ -131,6 +131,8 @@ def departed(hub, sess):
     subscriptions, not yet acknowledged, go to another member now (as the
     issue asks, and EMQX does; 5.0 §4.8.2 would have them wait for its
     return). Without another connected member they stay."""
+    if not hub.groups:
+        return
     for msg, qos, retain in sess.withdraw(_from_group_with_others):
         msg.group.deliver(msg, qos, retain, sess)
 
@@ -177,7 +179,7 @@ def deliver(hub, client, msg, v, retained=False, group=None):
     client.deliver(msg, qos, retained or (rap and msg.retain))
 
 
-def merge(b, q):
+def merge(hub, b, q):
     """Broker._route: the values of one client's matching subscriptions, as
     a list once a 5.0 one is among them (b: what it has so far, -1: none)."""
     if type(b) is list:
