@@ -6,6 +6,7 @@
 from edge import VERSION
 from edge.compat import const
 from edge.errors import RemoteProtocolError
+from edge.mqtt import codec
 from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
 from edge.mqtt.packets import Connack, Suback, Unsuback, Pingresp
 from edge.mqtt.retain import RetainStore
@@ -32,6 +33,7 @@ _RC_PROTOCOL_ERROR = const(0x82)
 _RC_KEEPALIVE_TIMEOUT = const(0x8D)
 _RC_SESSION_TAKEN_OVER = const(0x8E)
 _RC_NO_SUBSCRIPTION = const(0x11)
+_RC_PID_NOT_FOUND = const(0x92)
 
 # Handler method names indexed by packet type (None: not valid from a client)
 _HANDLERS = (
@@ -143,6 +145,10 @@ class Broker:
             # will is published ([MQTT-3.1.2-8]: not closed by DISCONNECT).
             if conn.v5:
                 self.v5.error(conn, e)
+            elif conn.state < CONNECTED and b"\x04MQTT\x05" in bytes(conn.buf[conn.pos:conn.pos + 12]):
+                # a bad 5.0 CONNECT (its protocol name and level within the
+                # first 12 bytes, §3.1.2.1): CONNACK e.reason (§3.2.2.2)
+                conn.write(codec.encode(Connack(False, e.reason), True))
             self._close(conn, now, "protocol error 0x%02x: %s" % (e.reason, e.msg), ERROR)
 
     def connection_lost(self, cid, now):
@@ -253,7 +259,7 @@ class Broker:
             self._close(sess.conn, now, "taken over by a new connection", CLOSED, _RC_SESSION_TAKEN_OVER)
             sess = self.sessions.get(cid)
         if self.v5 is not None:
-            self.v5.reconnected(cid)  # no session expiry, no delayed will now
+            self.v5.reconnected(cid, now)  # no session expiry, no delayed will now
             sess = self.sessions.get(cid)
         if self.stats.clients_connected >= lim.max_connections:
             return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
@@ -343,8 +349,8 @@ class Broker:
         elif kind == _PUBREC:
             sess.on_pubrec(pid)
         elif kind == _PUBREL:
-            sess.qos2_released(pid)
-            conn.send_ack(_PUBCOMP, pid)  # [MQTT-4.3.3-2]
+            # [MQTT-4.3.3-2]; 5.0: 0x92 for a pid not waiting for PUBREL
+            conn.send_ack(_PUBCOMP, pid, 0 if sess.qos2_released(pid) else _RC_PID_NOT_FOUND)
         else:
             sess.on_pubcomp(pid)
 

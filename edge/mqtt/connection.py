@@ -182,10 +182,14 @@ class Connection:
         self.write(data)
         return data
 
-    def send_ack(self, kind, pid):
-        """Queue a successful PUBACK/PUBREC/PUBREL/PUBCOMP (the same bytes in
-        3.1.1 and 5.0: reason 0 and no properties may be left out)."""
-        self.write(codec.encode_ack(kind, pid))
+    def send_ack(self, kind, pid, reason=0):
+        """Queue a PUBACK/PUBREC/PUBREL/PUBCOMP: successful, the same bytes
+        in 3.1.1 and 5.0 (reason 0 and no properties may be left out); a
+        reason code only reaches a 5.0 client."""
+        if reason and self.v5:
+            self.write(codec.encode(codec._CLS[kind](pid, reason), True))
+        else:
+            self.write(codec.encode_ack(kind, pid))
 
     def take(self):
         """Everything queued for the socket, as one bytes object (batched)."""

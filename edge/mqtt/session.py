@@ -18,6 +18,7 @@ _QOS = const(3)
 _RETAIN = const(4)
 _RELEASED = const(0)
 _PUBREL = const(6)  # packet type, as in consts.py
+_RC_PID_NOT_FOUND = const(0x92)
 
 
 def _entry(msg, qos, retain):
@@ -44,10 +45,6 @@ class Message:
         self.retain = retain
         self.props = props
         self.enc0 = None  # 3.1.1 QoS 0 PUBLISH bytes, encoded once for all
-
-    def expired(self):
-        # 5.0 Message Expiry: see v5.Message5 (none without properties)
-        return False
 
 
 class Session:
@@ -147,7 +144,7 @@ class Session:
             i += 1
             msg = e[0] if type(e) is tuple else e
             size += len(msg.topic) + len(msg.payload)
-            if msg.props is not None and msg.expired():
+            if msg.props is not None and msg.__class__ is not Message and msg.expired():
                 self._drop()  # [MQTT-3.3.2-5] 5.0 Message Expiry passed while queued
                 continue
             room -= 1
@@ -174,8 +171,12 @@ class Session:
         return False
 
     def qos2_released(self, pid):
-        if self.rx_qos2:
-            self.rx_qos2.discard(pid)
+        """PUBREL for pid; False if pid was not waiting for it."""
+        s = self.rx_qos2
+        if s and pid in s:
+            s.discard(pid)
+            return True
+        return False
 
     # PUBACK and PUBCOMP make room in the window; the broker calls pump()
     # once after the feed that brought them, so a batch of acks moves the
@@ -189,8 +190,11 @@ class Session:
         e = self.inflight.get(pid)
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 2:
             self.inflight[pid] = _RELEASED  # the message is no longer needed
-        # [MQTT-4.3.3-1] answer PUBREL; for an unknown pid too, so the client
-        # can finish its state (5.0 adds reason 0x92 there).
+        elif e != _RELEASED:
+            # [MQTT-4.3.3-1] answer PUBREL for an unknown pid too, so the
+            # client can finish its state; 5.0 says 0x92 there
+            self.conn.send_ack(_PUBREL, pid, _RC_PID_NOT_FOUND)
+            return
         self.conn.send_ack(_PUBREL, pid)
 
     def on_pubcomp(self, pid):
@@ -216,28 +220,4 @@ class Session:
 
     def detach(self):
         self.conn = None
-
-    def withdraw(self, pred):
-        """Take back the unacknowledged messages (in flight or queued) for
-        which pred(self, msg) is true: [(msg, qos, retain)] in send order.
-        (5.0 shared subscriptions hand them to another member.)"""
-        out = []
-        nxt = self.next_pid
-        for pid in sorted(self.inflight, key=lambda p: (p - nxt) % 65535):
-            e = self.inflight[pid]
-            if e != _RELEASED and pred(self, _unpack(e)[0]):
-                del self.inflight[pid]
-                out.append(_unpack(e))
-        q = self.queue
-        if q:
-            keep = []
-            for e in q:
-                u = _unpack(e)
-                if pred(self, u[0]):
-                    self.queued_bytes -= len(u[0].topic) + len(u[0].payload)
-                    out.append(u)
-                else:
-                    keep.append(e)
-            self.queue = keep or None
-        return out
 

@@ -177,7 +177,7 @@ class Peer:
                 out = self.alias_out = {}
             a = out.get(topic)
             if a is not None:
-                topic = ""  # [MQTT-3.3.2-?] §3.3.2.3.4: the alias alone
+                topic = ""  # §3.3.2.3.4: the alias alone
             elif len(out) < self.alias_max:
                 a = out[topic] = len(out) + 1
                 new_alias = True
@@ -303,13 +303,15 @@ class Hub:
             wp = pkt.will_props
             peer.will_delay = wp.get(_P_WILL_DELAY, 0) if wp else 0  # §3.1.3.2.2
 
-    def reconnected(self, cid):
+    def reconnected(self, cid, now):
         """Any client (3.1.1 too) connected as cid: its session no longer
-        expires, a will waiting for its delay is not sent [MQTT-3.1.3-9]."""
-        self.wills.pop(cid, None)
+        expires, a will waiting for its delay is not sent [MQTT-3.1.3-9]
+        (unless the session ended before tick() saw it: then it ends now)."""
         sess = self.broker.sessions.get(cid)
-        if sess is not None:
-            self.expiring.pop(sess, None)
+        due = self.expiring.pop(sess, None) if sess is not None else None
+        if due is not None and due <= now:
+            self._end(sess)
+        self.wills.pop(cid, None)
 
     # ---- DISCONNECT and closing -------------------------------------------------------
     def on_disconnect(self, conn, pkt):
@@ -361,10 +363,15 @@ class Hub:
             b._publish(self.wills.pop(cid)[1])
         for sess in [s for s in self.expiring if self.expiring[s] <= now]:
             del self.expiring[sess]
-            if sess.conn is None and b.sessions.get(sess.client_id) is sess:
-                w = self.wills.pop(sess.client_id, None)
-                if w is not None:
-                    b._publish(w[1])  # the session ends: its will goes now
-                b.log(20, "session %s expired" % sess.client_id)
-                b._discard(sess)
+            self._end(sess)
+
+    def _end(self, sess):
+        # §3.1.2.11.2: the Session Expiry Interval has passed
+        b = self.broker
+        if sess.conn is None and b.sessions.get(sess.client_id) is sess:
+            w = self.wills.pop(sess.client_id, None)
+            if w is not None:
+                b._publish(w[1])  # the session ends: its will goes now
+            b.log(20, "session %s expired" % sess.client_id)
+            b._discard(sess)
 

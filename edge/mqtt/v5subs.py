@@ -12,6 +12,7 @@
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt.packets import Suback
+from edge.mqtt.session import _unpack
 from edge.mqtt.topics import split_shared, validate_filter
 
 _QOS = const(3)
@@ -24,12 +25,13 @@ _RC_PROTOCOL_ERROR = const(0x82)
 _RC_TOPIC_FILTER_INVALID = const(0x8F)
 _RC_QUOTA_EXCEEDED = const(0x97)
 _SUBACK_FAILURE = const(0x80)
+_RELEASED = const(0)  # session.py's inflight entry for a PUBREC'd QoS 2
 
 
 class Group:
     """One shared subscription `$share/{name}/{filter}`: the trie's key for
     `filter`, so a message matches it once; deliver() hands it to one member
-    (round-robin among the connected ones, [MQTT-4.8.2-?] §4.8.2)."""
+    (round-robin among the connected ones, §4.8.2)."""
 
     def __init__(self, hub, name):
         self.hub = hub
@@ -133,11 +135,37 @@ def departed(hub, sess):
     return). Without another connected member they stay."""
     if not hub.groups:
         return
-    for msg, qos, retain in sess.withdraw(_from_group_with_others):
+    for msg, qos, retain in _withdraw(sess):
         msg.group.deliver(msg, qos, retain, sess)
 
 
-def _from_group_with_others(sess, msg):
+def _withdraw(sess):
+    # Take sess's unacknowledged messages (in flight, not yet PUBREC'd,
+    # and queued) that came through a group with another connected member:
+    # [(msg, qos, retain)] in send order. (Session's entries: session.py.)
+    out = []
+    inflight = sess.inflight
+    nxt = sess.next_pid
+    for pid in sorted(inflight, key=lambda p: (p - nxt) % 65535):
+        e = inflight[pid]
+        if e != _RELEASED and _elsewhere(sess, _unpack(e)[0]):
+            del inflight[pid]
+            out.append(_unpack(e))
+    q = sess.queue
+    if q:
+        keep = []
+        for e in q:
+            u = _unpack(e)
+            if _elsewhere(sess, u[0]):
+                sess.queued_bytes -= len(u[0].topic) + len(u[0].payload)
+                out.append(u)
+            else:
+                keep.append(e)
+        sess.queue = keep or None
+    return out
+
+
+def _elsewhere(sess, msg):
     g = getattr(msg, "group", None)
     if g is None:
         return False

@@ -2,6 +2,7 @@
 # properties, server DISCONNECT reason codes, session expiry, will delay,
 # message expiry, flow control, topic aliases, mixed 3.1.1/5.0 delivery.
 # Plain assert functions so tests/mpy_runner.py runs them under MicroPython.
+from edge.mqtt import codec
 from edge.mqtt.consts import CONNACK, DISCONNECT, PUBLISH
 from edge.mqtt.packets import Disconnect, Pubrec, Publish, Subscribe, Unsubscribe
 from tests.core._pair import Client, make_broker, publish, publishes, pubrel
@@ -499,3 +500,40 @@ def test_3_1_1_client_and_v5_options_on_one_topic():
     publish(new, "t", b"y", 1, pid=1)  # No Local: old gets it, new does not
     assert [m.payload for m in publishes(old.recv())] == [b"y"]
     assert publishes(new.recv()) == []
+
+
+def test_pid_not_found_0x92_on_pubrel_and_pubrec():
+    b = make_broker()
+    c, _ = _v5(b, "c")
+    got = pubrel(c, 77)  # nothing waits for PUBREL 77
+    assert got[0].kind == 7 and got[0].pid == 77 and got[0].reason == 0x92
+    c.send(Pubrec(78))
+    got = c.recv()
+    assert got[0].kind == 6 and got[0].pid == 78 and got[0].reason == 0x92
+    old = Client(b)
+    old.connect("old")
+    assert codec.encode(pubrel(old, 77)[0]) == b"\x70\x02\x00\x4d"  # 3.1.1: as ever
+
+
+def test_malformed_v5_connect_gets_connack_reason():
+    b = make_broker()
+    for props, rc in ((b"\x02\x7f\x00", 0x81),              # unknown property
+                      (b"\x02\x21\x00", 0x81),              # runs past the block
+                      (b"\x06\x11\x00\x00\x00\x01\x11", 0x81),
+                      (b"\x03\x21\x00\x00", 0x82),          # Receive Maximum 0
+                      (b"\x04\x17\x01\x17\x01", 0x82)):     # given twice
+        body = b"\x00\x04MQTT\x05\x02\x00\x3c" + props + b"\x00\x01c"
+        c = Client(b, v5=True)
+        c.send_raw(bytes((0x10, len(body))) + body)
+        pkts = c.recv()
+        assert c.closed and pkts and pkts[0].kind == CONNACK and pkts[0].reason == rc, (props, pkts)
+
+
+def test_session_past_its_expiry_is_not_resumed_before_tick():
+    b = make_broker()
+    c, _ = _v5(b, "s", clean=False, props={0x11: 2})
+    c.subscribe(("t", 1))
+    c.lose(0)
+    c2 = Client(b, v5=True)
+    ack = c2.connect("s", clean=False, props={0x11: 2}, now=2500)  # no tick ran
+    assert not ack.session_present

@@ -333,6 +333,20 @@ def test_malformed_properties(shared_broker, props_block, reason):
     still_serving(shared_broker)
 
 
+@pytest.mark.parametrize("props_block, reason", [
+    pytest.param(block(b"\x7f\x00"), 0x81, id="unknown-id"),
+    pytest.param(block(b"\x17\x01\x17\x01"), 0x82, id="duplicate"),
+    pytest.param(block(b"\x23" + u16(1)), 0x81, id="wrong-packet"),
+])
+def test_malformed_connect_properties_get_connack_reason(shared_broker, props_block, reason):
+    with raw.RawClient(shared_broker.host, shared_broker.port) as c:
+        c.send(raw.connect(unique_id("mc"), level=5, props=props_block))
+        ack = c.expect(raw.CONNACK)
+        assert ack.body[1] == reason
+        c.wait_closed()
+    still_serving(shared_broker)
+
+
 def test_protocol_error_gets_disconnect_0x82(shared_broker):
     c, _ = raw5(shared_broker)
     with c:
