@@ -144,7 +144,7 @@ class Broker:
             # why, in a CONNACK or DISCONNECT with e.reason (§4.13). The
             # will is published ([MQTT-3.1.2-8]: not closed by DISCONNECT).
             if conn.v5:
-                self.v5.error(conn, e)
+                self.v5.error(conn, e.reason, e.msg)
             elif conn.state < CONNECTED and b"\x04MQTT\x05" in bytes(conn.buf[conn.pos:conn.pos + 12]):
                 # a bad 5.0 CONNECT (its protocol name and level within the
                 # first 12 bytes, §3.1.2.1): CONNACK e.reason (§3.2.2.2)
@@ -185,8 +185,8 @@ class Broker:
         # rc: the reason code a 5.0 client is sent a DISCONNECT with (§3.14)
         if conn.state >= CLOSED:
             return
-        if rc and conn.v5 and conn.state == CONNECTED:
-            conn.v5.disconnect(rc, why)
+        if rc and conn.v5:
+            self.v5.error(conn, rc, why)
         conn.state = state
         conn.closing = True
         if not conn.out:
@@ -204,14 +204,11 @@ class Broker:
             v5.departed(sess)  # shared subscriptions' messages to others
         if sess.clean:
             self._discard(sess)
-        elif v5 is not None:
-            v5.detached(sess, now)  # a 5.0 Session Expiry Interval starts
-        if will is not None:
-            # [MQTT-3.1.2-8] any close other than DISCONNECT publishes the will
-            if conn.v5:
-                v5.closed_will(conn, sess, will, now)  # 5.0 Will Delay Interval
-            else:
-                self._publish(will)
+        # [MQTT-3.1.2-8] any close other than DISCONNECT publishes the will
+        if conn.v5:
+            v5.closed(conn, sess, will, now)  # 5.0 Session Expiry, Will Delay
+        elif will is not None:
+            self._publish(will)
 
     def _discard(self, sess):
         for f in sess.subs:

@@ -64,19 +64,9 @@ class Message5(Message):
         # [MQTT-3.3.2-5] not delivered once the interval has passed
         return self.expires is not None and self.clock.now > self.expires
 
-    def remaining(self):
-        # [MQTT-3.3.2-6] the interval minus the time waited, in seconds
-        left = (self.expires - self.clock.now + 999) // 1000
-        return left if left > 0 else 0
 
-    def copy(self, props):
-        """The same message with other properties (a subscriber's
-        Subscription Identifiers); topic and payload are shared."""
-        m = Message5(self.topic, self.payload, self.qos, self.retain, props,
-                     self.sender, self.expires, self.clock)
-        return m
-
-
+# (Few functions, some of them long: on a board each function object and
+# its code header costs heap, ~100 B, even with the bytecode in flash.)
 def message(topic, payload, qos, retain, props, sender, clock):
     """Message5 from a PUBLISH's (or a will's) properties."""
     expires = None
@@ -86,19 +76,14 @@ def message(topic, payload, qos, retain, props, sender, clock):
         if secs is not None:
             expires = clock.now + secs * 1000
         if props.get(_P_FORMAT) == 1:
-            _check_utf8(payload)
-        if not props:
-            props = None
+            # [MQTT-3.3.2-4] Payload Format Indicator 1: the payload is
+            # UTF-8 (0x99, §3.3.2.3.2; the receiver may check it, we do)
+            try:
+                codec._check_utf8(payload, 0, len(payload))
+            except RemoteProtocolError:
+                raise RemoteProtocolError(_RC_PAYLOAD_FORMAT_INVALID,
+                                          "payload is not UTF-8 as its format indicator says")
     return Message5(topic, payload, qos, retain, props or None, sender, expires, clock)
-
-
-def _check_utf8(payload):
-    # [MQTT-3.3.2-4] Payload Format Indicator 1: the payload is UTF-8
-    # (0x99, §3.3.2.3.2; the receiver may check it, we do)
-    try:
-        codec._check_utf8(payload, 0, len(payload))
-    except RemoteProtocolError:
-        raise RemoteProtocolError(_RC_PAYLOAD_FORMAT_INVALID, "payload is not UTF-8 as its format indicator says")
 
 
 @slots("hub", "conn", "receive_max", "max_packet", "alias_max", "alias_in", "alias_out",
@@ -130,8 +115,19 @@ class Peer:
                 # [MQTT-3.3.4-6] a client never sends a Subscription Identifier
                 raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "Subscription Identifier in PUBLISH from a client")
             alias = props.get(_P_ALIAS)
-            if alias is not None:
-                topic = self._alias(alias, topic)
+            if alias is not None:  # §3.3.2.3.4
+                if not 0 < alias <= hub.broker.limits.max_topic_alias:
+                    # [MQTT-3.3.2-8] 0, [MQTT-3.3.2-9] above our Topic Alias Maximum
+                    raise RemoteProtocolError(_RC_TOPIC_ALIAS_INVALID, "topic alias %d" % alias)
+                m = self.alias_in
+                if topic:
+                    if m is None:
+                        m = self.alias_in = {}
+                    m[alias] = topic  # [MQTT-3.3.2-12] set (or replace) the mapping
+                else:
+                    topic = m.get(alias) if m else None
+                    if topic is None:  # an empty topic with an alias nobody set
+                        raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "topic alias %d not set" % alias)
             rt = props.get(_P_RESPONSE_TOPIC)
             if rt is not None:
                 validate_topic(rt, hub.broker.limits.max_topic_levels)  # [MQTT-3.3.2-14]
@@ -143,22 +139,6 @@ class Peer:
                 raise RemoteProtocolError(_RC_RECEIVE_MAX_EXCEEDED, "over Receive Maximum %d" % len(waiting))
         return message(topic, pkt.payload, pkt.qos, pkt.retain, props, self.conn.session, hub.broker)
 
-    def _alias(self, alias, topic):
-        if not 0 < alias <= self.hub.broker.limits.max_topic_alias:
-            # [MQTT-3.3.2-8] 0, [MQTT-3.3.2-9] above our Topic Alias Maximum
-            raise RemoteProtocolError(_RC_TOPIC_ALIAS_INVALID, "topic alias %d" % alias)
-        m = self.alias_in
-        if topic:
-            if m is None:
-                m = self.alias_in = {}
-            m[alias] = topic  # [MQTT-3.3.2-12] set (or replace) the mapping
-            return topic
-        topic = m.get(alias) if m else None
-        if topic is None:
-            # §3.3.2.3.4: an empty topic with an alias nobody set
-            raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "topic alias %d not set" % alias)
-        return topic
-
     # ---- PUBLISH to the client ------------------------------------------------
     def send_publish(self, conn, msg, qos, retain, dup, pid):
         """Connection.send_publish for a 5.0 client: the message's properties
@@ -168,7 +148,9 @@ class Peer:
         if props or self.alias_max or msg.__class__ is Message5 and msg.expires is not None:
             props = dict(props) if props else {}
             if msg.__class__ is Message5 and msg.expires is not None:
-                props[_P_EXPIRY] = msg.remaining()
+                # [MQTT-3.3.2-6] the interval minus the time it waited
+                left = (msg.expires - msg.clock.now + 999) // 1000
+                props[_P_EXPIRY] = left if left > 0 else 0
         topic = msg.topic
         new_alias = False
         if self.alias_max:
@@ -199,15 +181,6 @@ class Peer:
         conn.write(data)
         return data
 
-    # ---- other packets to the client --------------------------------------------
-    def disconnect(self, reason, why):
-        """Server DISCONNECT (§3.14) with a reason string, if it fits."""
-        props = {_P_REASON_STRING: why[:_REASON_MAX]}
-        data = codec.encode(Disconnect(reason, props), True)
-        if self.max_packet and len(data) > self.max_packet:
-            data = codec.encode(Disconnect(reason), True)  # [MQTT-3.1.2-25]
-        self.conn.write(data)
-
 
 class Hub:
     """The broker's 5.0 state, created on the first 5.0 CONNECT."""
@@ -230,7 +203,8 @@ class Hub:
         """msg for one subscriber: other properties, the group it came
         through; topic and payload shared."""
         if msg.__class__ is Message5:
-            m = msg.copy(props)
+            m = Message5(msg.topic, msg.payload, msg.qos, msg.retain, props, msg.sender,
+                         msg.expires, msg.clock)
         else:
             m = Message5(msg.topic, msg.payload, msg.qos, msg.retain, props, None, None, self.broker)
         m.group = group
@@ -273,15 +247,6 @@ class Hub:
             pkt.keepalive = ack[_P_SERVER_KEEPALIVE] = mk
         return ack
 
-    def will(self, pkt, sess):
-        """The Message5 of a CONNECT's will (its properties checked)."""
-        wp = pkt.will_props
-        if wp:
-            wp = dict(wp)
-            wp.pop(_P_WILL_DELAY, None)
-        return message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain, wp,
-                       sess, self.broker)
-
     def attach(self, conn, pkt, sess, now):
         """A 5.0 client now owns sess: its Session Expiry Interval and its
         Receive Maximum (our window toward it)."""
@@ -298,10 +263,12 @@ class Hub:
                                          "max_queued_bytes": lim.max_queued_bytes})
         elif sess.limits is not lim:
             sess.limits = lim
+        wp = pkt.will_props
         if pkt.will_topic is not None:
-            conn.will = self.will(pkt, sess)
-            wp = pkt.will_props
-            peer.will_delay = wp.get(_P_WILL_DELAY, 0) if wp else 0  # §3.1.3.2.2
+            if wp:
+                peer.will_delay = wp.pop(_P_WILL_DELAY, 0)  # §3.1.3.2.2, not forwarded
+            conn.will = message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain,
+                                wp, sess, self.broker)
 
     def reconnected(self, cid, now):
         """Any client (3.1.1 too) connected as cid: its session no longer
@@ -327,26 +294,32 @@ class Hub:
         if pkt.reason != _RC_DISCONNECT_WITH_WILL:
             conn.will = None  # [MQTT-3.14.4-3]
 
-    def error(self, conn, e):
-        """The dispatcher's answer to a protocol error on a 5.0 connection:
-        CONNACK or DISCONNECT with its reason code (§4.13)."""
+    def error(self, conn, reason, why):
+        """Why a 5.0 connection is closed (the dispatcher's protocol errors
+        and the broker's own reasons, §4.13): CONNACK or DISCONNECT with
+        the reason code, and a reason string if it fits the client's
+        Maximum Packet Size [MQTT-3.1.2-25]."""
         if conn.state == CONNECTED:
-            conn.v5.disconnect(e.reason, e.msg)
+            data = codec.encode(Disconnect(reason, {_P_REASON_STRING: why[:_REASON_MAX]}), True)
+            limit = conn.v5.max_packet
+            if limit and len(data) > limit:
+                data = codec.encode(Disconnect(reason), True)
+            conn.write(data)
         elif conn.state < CONNECTED:
-            conn.send(Connack(False, e.reason))  # [MQTT-3.2.2-6]
+            conn.send(Connack(False, reason))  # [MQTT-3.2.2-6]
 
-    def detached(self, sess, now):
-        """sess (kept: Session Expiry Interval > 0) has no connection now."""
+    def closed(self, conn, sess, will, now):
+        """A 5.0 client's connection closed (sess was its session): a kept
+        session's expiry starts; the will goes at once, or after its Will
+        Delay Interval, or when the session ends, whichever comes first
+        [MQTT-3.1.3-9]."""
         exp = sess.expiry
-        if exp and exp != _NEVER:
+        if not sess.clean and exp != _NEVER:
             self.expiring[sess] = now + exp * 1000
-
-    def closed_will(self, conn, sess, will, now):
-        """A will to publish: at once, or after its Will Delay Interval, or
-        when the session ends, whichever comes first [MQTT-3.1.3-9]."""
-        delay = conn.v5.will_delay if conn.v5 else 0
+        if will is None:
+            return
+        delay = conn.v5.will_delay
         if delay and not sess.clean:
-            exp = sess.expiry
             if exp != _NEVER and exp < delay:
                 delay = exp
         else:

@@ -135,20 +135,15 @@ def departed(hub, sess):
     return). Without another connected member they stay."""
     if not hub.groups:
         return
-    for msg, qos, retain in _withdraw(sess):
-        msg.group.deliver(msg, qos, retain, sess)
-
-
-def _withdraw(sess):
-    # Take sess's unacknowledged messages (in flight, not yet PUBREC'd,
-    # and queued) that came through a group with another connected member:
-    # [(msg, qos, retain)] in send order. (Session's entries: session.py.)
+    # Take its unacknowledged messages (in flight, not yet PUBREC'd, and
+    # queued) that came through a group with another connected member, in
+    # send order (the entries: session.py), then hand each on.
     out = []
     inflight = sess.inflight
     nxt = sess.next_pid
     for pid in sorted(inflight, key=lambda p: (p - nxt) % 65535):
         e = inflight[pid]
-        if e != _RELEASED and _elsewhere(sess, _unpack(e)[0]):
+        if e != _RELEASED and _elsewhere(sess, getattr(_unpack(e)[0], "group", None)):
             del inflight[pid]
             out.append(_unpack(e))
     q = sess.queue
@@ -156,17 +151,18 @@ def _withdraw(sess):
         keep = []
         for e in q:
             u = _unpack(e)
-            if _elsewhere(sess, u[0]):
+            if _elsewhere(sess, getattr(u[0], "group", None)):
                 sess.queued_bytes -= len(u[0].topic) + len(u[0].payload)
                 out.append(u)
             else:
                 keep.append(e)
         sess.queue = keep or None
-    return out
+    for msg, qos, retain in out:
+        msg.group.deliver(msg, qos, retain, sess)
 
 
-def _elsewhere(sess, msg):
-    g = getattr(msg, "group", None)
+def _elsewhere(sess, g):
+    # g (a Group or None) has a connected member other than sess
     if g is None:
         return False
     for m in g.members:
