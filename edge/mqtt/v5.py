@@ -86,22 +86,33 @@ def message(topic, payload, qos, retain, props, sender, clock):
     return Message5(topic, payload, qos, retain, props or None, sender, expires, clock)
 
 
-@slots("hub", "conn", "receive_max", "max_packet", "alias_max", "alias_in", "alias_out",
-       "will_delay")
 class Peer:
-    """The 5.0 side of one connection (conn.v5)."""
+    """The 5.0 side of one connection (conn.v5). Only what a client sets
+    becomes an instance attribute (each one costs heap per client on a
+    board), so no @slots: the rest defaults on the class."""
+
+    # what the client accepts from us (§3.1.2.11.3-5); absent: no limit of
+    # its own (65,535 in flight, any size), no topic aliases
+    receive_max = 65535
+    max_packet = 0
+    alias_max = 0
+    alias_in = None   # alias -> topic, from the client
+    alias_out = None  # topic -> alias, ours to the client
+    will_delay = 0    # seconds, from the will properties
 
     def __init__(self, hub, conn, props):
         self.hub = hub
         self.conn = conn
-        # what the client accepts from us (§3.1.2.11.3-5); absent: no limit
-        # of its own (65,535 in flight, any size), no topic aliases
-        self.receive_max = props.get(_P_RECEIVE_MAX, 65535)
-        self.max_packet = props.get(_P_MAX_PACKET, 0)
-        self.alias_max = props.get(_P_ALIAS_MAX, 0)
-        self.alias_in = None   # alias -> topic, from the client
-        self.alias_out = None  # topic -> alias, ours to the client
-        self.will_delay = 0    # seconds, from the will properties
+        if props:
+            v = props.get(_P_RECEIVE_MAX)
+            if v is not None:
+                self.receive_max = v
+            v = props.get(_P_MAX_PACKET)
+            if v is not None:
+                self.max_packet = v
+            v = props.get(_P_ALIAS_MAX)
+            if v is not None:
+                self.alias_max = v
 
     # ---- PUBLISH from the client ------------------------------------------------
     def incoming(self, pkt):

@@ -351,6 +351,21 @@ def test_malformed_connect_properties_get_connack_reason(b5, props_block, reason
     still_serving(b5)
 
 
+def test_server_disconnect_on_takeover_0x8e_and_keepalive_0x8d(b5):
+    cid = unique_id("to")
+    first, _ = raw5(b5, cid)
+    with first:
+        second, _ = raw5(b5, cid)  # [MQTT-3.1.4-3] the first is told why
+        with second:
+            assert disconnect_reason(first) == 0x8E
+    c, _ = raw5(b5, keepalive=1)
+    with c:
+        t = time.monotonic()
+        assert disconnect_reason(c) == 0x8D  # 1.5 x keepalive without a packet
+        assert time.monotonic() - t < 4.0
+    still_serving(b5)
+
+
 def test_protocol_error_gets_disconnect_0x82(b5):
     c, _ = raw5(b5)
     with c:
