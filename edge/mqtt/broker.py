@@ -387,6 +387,9 @@ class Broker:
         # set. qos: the subscription's value (> 3: 5.0 options, v5subs.py)
         v5 = self.v5 if qos > 3 else None
         for topic, msg in self.retained.match(f):
+            if msg.props is not None and msg.__class__ is not Message and msg.expired():
+                self.retained._delete(topic)  # 5.0 §3.3.2.3.3: expired, gone
+                continue
             if v5 is not None:
                 v5.deliver(client, msg, qos, True)
             else:

@@ -48,7 +48,7 @@ _REASON_MAX = const(128)    # characters of a reason string we send
 class Message5(Message):
     """A message from a 5.0 publisher (or a 5.0 will). props: what is
     forwarded (§3.3.2.3: all but Topic Alias and Subscription Identifier),
-    None when nothing; sender: the publishing Session (No Local); expires:
+    None when nothing; sender: the publisher's client id (No Local); expires:
     the broker time (ms) its Message Expiry Interval ends, None if it has
     none; clock: what has `now` (the broker); group: the shared
     subscription group a per-subscriber copy was delivered through."""
@@ -148,7 +148,8 @@ class Peer:
             if waiting and len(waiting) >= hub.broker.limits.max_inflight and pkt.pid not in waiting:
                 # [MQTT-3.3.4-9] more unacknowledged QoS 2 than our Receive Maximum
                 raise RemoteProtocolError(_RC_RECEIVE_MAX_EXCEEDED, "over Receive Maximum %d" % len(waiting))
-        return message(topic, pkt.payload, pkt.qos, pkt.retain, props, self.conn.session, hub.broker)
+        return message(topic, pkt.payload, pkt.qos, pkt.retain, props, self.conn.session.client_id,
+                       hub.broker)
 
     # ---- PUBLISH to the client ------------------------------------------------
     def send_publish(self, conn, msg, qos, retain, dup, pid):
@@ -279,7 +280,7 @@ class Hub:
             if wp:
                 peer.will_delay = wp.pop(_P_WILL_DELAY, 0)  # §3.1.3.2.2, not forwarded
             conn.will = message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain,
-                                wp, sess, self.broker)
+                                wp, sess.client_id, self.broker)
 
     def reconnected(self, cid, now):
         """Any client (3.1.1 too) connected as cid: its session no longer

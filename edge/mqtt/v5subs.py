@@ -178,8 +178,8 @@ def deliver(hub, client, msg, v, retained=False, group=None):
     rap = False
     ids = None
     for x in (v if type(v) is list else (v,)):
-        if x & _NO_LOCAL and getattr(msg, "sender", None) is client:
-            continue  # [MQTT-3.8.3-3] not back to its own publisher
+        if x & _NO_LOCAL and getattr(msg, "sender", None) == client.client_id:
+            continue  # [MQTT-3.8.3-3] not to the publisher's client id
         if x & _QOS > qos:
             qos = x & _QOS
         if x & _RAP:

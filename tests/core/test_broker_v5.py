@@ -537,3 +537,22 @@ def test_session_past_its_expiry_is_not_resumed_before_tick():
     c2 = Client(b, v5=True)
     ack = c2.connect("s", clean=False, props={0x11: 2}, now=2500)  # no tick ran
     assert not ack.session_present
+
+
+def test_retained_message_expires_and_keeps_no_session_alive():
+    b = make_broker()
+    p, _ = _v5(b, "p")
+    publish(p, "r/x", b"brief", retain=True, props={0x02: 2})
+    publish(p, "r/y", b"lasting", retain=True, props={0x02: 100})
+    p.send(Disconnect(0))
+    b.tick(1000)
+    c, _ = _v5(b, "c", now=1000)
+    c.send(Subscribe(1, [("r/#", 0)]), 1000)
+    got = publishes(c.recv())
+    assert sorted((m.payload, m.props[0x02]) for m in got) == [(b"brief", 1), (b"lasting", 99)]
+    assert b.retained.get("r/x").sender == "p"  # the client id, not its Session
+    b.tick(3001)
+    c2, _ = _v5(b, "c2", now=3001)
+    c2.send(Subscribe(1, [("r/#", 0)]), 3001)
+    assert [m.payload for m in publishes(c2.recv())] == [b"lasting"]
+    assert b.retained.get("r/x") is None
