@@ -33,6 +33,7 @@ _RC_PROTOCOL_ERROR = const(0x82)
 _RC_KEEPALIVE_TIMEOUT = const(0x8D)
 _RC_SESSION_TAKEN_OVER = const(0x8E)
 _RC_NO_SUBSCRIPTION = const(0x11)
+_RC_NO_MATCHING_SUBSCRIBERS = const(0x10)
 _RC_PID_NOT_FOUND = const(0x92)
 
 # Handler method names indexed by packet type (None: not valid from a client)
@@ -306,6 +307,7 @@ class Broker:
     def _on_publish(self, conn, pkt, now, start=-1):
         # start: where the packet began in conn's buffer (-1: unknown)
         msg = None
+        rc = 0
         if conn.v5:  # topic alias, properties, Receive Maximum
             msg = conn.v5.incoming(pkt)
             topic = msg.topic
@@ -321,7 +323,8 @@ class Broker:
         if topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
         elif msg is not None:
-            self._publish(msg)
+            if not self._publish(msg):
+                rc = _RC_NO_MATCHING_SUBSCRIBERS  # 5.0 §3.4.2.1, in PUBACK/PUBREC
         elif pkt.retain:
             self._publish(Message(topic, pkt.payload, qos, True))
         else:
@@ -330,9 +333,9 @@ class Broker:
                 msg.enc0 = conn.last_packet(start)  # forward QoS 0 as it came
             self._route(msg)  # not retained: nothing to store
         if qos == 1:
-            conn.send_ack(_PUBACK, pkt.pid)
+            conn.send_ack(_PUBACK, pkt.pid, rc)
         elif qos == 2:
-            conn.send_ack(_PUBREC, pkt.pid)
+            conn.send_ack(_PUBREC, pkt.pid, rc)
 
     def _on_ack(self, conn, pkt, now):
         # PUBACK/PUBREC/PUBREL/PUBCOMP as a packet object (a 5.0 reason code
@@ -439,12 +442,13 @@ class Broker:
             if not self.retained.set(msg.topic, msg):
                 self.stats.msgs_dropped += 1
                 self.log(30, "retained %s not stored: retained limits reached" % msg.topic)
-        self._route(msg)
+        return self._route(msg)
 
     def _route(self, msg):
+        # True if a subscription matched (5.0 PUBACK 0x10 when none did)
         found = self.subs.match_subs(msg.topic)
         if not found:
-            return
+            return False
         mq = msg.qos
         if len(found) == 1:
             # One matching filter (the usual case): each client once. The
@@ -457,7 +461,7 @@ class Broker:
                         self.v5.deliver(client, msg, q)
                     else:
                         client.deliver(msg, q if q < mq else mq)
-            return
+            return True
         best = {}
         for subs in found:  # overlapping subscriptions: once, at max QoS
             for client in subs:
@@ -473,6 +477,7 @@ class Broker:
                 self.v5.deliver(client, msg, q)
             else:
                 client.deliver(msg, q if q < mq else mq)
+        return True
 
     # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------
     def local_client(self, name, callback):

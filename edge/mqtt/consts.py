@@ -49,6 +49,7 @@ RC_PACKET_TOO_LARGE = const(0x95)
 # broker's 5.0 support acts on. Only tests and tools import this module; the
 # core (edge/mqtt/v5.py, shared.py) keeps private copies that fold away.
 RC_NO_SUBSCRIPTION = const(0x11)
+RC_NO_MATCHING_SUBSCRIBERS = const(0x10)
 RC_DISCONNECT_WITH_WILL = const(0x04)
 RC_BAD_AUTH_METHOD = const(0x8C)
 RC_KEEPALIVE_TIMEOUT = const(0x8D)

@@ -556,3 +556,16 @@ def test_retained_message_expires_and_keeps_no_session_alive():
     c2.send(Subscribe(1, [("r/#", 0)]), 3001)
     assert [m.payload for m in publishes(c2.recv())] == [b"lasting"]
     assert b.retained.get("r/x") is None
+
+
+def test_puback_and_pubrec_0x10_when_no_subscriber_matched():
+    b = make_broker()
+    p, _ = _v5(b, "p")
+    assert [(a.kind, a.reason) for a in publish(p, "nobody", b"x", 1, pid=1)] == [(4, 0x10)]
+    assert [(a.kind, a.reason) for a in publish(p, "nobody", b"x", 2, pid=2)] == [(5, 0x10)]
+    s, _ = _v5(b, "s")
+    s.subscribe(("somebody", 1))
+    assert [(a.kind, a.reason) for a in publish(p, "somebody", b"x", 1, pid=3)] == [(4, 0)]
+    old = Client(b)
+    old.connect("old")
+    assert codec.encode(publish(old, "nobody", b"x", 1, pid=4)[0]) == b"\x40\x02\x00\x04"  # 3.1.1
