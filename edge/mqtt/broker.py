@@ -6,6 +6,7 @@
 from edge import VERSION
 from edge.compat import const
 from edge.errors import RemoteProtocolError
+from edge.mqtt import codec
 from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
 from edge.mqtt.packets import Connack, Suback, Unsuback, Pingresp
 from edge.mqtt.retain import RetainStore
@@ -29,6 +30,11 @@ _CONNACK_BAD_PROTOCOL = const(1)
 _CONNACK_ID_REJECTED = const(2)
 _CONNACK_SERVER_UNAVAILABLE = const(3)
 _RC_PROTOCOL_ERROR = const(0x82)
+_RC_KEEPALIVE_TIMEOUT = const(0x8D)
+_RC_SESSION_TAKEN_OVER = const(0x8E)
+_RC_NO_SUBSCRIPTION = const(0x11)
+_RC_NO_MATCHING_SUBSCRIBERS = const(0x10)
+_RC_PID_NOT_FOUND = const(0x92)
 
 # Handler method names indexed by packet type (None: not valid from a client)
 _HANDLERS = (
@@ -39,9 +45,10 @@ _HANDLERS = (
 
 # (protocol name, level) pairs spoken as 3.1.1 (3.1's MQIsdp differs only in name)
 _V3_PROTOCOLS = (("MQTT", 4), ("MQIsdp", 3))
-# 5.0 arrives with its own issue; until then a 5.0 client gets a 5.0-format
-# CONNACK 0x84 Unsupported Protocol Version (5.0 §3.2.2.2) instead of silence.
-_V5_CONNACK_UNSUPPORTED = b"\x20\x03\x00\x84\x00"
+# 3.1.1 CONNACK return codes 1-5 -> 5.0 reason codes (§3.2.2.2): bad
+# protocol 0x84, client id not valid 0x85, server unavailable 0x88, bad user
+# name or password 0x86, not authorized 0x87
+_V5_REFUSALS = b"\x00\x84\x85\x88\x86\x87"
 
 
 class Limits:
@@ -75,6 +82,7 @@ class Broker:
     # Set later, if ever (an instance attribute costs heap on a board)
     heap = None     # (current, maximum) bytes, set by the runtime (MicroPython)
     _auto_id = 0    # last number given to a zero-length client id
+    v5 = None       # edge/mqtt/v5.py's Hub, from the first 5.0 CONNECT on
     # Set by a runtime that writes (or copies) all output after each feed,
     # before it reads again: QoS 0 is then forwarded as a view of the bytes
     # fed in, with no copy (Connection.last_packet).
@@ -141,14 +149,22 @@ class Broker:
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             # 3.1.1 has no server DISCONNECT: the answer to a protocol
-            # violation is closing the connection (§4.8). The will is
-            # published ([MQTT-3.1.2-8]: not closed by DISCONNECT).
+            # violation is closing the connection (§4.8); 5.0 first says
+            # why, in a CONNACK or DISCONNECT with e.reason (§4.13). The
+            # will is published ([MQTT-3.1.2-8]: not closed by DISCONNECT).
+            if conn.v5:
+                self.v5.error(conn, e.reason, e.msg)
+            elif conn.state < CONNECTED and b"\x04MQTT\x05" in bytes(conn.buf[conn.pos:conn.pos + 12]):
+                # a bad 5.0 CONNECT (its protocol name and level within the
+                # first 12 bytes, §3.1.2.1): CONNACK e.reason (§3.2.2.2)
+                conn.write(codec.encode(Connack(False, e.reason), True))
             self._close(conn, now, "protocol error 0x%02x: %s" % (e.reason, e.msg), ERROR)
 
     def connection_lost(self, cid, now):
         """The socket is gone (EOF, error, or after we closed it)."""
         conn = self.conns.pop(cid, None)
         if conn is not None and conn.state < CLOSED:
+            self.now = now
             self._close(conn, now, "connection lost")
 
     def take(self, conn):
@@ -164,17 +180,22 @@ class Broker:
             if conn.state == CONNECTED:
                 # [MQTT-3.1.2-24] 1.5 times the keepalive without a packet
                 if conn.keepalive and now - conn.last_rx > conn.keepalive * 1500:
-                    self._close(conn, now, "keepalive timeout")
+                    self._close(conn, now, "keepalive timeout", CLOSED, _RC_KEEPALIVE_TIMEOUT)
             elif conn.state < CONNECTED and now - conn.last_rx > lim.connect_timeout * 1000:
                 self._close(conn, now, "no CONNECT within connect_timeout")
+        if self.v5 is not None:
+            self.v5.tick(now)  # will delays, session expiry
         if lim.sys_interval and now >= self.next_sys:
             self.next_sys = now + lim.sys_interval * 1000
             self.publish_sys(now)
 
     # ---- closing --------------------------------------------------------------
-    def _close(self, conn, now, why, state=CLOSED):
+    def _close(self, conn, now, why, state=CLOSED, rc=0):
+        # rc: the reason code a 5.0 client is sent a DISCONNECT with (§3.14)
         if conn.state >= CLOSED:
             return
+        if rc and conn.v5:
+            self.v5.error(conn, rc, why)
         conn.state = state
         conn.closing = True
         if not conn.out:
@@ -187,35 +208,45 @@ class Broker:
         will = conn.will
         conn.will = None
         sess.detach()
+        v5 = self.v5
+        if v5 is not None:
+            v5.departed(sess)  # shared subscriptions' messages to others
         if sess.clean:
             self._discard(sess)
-        if will is not None:
-            # [MQTT-3.1.2-8] any close other than DISCONNECT publishes the will
+        # [MQTT-3.1.2-8] any close other than DISCONNECT publishes the will
+        if conn.v5:
+            v5.closed(conn, sess, will, now)  # 5.0 Session Expiry, Will Delay
+        elif will is not None:
             self._publish(will)
 
     def _discard(self, sess):
         sess.release()  # its queue, back to the budget
         for f in sess.subs:
-            self.subs.remove(f, sess)
+            self._unsub(sess, f, sess.subs[f])
         sess.subs = {}
         if self.sessions.get(sess.client_id) is sess:
             del self.sessions[sess.client_id]
 
     def _refuse(self, conn, code, why, now):
+        # code: a 3.1.1 return code, or a 5.0 reason code (>= 0x80)
+        if conn.v5 and code < 0x80:
+            code = _V5_REFUSALS[code]
         conn.send(Connack(False, code))
         self._close(conn, now, why, ERROR)
 
     # ---- packet handlers ------------------------------------------------------
     def _on_connect(self, conn, pkt, now):
         lim = self.limits
+        ack = None  # CONNACK properties (5.0)
         if (pkt.proto, pkt.level) not in _V3_PROTOCOLS:
-            if pkt.level == 5 and pkt.proto == "MQTT":
-                conn.write(_V5_CONNACK_UNSUPPORTED)
-                self._close(conn, now, "MQTT 5.0 not supported yet", ERROR)
-                return
-            # [MQTT-3.1.2-2] unacceptable protocol level: CONNACK 0x01, close
-            return self._refuse(conn, _CONNACK_BAD_PROTOCOL,
-                                "unsupported protocol %r level %d" % (pkt.proto, pkt.level), now)
+            if pkt.level != 5 or pkt.proto != "MQTT":
+                # [MQTT-3.1.2-2] unacceptable protocol level: CONNACK 0x01, close
+                return self._refuse(conn, _CONNACK_BAD_PROTOCOL,
+                                    "unsupported protocol %r level %d" % (pkt.proto, pkt.level), now)
+            # 5.0: sets conn.v5; assigns a client id, caps the keepalive
+            ack = self._v5().connect(conn, pkt, now)
+            if ack is None:
+                return  # refused (CONNACK sent)
         cid = pkt.client_id
         if not cid:
             # [MQTT-3.1.3-7/8] zero-length id only with clean session
@@ -232,7 +263,10 @@ class Broker:
         sess = self.sessions.get(cid)
         if sess is not None and sess.conn is not None:
             # [MQTT-3.1.4-2] takeover: the existing client is disconnected
-            self._close(sess.conn, now, "taken over by a new connection")
+            self._close(sess.conn, now, "taken over by a new connection", CLOSED, _RC_SESSION_TAKEN_OVER)
+            sess = self.sessions.get(cid)
+        if self.v5 is not None:
+            self.v5.reconnected(cid, now)  # no session expiry, no delayed will now
             sess = self.sessions.get(cid)
         if self.stats.clients_connected >= lim.max_connections:
             return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
@@ -250,17 +284,31 @@ class Broker:
         else:
             present = True  # [MQTT-3.2.2-2]
         conn.keepalive = pkt.keepalive
-        if pkt.will_topic is not None:
-            conn.will = Message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain)
+        if conn.v5:
+            self.v5.attach(conn, pkt, sess, now)  # expiry, window, will
+        else:
+            if sess.expiry is not None or sess.limits is not lim:
+                sess.expiry = None  # a 5.0 session taken over by 3.1.1
+                sess.limits = lim
+            if pkt.will_topic is not None:
+                conn.will = Message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain)
         conn.session = sess
         conn.state = CONNECTED
         st = self.stats
         st.clients_connected += 1
         if st.clients_connected > st.clients_maximum:
             st.clients_maximum = st.clients_connected
-        conn.send(Connack(present, 0))
+        conn.send(Connack(present, 0, ack))
         sess.attach(conn)  # resends inflight with DUP, then the queue
         self.log(20, "client %s connected (clean=%d, keepalive=%d)" % (cid, pkt.clean, pkt.keepalive))
+
+    def _v5(self):
+        v5 = self.v5
+        if v5 is None:
+            import edge.mqtt.v5  # lazily: a 3.1.1-only board never loads it
+
+            v5 = self.v5 = edge.mqtt.v5.Hub(self)
+        return v5
 
     def _assign_id(self):
         while True:
@@ -271,7 +319,13 @@ class Broker:
 
     def _on_publish(self, conn, pkt, now, start=-1):
         # start: where the packet began in conn's buffer (-1: unknown)
-        topic = pkt.topic
+        msg = None
+        rc = 0
+        if conn.v5:  # topic alias, properties, Receive Maximum
+            msg = conn.v5.incoming(pkt)
+            topic = msg.topic
+        else:
+            topic = pkt.topic
         validate_topic(topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
         self.stats.msgs_received += 1
         qos = pkt.qos
@@ -279,25 +333,37 @@ class Broker:
             # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
             conn.send_ack(_PUBREC, pkt.pid)
             return
-        # The acknowledgement is queued before the message goes anywhere: a
-        # MemoryError after some deliveries must not leave it unacknowledged
-        # (the client would resend it: a duplicate for those served). The
-        # runtime writes it after the feed either way.
-        if qos == 1:
-            conn.send_ack(_PUBACK, pkt.pid)
-        elif qos == 2:
-            conn.send_ack(_PUBREC, pkt.pid)
+        v5 = msg is not None
+        if not v5:
+            # 3.1.1: the acknowledgement is queued before the message goes
+            # anywhere: a MemoryError after some deliveries must not leave it
+            # unacknowledged (the client would resend it: a duplicate for
+            # those served). The runtime writes it after the feed either way.
+            if qos == 1:
+                conn.send_ack(_PUBACK, pkt.pid)
+            elif qos == 2:
+                conn.send_ack(_PUBREC, pkt.pid)
         if topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
+        elif v5:
+            if not self._publish(msg):
+                rc = _RC_NO_MATCHING_SUBSCRIBERS  # 5.0 §3.4.2.1, in PUBACK/PUBREC
         elif pkt.retain:
             self._publish(Message(topic, pkt.payload, qos, True))
         else:
             # QoS 0: the payload may be a view of the receive buffer (codec
             # decode(view=True)), as enc0 is: both live only during this feed
             msg = Message(topic, pkt.payload, qos)
-            if not qos and start >= 0 and not conn.v5:
+            if not qos and start >= 0:
                 msg.enc0 = conn.last_packet(start, self.lend)  # forward QoS 0 as it came
             self._route(msg)  # not retained: nothing to store
+        if v5:
+            # 5.0: the ack says whether anyone matched (0x10), so it follows
+            # the routing; _route() keeps a MemoryError to one delivery
+            if qos == 1:
+                conn.send_ack(_PUBACK, pkt.pid, rc)
+            elif qos == 2:
+                conn.send_ack(_PUBREC, pkt.pid, rc)
 
     def _on_ack(self, conn, pkt, now):
         # PUBACK/PUBREC/PUBREL/PUBCOMP as a packet object (a 5.0 reason code
@@ -311,12 +377,14 @@ class Broker:
         elif kind == _PUBREC:
             sess.on_pubrec(pid)
         elif kind == _PUBREL:
-            sess.qos2_released(pid)
-            conn.send_ack(_PUBCOMP, pid)  # [MQTT-4.3.3-2]
+            # [MQTT-4.3.3-2]; 5.0: 0x92 for a pid not waiting for PUBREL
+            conn.send_ack(_PUBCOMP, pid, 0 if sess.qos2_released(pid) else _RC_PID_NOT_FOUND)
         else:
             sess.on_pubcomp(pid)
 
     def _on_subscribe(self, conn, pkt, now):
+        if conn.v5:  # options, identifiers, shared subscriptions
+            return self.v5.subscribe(conn, pkt)
         sess = conn.session
         codes = []
         for f, opts in pkt.topics:
@@ -327,6 +395,8 @@ class Broker:
                 self._send_retained(sess, pkt.topics[i][0], codes[i])
 
     def _subscribe(self, client, f, qos):
+        # qos: the subscription's value, the QoS in bits 0-1 (5.0 options
+        # above them: edge/mqtt/v5subs.py). Returns the granted QoS or 0x80.
         lim = self.limits
         try:
             validate_filter(f, lim.max_topic_levels)
@@ -345,37 +415,63 @@ class Broker:
             return _SUBACK_FAILURE
         client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
         self.subs.add(f, client, qos)
-        return qos
+        return qos & 3
 
     def _send_retained(self, client, f, qos):
-        # [MQTT-3.3.1-6] retained messages go to a new subscription, RETAIN set
+        # [MQTT-3.3.1-6] retained messages go to a new subscription, RETAIN
+        # set. qos: the subscription's value (> 3: 5.0 options, v5subs.py)
+        v5 = self.v5 if qos > 3 else None
         for topic, msg in self.retained.match(f):
-            client.deliver(msg, msg.qos if msg.qos < qos else qos, True)
+            if msg.props is not None and msg.__class__ is not Message and msg.expired():
+                self.retained._delete(topic)  # 5.0 §3.3.2.3.3: expired, gone
+                continue
+            if v5 is not None:
+                v5.deliver(client, msg, qos, True)
+            else:
+                client.deliver(msg, msg.qos if msg.qos < qos else qos, True)
         if f.startswith("$SYS"):  # [MQTT-4.7.2-1] no other filter matches $SYS
             one = Trie()
             one.add(f, 0, 0)
             for msg in self._sys_messages(one.match_subs):
-                client.deliver(msg, 0, True)
+                if v5 is not None:
+                    v5.deliver(client, msg, qos & ~3, True)
+                else:
+                    client.deliver(msg, 0, True)
 
     def _on_unsubscribe(self, conn, pkt, now):
         sess = conn.session
+        codes = []
         for f in pkt.topics:
-            if sess.subs.pop(f, None) is not None:
-                self.subs.remove(f, sess)
-        conn.send(Unsuback(pkt.pid))  # [MQTT-3.10.4-4]
+            v = sess.subs.pop(f, None)
+            if v is not None:
+                self._unsub(sess, f, v)
+                codes.append(0)
+            else:
+                codes.append(_RC_NO_SUBSCRIPTION)  # 5.0 §3.11.3
+        conn.send(Unsuback(pkt.pid, codes))  # [MQTT-3.10.4-4] (3.1.1: the pid only)
+
+    def _unsub(self, client, f, value):
+        # f was in client.subs with this value (the caller updates subs)
+        if value > 0x3F:  # a 5.0 shared subscription (v5subs.py)
+            self.v5.unshare(client, f)
+        else:
+            self.subs.remove(f, client)
 
     def _on_pingreq(self, conn, pkt, now):
         conn.send(Pingresp())
 
     def _on_disconnect(self, conn, pkt, now):
-        conn.will = None  # [MQTT-3.14.4-3] the will is discarded
+        if conn.v5:  # Session Expiry change, 0x04 keeps the will
+            self.v5.on_disconnect(conn, pkt)
+        else:
+            conn.will = None  # [MQTT-3.14.4-3] the will is discarded
         self._close(conn, now, "DISCONNECT")
 
     # ---- routing ----------------------------------------------------------------
     def _publish(self, msg):
         if msg.retain:
             self._retain(msg)
-        self._route(msg)
+        return self._route(msg)
 
     def _retain(self, msg):
         # [MQTT-3.3.1-5/10] store (empty payload: delete), within the
@@ -402,9 +498,10 @@ class Broker:
             budget.add(cost(msg))
 
     def _route(self, msg):
+        # True if a subscription matched (5.0 PUBACK 0x10 when none did)
         found = self.subs.match_subs(msg.topic)
         if not found:
-            return
+            return False
         mq = msg.qos
         if len(found) == 1:
             # One matching filter (the usual case): each client once. The
@@ -416,7 +513,10 @@ class Broker:
             for found_subs in found:  # overlapping subscriptions: once, at max QoS
                 for client in found_subs:
                     q = found_subs[client]
-                    if subs.get(client, -1) < q:
+                    b = subs.get(client, -1)
+                    if q > 3 or type(b) is list:  # 5.0: every matching one counts
+                        subs[client] = self.v5.merge(b, q)
+                    elif b < q:
                         subs[client] = q
             clients = subs
         for client in clients:
@@ -424,13 +524,17 @@ class Broker:
             if q is None:
                 continue  # unsubscribed meanwhile
             try:
-                client.deliver(msg, q if q < mq else mq)
+                if type(q) is not list and q <= 3:
+                    client.deliver(msg, q if q < mq else mq)
+                else:  # 5.0 subscription options or identifiers (v5subs.py)
+                    self.v5.deliver(client, msg, q)
             except MemoryError:
                 # A full heap costs this one delivery, counted, not the
                 # publisher's connection: closing that before its ack goes
                 # out would make it resend (a duplicate for the others).
                 self.stats.msgs_dropped += 1
                 self.stats.deliveries_oom += 1
+        return True
 
     # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------
     def local_client(self, name, callback):
@@ -448,8 +552,9 @@ class Broker:
         return code
 
     def unsubscribe(self, client, f):
-        if client.subs.pop(f, None) is not None:
-            self.subs.remove(f, client)
+        v = client.subs.pop(f, None)
+        if v is not None:
+            self._unsub(client, f, v)
             return True
         return False
 

@@ -32,7 +32,7 @@ class Connection:
     # Every instance attribute costs heap per connection on a board
     # (MicroPython keeps them in a hash map that grows 8, 10, 12, 17 slots):
     # nine are set here, and the rarely set ones default on the class.
-    v5 = False        # MQTT 5.0 framing (a later issue)
+    v5 = False        # MQTT 5.0: its v5.Peer (truthy), set at CONNECT
     will = None       # Message from CONNECT; None after DISCONNECT
     closing = False   # close after the queued output is written
     out = ()          # output waiting for take(): a list once written to
@@ -191,15 +191,23 @@ class Connection:
     # with no packet object built first (less garbage on a board, faster on
     # CPython).
     def send_publish(self, msg, qos=0, retain=False, dup=False, pid=0):
-        """Queue a PUBLISH of msg (a session.Message)."""
-        data = codec.encode_publish(msg.topic, msg.payload, qos, retain, dup, pid, None, self.v5)
+        """Queue a PUBLISH of msg (a session.Message); the bytes, or None
+        when a 5.0 client's Maximum Packet Size had it dropped."""
+        v5 = self.v5
+        if v5:  # properties, expiry, topic aliases: edge/mqtt/v5.py
+            return v5.send_publish(self, msg, qos, retain, dup, pid)
+        data = codec.encode_publish(msg.topic, msg.payload, qos, retain, dup, pid, None, False)
         self.write(data)
         return data
 
-    def send_ack(self, kind, pid):
-        """Queue a successful PUBACK/PUBREC/PUBREL/PUBCOMP (the same bytes in
-        3.1.1 and 5.0: reason 0 and no properties may be left out)."""
-        self.write(codec.encode_ack(kind, pid))
+    def send_ack(self, kind, pid, reason=0):
+        """Queue a PUBACK/PUBREC/PUBREL/PUBCOMP: successful, the same bytes
+        in 3.1.1 and 5.0 (reason 0 and no properties may be left out); a
+        reason code only reaches a 5.0 client."""
+        if reason and self.v5:
+            self.write(codec.encode(codec._CLS[kind](pid, reason), True))
+        else:
+            self.write(codec.encode_ack(kind, pid))
 
     def take(self):
         """Everything queued for the socket, as one bytes object (batched),

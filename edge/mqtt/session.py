@@ -19,6 +19,7 @@ _RETAIN = const(4)
 _RELEASED = const(0)
 _PUBREL = const(6)  # packet type, as in consts.py
 _ENTRY_COST = const(64)  # budget bytes per held message beyond topic + payload
+_RC_PID_NOT_FOUND = const(0x92)
 
 
 def _entry(msg, qos, retain):
@@ -58,6 +59,9 @@ class Session:
     queued_bytes = 0
     rx_qos2 = None      # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
     dropped = 0
+    # 5.0 Session Expiry Interval in seconds (0xFFFFFFFF: never), set by
+    # edge/mqtt/v5.py; None: a 3.1.1 session, whose end `clean` decides
+    expiry = None
 
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id
@@ -166,20 +170,24 @@ class Session:
         lim = self.limits
         inflight = self.inflight
         # each _send_new() takes one slot of the window
-        n = min(len(q), lim.max_inflight - len(inflight))
+        room = lim.max_inflight - len(inflight)
+        n = len(q)
         max_bytes = lim.max_queued_bytes
         i = 0
         size = 0
-        while i < n and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
+        while room > 0 and i < n and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
             e = q[i]
             i += 1
-            if type(e) is tuple:
-                msg = e[0]
-                self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN))
-            else:  # the usual entry (see _unpack)
-                msg = e
-                self._send_new(e, e.qos, False)
+            msg = e[0] if type(e) is tuple else e
             size += len(msg.topic) + len(msg.payload)
+            if msg.props is not None and msg.__class__ is not Message and msg.expired():
+                self._drop()  # [MQTT-3.3.2-5] 5.0 Message Expiry passed while queued
+                continue
+            room -= 1
+            if msg is e:  # the usual entry (see _unpack)
+                self._send_new(e, e.qos, False)
+            else:
+                self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN))
         self.queued_bytes -= size
         if i == len(q):
             self.queue = None  # drained: an idle session holds no queue
@@ -199,8 +207,12 @@ class Session:
         return False
 
     def qos2_released(self, pid):
-        if self.rx_qos2:
-            self.rx_qos2.discard(pid)
+        """PUBREL for pid; False if pid was not waiting for it."""
+        s = self.rx_qos2
+        if s and pid in s:
+            s.discard(pid)
+            return True
+        return False
 
     # PUBACK and PUBCOMP make room in the window; the broker calls pump()
     # once after the feed that brought them, so a batch of acks moves the
@@ -214,8 +226,11 @@ class Session:
         e = self.inflight.get(pid)
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 2:
             self.inflight[pid] = _RELEASED  # the message is no longer needed
-        # [MQTT-4.3.3-1] answer PUBREL; for an unknown pid too, so the client
-        # can finish its state (5.0 adds reason 0x92 there).
+        elif e != _RELEASED:
+            # [MQTT-4.3.3-1] answer PUBREL for an unknown pid too, so the
+            # client can finish its state; 5.0 says 0x92 there
+            self.conn.send_ack(_PUBREL, pid, _RC_PID_NOT_FOUND)
+            return
         self.conn.send_ack(_PUBREL, pid)
 
     def on_pubcomp(self, pid):

@@ -15,7 +15,7 @@ def make_broker(now=0, **broker_cfg):
 class Client:
     _next = [0]
 
-    def __init__(self, broker, now=0):
+    def __init__(self, broker, now=0, v5=False):
         Client._next[0] += 1
         self.cid = Client._next[0]
         self.broker = broker
@@ -23,9 +23,10 @@ class Client:
         self.conn = broker.conns[self.cid]
         self.pending = b""
         self.backlog = []  # packets read by connect() after the CONNACK
+        self.v5 = v5  # MQTT 5.0: CONNECT level 5, properties on every packet
 
     def send(self, pkt, now=0):
-        self.send_raw(codec.encode(pkt), now)
+        self.send_raw(codec.encode(pkt, self.v5), now)
 
     def send_raw(self, data, now=0):
         self.broker.data_received(self.cid, data, now)
@@ -37,7 +38,7 @@ class Client:
         self.backlog = []
         i = 0
         while True:
-            pkt, used = codec.decode(data, i, len(data))
+            pkt, used = codec.decode(data, i, len(data), self.v5)
             if pkt is None:
                 break
             out.append(pkt)
@@ -50,13 +51,15 @@ class Client:
         return self.conn.closing
 
     def connect(self, client_id, clean=True, keepalive=60, now=0, **kw):
+        if self.v5:
+            kw.setdefault("level", 5)
         self.send(Connect(client_id, clean, keepalive, **kw), now)
         pkts = self.recv()
         self.backlog = pkts[1:]
         return pkts[0]
 
-    def subscribe(self, *filters_qos, pid=1):
-        self.send(Subscribe(pid, list(filters_qos)))
+    def subscribe(self, *filters_qos, pid=1, props=None):
+        self.send(Subscribe(pid, list(filters_qos), props))
         return self.recv()
 
     def lose(self, now=0):
@@ -78,8 +81,8 @@ def publishes(pkts):
     return [p for p in pkts if p.kind == 3]
 
 
-def publish(client, topic, payload, qos=0, retain=False, pid=0):
-    client.send(Publish(topic, payload, qos, retain, False, pid))
+def publish(client, topic, payload, qos=0, retain=False, pid=0, props=None):
+    client.send(Publish(topic, payload, qos, retain, False, pid, props))
     return client.recv()
 
 

@@ -1,9 +1,9 @@
 # The core modules keep private `_NAME = const(n)` copies of the wire numbers
 # in edge/mqtt/consts.py (a board pays heap for public names, none for
 # private consts). They must agree with the public table.
-from edge.mqtt import broker, codec, connection, consts, packets, props, session, topics
+from edge.mqtt import broker, codec, connection, consts, packets, props, session, topics, v5, v5subs
 
-_MODULES = (broker, codec, connection, packets, props, session, topics)
+_MODULES = (broker, codec, connection, packets, props, session, topics, v5, v5subs)
 
 
 def _public():

@@ -1,5 +1,6 @@
 # Real, independent peers for the integration tests: a thin synchronous wrapper
-# around paho-mqtt (MQTT 3.1.1) and helpers for mosquitto_pub / mosquitto_sub.
+# around paho-mqtt (MQTT 3.1.1, or 5.0 with v5=True) and helpers for
+# mosquitto_pub / mosquitto_sub.
 # Every wait has a deadline; nothing sleeps blindly.
 import itertools
 import re
@@ -10,6 +11,8 @@ import time
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 DEFAULT_TIMEOUT = 10.0
 _ids = itertools.count(1)
@@ -19,15 +22,24 @@ def unique_id(prefix="t"):
     return "%s-%d-%d" % (prefix, int(time.time() * 1000) % 100000, next(_ids))
 
 
-class Message:
-    __slots__ = ("topic", "payload", "qos", "retain", "t")
+def props(packet_type, **values):
+    """paho Properties for a 5.0 packet: props("CONNECT", SessionExpiryInterval=60)."""
+    p = Properties(getattr(PacketTypes, packet_type))
+    for k, v in values.items():
+        setattr(p, k, v)
+    return p
 
-    def __init__(self, topic, payload, qos, retain, t):
+
+class Message:
+    __slots__ = ("topic", "payload", "qos", "retain", "t", "props")
+
+    def __init__(self, topic, payload, qos, retain, t, props=None):
         self.topic = topic
         self.payload = payload
         self.qos = qos
         self.retain = retain
         self.t = t
+        self.props = props  # paho Properties of a 5.0 PUBLISH
 
     def __repr__(self):
         return "Message(%r, %r, qos=%d, retain=%d)" % (self.topic, self.payload[:40],
@@ -38,18 +50,26 @@ class Client:
     """paho client driven from its own network thread; the test waits on events."""
 
     def __init__(self, host, port, client_id=None, clean_session=True, keepalive=30,
-                 will=None, max_inflight=20):
+                 will=None, max_inflight=20, v5=False, connect_props=None, will_props=None):
         self.host, self.port, self.keepalive = host, port, keepalive
         self.client_id = client_id if client_id is not None else unique_id("paho")
-        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=paho.MQTTv311, clean_session=clean_session)
+        self.v5 = v5
+        self.clean_start = clean_session
+        self.connect_props = connect_props  # 5.0: paho Properties for CONNECT
+        if v5:
+            self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=paho.MQTTv5)
+        else:
+            self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=paho.MQTTv311, clean_session=clean_session)
         self.c.max_inflight_messages_set(max_inflight)
         if will is not None:
             topic, payload, qos, retain = will
-            self.c.will_set(topic, payload, qos, retain)
+            self.c.will_set(topic, payload, qos, retain, properties=will_props)
         self.cond = threading.Condition()
         self.messages = []
         self.connacks = []          # (session_present, reason_code)
+        self.connack_props = []     # 5.0: paho Properties of each CONNACK
         self.subacks = {}           # mid -> [granted qos or 0x80]
         self.unsubacks = set()
         self.disconnects = []       # reason codes
@@ -64,10 +84,12 @@ class Client:
     def _on_connect(self, c, ud, flags, rc, props):
         with self.cond:
             self.connacks.append((int(flags.session_present), rc.value))
+            self.connack_props.append(props)
             self.cond.notify_all()
 
     def _on_message(self, c, ud, msg):
-        m = Message(msg.topic, bytes(msg.payload), msg.qos, int(msg.retain), time.monotonic())
+        m = Message(msg.topic, bytes(msg.payload), msg.qos, int(msg.retain), time.monotonic(),
+                    getattr(msg, "properties", None) if self.v5 else None)
         with self.cond:
             self.messages.append(m)
             self.cond.notify_all()
@@ -96,24 +118,31 @@ class Client:
                                  % (self.client_id, timeout, what, self.messages[-20:]))
 
     # -- operations --
-    def connect(self, timeout=DEFAULT_TIMEOUT):
+    def connect(self, timeout=DEFAULT_TIMEOUT, expect=0):
         """Connect and wait for CONNACK; returns session_present."""
         n = len(self.connacks)
-        self.c.connect(self.host, self.port, self.keepalive)
+        if self.v5:
+            self.c.connect(self.host, self.port, self.keepalive, clean_start=self.clean_start,
+                           properties=self.connect_props)
+        else:
+            self.c.connect(self.host, self.port, self.keepalive)
         if not self._loop:
             self.c.loop_start()
             self._loop = True
         self.wait_for(lambda: len(self.connacks) > n, timeout, "CONNACK")
         sp, rc = self.connacks[n]
-        assert rc == 0, "CONNACK refused with %d" % rc
+        assert rc == expect, "CONNACK with %d, expected %d" % (rc, expect)
         return sp
 
-    def subscribe(self, topic, qos=0, timeout=DEFAULT_TIMEOUT):
-        """topic: a filter, or a list of (filter, qos). Returns granted list."""
+    def subscribe(self, topic, qos=0, timeout=DEFAULT_TIMEOUT, options=None, properties=None):
+        """topic: a filter, or a list of (filter, qos). Returns granted list.
+        5.0: options (paho SubscribeOptions), properties (paho Properties)."""
         if isinstance(topic, list):
-            rc, mid = self.c.subscribe(topic)
+            rc, mid = self.c.subscribe(topic, properties=properties)
+        elif options is not None:
+            rc, mid = self.c.subscribe(topic, options=options, properties=properties)
         else:
-            rc, mid = self.c.subscribe(topic, qos)
+            rc, mid = self.c.subscribe(topic, qos, properties=properties)
         assert rc == paho.MQTT_ERR_SUCCESS, "subscribe failed locally: %s" % rc
         self.wait_for(lambda: mid in self.subacks, timeout, "SUBACK")
         return self.subacks[mid]
@@ -123,8 +152,9 @@ class Client:
         assert rc == paho.MQTT_ERR_SUCCESS
         self.wait_for(lambda: mid in self.unsubacks, timeout, "UNSUBACK")
 
-    def publish(self, topic, payload, qos=0, retain=False, timeout=DEFAULT_TIMEOUT, wait=True):
-        info = self.c.publish(topic, payload, qos, retain)
+    def publish(self, topic, payload, qos=0, retain=False, timeout=DEFAULT_TIMEOUT, wait=True,
+                properties=None):
+        info = self.c.publish(topic, payload, qos, retain, properties)
         if wait:
             info.wait_for_publish(timeout)
             assert info.is_published(), "publish to %r not completed in %.1fs" % (topic, timeout)
@@ -150,9 +180,14 @@ class Client:
         self.wait_for(check, timeout, what)
         return found[0]
 
-    def disconnect(self, timeout=DEFAULT_TIMEOUT):
+    def disconnect(self, timeout=DEFAULT_TIMEOUT, reason=None, properties=None):
         n = len(self.disconnects)
-        self.c.disconnect()
+        if reason is not None or properties is not None:
+            from paho.mqtt.reasoncodes import ReasonCode
+            rc = ReasonCode(PacketTypes.DISCONNECT, identifier=reason or 0)
+            self.c.disconnect(rc, properties)
+        else:
+            self.c.disconnect()
         self.wait_for(lambda: len(self.disconnects) > n, timeout, "disconnect")
         self.stop()
 

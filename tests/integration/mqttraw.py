@@ -1,5 +1,7 @@
 # Tiny hand-rolled MQTT 3.1.1 encoders and a blocking raw-socket client, for
-# crafting exactly the bytes a test needs (including broken ones).
+# crafting exactly the bytes a test needs (including broken ones). 5.0: the
+# `props` arguments are raw property blocks (Property Length included), so a
+# test can write a broken one byte by byte.
 # Deliberately independent of edge/: the code under test must not grade itself.
 import socket
 import struct
@@ -51,8 +53,9 @@ def packet(first_byte, body):
 
 
 def connect(client_id="", clean=True, keepalive=60, will=None, username=None,
-            password=None, proto_name=b"MQTT", level=4, reserved_flag=False):
-    """will = (topic, payload, qos, retain)."""
+            password=None, proto_name=b"MQTT", level=4, reserved_flag=False, props=b"\x00",
+            will_props=b"\x00"):
+    """will = (topic, payload, qos, retain). props, will_props: level 5 only."""
     flags = 0
     payload = ustr(client_id)
     if clean:
@@ -62,7 +65,8 @@ def connect(client_id="", clean=True, keepalive=60, will=None, username=None,
         flags |= 0x04 | (w_qos << 3) | (0x20 if w_retain else 0)
         if isinstance(w_payload, str):
             w_payload = w_payload.encode()
-        payload += ustr(w_topic) + struct.pack("!H", len(w_payload)) + w_payload
+        payload += (will_props if level == 5 else b"") + ustr(w_topic) + \
+            struct.pack("!H", len(w_payload)) + w_payload
     if username is not None:
         flags |= 0x80
         payload += ustr(username)
@@ -72,10 +76,13 @@ def connect(client_id="", clean=True, keepalive=60, will=None, username=None,
     if reserved_flag:
         flags |= 0x01
     var = ustr(proto_name) + bytes([level, flags]) + struct.pack("!H", keepalive)
+    if level == 5:
+        var += props
     return packet(0x10, var + payload)
 
 
-def publish(topic, payload=b"", qos=0, retain=False, dup=False, pid=None, first_byte=None):
+def publish(topic, payload=b"", qos=0, retain=False, dup=False, pid=None, first_byte=None,
+            props=None):
     if isinstance(payload, str):
         payload = payload.encode()
     if first_byte is None:
@@ -85,12 +92,14 @@ def publish(topic, payload=b"", qos=0, retain=False, dup=False, pid=None, first_
         pid = 1
     if pid is not None:
         body += struct.pack("!H", pid)
+    if props is not None:  # a 5.0 PUBLISH
+        body += props
     return packet(first_byte, body + payload)
 
 
-def subscribe(pid, filters, first_byte=0x82):
-    """filters: list of (filter, qos)."""
-    body = struct.pack("!H", pid)
+def subscribe(pid, filters, first_byte=0x82, props=None):
+    """filters: list of (filter, qos); props: a 5.0 property block."""
+    body = struct.pack("!H", pid) + (props or b"")
     for f, q in filters:
         body += ustr(f) + bytes([q])
     return packet(first_byte, body)

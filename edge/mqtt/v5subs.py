@@ -1,0 +1,212 @@
+# MQTT 5.0 subscriptions on the broker side: subscription options (No
+# Local, Retain As Published, Retain Handling, §3.8.3.1), Subscription
+# Identifiers (§3.8.2.1.2) and shared subscriptions (§4.8.2). Loaded with
+# edge/mqtt/v5.py, on the first 5.0 CONNECT.
+#
+# A subscription's value (in Session.subs and the trie) is an int: 3.1.1's
+# is the granted QoS (0-2) and stays so; a 5.0 one adds bit 2 No Local,
+# bit 3 Retain As Published, bit 6 "shared" (Session.subs only) and the
+# Subscription Identifier from bit 8 up. So a value above 3 is what sends
+# a delivery here (Broker._route) and 3.1.1's path tests one comparison.
+# (Retain Handling only matters while subscribing: not stored.)
+from edge.compat import const
+from edge.errors import RemoteProtocolError
+from edge.mqtt.packets import Suback
+from edge.mqtt.session import _unpack
+from edge.mqtt.topics import split_shared, validate_filter
+
+_QOS = const(3)
+_NO_LOCAL = const(4)
+_RAP = const(8)
+_SHARED = const(0x40)
+_SUB_ID_SHIFT = const(8)
+_P_SUB_ID = const(0x0B)
+_RC_PROTOCOL_ERROR = const(0x82)
+_RC_TOPIC_FILTER_INVALID = const(0x8F)
+_RC_QUOTA_EXCEEDED = const(0x97)
+_SUBACK_FAILURE = const(0x80)
+_RELEASED = const(0)  # session.py's inflight entry for a PUBREC'd QoS 2
+
+
+class Group:
+    """One shared subscription `$share/{name}/{filter}`: the trie's key for
+    `filter`, so a message matches it once; deliver() hands it to one member
+    (round-robin among the connected ones, §4.8.2)."""
+
+    def __init__(self, hub, name):
+        self.hub = hub
+        self.client_id = name  # for the broker's logs
+        self.members = []      # [[Session, value]] in subscription order
+        self.next = 0
+
+    def deliver(self, msg, qos, retain=False, skip=None):
+        members = self.members
+        n = len(members)
+        if not n:
+            return
+        start = self.next
+        pick = None
+        for k in range(n):
+            m = members[(start + k) % n]
+            if m[0].conn is not None and m[0] is not skip:
+                pick = (start + k) % n
+                break
+        if pick is None:  # nobody connected: the next one's session queues it
+            pick = start % n
+            if members[pick][0] is skip:
+                return
+        self.next = (pick + 1) % n
+        sess, value = members[pick]
+        self.hub.deliver(sess, msg, value, retain, self)
+
+
+def subscribe(hub, conn, pkt):
+    """SUBSCRIBE from a 5.0 client: SUBACK with a reason code per filter,
+    then the retained messages each Retain Handling asks for."""
+    b = hub.broker
+    sess = conn.session
+    props = pkt.props
+    sid = props.get(_P_SUB_ID, 0) if props else 0
+    codes = []
+    todo = []
+    for f, opts in pkt.topics:
+        value = opts & (_QOS | _NO_LOCAL | _RAP) | sid << _SUB_ID_SHIFT
+        existed = f in sess.subs
+        name = None
+        try:
+            name, real = split_shared(f)
+            if name is None:
+                code = b._subscribe(sess, f, value)
+            else:
+                if opts & _NO_LOCAL:
+                    # [MQTT-3.8.3-4] No Local on a shared subscription
+                    raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "No Local on a shared subscription")
+                code = _share(hub, sess, f, real, value | _SHARED)
+        except RemoteProtocolError as e:
+            if e.reason != _RC_TOPIC_FILTER_INVALID:
+                raise
+            code = e.reason  # 5.0 says it per filter (§3.9.3)
+        codes.append(code)
+        rh = opts >> 4 & 3
+        # Retain Handling 0: send retained; 1: only if new; 2: never. Never
+        # for a shared subscription (§4.8.2).
+        if code < _SUBACK_FAILURE and (rh == 0 or (rh == 1 and not existed)) and name is None:
+            todo.append((f, value))
+    conn.send(Suback(pkt.pid, codes))  # [MQTT-3.8.4-1]
+    for f, value in todo:
+        b._send_retained(sess, f, value)
+
+
+def _share(hub, sess, f, real, value):
+    b = hub.broker
+    lim = b.limits
+    validate_filter(real, lim.max_topic_levels)
+    if f not in sess.subs and len(sess.subs) >= lim.max_subscriptions:
+        b.stats.subs_refused += 1
+        return _RC_QUOTA_EXCEEDED
+    g = hub.groups.get(f)
+    if g is None:
+        g = hub.groups[f] = Group(hub, f)
+        b.subs.add(real, g, 2)  # one trie entry per group; the member's QoS applies
+    for m in g.members:
+        if m[0] is sess:
+            m[1] = value  # [MQTT-3.8.4-3] replaces the existing one
+            break
+    else:
+        g.members.append([sess, value])
+    sess.subs[f] = value
+    return value & _QOS
+
+
+def unshare(hub, sess, f):
+    g = hub.groups.get(f)
+    if g is None:
+        return
+    g.members = [m for m in g.members if m[0] is not sess]
+    if not g.members:
+        del hub.groups[f]
+        hub.broker.subs.remove(split_shared(f)[1], g)
+
+
+def departed(hub, sess):
+    """sess lost its connection: its QoS 1/2 messages from shared
+    subscriptions, not yet acknowledged, go to another member now (as the
+    issue asks, and EMQX does; 5.0 §4.8.2 would have them wait for its
+    return). Without another connected member they stay."""
+    if not hub.groups:
+        return
+    # Take its unacknowledged messages (in flight, not yet PUBREC'd, and
+    # queued) that came through a group with another connected member, in
+    # send order (the entries: session.py), then hand each on.
+    out = []
+    inflight = sess.inflight
+    nxt = sess.next_pid
+    for pid in sorted(inflight, key=lambda p: (p - nxt) % 65535):
+        e = inflight[pid]
+        if e != _RELEASED and _elsewhere(sess, getattr(_unpack(e)[0], "group", None)):
+            del inflight[pid]
+            out.append(_unpack(e))
+    q = sess.queue
+    if q:
+        keep = []
+        for e in q:
+            u = _unpack(e)
+            if _elsewhere(sess, getattr(u[0], "group", None)):
+                sess.queued_bytes -= len(u[0].topic) + len(u[0].payload)
+                out.append(u)
+            else:
+                keep.append(e)
+        sess.queue = keep or None
+    for msg, qos, retain in out:
+        msg.group.deliver(msg, qos, retain, sess)
+
+
+def _elsewhere(sess, g):
+    # g (a Group or None) has a connected member other than sess
+    if g is None:
+        return False
+    for m in g.members:
+        if m[0] is not sess and m[0].conn is not None:
+            return True
+    return False
+
+
+def deliver(hub, client, msg, v, retained=False, group=None):
+    """Deliver msg to a 5.0 subscriber under subscription value(s) v (one
+    int, or a list of them when several of its filters match)."""
+    qos = -1
+    rap = False
+    ids = None
+    for x in (v if type(v) is list else (v,)):
+        if x & _NO_LOCAL and getattr(msg, "sender", None) == client.client_id:
+            continue  # [MQTT-3.8.3-3] not to the publisher's client id
+        if x & _QOS > qos:
+            qos = x & _QOS
+        if x & _RAP:
+            rap = True
+        sid = x >> _SUB_ID_SHIFT
+        if sid:
+            if ids is None:
+                ids = []
+            ids.append(sid)  # [MQTT-3.3.4-3] each matching one's identifier
+    if qos < 0:
+        return
+    if qos > msg.qos:
+        qos = msg.qos
+    if ids is not None or group is not None:
+        props = dict(msg.props) if msg.props else {}
+        props.pop(_P_SUB_ID, None)  # (a copy redelivered to another member)
+        if ids is not None:
+            props[_P_SUB_ID] = ids
+        msg = hub.copy(msg, props, group)
+    # [MQTT-3.3.1-12/13] RETAIN as published only when asked for
+    client.deliver(msg, qos, retained or (rap and msg.retain))
+
+
+def merge(hub, b, q):
+    """Broker._route: the values of one client's matching subscriptions, as
+    a list once a 5.0 one is among them (b: what it has so far, -1: none)."""
+    if type(b) is list:
+        b.append(q)
+        return b
+    return [q] if b < 0 else [b, q]
