@@ -156,8 +156,10 @@ class Session:
         pid = self.next_pid
         # Queued for the socket first: a MemoryError there leaves no window
         # slot taken by a message the client never gets.
-        self.conn.send_publish(msg, qos, retain, False, pid)
+        sent = self.conn.send_publish(msg, qos, retain, False, pid)
         self.next_pid = pid + 1 if pid < 65535 else 1
+        if sent is None:
+            return  # over a 5.0 client's Maximum Packet Size: dropped, counted, done with
         self.inflight[pid] = _entry(msg, qos, retain)
         self.stats.msgs_sent += 1
 

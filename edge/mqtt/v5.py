@@ -269,10 +269,11 @@ class Hub:
         lim = self.broker.limits
         if peer.receive_max < lim.max_inflight:
             # [MQTT-3.3.4-7] never more unacknowledged QoS 1/2 than it allows
-            # (the three limits Session reads, in the broker's own class)
+            # (the limits Session reads, in the broker's own class)
             sess.limits = lim.__class__({"max_inflight": peer.receive_max,
                                          "max_queued_messages": lim.max_queued_messages,
-                                         "max_queued_bytes": lim.max_queued_bytes})
+                                         "max_queued_bytes": lim.max_queued_bytes,
+                                         "budget": lim.budget})
         elif sess.limits is not lim:
             sess.limits = lim
         wp = pkt.will_props
