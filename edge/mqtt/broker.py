@@ -73,6 +73,7 @@ class Broker:
     # Set later, if ever (an instance attribute costs heap on a board)
     heap = None     # (current, maximum) bytes, set by the runtime (MicroPython)
     _auto_id = 0    # last number given to a zero-length client id
+    store = None    # StateStore (edge/store/state.py), set by restore()
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -143,6 +144,16 @@ class Broker:
         if conn is not None and conn.state < CLOSED:
             self._close(conn, now, "connection lost")
 
+    def restore(self, store):
+        """Persist into store (a StateStore over an opened Log) from now on,
+        after rebuilding what it holds: call once, before the first open().
+        Returns replay's (counts, problems); the caller flushes the log."""
+        self.store = store
+        counts, problems = store.replay(self)
+        for sess in self.sessions.values():
+            sess.store = store
+        return counts, problems
+
     def take(self, conn):
         data = conn.take()
         self.stats.bytes_sent += len(data)
@@ -162,6 +173,10 @@ class Broker:
         if lim.sys_interval and now >= self.next_sys:
             self.next_sys = now + lim.sys_interval * 1000
             self.publish_sys(now)
+        if self.store is not None:
+            news = self.store.refusals()  # counted at once, logged once a tick
+            if news:
+                self.log(30, news)
 
     # ---- closing --------------------------------------------------------------
     def _close(self, conn, now, why, state=CLOSED):
@@ -186,6 +201,9 @@ class Broker:
             self._publish(will)
 
     def _discard(self, sess):
+        if sess.store is not None:
+            sess.store.session_deleted(sess)  # first: it reads the entries
+            sess.store = None
         for f in sess.subs:
             self.subs.remove(f, sess)
         sess.subs = {}
@@ -236,6 +254,8 @@ class Broker:
             self.sessions[cid] = sess
         else:
             present = True  # [MQTT-3.2.2-2]
+        if self.store is not None and not self._save(sess):
+            return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store full: session not saved", now)
         conn.keepalive = pkt.keepalive
         if pkt.will_topic is not None:
             conn.will = Message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain)
@@ -248,6 +268,18 @@ class Broker:
         conn.send(Connack(present, 0))
         sess.attach(conn)  # resends inflight with DUP, then the queue
         self.log(20, "client %s connected (clean=%d, keepalive=%d)" % (cid, pkt.clean, pkt.keepalive))
+
+    def _save(self, sess):
+        # Persist sess if it outlives its connection (clean 0, a 5.0
+        # expiry); False if the store refused it (the session is dropped:
+        # CONNACK must not promise what a restart would lose)
+        st = self.store
+        if st.session_saved(sess, sess.expiry):
+            self._discard(sess)
+            return False
+        if st.session_expiry(sess):
+            sess.store = st
+        return True
 
     def _assign_id(self):
         while True:
@@ -262,10 +294,19 @@ class Broker:
         validate_topic(topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
         self.stats.msgs_received += 1
         qos = pkt.qos
-        if qos == 2 and conn.session.qos2_seen(pkt.pid):
-            # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
-            conn.send_ack(_PUBREC, pkt.pid)
-            return
+        if qos == 2:
+            sess = conn.session
+            if sess.qos2_seen(pkt.pid):
+                # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
+                conn.send_ack(_PUBREC, pkt.pid)
+                return
+            if sess.store is not None and sess.store.qos2_seen(sess, pkt.pid):
+                # The pid is not durable: no PUBREC may promise it. 3.1.1
+                # has no refusing PUBREC (5.0's is 0x97): close, not
+                # delivered; the client resends it on its next connection.
+                sess.rx_qos2.discard(pkt.pid)
+                self._close(conn, now, "store full: QoS 2 packet id %d not recorded" % pkt.pid, ERROR)
+                return
         if topic.startswith("$SYS"):
             self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
         elif pkt.retain:
@@ -320,6 +361,10 @@ class Broker:
             self.stats.subs_refused += 1
             self.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
             return _SUBACK_FAILURE
+        st = client.store
+        if st is not None and st.sub_added(client, f, qos):
+            self.stats.subs_refused += 1  # over a store budget: counted there too
+            return _SUBACK_FAILURE
         client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
         self.subs.add(f, client, qos)
         return qos
@@ -339,6 +384,8 @@ class Broker:
         for f in pkt.topics:
             if sess.subs.pop(f, None) is not None:
                 self.subs.remove(f, sess)
+                if sess.store is not None:
+                    sess.store.sub_removed(sess, f)
         conn.send(Unsuback(pkt.pid))  # [MQTT-3.10.4-4]
 
     def _on_pingreq(self, conn, pkt, now):
@@ -355,6 +402,13 @@ class Broker:
             if not self.retained.set(msg.topic, msg):
                 self.stats.msgs_dropped += 1
                 self.log(30, "retained %s not stored: retained limits reached" % msg.topic)
+                if self.store is not None:
+                    self.store.retained(msg.topic, None)  # cleared here too
+            elif self.store is not None and self.store.retained(msg.topic, msg):
+                # over the store's budget: cleared in RAM too (a restart
+                # must not bring back an older value)
+                self.retained.set(msg.topic, Message(msg.topic, b""))
+                self.stats.msgs_dropped += 1
         self._route(msg)
 
     def _route(self, msg):
@@ -432,6 +486,8 @@ class Broker:
         if self.heap is not None:
             yield "heap/current", self.heap[0]
             yield "heap/maximum", self.heap[1]
+        if self.store is not None:  # flash persistence (edge/store/)
+            yield from self.store.sys_values()
 
     def _sys_messages(self, match):
         """The $SYS messages whose topic match(topic) accepts."""

@@ -6,6 +6,8 @@
 class LocalClient:
     """`callback(msg, qos, retain)` is called for each matching message."""
 
+    store = None  # nothing of it persists (as Session.store of a clean session)
+
     def __init__(self, name, callback):
         self.client_id = name
         self.callback = callback

@@ -57,6 +57,13 @@ class Session:
     queued_bytes = 0
     rx_qos2 = None      # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
     dropped = 0
+    expiry = None       # 5.0 Session Expiry Interval (s); None: from clean (3.1.1)
+    # The StateStore (edge/store/state.py) of a session that outlives its
+    # connection, set by the broker once the store holds it; clean sessions
+    # keep the class's None and pay nothing. Every change of persistent state
+    # below calls the store's hook of the same name (DESIGN "Delivery
+    # guarantees"); the runtime syncs them before the acks go out.
+    store = None
 
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id
@@ -109,6 +116,10 @@ class Session:
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
             self._drop()
             return False
+        st = self.store
+        if st is not None and st.msg_queued(self, msg, qos, retain):
+            self._drop()  # over a store budget: refused there, counted (H7)
+            return False
         q.append(_entry(msg, qos, retain))
         self.queued_bytes += size
         return True
@@ -116,6 +127,10 @@ class Session:
     def _send_new(self, msg, qos, retain):
         # the caller checked there is room, next_pid included
         pid = self.next_pid
+        st = self.store
+        if st is not None and st.msg_sent(self, pid, msg, qos, retain):
+            self._drop()  # over a store budget: refused there, counted (H7)
+            return
         self.next_pid = pid + 1 if pid < 65535 else 1
         self.inflight[pid] = _entry(msg, qos, retain)
         self.conn.send_publish(msg, qos, retain, False, pid)
@@ -165,6 +180,8 @@ class Session:
     def qos2_released(self, pid):
         if self.rx_qos2:
             self.rx_qos2.discard(pid)
+            if self.store is not None:
+                self.store.qos2_released(self, pid)
 
     # PUBACK and PUBCOMP make room in the window; the broker calls pump()
     # once after the feed that brought them, so a batch of acks moves the
@@ -173,11 +190,15 @@ class Session:
         e = self.inflight.get(pid)
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 1:
             del self.inflight[pid]
+            if self.store is not None:
+                self.store.acked(self, pid, e[0] if type(e) is tuple else e)
 
     def on_pubrec(self, pid):
         e = self.inflight.get(pid)
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 2:
             self.inflight[pid] = _RELEASED  # the message is no longer needed
+            if self.store is not None:
+                self.store.released(self, pid, e[0] if type(e) is tuple else e)
         # [MQTT-4.3.3-1] answer PUBREL; for an unknown pid too, so the client
         # can finish its state (5.0 adds reason 0x92 there).
         self.conn.send_ack(_PUBREL, pid)
@@ -185,6 +206,8 @@ class Session:
     def on_pubcomp(self, pid):
         if self.inflight.get(pid) == _RELEASED:
             del self.inflight[pid]
+            if self.store is not None:
+                self.store.acked(self, pid)
 
     # ---- (re)connection -------------------------------------------------------
     def attach(self, conn):

@@ -78,4 +78,5 @@ def compact(log):
     log._rotate = False
     log.disk_bytes = size
     log.compactions += 1
+    log.drop_buffer()  # rarely needed again: a board's heap gets it back
     return True

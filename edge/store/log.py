@@ -138,6 +138,11 @@ class Log:
         if self.sync == "always" or len(self._pending) >= self.batch_bytes:
             self.flush()
 
+    def pending(self):
+        """Bytes of the batch not written yet (0: everything is written,
+        and synced unless sync="never")."""
+        return len(self._pending)
+
     def is_live(self, seq):
         return seq in self._live
 
@@ -273,6 +278,11 @@ class Log:
             yield kind, mv, pos, b0, b1
             pos = b1 + 4
         self._walk_end = (base + pos, None)
+
+    def drop_buffer(self):
+        """Free the read buffer (max_record + slack bytes) until the next
+        read: a board reads only at start and when compacting."""
+        self._buf = None
 
     def _rbuf(self):
         if self._buf is None:

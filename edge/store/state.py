@@ -84,6 +84,7 @@ class StateStore:
         self.refused_session = 0  # over a session's budget
         self.refused_store = 0    # over the store's
         self.refused_size = 0     # a record over the log's max_record
+        self._told = 0            # refusals refusals() reported
         self._sess = {}   # Session -> index list (above)
         self._mseq = {}   # Message -> seq of its MSG record
         self._mref = {}   # Message -> references (deliveries, retained)
@@ -433,6 +434,29 @@ class StateStore:
             self._del(None, old[0])
             self._unref(None, old[1])
         return rc
+
+    # ---- figures -------------------------------------------------------------------
+    def sys_values(self):
+        """($SYS/broker/ name, value) pairs of the store."""
+        log = self.log
+        yield "store/bytes", log.live_bytes
+        yield "store/disk bytes", log.disk_bytes
+        yield "store/syncs", log.syncs
+        yield "store/refused", self.refused_session + self.refused_store + self.refused_size
+        yield "store/quarantined", log.quarantined
+
+    def refusals(self):
+        """A log line about the refusals since the last call, or None (the
+        broker logs it once a tick: a full store under load would otherwise
+        log every message)."""
+        n = self.refused_session + self.refused_store + self.refused_size
+        if n == self._told:
+            return None
+        msg = "store: %d records refused (%d over session_budget %d, %d over budget_bytes %d, %d too large)" % (
+            n - self._told, self.refused_session, self.session_budget, self.refused_store,
+            self.log.budget_bytes, self.refused_size)
+        self._told = n
+        return msg
 
     # ---- restart -------------------------------------------------------------------
     def replay(self, broker):

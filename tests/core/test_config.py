@@ -21,8 +21,9 @@ def test_defaults_gateway():
     assert b["max_inflight"] == 20 and b["max_queued_messages"] == 1000
     assert b["max_retained_bytes"] == 10485760
     assert b["allow_zero_length_clientid"] is True
-    assert cfg["store"] == {"dir": "./data", "sync": "batch", "sync_max_delay_ms": 50,
-                            "budget_bytes": 67108864}
+    assert cfg["store"] == {"persistence": True, "dir": "./data", "sync": "batch",
+                            "sync_max_delay_ms": 50, "budget_bytes": 67108864,
+                            "session_budget": 8388608, "segment_bytes": 1048576}
     assert cfg["log"] == {"level": "info"}
 
 
