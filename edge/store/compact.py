@@ -67,6 +67,7 @@ def compact(log):
         return False
     f.append(tmp, out)
     size += len(out)
+    log.written += size
     f.sync(tmp)
     f.rename(tmp, final)
     f.sync_dir()

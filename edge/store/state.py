@@ -442,6 +442,7 @@ class StateStore:
         yield "store/bytes", log.live_bytes
         yield "store/disk bytes", log.disk_bytes
         yield "store/syncs", log.syncs
+        yield "store/bytes written", log.written
         yield "store/refused", self.refused_session + self.refused_store + self.refused_size
         yield "store/quarantined", log.quarantined
 

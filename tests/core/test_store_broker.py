@@ -231,3 +231,4 @@ def test_connect_packet_unchanged_for_clean_clients():
         c.send(Connect("z", True, 30))
         outs.append(c.conn.take())
     assert outs[0] == outs[1]
+
