@@ -28,6 +28,19 @@ def crash(m):
     return m
 
 
+def sub_and_pub(b, f, qos, offline=True):
+    """A persistent subscriber "sub" to f (gone again if offline), and a
+    connected clean publisher "pub"."""
+    sub = Client(b)
+    sub.connect("sub", clean=False)
+    sub.subscribe((f, qos))
+    if offline:
+        sub.lose()
+    pub = Client(b)
+    pub.connect("pub")
+    return sub, pub
+
+
 def sys_value(b, name):
     for msg in b._sys_messages(lambda t: t == "$SYS/broker/" + name):
         return int(msg.payload)
@@ -37,12 +50,7 @@ def sys_value(b, name):
 def test_queued_qos1_survives_a_crash_once_synced():
     m = MemFiles()
     b, log, _ = boot(m)
-    sub = Client(b)
-    sub.connect("sub", clean=False)
-    sub.subscribe(("t/#", 1))
-    sub.lose()
-    pub = Client(b)
-    pub.connect("pub")
+    sub, pub = sub_and_pub(b, "t/#", 1)
     pub.send(Publish("t/1", b"one", 1, False, False, 7))
     # the PUBACK is queued, the record is not durable yet: the runtime
     # must sync before it writes the PUBACK out
@@ -66,13 +74,8 @@ def test_queued_qos1_survives_a_crash_once_synced():
 def test_unsynced_batch_is_lost_whole_not_half():
     m = MemFiles()
     b, log, _ = boot(m)
-    sub = Client(b)
-    sub.connect("sub", clean=False)
-    sub.subscribe(("t", 1))
+    sub, pub = sub_and_pub(b, "t", 1)
     log.flush()
-    sub.lose()
-    pub = Client(b)
-    pub.connect("pub")
     publish(pub, "t", b"x", 1, pid=1)  # never synced: its PUBACK never went out
     b, log, counts = boot(crash(m))
     assert counts["sessions"] == 1 and counts["subs"] == 1 and counts["queued"] == 0
@@ -81,11 +84,7 @@ def test_unsynced_batch_is_lost_whole_not_half():
 def test_inflight_and_qos2_phases_survive():
     m = MemFiles()
     b, log, _ = boot(m)
-    sub = Client(b)
-    sub.connect("sub", clean=False)
-    sub.subscribe(("a", 2))
-    pub = Client(b)
-    pub.connect("pub")
+    sub, pub = sub_and_pub(b, "a", 2, offline=False)
     publish(pub, "a", b"1", 2, pid=1)
     publish(pub, "a", b"2", 2, pid=2)
     got = publishes(sub.recv())
@@ -176,12 +175,7 @@ def test_store_full_refuses_counted_in_sys_and_log():
     lines = []
     b, log, _ = boot(m, budget=4096, session_budget=1500)
     b.log = lambda level, msg: lines.append((level, msg))
-    sub = Client(b)
-    sub.connect("sub", clean=False)
-    sub.subscribe(("t", 1))
-    sub.lose()
-    pub = Client(b)
-    pub.connect("pub")
+    sub, pub = sub_and_pub(b, "t", 1)
     for i in range(40):
         publish(pub, "t", b"p" * 100, 1, pid=i + 1)
     queued = len(b.sessions["sub"].queue)
