@@ -124,6 +124,20 @@ def test_out_of_range():
     assert cfg["broker"]["port"] == 0
 
 
+def test_store_keys():
+    # issue #4: the persistence switch and the store's budgets
+    msg = _err({"store": {"persistence": "yes"}})
+    assert msg == 'store.persistence: must be true or false, got "yes"', msg
+    msg = _err({"store": {"session_budget": 100}})
+    assert msg == "store.session_budget: must be an integer >= 1024, got 100", msg
+    assert _err({"store": {"budget_bytes": 0}}).startswith("store.budget_bytes: must be an integer >= 4096")
+    assert _err({"store": {"segment_bytes": 10}}).startswith("store.segment_bytes:")
+    b = config.load({"store": {"persistence": False}}, "board")["store"]
+    assert b["persistence"] is False and b["session_budget"] == 32768 and b["segment_bytes"] == 16384
+    cfg = config.override(config.load({}), "store", "persistence", "off")
+    assert cfg["store"]["persistence"] is False
+
+
 def test_bad_enum():
     msg = _err({"store": {"sync": "sometimes"}})
     assert msg == 'store.sync: must be one of "always", "batch", "never", got "sometimes"', msg

@@ -88,7 +88,7 @@ def _fanin(duration, clean, rate=0):
     return {"npubs": 4, "nsubs": 1, "qos": 1, "duration": duration, "clean": clean, "rate": rate}
 
 
-def run(duration=5.0, rate=2000, runs=3, out=print):
+def run(duration=5.0, rate=2000, runs=3, out=print, breakdown=False):
     on, off = EdgeStore({}), EdgeStore({"persistence": False})
     res = {}
     # 1. a sustained rate: bytes and syncs per message
@@ -119,6 +119,13 @@ def run(duration=5.0, rate=2000, runs=3, out=print):
                     "runs_off": rates["off"], "runs_on": rates["on"]}
         out("QoS 1 fan-in 4 -> 1, %s, median of %d: persistence off %.0f msg/s, on (batch) %.0f msg/s, "
             "ratio %.0f%%" % (label, runs, m_off, m_on, 100.0 * m_on / m_off if m_off else 0))
+    if breakdown:
+        # where the cost is: the same persistent flow, written but never
+        # synced (the store's CPU cost alone), and synced per record
+        for mode in ("never", "always"):
+            r = _flow(EdgeStore({"sync": mode}), _fanin(duration, False))
+            res["flat_persistent"]["sync_" + mode] = r["msgs_per_s"]
+            out("  the same, sync %s: %.0f msg/s" % (mode, r["msgs_per_s"]))
     return res
 
 
@@ -128,9 +135,11 @@ def main(argv=None):
     ap.add_argument("--rate", type=float, default=2000.0, help="sustained rate, msg/s in all")
     ap.add_argument("--runs", type=int, default=3, help="flat-out runs per setting (medians)")
     ap.add_argument("--kills", type=int, default=0, help="then tools/crash.py with this many kills")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also the persistent flow with sync never / always")
     ap.add_argument("--out", default="build/bench/store.json")
     a = ap.parse_args(argv)
-    res = run(a.duration, a.rate, a.runs)
+    res = run(a.duration, a.rate, a.runs, breakdown=a.breakdown)
     ok = True
     if a.kills:
         from tools import crash
