@@ -47,12 +47,13 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test bench typecheck sizes deps stubs clean .venv
+.PHONY: help run test bench bench-store typecheck sizes deps stubs clean .venv
 
 help:
 	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
 	@echo "make test       install deps, type-check edge/, print module sizes, run pytest"
 	@echo "make bench      edgebroker vs mosquitto vs amqtt, side by side (BENCH_ARGS=--quick for a short pass)"
+	@echo "make bench-store  flash persistence: bytes/message, syncs/s, on vs off, 100-kill crash run"
 	@echo "make typecheck  mypy edge/ against MicroPython's stubs"
 	@echo "make sizes      source and .mpy size of each edge/ module"
 	@echo "make deps       install the Debian packages the tests need ($(APT_PACKAGES))"
@@ -113,6 +114,12 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: deps $(BENCH_STAMP)
 	$(PY) -m tools.bench $(BENCH_ARGS)
+	$(PY) -m tools.bench.store
+
+# Flash persistence: bytes/message, syncs/s, throughput on vs off, then the
+# crash harness with 100 SIGKILLs (issue #4).
+bench-store: $(STAMP)
+	$(PY) -m tools.bench.store --kills 100
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache *.egg-info

@@ -38,10 +38,22 @@ SCHEMA = {
         "memory_budget_bytes": ("int", 268435456, 8192, (1024, _U)),
     },
     "store": {
+        # mosquitto's name; false: nothing is written, nothing survives a restart
+        "persistence": ("bool", True, True, None),
         "dir": ("str", "./data", "./data", (1, _U)),
+        # "batch": records of one batch of input share one sync, before the
+        # acks that promise them go out; a batch with no ack waiting is
+        # synced within sync_max_delay_ms. "always": a sync per record.
+        # "never": written, never synced (a power cut may lose the tail).
         "sync": ("enum", "batch", "batch", ("always", "batch", "never")),
         "sync_max_delay_ms": ("int", 50, 50, (0, 60000)),
-        "budget_bytes": ("int", 67108864, 262144, (0, _U)),
+        # the whole store (live records, bytes on flash); full: new QoS 1/2
+        # deliveries, sessions, subscriptions are refused and counted
+        "budget_bytes": ("int", 67108864, 262144, (4096, _U)),
+        # one persistent session's records + the messages it holds
+        "session_budget": ("int", 8388608, 32768, (1024, _U)),
+        # segment file size; littlefs rewrites a file's last block per sync
+        "segment_bytes": ("int", 1048576, 16384, (1024, _U)),
     },
     "log": {
         "level": ("enum", "info", "info", ("debug", "info", "warning", "error")),

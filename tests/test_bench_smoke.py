@@ -14,6 +14,23 @@ from tools.bench.flow import Flow
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.timeout(120)
+def test_store_bench_quick(tmp_path):
+    # python -m tools.bench.store: persistence on vs off, bytes/message (issue #4)
+    out = tmp_path / "store.json"
+    p = subprocess.run(
+        [sys.executable, "-m", "tools.bench.store", "--duration", "1", "--runs", "1",
+         "--rate", "400", "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=100)
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads(out.read_text())
+    paced = doc["paced"]
+    assert paced["messages"] > 0 and paced["lost"] == 0
+    assert paced["bytes_per_msg"] > 0 and paced["syncs_per_s"] > 0
+    for key in ("flat_persistent", "flat_clean"):
+        assert doc[key]["off"] > 0 and doc[key]["on"] > 0, doc
+
+
 @pytest.mark.timeout(90)
 def test_quick_fanin_q1_against_edgebroker(tmp_path):
     out = tmp_path / "bench"

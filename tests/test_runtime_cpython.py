@@ -47,3 +47,92 @@ def test_broker_routes_through_the_memo():
     s.subscribe(("c/1", 1))
     publish(p, "c/1", b"d", 1, pid=4)
     assert [m.payload for m in publishes(s.recv())] == [b"d"]
+
+
+# ---- group commit: the ack goes out after the sync of what it promises --------
+class _Files:
+    """A files object that notes each sync in a shared event list."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def listdir(self):
+        return []
+
+    def append(self, name, data):
+        self.events.append("append")
+
+    def sync(self, name):
+        self.events.append("sync")
+
+    def sync_dir(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _Transport:
+    def __init__(self, events, name):
+        self.events, self.name, self.closed = events, name, False
+
+    def write(self, data):
+        self.events.append((self.name, bytes(data)))
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def is_reading(self):
+        return True
+
+    def set_write_buffer_limits(self, high, low):
+        pass
+
+    def get_extra_info(self, name):
+        return None
+
+    def close(self):
+        self.closed = True
+
+
+def test_acks_written_only_after_the_sync():
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Connect, Publish, Subscribe
+    from edge.runtime.tcp_cpython import TcpServer, _Peer
+    from edge.store.log import Log
+    from edge.store.state import StateStore
+
+    events = []
+    b = make_broker()
+    log = Log(_Files(events), "state")
+    log.open(0)
+    srv = TcpServer(b, lambda level, msg: None)
+    b.restore(StateStore(log))
+
+    async def go():
+        peers = {}
+        for name in ("sub", "pub"):
+            p = _Peer(srv)
+            p.connection_made(_Transport(events, name))
+            peers[name] = p
+        srv.received(peers["sub"], codec.encode(Connect("sub", False, 60)))
+        await asyncio.sleep(0)
+        srv.received(peers["sub"], codec.encode(Subscribe(1, [("t", 1)])))
+        await asyncio.sleep(0)
+        srv.received(peers["pub"], codec.encode(Connect("pub", True, 60)))
+        await asyncio.sleep(0)
+        del events[:]
+        # two publishers' feeds in one loop pass share one sync
+        srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
+        srv.received(peers["pub"], codec.encode(Publish("t", b"2", 1, False, False, 6)))
+        assert events == []  # held: nothing durable yet
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(go())
+    assert events[:2] == ["append", "sync"], events
+    writes = [e for e in events[2:] if e != "append"]
+    assert ("pub", b"\x40\x02\x00\x05\x40\x02\x00\x06") in writes, events
+    assert events.count("sync") == 1, events

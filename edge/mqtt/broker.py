@@ -35,6 +35,7 @@ _RC_SESSION_TAKEN_OVER = const(0x8E)
 _RC_NO_SUBSCRIPTION = const(0x11)
 _RC_NO_MATCHING_SUBSCRIBERS = const(0x10)
 _RC_PID_NOT_FOUND = const(0x92)
+_RC_QUOTA_EXCEEDED = const(0x97)
 
 # Handler method names indexed by packet type (None: not valid from a client)
 _HANDLERS = (
@@ -87,6 +88,7 @@ class Broker:
     # before it reads again: QoS 0 is then forwarded as a view of the bytes
     # fed in, with no copy (Connection.last_packet).
     lend = False
+    store = None    # StateStore (edge/store/state.py), set by restore()
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -167,6 +169,16 @@ class Broker:
             self.now = now
             self._close(conn, now, "connection lost")
 
+    def restore(self, store):
+        """Persist into store (a StateStore over an opened Log) from now on,
+        after rebuilding what it holds: call once, before the first open().
+        Returns replay's (counts, problems); the caller flushes the log."""
+        self.store = store
+        counts, problems = store.replay(self)
+        for sess in self.sessions.values():
+            sess.store = store
+        return counts, problems
+
     def take(self, conn):
         data = conn.take()
         self.stats.bytes_sent += len(data)
@@ -188,6 +200,10 @@ class Broker:
         if lim.sys_interval and now >= self.next_sys:
             self.next_sys = now + lim.sys_interval * 1000
             self.publish_sys(now)
+        if self.store is not None:
+            news = self.store.refusals()  # counted at once, logged once a tick
+            if news:
+                self.log(30, news)
 
     # ---- closing --------------------------------------------------------------
     def _close(self, conn, now, why, state=CLOSED, rc=0):
@@ -220,6 +236,9 @@ class Broker:
             self._publish(will)
 
     def _discard(self, sess):
+        if sess.store is not None:
+            sess.store.session_deleted(sess)  # first: it reads the entries
+            sess.store = None
         sess.release()  # its queue, back to the budget
         for f in sess.subs:
             self._unsub(sess, f, sess.subs[f])
@@ -292,6 +311,9 @@ class Broker:
                 sess.limits = lim
             if pkt.will_topic is not None:
                 conn.will = Message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain)
+        # saved once its expiry is known (v5.attach)
+        if self.store is not None and not self._save(sess):
+            return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store full: session not saved", now)
         conn.session = sess
         conn.state = CONNECTED
         st = self.stats
@@ -309,6 +331,18 @@ class Broker:
 
             v5 = self.v5 = edge.mqtt.v5.Hub(self)
         return v5
+
+    def _save(self, sess):
+        # Persist sess if it outlives its connection (clean 0, a 5.0
+        # expiry); False if the store refused it (the session is dropped:
+        # CONNACK must not promise what a restart would lose)
+        st = self.store
+        if st.session_saved(sess, sess.expiry):
+            self._discard(sess)
+            return False
+        if st.session_expiry(sess):
+            sess.store = st
+        return True
 
     def _assign_id(self):
         while True:
@@ -329,16 +363,27 @@ class Broker:
         validate_topic(topic, self.limits.max_topic_levels)  # [MQTT-3.3.2-2]
         self.stats.msgs_received += 1
         qos = pkt.qos
-        if qos == 2 and conn.session.qos2_seen(pkt.pid):
-            # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
-            conn.send_ack(_PUBREC, pkt.pid)
-            return
+        if qos == 2:
+            sess = conn.session
+            if sess.qos2_seen(pkt.pid):
+                # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
+                conn.send_ack(_PUBREC, pkt.pid)
+                return
+            if sess.store is not None and sess.store.qos2_seen(sess, pkt.pid):
+                # The pid is not durable: no PUBREC may promise it. 3.1.1
+                # has no refusing PUBREC: close, not delivered; the client
+                # resends it on its next connection (5.0: DISCONNECT 0x97).
+                sess.rx_qos2.discard(pkt.pid)
+                self._close(conn, now, "store full: QoS 2 packet id %d not recorded" % pkt.pid,
+                            ERROR, _RC_QUOTA_EXCEEDED)
+                return
         v5 = msg is not None
         if not v5:
             # 3.1.1: the acknowledgement is queued before the message goes
             # anywhere: a MemoryError after some deliveries must not leave it
             # unacknowledged (the client would resend it: a duplicate for
-            # those served). The runtime writes it after the feed either way.
+            # those served). The runtime writes it after the feed, and after
+            # the store's sync, either way.
             if qos == 1:
                 conn.send_ack(_PUBACK, pkt.pid)
             elif qos == 2:
@@ -413,6 +458,10 @@ class Broker:
             self.stats.subs_refused += 1  # session.py Budget, policy 3
             lim.budget.note(True, f)
             return _SUBACK_FAILURE
+        st = client.store
+        if st is not None and st.sub_added(client, f, qos):
+            self.stats.subs_refused += 1  # over a store budget: counted there too
+            return _SUBACK_FAILURE
         client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
         self.subs.add(f, client, qos)
         return qos & 3
@@ -423,7 +472,7 @@ class Broker:
         v5 = self.v5 if qos > 3 else None
         for topic, msg in self.retained.match(f):
             if msg.props is not None and msg.__class__ is not Message and msg.expired():
-                self.retained._delete(topic)  # 5.0 §3.3.2.3.3: expired, gone
+                self._retain(Message(topic, b""))  # 5.0 §3.3.2.3.3: expired, gone
                 continue
             if v5 is not None:
                 v5.deliver(client, msg, qos, True)
@@ -456,6 +505,8 @@ class Broker:
             self.v5.unshare(client, f)
         else:
             self.subs.remove(f, client)
+        if client.store is not None:
+            client.store.sub_removed(client, f)
 
     def _on_pingreq(self, conn, pkt, now):
         conn.send(Pingresp())
@@ -475,27 +526,41 @@ class Broker:
 
     def _retain(self, msg):
         # [MQTT-3.3.1-5/10] store (empty payload: delete), within the
-        # retained limits and the memory budget (a replaced message's share
-        # comes back)
+        # retained limits, the memory budget (a replaced message's share
+        # comes back) and the flash store's budget
+        topic = msg.topic
         store = self.retained
         budget = self.limits.budget
-        old = store.get(msg.topic)
+        old = store.get(topic)
         held = cost(old) if old is not None else 0
         if msg.payload and not budget.room(cost(msg) - held):
             # not stored; nor is the old value kept (a stale value must not
             # pass as the latest one, as RetainStore.set does)
-            store.set(msg.topic, Message(msg.topic, b""))
+            self._unretain(topic)
             budget.add(-held)
             self.stats.msgs_dropped += 1
-            budget.note(False, msg.topic)
+            budget.note(False, topic)
             return
-        stored = store.set(msg.topic, msg)
+        stored = store.set(topic, msg)
         budget.add(-held)  # replaced, deleted or dropped with it
         if not stored:
             self.stats.msgs_dropped += 1
-            self.log(30, "retained %s not stored: retained limits reached" % msg.topic)
+            self.log(30, "retained %s not stored: retained limits reached" % topic)
+            if self.store is not None:
+                self.store.retained(topic, None)  # cleared here too
+        elif self.store is not None and self.store.retained(topic, msg):
+            # over the store's budget: cleared in RAM too (a restart must
+            # not bring back an older value)
+            store.set(topic, Message(topic, b""))
+            self.stats.msgs_dropped += 1
         elif msg.payload:
             budget.add(cost(msg))
+
+    def _unretain(self, topic):
+        # clear topic's retained message in RAM and on flash
+        self.retained.set(topic, Message(topic, b""))
+        if self.store is not None:
+            self.store.retained(topic, None)
 
     def _route(self, msg):
         # True if a subscription matched (5.0 PUBACK 0x10 when none did)
@@ -592,6 +657,8 @@ class Broker:
         if self.heap is not None:
             yield "heap/current", self.heap[0]
             yield "heap/maximum", self.heap[1]
+        if self.store is not None:  # flash persistence (edge/store/)
+            yield from self.store.sys_values()
 
     def _sys_messages(self, match):
         """The $SYS messages whose topic match(topic) accepts."""

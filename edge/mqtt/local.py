@@ -7,6 +7,7 @@ class LocalClient:
     """`callback(msg, qos, retain)` is called for each matching message."""
 
     clean = True  # holds nothing while away (the memory budget's view)
+    store = None  # nothing of it persists (as Session.store of a clean session)
 
     def __init__(self, name, callback):
         self.client_id = name

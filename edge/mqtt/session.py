@@ -59,9 +59,13 @@ class Session:
     queued_bytes = 0
     rx_qos2 = None      # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
     dropped = 0
-    # 5.0 Session Expiry Interval in seconds (0xFFFFFFFF: never), set by
-    # edge/mqtt/v5.py; None: a 3.1.1 session, whose end `clean` decides
-    expiry = None
+    expiry = None       # 5.0 Session Expiry Interval (s); None: from clean (3.1.1)
+    # The StateStore (edge/store/state.py) of a session that outlives its
+    # connection, set by the broker once the store holds it; clean sessions
+    # keep the class's None and pay nothing. Every change of persistent state
+    # below calls the store's hook of the same name (DESIGN "Delivery
+    # guarantees"); the runtime syncs them before the acks go out.
+    store = None
 
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id
@@ -114,12 +118,18 @@ class Session:
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
             self._drop()
             return False
+        budget = None
         if self.conn is None:  # held for a client that is away: Budget
             budget = lim.budget
             if not budget.room(size + _ENTRY_COST):
                 self._drop()
                 budget.note(False, "queued")
                 return False
+        st = self.store
+        if st is not None and st.msg_queued(self, msg, qos, retain):
+            self._drop()  # over a store budget: refused there, counted (H7)
+            return False
+        if budget is not None:
             budget.add(size + _ENTRY_COST)
         q.append(_entry(msg, qos, retain))
         self.queued_bytes += size
@@ -154,12 +164,19 @@ class Session:
     def _send_new(self, msg, qos, retain):
         # the caller checked there is room, next_pid included
         pid = self.next_pid
-        # Queued for the socket first: a MemoryError there leaves no window
-        # slot taken by a message the client never gets.
+        st = self.store
+        if st is not None and st.msg_sent(self, pid, msg, qos, retain):
+            self._drop()  # over a store budget: refused there, counted (H7)
+            return
+        # Queued for the socket before the window takes it: a MemoryError
+        # there leaves no slot taken by a message the client never gets.
         sent = self.conn.send_publish(msg, qos, retain, False, pid)
         self.next_pid = pid + 1 if pid < 65535 else 1
         if sent is None:
-            return  # over a 5.0 client's Maximum Packet Size: dropped, counted, done with
+            # over a 5.0 client's Maximum Packet Size: dropped, counted, done with
+            if st is not None:
+                st.acked(self, pid, msg)
+            return
         self.inflight[pid] = _entry(msg, qos, retain)
         self.stats.msgs_sent += 1
 
@@ -213,6 +230,8 @@ class Session:
         s = self.rx_qos2
         if s and pid in s:
             s.discard(pid)
+            if self.store is not None:
+                self.store.qos2_released(self, pid)
             return True
         return False
 
@@ -223,11 +242,15 @@ class Session:
         e = self.inflight.get(pid)
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 1:
             del self.inflight[pid]
+            if self.store is not None:
+                self.store.acked(self, pid, e[0] if type(e) is tuple else e)
 
     def on_pubrec(self, pid):
         e = self.inflight.get(pid)
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 2:
             self.inflight[pid] = _RELEASED  # the message is no longer needed
+            if self.store is not None:
+                self.store.released(self, pid, e[0] if type(e) is tuple else e)
         elif e != _RELEASED:
             # [MQTT-4.3.3-1] answer PUBREL for an unknown pid too, so the
             # client can finish its state; 5.0 says 0x92 there
@@ -238,6 +261,8 @@ class Session:
     def on_pubcomp(self, pid):
         if self.inflight.get(pid) == _RELEASED:
             del self.inflight[pid]
+            if self.store is not None:
+                self.store.acked(self, pid)
 
     # ---- (re)connection -------------------------------------------------------
     def attach(self, conn):

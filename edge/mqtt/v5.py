@@ -187,8 +187,9 @@ class Peer:
             b.stats.msgs_dropped += 1
             b.log(30, "client %s: PUBLISH of %d bytes over its Maximum Packet Size %d, dropped"
                   % (conn.session.client_id, len(data), self.max_packet))
-            if pid:
-                conn.session.inflight.pop(pid, None)
+            sess = conn.session
+            if pid and sess.inflight.pop(pid, None) is not None and sess.store is not None:
+                sess.store.acked(sess, pid, msg)  # a resend: its record goes too
             return None
         conn.write(data)
         return data
@@ -304,6 +305,8 @@ class Hub:
                 raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "Session Expiry Interval set on DISCONNECT after 0")
             sess.expiry = n
             sess.clean = not n
+            if n and self.broker.store is not None:
+                self.broker._save(sess)  # the new interval, durable (0: discarded at close)
         if pkt.reason != _RC_DISCONNECT_WITH_WILL:
             conn.will = None  # [MQTT-3.14.4-3]
 

@@ -104,6 +104,10 @@ def _share(hub, sess, f, real, value):
     if f not in sess.subs and len(sess.subs) >= lim.max_subscriptions:
         b.stats.subs_refused += 1
         return _RC_QUOTA_EXCEEDED
+    st = sess.store
+    if st is not None and st.sub_added(sess, f, value):
+        b.stats.subs_refused += 1  # over a store budget: counted there too
+        return _RC_QUOTA_EXCEEDED
     g = hub.groups.get(f)
     if g is None:
         g = hub.groups[f] = Group(hub, f)

@@ -15,6 +15,7 @@ else:  # CPython: asyncio Protocols, uvloop's event loop when installed
 
 _TICK_MS = 250
 _GC_EVERY = 8192  # bytes allocated between collections (MicroPython)
+_STORE_HEAP = 32768  # free heap (bytes) persistence needs at start (board)
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR"}
 
@@ -54,11 +55,23 @@ async def serve(cfg, log, started=None):
     b = cfg["broker"]
     _makedirs(cfg["store"]["dir"])
     broker = Broker(cfg, now_ms(), log)
-    srv = TcpServer(broker, log)
+    srv = TcpServer(broker, log)  # (CPython: swaps in its trie while empty)
+    wal = None
+    if cfg["store"]["persistence"]:
+        wal = _open_store(cfg, broker, log)  # replayed before anyone connects
+    else:
+        log(30, "store: persistence off, nothing survives a restart")
     await srv.start(b["bind"], b["port"])
     log(20, "edgebroker listening on %s:%d (MQTT), data in %s" % (b["bind"], b["port"], cfg["store"]["dir"]))
     if started is not None:
         started(broker, srv)
+    # Nothing reads the config after start-up (the Broker copied its limits):
+    # emptied, its dicts give a board's heap back about 1 KB (the callers'
+    # frames still hold the outer dict until the broker stops).
+    for section in cfg.values():
+        section.clear()
+    cfg.clear()
+    b = None
     heap_max = 0
     if hasattr(gc, "threshold"):  # MicroPython
         # Collect after every _GC_EVERY bytes allocated, not only when the
@@ -82,6 +95,12 @@ async def serve(cfg, log, started=None):
             try:
                 broker.tick(now)
                 srv.flush()
+                if wal is not None:
+                    # an unpromised batch synced within sync_max_delay_ms;
+                    # garbage compacted away
+                    wal.tick(now)
+            except OSError as e:
+                log(40, "store: write failed (%s), retried next tick" % e)
             except MemoryError as e:
                 # A full heap must not end the broker: this tick's work (a
                 # will, a $SYS round) is lost, logged; the next tick retries
@@ -89,6 +108,25 @@ async def serve(cfg, log, started=None):
                 log(40, "tick: out of memory (%s)" % e)
     finally:
         srv.close()
+        if wal is not None:
+            wal.close()  # the last batch synced: a clean stop loses nothing
+            log(20, "store: synced and closed")
+
+
+def _open_store(cfg, broker, log):
+    # The store's code costs a board about 13 KB of heap (its names and
+    # function objects, measured on the unix port with tools/board.py), so
+    # it is imported only when persistence is on, and only with room for it
+    # and the clients after it; else the broker runs without it and says so
+    # (DESIGN: a store never stops a start). A 64 KiB heap has ~16 KB here.
+    gc.collect()
+    free = gc.mem_free() if hasattr(gc, "mem_free") else -1  # MicroPython only
+    if 0 <= free < _STORE_HEAP:
+        log(40, "store: %d bytes of heap free, %d needed: persistence OFF" % (free, _STORE_HEAP))
+        return None
+    from edge.runtime.persist import start
+
+    return start(cfg, broker, log)
 
 
 def run(cfg, log=None):

@@ -10,6 +10,11 @@
 # the Stream object, its extra-info dict and the peer address a board would
 # otherwise keep for nothing, and a read allocates no more than a view of the
 # one shared read buffer (no per-read coroutine).
+#
+# The store's batch (what a feed recorded) is synced before any output goes
+# out: the PUBACK/PUBREC/CONNACK in it promise those records (DESIGN
+# "Delivery guarantees"). One feed, one sync: a board has a handful of
+# clients, and littlefs commits on flush/close.
 import asyncio
 
 from edge.runtime.clock import now_ms
@@ -71,11 +76,24 @@ class TcpServer:
         p[cid] = bytes(data[n:])
         return len(data) - n
 
+    def _durable(self):
+        # Sync the store's batch; False if that failed (the output is held
+        # and the next flush, at the latest the tick's, retries)
+        st = self.broker.store
+        if st is None or not st.log.pending():
+            return True
+        try:
+            st.log.flush()
+            return True
+        except OSError as e:
+            self.log(40, "store: sync failed (%s): acks held, retrying" % e)
+            return False
+
     def flush(self):
         """Write out everything the broker queued; called after each feed."""
         broker = self.broker
         dirty = broker.dirty
-        if not dirty:
+        if not dirty or not self._durable():
             return
         i = 0
         while i < len(dirty):  # writing may not add, but closing a peer can
@@ -123,6 +141,8 @@ class TcpServer:
                 await self._push(cid, w)
                 conn.out_bytes = 0
                 if conn.out:  # more was queued meanwhile
+                    if not self._durable():
+                        break  # held: a later flush() writes it once synced
                     conn.out_bytes = self._write(cid, w, self.broker.take(conn))
                     continue
                 if conn.closing:

@@ -12,6 +12,12 @@
 # Per connection this holds a transport and one slotted _Peer; the streams
 # path held a StreamReader (and its buffer), a StreamWriter, their protocol,
 # a Task and its coroutine frame as well.
+#
+# Group commit (DESIGN "Delivery guarantees"): when a feed left records in
+# the store's batch, the output (the PUBACK/PUBREC/CONNACK that promise
+# them) is held and a commit is scheduled with call_soon, which runs after
+# every data_received() of this loop pass: the records of all connections
+# read in one pass share one sync, then all their output goes out.
 import asyncio
 import socket
 
@@ -23,6 +29,7 @@ _BACKLOG = 128  # listen() queue
 # never reads its PUBACKs) is not read from until it has taken them all: TCP
 # pushes back on it instead of our buffer growing without bound.
 _READ_PAUSE = 262144
+_RETRY_S = 0.1  # a failed store sync is retried this often; the acks wait
 
 
 class _Peer(asyncio.Protocol):
@@ -66,6 +73,7 @@ class TcpServer:
         self.peers = {}     # cid -> _Peer, while the broker may write to it
         self.next_id = 0
         self.server = None  # asyncio Server
+        self.commit_due = False  # a _commit() is scheduled
 
     async def start(self, host, port):
         loop = asyncio.get_running_loop()
@@ -150,10 +158,17 @@ class TcpServer:
 
     # ---- output ---------------------------------------------------------------
     def flush(self):
-        """Write out everything the broker queued (one write per connection)."""
+        """Write out everything the broker queued (one write per connection),
+        once the store's batch is durable (see the head comment)."""
         broker = self.broker
         dirty = broker.dirty
         if not dirty:
+            return
+        st = broker.store
+        if st is not None and st.log.pending():
+            if not self.commit_due:
+                self.commit_due = True
+                asyncio.get_running_loop().call_soon(self._commit)
             return
         peers = self.peers
         i = 0
@@ -174,6 +189,18 @@ class TcpServer:
                 del peers[conn.id]
                 tr.close()  # after the buffered output is written
         dirty.clear()
+
+    def _commit(self):
+        # One sync for the batch of this loop pass, then its output
+        self.commit_due = False
+        try:
+            self.broker.store.log.flush()
+        except OSError as e:
+            self.log(40, "store: sync failed (%s): acks held, retrying" % e)
+            self.commit_due = True
+            asyncio.get_running_loop().call_later(_RETRY_S, self._commit)
+            return
+        self.flush()
 
     def close(self):
         if self.server is not None:

@@ -67,6 +67,7 @@ def compact(log):
         return False
     f.append(tmp, out)
     size += len(out)
+    log.written += size
     f.sync(tmp)
     f.rename(tmp, final)
     f.sync_dir()
@@ -78,4 +79,5 @@ def compact(log):
     log._rotate = False
     log.disk_bytes = size
     log.compactions += 1
+    log.drop_buffer()  # rarely needed again: a board's heap gets it back
     return True

@@ -17,6 +17,8 @@
 #   22 RXQOS2   vv     sid, pid                       (PUBREC sent, PUBREL awaited)
 #   23 RETAINED v      @msg                           (the topic is the message's)
 #   24 OUTBOX          edge/store/outbox.py, on a log of its own
+#   25 SUB5     vvs    as SUB, for options over a byte: 5.0 options with a
+#                      shared flag and a Subscription Identifier (v5subs.py)
 #
 # sid: a small number naming the session in its other records, kept when
 # its SESSION record is rewritten. @x: a back reference, own seq - x's seq
@@ -33,7 +35,7 @@ from edge.store.record import get_varint, put_varint
 # never change an entry, add a kind (tests/core/test_store_state.py pins it).
 LAYOUTS = {
     16: "vBvs", 17: "vBs", 18: "BSr", 19: "vvB",
-    20: "vvvvB", 21: "vvv", 22: "vv", 23: "v",
+    20: "vvvvB", 21: "vvv", 22: "vv", 23: "v", 25: "vvs",
 }
 
 

@@ -29,7 +29,7 @@
 from edge.compat import const
 from edge.store.record import (
     ERR_TORN, HDR_BAD, HDR_TORN, HEADER, HEADER_LEN, MAX_BODY, OVERHEAD, READERS,
-    append_record, get_varint, header_version, put_varint, record_size,
+    append_record, append_seq_record, get_varint, header_version, put_varint,
 )
 
 K_META = const(1)   # varint next_seq, varint floor
@@ -72,6 +72,7 @@ class Log:
         self.disk_bytes = 0     # all segments, garbage included
         self.refused = 0        # appends over the budget or max_record
         self.syncs = 0
+        self.written = 0        # bytes appended to segment files, ever
         self.compactions = 0
         self.quarantined = 0
         self.compact_failed = False
@@ -108,13 +109,15 @@ class Log:
         if not KIND_MIN <= kind <= KIND_MAX:
             raise ValueError("kind %d" % kind)
         seq = self.next_seq
-        pre = bytearray()
-        put_varint(pre, seq)
-        size = record_size(len(pre) + len(body))
+        buf = self._pending
+        start = len(buf)
+        size = append_seq_record(buf, kind, seq, body)
         if len(body) > self.max_record or self.live_bytes + size > self.budget_bytes:
+            # (rare: framing first is cheaper than sizing twice; a copy, as
+            # MicroPython's bytearray has no slice deletion)
+            self._pending = buf[:start]
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1
-        append_record(self._pending, kind, body, pre)
         self.next_seq = seq + 1
         self._live[seq] = size
         self.live_bytes += size
@@ -128,15 +131,18 @@ class Log:
         if size is None:
             return False
         self.live_bytes -= size
-        pre = bytearray()
-        put_varint(pre, seq)
-        append_record(self._pending, K_DEL, pre)
+        append_seq_record(self._pending, K_DEL, seq, b"")
         self._after_change()
         return True
 
     def _after_change(self):
         if self.sync == "always" or len(self._pending) >= self.batch_bytes:
             self.flush()
+
+    def pending(self):
+        """Bytes of the batch not written yet (0: everything is written,
+        and synced unless sync="never")."""
+        return len(self._pending)
 
     def is_live(self, seq):
         return seq in self._live
@@ -165,6 +171,7 @@ class Log:
                 seg = self._start_segment(f)
             name = self._name(seg[_ID])
             f.append(name, data)
+            self.written += len(data)
             seg[_SIZE] += len(data)
             seg[_TOP] = self.next_seq - 1
             self.disk_bytes += len(data)
@@ -190,6 +197,7 @@ class Log:
         head = bytearray(HEADER)
         append_record(head, K_META, self._meta(self._floor))
         f.append(self._name(sid), head)
+        self.written += len(head)
         seg = [sid, len(head), READERS[HEADER[4]], 0]
         self._segs.append(seg)
         self.disk_bytes += len(head)
@@ -273,6 +281,11 @@ class Log:
             yield kind, mv, pos, b0, b1
             pos = b1 + 4
         self._walk_end = (base + pos, None)
+
+    def drop_buffer(self):
+        """Free the read buffer (max_record + slack bytes) until the next
+        read: a board reads only at start and when compacting."""
+        self._buf = None
 
     def _rbuf(self):
         if self._buf is None:

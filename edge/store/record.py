@@ -61,13 +61,35 @@ def append_record(buf, kind, body, prefix=b""):
         buf.append((n & 0x7F) | 0x80)
         n >>= 7
     buf.append(n)
-    buf.extend(prefix)
+    if prefix:
+        buf.extend(prefix)
     buf.extend(body)
-    crc = binascii.crc32(memoryview(buf)[start:]) & 0xFFFFFFFF
-    buf.append(crc & 0xFF)
-    buf.append((crc >> 8) & 0xFF)
-    buf.append((crc >> 16) & 0xFF)
-    buf.append(crc >> 24)
+    # (one call for the CRC's 4 bytes: this runs for every record, hot)
+    buf.extend((binascii.crc32(memoryview(buf)[start:]) & 0xFFFFFFFF).to_bytes(4, "little"))
+    return len(buf) - start
+
+
+def append_seq_record(buf, kind, seq, body):
+    """append_record(buf, kind, body, prefix=varint(seq)) without building
+    the prefix (edge/store/log.py: once per record and tombstone, hot)."""
+    start = len(buf)
+    n = len(body) + 1
+    v = seq >> 7
+    while v:
+        n += 1
+        v >>= 7
+    buf.append(kind)
+    while n > 0x7F:
+        buf.append((n & 0x7F) | 0x80)
+        n >>= 7
+    buf.append(n)
+    while seq > 0x7F:
+        buf.append((seq & 0x7F) | 0x80)
+        seq >>= 7
+    buf.append(seq)
+    if body:
+        buf.extend(body)
+    buf.extend((binascii.crc32(memoryview(buf)[start:]) & 0xFFFFFFFF).to_bytes(4, "little"))
     return len(buf) - start
 
 

@@ -6,12 +6,13 @@
 from edge.compat import const
 from edge.mqtt.session import Message, Session, _entry
 from edge.store.layout import decode
-from edge.store.state import _cost
+from edge.store.state import EXPIRY_NEVER, _cost
 
 # As in state.py (a private const is inlined by MicroPython and can't be
 # imported; tests/core/test_store_state.py keeps them equal)
 _K_SESSION = const(16)
 _K_SUB = const(17)
+_K_SUB5 = const(25)
 _K_MSG = const(18)
 _K_QUEUED = const(19)
 _K_INFLIGHT = const(20)
@@ -25,9 +26,10 @@ _SUBS = const(5)
 _INFL = const(6)
 _QUEUE = const(7)
 _RX = const(8)
+_SHARED = const(0x40)  # a 5.0 shared subscription's flag, as in v5subs.py
 
 _HANDLERS = {
-    _K_SESSION: "_session", _K_SUB: "_sub", _K_MSG: "_msg", _K_QUEUED: "_queued",
+    _K_SESSION: "_session", _K_SUB: "_sub", _K_SUB5: "_sub", _K_MSG: "_msg", _K_QUEUED: "_queued",
     _K_INFLIGHT: "_inflight", _K_RELEASED: "_released", _K_RXQOS2: "_rxqos2",
     _K_RETAINED: "_retained",
 }
@@ -228,14 +230,28 @@ class Replay:
         c = self.counts
         flags = w[_W_FLAGS]
         sess = Session(w[_W_CID], bool(flags & _CLEAN), b.limits, b.stats)
+        exp = w[_W_EXP]
+        if exp != EXPIRY_NEVER:
+            # a 5.0 session: its Session Expiry Interval counts again from
+            # the restart (the time it was away before is not recorded)
+            sess.expiry = exp
+            b._v5().expiring[sess] = b.now + exp * 1000
         s = [w[_W_SID], w[_W_SEQ], size(w[_W_SEQ]), w[_W_EXP], flags, None, None, None, None]
         subs = w[_W_SUBS]
         if subs:
             s[_SUBS] = {}
             for f in subs:
                 seq, opts = subs[f]
-                sess.subs[f] = opts
-                b.subs.add(f, sess, opts)
+                if opts & _SHARED:  # a 5.0 shared subscription: its group
+                    from edge.mqtt import v5subs
+                    from edge.mqtt.topics import split_shared
+
+                    v5subs._share(b._v5(), sess, f, split_shared(f)[1], opts)
+                else:
+                    if opts > 3:  # 5.0 options: delivered through the Hub
+                        b._v5()
+                    sess.subs[f] = opts
+                    b.subs.add(f, sess, opts)
                 s[_SUBS][f] = seq
                 s[_BYTES] += size(seq)
                 c["subs"] += 1

@@ -41,6 +41,7 @@ EXPIRY_NEVER = const(0xFFFFFFFF)
 
 _K_SESSION = const(16)
 _K_SUB = const(17)
+_K_SUB5 = const(25)  # options over a byte (layout.py)
 _K_MSG = const(18)
 _K_QUEUED = const(19)
 _K_INFLIGHT = const(20)
@@ -84,6 +85,7 @@ class StateStore:
         self.refused_session = 0  # over a session's budget
         self.refused_store = 0    # over the store's
         self.refused_size = 0     # a record over the log's max_record
+        self._told = 0            # refusals refusals() reported
         self._sess = {}   # Session -> index list (above)
         self._mseq = {}   # Message -> seq of its MSG record
         self._mref = {}   # Message -> references (deliveries, retained)
@@ -289,14 +291,15 @@ class StateStore:
 
     # ---- subscriptions -----------------------------------------------------------
     def sub_added(self, sess, f, opts):
-        """SUBSCRIBE granted sess filter f with the options byte opts (new,
+        """SUBSCRIBE granted sess filter f with the options opts (new,
         or replacing). 0 or a reason: refused, the broker answers 0x80."""
         s = self._sess.get(sess)
         if s is None:
             return 0
-        body = encode(_K_SUB, (s[_SID], opts, f))
+        kind = _K_SUB if opts <= 0xFF else _K_SUB5  # 5.0 options over a byte
+        body = encode(kind, (s[_SID], opts, f))
         rc = self._admit(None, len(body), None, 0)
-        seq = -1 if rc else self._add(s, _K_SUB, body)
+        seq = -1 if rc else self._add(s, kind, body)
         if seq < 0:
             return rc or _RC_QUOTA_EXCEEDED
         if s[_SUBS] is None:
@@ -433,6 +436,30 @@ class StateStore:
             self._del(None, old[0])
             self._unref(None, old[1])
         return rc
+
+    # ---- figures -------------------------------------------------------------------
+    def sys_values(self):
+        """($SYS/broker/ name, value) pairs of the store."""
+        log = self.log
+        yield "store/bytes", log.live_bytes
+        yield "store/disk bytes", log.disk_bytes
+        yield "store/syncs", log.syncs
+        yield "store/bytes written", log.written
+        yield "store/refused", self.refused_session + self.refused_store + self.refused_size
+        yield "store/quarantined", log.quarantined
+
+    def refusals(self):
+        """A log line about the refusals since the last call, or None (the
+        broker logs it once a tick: a full store under load would otherwise
+        log every message)."""
+        n = self.refused_session + self.refused_store + self.refused_size
+        if n == self._told:
+            return None
+        msg = "store: %d records refused (%d over session_budget %d, %d over budget_bytes %d, %d too large)" % (
+            n - self._told, self.refused_session, self.session_budget, self.refused_store,
+            self.log.budget_bytes, self.refused_size)
+        self._told = n
+        return msg
 
     # ---- restart -------------------------------------------------------------------
     def replay(self, broker):

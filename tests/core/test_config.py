@@ -21,8 +21,9 @@ def test_defaults_gateway():
     assert b["max_inflight"] == 20 and b["max_queued_messages"] == 1000
     assert b["max_retained_bytes"] == 10485760
     assert b["allow_zero_length_clientid"] is True
-    assert cfg["store"] == {"dir": "./data", "sync": "batch", "sync_max_delay_ms": 50,
-                            "budget_bytes": 67108864}
+    assert cfg["store"] == {"persistence": True, "dir": "./data", "sync": "batch",
+                            "sync_max_delay_ms": 50, "budget_bytes": 67108864,
+                            "session_budget": 8388608, "segment_bytes": 1048576}
     assert cfg["log"] == {"level": "info"}
 
 
@@ -121,6 +122,20 @@ def test_out_of_range():
     # edges are inclusive
     cfg = config.load({"broker": {"port": 0, "max_packet_size": 268435455}})
     assert cfg["broker"]["port"] == 0
+
+
+def test_store_keys():
+    # issue #4: the persistence switch and the store's budgets
+    msg = _err({"store": {"persistence": "yes"}})
+    assert msg == 'store.persistence: must be true or false, got "yes"', msg
+    msg = _err({"store": {"session_budget": 100}})
+    assert msg == "store.session_budget: must be an integer >= 1024, got 100", msg
+    assert _err({"store": {"budget_bytes": 0}}).startswith("store.budget_bytes: must be an integer >= 4096")
+    assert _err({"store": {"segment_bytes": 10}}).startswith("store.segment_bytes:")
+    b = config.load({"store": {"persistence": False}}, "board")["store"]
+    assert b["persistence"] is False and b["session_budget"] == 32768 and b["segment_bytes"] == 16384
+    cfg = config.override(config.load({}), "store", "persistence", "off")
+    assert cfg["store"]["persistence"] is False
 
 
 def test_bad_enum():

@@ -79,8 +79,8 @@ class Link(asyncio.Protocol):
         self.transport.write(data)
         return await fut
 
-    async def handshake(self, client_id, subs=(), keepalive=300):
-        fb, body = await self.request(wire.connect(client_id, keepalive), wire.CONNACK)
+    async def handshake(self, client_id, subs=(), keepalive=300, clean=True):
+        fb, body = await self.request(wire.connect(client_id, keepalive, clean), wire.CONNACK)
         if len(body) != 2 or body[1] != 0:
             raise HandshakeError("CONNACK refused: %r" % (body,))
         if subs:
@@ -107,7 +107,7 @@ class Link(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_link(host, port, client_id, subs=(), timeout=10.0, keepalive=300):
+async def open_link(host, port, client_id, subs=(), timeout=10.0, keepalive=300, clean=True):
     """Connect, CONNECT, SUBSCRIBE; returns the Link (still in handshake mode).
     Raises OSError, HandshakeError or TimeoutError."""
     loop = asyncio.get_running_loop()
@@ -115,7 +115,7 @@ async def open_link(host, port, client_id, subs=(), timeout=10.0, keepalive=300)
     try:
         async with asyncio.timeout(timeout):
             _, link = await loop.create_connection(Link, host, port)
-            await link.handshake(client_id, subs, keepalive)
+            await link.handshake(client_id, subs, keepalive, clean)
     except BaseException:
         if link is not None:
             link.close()

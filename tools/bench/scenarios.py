@@ -103,7 +103,8 @@ async def run_flow(broker, p, direct=False):
         else:
             h, port, q = broker.host, broker.port, p["qos"]
             subl = await _gather_bounded(
-                open_link(h, port, "bench-s%d" % i, [(sfilter, q)]) for i in range(p["nsubs"]))
+                open_link(h, port, "bench-s%d" % i, [(sfilter, q)], clean=p.get("clean", True))
+                for i in range(p["nsubs"]))
             links += subl
             publ = await _gather_bounded(
                 open_link(h, port, "bench-p%d" % i) for i in range(p["npubs"]))
