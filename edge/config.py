@@ -26,6 +26,9 @@ SCHEMA = {
         "max_queued_bytes": ("int", 1048576, 8192, (0, _U)),
         "max_keepalive": ("int", 65535, 65535, (0, 65535)),  # seconds; v5 Server Keep Alive
         "max_topic_alias": ("int", 10, 4, (0, 65535)),  # v5 Topic Alias Maximum; 0: none
+        # v5 Response Information: a topic root, sent as "<root><client id>"
+        # to a client that asks for it; "": never sent
+        "response_information": ("str", "", "", (0, 256)),
         "connect_timeout": ("int", 10, 10, (1, 3600)),  # seconds to CONNECT
         "sys_interval": ("int", 10, 10, (0, 86400)),  # seconds, 0 disables $SYS
         "max_topic_levels": ("int", 64, 16, (1, 1000)),

@@ -26,7 +26,10 @@ _P_ASSIGNED_ID = const(0x12)
 _P_SERVER_KEEPALIVE = const(0x13)
 _P_AUTH_METHOD = const(0x15)
 _P_AUTH_DATA = const(0x16)
+_P_PROBLEM_INFO = const(0x17)
 _P_WILL_DELAY = const(0x18)
+_P_RESPONSE_INFO_REQ = const(0x19)
+_P_RESPONSE_INFO = const(0x1A)
 _P_REASON_STRING = const(0x1F)
 _P_RECEIVE_MAX = const(0x21)
 _P_ALIAS_MAX = const(0x22)
@@ -99,6 +102,7 @@ class Peer:
     alias_in = None   # alias -> topic, from the client
     alias_out = None  # topic -> alias, ours to the client
     will_delay = 0    # seconds, from the will properties
+    problem = True    # Request Problem Information (§3.1.2.11.7): absent is 1
 
     def __init__(self, hub, conn, props):
         self.hub = hub
@@ -113,6 +117,19 @@ class Peer:
             v = props.get(_P_ALIAS_MAX)
             if v is not None:
                 self.alias_max = v
+            if props.get(_P_PROBLEM_INFO) == 0:
+                self.problem = False
+
+    def explain(self, pkt, why):
+        """Send pkt (an ack or DISCONNECT, props None) with why as its Reason
+        String, unless that would make it larger than the client's Maximum
+        Packet Size ([MQTT-3.1.2-25], [MQTT-3.9.2-1] and the like)."""
+        pkt.props = {_P_REASON_STRING: why[:_REASON_MAX]}
+        data = codec.encode(pkt, True)
+        if self.max_packet and len(data) > self.max_packet:
+            pkt.props = None
+            data = codec.encode(pkt, True)
+        self.conn.write(data)
 
     # ---- PUBLISH from the client ------------------------------------------------
     def incoming(self, pkt):
@@ -258,6 +275,10 @@ class Hub:
         if ka > mk or (not ka and mk < 65535):
             # [MQTT-3.2.2-21] Server Keep Alive: the client uses ours
             pkt.keepalive = ack[_P_SERVER_KEEPALIVE] = mk
+        if props.get(_P_RESPONSE_INFO_REQ) and lim.response_information and pkt.client_id:
+            # §3.1.2.11.6, §4.10.4: a topic root of the client's own for its
+            # responses (the Server MAY send none; "" in the config: never)
+            ack[_P_RESPONSE_INFO] = lim.response_information + pkt.client_id
         return ack
 
     def attach(self, conn, pkt, sess, now):
@@ -316,11 +337,7 @@ class Hub:
         the reason code, and a reason string if it fits the client's
         Maximum Packet Size [MQTT-3.1.2-25]."""
         if conn.state == CONNECTED:
-            data = codec.encode(Disconnect(reason, {_P_REASON_STRING: why[:_REASON_MAX]}), True)
-            limit = conn.v5.max_packet
-            if limit and len(data) > limit:
-                data = codec.encode(Disconnect(reason), True)
-            conn.write(data)
+            conn.v5.explain(Disconnect(reason), why)
         elif conn.state < CONNECTED:
             conn.send(Connack(False, reason))  # [MQTT-3.2.2-6]
 

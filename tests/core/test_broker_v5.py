@@ -62,6 +62,49 @@ def test_server_keep_alive_caps_instead_of_refusing():
     assert _disconnected(c) == 0x8D
 
 
+def test_request_response_information():
+    # §3.1.2.11.6: Response Information only when asked for and configured
+    b = make_broker(response_information="resp/")
+    _, ack = _v5(b, "asker", props={0x19: 1})
+    assert ack.props[0x1A] == "resp/asker"
+    _, ack = _v5(b, "quiet", props={0x19: 0})
+    assert 0x1A not in ack.props
+    _, ack = _v5(b, "", props={0x19: 1})  # the assigned id is the root's end
+    assert ack.props[0x1A] == "resp/" + ack.props[0x12]
+    b = make_broker()  # default "": never sent
+    _, ack = _v5(b, "asker", props={0x19: 1})
+    assert 0x1A not in ack.props
+
+
+def test_request_problem_information():
+    b = make_broker()
+    c, _ = _v5(b, "told")  # absent: 1, a refused filter is explained
+    ack = c.subscribe(("a/#/b", 0))[0]
+    assert ack.codes == [0x8F] and "a/#/b" in ack.props[0x1F]
+    c, _ = _v5(b, "small", props={0x27: 8})  # no Reason String over its Maximum Packet Size
+    ack = c.subscribe(("a/#/b", 0))[0]
+    assert ack.codes == [0x8F] and not ack.props
+    # [MQTT-3.1.2-29] 0: no Reason String on a SUBACK ...
+    c, _ = _v5(b, "silent", props={0x17: 0})
+    ack = c.subscribe(("a/#/b", 0), ("ok", 0))[0]
+    assert ack.codes == [0x8F, 0] and not ack.props and not c.closed
+    # ... but still on a DISCONNECT (allowed there)
+    c.send_raw(b"\xf0\x00")
+    c.recv()
+    assert c.closed
+
+
+def test_request_information_not_0_or_1_is_a_protocol_error():
+    b = make_broker()
+    for pid in (b"\x17", b"\x19"):  # raw: our encoder refuses the value
+        c = Client(b, v5=True)
+        c.send_raw(b"\x10\x12\x00\x04MQTT\x05\x02\x00\x3c\x02" + pid + b"\x02\x00\x03bad")
+        ack = c.recv()[0]
+        assert ack.kind == CONNACK and ack.reason == 0x82 and c.closed
+    ok, _ = _v5(b, "other")
+    assert not ok.closed
+
+
 def test_auth_method_gets_connack_0x8c():
     b = make_broker()
     c = Client(b, v5=True)
