@@ -34,6 +34,7 @@ _P_REASON_STRING = const(0x1F)
 _P_RECEIVE_MAX = const(0x21)
 _P_ALIAS_MAX = const(0x22)
 _P_ALIAS = const(0x23)
+_P_RETAIN_AVAILABLE = const(0x25)
 _P_MAX_PACKET = const(0x27)
 
 _RC_DISCONNECT_WITH_WILL = const(0x04)
@@ -42,6 +43,7 @@ _RC_BAD_AUTH_METHOD = const(0x8C)
 _RC_RECEIVE_MAX_EXCEEDED = const(0x93)
 _RC_TOPIC_ALIAS_INVALID = const(0x94)
 _RC_PAYLOAD_FORMAT_INVALID = const(0x99)
+_RC_RETAIN_NOT_SUPPORTED = const(0x9A)
 
 _NEVER = const(0xFFFFFFFF)  # Session Expiry Interval: the session never expires
 _REASON_MAX = const(128)    # characters of a reason string we send
@@ -159,6 +161,9 @@ class Peer:
             rt = props.get(_P_RESPONSE_TOPIC)
             if rt is not None:
                 validate_topic(rt, hub.broker.limits.max_topic_levels)  # [MQTT-3.3.2-14]
+        if pkt.retain and hub.no_retain:
+            # §3.3.1.3, §4.13: we said Retain Available 0, DISCONNECT 0x9A
+            raise RemoteProtocolError(_RC_RETAIN_NOT_SUPPORTED, "retained messages are off (max_retained_*)")
         if pkt.qos == 2:
             sess = self.conn.session
             waiting = sess.rx_qos2
@@ -220,6 +225,9 @@ class Hub:
         self.expiring = {}  # Session -> broker time (ms) it ends, while offline
         self.wills = {}     # client id -> (due ms, Message5), Will Delay pending
         self.groups = {}    # "$share/{name}/{filter}" -> v5subs.Group
+        lim = broker.limits
+        # a retained store that holds nothing: Retain Available 0 (§3.2.2.3.5)
+        self.no_retain = not (lim.max_retained_messages and lim.max_retained_bytes)
 
     # ---- subscriptions: edge/mqtt/v5subs.py's functions (hub first) as
     # methods, no wrappers (each function object costs heap on a board)
@@ -263,9 +271,14 @@ class Hub:
         ack[_P_MAX_PACKET] = lim.max_packet_size    # §3.2.2.3.6
         if lim.max_topic_alias:
             ack[_P_ALIAS_MAX] = lim.max_topic_alias  # §3.2.2.3.8
-        # Retain, Wildcard, Subscription Identifier and Shared Subscription
-        # Available are left out: absent means available, and all four are
-        # (§3.2.2.3.5, .11-.13)
+        # Wildcard, Subscription Identifier and Shared Subscription Available
+        # are left out: absent means available, and all three are (§3.2.2.3.11-13)
+        if self.no_retain:
+            if pkt.will_topic is not None and pkt.will_retain:
+                # §3.2.2.3.5: a retained will we could not keep is refused, 0x9A
+                b._refuse(conn, _RC_RETAIN_NOT_SUPPORTED, "will retain with retained messages off", now)
+                return None
+            ack[_P_RETAIN_AVAILABLE] = 0  # absent would say 1 (§3.2.2.3.5)
         if not pkt.client_id and lim.allow_zero_length_clientid:
             # [MQTT-3.1.3-6] any client may leave the id to us (5.0 allows it
             # with Clean Start 0 too), [MQTT-3.2.2-16] and is told which

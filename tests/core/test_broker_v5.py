@@ -34,6 +34,23 @@ def test_connack_properties_and_truthful_flags():
     assert not b.conns[c.cid].closing
 
 
+def test_retain_available_0_when_nothing_can_be_retained():
+    b = make_broker(max_retained_messages=0)
+    c, ack = _v5(b, "c")
+    assert ack.props[0x25] == 0  # truthful: absent would mean available
+    pkts = publish(c, "r", b"x", retain=True)
+    assert c.closed and pkts[-1].kind == DISCONNECT and pkts[-1].reason == 0x9A  # §3.3.1.3
+    w = Client(b, v5=True)
+    ack = w.connect("w", will_topic="w", will_payload=b"bye", will_retain=True)
+    assert ack.reason == 0x9A and w.closed  # §3.2.2.3.5
+    ok, _ = _v5(b, "ok")
+    publish(ok, "plain", b"x")
+    assert not ok.closed
+    b = make_broker(max_retained_bytes=0)
+    _, ack = _v5(b, "c")
+    assert ack.props[0x25] == 0
+
+
 def test_assigned_client_identifier_also_without_clean_start():
     b = make_broker()
     c, ack = _v5(b, "", clean=False, props={0x11: 30})

@@ -83,6 +83,21 @@ def test_connack_properties_assigned_id_and_flags(b5, mqtt_client):
         assert getattr(p, flag, 1) == 1, flag  # absent = available, and all are
 
 
+@pytest.mark.broker_config(max_retained_messages=0)
+def test_retain_available_0_when_nothing_can_be_retained(broker, mqtt_client):
+    c = v5(broker, mqtt_client)
+    assert c.connack_props[0].RetainAvailable == 0  # truthful (§3.2.2.3.5)
+    r, _ = raw5(broker)
+    with r:
+        r.send(raw.publish("ra/x", b"p", 0, retain=True, props=b"\x00"))
+        assert disconnect_reason(r) == 0x9A  # §3.3.1.3
+    with raw.RawClient(broker.host, broker.port) as w:
+        w.send(raw.connect(unique_id("rw"), level=5, props=b"\x00", will=("ra/w", b"bye", 0, True)))
+        assert w.expect(raw.CONNACK).body[1] == 0x9A
+        w.wait_closed()
+    still_serving(broker)
+
+
 def test_server_keep_alive_caps_the_keepalive(b5, mqtt_client):
     c = v5(b5, mqtt_client, keepalive=1000, connect=False)
     c.connect()
