@@ -140,13 +140,14 @@ class Peer:
         props = pkt.props
         topic = pkt.topic
         hub = self.hub
+        lim = hub.broker.limits
         if props:
             if _P_SUB_ID in props:
                 # [MQTT-3.3.4-6] a client never sends a Subscription Identifier
                 raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "Subscription Identifier in PUBLISH from a client")
             alias = props.get(_P_ALIAS)
             if alias is not None:  # §3.3.2.3.4
-                if not 0 < alias <= hub.broker.limits.max_topic_alias:
+                if not 0 < alias <= lim.max_topic_alias:
                     # [MQTT-3.3.2-8] 0, [MQTT-3.3.2-9] above our Topic Alias Maximum
                     raise RemoteProtocolError(_RC_TOPIC_ALIAS_INVALID, "topic alias %d" % alias)
                 m = self.alias_in
@@ -160,14 +161,14 @@ class Peer:
                         raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "topic alias %d not set" % alias)
             rt = props.get(_P_RESPONSE_TOPIC)
             if rt is not None:
-                validate_topic(rt, hub.broker.limits.max_topic_levels)  # [MQTT-3.3.2-14]
-        if pkt.retain and hub.no_retain:
+                validate_topic(rt, lim.max_topic_levels)  # [MQTT-3.3.2-14]
+        if pkt.retain and not (lim.max_retained_messages and lim.max_retained_bytes):
             # §3.3.1.3, §4.13: we said Retain Available 0, DISCONNECT 0x9A
             raise RemoteProtocolError(_RC_RETAIN_NOT_SUPPORTED, "retained messages are off (max_retained_*)")
         if pkt.qos == 2:
             sess = self.conn.session
             waiting = sess.rx_qos2
-            if waiting and len(waiting) >= hub.broker.limits.max_inflight and pkt.pid not in waiting:
+            if waiting and len(waiting) >= lim.max_inflight and pkt.pid not in waiting:
                 # [MQTT-3.3.4-9] more unacknowledged QoS 2 than our Receive Maximum
                 raise RemoteProtocolError(_RC_RECEIVE_MAX_EXCEEDED, "over Receive Maximum %d" % len(waiting))
         return message(topic, pkt.payload, pkt.qos, pkt.retain, props, self.conn.session.client_id,
@@ -225,9 +226,6 @@ class Hub:
         self.expiring = {}  # Session -> broker time (ms) it ends, while offline
         self.wills = {}     # client id -> (due ms, Message5), Will Delay pending
         self.groups = {}    # "$share/{name}/{filter}" -> v5subs.Group
-        lim = broker.limits
-        # a retained store that holds nothing: Retain Available 0 (§3.2.2.3.5)
-        self.no_retain = not (lim.max_retained_messages and lim.max_retained_bytes)
 
     # ---- subscriptions: edge/mqtt/v5subs.py's functions (hub first) as
     # methods, no wrappers (each function object costs heap on a board)
@@ -273,7 +271,8 @@ class Hub:
             ack[_P_ALIAS_MAX] = lim.max_topic_alias  # §3.2.2.3.8
         # Wildcard, Subscription Identifier and Shared Subscription Available
         # are left out: absent means available, and all three are (§3.2.2.3.11-13)
-        if self.no_retain:
+        if not (lim.max_retained_messages and lim.max_retained_bytes):
+            # a retained store that holds nothing: Retain Available 0 (§3.2.2.3.5)
             if pkt.will_topic is not None and pkt.will_retain:
                 # §3.2.2.3.5: a retained will we could not keep is refused, 0x9A
                 b._refuse(conn, _RC_RETAIN_NOT_SUPPORTED, "will retain with retained messages off", now)
