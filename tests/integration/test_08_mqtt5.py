@@ -202,6 +202,21 @@ def test_will_delay_sent_late_or_cancelled(b5, mqtt_client):
             assert m.t - gone >= 1.5, m.t - gone
 
 
+def test_will_sent_at_session_end_before_its_delay(b5, mqtt_client):
+    # [MQTT-3.1.3-9] the earlier of Will Delay (30 s) and session end (1 s)
+    watcher = v5(b5, mqtt_client)
+    topic = "wd/" + unique_id("we")
+    watcher.subscribe(topic, 1)
+    with raw.RawClient(b5.host, b5.port) as c:
+        c.send(raw.connect(unique_id("we"), clean=False, level=5, props=block(b"\x11" + u32(1)),
+                           will=(topic, b"end", 1, False), will_props=block(b"\x18" + u32(30))))
+        assert c.expect(raw.CONNACK).body[1] == 0
+        gone = time.monotonic()
+        c.abort()
+    m = watcher.wait_messages(1, topic=topic, timeout=10)[0]
+    assert m.payload == b"end" and 0.5 <= m.t - gone < 5, m.t - gone
+
+
 def test_message_expiry_counted_down_and_dropped(b5, mqtt_client):
     cid = unique_id("mx")
     topic = "mx/" + cid
