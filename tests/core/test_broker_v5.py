@@ -412,6 +412,24 @@ def test_mixed_versions_both_ways():
     assert not to_new[1].props
 
 
+def test_mixed_versions_expiry_and_alias_apply_to_a_3_1_1_subscriber():
+    # §3.3.2.3.3: a message expires for every subscriber; §3.3.2.3.4: an
+    # alias is the publisher's connection's only, 3.1.1 gets the topic
+    b = make_broker()
+    old = Client(b)
+    old.connect("old", clean=False)
+    old.subscribe(("x/#", 1))
+    old.lose(0)
+    new, _ = _v5(b, "new")
+    publish(new, "x/short", b"s", 1, pid=1, props={0x02: 1, 0x23: 1})
+    publish(new, "", b"l", 1, pid=2, props={0x02: 60, 0x23: 1})
+    b.tick(1500)
+    old = Client(b, now=1500)
+    old.connect("old", clean=False, now=1500)
+    got = publishes(old.recv())
+    assert [(m.topic, m.payload, m.props) for m in got] == [("x/short", b"l", None)]
+
+
 def test_unsuback_reason_codes():
     b = make_broker()
     c, _ = _v5(b, "c")
