@@ -10,6 +10,7 @@ PROFILES = ("gateway", "board")
 # section -> key -> (kind, default_gateway, default_board, check)
 #   "int":  check (lo, hi), hi None = unbounded
 #   "str":  check None, or (min_len, max_len) with max_len None = unbounded
+#   "topic": a "str" that is part of a topic name: no wildcard (+ #), no NUL
 #   "enum": check is the tuple of allowed strings
 #   "bool": check None
 # A default of None means "unset": the key then also accepts null (JSON).
@@ -26,6 +27,9 @@ SCHEMA = {
         "max_queued_bytes": ("int", 1048576, 8192, (0, _U)),
         "max_keepalive": ("int", 65535, 65535, (0, 65535)),  # seconds; v5 Server Keep Alive
         "max_topic_alias": ("int", 10, 4, (0, 65535)),  # v5 Topic Alias Maximum; 0: none
+        # v5 Response Information: a topic root, sent as "<root><client id>"
+        # to a client that asks for it; "": never sent
+        "response_information": ("topic", "", "", (0, 256)),
         "connect_timeout": ("int", 10, 10, (1, 3600)),  # seconds to CONNECT
         "sys_interval": ("int", 10, 10, (0, 86400)),  # seconds, 0 disables $SYS
         "max_topic_levels": ("int", 64, 16, (1, 1000)),
@@ -127,6 +131,9 @@ def _problem(spec, v, profile, from_text):
                 "must be at least %d characters" % lo)
         if hi is not None and len(v) > hi:
             return None, "must be at most %d characters, got %d" % (hi, len(v))
+    if kind == "topic" and ("+" in v or "#" in v or "\0" in v):
+        # [MQTT-4.7.0-1] [MQTT-4.7.3-2] it ends up in topic names
+        return None, "must be a topic name root without wildcards (+ #) or NUL, got %s" % _show(v)
     return v, None
 
 

@@ -26,11 +26,15 @@ _P_ASSIGNED_ID = const(0x12)
 _P_SERVER_KEEPALIVE = const(0x13)
 _P_AUTH_METHOD = const(0x15)
 _P_AUTH_DATA = const(0x16)
+_P_PROBLEM_INFO = const(0x17)
 _P_WILL_DELAY = const(0x18)
+_P_RESPONSE_INFO_REQ = const(0x19)
+_P_RESPONSE_INFO = const(0x1A)
 _P_REASON_STRING = const(0x1F)
 _P_RECEIVE_MAX = const(0x21)
 _P_ALIAS_MAX = const(0x22)
 _P_ALIAS = const(0x23)
+_P_RETAIN_AVAILABLE = const(0x25)
 _P_MAX_PACKET = const(0x27)
 
 _RC_DISCONNECT_WITH_WILL = const(0x04)
@@ -39,6 +43,7 @@ _RC_BAD_AUTH_METHOD = const(0x8C)
 _RC_RECEIVE_MAX_EXCEEDED = const(0x93)
 _RC_TOPIC_ALIAS_INVALID = const(0x94)
 _RC_PAYLOAD_FORMAT_INVALID = const(0x99)
+_RC_RETAIN_NOT_SUPPORTED = const(0x9A)
 
 _NEVER = const(0xFFFFFFFF)  # Session Expiry Interval: the session never expires
 _REASON_MAX = const(128)    # characters of a reason string we send
@@ -99,6 +104,7 @@ class Peer:
     alias_in = None   # alias -> topic, from the client
     alias_out = None  # topic -> alias, ours to the client
     will_delay = 0    # seconds, from the will properties
+    problem = True    # Request Problem Information (§3.1.2.11.7): absent is 1
 
     def __init__(self, hub, conn, props):
         self.hub = hub
@@ -113,6 +119,19 @@ class Peer:
             v = props.get(_P_ALIAS_MAX)
             if v is not None:
                 self.alias_max = v
+            if props.get(_P_PROBLEM_INFO) == 0:
+                self.problem = False
+
+    def explain(self, pkt, why):
+        """Send pkt (an ack or DISCONNECT, props None) with why as its Reason
+        String, unless that would make it larger than the client's Maximum
+        Packet Size ([MQTT-3.1.2-25], [MQTT-3.9.2-1] and the like)."""
+        pkt.props = {_P_REASON_STRING: why[:_REASON_MAX]}
+        data = codec.encode(pkt, True)
+        if self.max_packet and len(data) > self.max_packet:
+            pkt.props = None
+            data = codec.encode(pkt, True)
+        self.conn.write(data)
 
     # ---- PUBLISH from the client ------------------------------------------------
     def incoming(self, pkt):
@@ -121,13 +140,14 @@ class Peer:
         props = pkt.props
         topic = pkt.topic
         hub = self.hub
+        lim = hub.broker.limits
         if props:
             if _P_SUB_ID in props:
                 # [MQTT-3.3.4-6] a client never sends a Subscription Identifier
                 raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "Subscription Identifier in PUBLISH from a client")
             alias = props.get(_P_ALIAS)
             if alias is not None:  # §3.3.2.3.4
-                if not 0 < alias <= hub.broker.limits.max_topic_alias:
+                if not 0 < alias <= lim.max_topic_alias:
                     # [MQTT-3.3.2-8] 0, [MQTT-3.3.2-9] above our Topic Alias Maximum
                     raise RemoteProtocolError(_RC_TOPIC_ALIAS_INVALID, "topic alias %d" % alias)
                 m = self.alias_in
@@ -141,11 +161,14 @@ class Peer:
                         raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "topic alias %d not set" % alias)
             rt = props.get(_P_RESPONSE_TOPIC)
             if rt is not None:
-                validate_topic(rt, hub.broker.limits.max_topic_levels)  # [MQTT-3.3.2-14]
+                validate_topic(rt, lim.max_topic_levels)  # [MQTT-3.3.2-14]
+        if pkt.retain and not (lim.max_retained_messages and lim.max_retained_bytes):
+            # §3.3.1.3, §4.13: we said Retain Available 0, DISCONNECT 0x9A
+            raise RemoteProtocolError(_RC_RETAIN_NOT_SUPPORTED, "retained messages are off (max_retained_*)")
         if pkt.qos == 2:
             sess = self.conn.session
             waiting = sess.rx_qos2
-            if waiting and len(waiting) >= hub.broker.limits.max_inflight and pkt.pid not in waiting:
+            if waiting and len(waiting) >= lim.max_inflight and pkt.pid not in waiting:
                 # [MQTT-3.3.4-9] more unacknowledged QoS 2 than our Receive Maximum
                 raise RemoteProtocolError(_RC_RECEIVE_MAX_EXCEEDED, "over Receive Maximum %d" % len(waiting))
         return message(topic, pkt.payload, pkt.qos, pkt.retain, props, self.conn.session.client_id,
@@ -246,9 +269,15 @@ class Hub:
         ack[_P_MAX_PACKET] = lim.max_packet_size    # §3.2.2.3.6
         if lim.max_topic_alias:
             ack[_P_ALIAS_MAX] = lim.max_topic_alias  # §3.2.2.3.8
-        # Retain, Wildcard, Subscription Identifier and Shared Subscription
-        # Available are left out: absent means available, and all four are
-        # (§3.2.2.3.5, .11-.13)
+        # Wildcard, Subscription Identifier and Shared Subscription Available
+        # are left out: absent means available, and all three are (§3.2.2.3.11-13)
+        if not (lim.max_retained_messages and lim.max_retained_bytes):
+            # a retained store that holds nothing: Retain Available 0 (§3.2.2.3.5)
+            if pkt.will_topic is not None and pkt.will_retain:
+                # §3.2.2.3.5: a retained will we could not keep is refused, 0x9A
+                b._refuse(conn, _RC_RETAIN_NOT_SUPPORTED, "will retain with retained messages off", now)
+                return None
+            ack[_P_RETAIN_AVAILABLE] = 0  # absent would say 1 (§3.2.2.3.5)
         if not pkt.client_id and lim.allow_zero_length_clientid:
             # [MQTT-3.1.3-6] any client may leave the id to us (5.0 allows it
             # with Clean Start 0 too), [MQTT-3.2.2-16] and is told which
@@ -258,6 +287,10 @@ class Hub:
         if ka > mk or (not ka and mk < 65535):
             # [MQTT-3.2.2-21] Server Keep Alive: the client uses ours
             pkt.keepalive = ack[_P_SERVER_KEEPALIVE] = mk
+        if props.get(_P_RESPONSE_INFO_REQ) and lim.response_information and pkt.client_id:
+            # §3.1.2.11.6, §4.10.4: a topic root of the client's own for its
+            # responses (the Server MAY send none; "" in the config: never)
+            ack[_P_RESPONSE_INFO] = lim.response_information + pkt.client_id
         return ack
 
     def attach(self, conn, pkt, sess, now):
@@ -316,11 +349,7 @@ class Hub:
         the reason code, and a reason string if it fits the client's
         Maximum Packet Size [MQTT-3.1.2-25]."""
         if conn.state == CONNECTED:
-            data = codec.encode(Disconnect(reason, {_P_REASON_STRING: why[:_REASON_MAX]}), True)
-            limit = conn.v5.max_packet
-            if limit and len(data) > limit:
-                data = codec.encode(Disconnect(reason), True)
-            conn.write(data)
+            conn.v5.explain(Disconnect(reason), why)
         elif conn.state < CONNECTED:
             conn.send(Connack(False, reason))  # [MQTT-3.2.2-6]
 

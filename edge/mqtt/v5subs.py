@@ -69,6 +69,7 @@ def subscribe(hub, conn, pkt):
     sid = props.get(_P_SUB_ID, 0) if props else 0
     codes = []
     todo = []
+    why = None  # the Reason String of the SUBACK, if one filter is refused
     for f, opts in pkt.topics:
         value = opts & (_QOS | _NO_LOCAL | _RAP) | sid << _SUB_ID_SHIFT
         existed = f in sess.subs
@@ -86,13 +87,20 @@ def subscribe(hub, conn, pkt):
             if e.reason != _RC_TOPIC_FILTER_INVALID:
                 raise
             code = e.reason  # 5.0 says it per filter (§3.9.3)
+            why = "%s: %s" % (f, e.msg)
         codes.append(code)
         rh = opts >> 4 & 3
         # Retain Handling 0: send retained; 1: only if new; 2: never. Never
         # for a shared subscription (§4.8.2).
         if code < _SUBACK_FAILURE and (rh == 0 or (rh == 1 and not existed)) and name is None:
             todo.append((f, value))
-    conn.send(Suback(pkt.pid, codes))  # [MQTT-3.8.4-1]
+    ack = Suback(pkt.pid, codes)  # [MQTT-3.8.4-1]
+    if why is not None and conn.v5.problem:
+        # [MQTT-3.1.2-29] a client that set Request Problem Information 0
+        # gets no Reason String except on PUBLISH, CONNACK and DISCONNECT
+        conn.v5.explain(ack, why)
+    else:
+        conn.send(ack)
     for f, value in todo:
         b._send_retained(sess, f, value)
 

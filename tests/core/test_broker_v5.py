@@ -34,6 +34,23 @@ def test_connack_properties_and_truthful_flags():
     assert not b.conns[c.cid].closing
 
 
+def test_retain_available_0_when_nothing_can_be_retained():
+    b = make_broker(max_retained_messages=0)
+    c, ack = _v5(b, "c")
+    assert ack.props[0x25] == 0  # truthful: absent would mean available
+    pkts = publish(c, "r", b"x", retain=True)
+    assert c.closed and pkts[-1].kind == DISCONNECT and pkts[-1].reason == 0x9A  # §3.3.1.3
+    w = Client(b, v5=True)
+    ack = w.connect("w", will_topic="w", will_payload=b"bye", will_retain=True)
+    assert ack.reason == 0x9A and w.closed  # §3.2.2.3.5
+    ok, _ = _v5(b, "ok")
+    publish(ok, "plain", b"x")
+    assert not ok.closed
+    b = make_broker(max_retained_bytes=0)
+    _, ack = _v5(b, "c")
+    assert ack.props[0x25] == 0
+
+
 def test_assigned_client_identifier_also_without_clean_start():
     b = make_broker()
     c, ack = _v5(b, "", clean=False, props={0x11: 30})
@@ -60,6 +77,49 @@ def test_server_keep_alive_caps_instead_of_refusing():
     # keepalive timeout: DISCONNECT 0x8D
     b.tick(46000)
     assert _disconnected(c) == 0x8D
+
+
+def test_request_response_information():
+    # §3.1.2.11.6: Response Information only when asked for and configured
+    b = make_broker(response_information="resp/")
+    _, ack = _v5(b, "asker", props={0x19: 1})
+    assert ack.props[0x1A] == "resp/asker"
+    _, ack = _v5(b, "quiet", props={0x19: 0})
+    assert 0x1A not in ack.props
+    _, ack = _v5(b, "", props={0x19: 1})  # the assigned id is the root's end
+    assert ack.props[0x1A] == "resp/" + ack.props[0x12]
+    b = make_broker()  # default "": never sent
+    _, ack = _v5(b, "asker", props={0x19: 1})
+    assert 0x1A not in ack.props
+
+
+def test_request_problem_information():
+    b = make_broker()
+    c, _ = _v5(b, "told")  # absent: 1, a refused filter is explained
+    ack = c.subscribe(("a/#/b", 0))[0]
+    assert ack.codes == [0x8F] and "a/#/b" in ack.props[0x1F]
+    c, _ = _v5(b, "small", props={0x27: 8})  # no Reason String over its Maximum Packet Size
+    ack = c.subscribe(("a/#/b", 0))[0]
+    assert ack.codes == [0x8F] and not ack.props
+    # [MQTT-3.1.2-29] 0: no Reason String on a SUBACK ...
+    c, _ = _v5(b, "silent", props={0x17: 0})
+    ack = c.subscribe(("a/#/b", 0), ("ok", 0))[0]
+    assert ack.codes == [0x8F, 0] and not ack.props and not c.closed
+    # ... but still on a DISCONNECT (allowed there)
+    c.send_raw(b"\xf0\x00")
+    c.recv()
+    assert c.closed
+
+
+def test_request_information_not_0_or_1_is_a_protocol_error():
+    b = make_broker()
+    for pid in (b"\x17", b"\x19"):  # raw: our encoder refuses the value
+        c = Client(b, v5=True)
+        c.send_raw(b"\x10\x12\x00\x04MQTT\x05\x02\x00\x3c\x02" + pid + b"\x02\x00\x03bad")
+        ack = c.recv()[0]
+        assert ack.kind == CONNACK and ack.reason == 0x82 and c.closed
+    ok, _ = _v5(b, "other")
+    assert not ok.closed
 
 
 def test_auth_method_gets_connack_0x8c():
@@ -350,6 +410,24 @@ def test_mixed_versions_both_ways():
     assert [(m.topic, m.payload) for m in to_new] == [("m/5", b"from5"), ("m/3", b"from3")]
     assert to_new[0].props == {0x01: 1, 0x26: [("k", "v")]}
     assert not to_new[1].props
+
+
+def test_mixed_versions_expiry_and_alias_apply_to_a_3_1_1_subscriber():
+    # §3.3.2.3.3: a message expires for every subscriber; §3.3.2.3.4: an
+    # alias is the publisher's connection's only, 3.1.1 gets the topic
+    b = make_broker()
+    old = Client(b)
+    old.connect("old", clean=False)
+    old.subscribe(("x/#", 1))
+    old.lose(0)
+    new, _ = _v5(b, "new")
+    publish(new, "x/short", b"s", 1, pid=1, props={0x02: 1, 0x23: 1})
+    publish(new, "", b"l", 1, pid=2, props={0x02: 60, 0x23: 1})
+    b.tick(1500)
+    old = Client(b, now=1500)
+    old.connect("old", clean=False, now=1500)
+    got = publishes(old.recv())
+    assert [(m.topic, m.payload, m.props) for m in got] == [("x/short", b"l", None)]
 
 
 def test_unsuback_reason_codes():

@@ -112,6 +112,17 @@ def test_wrong_type_str():
     assert "non-empty" in _err({"store": {"dir": ""}})
 
 
+def test_topic_root():
+    cfg = config.load({"broker": {"response_information": "resp/"}})
+    assert cfg["broker"]["response_information"] == "resp/"
+    assert config.defaults()["broker"]["response_information"] == ""  # not sent
+    for bad in ("resp/+/", "r/#", "a\0b"):
+        msg = _err({"broker": {"response_information": bad}})
+        assert msg.startswith("broker.response_information: must be a topic name root without wildcards"), msg
+    assert "must be a string" in _err({"broker": {"response_information": 1}})
+    assert "at most 256" in _err({"broker": {"response_information": "x" * 257}})
+
+
 def test_out_of_range():
     msg = _err({"broker": {"port": 65536}})
     assert msg == "broker.port: must be an integer 0..65535, got 65536", msg

@@ -71,6 +71,7 @@ class Client:
         self.connacks = []          # (session_present, reason_code)
         self.connack_props = []     # 5.0: paho Properties of each CONNACK
         self.subacks = {}           # mid -> [granted qos or 0x80]
+        self.suback_props = {}      # 5.0: mid -> paho Properties of the SUBACK
         self.unsubacks = set()
         self.disconnects = []       # reason codes
         self.c.on_connect = self._on_connect
@@ -97,6 +98,7 @@ class Client:
     def _on_subscribe(self, c, ud, mid, rcs, props):
         with self.cond:
             self.subacks[mid] = [r.value for r in rcs]
+            self.suback_props[mid] = props
             self.cond.notify_all()
 
     def _on_unsubscribe(self, c, ud, mid, rcs, props):

@@ -15,7 +15,7 @@ from .clients import Client, props, round_trip, unique_id
 pytestmark = [pytest.mark.timeout(90), pytest.mark.edge_only("5.0 behaviour the issue specifies")]
 
 BROKER_CONFIG = {"max_packet_size": 1024, "max_inflight": 4, "max_topic_alias": 4,
-                 "max_keepalive": 300}
+                 "max_keepalive": 300, "response_information": "resp/"}
 
 
 @pytest.fixture
@@ -83,10 +83,67 @@ def test_connack_properties_assigned_id_and_flags(b5, mqtt_client):
         assert getattr(p, flag, 1) == 1, flag  # absent = available, and all are
 
 
+@pytest.mark.broker_config(max_retained_messages=0)
+def test_retain_available_0_when_nothing_can_be_retained(broker, mqtt_client):
+    c = v5(broker, mqtt_client)
+    assert c.connack_props[0].RetainAvailable == 0  # truthful (§3.2.2.3.5)
+    r, _ = raw5(broker)
+    with r:
+        r.send(raw.publish("ra/x", b"p", 0, retain=True, props=b"\x00"))
+        assert disconnect_reason(r) == 0x9A  # §3.3.1.3
+    with raw.RawClient(broker.host, broker.port) as w:
+        w.send(raw.connect(unique_id("rw"), level=5, props=b"\x00", will=("ra/w", b"bye", 0, True)))
+        assert w.expect(raw.CONNACK).body[1] == 0x9A
+        w.wait_closed()
+    still_serving(broker)
+
+
 def test_server_keep_alive_caps_the_keepalive(b5, mqtt_client):
     c = v5(b5, mqtt_client, keepalive=1000, connect=False)
     c.connect()
     assert c.connack_props[0].ServerKeepAlive == 300
+
+
+def test_request_response_information(b5, mqtt_client):
+    cid = unique_id("rri")
+    c = v5(b5, mqtt_client, client_id=cid, connect=False,
+           connect_props=props("CONNECT", RequestResponseInformation=1))
+    c.connect()
+    root = c.connack_props[0].ResponseInformation
+    assert root == "resp/" + cid  # §3.1.2.11.6, broker.response_information
+    c.subscribe(root + "/#", 1)  # a responder answers under it
+    v5(b5, mqtt_client).publish(root + "/r1", b"answer", 1)
+    assert c.wait_messages(1)[0].payload == b"answer"
+    q = v5(b5, mqtt_client, connect=False)  # not asked: not sent
+    q.connect()
+    assert not hasattr(q.connack_props[0], "ResponseInformation")
+
+
+def _suback_props(c, topic):
+    c.subscribe(topic, 0)
+    mid = max(c.suback_props)
+    return c.subacks[mid], c.suback_props[mid]
+
+
+def test_request_problem_information(b5, mqtt_client):
+    told = v5(b5, mqtt_client)
+    # (paho refuses to send a filter with a misplaced wildcard; this one it sends)
+    codes, p = _suback_props(told, "$share//rpi")
+    assert codes == [0x8F] and "$share//rpi" in p.ReasonString
+    # [MQTT-3.1.2-29] 0: no Reason String (nor User Property) on the SUBACK
+    silent = v5(b5, mqtt_client, connect_props=props("CONNECT", RequestProblemInformation=0))
+    codes, p = _suback_props(silent, "$share//rpi")
+    assert codes == [0x8F] and not hasattr(p, "ReasonString") and not hasattr(p, "UserProperty")
+    still_serving(b5)
+
+
+@pytest.mark.parametrize("pid", [0x17, 0x19])
+def test_request_information_not_0_or_1_gets_connack_0x82(b5, pid):
+    with raw.RawClient(b5.host, b5.port) as c:
+        c.send(raw.connect(unique_id("ri"), level=5, props=block(bytes((pid, 2)))))
+        assert c.expect(raw.CONNACK).body[1] == 0x82
+        c.wait_closed()
+    still_serving(b5)
 
 
 def test_auth_method_gets_connack_0x8c(b5):
@@ -143,6 +200,21 @@ def test_will_delay_sent_late_or_cancelled(b5, mqtt_client):
         else:
             m = watcher.wait_messages(1, topic=base + "/late")[0]
             assert m.t - gone >= 1.5, m.t - gone
+
+
+def test_will_sent_at_session_end_before_its_delay(b5, mqtt_client):
+    # [MQTT-3.1.3-9] the earlier of Will Delay (30 s) and session end (1 s)
+    watcher = v5(b5, mqtt_client)
+    topic = "wd/" + unique_id("we")
+    watcher.subscribe(topic, 1)
+    with raw.RawClient(b5.host, b5.port) as c:
+        c.send(raw.connect(unique_id("we"), clean=False, level=5, props=block(b"\x11" + u32(1)),
+                           will=(topic, b"end", 1, False), will_props=block(b"\x18" + u32(30))))
+        assert c.expect(raw.CONNACK).body[1] == 0
+        gone = time.monotonic()
+        c.abort()
+    m = watcher.wait_messages(1, topic=topic, timeout=10)[0]
+    assert m.payload == b"end" and 0.5 <= m.t - gone < 5, m.t - gone
 
 
 def test_message_expiry_counted_down_and_dropped(b5, mqtt_client):
