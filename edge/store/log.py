@@ -7,7 +7,10 @@
 # Files, in one directory, named PREFIX.<id>:
 #   HEADER, META(next_seq, floor), then records in append order.
 # A user record's body is varint(seq) + the owner's body; a DEL record's body
-# is varint(seq). META is the first record of every segment: next_seq keeps
+# is varint(seq), a DELS record's varint(first seq) + varint(count): a run of
+# consecutive seqs deleted in one record (a subscriber acking in order
+# deletes its deliveries' records in seq order: one tombstone a batch, not
+# one a message). META is the first record of every segment: next_seq keeps
 # sequence numbers from being reused even when every record was deleted and
 # compacted away (an outbox seq is an upstream idempotency key), and floor
 # says "segments with a lower id are superseded" (see compact()).
@@ -34,6 +37,7 @@ from edge.store.record import (
 
 K_META = const(1)   # varint next_seq, varint floor
 K_DEL = const(2)    # varint seq
+K_DELS = const(3)   # varint first seq, varint count (a run of deletions)
 KIND_MIN = const(16)  # kinds below are the log's own (3..15 reserved)
 KIND_MAX = const(254)
 
@@ -42,14 +46,21 @@ _SEQ_MAX = const(8)     # varint bytes of a seq (get_varint's bound)
 _HEAD_READ = const(32)  # HEADER + the largest META record
 TMP_SUFFIX = ".new"     # compaction output before its rename
 _ERR_BODY = "body"      # good CRC, body not ours (a seq that won't parse)
+_EAGAIN = const(11)
 
-# Segment entry fields: [id, size, decode, top]. top is an upper bound on
-# the seqs of the segment's records, so replay(from_seq) (the outbox reading
-# on from its cursor) skips whole segments instead of walking them.
+# Segment entry fields: [id, size, decode, top, live]. top is an upper
+# bound on the seqs of the segment's records, so replay(from_seq) (the outbox
+# reading on from its cursor) skips whole segments instead of walking them;
+# live is the bytes of its records still live, so compaction (compact.py)
+# drops a dead segment without reading it and copies only what lives.
 _ID = const(0)
 _SIZE = const(1)
 _DECODE = const(2)
 _TOP = const(3)
+_LIVE = const(4)
+# New segments take every other id: compacting the oldest segments up to id
+# b writes id b + 1, which sorts before the segments after them (compact.py).
+_ID_STEP = const(2)
 
 
 class Log:
@@ -68,6 +79,7 @@ class Log:
         self.batch_bytes = batch_bytes    # a batch this big flushes at once (H7)
         self.next_seq = 1
         self.synced = 0         # every seq <= synced is durable ("never": written)
+        self.top = 0            # the highest seq write() has written
         self.live_bytes = 0
         self.disk_bytes = 0     # all segments, garbage included
         self.refused = 0        # appends over the budget or max_record
@@ -77,12 +89,23 @@ class Log:
         self.quarantined = 0
         self.compact_failed = False
         self.problems = []      # (name, offset, err, action) found by open()
-        self._segs = []         # [id, size, decode, top], oldest first
+        self._segs = []         # [id, size, decode, top, live], oldest first
         self._live = {}         # seq -> record size on flash
         self._floor = 0
         self._next_id = 1
         self._rotate = False    # a write failed: the next flush starts a segment
+        # The batch: records not framed yet (a deletion just drops one),
+        # framed bytes a failed write left, tombstones.
+        self._pend = []         # (kind, seq, body) or None once deleted
+        self._pidx = {}         # seq -> its index in _pend
+        self._pbytes = 0        # what _pend's records will take
+        self._redo = bytearray()
         self._pending = bytearray()
+        self._batch_live = 0    # live bytes of the batch's records
+        self._wtop = 0          # every seq <= _wtop is in a segment file
+        self._unsynced = None   # what write() wrote and no sync has covered yet
+        self._del_lo = 0        # a run of deletions not framed yet: seqs
+        self._del_hi = 0        # _del_lo.._del_hi (0: none)
         self._due = -1          # tick() flushes the batch at this time
         self._buf = None        # read buffer, allocated on first read
         self._walk_end = (0, None)
@@ -105,44 +128,101 @@ class Log:
     # ---- writing -------------------------------------------------------------
     def append(self, kind, body):
         """Add a record; its seq (> 0), or -1 if refused (over the byte
-        budget or max_record), counted in `refused`. Durable after flush()."""
+        budget or max_record), counted in `refused`. Durable after flush().
+        body is kept as it is until then: don't change it."""
         if not KIND_MIN <= kind <= KIND_MAX:
             raise ValueError("kind %d" % kind)
         seq = self.next_seq
-        buf = self._pending
-        start = len(buf)
-        size = append_seq_record(buf, kind, seq, body)
+        n = len(body) + 1  # + varint(seq)
+        v = seq >> 7
+        while v:
+            n += 1
+            v >>= 7
+        size = n + (6 if n < 0x80 else 7 if n < 0x4000 else 9)  # kind, len, crc
         if len(body) > self.max_record or self.live_bytes + size > self.budget_bytes:
-            # (rare: framing first is cheaper than sizing twice; a copy, as
-            # MicroPython's bytearray has no slice deletion)
-            self._pending = buf[:start]
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1
         self.next_seq = seq + 1
         self._live[seq] = size
         self.live_bytes += size
+        self._batch_live += size
+        self._pidx[seq] = len(self._pend)
+        self._pend.append((kind, seq, body))
+        self._pbytes += size
         self._after_change()
         return seq
 
-    def delete(self, seq):
+    def delete(self, seq, elide=True):
         """Retire a record (a tombstone goes in the batch). False if seq is
-        not live."""
+        not live. A record still in the batch is dropped from it instead,
+        unless elide is False: a record a later one replaces through a
+        back reference (state.py: RELEASED -> INFLIGHT -> QUEUED) must reach
+        the flash, or a torn batch could keep the later one and lose the
+        link to what it replaced."""
         size = self._live.pop(seq, None)
         if size is None:
             return False
         self.live_bytes -= size
-        append_seq_record(self._pending, K_DEL, seq, b"")
+        i = self._pidx.pop(seq, -1) if elide else -1
+        if i >= 0:
+            # Not framed yet: it never reaches the flash, nor does a
+            # tombstone (a subscriber that acks within the sync's time
+            # costs no flash at all)
+            self._pend[i] = None
+            self._pbytes -= size
+            self._batch_live -= size
+            return True
+        if seq > self._wtop:
+            self._batch_live -= size  # framed, not written yet (a failed write)
+        else:
+            self._seg_of(seq)[_LIVE] -= size
+        # A run of consecutive seqs takes one tombstone, framed when the run
+        # ends or the batch is written: a tombstone only ever moves later,
+        # which replay already meets in a torn batch (state.py's rules).
+        lo = self._del_lo
+        if lo and seq == self._del_hi + 1:
+            self._del_hi = seq
+        elif lo and seq == lo - 1:
+            self._del_lo = seq
+        else:
+            if lo:
+                self._put_dels()
+            self._del_lo = self._del_hi = seq
         self._after_change()
         return True
 
+    def _put_dels(self):
+        lo = self._del_lo
+        n = self._del_hi - lo + 1
+        if n == 1:
+            append_seq_record(self._pending, K_DEL, lo, b"")
+        else:
+            body = bytearray()
+            put_varint(body, n)
+            append_seq_record(self._pending, K_DELS, lo, body)
+        self._del_lo = 0
+
+    def _seg_of(self, seq):
+        # The written segment holding seq (binary search on top)
+        segs = self._segs
+        lo = 0
+        hi = len(segs) - 1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if segs[mid][_TOP] < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return segs[lo]
+
     def _after_change(self):
-        if self.sync == "always" or len(self._pending) >= self.batch_bytes:
+        if self.sync == "always" or self._pbytes + len(self._pending) >= self.batch_bytes:
             self.flush()
 
     def pending(self):
         """Bytes of the batch not written yet (0: everything is written,
         and synced unless sync="never")."""
-        return len(self._pending)
+        return self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
 
     def is_live(self, seq):
         return seq in self._live
@@ -160,37 +240,96 @@ class Log:
         sync="never"). Returns the bytes written. A failed write leaves the
         batch in RAM and moves later writes to a new segment, so a half-
         written batch can only ever be a torn tail."""
-        data = self._pending
+        n = self.write()
+        if self._unsynced is not None:  # (this batch, and one a thread syncs)
+            if self.sync != "never":
+                try:
+                    self.files.sync(self._name(self._segs[-1][_ID]))
+                except OSError:
+                    self.sync_failed()
+                    raise
+            self.sync_done(self._wtop)
+        return n
+
+    def write(self):
+        """The first half of flush(): append the batch to its segment, not
+        synced; its bytes (0: none). A runtime that syncs elsewhere (on a
+        thread: tcp_cpython.py) then calls sync_done(top) with `top` as
+        write() left it, or sync_failed(). Until then a later write() stays
+        in the same segment, so a flush() in between syncs both batches."""
+        if self._del_lo:
+            self._put_dels()
+        # Records, then tombstones: a record that replaces another is on
+        # flash before the deletion of the old one (state.py's rule)
+        data = self._redo
+        for e in self._pend:
+            if e is not None:
+                append_seq_record(data, e[0], e[1], e[2])
+        data.extend(self._pending)
+        self._redo = data  # framed: a failed write writes it again
+        self._pend = []
+        self._pidx = {}
+        self._pbytes = 0
+        self._pending = bytearray()
         if not data:
             return 0
         f = self.files
         seg = self._segs[-1] if self._segs else None
         created = seg is None or seg[_SIZE] >= self.segment_bytes or self._rotate
+        if created and self._unsynced is not None and seg is not None:
+            if self._rotate:
+                raise OSError(_EAGAIN)  # a failed write, a sync in flight: retry after it
+            created = False
         try:
             if created:
                 seg = self._start_segment(f)
             name = self._name(seg[_ID])
             f.append(name, data)
-            self.written += len(data)
-            seg[_SIZE] += len(data)
-            seg[_TOP] = self.next_seq - 1
-            self.disk_bytes += len(data)
-            if self.sync != "never":
-                f.sync(name)
-                if created:
-                    f.sync_dir()  # the new file's name must survive too
-                self.syncs += 1
+            if created and self.sync != "never":
+                f.sync_dir()  # the new file's name must survive too
         except OSError:
             # What reached the file is unknown: never append after it. Its
             # recorded size stays at the last good write, so reads stop there
             # and the next open() cuts whatever was torn.
             self._rotate = True
             raise
+        self.written += len(data)
+        seg[_SIZE] += len(data)
+        seg[_TOP] = self.top = self.next_seq - 1
+        seg[_LIVE] += self._batch_live
+        self._batch_live = 0
+        self.disk_bytes += len(data)
+        self._wtop = self.top
         self._rotate = False
-        self._pending = bytearray()
+        self._unsynced = data if self._unsynced is None else self._unsynced + data
+        self._redo = bytearray()
         self._due = -1
-        self.synced = self.next_seq - 1
         return len(data)
+
+    def sync_done(self, top):
+        """What write() wrote up to seq top is durable."""
+        if top > self.synced:
+            self.synced = top
+        if top >= self._wtop:
+            self._unsynced = None
+        if self.sync != "never":
+            self.syncs += 1
+
+    def sync_failed(self):
+        """The sync after write() failed: what it wrote may never reach the
+        flash. Its records go back in the batch, and the next write starts
+        a new segment (a rewritten record's later copy is ignored by
+        open(): _index)."""
+        if self._unsynced is not None:
+            self._redo = self._unsynced + self._redo
+            self._unsynced = None
+        self._rotate = True
+
+    def sync_handle(self):
+        """A handle another thread can sync the current segment through
+        (edge/runtime/flash.py), None if the files have none."""
+        h = getattr(self.files, "sync_handle", None)
+        return h(self._name(self._segs[-1][_ID])) if h is not None and self._segs else None
 
     def _start_segment(self, f):
         sid = self._new_id()
@@ -198,15 +337,15 @@ class Log:
         append_record(head, K_META, self._meta(self._floor))
         f.append(self._name(sid), head)
         self.written += len(head)
-        seg = [sid, len(head), READERS[HEADER[4]], 0]
+        seg = [sid, len(head), READERS[HEADER[4]], self._wtop, 0]
         self._segs.append(seg)
         self.disk_bytes += len(head)
         return seg
 
     def _new_id(self):
         # Taken before the first write, so a failed creation is never reused
-        self._next_id += 1
-        return self._next_id - 1
+        self._next_id += _ID_STEP
+        return self._next_id - _ID_STEP
 
     def _meta(self, floor):
         body = bytearray()
@@ -218,25 +357,49 @@ class Log:
         """Flush a batch that has waited max_delay_ms; compact when garbage
         outweighs live data (keeps flash use O(live): at most about
         2 x budget + a segment)."""
-        if self._pending:
+        if self.pending():
             if self._due < 0:
                 self._due = now + self.max_delay_ms
             if now >= self._due:
                 self.flush()
+        if self.compact_failed:
+            return
+        segs = self._segs
+        if len(segs) > 1 and not segs[0][_LIVE]:
+            self.compact(self._prefix(True))  # dead files: removed, not read
         garbage = self.disk_bytes - self.live_bytes
-        if garbage > max(self.live_bytes, self.segment_bytes) and not self.compact_failed:
-            self.compact()
+        if garbage > max(self.live_bytes, self.segment_bytes):
+            self.compact(self._prefix(False))
+
+    def _prefix(self, dead):
+        # How many of the oldest segments to compact: dead, the leading run
+        # with nothing live; else the longest prefix (the newest segment
+        # left out) at least half garbage, so compaction reads at most twice
+        # what it frees; 0 (all of them) when no prefix is.
+        segs = self._segs
+        best = 0
+        size = 0
+        live = 0
+        for k in range(len(segs) - 1):
+            size += segs[k][_SIZE]
+            live += segs[k][_LIVE]
+            if dead and live:
+                break
+            if 2 * live <= size:
+                best = k + 1
+        return best
 
     def close(self):
         self.flush()
         self.files.close()
 
-    def compact(self):
-        """Rewrite the live records into one new segment and drop the old
-        ones (edge/store/compact.py). False if nothing changed."""
+    def compact(self, upto=0):
+        """Rewrite the live records of the oldest segments (all of them, or
+        the first upto) into one new segment and drop the old ones
+        (edge/store/compact.py). False if nothing changed."""
         from edge.store.compact import compact
 
-        return compact(self)
+        return compact(self, upto)
 
     # ---- reading -------------------------------------------------------------
     def _walk(self, seg):
@@ -329,7 +492,7 @@ class Log:
             elif sid >= 0:
                 found.append(sid)
         found.sort()
-        self._next_id = found[-1] + 1 if found else 1
+        self._next_id = found[-1] + _ID_STEP if found else 1
         segs = []
         floor = 0
         for sid in found:
@@ -378,7 +541,7 @@ class Log:
             self._quarantine(name, names, now, err)
             return None, 0
         floor = get_varint(mv, get_varint(mv, b0, b1)[1], b1)[0]
-        return [sid, size, READERS[v], 0], floor  # _index() sets top
+        return [sid, size, READERS[v], 0, 0], floor  # _index() sets top, live
 
     def _quarantine(self, name, names, now, err):
         q = "%s.corrupt-%d" % (name, now)
@@ -413,6 +576,9 @@ class Log:
                         nbytes += b1 + 4 - pos
                 elif kind == K_DEL:
                     nbytes -= live.pop(n, 0)
+                elif kind == K_DELS:
+                    for x in range(n, n + get_varint(mv, i, b1)[0]):
+                        nbytes -= live.pop(x, 0)
                 elif kind == K_META:
                     nxt = max(nxt, n)
             good, err = self._walk_end
@@ -423,6 +589,14 @@ class Log:
                 seg[_SIZE] = good
             disk += seg[_SIZE]
         self.next_seq = nxt = max(nxt, top + 1)
-        self.synced = nxt - 1
+        self.synced = self._wtop = self.top = nxt - 1
         self.live_bytes = nbytes
         self.disk_bytes = disk
+        last = 0
+        for seg in self._segs:  # tops only grow (a cut segment's too)
+            if seg[_TOP] < last:
+                seg[_TOP] = last
+            last = seg[_TOP]
+        if self._segs:
+            for seq in live:
+                self._seg_of(seq)[_LIVE] += live[seq]
