@@ -94,7 +94,7 @@ class Session:
                 if data is None:
                     data = msg.enc0 = conn.send_publish(msg)
                 else:
-                    conn.write(data)
+                    conn.write(data, False)
             self.stats.msgs_sent += 1
             return
         lim = self.limits
@@ -147,6 +147,8 @@ class Session:
             msg, qos, _ = _unpack(q[i])
             if qos == 1:
                 del q[i]
+                if self.store is not None:
+                    self.store.unqueued(self, i, msg)
                 size = len(msg.topic) + len(msg.payload)
                 self.queued_bytes -= size
                 self.limits.budget.add(-size - _ENTRY_COST)
@@ -201,6 +203,8 @@ class Session:
             size += len(msg.topic) + len(msg.payload)
             if msg.props is not None and msg.__class__ is not Message and msg.expired():
                 self._drop()  # [MQTT-3.3.2-5] 5.0 Message Expiry passed while queued
+                if self.store is not None:
+                    self.store.unqueued(self, 0, msg)  # (the sent ones left its queue)
                 continue
             room -= 1
             if msg is e:  # the usual entry (see _unpack)

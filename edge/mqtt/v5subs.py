@@ -158,6 +158,8 @@ def departed(hub, sess):
         if e != _RELEASED and _elsewhere(sess, getattr(_unpack(e)[0], "group", None)):
             del inflight[pid]
             out.append(_unpack(e))
+            if sess.store is not None:
+                sess.store.acked(sess, pid, out[-1][0])  # its record goes with it
     q = sess.queue
     if q:
         keep = []
@@ -166,6 +168,8 @@ def departed(hub, sess):
             if _elsewhere(sess, getattr(u[0], "group", None)):
                 sess.queued_bytes -= len(u[0].topic) + len(u[0].payload)
                 out.append(u)
+                if sess.store is not None:
+                    sess.store.unqueued(sess, len(keep), u[0])
             else:
                 keep.append(e)
         sess.queue = keep or None

@@ -17,6 +17,16 @@
 # last reference. So the log's live records are exactly the live state and
 # compaction keeps nothing else, with no rule of ours to teach it.
 #
+# A QoS 1 delivery has one record, QUEUED, from the moment it is routed to
+# its ack, whether it waits or is in flight: moving it into the window
+# writes nothing. After a restart it goes out again as new, with a new pid
+# and DUP 0, rather than as a resend of the pid it had ([MQTT-4.4.0-1] asks
+# for the pid): to a QoS 1 receiver that is the same, a duplicate it may
+# get anyway, and it saves a record and a tombstone per message. QoS 2 keeps
+# its pid on flash (INFLIGHT, RELEASED): there the pid is what makes it
+# exactly once. A restart may so send a session's QoS 1 messages that were
+# in flight after its QoS 2 ones that were too.
+#
 # A change that replaces a record (queued -> in flight -> released, a new
 # subscription QoS, a session rewrite, a retained message replaced) appends
 # the new record before deleting the old one. A torn batch keeps a prefix
@@ -106,10 +116,10 @@ class StateStore:
             s[_BYTES] += log.size_of(seq)
         return seq
 
-    def _del(self, s, seq):
+    def _del(self, s, seq, elide=True):
         if s is not None:
             s[_BYTES] -= self.log.size_of(seq)
-        self.log.delete(seq)
+        self.log.delete(seq, elide)
 
     def _admit(self, s, nbody, mbody, cost):
         # 0 if new records with nbody (+ mbody, a MSG not stored yet) bytes
@@ -343,13 +353,19 @@ class StateStore:
         q = s[_QUEUE]
         mseq = self._mseq.get(msg)
         if not q or mseq is None:  # (a message we don't hold is no queued one)
-            rc, seq = self._deliver(s, msg, _K_INFLIGHT, [s[_SID], pid, 0, 0, flags], 2)
+            if qos == 1:  # its one record: see the head comment
+                rc, seq = self._deliver(s, msg, _K_QUEUED, [s[_SID], 0, flags], 1)
+            else:
+                rc, seq = self._deliver(s, msg, _K_INFLIGHT, [s[_SID], pid, 0, 0, flags], 2)
             if not rc:
                 self._infl(s)[pid] = seq
             return rc
         prev = q.pop(0)
         if not q:
             s[_QUEUE] = None
+        if qos == 1:
+            self._infl(s)[pid] = prev  # no record: its QUEUED one stays until the ack
+            return 0
         nxt = self.log.next_seq
         seq = self._add(s, _K_INFLIGHT, encode(_K_INFLIGHT, (s[_SID], pid, nxt - mseq, nxt - prev, flags)))
         if seq < 0:
@@ -370,7 +386,7 @@ class StateStore:
         new = self._add(s, _K_RELEASED, encode(_K_RELEASED, (s[_SID], pid, self.log.next_seq - seq)))
         if new < 0:
             return  # still in flight on flash: a restart resends with DUP
-        self._del(s, seq)
+        self._del(s, seq, False)  # the link to the QUEUED it replaced (log.delete)
         infl[pid] = -new
         self._unref(s, msg)
 
@@ -387,9 +403,23 @@ class StateStore:
         if seq < 0:
             self._del(s, -seq)
             return
-        self._del(s, seq)
         if msg is not None:
-            self._unref(s, msg)
+            self._unref(s, msg)  # first: message then delivery, in seq order (log.py's runs)
+        self._del(s, seq)
+
+    def unqueued(self, sess, i, msg):
+        """sess dropped its i-th queued delivery, msg, unsent (a 5.0
+        message expired, the memory budget made room, a shared
+        subscription's message went to another member)."""
+        s = self._sess.get(sess)
+        q = s and s[_QUEUE]
+        if not q or i >= len(q):
+            return
+        seq = q.pop(i)
+        if not q:
+            s[_QUEUE] = None
+        self._unref(s, msg)
+        self._del(s, seq)
 
     # ---- incoming QoS 2 ----------------------------------------------------------
     def qos2_seen(self, sess, pid):

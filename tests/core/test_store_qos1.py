@@ -1,0 +1,121 @@
+# What a QoS 1 delivery costs the store, and the store kept in step when a
+# Session drops a queued delivery unsent (edge/store/state.py): one QUEUED
+# record from routing to ack, in flight or not; the acks of a subscriber
+# that acks in order delete in one run (one tombstone a batch); after a
+# crash what was in flight goes out again as new. Plain functions: pytest
+# and tests/mpy_runner.py.
+from edge.mqtt.packets import Puback
+from edge.store.log import K_DEL, K_DELS
+from tests.core._memfiles import MemFiles
+from tests.core._pair import Client, publish, publishes
+from tests.core.test_store_broker import boot, crash, sub_and_pub
+from tests.core.test_store_segments import kinds
+
+_K_MSG = 18
+_K_QUEUED = 19
+_K_INFLIGHT = 20
+
+
+def written(m):
+    """Record kinds in every segment of the store, oldest first."""
+    out = []
+    for name in sorted(m.data, key=lambda n: int(n.split(".")[1])):
+        out += kinds(m, name)
+    return out
+
+
+def test_a_qos1_delivery_is_one_record_and_its_acks_one_tombstone():
+    m = MemFiles()
+    b, log, _ = boot(m, max_inflight=5)
+    sub, pub = sub_and_pub(b, "t/#", 1, offline=False)
+    log.flush()
+    before = len(written(m))
+    for i in range(20):  # 5 go out at once, 15 wait in the queue
+        publish(pub, "t/%d" % i, b"m%d" % i, 1, pid=i + 1)
+    log.flush()
+    new = written(m)[before:]
+    assert new.count(_K_MSG) == 20 and new.count(_K_QUEUED) == 20
+    got = []
+    while len(got) < 20:  # the subscriber acks each batch the window lets out
+        pkts = publishes(sub.recv())
+        assert pkts
+        for p in pkts:
+            sub.send(Puback(p.pid))
+        got += pkts
+    log.flush()
+    new = written(m)[before:]
+    assert [p.payload for p in got] == [b"m%d" % i for i in range(20)]
+    assert _K_INFLIGHT not in new  # moving into the window wrote nothing
+    # message and delivery deleted in seq order: runs, not a tombstone each
+    assert new.count(K_DELS) + new.count(K_DEL) <= 5, new
+    assert len(log) == 2  # the session and its subscription
+    b, log, counts = boot(crash(m))
+    assert counts["queued"] == 0 and counts["messages"] == 0 and counts["subs"] == 1
+
+
+def test_qos1_in_flight_at_a_crash_goes_out_again_as_new():
+    m = MemFiles()
+    b, log, _ = boot(m, max_inflight=2)
+    sub, pub = sub_and_pub(b, "t", 1, offline=False)
+    for i in range(4):
+        publish(pub, "t", b"m%d" % i, 1, pid=i + 1)
+    log.flush()
+    first = publishes(sub.recv())
+    assert [p.payload for p in first] == [b"m0", b"m1"]
+    sub.send(Puback(first[0].pid))  # m0 acked, m1 still in flight
+    log.flush()
+    b, log, counts = boot(crash(m), max_inflight=2)
+    assert counts["queued"] == 3 and counts["inflight"] == 0
+    sub = Client(b)
+    assert sub.connect("sub", clean=False).session_present
+    got = publishes(sub.recv())
+    # nothing acked is lost, nothing acked comes back; the window's worth
+    # goes out first, new (DUP 0)
+    assert [(p.payload, p.dup) for p in got] == [(b"m1", False), (b"m2", False)]
+    for p in got:
+        sub.send(Puback(p.pid))
+    assert [p.payload for p in publishes(sub.recv())] == [b"m3"]
+
+
+def test_budget_drop_leaves_no_record_behind():
+    # the memory budget drops the oldest offline QoS 1 message: the store
+    # drops its record too, or a restart would bring it back
+    m = MemFiles()
+    b, log, _ = boot(m, memory_budget_bytes=1024)
+    sub, pub = sub_and_pub(b, "q/#", 1)
+    for i in range(10):
+        publish(pub, "q/%d" % i, b"x" * 100, 1, pid=i + 1)
+    log.flush()
+    kept = [e.payload for e in b.sessions["sub"].queue]
+    assert b.sessions["sub"].dropped > 0 and len(kept) < 10
+    b2, log2, counts = boot(crash(m))
+    assert counts["queued"] == len(kept) and counts["messages"] == len(kept)
+    topics = [e.topic for e in b.sessions["sub"].queue]
+    assert [e.topic for e in b2.sessions["sub"].queue] == topics
+
+
+def test_expired_message_leaves_no_record_behind():
+    # a 5.0 message whose Message Expiry passes while queued is dropped by
+    # pump(); its record goes too, and the store's queue stays in step
+    m = MemFiles()
+    b, log, _ = boot(m, max_inflight=1)
+    sub = Client(b, v5=True)
+    sub.connect("sub", clean=False, props={0x11: 600})
+    sub.subscribe(("t", 1))
+    pub = Client(b, v5=True)
+    pub.connect("pub")
+    publish(pub, "t", b"first", 1, pid=1)
+    publish(pub, "t", b"brief", 1, pid=2, props={0x02: 1})  # expires in 1 s
+    publish(pub, "t", b"last", 1, pid=3)
+    log.flush()
+    got = publishes(sub.recv())
+    assert [p.payload for p in got] == [b"first"]
+    b.tick(b.now + 2000)
+    sub.send(Puback(got[0].pid), now=b.now)
+    got = publishes(sub.recv())
+    assert [p.payload for p in got] == [b"last"]  # "brief" expired unsent
+    log.flush()
+    b2, log2, counts = boot(crash(m))
+    assert counts["queued"] == 1 and counts["messages"] == 1  # "last", in flight
+    s = b2.sessions["sub"]
+    assert [e.payload for e in s.queue] == [b"last"]
