@@ -167,7 +167,18 @@ class Connection:
         return self.pos < len(self.buf)
 
     # ---- output ------------------------------------------------------------
-    def write(self, data):
+    # With the store on, output may promise what a record holds (a PUBACK,
+    # PUBREC, PUBREL, PUBCOMP, SUBACK, CONNACK: DESIGN "Delivery
+    # guarantees"); the runtime holds such output until the record is
+    # synced. A QoS 0 or 1 PUBLISH to a subscriber promises nothing: if the
+    # broker dies before its record is durable, the publisher never got its
+    # PUBACK and sends it again, a duplicate QoS 1 allows. So those go out at
+    # once (promise False), unless output that must wait is ahead of them.
+    promise = False  # output since the last take() may promise (the runtime reads it)
+
+    def write(self, data, promise=True):
+        if promise:
+            self.promise = True
         out = self.out
         if out:
             # A view (last_packet) only goes out alone: joined with other
@@ -197,7 +208,7 @@ class Connection:
         if v5:  # properties, expiry, topic aliases: edge/mqtt/v5.py
             return v5.send_publish(self, msg, qos, retain, dup, pid)
         data = codec.encode_publish(msg.topic, msg.payload, qos, retain, dup, pid, None, False)
-        self.write(data)
+        self.write(data, qos == 2)  # QoS 2 waits: a duplicate would break exactly once
         return data
 
     def send_ack(self, kind, pid, reason=0):
@@ -218,4 +229,5 @@ class Connection:
         data = out[0] if len(out) == 1 else b"".join(out)
         self.out = ()  # no list held between batches
         self.out_bytes = 0
+        self.promise = False
         return data

@@ -214,7 +214,7 @@ class Peer:
             if pid and sess.inflight.pop(pid, None) is not None and sess.store is not None:
                 sess.store.acked(sess, pid, msg)  # a resend: its record goes too
             return None
-        conn.write(data)
+        conn.write(data, qos == 2)  # (as Connection.send_publish)
         return data
 
 

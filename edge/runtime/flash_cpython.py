@@ -10,6 +10,22 @@ def fsync_file(f):
     os.fsync(f.fileno())
 
 
+def dup_fd(f):
+    """A descriptor of f's file that outlives f (closed by whoever syncs
+    it): the runtime fsyncs a segment on a thread while the loop may go on
+    to close or remove it."""
+    f.flush()
+    return os.dup(f.fileno())
+
+
+def fsync_fd(fd):
+    """Sync fd and close it (on the sync thread: os.fsync lets go of the GIL)."""
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path):
     """Creates, renames and removes in `path` survive a power cut: on ext4
     and most POSIX filesystems a rename is durable only once its directory
