@@ -12,7 +12,9 @@
 #   17 SUB      vBs    sid, options (QoS in bits 0-1), filter
 #   18 MSG      BSr    flags (QoS bits 0-1, RETAIN bit 2), topic, payload
 #   19 QUEUED   vvB    sid, @msg, flags (delivery QoS | RETAIN << 2)
-#   20 INFLIGHT vvvvB  sid, pid, @msg, @prev, flags   (PUBLISH sent)
+#                      (QoS 1: the delivery's one record, in flight or not)
+#   20 INFLIGHT vvvvB  sid, pid, @msg, @prev, flags   (QoS 2 PUBLISH sent;
+#                      QoS 1 ones written before that rule replay as such)
 #   21 RELEASED vvv    sid, pid, @prev                (PUBREC came, PUBREL sent)
 #   22 RXQOS2   vv     sid, pid                       (PUBREC sent, PUBREL awaited)
 #   23 RETAINED v      @msg                           (the topic is the message's)
