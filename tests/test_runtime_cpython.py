@@ -95,18 +95,20 @@ class _Transport:
         self.closed = True
 
 
-def test_acks_written_only_after_the_sync():
+def _serve(files, events, then, qos=1):
+    """A TcpServer over a broker whose store is on `files`: "sub" (clean
+    session 0, subscribed to "t" at qos) and "pub" connected, events
+    cleared; then the coroutine then(srv, peers) runs on the loop."""
     import asyncio
 
     from edge.mqtt import codec
-    from edge.mqtt.packets import Connect, Publish, Subscribe
+    from edge.mqtt.packets import Connect, Subscribe
     from edge.runtime.tcp_cpython import TcpServer, _Peer
     from edge.store.log import Log
     from edge.store.state import StateStore
 
-    events = []
     b = make_broker()
-    log = Log(_Files(events), "state")
+    log = Log(files, "state")
     log.open(0)
     srv = TcpServer(b, lambda level, msg: None)
     b.restore(StateStore(log))
@@ -119,11 +121,25 @@ def test_acks_written_only_after_the_sync():
             peers[name] = p
         srv.received(peers["sub"], codec.encode(Connect("sub", False, 60)))
         await asyncio.sleep(0)
-        srv.received(peers["sub"], codec.encode(Subscribe(1, [("t", 1)])))
+        srv.received(peers["sub"], codec.encode(Subscribe(1, [("t", qos)])))
         await asyncio.sleep(0)
         srv.received(peers["pub"], codec.encode(Connect("pub", True, 60)))
         await asyncio.sleep(0)
         del events[:]
+        await then(srv, peers)
+
+    asyncio.run(go())
+
+
+def test_acks_written_only_after_the_sync():
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Publish
+
+    events = []
+
+    async def then(srv, peers):
         # two publishers' feeds in one loop pass share one sync
         srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
         srv.received(peers["pub"], codec.encode(Publish("t", b"2", 1, False, False, 6)))
@@ -135,8 +151,60 @@ def test_acks_written_only_after_the_sync():
         await asyncio.sleep(0)
         await asyncio.sleep(0)
 
-    asyncio.run(go())
+    _serve(_Files(events), events, then)
     assert events[:2] == ["append", "sync"], events
     writes = [e for e in events[2:] if e != "append"]
     assert ("pub", b"\x40\x02\x00\x05\x40\x02\x00\x06") in writes, events
     assert events.count("sync") == 1, events
+
+
+class _ThreadFiles(_Files):
+    """Files with a handle to sync on the thread: the first one fails."""
+
+    def __init__(self, events):
+        _Files.__init__(self, events)
+        self.handles = 0
+
+    def sync_handle(self, name):
+        import os
+
+        self.handles += 1
+        self.events.append("handle")
+        if self.handles == 1:
+            return -1  # fsync(-1): EBADF, as a failing disk would say EIO
+        import tempfile
+
+        fd, path = tempfile.mkstemp()
+        os.unlink(path)
+        return fd  # a file that syncs
+
+
+def test_a_failed_sync_on_the_thread_holds_the_acks_and_retries():
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Publish
+
+    events = []
+    files = _ThreadFiles(events)
+
+    async def then(srv, peers):
+        srv.received(peers["pub"], codec.encode(Publish("t", b"2", 2, False, False, 9)))
+        # the QoS 2 delivery waits with the PUBREC: a duplicate would break exactly once
+        assert [e for e in events if type(e) is tuple] == [], events
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if srv.syncing is False and files.handles >= 2 and not srv.held:
+                break
+        assert not srv.held
+
+    _serve(files, events, then, qos=2)
+    # The first sync (of "sub"'s session, at its CONNECT) failed: nothing
+    # went out until the batch was written again and the retry synced it;
+    # then the held CONNACK and SUBACK, the PUBREC and the delivery did.
+    assert files.handles == 2, events
+    out = [e for e in events if type(e) is tuple]
+    assert min(events.index(e) for e in out) > events.index("handle"), events
+    assert events.index("handle") > events.index("append")  # the batch again, first
+    assert out[0] == ("sub", b"\x20\x02\x00\x00"), events  # CONNACK, held since the failure
+    assert ("pub", b"\x20\x02\x00\x00\x50\x02\x00\x09") in out, events  # CONNACK + PUBREC

@@ -185,9 +185,12 @@ class TcpServer:
             # that promises nothing (Connection.promise) goes now, unless
             # output held for this connection is ahead of it.
             held = self.held_ids
-            wait = [c for c in dirty if c.promise or c.id in held]
-            if len(wait) < len(dirty):
-                dirty[:] = [c for c in dirty if not (c.promise or c.id in held)]
+            now = []
+            wait = []
+            for c in dirty:
+                (wait if c.promise or c.id in held else now).append(c)
+            if now:
+                dirty[:] = now
                 self._write(self._take())
                 dirty[:] = wait
             return
@@ -236,7 +239,7 @@ class TcpServer:
         loop = asyncio.get_running_loop()
         try:
             log.write()
-            fd = log.sync_handle() if log.sync != "never" and log._unsynced is not None else None
+            fd = log.sync_handle()
             if fd is None:
                 log.flush()  # synced here (files with no handle), or sync="never"
         except OSError as e:

@@ -42,15 +42,11 @@ def compact(log, upto=0):
     live record could not be read back."""
     f = log.files
     segs = log._segs
-    if 0 < upto < len(segs):
-        want = 0  # live bytes to copy
-        for seg in segs[:upto]:
-            want += seg[_LIVE]
-        if not want:
-            _remove(log, segs[:upto])  # (the batch can wait: their records are deleted)
-            log._segs = segs[upto:]
-            log.compactions += 1
-            return True
+    if 0 < upto < len(segs) and not _live(segs[:upto]):
+        _remove(log, segs[:upto])  # (the batch can wait: their records are deleted)
+        log._segs = segs[upto:]
+        log.compactions += 1
+        return True
     log.flush()
     segs = log._segs  # (a new segment, if the flush started one)
     full = not 0 < upto < len(segs) or segs[upto - 1][_ID] + 1 >= segs[upto][_ID]
@@ -60,9 +56,7 @@ def compact(log, upto=0):
     else:
         sid = segs[upto - 1][_ID] + 1
     old = segs[:upto]
-    want = 0
-    for seg in old:
-        want += seg[_LIVE]
+    want = _live(old)  # bytes to copy
     final = log._name(sid)
     tmp = final + TMP_SUFFIX
     out = bytearray(HEADER)
@@ -118,9 +112,16 @@ def compact(log, upto=0):
     return True
 
 
+def _live(segs):
+    n = 0
+    for seg in segs:
+        n += seg[_LIVE]
+    return n
+
+
 def _remove(log, old):
     f = log.files
     for seg in old:
         f.remove(log._name(seg[_ID]))
         log.disk_bytes -= seg[_SIZE]
-    log.files.sync_dir()
+    f.sync_dir()

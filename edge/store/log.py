@@ -32,7 +32,7 @@
 from edge.compat import const
 from edge.store.record import (
     ERR_TORN, HDR_BAD, HDR_TORN, HEADER, HEADER_LEN, MAX_BODY, OVERHEAD, READERS,
-    append_record, append_seq_record, get_varint, header_version, put_varint,
+    append_record, append_seq_record, get_varint, header_version, put_varint, record_size,
 )
 
 K_META = const(1)   # varint next_seq, varint floor
@@ -79,7 +79,7 @@ class Log:
         self.batch_bytes = batch_bytes    # a batch this big flushes at once (H7)
         self.next_seq = 1
         self.synced = 0         # every seq <= synced is durable ("never": written)
-        self.top = 0            # the highest seq write() has written
+        self.top = 0            # every seq <= top is in a segment file (write())
         self.live_bytes = 0
         self.disk_bytes = 0     # all segments, garbage included
         self.refused = 0        # appends over the budget or max_record
@@ -102,7 +102,6 @@ class Log:
         self._redo = bytearray()
         self._pending = bytearray()
         self._batch_live = 0    # live bytes of the batch's records
-        self._wtop = 0          # every seq <= _wtop is in a segment file
         self._unsynced = None   # what write() wrote and no sync has covered yet
         self._del_lo = 0        # a run of deletions not framed yet: seqs
         self._del_hi = 0        # _del_lo.._del_hi (0: none)
@@ -138,7 +137,7 @@ class Log:
         while v:
             n += 1
             v >>= 7
-        size = n + (6 if n < 0x80 else 7 if n < 0x4000 else 9)  # kind, len, crc
+        size = record_size(n)  # framed by write()
         if len(body) > self.max_record or self.live_bytes + size > self.budget_bytes:
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1
@@ -172,7 +171,7 @@ class Log:
             self._pbytes -= size
             self._batch_live -= size
             return True
-        if seq > self._wtop:
+        if seq > self.top:
             self._batch_live -= size  # framed, not written yet (a failed write)
         else:
             self._seg_of(seq)[_LIVE] -= size
@@ -220,8 +219,9 @@ class Log:
             self.flush()
 
     def pending(self):
-        """Bytes of the batch not written yet (0: everything is written,
-        and synced unless sync="never")."""
+        """Bytes of the batch not written yet (0: everything is written;
+        synced too, unless sync="never" or a sync() elsewhere is still on
+        its way: see write())."""
         return self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
 
     def is_live(self, seq):
@@ -248,7 +248,7 @@ class Log:
                 except OSError:
                     self.sync_failed()
                     raise
-            self.sync_done(self._wtop)
+            self.sync_done(self.top)
         return n
 
     def write(self):
@@ -299,7 +299,6 @@ class Log:
         seg[_LIVE] += self._batch_live
         self._batch_live = 0
         self.disk_bytes += len(data)
-        self._wtop = self.top
         self._rotate = False
         self._unsynced = data if self._unsynced is None else self._unsynced + data
         self._redo = bytearray()
@@ -310,7 +309,7 @@ class Log:
         """What write() wrote up to seq top is durable."""
         if top > self.synced:
             self.synced = top
-        if top >= self._wtop:
+        if top >= self.top:
             self._unsynced = None
         if self.sync != "never":
             self.syncs += 1
@@ -326,10 +325,13 @@ class Log:
         self._rotate = True
 
     def sync_handle(self):
-        """A handle another thread can sync the current segment through
-        (edge/runtime/flash.py), None if the files have none."""
+        """A handle another thread can sync what write() wrote through
+        (edge/runtime/flash.py); None if nothing waits for a sync (or
+        sync="never"), or the files have no such handle: flush() then."""
         h = getattr(self.files, "sync_handle", None)
-        return h(self._name(self._segs[-1][_ID])) if h is not None and self._segs else None
+        if h is None or self._unsynced is None or self.sync == "never":
+            return None
+        return h(self._name(self._segs[-1][_ID]))
 
     def _start_segment(self, f):
         sid = self._new_id()
@@ -337,7 +339,7 @@ class Log:
         append_record(head, K_META, self._meta(self._floor))
         f.append(self._name(sid), head)
         self.written += len(head)
-        seg = [sid, len(head), READERS[HEADER[4]], self._wtop, 0]
+        seg = [sid, len(head), READERS[HEADER[4]], self.top, 0]
         self._segs.append(seg)
         self.disk_bytes += len(head)
         return seg
@@ -589,7 +591,7 @@ class Log:
                 seg[_SIZE] = good
             disk += seg[_SIZE]
         self.next_seq = nxt = max(nxt, top + 1)
-        self.synced = self._wtop = self.top = nxt - 1
+        self.synced = self.top = nxt - 1
         self.live_bytes = nbytes
         self.disk_bytes = disk
         last = 0

@@ -100,3 +100,15 @@ class MemFiles:
             m.data[name] = bytearray(self.data[name])
             m.durable[name] = self.durable[name]
         return m
+
+
+def spy_reads(m):
+    """The list of file names m.readinto() is called with from now on."""
+    read = []
+    real = m.readinto
+
+    def spy(name, offset, mv):
+        read.append(name)
+        return real(name, offset, mv)
+    m.readinto = spy
+    return read

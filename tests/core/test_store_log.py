@@ -4,7 +4,7 @@
 # at every step. Plain functions: runs under pytest and tests/mpy_runner.py.
 from edge.store.log import K_DEL, Log
 from edge.store.record import HEADER, HEADER_LEN, encode_record, put_varint
-from tests.core._memfiles import Crash, MemFiles
+from tests.core._memfiles import Crash, MemFiles, spy_reads
 from tests.core._util import raises
 
 K = 16  # an owner's record kind
@@ -448,13 +448,7 @@ def test_replay_from_seq_skips_older_segments():
         for k in (0, 1, 5, 6, 21, 23, 38, 40, 41, 100):
             assert list(log2.replay(k)) == [w for w in want if w[0] >= k], k
     # reading on from the tail touches only the last segment
-    read = []
-    real = m.readinto
-
-    def spy(name, offset, mv):
-        read.append(name)
-        return real(name, offset, mv)
-    m.readinto = spy
+    read = spy_reads(m)
     got = list(log.replay(40))
     assert got == [want[-1]] and len(set(read)) == 1, read
     log.compact()

@@ -4,7 +4,7 @@
 # that acks in order delete in one run (one tombstone a batch); after a
 # crash what was in flight goes out again as new. Plain functions: pytest
 # and tests/mpy_runner.py.
-from edge.mqtt.packets import Puback
+from edge.mqtt.packets import Puback, Publish, Subscribe
 from edge.store.log import K_DEL, K_DELS
 from tests.core._memfiles import MemFiles
 from tests.core._pair import Client, publish, publishes
@@ -119,3 +119,30 @@ def test_expired_message_leaves_no_record_behind():
     assert counts["queued"] == 1 and counts["messages"] == 1  # "last", in flight
     s = b2.sessions["sub"]
     assert [e.payload for e in s.queue] == [b"last"]
+
+
+def test_only_qos0_and_qos1_deliveries_promise_nothing():
+    # Connection.promise: what the runtime may write before the store's sync
+    m = MemFiles()
+    b, log, _ = boot(m)
+    s1, pub = sub_and_pub(b, "t/#", 1, offline=False)
+    s2 = Client(b)
+    s2.connect("s2", clean=False)
+    s2.send(Subscribe(1, [("t/#", 2)]))
+    assert s2.conn.promise  # SUBACK: the subscription's record first
+    s0 = Client(b)
+    s0.connect("s0")
+    s0.subscribe(("t/#", 0))
+    for c in (s1, s2, s0, pub):
+        c.recv()
+        assert not c.conn.promise  # take() starts over
+    pub.send(Publish("t/1", b"x", 1, False, False, 1))
+    assert pub.conn.promise  # PUBACK: the record first
+    # QoS 1 and 0 deliveries (s2's too: granted QoS 2, delivered at 1)
+    assert not s1.conn.promise and not s0.conn.promise and not s2.conn.promise
+    for c in (s1, s2, s0, pub):
+        c.recv()
+    pub.send(Publish("t/2", b"y", 2, False, False, 2))
+    assert pub.conn.promise  # PUBREC
+    assert s2.conn.promise  # a QoS 2 delivery waits: a duplicate would break exactly once
+    assert not s1.conn.promise and not s0.conn.promise

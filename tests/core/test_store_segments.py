@@ -5,7 +5,7 @@
 # functions: runs under pytest and tests/mpy_runner.py.
 from edge.store.log import K_DEL, K_DELS
 from edge.store.record import HEADER_LEN, decode_v1
-from tests.core._memfiles import Crash, MemFiles
+from tests.core._memfiles import Crash, MemFiles, spy_reads
 from tests.core._util import raises
 from tests.core.test_store_log import K, contents, new_log, rand
 
@@ -123,17 +123,6 @@ def standing_queue(m, n=80, depth=6):
             log.delete(q.pop(0)[0])
         log.flush()
     return log, [first] + q
-
-
-def spy_reads(m):
-    read = []
-    real = m.readinto
-
-    def spy(name, offset, mv):
-        read.append(name)
-        return real(name, offset, mv)
-    m.readinto = spy
-    return read
 
 
 def test_dead_oldest_segments_are_removed_unread():
