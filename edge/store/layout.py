@@ -6,7 +6,7 @@
 # kind, and the old kind's reader stays for records already on flash
 # (mosquitto's persist_read_v*, without a version byte in every record).
 # Fields: v varint (record.put_varint), B one byte, S varint length + UTF-8,
-# s UTF-8 to the end of the body, r bytes to the end.
+# b varint length + bytes, s UTF-8 to the end of the body, r bytes to the end.
 #
 #   16 SESSION  vBvs   sid, flags (1: clean), expiry in s (0xFFFFFFFF never), client id
 #   17 SUB      vBs    sid, options (QoS in bits 0-1), filter
@@ -21,6 +21,10 @@
 #   24 OUTBOX          edge/store/outbox.py, on a log of its own
 #   25 SUB5     vvs    as SUB, for options over a byte: 5.0 options with a
 #                      shared flag and a Subscription Identifier (v5subs.py)
+#   26 MSG5     BSSbr  as MSG, from a 5.0 publisher: flags, topic, sender
+#                      (its client id, No Local), properties (the PUBLISH
+#                      property block; Message Expiry what was left), payload
+#                      (edge/store/msg5.py)
 #
 # sid: a small number naming the session in its other records, kept when
 # its SESSION record is rewritten. @x: a back reference, own seq - x's seq
@@ -30,14 +34,14 @@
 # is queue order; the send order of what is in flight (so the next pid and
 # the DUP resend order, session.py) is the seq of its INFLIGHT record, which
 # a RELEASED record carries on in @prev (its own seq when @prev is 0).
-# MSG holds no 5.0 properties (3.1.1 has none): 5.0 support adds a kind.
+# MSG holds no 5.0 properties (3.1.1 has none): a 5.0 message is MSG5.
 from edge.store.record import get_varint, put_varint
 
 # kind -> fields, as in the table above. Records on flash outlive firmware:
 # never change an entry, add a kind (tests/core/test_store_state.py pins it).
 LAYOUTS = {
     16: "vBvs", 17: "vBs", 18: "BSr", 19: "vvB",
-    20: "vvvvB", 21: "vvv", 22: "vv", 23: "v", 25: "vvs",
+    20: "vvvvB", 21: "vvv", 22: "vv", 23: "v", 25: "vvs", 26: "BSSbr",
 }
 
 
@@ -52,8 +56,9 @@ def encode(kind, vals):
             put_varint(buf, v)
         elif c == "B":
             buf.append(v)
-        elif c == "S":
-            v = v.encode()
+        elif c == "S" or c == "b":
+            if c == "S":
+                v = v.encode()
             put_varint(buf, len(v))
             buf.extend(v)
         elif c == "s":
@@ -70,12 +75,15 @@ def decode(kind, body):
     i = 0
     end = len(body)
     for c in LAYOUTS[kind]:
-        if c == "v" or c == "S":
+        if c == "v" or c == "S" or c == "b":
             n, i = get_varint(body, i, end)
-            if n < 0 or (c == "S" and i + n > end):
+            if n < 0 or (c != "v" and i + n > end):
                 raise ValueError("field")
             if c == "S":
                 out.append(body[i:i + n].decode())
+                i += n
+            elif c == "b":
+                out.append(bytes(body[i:i + n]))
                 i += n
             else:
                 out.append(n)

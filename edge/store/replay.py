@@ -14,6 +14,7 @@ _K_SESSION = const(16)
 _K_SUB = const(17)
 _K_SUB5 = const(25)
 _K_MSG = const(18)
+_K_MSG5 = const(26)
 _K_QUEUED = const(19)
 _K_INFLIGHT = const(20)
 _K_RELEASED = const(21)
@@ -29,7 +30,7 @@ _RX = const(8)
 _SHARED = const(0x40)  # a 5.0 shared subscription's flag, as in v5subs.py
 
 _HANDLERS = {
-    _K_SESSION: "_session", _K_SUB: "_sub", _K_SUB5: "_sub", _K_MSG: "_msg", _K_QUEUED: "_queued",
+    _K_SESSION: "_session", _K_SUB: "_sub", _K_SUB5: "_sub", _K_MSG: "_msg", _K_MSG5: "_msg", _K_QUEUED: "_queued",
     _K_INFLIGHT: "_inflight", _K_RELEASED: "_released", _K_RXQOS2: "_rxqos2",
     _K_RETAINED: "_retained",
 }
@@ -112,8 +113,15 @@ class Replay:
         flags = v[0]
         if flags & 3 == 3 or flags > 7:
             self._drop(seq, _K_MSG, "bad body")
-        else:
+        elif len(v) == 3:
             self.msgs[seq] = Message(v[1], v[2], flags & 3, bool(flags & 4))
+        else:  # MSG5
+            from edge.store import msg5
+
+            try:
+                self.msgs[seq] = msg5.message(v, self.broker)
+            except ValueError:
+                self._drop(seq, _K_MSG5, "bad body")
 
     def _ref(self, seq, kind, back):
         m = self.msgs.get(seq - back) if back else None

@@ -44,7 +44,7 @@
 # by session_budget. A refusal returns an MQTT 5.0 reason code (0 is OK) and
 # is counted; the broker drops what was refused (and counts it too).
 from edge.compat import const
-from edge.mqtt.session import _unpack
+from edge.mqtt.session import Message, _unpack
 from edge.store.layout import encode
 
 EXPIRY_NEVER = const(0xFFFFFFFF)
@@ -53,6 +53,7 @@ _K_SESSION = const(16)
 _K_SUB = const(17)
 _K_SUB5 = const(25)  # options over a byte (layout.py)
 _K_MSG = const(18)
+_K_MSG5 = const(26)  # a 5.0 message, its properties too (msg5.py)
 _K_QUEUED = const(19)
 _K_INFLIGHT = const(20)
 _K_RELEASED = const(21)
@@ -141,13 +142,18 @@ class StateStore:
         # The MSG record still to write for msg, None if it is stored
         if msg in self._mseq:
             return None
-        return encode(_K_MSG, (msg.qos | (_RETAIN if msg.retain else 0), msg.topic, msg.payload))
+        flags = msg.qos | (_RETAIN if msg.retain else 0)
+        if msg.__class__ is not Message:  # Message5
+            from edge.store.msg5 import body
+
+            return body(msg, flags)
+        return encode(_K_MSG, (flags, msg.topic, msg.payload))
 
     def _ref(self, s, msg, mbody):
         # One more reference to msg; writes its MSG record first if mbody.
         # -1 if that was refused.
         if mbody is not None:
-            seq = self._add(None, _K_MSG, mbody)
+            seq = self._add(None, _K_MSG if msg.__class__ is Message else _K_MSG5, mbody)
             if seq < 0:
                 return -1
             self._mseq[msg] = seq

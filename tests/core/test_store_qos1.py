@@ -146,3 +146,18 @@ def test_only_qos0_and_qos1_deliveries_promise_nothing():
     assert pub.conn.promise  # PUBREC
     assert s2.conn.promise  # a QoS 2 delivery waits: a duplicate would break exactly once
     assert not s1.conn.promise and not s0.conn.promise
+
+
+def test_a_311_store_never_loads_the_50_code():
+    import sys
+
+    for name in ("edge.store.msg5", "edge.mqtt.props"):
+        sys.modules.pop(name, None)
+    m = MemFiles()
+    b, log, _ = boot(m)
+    sub, pub = sub_and_pub(b, "t/#", 1)
+    publish(pub, "t/1", b"x", 1, pid=1, retain=True)
+    log.flush()
+    b, log, counts = boot(crash(m))
+    assert counts["queued"] == 1 and counts["retained"] == 1
+    assert "edge.store.msg5" not in sys.modules and "edge.mqtt.props" not in sys.modules

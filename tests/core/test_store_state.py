@@ -100,7 +100,7 @@ def test_kind_numbers_and_layouts_are_fixed():
     # Records on flash outlive firmware: a changed layout takes a new kind
     assert LAYOUTS == {
         16: "vBvs", 17: "vBs", 18: "BSr", 19: "vvB", 20: "vvvvB", 21: "vvv", 22: "vv", 23: "v",
-        25: "vvs"}
+        25: "vvs", 26: "BSSbr"}
 
 
 def test_golden_session_and_message_records():
@@ -110,6 +110,10 @@ def test_golden_session_and_message_records():
     assert bytes(body) == b"\xac\x02\x01\x3c\xc3\xa9"
     body = encode(K_MSG, (1 | 4, "a/b", b"hi"))
     assert bytes(body) == b"\x05\x03a/bhi"
+    # MSG5: flags, topic, sender, the property block (Payload Format 1), payload
+    body = encode(26, (1, "a/b", "dev", b"\x02\x01\x01", b"hi"))
+    assert bytes(body) == b"\x01\x03a/b\x03dev\x03\x02\x01\x01hi"
+    raises(ValueError, decode, 26, b"\x01\x03a/b\x03dev\x09\x02")  # block past the end
     # as they land on flash: kind, len, varint seq + body, crc32 LE
     m, log, st = new_store()
     b = make_broker()
@@ -133,6 +137,7 @@ SAMPLES = [
     (K_INFLIGHT, [7, 65535, 3, 0, 1]), (K_INFLIGHT, [7, 1, 2, 1, 6]),
     (K_RELEASED, [7, 9, 4]), (K_RELEASED, [7, 9, 0]),
     (K_RXQOS2, [7, 65535]), (K_RETAINED, [2]),
+    (26, [1, "a/b", "dev", b"\x03\x01\x00\x01", b"hi"]), (26, [0, "t", "", b"\x00", b""]),
 ]
 
 
@@ -158,7 +163,7 @@ def test_private_copies_equal():
                                               "_QUEUE", "_RX"):
             assert getattr(state_mod, name) == v, name
             checked += 1
-    assert checked == 16 or not hasattr(state_mod, "_K_MSG")
+    assert checked == 17 or not hasattr(state_mod, "_K_MSG")
     if hasattr(replay_mod, "_SHARED"):  # CPython (MicroPython folds private consts)
         from edge.mqtt import v5subs
         assert replay_mod._SHARED == v5subs._SHARED
