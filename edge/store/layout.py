@@ -25,6 +25,11 @@
 #                      (its client id, No Local), properties (the PUBLISH
 #                      property block; Message Expiry what was left), payload
 #                      (edge/store/msg5.py)
+#   27 QMSG     vBBSr  sid, delivery flags, message flags, topic, payload: a
+#                      QoS 1 delivery (as QUEUED) and its message (as MSG) in
+#                      one record, written when the message is not stored yet
+#   28 DONE     v      @qmsg: that delivery ended, other references to the
+#                      message remain (it goes with the last of them)
 #
 # sid: a small number naming the session in its other records, kept when
 # its SESSION record is rewritten. @x: a back reference, own seq - x's seq
@@ -42,6 +47,7 @@ from edge.store.record import get_varint, put_varint
 LAYOUTS = {
     16: "vBvs", 17: "vBs", 18: "BSr", 19: "vvB",
     20: "vvvvB", 21: "vvv", 22: "vv", 23: "v", 25: "vvs", 26: "BSSbr",
+    27: "vBBSr", 28: "v",
 }
 
 

@@ -20,6 +20,9 @@ _K_INFLIGHT = const(20)
 _K_RELEASED = const(21)
 _K_RXQOS2 = const(22)
 _K_RETAINED = const(23)
+_K_QMSG = const(27)
+_K_DONE = const(28)
+_REC = const(12)
 _RELEASED = const(0)
 _CLEAN = const(1)
 _BYTES = const(2)
@@ -32,7 +35,7 @@ _SHARED = const(0x40)  # a 5.0 shared subscription's flag, as in v5subs.py
 _HANDLERS = {
     _K_SESSION: "_session", _K_SUB: "_sub", _K_SUB5: "_sub", _K_MSG: "_msg", _K_MSG5: "_msg", _K_QUEUED: "_queued",
     _K_INFLIGHT: "_inflight", _K_RELEASED: "_released", _K_RXQOS2: "_rxqos2",
-    _K_RETAINED: "_retained",
+    _K_RETAINED: "_retained", _K_QMSG: "_qmsg", _K_DONE: "_done",
 }
 
 # A session found in the log, a list: sid, SESSION seq (0: none seen),
@@ -58,6 +61,8 @@ class Replay:
         self.msgs = {}     # seq -> Message
         self.refs = {}     # Message -> references kept
         self.ret = {}      # topic -> (seq, Message)
+        self.qmsgs = {}    # seq of a QMSG -> its sid
+        self.done = {}     # seq of a QMSG -> seq of its DONE
         self.dead = []     # seqs to delete once the walk is over
         self.problems = []
         self.counts = {"sessions": 0, "subs": 0, "inflight": 0, "queued": 0,
@@ -122,6 +127,28 @@ class Replay:
                 self.msgs[seq] = msg5.message(v, self.broker)
             except ValueError:
                 self._drop(seq, _K_MSG5, "bad body")
+
+    def _qmsg(self, seq, v):
+        sid, dfl, mfl, topic, payload = v
+        if dfl & 3 != 1 or dfl > 7 or mfl & 3 == 3 or mfl > 7:
+            self._drop(seq, _K_QMSG, "bad body")
+            return
+        m = self.msgs[seq] = Message(topic, payload, mfl & 3, bool(mfl & 4))
+        self._work(sid)[_W_QUEUE].append((seq, m, dfl))
+        self.qmsgs[seq] = sid
+
+    def _done(self, seq, v):
+        target = seq - v[0] if v[0] else 0
+        sid = self.qmsgs.get(target)
+        if sid is None or target in self.done:
+            self._drop(seq, _K_DONE, "no message")
+            return
+        self.done[target] = seq
+        q = self._work(sid)[_W_QUEUE]
+        for i in range(len(q)):
+            if q[i][0] == target:
+                del q[i]  # its delivery is over; the message is others'
+                return
 
     def _ref(self, seq, kind, back):
         m = self.msgs.get(seq - back) if back else None
@@ -209,12 +236,17 @@ class Replay:
         for seq in self.msgs:
             m = self.msgs[seq]
             n = self.refs.get(m)
+            done = self.done.get(seq, 0)
             if n is None:
                 self._drop(seq, _K_MSG, "unreferenced")
-            else:
-                store._mseq[m] = seq
-                store._mref[m] = n
-                self.counts["messages"] += 1
+                if done:
+                    self._drop(done, _K_DONE, "unreferenced")
+                continue
+            store._mseq[m] = seq
+            store._mref[m] = n
+            if done:
+                store._done[m] = done
+            self.counts["messages"] += 1
 
     def _drop_all(self, w, why):
         if w[_W_SEQ]:
@@ -225,7 +257,8 @@ class Replay:
             e = w[_W_INFL][pid]
             self._drop(e[0], _K_INFLIGHT if e[1] else _K_RELEASED, why)
         for e in w[_W_QUEUE]:
-            self._drop(e[0], _K_QUEUED, why)
+            if e[0] not in self.qmsgs:  # a QMSG is a message too: dropped if unreferenced
+                self._drop(e[0], _K_QUEUED, why)
         for pid in w[_W_RX]:
             self._drop(w[_W_RX][pid], _K_RXQOS2, why)
 
@@ -272,7 +305,7 @@ class Replay:
                 sess.queue.append(_entry(m, fl & 3, bool(fl & 4)))
                 sess.queued_bytes += len(m.topic) + len(m.payload)
                 s[_QUEUE].append(seq)
-                s[_BYTES] += size(seq) + _cost(m)
+                s[_BYTES] += (_REC if seq in self.qmsgs else size(seq)) + _cost(m)  # as state.py counts
                 self._use(m)
                 c["queued"] += 1
         rx = w[_W_RX]

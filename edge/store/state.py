@@ -59,6 +59,8 @@ _K_INFLIGHT = const(20)
 _K_RELEASED = const(21)
 _K_RXQOS2 = const(22)
 _K_RETAINED = const(23)
+_K_QMSG = const(27)  # a QoS 1 delivery and its message, one record
+_K_DONE = const(28)  # a QMSG's delivery ended; others still refer to its message
 
 _RC_PACKET_TOO_LARGE = const(0x95)  # MQTT 5.0 reason codes (§2.4)
 _RC_QUOTA_EXCEEDED = const(0x97)
@@ -100,6 +102,7 @@ class StateStore:
         self._sess = {}   # Session -> index list (above)
         self._mseq = {}   # Message -> seq of its MSG record
         self._mref = {}   # Message -> references (deliveries, retained)
+        self._done = {}   # Message -> seq of the DONE record of its QMSG
         self._ret = {}    # topic -> (seq of RETAINED, Message)
         self._next_sid = 1
 
@@ -173,10 +176,42 @@ class StateStore:
         else:
             del self._mref[msg]
             self._del(None, self._mseq.pop(msg))
+            done = self._done.pop(msg, 0)
+            if done:
+                self._del(None, done)
+
+    def _end(self, s, seq, msg):
+        # A delivery of msg (its record: seq) ended. A QMSG holds msg too:
+        # it goes with msg's last reference; until then a DONE record says
+        # its delivery is over.
+        if self._mseq.get(msg) != seq:
+            self._unref(s, msg)  # first: message then delivery, in seq order (log.py's runs)
+            self._del(s, seq)
+            return
+        if s is not None:
+            s[_BYTES] -= _REC  # (what _deliver() counted)
+        if self._mref[msg] > 1:
+            done = self._add(None, _K_DONE, encode(_K_DONE, (self.log.next_seq - seq,)))
+            if done > 0:  # (refused: a restart sends it again, as QoS 1 may)
+                self._done[msg] = done
+        self._unref(s, msg)
 
     def _deliver(self, s, msg, kind, vals, at):
         # A new delivery record of msg; vals[at] is filled with @msg.
         # (0, seq) or (a refusal reason, -1).
+        if kind == _K_QUEUED and vals[2] & 3 == 1 and msg.__class__ is Message and msg not in self._mseq:
+            # A QoS 1 delivery of a message not stored yet: one record holds
+            # both (QMSG); a second reference refers to it as to a MSG
+            body = encode(_K_QMSG, (vals[0], vals[2], msg.qos | (_RETAIN if msg.retain else 0),
+                                    msg.topic, msg.payload))
+            rc = self._admit(s, 0, body, _cost(msg))
+            seq = -1 if rc else self._add(None, _K_QMSG, body)
+            if seq < 0:
+                return rc or _RC_QUOTA_EXCEEDED, -1
+            self._mseq[msg] = seq
+            self._mref[msg] = 1
+            s[_BYTES] += _REC + _cost(msg)  # as a QUEUED record and a reference
+            return 0, seq
         mbody = self._msg_body(msg)
         rc = self._admit(s, _BODY_MAX, mbody, _cost(msg))
         if rc:
@@ -276,16 +311,18 @@ class StateStore:
         infl = s[_INFL] or {}
         for pid in infl:
             seq = infl[pid]
-            self._del(None, seq if seq > 0 else -seq)
             e = sess.inflight.get(pid, _RELEASED)
             if seq > 0 and e != _RELEASED:
-                self._unref(None, _unpack(e)[0])
+                self._end(None, seq, _unpack(e)[0])
+            else:
+                self._del(None, seq if seq > 0 else -seq)
         q = sess.queue or ()
         i = 0
         for seq in s[_QUEUE] or ():
-            self._del(None, seq)
             if i < len(q):
-                self._unref(None, _unpack(q[i])[0])
+                self._end(None, seq, _unpack(q[i])[0])
+            else:
+                self._del(None, seq)
             i += 1
         for seq in (s[_RX] or {}).values():
             self._del(None, seq)
@@ -408,10 +445,10 @@ class StateStore:
             s[_INFL] = None
         if seq < 0:
             self._del(s, -seq)
-            return
-        if msg is not None:
-            self._unref(s, msg)  # first: message then delivery, in seq order (log.py's runs)
-        self._del(s, seq)
+        elif msg is not None:
+            self._end(s, seq, msg)
+        else:
+            self._del(s, seq)
 
     def unqueued(self, sess, i, msg):
         """sess dropped its i-th queued delivery, msg, unsent (a 5.0
@@ -424,8 +461,7 @@ class StateStore:
         seq = q.pop(i)
         if not q:
             s[_QUEUE] = None
-        self._unref(s, msg)
-        self._del(s, seq)
+        self._end(s, seq, msg)
 
     # ---- incoming QoS 2 ----------------------------------------------------------
     def qos2_seen(self, sess, pid):

@@ -1,6 +1,6 @@
 # What a QoS 1 delivery costs the store, and the store kept in step when a
-# Session drops a queued delivery unsent (edge/store/state.py): one QUEUED
-# record from routing to ack, in flight or not; the acks of a subscriber
+# Session drops a queued delivery unsent (edge/store/state.py): one record
+# from routing to ack, in flight or not, the message's too (QMSG); the acks of a subscriber
 # that acks in order delete in one run (one tombstone a batch); after a
 # crash what was in flight goes out again as new. Plain functions: pytest
 # and tests/mpy_runner.py.
@@ -14,6 +14,7 @@ from tests.core.test_store_segments import kinds
 _K_MSG = 18
 _K_QUEUED = 19
 _K_INFLIGHT = 20
+_K_QMSG = 27
 
 
 def written(m):
@@ -34,7 +35,8 @@ def test_a_qos1_delivery_is_one_record_and_its_acks_one_tombstone():
         publish(pub, "t/%d" % i, b"m%d" % i, 1, pid=i + 1)
     log.flush()
     new = written(m)[before:]
-    assert new.count(_K_MSG) == 20 and new.count(_K_QUEUED) == 20
+    assert new.count(_K_QMSG) == 20  # delivery and message: one record each
+    assert _K_MSG not in new and _K_QUEUED not in new
     got = []
     while len(got) < 20:  # the subscriber acks each batch the window lets out
         pkts = publishes(sub.recv())
@@ -161,3 +163,65 @@ def test_a_311_store_never_loads_the_50_code():
     b, log, counts = boot(crash(m))
     assert counts["queued"] == 1 and counts["retained"] == 1
     assert "edge.store.msg5" not in sys.modules and "edge.mqtt.props" not in sys.modules
+
+
+def two_offline(m):
+    """Persistent sessions "a" and "b" (away) on "t", and a publisher."""
+    b, log, _ = boot(m)
+    for cid in ("a", "b"):
+        c = Client(b)
+        c.connect(cid, clean=False)
+        c.subscribe(("t", 1))
+        c.lose()
+    pub = Client(b)
+    pub.connect("pub")
+    return b, log, pub
+
+
+def back(b, cid):
+    c = Client(b)
+    assert c.connect(cid, clean=False).session_present
+    return c, publishes(c.recv())
+
+
+def test_a_message_outlives_the_delivery_that_holds_it():
+    m = MemFiles()
+    b, log, pub = two_offline(m)
+    publish(pub, "t", b"both", 1, pid=1)  # a's delivery holds it (QMSG), b's refers to it
+    log.flush()
+    a, got = back(b, "a")
+    assert [x.payload for x in got] == [b"both"]
+    a.send(Puback(got[0].pid))  # a's delivery is over: a DONE, the record stays for b
+    log.flush()
+    b, log, counts = boot(crash(m))
+    assert counts["queued"] == 1 and counts["messages"] == 1
+    assert b.sessions["a"].queue is None
+    c, got = back(b, "b")
+    assert [x.payload for x in got] == [b"both"]
+    c.send(Puback(got[0].pid))
+    log.flush()
+    assert len(log) == 4  # the sessions and their subscriptions: QMSG and DONE went
+    b, log, counts = boot(crash(m))
+    assert counts["messages"] == 0 and counts["deleted"] == 0
+
+
+def test_replay_keeps_a_dropped_sessions_message_another_needs():
+    # a's SESSION record is gone (as a torn batch or a corrupt segment can
+    # leave it): replay drops a's records, but b still refers to the message
+    # a's QMSG holds; it stays (a's sid is never given again), and b gets it
+    m = MemFiles()
+    b, log, pub = two_offline(m)
+    publish(pub, "t", b"both", 1, pid=1)
+    st = b.store
+    log.delete(st._sess[b.sessions["a"]][1])
+    log.flush()
+    b, log, counts = boot(crash(m))
+    assert "a" not in b.sessions and counts["queued"] == 1 and counts["messages"] == 1
+    c, got = back(b, "b")
+    assert [x.payload for x in got] == [b"both"]
+    b, log, counts = boot(crash(m))  # what replay repaired holds
+    assert counts["queued"] == 1 and counts["messages"] == 1 and "a" not in b.sessions
+    c, got = back(b, "b")
+    c.send(Puback(got[0].pid))
+    log.flush()
+    assert len(log) == 2  # b's session and subscription

@@ -18,6 +18,7 @@ from tests.core._pair import Client, make_broker, publish, publishes
 from tests.core._util import raises
 
 K_SESSION, K_SUB, K_MSG, K_QUEUED, K_INFLIGHT, K_RELEASED, K_RXQOS2, K_RETAINED = range(16, 24)
+K_QMSG, K_DONE = 27, 28
 QUOTA = 0x97
 
 
@@ -100,7 +101,7 @@ def test_kind_numbers_and_layouts_are_fixed():
     # Records on flash outlive firmware: a changed layout takes a new kind
     assert LAYOUTS == {
         16: "vBvs", 17: "vBs", 18: "BSr", 19: "vvB", 20: "vvvvB", 21: "vvv", 22: "vv", 23: "v",
-        25: "vvs", 26: "BSSbr"}
+        25: "vvs", 26: "BSSbr", 27: "vBBSr", 28: "v"}
 
 
 def test_golden_session_and_message_records():
@@ -120,13 +121,17 @@ def test_golden_session_and_message_records():
     sess = session_mod.Session("dev-1", False, b.limits, b.stats)
     assert st.session_saved(sess) == 0
     msg = session_mod.Message("a/b", b"hi", 1, True)
-    assert st.msg_queued(sess, msg, 1) == 0
+    assert st.msg_queued(sess, msg, 2) == 0  # QoS 2: MSG, then QUEUED
     log.flush()
     data = bytes(m.data["log.1"])
     assert b"\x10\x0d\x01\x01\x00\xff\xff\xff\xff\x0fdev-1\xce\xc4\x99\xce" in data
     assert b"\x12\x08\x02\x05\x03a/bhiG\x07\x9ac" in data
-    # the queued delivery: sid 1, @msg = 3 - 2, QoS 1
-    assert list(log.replay())[2] == (3, K_QUEUED, b"\x01\x01\x01")
+    # the queued delivery: sid 1, @msg = 3 - 2, QoS 2
+    assert list(log.replay())[2] == (3, K_QUEUED, b"\x01\x01\x02")
+    # QoS 1, the message not stored yet: one QMSG, sid 1, QoS 1, the message
+    msg = session_mod.Message("c", b"yo", 0)
+    assert st.msg_queued(sess, msg, 1) == 0
+    assert list(log.replay())[3] == (4, K_QMSG, b"\x01\x01\x00\x01cyo")
 
 
 SAMPLES = [
@@ -138,6 +143,7 @@ SAMPLES = [
     (K_RELEASED, [7, 9, 4]), (K_RELEASED, [7, 9, 0]),
     (K_RXQOS2, [7, 65535]), (K_RETAINED, [2]),
     (26, [1, "a/b", "dev", b"\x03\x01\x00\x01", b"hi"]), (26, [0, "t", "", b"\x00", b""]),
+    (27, [7, 1, 2, "a/b", b"hi"]), (27, [300, 5, 4, "t", b""]), (28, [3]),
 ]
 
 
@@ -160,10 +166,10 @@ def test_private_copies_equal():
     for name in dir(replay_mod):
         v = getattr(replay_mod, name)
         if name.startswith("_K_") or name in ("_RELEASED", "_CLEAN", "_BYTES", "_SUBS", "_INFL",
-                                              "_QUEUE", "_RX"):
+                                              "_QUEUE", "_RX", "_REC"):
             assert getattr(state_mod, name) == v, name
             checked += 1
-    assert checked == 17 or not hasattr(state_mod, "_K_MSG")
+    assert checked == 20 or not hasattr(state_mod, "_K_MSG")
     if hasattr(replay_mod, "_SHARED"):  # CPython (MicroPython folds private consts)
         from edge.mqtt import v5subs
         assert replay_mod._SHARED == v5subs._SHARED
@@ -406,25 +412,29 @@ def test_message_stored_once_for_many_sessions():
     for s in ss:
         assert st.msg_queued(s, msg, 1) == 0
     log.flush()
-    assert kinds(log).count(K_MSG) == 1 and kinds(log).count(K_QUEUED) == 5
-    mseq = [seq for seq, kind in live(log) if kind == K_MSG][0]
+    # the first delivery holds the message (QMSG), the others refer to it
+    assert kinds(log).count(K_QMSG) == 1 and kinds(log).count(K_QUEUED) == 4
+    mseq = [seq for seq, kind in live(log) if kind == K_QMSG][0]
     # each session counts the message against its own budget
-    assert st.session_bytes(ss[0]) == st.session_bytes(ss[4]) > 100
+    assert st.session_bytes(ss[0]) > 100 and st.session_bytes(ss[4]) > 100
     for i in range(5):
         assert st.msg_sent(ss[i], 1, msg, 1) == 0  # queue head -> in flight
         assert log.is_live(mseq)
         st.acked(ss[i], 1, msg)
         assert log.is_live(mseq) == (i < 4)
+        # the QMSG's own delivery over, the others' not: a DONE says so
+        assert kinds(log).count(K_DONE) == (1 if i < 4 else 0)
+        assert st.session_bytes(ss[i]) < 50
     log.flush()
-    assert K_MSG not in kinds(log) and K_QUEUED not in kinds(log) and K_INFLIGHT not in kinds(log)
+    assert not set(kinds(log)) & {K_MSG, K_QMSG, K_DONE, K_QUEUED, K_INFLIGHT}
     # and a retained reference keeps it alive as a delivery does
     st.msg_queued(ss[0], msg, 1)
     st.retained("t", msg)
     st.msg_sent(ss[0], 2, msg, 1)
     st.acked(ss[0], 2, msg)
-    assert kinds(log).count(K_MSG) == 1
+    assert kinds(log).count(K_QMSG) == 1 and kinds(log).count(K_DONE) == 1
     st.retained("t", None)
-    assert K_MSG not in kinds(log)
+    assert not set(kinds(log)) & {K_MSG, K_QMSG, K_DONE}
 
 
 def test_session_budget_refusal_counted():
@@ -476,7 +486,7 @@ def test_store_budget_and_size_refusals_counted():
     s = offline_sessions(b, st2, 1)[0]
     assert st2.msg_queued(s, session_mod.Message("t", b"q" * 400, 1), 1) == 0x95
     assert st2.refused_size == 1 and len(log2) == 2
-    assert st2.msg_queued(s, session_mod.Message("t", b"q", 1), 1) == 0 and len(log2) == 4
+    assert st2.msg_queued(s, session_mod.Message("t", b"q", 1), 1) == 0 and len(log2) == 3  # a QMSG
 
 
 # ---- crashes and damage ------------------------------------------------------------
@@ -643,7 +653,7 @@ def test_compaction_keeps_exactly_the_live_state():
     assert problems == [] and dump(b2) == dump(before)
     assert store_seqs(st2) == seqs
     # and a message no delivery refers to is not among them
-    assert kinds(log).count(K_MSG) == len(st._mseq)
+    assert kinds(log).count(K_MSG) + kinds(log).count(K_QMSG) == len(st._mseq)
 
 
 # ---- the outbox ------------------------------------------------------------------------
