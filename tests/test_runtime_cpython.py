@@ -1,4 +1,6 @@
 # CPython-only parts of edge/runtime/ that need no sockets.
+import pytest
+
 from edge.runtime.speedups_cpython import MemoTrie, install
 from tests.core._pair import Client, make_broker, publish, publishes
 from edge.mqtt.packets import Disconnect, Unsubscribe
@@ -208,3 +210,39 @@ def test_a_failed_sync_on_the_thread_holds_the_acks_and_retries():
     assert events.index("handle") > events.index("append")  # the batch again, first
     assert out[0] == ("sub", b"\x20\x02\x00\x00"), events  # CONNACK, held since the failure
     assert ("pub", b"\x20\x02\x00\x00\x50\x02\x00\x09") in out, events  # CONNACK + PUBREC
+
+
+def test_the_sync_thread_reports_each_sync_and_stops_on_close():
+    # flash_cpython.Syncer: fsyncs (and closes) each descriptor on its
+    # thread, tells the loop 0 or the errno, ends its thread on close()
+    import asyncio
+    import errno
+    import os
+    import tempfile
+
+    from edge.runtime.flash_cpython import Syncer
+
+    async def go():
+        got = []
+        done = asyncio.Event()
+
+        def told(err):
+            got.append(err)
+            if len(got) == 2:
+                done.set()
+
+        s = Syncer(asyncio.get_running_loop(), told)
+        fd, path = tempfile.mkstemp()
+        os.unlink(path)
+        os.write(fd, b"x")
+        s.submit(fd)
+        s.submit(-1)
+        await asyncio.wait_for(done.wait(), 5)
+        thread = s._thread
+        s.close()
+        assert not thread.is_alive()
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed by the thread
+        return got
+
+    assert asyncio.run(go()) == [0, errno.EBADF]

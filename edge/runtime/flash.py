@@ -90,7 +90,7 @@ class Flash:
 
     def sync_handle(self, name):
         """CPython: a descriptor to fsync name's appended data on another
-        thread (flash_cpython.fsync_fd closes it); None where there is none
+        thread (flash_cpython.Syncer closes it); None where there is none
         (MicroPython: sync() it is)."""
         w = self._w
         if dup_fd is None or w is None or w[0] != name:

@@ -27,11 +27,12 @@
 # done: then the output taken aside goes out and the next batch is
 # committed. Output never overtakes the sync of a record it follows.
 import asyncio
+import os
 import socket
 
 from edge.runtime import speedups_cpython
 from edge.runtime.clock import now_ms
-from edge.runtime.flash_cpython import fsync_fd
+from edge.runtime.flash_cpython import Syncer
 
 _BACKLOG = 128  # listen() queue
 # A peer that leaves this many bytes of our output unread (a publisher that
@@ -86,6 +87,8 @@ class TcpServer:
         self.syncing = False     # a sync runs on the thread
         self.held = []           # [(conn, data)] output waiting for that sync
         self.held_ids = set()    # the connections in held
+        self.syncer = None       # the sync thread, started by the first sync
+        self.sync_top = 0        # what the sync in flight covers (log.top)
 
     async def start(self, host, port):
         loop = asyncio.get_running_loop()
@@ -252,18 +255,19 @@ class TcpServer:
             self._release()
             return
         self.syncing = True
-        top = log.top
-        loop.run_in_executor(None, fsync_fd, fd).add_done_callback(
-            lambda f: self._synced(f, top))
+        self.sync_top = log.top
+        if self.syncer is None:
+            self.syncer = Syncer(loop, self._synced)
+        self.syncer.submit(fd)
 
-    def _synced(self, fut, top):
-        # On the loop, the thread's sync done (or failed)
+    def _synced(self, err):
+        # On the loop, the thread's sync done (err 0) or failed (an errno)
         self.syncing = False
         log = self.broker.store.log
-        err = fut.exception()
-        if err is not None:
+        top = self.sync_top
+        if err:
             log.sync_failed()  # the batch is written again, to a new segment
-            self.log(40, "store: sync failed (%s): acks held, retrying" % err)
+            self.log(40, "store: sync failed (%s): acks held, retrying" % os.strerror(err))
             self.commit_due = True
             asyncio.get_running_loop().call_later(_RETRY_S, self._commit)
             return
@@ -281,6 +285,9 @@ class TcpServer:
     def close(self):
         if self.server is not None:
             self.server.close()
+        if self.syncer is not None:
+            self.syncer.close()
+            self.syncer = None
         for p in list(self.peers.values()):
             p.tr.close()
         self.peers.clear()

@@ -32,7 +32,8 @@
 from edge.compat import const
 from edge.store.record import (
     ERR_TORN, HDR_BAD, HDR_TORN, HEADER, HEADER_LEN, MAX_BODY, OVERHEAD, READERS,
-    append_record, append_seq_record, get_varint, header_version, put_varint, record_size,
+    append_record, append_seq_record, body_len, get_varint, header_version, put_varint,
+    record_size,
 )
 
 K_META = const(1)   # varint next_seq, varint floor
@@ -128,17 +129,21 @@ class Log:
     def append(self, kind, body):
         """Add a record; its seq (> 0), or -1 if refused (over the byte
         budget or max_record), counted in `refused`. Durable after flush().
-        body is kept as it is until then: don't change it."""
+        body: bytes, or a tuple of bytes parts framed in order (state.py's
+        QMSG: its topic and payload are never joined, and a record deleted
+        before write() is never built at all). Kept as it is until then:
+        don't change it."""
         if not KIND_MIN <= kind <= KIND_MAX:
             raise ValueError("kind %d" % kind)
+        blen = body_len(body)
         seq = self.next_seq
-        n = len(body) + 1  # + varint(seq)
+        n = blen + 1  # + varint(seq)
         v = seq >> 7
         while v:
             n += 1
             v >>= 7
         size = record_size(n)  # framed by write()
-        if len(body) > self.max_record or self.live_bytes + size > self.budget_bytes:
+        if blen > self.max_record or self.live_bytes + size > self.budget_bytes:
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1
         self.next_seq = seq + 1
@@ -147,8 +152,9 @@ class Log:
         self._batch_live += size
         self._pidx[seq] = len(self._pend)
         self._pend.append((kind, seq, body))
-        self._pbytes += size
-        self._after_change()
+        pb = self._pbytes = self._pbytes + size
+        if pb + len(self._pending) >= self.batch_bytes or self.sync == "always":
+            self.flush()  # (_after_change, inline: once per record)
         return seq
 
     def delete(self, seq, elide=True):

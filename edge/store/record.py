@@ -71,9 +71,10 @@ def append_record(buf, kind, body, prefix=b""):
 
 def append_seq_record(buf, kind, seq, body):
     """append_record(buf, kind, body, prefix=varint(seq)) without building
-    the prefix (edge/store/log.py: once per record and tombstone, hot)."""
+    the prefix (edge/store/log.py: once per record and tombstone, hot).
+    body: bytes, or a tuple of parts (body_len)."""
     start = len(buf)
-    n = len(body) + 1
+    n = body_len(body) + 1
     v = seq >> 7
     while v:
         n += 1
@@ -87,10 +88,23 @@ def append_seq_record(buf, kind, seq, body):
         buf.append((seq & 0x7F) | 0x80)
         seq >>= 7
     buf.append(seq)
-    if body:
+    if type(body) is tuple:
+        for part in body:
+            buf.extend(part)
+    elif body:
         buf.extend(body)
     buf.extend((binascii.crc32(memoryview(buf)[start:]) & 0xFFFFFFFF).to_bytes(4, "little"))
     return len(buf) - start
+
+
+def body_len(body):
+    """Bytes of a record body given as bytes or as a tuple of parts."""
+    if type(body) is tuple:
+        n = 0
+        for part in body:
+            n += len(part)
+        return n
+    return len(body)
 
 
 def encode_record(kind, body):

@@ -46,6 +46,7 @@
 from edge.compat import const
 from edge.mqtt.session import Message, _unpack
 from edge.store.layout import encode
+from edge.store.record import body_len, put_varint
 
 EXPIRY_NEVER = const(0xFFFFFFFF)
 
@@ -90,6 +91,22 @@ def _cost(msg):
     return (len(msg.topic) + len(msg.payload)) + _MSG_COST
 
 
+def _qmsg(sid, dflags, mflags, topic, payload):
+    # A QMSG body (layout.py "vBBSr") as parts for Log.append: the topic and
+    # payload are not copied into one body, only into the batch by write(),
+    # and not at all when the subscriber acks before it (most records,
+    # flat out: the log elides them)
+    tb = topic.encode()
+    if sid < 0x80 and len(tb) < 0x80:  # one-byte varints: the usual case
+        return bytes((sid, dflags, mflags, len(tb))), tb, payload
+    head = bytearray()
+    put_varint(head, sid)
+    head.append(dflags)
+    head.append(mflags)
+    put_varint(head, len(tb))
+    return head, tb, payload
+
+
 class StateStore:
     def __init__(self, log, session_budget=65536, reserve_bytes=512):
         self.log = log  # opened by the caller; its budget_bytes bounds all
@@ -112,7 +129,7 @@ class StateStore:
         log = self.log
         seq = log.append(kind, body)
         if seq < 0:
-            if len(body) > log.max_record:
+            if body_len(body) > log.max_record:
                 self.refused_size += 1
             else:
                 self.refused_store += 1
@@ -125,12 +142,13 @@ class StateStore:
             s[_BYTES] -= self.log.size_of(seq)
         self.log.delete(seq, elide)
 
-    def _admit(self, s, nbody, mbody, cost):
-        # 0 if new records with nbody (+ mbody, a MSG not stored yet) bytes
-        # fit, and s (None: no session budget) can take cost more bytes.
+    def _admit(self, s, nbody, mlen, cost):
+        # 0 if new records with nbody (+ mlen, a MSG not stored yet; 0 if
+        # none) bytes fit, and s (None: no session budget) can take cost
+        # more bytes.
         log = self.log
-        need = nbody + _REC + (0 if mbody is None else len(mbody) + _REC)
-        if mbody is not None and len(mbody) > log.max_record:
+        need = nbody + _REC + (mlen + _REC if mlen else 0)
+        if mlen > log.max_record:
             self.refused_size += 1
             return _RC_PACKET_TOO_LARGE
         if s is not None and s[_BYTES] + nbody + _REC + cost > self.session_budget:
@@ -202,9 +220,8 @@ class StateStore:
         if kind == _K_QUEUED and vals[2] & 3 == 1 and msg.__class__ is Message and msg not in self._mseq:
             # A QoS 1 delivery of a message not stored yet: one record holds
             # both (QMSG); a second reference refers to it as to a MSG
-            body = encode(_K_QMSG, (vals[0], vals[2], msg.qos | (_RETAIN if msg.retain else 0),
-                                    msg.topic, msg.payload))
-            rc = self._admit(s, 0, body, _cost(msg))
+            body = _qmsg(vals[0], vals[2], msg.qos | (_RETAIN if msg.retain else 0), msg.topic, msg.payload)
+            rc = self._admit(s, 0, len(body[0]) + len(body[1]) + len(body[2]), _cost(msg))
             seq = -1 if rc else self._add(None, _K_QMSG, body)
             if seq < 0:
                 return rc or _RC_QUOTA_EXCEEDED, -1
@@ -213,7 +230,7 @@ class StateStore:
             s[_BYTES] += _REC + _cost(msg)  # as a QUEUED record and a reference
             return 0, seq
         mbody = self._msg_body(msg)
-        rc = self._admit(s, _BODY_MAX, mbody, _cost(msg))
+        rc = self._admit(s, _BODY_MAX, 0 if mbody is None else len(mbody), _cost(msg))
         if rc:
             return rc, -1
         mseq = self._ref(s, msg, mbody)
@@ -251,7 +268,7 @@ class StateStore:
             s[_FLAGS] = flags
             return 0
         body = encode(_K_SESSION, (self._next_sid, flags, expiry, sess.client_id))
-        rc = self._admit(None, len(body), None, 0)
+        rc = self._admit(None, len(body), 0, 0)
         if rc:
             return rc
         s = [self._next_sid, 0, 0, expiry, flags, None, None, None, None]
@@ -291,7 +308,7 @@ class StateStore:
 
     def _released_only(self, sess, pid):
         s = self._sess[sess]
-        rc = self._admit(s, _BODY_MAX, None, 0)
+        rc = self._admit(s, _BODY_MAX, 0, 0)
         seq = -1 if rc else self._add(s, _K_RELEASED, encode(_K_RELEASED, (s[_SID], pid, 0)))
         if seq < 0:
             return rc or _RC_QUOTA_EXCEEDED
@@ -351,7 +368,7 @@ class StateStore:
             return 0
         kind = _K_SUB if opts <= 0xFF else _K_SUB5  # 5.0 options over a byte
         body = encode(kind, (s[_SID], opts, f))
-        rc = self._admit(None, len(body), None, 0)
+        rc = self._admit(None, len(body), 0, 0)
         seq = -1 if rc else self._add(s, kind, body)
         if seq < 0:
             return rc or _RC_QUOTA_EXCEEDED
@@ -469,7 +486,7 @@ class StateStore:
         s = self._sess.get(sess)
         if s is None or (s[_RX] and pid in s[_RX]):
             return 0
-        rc = self._admit(None, _BODY_MAX, None, 0)
+        rc = self._admit(None, _BODY_MAX, 0, 0)
         seq = -1 if rc else self._add(s, _K_RXQOS2, encode(_K_RXQOS2, (s[_SID], pid)))
         if seq < 0:
             return rc or _RC_QUOTA_EXCEEDED
@@ -493,7 +510,7 @@ class StateStore:
         rc = 0
         if msg is not None and msg.payload:
             mbody = self._msg_body(msg)
-            rc = self._admit(None, _BODY_MAX, mbody, 0)
+            rc = self._admit(None, _BODY_MAX, 0 if mbody is None else len(mbody), 0)
             mseq = -1 if rc else self._ref(None, msg, mbody)
             seq = -1
             if mseq >= 0:

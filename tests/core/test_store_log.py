@@ -114,6 +114,28 @@ def test_batch_size_bound_flushes():
     assert m.ops.count("sync") >= 2 and log.synced >= 8
 
 
+def test_a_body_in_parts_is_framed_as_the_joined_bytes():
+    # Log.append takes a tuple of parts (state.py's QMSG): the same record on
+    # flash, the same size counted, and nothing built when it is elided
+    m1, m2 = MemFiles(), MemFiles()
+    a, b = new_log(m1), new_log(m2)
+    parts = (b"\x01\x02", b"topic/x", bytes(200))
+    assert a.append(K, parts) == b.append(K, b"".join(parts)) == 1
+    assert a.size_of(1) == b.size_of(1) and a.live_bytes == b.live_bytes
+    assert a.pending() == b.pending()
+    a.append(K, (b"gone", b"too"))
+    b.append(K, b"gonetoo")
+    assert a.delete(2) and b.delete(2)  # elided: never framed
+    a.flush()
+    b.flush()
+    assert m1.data == m2.data
+    assert list(new_log(m1).replay()) == [(1, K, b"".join(parts))]
+    # max_record counts the parts' sum
+    c = new_log(MemFiles(), max_record=100)
+    assert c.append(K, (bytes(60), bytes(41))) == -1 and c.refused == 1
+    assert c.append(K, (bytes(60), bytes(40))) == 1
+
+
 def test_delete_tombstones():
     m, log, want = filled(5)
     assert log.delete(2) is True

@@ -721,3 +721,12 @@ def test_outbox_torn_tail():
         c.data[name] = bytearray(m.data[name][:start + keep])
         m2, ob2 = new_outbox(c)
         assert [b for s, b in ob2.read(0, 10)] == [b"keep-%d" % i for i in range(5)], keep
+
+
+def test_qmsg_parts_are_the_layout_encoding():
+    # state._qmsg builds QMSG bodies as parts without layout.encode: the
+    # same bytes, on the one-byte fast path and past it
+    for sid, topic in ((1, "a/b"), (127, "t" * 127), (128, "t"), (5, "t" * 128), (300, "é/" * 70)):
+        parts = state_mod._qmsg(sid, 1, 5, topic, b"payload")
+        assert b"".join(bytes(p) for p in parts) == bytes(encode(27, (sid, 1, 5, topic, b"payload")))
+        assert decode(27, b"".join(bytes(p) for p in parts)) == [sid, 1, 5, topic, b"payload"]
