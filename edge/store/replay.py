@@ -277,7 +277,7 @@ class Replay:
             # the restart (the time it was away before is not recorded)
             sess.expiry = exp
             b._v5().expiring[sess] = b.now + exp * 1000
-        s = [w[_W_SID], w[_W_SEQ], size(w[_W_SEQ]), w[_W_EXP], flags, None, None, None, None]
+        s = [w[_W_SID], w[_W_SEQ], size(w[_W_SEQ]), w[_W_EXP], flags, None, None, None, None, 0]
         subs = w[_W_SUBS]
         if subs:
             s[_SUBS] = {}

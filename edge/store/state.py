@@ -83,12 +83,31 @@ _EXP = const(3)
 _FLAGS = const(4)
 _SUBS = const(5)   # {filter: seq}
 _INFL = const(6)   # {pid: +-seq}
-_QUEUE = const(7)  # [seq], oldest first (mirrors Session.queue)
+_QUEUE = const(7)  # [seq], oldest first from index _QHEAD on (mirrors Session.queue)
 _RX = const(8)     # {pid: seq}
+_QHEAD = const(9)  # _QUEUE's entries before it have gone in flight (below)
 
 
 def _cost(msg):
     return (len(msg.topic) + len(msg.payload)) + _MSG_COST
+
+
+def _take_oldest(s, q):
+    # The seq of the oldest queued delivery of s (q: its _QUEUE, not empty),
+    # which leaves the queue. Not q.pop(0), a move of the whole list for
+    # each message of a long queue: the head moves on, and the list is
+    # cut once half of it is behind the head (amortized O(1)).
+    h = s[_QHEAD]
+    seq = q[h]
+    h += 1
+    if h == len(q):
+        s[_QUEUE] = None
+        h = 0
+    elif h >= 16 and 2 * h >= len(q):
+        del q[:h]
+        h = 0
+    s[_QHEAD] = h
+    return seq
 
 
 def _qmsg(sid, dflags, mflags, topic, payload):
@@ -271,7 +290,7 @@ class StateStore:
         rc = self._admit(None, len(body), 0, 0)
         if rc:
             return rc
-        s = [self._next_sid, 0, 0, expiry, flags, None, None, None, None]
+        s = [self._next_sid, 0, 0, expiry, flags, None, None, None, None, 0]
         s[_SEQ] = self._add(s, _K_SESSION, body)
         if s[_SEQ] < 0:
             return _RC_QUOTA_EXCEEDED
@@ -335,7 +354,7 @@ class StateStore:
                 self._del(None, seq if seq > 0 else -seq)
         q = sess.queue or ()
         i = 0
-        for seq in s[_QUEUE] or ():
+        for seq in (s[_QUEUE] or ())[s[_QHEAD]:]:
             if i < len(q):
                 self._end(None, seq, _unpack(q[i])[0])
             else:
@@ -420,9 +439,7 @@ class StateStore:
             if not rc:
                 self._infl(s)[pid] = seq
             return rc
-        prev = q.pop(0)
-        if not q:
-            s[_QUEUE] = None
+        prev = _take_oldest(s, q)
         if qos == 1:
             self._infl(s)[pid] = prev  # no record: its QUEUED one stays until the ack
             return 0
@@ -473,11 +490,12 @@ class StateStore:
         subscription's message went to another member)."""
         s = self._sess.get(sess)
         q = s and s[_QUEUE]
-        if not q or i >= len(q):
+        if not q or i >= len(q) - s[_QHEAD]:
             return
-        seq = q.pop(i)
-        if not q:
+        seq = q.pop(s[_QHEAD] + i)
+        if len(q) == s[_QHEAD]:
             s[_QUEUE] = None
+            s[_QHEAD] = 0
         self._end(s, seq, msg)
 
     # ---- incoming QoS 2 ----------------------------------------------------------

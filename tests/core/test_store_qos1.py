@@ -225,3 +225,50 @@ def test_replay_keeps_a_dropped_sessions_message_another_needs():
     c.send(Puback(got[0].pid))
     log.flush()
     assert len(log) == 2  # b's session and subscription
+
+
+def test_a_long_queue_drains_through_its_head_and_stays_in_step():
+    for retain in (False, True):
+        _long_queue(retain)
+
+
+def _long_queue(retain):
+    # state.py takes the oldest queued delivery by moving a head (no
+    # pop(0) per message) and cuts the list now and then: with a 5.0
+    # message expiring mid-queue (unqueued(i) past the head) and new
+    # arrivals between the drains, the store's queue stays the Session's:
+    # a crash at any point brings back exactly what was still queued.
+    # retain: each message is also the retained one, so it is a MSG record
+    # and its deliveries QUEUED records that the queue's seqs name (not
+    # QMSGs, which the message itself finds)
+    m = MemFiles()
+    b, log, _ = boot(m, max_inflight=3)
+    sub = Client(b, v5=True)
+    sub.connect("sub", clean=False, props={0x11: 600})
+    sub.subscribe(("t", 1))
+    pub = Client(b, v5=True)
+    pub.connect("pub")
+    pid = 0
+    sent = []
+    for rnd in range(6):
+        for i in range(30):
+            pid += 1
+            props = {0x02: 1} if i == 20 else None  # expires in 1 s
+            publish(pub, "t", b"r%d-%d" % (rnd, i), 1, pid=pid, props=props, retain=retain)
+        b.tick(b.now + 2000)
+        for _ in range(8):  # eight windows' worth out and acked
+            got = publishes(sub.recv())
+            sent += [p.payload for p in got]
+            for p in got:
+                sub.send(Puback(p.pid), now=b.now)
+        log.flush()
+        queued = [e.payload for e in b.sessions["sub"].queue or ()]
+        b2, log2, counts = boot(crash(m.copy()))
+        assert len(log2) == len(log), rnd  # replay found nothing to throw away
+        inflight = sorted(e.payload for e in b.sessions["sub"].inflight.values())
+        again = [e.payload for e in b2.sessions["sub"].queue or ()]
+        # in flight at the crash: queued again, ahead of the rest
+        assert sorted(again[:len(inflight)]) == inflight, rnd
+        assert again[len(inflight):] == queued, rnd
+    assert len(sent) == len(set(sent))
+    assert b"r0-20" not in sent  # expired unsent

@@ -190,7 +190,7 @@ def follow(st, sess):
             msg, qos, retain = session_mod._unpack(e)
             assert st.msg_sent(sess, pid, msg, qos, retain) == 0
     q = sess.queue or []
-    for e in q[len(s[7] or ()):]:
+    for e in q[len(s[7] or ()) - s[9]:]:  # (_QUEUE from _QHEAD on)
         msg, qos, retain = session_mod._unpack(e)
         assert st.msg_queued(sess, msg, qos, retain) == 0
 
