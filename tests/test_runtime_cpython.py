@@ -128,7 +128,10 @@ def _serve(files, events, then, qos=1):
         srv.received(peers["pub"], codec.encode(Connect("pub", True, 60)))
         await asyncio.sleep(0)
         del events[:]
-        await then(srv, peers)
+        try:
+            await then(srv, peers)
+        finally:
+            srv.close()  # (its sync helper too)
 
     asyncio.run(go())
 
@@ -161,7 +164,7 @@ def test_acks_written_only_after_the_sync():
 
 
 class _ThreadFiles(_Files):
-    """Files with a handle to sync on the thread: the first one fails."""
+    """Files with a handle to sync off the loop: the first one fails."""
 
     def __init__(self, events):
         _Files.__init__(self, events)
@@ -173,7 +176,9 @@ class _ThreadFiles(_Files):
         self.handles += 1
         self.events.append("handle")
         if self.handles == 1:
-            return -1  # fsync(-1): EBADF, as a failing disk would say EIO
+            r, w = os.pipe()
+            os.close(w)
+            return r  # fsync of a pipe: EINVAL, as a failing disk would say EIO
         import tempfile
 
         fd, path = tempfile.mkstemp()
@@ -181,7 +186,7 @@ class _ThreadFiles(_Files):
         return fd  # a file that syncs
 
 
-def test_a_failed_sync_on_the_thread_holds_the_acks_and_retries():
+def test_a_failed_sync_off_the_loop_holds_the_acks_and_retries():
     import asyncio
 
     from edge.mqtt import codec
@@ -212,9 +217,10 @@ def test_a_failed_sync_on_the_thread_holds_the_acks_and_retries():
     assert ("pub", b"\x20\x02\x00\x00\x50\x02\x00\x09") in out, events  # CONNACK + PUBREC
 
 
-def test_the_sync_thread_reports_each_sync_and_stops_on_close():
-    # flash_cpython.Syncer: fsyncs (and closes) each descriptor on its
-    # thread, tells the loop 0 or the errno, ends its thread on close()
+def test_the_sync_helper_reports_each_sync_and_stops_on_close():
+    # flash_cpython.Syncer: fsyncs (and closes) each descriptor in its
+    # helper process, tells the loop 0 or the errno; the helper ends on
+    # close(), and a helper that dies fails the sync in flight
     import asyncio
     import errno
     import os
@@ -224,25 +230,66 @@ def test_the_sync_thread_reports_each_sync_and_stops_on_close():
 
     async def go():
         got = []
-        done = asyncio.Event()
+        ev = asyncio.Event()
 
         def told(err):
             got.append(err)
-            if len(got) == 2:
-                done.set()
+            ev.set()
+
+        async def answer():
+            await asyncio.wait_for(ev.wait(), 10)
+            ev.clear()
+            return got.pop()
 
         s = Syncer(asyncio.get_running_loop(), told)
         fd, path = tempfile.mkstemp()
         os.unlink(path)
         os.write(fd, b"x")
         s.submit(fd)
-        s.submit(-1)
-        await asyncio.wait_for(done.wait(), 5)
-        thread = s._thread
-        s.close()
-        assert not thread.is_alive()
+        assert await answer() == 0
         with pytest.raises(OSError):
-            os.fstat(fd)  # closed by the thread
-        return got
+            os.fstat(fd)  # handed over: closed here
+        r, w = os.pipe()
+        s.submit(r)
+        assert await answer() == errno.EINVAL  # fsync of a pipe
+        os.close(w)
+        proc = s.proc
+        s.close()
+        assert proc.poll() is not None  # gone with its socket
+        s = Syncer(asyncio.get_running_loop(), told)
+        s.proc.kill()  # a helper that dies: the sync in flight fails
+        assert await answer() == errno.EIO and s.dead
+        with pytest.raises(OSError):
+            s.submit(os.open(os.devnull, os.O_RDONLY))
+        s.close()
 
-    assert asyncio.run(go()) == [0, errno.EBADF]
+    asyncio.run(go())
+
+
+def test_without_a_sync_helper_the_loop_syncs_itself(monkeypatch):
+    # A helper process that cannot start (no interpreter to run it) costs
+    # speed, never the acks: the loop fsyncs, logged once
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Publish
+    from edge.runtime import tcp_cpython
+
+    def broken(loop, done):
+        raise OSError(2, "no interpreter")
+
+    monkeypatch.setattr(tcp_cpython, "Syncer", broken)
+    events = []
+    files = _ThreadFiles(events)
+    files.handles = 1  # no failing first handle: every sync succeeds
+
+    async def then(srv, peers):
+        srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if ("pub", b"\x40\x02\x00\x05") in events:
+                break
+        assert srv.syncer is False
+
+    _serve(files, events, then)
+    assert ("pub", b"\x40\x02\x00\x05") in events, events

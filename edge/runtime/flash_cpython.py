@@ -2,7 +2,6 @@
 # MicroPython type check and the board's .mpy tree leave it out (os.open,
 # os.fsync and truncate don't exist there).
 import os
-import threading
 
 
 def fsync_file(f):
@@ -45,48 +44,107 @@ def truncate_file(path, size):
 
 
 class Syncer:
-    """One thread that fsyncs the descriptors the event loop hands it, one
-    at a time, and says when each is done through a pipe the loop reads.
-    Not loop.run_in_executor: its queue, future and locks took about 17
-    futex calls per sync, each a switch between the threads; here the
-    thread holds the GIL only between its read, fsync and write calls."""
+    """fsyncs, off the event loop, the descriptors the loop hands it, one at
+    a time, and says when each is done. The fsync runs in a helper process
+    (`python -m edge.runtime.flash_cpython`, this file), which gets each
+    descriptor over a socketpair (SCM_RIGHTS) and answers with one byte,
+    the errno (0: synced). Not a thread: a thread needs the GIL after each
+    blocking call, and each handover to and from it stalled the loop; on 2
+    busy cores the persistent fan-in ran a third slower on a thread. The
+    helper ends when its socket closes: with the broker, even on SIGKILL.
+    If it dies, the sync in flight fails (the log writes the batch again)
+    and the next sync starts a new helper."""
 
     def __init__(self, loop, done):
+        import socket
+        import subprocess
+        import sys
+
         self.loop = loop
         self.done = done  # done(errno): on the loop, 0 when the sync succeeded
-        self._req_r, self._req_w = os.pipe()
-        self._done_r, self._done_w = os.pipe()
-        os.set_blocking(self._done_r, False)
-        loop.add_reader(self._done_r, self._ready)
-        self._thread = threading.Thread(target=self._run, name="edge-fsync", daemon=True)
-        self._thread.start()
+        self.dead = False
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edge.runtime.flash_cpython", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
+                cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        except BaseException:
+            self._sock.close()
+            raise
+        finally:
+            theirs.close()
+        self._sock.setblocking(False)
+        loop.add_reader(self._sock.fileno(), self._ready)
 
     def submit(self, fd):
-        os.write(self._req_w, fd.to_bytes(4, "little", signed=True))
+        """Sync fd, then close it (it is the helper's from here on)."""
+        import socket
 
-    def _run(self):
-        while True:
-            req = os.read(self._req_r, 4)
-            if len(req) < 4:
-                break  # close()
-            err = 0
-            try:
-                fsync_fd(int.from_bytes(req, "little", signed=True))
-            except OSError as e:
-                err = e.errno or 5  # (EIO)
-            os.write(self._done_w, bytes((min(err, 255),)))
+        try:
+            socket.send_fds(self._sock, [b"s"], [fd])
+        except OSError:
+            self._lost()
+            raise
+        finally:
+            os.close(fd)
 
     def _ready(self):
         try:
-            got = os.read(self._done_r, 64)
-        except BlockingIOError:
+            got = self._sock.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            got = b""
+        if not got:
+            self._lost()
+            self.done(5)  # EIO: the sync in flight is not known to be done
             return
         for err in got:
             self.done(err)
 
+    def _lost(self):
+        if not self.dead:
+            self.dead = True
+            self.loop.remove_reader(self._sock.fileno())
+
     def close(self):
-        self.loop.remove_reader(self._done_r)
-        os.close(self._req_w)  # the thread reads EOF and ends
-        self._thread.join(5)
-        for fd in (self._req_r, self._done_r, self._done_w):
-            os.close(fd)
+        self._lost()
+        self._sock.close()  # the helper reads EOF and exits
+        try:
+            self.proc.wait(5)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _helper(fd):
+    # The Syncer's process: each message carries one descriptor to fsync
+    import socket
+
+    sock = socket.socket(fileno=fd)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1, 1)
+        except OSError:
+            return
+        if not msg:
+            return  # the broker is gone (or closed us)
+        err = 0
+        for f in fds:
+            try:
+                fsync_fd(f)
+            except OSError as e:
+                err = e.errno or 5  # (EIO)
+        if not fds:
+            err = 9  # (EBADF: a message without its descriptor)
+        try:
+            sock.sendall(bytes((min(err, 255),)))
+        except OSError:
+            return
+
+
+if __name__ == "__main__":
+    import sys
+
+    _helper(int(sys.argv[1]))

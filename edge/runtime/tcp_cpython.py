@@ -32,7 +32,7 @@ import socket
 
 from edge.runtime import speedups_cpython
 from edge.runtime.clock import now_ms
-from edge.runtime.flash_cpython import Syncer
+from edge.runtime.flash_cpython import Syncer, fsync_fd
 
 _BACKLOG = 128  # listen() queue
 # A peer that leaves this many bytes of our output unread (a publisher that
@@ -87,7 +87,7 @@ class TcpServer:
         self.syncing = False     # a sync runs on the thread
         self.held = []           # [(conn, data)] output waiting for that sync
         self.held_ids = set()    # the connections in held
-        self.syncer = None       # the sync thread, started by the first sync
+        self.syncer = None       # the sync helper (Syncer), started by the first sync; False: none
         self.sync_top = 0        # what the sync in flight covers (log.top)
 
     async def start(self, host, port):
@@ -257,14 +257,32 @@ class TcpServer:
         self.syncing = True
         self.sync_top = log.top
         if self.syncer is None:
-            self.syncer = Syncer(loop, self._synced)
-        self.syncer.submit(fd)
+            try:
+                self.syncer = Syncer(loop, self._synced)
+            except OSError as e:
+                self.log(40, "store: no sync helper (%s): syncing on the loop" % e)
+                self.syncer = False
+        if self.syncer is False:  # slower (the loop waits), never stuck
+            try:
+                fsync_fd(fd)
+            except OSError as e:
+                self._synced(e.errno or 5)
+                return
+            self._synced(0)
+            return
+        try:
+            self.syncer.submit(fd)
+        except OSError:
+            self._synced(5)  # (EIO) as a failed sync: written again, retried
 
     def _synced(self, err):
-        # On the loop, the thread's sync done (err 0) or failed (an errno)
+        # On the loop, the helper's sync done (err 0) or failed (an errno)
         self.syncing = False
         log = self.broker.store.log
         top = self.sync_top
+        if self.syncer and self.syncer.dead:
+            self.syncer.close()
+            self.syncer = None  # the next sync starts a new helper
         if err:
             log.sync_failed()  # the batch is written again, to a new segment
             self.log(40, "store: sync failed (%s): acks held, retrying" % os.strerror(err))
@@ -285,9 +303,9 @@ class TcpServer:
     def close(self):
         if self.server is not None:
             self.server.close()
-        if self.syncer is not None:
+        if self.syncer:
             self.syncer.close()
-            self.syncer = None
+        self.syncer = None
         for p in list(self.peers.values()):
             p.tr.close()
         self.peers.clear()
