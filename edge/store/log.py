@@ -126,23 +126,24 @@ class Log:
         return int(rest), tmp
 
     # ---- writing -------------------------------------------------------------
-    def append(self, kind, body):
+    def append(self, kind, body, blen=-1):
         """Add a record; its seq (> 0), or -1 if refused (over the byte
         budget or max_record), counted in `refused`. Durable after flush().
         body: bytes, or a tuple of bytes parts framed in order (state.py's
         QMSG: its topic and payload are never joined, and a record deleted
-        before write() is never built at all). Kept as it is until then:
-        don't change it."""
+        before write() is never built at all); blen, if given, its length.
+        Kept as it is until then: don't change it."""
         if not KIND_MIN <= kind <= KIND_MAX:
             raise ValueError("kind %d" % kind)
-        blen = body_len(body)
+        if blen < 0:
+            blen = body_len(body)
         seq = self.next_seq
         n = blen + 1  # + varint(seq)
         v = seq >> 7
         while v:
             n += 1
             v >>= 7
-        size = record_size(n)  # framed by write()
+        size = n + 6 if n < 0x80 else record_size(n)  # framed by write() (record_size, inline)
         if blen > self.max_record or self.live_bytes + size > self.budget_bytes:
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1

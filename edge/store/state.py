@@ -225,6 +225,15 @@ class StateStore:
             self._unref(s, msg)  # first: message then delivery, in seq order (log.py's runs)
             self._del(s, seq)
             return
+        if self._mref[msg] == 1:
+            # The usual: msg's one reference was this delivery (so no DONE
+            # record yet either); _unref() inline, the hot path
+            del self._mref[msg]
+            del self._mseq[msg]
+            if s is not None:
+                s[_BYTES] -= _REC + _cost(msg)
+            self.log.delete(seq)
+            return
         if s is not None:
             s[_BYTES] -= _REC  # (what _deliver() counted)
         if self._mref[msg] > 1:
@@ -239,14 +248,20 @@ class StateStore:
         if kind == _K_QUEUED and vals[2] & 3 == 1 and msg.__class__ is Message and msg not in self._mseq:
             # A QoS 1 delivery of a message not stored yet: one record holds
             # both (QMSG); a second reference refers to it as to a MSG
+            # (the hot path of a persistent subscriber: few calls)
             body = _qmsg(vals[0], vals[2], msg.qos | (_RETAIN if msg.retain else 0), msg.topic, msg.payload)
-            rc = self._admit(s, 0, len(body[0]) + len(body[1]) + len(body[2]), _cost(msg))
-            seq = -1 if rc else self._add(None, _K_QMSG, body)
+            blen = len(body[0]) + len(body[1]) + len(body[2])
+            cost = _cost(msg)
+            rc = self._admit(s, 0, blen, cost)
+            if rc:
+                return rc, -1
+            seq = self.log.append(_K_QMSG, body, blen)
             if seq < 0:
-                return rc or _RC_QUOTA_EXCEEDED, -1
+                self.refused_store += 1  # (_admit let it by: max_record is checked there)
+                return _RC_QUOTA_EXCEEDED, -1
             self._mseq[msg] = seq
             self._mref[msg] = 1
-            s[_BYTES] += _REC + _cost(msg)  # as a QUEUED record and a reference
+            s[_BYTES] += _REC + cost  # as a QUEUED record and a reference
             return 0, seq
         mbody = self._msg_body(msg)
         rc = self._admit(s, _BODY_MAX, 0 if mbody is None else len(mbody), _cost(msg))
