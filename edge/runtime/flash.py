@@ -5,7 +5,7 @@
 #   readinto(name, offset, mv) -> n (0 at the end)
 #   append(name, data)           creates the file if missing
 #   sync(name)                   what was appended is durable
-#   sync_handle(name)            CPython: an fd to sync on a thread (or None)
+#   sync_handle(name)            CPython: an fd to sync off the loop (or None)
 #   sync_dir()                   creates, renames and removes are durable
 #   rename(old, new)             atomic; remove(name)
 #   truncate(name, size)         durable when it returns
@@ -24,9 +24,9 @@
 import os
 
 if hasattr(os, "fsync"):
-    from edge.runtime.flash_cpython import dup_fd, fsync_dir, fsync_file, truncate_file
+    from edge.runtime.flash_cpython import fsync_dir, fsync_file, handle_of, truncate_file
 else:
-    dup_fd = fsync_dir = fsync_file = truncate_file = None  # type: ignore[assignment]
+    fsync_dir = fsync_file = handle_of = truncate_file = None  # type: ignore[assignment]
 
 _CUT_SUFFIX = ".cut~"  # truncate()'s temporary copy (MicroPython)
 _COPY = 512            # copy buffer for truncate() on MicroPython
@@ -89,13 +89,14 @@ class Flash:
             self._w = None
 
     def sync_handle(self, name):
-        """CPython: a descriptor to fsync name's appended data on another
-        thread (flash_cpython.Syncer closes it); None where there is none
-        (MicroPython: sync() it is)."""
+        """CPython: the descriptor name's appended data can be fsynced
+        through off the loop (flash_cpython.Syncer hands its helper a copy
+        at once: it is only valid until the next append or close here);
+        None where there is none (MicroPython: sync() it is)."""
         w = self._w
-        if dup_fd is None or w is None or w[0] != name:
+        if handle_of is None or w is None or w[0] != name:
             return None
-        return dup_fd(w[1])
+        return handle_of(w[1])
 
     def sync_dir(self):
         if fsync_dir is not None:

@@ -10,16 +10,15 @@ def fsync_file(f):
     os.fsync(f.fileno())
 
 
-def dup_fd(f):
-    """A descriptor of f's file that outlives f (closed by whoever syncs
-    it): the runtime fsyncs a segment on a thread while the loop may go on
-    to close or remove it."""
+def handle_of(f):
+    """f's descriptor, its buffer written out: what the Syncer's helper
+    fsyncs (through a copy of its own: the loop may go on to close f)."""
     f.flush()
-    return os.dup(f.fileno())
+    return f.fileno()
 
 
 def fsync_fd(fd):
-    """Sync fd and close it (on the sync thread: os.fsync lets go of the GIL)."""
+    """Sync fd and close it (in the Syncer's helper process)."""
     try:
         os.fsync(fd)
     finally:
@@ -41,6 +40,9 @@ def truncate_file(path, size):
     with open(path, "r+b") as f:
         f.truncate(size)
         fsync_file(f)
+
+
+_REQ = [b"s"]
 
 
 class Syncer:
@@ -78,16 +80,17 @@ class Syncer:
         loop.add_reader(self._sock.fileno(), self._ready)
 
     def submit(self, fd):
-        """Sync fd, then close it (it is the helper's from here on)."""
+        """Sync fd's file: the helper gets a copy of fd (SCM_RIGHTS), so fd
+        itself may be closed at once."""
         import socket
+        import struct
 
         try:
-            socket.send_fds(self._sock, [b"s"], [fd])
+            # (socket.send_fds, without its array: once per sync)
+            self._sock.sendmsg(_REQ, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
         except OSError:
             self._lost()
             raise
-        finally:
-            os.close(fd)
 
     def _ready(self):
         try:

@@ -20,19 +20,20 @@
 # read in one pass share one sync, then all their output goes out.
 #
 # The sync itself (an fsync, ~0.6 ms on a VM disk, more on an SD card) runs
-# on a thread (os.fsync lets go of the GIL), pipelined: the commit writes
-# the batch to the file, takes the output it promises aside and hands the
-# fsync to the thread; the loop reads and handles on meanwhile, its records
-# gathering in the next batch and all its output held, until the sync is
-# done: then the output taken aside goes out and the next batch is
-# committed. Output never overtakes the sync of a record it follows.
+# in a helper process (flash_cpython.Syncer: a thread's GIL handovers
+# stalled the loop), pipelined: the commit writes the batch to the file,
+# takes the output it promises aside and hands the fsync to the helper; the
+# loop reads and handles on meanwhile, its records gathering in the next
+# batch and all its output held, until the sync is done: then the output
+# taken aside goes out and the next batch is committed. Output never
+# overtakes the sync of a record it follows.
 import asyncio
 import os
 import socket
 
 from edge.runtime import speedups_cpython
 from edge.runtime.clock import now_ms
-from edge.runtime.flash_cpython import Syncer, fsync_fd
+from edge.runtime.flash_cpython import Syncer
 
 _BACKLOG = 128  # listen() queue
 # A peer that leaves this many bytes of our output unread (a publisher that
@@ -84,7 +85,7 @@ class TcpServer:
         self.next_id = 0
         self.server = None  # asyncio Server
         self.commit_due = False  # a _commit() is scheduled
-        self.syncing = False     # a sync runs on the thread
+        self.syncing = False     # a sync runs in the helper
         self.held = []           # [(conn, data)] output waiting for that sync
         self.held_ids = set()    # the connections in held
         self.syncer = None       # the sync helper (Syncer), started by the first sync; False: none
@@ -264,7 +265,7 @@ class TcpServer:
                 self.syncer = False
         if self.syncer is False:  # slower (the loop waits), never stuck
             try:
-                fsync_fd(fd)
+                os.fsync(fd)
             except OSError as e:
                 self._synced(e.errno or 5)
                 return

@@ -248,7 +248,7 @@ class Log:
         batch in RAM and moves later writes to a new segment, so a half-
         written batch can only ever be a torn tail."""
         n = self.write()
-        if self._unsynced is not None:  # (this batch, and one a thread syncs)
+        if self._unsynced is not None:  # (this batch, and one synced elsewhere)
             if self.sync != "never":
                 try:
                     self.files.sync(self._name(self._segs[-1][_ID]))
@@ -261,7 +261,7 @@ class Log:
     def write(self):
         """The first half of flush(): append the batch to its segment, not
         synced; its bytes (0: none). A runtime that syncs elsewhere (on a
-        thread: tcp_cpython.py) then calls sync_done(top) with `top` as
+        helper process: tcp_cpython.py) then calls sync_done(top) with `top` as
         write() left it, or sync_failed(). Until then a later write() stays
         in the same segment, so a flush() in between syncs both batches."""
         if self._del_lo:
@@ -332,7 +332,7 @@ class Log:
         self._rotate = True
 
     def sync_handle(self):
-        """A handle another thread can sync what write() wrote through
+        """A handle another thread or process can sync what write() wrote through
         (edge/runtime/flash.py); None if nothing waits for a sync (or
         sync="never"), or the files have no such handle: flush() then."""
         h = getattr(self.files, "sync_handle", None)
