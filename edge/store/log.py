@@ -98,7 +98,7 @@ class Log:
         # The batch: records not framed yet (a deletion just drops one),
         # framed bytes a failed write left, tombstones.
         self._pend = []         # (kind, seq, body) or None once deleted
-        self._pidx = {}         # seq -> its index in _pend
+        self._pbase = 0         # the seq of _pend[0]: appends take consecutive seqs
         self._pbytes = 0        # what _pend's records will take
         self._redo = bytearray()
         self._pending = bytearray()
@@ -151,8 +151,10 @@ class Log:
         self._live[seq] = size
         self.live_bytes += size
         self._batch_live += size
-        self._pidx[seq] = len(self._pend)
-        self._pend.append((kind, seq, body))
+        pend = self._pend
+        if not pend:
+            self._pbase = seq
+        pend.append((kind, seq, body))
         pb = self._pbytes = self._pbytes + size
         if pb + len(self._pending) >= self.batch_bytes or self.sync == "always":
             self.flush()  # (_after_change, inline: once per record)
@@ -169,8 +171,8 @@ class Log:
         if size is None:
             return False
         self.live_bytes -= size
-        i = self._pidx.pop(seq, -1) if elide else -1
-        if i >= 0:
+        i = seq - self._pbase
+        if elide and 0 <= i < len(self._pend):
             # Not framed yet: it never reaches the flash, nor does a
             # tombstone (a subscriber that acks within the sync's time
             # costs no flash at all)
@@ -275,7 +277,6 @@ class Log:
         data.extend(self._pending)
         self._redo = data  # framed: a failed write writes it again
         self._pend = []
-        self._pidx = {}
         self._pbytes = 0
         self._pending = bytearray()
         if not data:
