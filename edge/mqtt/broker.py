@@ -127,6 +127,7 @@ class Broker:
         self.stats.bytes_received += len(data)
         conn.receive_data(data, now)
         max_size = self.limits.max_packet_size
+        kept = len(conn.out)  # output of earlier feeds (held for the store's sync)
         try:
             while conn.state < CLOSED:
                 start = conn.pos
@@ -161,6 +162,13 @@ class Broker:
                 # first 12 bytes, §3.1.2.1): CONNACK e.reason (§3.2.2.2)
                 conn.write(codec.encode(Connack(False, e.reason), True))
             self._close(conn, now, "protocol error 0x%02x: %s" % (e.reason, e.msg), ERROR)
+        except MemoryError:
+            # This feed's output may promise what the heap could not keep
+            # (an ack queued before its message's routing failed): it never
+            # goes out. The runtime closes the connection; the client sends
+            # what it has no ack for again.
+            conn.drop_output(kept)
+            raise
 
     def connection_lost(self, cid, now):
         """The socket is gone (EOF, error, or after we closed it)."""
@@ -380,10 +388,11 @@ class Broker:
         v5 = msg is not None
         if not v5:
             # 3.1.1: the acknowledgement is queued before the message goes
-            # anywhere: a MemoryError after some deliveries must not leave it
-            # unacknowledged (the client would resend it: a duplicate for
-            # those served). The runtime writes it after the feed, and after
-            # the store's sync, either way.
+            # anywhere: a MemoryError in a clean session's delivery costs
+            # that delivery, not the ack (_route); one in a persistent
+            # session's fails the feed and drops its output, this ack too
+            # (data_received). The runtime writes it after the feed, and
+            # after the store's sync, either way.
             if qos == 1:
                 conn.send_ack(_PUBACK, pkt.pid)
             elif qos == 2:
@@ -597,8 +606,15 @@ class Broker:
                 # A full heap costs this one delivery, counted, not the
                 # publisher's connection: closing that before its ack goes
                 # out would make it resend (a duplicate for the others).
-                self.stats.msgs_dropped += 1
                 self.stats.deliveries_oom += 1
+                if client.store is not None:
+                    # ...unless the delivery was one a persistent session
+                    # must keep (DESIGN "Delivery guarantees"): then the ack
+                    # must not go out. The feed fails, data_received() drops
+                    # its output, the publisher sends it again: a duplicate
+                    # for those served, as QoS 1 allows, never a loss.
+                    raise
+                self.stats.msgs_dropped += 1
         return True
 
     # ---- internal publish/subscribe API (CoAP endpoint, uplink bridge) -------

@@ -220,6 +220,15 @@ class Connection:
         else:
             self.write(codec.encode_ack(kind, pid))
 
+    def drop_output(self, kept):
+        """Forget what was queued after the first `kept` writes (a feed
+        that failed: Broker.data_received)."""
+        out = self.out
+        if len(out) > kept:
+            for data in out[kept:]:
+                self.out_bytes -= len(data)
+            self.out = out[:kept] if kept else ()
+
     def take(self):
         """Everything queued for the socket, as one bytes object (batched),
         or a view of the receive buffer alone (see last_packet)."""

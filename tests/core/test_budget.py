@@ -186,3 +186,61 @@ def test_memory_error_in_one_delivery_still_acks_and_serves_others():
     assert [(a.kind, a.pid) for a in acks] == [(4, 7)] and not p.closed  # PUBACK
     assert [m.payload for m in publishes(ok.recv())] == [b"v"]
     assert b.stats.deliveries_oom == 1 and b.stats.msgs_dropped == 1
+
+
+def test_memory_error_in_a_persistent_delivery_withholds_the_ack():
+    # A persistent session's delivery that the heap could not keep must not
+    # be acknowledged: the feed fails with its output dropped (the runtime
+    # closes the connection), the publisher sends again what it has no ack
+    # for, and this time it is kept. Those served the first time get it
+    # twice, as QoS 1 allows; nothing acknowledged is lost.
+    from edge.mqtt.packets import Puback
+    from tests.core._memfiles import MemFiles
+    from tests.core.test_store_broker import boot
+
+    b, log, _ = boot(MemFiles())
+    ok = Client(b)
+    ok.connect("ok")
+    ok.subscribe(("#", 1))
+    keep = Client(b)
+    keep.connect("keep", clean=False)
+    keep.subscribe(("m/#", 1))
+    keep.lose()  # offline: its queue is the store's
+    st = b.store
+    real = st.msg_queued
+    fail = [True]
+
+    def full(sess, msg, qos, retain=False):
+        if fail[0]:
+            raise MemoryError("memory allocation failed")
+        return real(sess, msg, qos, retain)
+
+    st.msg_queued = full
+    p = Client(b)
+    p.connect("pub")
+    feed = codec.encode(Publish("x/1", b"first", 1, False, False, 6)) + codec.encode(
+        Publish("m/1", b"v", 1, False, False, 7))
+    try:
+        p.send_raw(feed)
+    except MemoryError:
+        pass
+    else:
+        raise AssertionError("the MemoryError did not reach the runtime")
+    assert p.recv() == []  # no PUBACK from the failed feed, 6's neither
+    assert b.stats.deliveries_oom == 1
+    assert [m.payload for m in publishes(ok.recv())] == [b"first", b"v"]
+    # the runtime closes the connection; the client connects again and resends
+    p.lose()
+    fail[0] = False
+    p = Client(b)
+    p.connect("pub")
+    p.send_raw(feed)
+    assert [(a.kind, a.pid) for a in p.recv()] == [(4, 6), (4, 7)]
+    assert [m.payload for m in publishes(ok.recv())] == [b"first", b"v"]  # twice: QoS 1
+    log.flush()
+    keep = Client(b)
+    assert keep.connect("keep", clean=False).session_present
+    got = publishes(keep.recv())
+    assert [m.payload for m in got] == [b"v"]
+    for m in got:
+        keep.send(Puback(m.pid))
