@@ -123,7 +123,7 @@ def _qmsg(sid, dflags, mflags, topic, payload):
     head.append(dflags)
     head.append(mflags)
     put_varint(head, len(tb))
-    return head, tb, payload
+    return bytes(head), tb, payload  # (bytes: record.py joins the parts)
 
 
 class StateStore:

@@ -3,7 +3,7 @@
 # pytest and tests/mpy_runner.py.
 from edge.store.record import (
     ERR_CRC, ERR_KIND, ERR_LEN, ERR_TORN, HDR_BAD, HDR_TORN, HEADER, HEADER_LEN,
-    READERS, VERSION, append_record, decode_v1, encode_record, get_varint,
+    READERS, VERSION, append_record, append_seq_record, decode_v1, encode_record, get_varint,
     header_version, put_varint, record_size, scan,
 )
 from tests.core._util import raises
@@ -123,3 +123,22 @@ def test_varints():
         assert get_varint(memoryview(buf), 1, len(buf)) == (n, len(buf))
         assert get_varint(memoryview(buf), 1, len(buf) - 1)[0] == -1  # cut
     assert get_varint(memoryview(b"\xff" * 9), 0, 9) == (-1, 0)
+
+
+def test_seq_records_frame_as_the_generic_record_at_every_boundary():
+    # append_seq_record's one-piece header (seqs of 1 to 4 varint bytes, a
+    # one-byte length) and its fallback give append_record's bytes, for a
+    # body as bytes or as parts
+    seqs = (1, 0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, 0xFFFFFFF, 0x10000000, 1 << 40)
+    for seq in seqs:
+        prefix = bytearray()
+        put_varint(prefix, seq)
+        for blen in (0, 1, 0x77, 0x78, 0x79, 0x7A, 0x7B, 0x7C, 0x7F, 0x80, 300):
+            body = bytes(range(256)) * 2
+            body = body[:blen]
+            want = bytearray()
+            append_record(want, 27, body, bytes(prefix))
+            for b in (body, (body[:1], body[1:5], body[5:])):
+                got = bytearray(b"xy")
+                n = append_seq_record(got, 27, seq, b)
+                assert got[2:] == want and n == len(want), (seq, blen)
