@@ -296,3 +296,42 @@ def test_without_a_sync_helper_the_loop_syncs_itself(monkeypatch):
 
     _serve(files, events, then)
     assert ("pub", b"\x40\x02\x00\x05") in events, events
+
+
+def test_a_helper_that_dies_unused_leaves_the_loop_syncing(monkeypatch):
+    # A helper that exits before its first answer (its module missing, say)
+    # would die again each retry, the acks held forever: the loop syncs
+    import asyncio
+    import sys
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Publish
+    from edge.runtime import flash_cpython, tcp_cpython
+
+    class Dying(flash_cpython.Syncer):
+        def __init__(self, loop, done):
+            real = sys.executable
+            sys.executable = "/bin/false"  # starts, exits at once
+            try:
+                flash_cpython.Syncer.__init__(self, loop, done)
+            finally:
+                sys.executable = real
+
+    monkeypatch.setattr(tcp_cpython, "Syncer", Dying)
+    events = []
+    files = _ThreadFiles(events)
+    files.handles = 1  # every handle a file that syncs
+
+    async def then(srv, peers):
+        srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if puback(events):
+                break
+        assert srv.syncer is False
+
+    def puback(events):
+        return [e for e in events if type(e) is tuple and e[0] == "pub" and e[1].endswith(b"\x40\x02\x00\x05")]
+
+    _serve(files, events, then)
+    assert puback(events), events

@@ -1,6 +1,7 @@
 # CPython-only halves of edge/runtime/flash.py. Named *cpython* so the
 # MicroPython type check and the board's .mpy tree leave it out (os.open,
 # os.fsync and truncate don't exist there).
+import errno
 import os
 
 
@@ -52,10 +53,11 @@ class Syncer:
     descriptor over a socketpair (SCM_RIGHTS) and answers with one byte,
     the errno (0: synced). Not a thread: a thread needs the GIL after each
     blocking call, and each handover to and from it stalled the loop; on 2
-    busy cores the persistent fan-in ran a third slower on a thread. The
-    helper ends when its socket closes: with the broker, even on SIGKILL.
-    If it dies, the sync in flight fails (the log writes the batch again)
-    and the next sync starts a new helper."""
+    busy cores the persistent fan-in ran about a fifth slower on a thread.
+    The helper ends when its socket closes: with the broker, even on
+    SIGKILL. If it dies, the sync in flight fails (the log writes the batch
+    again) and the next sync starts a new helper (the runtime gives up on
+    helpers when one dies before its first answer: tcp_cpython.py)."""
 
     def __init__(self, loop, done):
         import socket
@@ -65,6 +67,7 @@ class Syncer:
         self.loop = loop
         self.done = done  # done(errno): on the loop, 0 when the sync succeeded
         self.dead = False
+        self.answered = 0  # syncs it has answered
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.proc = subprocess.Popen(
@@ -101,8 +104,9 @@ class Syncer:
             got = b""
         if not got:
             self._lost()
-            self.done(5)  # EIO: the sync in flight is not known to be done
+            self.done(errno.EIO)  # the sync in flight is not known to be done
             return
+        self.answered += len(got)
         for err in got:
             self.done(err)
 
@@ -138,9 +142,9 @@ def _helper(fd):
             try:
                 fsync_fd(f)
             except OSError as e:
-                err = e.errno or 5  # (EIO)
+                err = e.errno or errno.EIO
         if not fds:
-            err = 9  # (EBADF: a message without its descriptor)
+            err = errno.EBADF  # a message without its descriptor
         try:
             sock.sendall(bytes((min(err, 255),)))
         except OSError:

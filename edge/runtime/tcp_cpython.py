@@ -28,6 +28,7 @@
 # taken aside goes out and the next batch is committed. Output never
 # overtakes the sync of a record it follows.
 import asyncio
+import errno
 import os
 import socket
 
@@ -267,14 +268,14 @@ class TcpServer:
             try:
                 os.fsync(fd)
             except OSError as e:
-                self._synced(e.errno or 5)
+                self._synced(e.errno or errno.EIO)
                 return
             self._synced(0)
             return
         try:
             self.syncer.submit(fd)
         except OSError:
-            self._synced(5)  # (EIO) as a failed sync: written again, retried
+            self._synced(errno.EIO)  # as a failed sync: written again, retried
 
     def _synced(self, err):
         # On the loop, the helper's sync done (err 0) or failed (an errno)
@@ -283,7 +284,13 @@ class TcpServer:
         top = self.sync_top
         if self.syncer and self.syncer.dead:
             self.syncer.close()
-            self.syncer = None  # the next sync starts a new helper
+            if self.syncer.answered:
+                self.syncer = None  # the next sync starts a new helper
+            else:
+                # Dead before its first answer (it cannot even start, say):
+                # another would die too, and the acks would wait forever
+                self.log(40, "store: the sync helper died unused: syncing on the loop")
+                self.syncer = False
         if err:
             log.sync_failed()  # the batch is written again, to a new segment
             self.log(40, "store: sync failed (%s): acks held, retrying" % os.strerror(err))
