@@ -89,6 +89,7 @@ class Broker:
     # fed in, with no copy (Connection.last_packet).
     lend = False
     store = None    # StateStore (edge/store/state.py), set by restore()
+    acking = False  # routing a client's PUBLISH, its ack queued (_on_publish)
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -397,20 +398,24 @@ class Broker:
                 conn.send_ack(_PUBACK, pkt.pid)
             elif qos == 2:
                 conn.send_ack(_PUBREC, pkt.pid)
-        if topic.startswith("$SYS"):
-            self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
-        elif v5:
-            if not self._publish(msg):
-                rc = _RC_NO_MATCHING_SUBSCRIBERS  # 5.0 §3.4.2.1, in PUBACK/PUBREC
-        elif pkt.retain:
-            self._publish(Message(topic, pkt.payload, qos, True))
-        else:
-            # QoS 0: the payload may be a view of the receive buffer (codec
-            # decode(view=True)), as enc0 is: both live only during this feed
-            msg = Message(topic, pkt.payload, qos)
-            if not qos and start >= 0:
-                msg.enc0 = conn.last_packet(start, self.lend)  # forward QoS 0 as it came
-            self._route(msg)  # not retained: nothing to store
+        self.acking = True  # a persistent delivery the heap cannot keep fails the ack (_route)
+        try:
+            if topic.startswith("$SYS"):
+                self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
+            elif v5:
+                if not self._publish(msg):
+                    rc = _RC_NO_MATCHING_SUBSCRIBERS  # 5.0 §3.4.2.1, in PUBACK/PUBREC
+            elif pkt.retain:
+                self._publish(Message(topic, pkt.payload, qos, True))
+            else:
+                # QoS 0: the payload may be a view of the receive buffer (codec
+                # decode(view=True)), as enc0 is: both live only during this feed
+                msg = Message(topic, pkt.payload, qos)
+                if not qos and start >= 0:
+                    msg.enc0 = conn.last_packet(start, self.lend)  # forward QoS 0 as it came
+                self._route(msg)  # not retained: nothing to store
+        finally:
+            self.acking = False
         if v5:
             # 5.0: the ack says whether anyone matched (0x10), so it follows
             # the routing; _route() keeps a MemoryError to one delivery
@@ -607,12 +612,14 @@ class Broker:
                 # publisher's connection: closing that before its ack goes
                 # out would make it resend (a duplicate for the others).
                 self.stats.deliveries_oom += 1
-                if client.store is not None:
+                if client.store is not None and self.acking:
                     # ...unless the delivery was one a persistent session
-                    # must keep (DESIGN "Delivery guarantees"): then the ack
-                    # must not go out. The feed fails, data_received() drops
-                    # its output, the publisher sends it again: a duplicate
-                    # for those served, as QoS 1 allows, never a loss.
+                    # must keep of a client's PUBLISH (DESIGN "Delivery
+                    # guarantees"): then the ack must not go out. The feed
+                    # fails, data_received() drops its output, the publisher
+                    # sends it again: a duplicate for those served, as QoS 1
+                    # allows, never a loss. (A will or a local publish has
+                    # no ack to hold back: counted and dropped, as before.)
                     raise
                 self.stats.msgs_dropped += 1
         return True

@@ -244,3 +244,27 @@ def test_memory_error_in_a_persistent_delivery_withholds_the_ack():
     assert [m.payload for m in got] == [b"v"]
     for m in got:
         keep.send(Puback(m.pid))
+
+
+def test_memory_error_in_a_wills_persistent_delivery_is_counted_not_raised():
+    # A will (or a local publish) has no ack to hold back: a persistent
+    # session's delivery the heap cannot keep is counted and dropped as
+    # before, and the closing connection's cleanup runs to its end
+    from tests.core._memfiles import MemFiles
+    from tests.core.test_store_broker import boot
+
+    b, log, _ = boot(MemFiles())
+    keep = Client(b)
+    keep.connect("keep", clean=False)
+    keep.subscribe(("w/#", 1))
+    keep.lose()
+
+    def full(sess, msg, qos, retain=False):
+        raise MemoryError("memory allocation failed")
+
+    b.store.msg_queued = full
+    dying = Client(b)
+    dying.connect("dying", will_topic="w/x", will_payload=b"gone", will_qos=1)
+    dying.lose()  # the will goes out: no ack anywhere
+    assert b.stats.deliveries_oom == 1 and b.stats.msgs_dropped == 1
+    assert "dying" not in b.sessions  # clean: its session went with it
