@@ -143,7 +143,7 @@ class Log:
         while v:
             n += 1
             v >>= 7
-        size = n + 6 if n < 0x80 else record_size(n)  # framed by write() (record_size, inline)
+        size = record_size(n)  # framed by write()
         if blen > self.max_record or self.live_bytes + size > self.budget_bytes:
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1
@@ -155,9 +155,8 @@ class Log:
         if not pend:
             self._pbase = seq
         pend.append((kind, seq, body))
-        pb = self._pbytes = self._pbytes + size
-        if pb + len(self._pending) >= self.batch_bytes or self.sync == "always":
-            self.flush()  # (_after_change, inline: once per record)
+        self._pbytes += size
+        self._after_change()
         return seq
 
     def delete(self, seq, elide=True):

@@ -76,12 +76,7 @@ def append_seq_record(buf, kind, seq, body):
     record, CRC'd and added to buf at once: no view of buf (which would
     block its growth), no field-by-field appends (about half the time)."""
     tup = type(body) is tuple
-    if tup:
-        n = 1
-        for part in body:
-            n += len(part)
-    else:
-        n = len(body) + 1
+    n = body_len(body) + 1
     if n < 0x7C and seq < 0x10000000:
         # The usual: a one-byte length, a seq of up to 4 bytes (the same
         # bytes as the loop below)

@@ -96,16 +96,23 @@ def test_budget_drop_leaves_no_record_behind():
     assert [e.topic for e in b2.sessions["sub"].queue] == topics
 
 
-def test_expired_message_leaves_no_record_behind():
-    # a 5.0 message whose Message Expiry passes while queued is dropped by
-    # pump(); its record goes too, and the store's queue stays in step
-    m = MemFiles()
-    b, log, _ = boot(m, max_inflight=1)
+def _v5_sub_and_pub(b):
+    """A 5.0 persistent subscriber "sub" to "t" at QoS 1 (session expiry
+    600 s, so its 5.0 messages can expire while queued) and a 5.0 "pub"."""
     sub = Client(b, v5=True)
     sub.connect("sub", clean=False, props={0x11: 600})
     sub.subscribe(("t", 1))
     pub = Client(b, v5=True)
     pub.connect("pub")
+    return sub, pub
+
+
+def test_expired_message_leaves_no_record_behind():
+    # a 5.0 message whose Message Expiry passes while queued is dropped by
+    # pump(); its record goes too, and the store's queue stays in step
+    m = MemFiles()
+    b, log, _ = boot(m, max_inflight=1)
+    sub, pub = _v5_sub_and_pub(b)
     publish(pub, "t", b"first", 1, pid=1)
     publish(pub, "t", b"brief", 1, pid=2, props={0x02: 1})  # expires in 1 s
     publish(pub, "t", b"last", 1, pid=3)
@@ -243,11 +250,7 @@ def _long_queue(retain):
     # QMSGs, which the message itself finds)
     m = MemFiles()
     b, log, _ = boot(m, max_inflight=3)
-    sub = Client(b, v5=True)
-    sub.connect("sub", clean=False, props={0x11: 600})
-    sub.subscribe(("t", 1))
-    pub = Client(b, v5=True)
-    pub.connect("pub")
+    sub, pub = _v5_sub_and_pub(b)
     pid = 0
     sent = []
     for rnd in range(6):
