@@ -335,3 +335,39 @@ def test_a_helper_that_dies_unused_leaves_the_loop_syncing(monkeypatch):
 
     _serve(files, events, then)
     assert puback(events), events
+
+
+def test_a_failed_hand_over_to_the_helper_is_a_failed_sync(monkeypatch):
+    # submit() itself fails (the helper's socket is gone): the batch is
+    # written again and retried, and with no helper answering, the loop
+    # syncs it; the ack goes out once it is durable
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Publish
+    from edge.runtime import flash_cpython, tcp_cpython
+
+    class Broken(flash_cpython.Syncer):
+        def submit(self, fd):
+            self._sock.close()  # sendmsg now fails with EBADF
+            flash_cpython.Syncer.submit(self, fd)
+
+    monkeypatch.setattr(tcp_cpython, "Syncer", Broken)
+    events = []
+    files = _ThreadFiles(events)
+    files.handles = 1  # every handle a file that syncs
+
+    def puback(events):
+        return [e for e in events if type(e) is tuple and e[0] == "pub" and e[1].endswith(b"\x40\x02\x00\x05")]
+
+    async def then(srv, peers):
+        srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
+        assert not puback(events)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if puback(events):
+                break
+        assert srv.syncer is False
+
+    _serve(files, events, then)
+    assert puback(events), events

@@ -80,7 +80,8 @@ class Syncer:
         finally:
             theirs.close()
         self._sock.setblocking(False)
-        loop.add_reader(self._sock.fileno(), self._ready)
+        self._fd = self._sock.fileno()  # (a closed socket's fileno() is -1)
+        loop.add_reader(self._fd, self._ready)
 
     def submit(self, fd):
         """Sync fd's file: the helper gets a copy of fd (SCM_RIGHTS), so fd
@@ -113,7 +114,7 @@ class Syncer:
     def _lost(self):
         if not self.dead:
             self.dead = True
-            self.loop.remove_reader(self._sock.fileno())
+            self.loop.remove_reader(self._fd)
 
     def close(self):
         self._lost()
