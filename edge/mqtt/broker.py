@@ -68,6 +68,7 @@ class Stats:
         self.msgs_received = 0
         self.msgs_sent = 0
         self.msgs_dropped = 0
+        self.msgs_refused = 0    # QoS 1/2 deliveries dropped for a limit (Session._refuse)
         self.bytes_received = 0
         self.bytes_sent = 0
         self.clients_connected = 0
@@ -100,7 +101,7 @@ class Broker:
         self.conns = {}      # runtime's connection id -> Connection
         self.sessions = {}   # client id -> Session
         # broker-wide (session.py), shared by every session through its limits
-        lim.budget = Budget(lim.memory_budget_bytes, self.sessions, self.log)
+        lim.budget = Budget(lim.memory_budget_bytes, self.log)
         self.subs = Trie()
         self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
@@ -304,7 +305,7 @@ class Broker:
             sess = None
         if sess is None:
             if not pkt.clean and not lim.budget.room():
-                # session.py Budget, policy 3: no room to hold another offline session
+                # session.py Budget: no headroom to hold another offline session
                 lim.budget.note(True, "session")
                 return self._refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "memory budget", now)
             sess = Session(cid, pkt.clean, lim, self.stats)
@@ -403,8 +404,15 @@ class Broker:
             if topic.startswith("$SYS"):
                 self.stats.msgs_dropped += 1  # clients may not write the broker's own tree
             elif v5:
+                refused = self.stats.msgs_refused
                 if not self._publish(msg):
                     rc = _RC_NO_MATCHING_SUBSCRIBERS  # 5.0 §3.4.2.1, in PUBACK/PUBREC
+                elif qos and self.stats.msgs_refused != refused:
+                    # A subscriber's copy was not kept for a limit (its
+                    # queue, the memory budget, the store's budgets): the
+                    # publisher is told, not acknowledged as if all went
+                    # well (issue #4; 5.0 §3.4.2.1 0x97 Quota exceeded)
+                    rc = _RC_QUOTA_EXCEEDED
             elif pkt.retain:
                 self._publish(Message(topic, pkt.payload, qos, True))
             else:
@@ -422,6 +430,10 @@ class Broker:
             if qos == 1:
                 conn.send_ack(_PUBACK, pkt.pid, rc)
             elif qos == 2:
+                if rc >= 0x80:
+                    # A failed PUBREC ends the exchange: no PUBREL follows
+                    # and the pid is the client's to use again (5.0 §4.3.3)
+                    conn.session.qos2_released(pkt.pid)
                 conn.send_ack(_PUBREC, pkt.pid, rc)
 
     def _on_ack(self, conn, pkt, now):
@@ -469,7 +481,7 @@ class Broker:
             self.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
             return _SUBACK_FAILURE
         if f not in client.subs and client.clean is False and not lim.budget.room():
-            self.stats.subs_refused += 1  # session.py Budget, policy 3
+            self.stats.subs_refused += 1  # session.py Budget: no headroom
             lim.budget.note(True, f)
             return _SUBACK_FAILURE
         st = client.store

@@ -109,6 +109,13 @@ class Session:
         self.dropped += 1
         self.stats.msgs_dropped += 1
 
+    def _refuse(self):
+        # A QoS 1/2 delivery not kept for a limit (queue, memory budget,
+        # store budgets): dropped, and counted apart, so a 5.0 publisher's
+        # PUBACK/PUBREC says Quota exceeded (broker.py _on_publish)
+        self._drop()
+        self.stats.msgs_refused += 1
+
     def _enqueue(self, msg, qos, retain):
         size = len(msg.topic) + len(msg.payload)  # what queued_bytes counts
         lim = self.limits
@@ -116,18 +123,18 @@ class Session:
         if q is None:
             q = self.queue = []
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
-            self._drop()
+            self._refuse()
             return False
         budget = None
         if self.conn is None:  # held for a client that is away: Budget
             budget = lim.budget
             if not budget.room(size + _ENTRY_COST):
-                self._drop()
-                budget.note(False, "queued")
+                self._refuse()
+                budget.note(False, "new messages for offline sessions")
                 return False
         st = self.store
         if st is not None and st.msg_queued(self, msg, qos, retain):
-            self._drop()  # over a store budget: refused there, counted (H7)
+            self._refuse()  # over a store budget: refused there, counted (H7)
             return False
         if budget is not None:
             budget.add(size + _ENTRY_COST)
@@ -138,23 +145,6 @@ class Session:
     def _held(self):
         # what the queue counts against the budget while the client is away
         return self.queued_bytes + len(self.queue) * _ENTRY_COST if self.queue else 0
-
-    def drop_oldest(self):
-        """Budget.room() makes room (offline sessions only): drop
-        the oldest queued QoS 1 message, counted. False if none is queued."""
-        q = self.queue
-        for i in range(len(q) if q else 0):
-            msg, qos, _ = _unpack(q[i])
-            if qos == 1:
-                del q[i]
-                if self.store is not None:
-                    self.store.unqueued(self, i, msg)
-                size = len(msg.topic) + len(msg.payload)
-                self.queued_bytes -= size
-                self.limits.budget.add(-size - _ENTRY_COST)
-                self._drop()
-                return True
-        return False
 
     def release(self):
         """The session is discarded: give its queue back to the budget."""
@@ -168,7 +158,7 @@ class Session:
         pid = self.next_pid
         st = self.store
         if st is not None and st.msg_sent(self, pid, msg, qos, retain):
-            self._drop()  # over a store budget: refused there, counted (H7)
+            self._refuse()  # over a store budget: refused there, counted (H7)
             return
         # Queued for the socket before the window takes it: a MemoryError
         # there leaves no slot taken by a message the client never gets.
@@ -312,18 +302,20 @@ class Session:
 # of heap.)
 #
 # Policy, as a production broker sheds load (mosquitto's memory_limit
-# refuses work; we choose what goes first, and count it):
-#   1. Room is made by dropping the oldest queued QoS 1 message of the
-#      offline session holding the most (counted in its session and in
-#      publish/messages/dropped, as a full queue's drops are).
-#   2. QoS 2 messages are never dropped to make room (the broker promised
-#      exactly-once when it sent PUBREC).
-#   3. When no room can be made: a message for an offline client is dropped
-#      (counted), a retained message is not stored (and the topic's older
-#      value not kept, as for max_retained_bytes). A new persistent session
-#      gets CONNACK 0x03 Server unavailable and a persistent session's new
-#      subscription SUBACK 0x80 unless a sixteenth of the budget can be
-#      made free (they are what accumulates offline state); `refused`.
+# refuses work too; we say what, and count it):
+#   1. A queued message is never dropped to make room: its publisher has
+#      its PUBACK/PUBREC (issue #4, acknowledged means durable). Full, the
+#      NEW message is refused for the offline client: counted in its
+#      session, publish/messages/dropped and budget/dropped; a 5.0 publisher
+#      gets PUBACK/PUBREC 0x97 Quota exceeded (broker.py _on_publish), a
+#      3.1.1 one its normal ack, as the protocol has no refusing one.
+#      (QoS 0 is never queued for offline clients, so none can go first.)
+#   2. A retained message that does not fit is not stored (and the topic's
+#      older value not kept, as for max_retained_bytes).
+#   3. A new persistent session gets CONNACK 0x03 Server unavailable and a
+#      persistent session's new subscription SUBACK 0x80 unless a sixteenth
+#      of the budget is free (they are what accumulates offline state);
+#      `refused`.
 # Counters: $SYS/broker/budget/{bytes,dropped,refused}; a warning is logged
 # when the budget first drops or refuses something, again after usage has
 # fallen below three quarters of it.
@@ -333,37 +325,24 @@ def cost(msg):
 
 
 class Budget:
-    # Seven attributes: every method and name here costs a board heap too,
+    # Six attributes: every method and name here costs a board heap too,
     # so the class is kept to three methods.
-    def __init__(self, limit, sessions, log):
+    def __init__(self, limit, log):
         self.limit = limit
         self.used = 0          # bytes counted now
-        self.sessions = sessions  # the broker's client id -> Session
         self.log = log
-        self.dropped = 0       # messages dropped or not stored for the budget
+        self.dropped = 0       # messages not queued, or retained not stored, for it
         self.refused = 0       # sessions and subscriptions refused
         self.warned = False    # a warning logged for this episode
 
     def room(self, need=-1):
-        """True if `need` more bytes fit, after dropping offline QoS 1
-        messages if it takes that (policy 1). need -1: the headroom new
-        state needs (policy 3)."""
+        """True if `need` more bytes fit; need -1: the headroom new state
+        (a persistent session, its subscription) needs. Full means the NEW
+        message is refused: a queued message was acknowledged to its
+        publisher and stays (issue #4: acknowledged means durable)."""
         if need < 0:
             need = self.limit >> 4
-        spent = ()  # offline sessions holding QoS 2 only (rare)
-        while self.used + need > self.limit:
-            victim = None
-            most = 0
-            for s in self.sessions.values():
-                if s.conn is None and s.queued_bytes > most and s not in spent:
-                    victim, most = s, s.queued_bytes
-            if victim is None:
-                return False
-            if victim.drop_oldest():
-                self.note(False, "oldest offline QoS 1")
-            else:
-                spent += (victim,)
-        return True
+        return self.used + need <= self.limit
 
     def add(self, n):
         """Count n more bytes held (n < 0: given back)."""
@@ -379,5 +358,5 @@ class Budget:
             self.dropped += 1
         if not self.warned:
             self.warned = True
-            self.log(30, "memory_budget_bytes %d reached, %s: %s"
-                     % (self.limit, "refusing" if refused else "dropping", what))
+            self.log(30, "memory_budget_bytes %d reached, refusing: %s"
+                     % (self.limit, what))

@@ -54,7 +54,9 @@ def test_offline_queues_count_and_come_back_on_reconnect():
     assert budget.used == 0  # a connected client's queue is live traffic
 
 
-def test_oldest_offline_qos1_dropped_to_make_room():
+def test_full_budget_refuses_new_messages_and_keeps_the_queued_ones():
+    # Issue #4: a queued message was acknowledged to its publisher; a full
+    # budget refuses the new one instead of dropping an old one
     b = make_broker(memory_budget_bytes=_LIMIT)
     p = Client(b)
     p.connect("pub")
@@ -62,17 +64,45 @@ def test_oldest_offline_qos1_dropped_to_make_room():
     _offline(b, "z", "q/#", 1)
     budget = b.limits.budget
     for i in range(5):
-        publish(p, "q/%d" % i, b"%d" % i + _BODY[1:], 1, pid=i + 1)
+        acks = publish(p, "q/%d" % i, b"%d" % i + _BODY[1:], 1, pid=i + 1)
+        assert [(a.kind, a.pid) for a in acks] == [(4, i + 1)]  # 3.1.1: no code to refuse with
         assert budget.used <= _LIMIT
-    assert budget.dropped == 10 - _LIMIT // _COST  # 6 of 10 entries fit
+    kept = _LIMIT // _COST  # 6 of the 10 entries fit
+    assert budget.dropped == 10 - kept
+    assert b.stats.msgs_refused == b.stats.msgs_dropped == budget.dropped
     got = _back(b, "a") + _back(b, "z")
-    assert len(got) == 10 - budget.dropped
-    # each session lost its oldest: what arrives is a suffix, the newest kept
-    assert got.count(b"4" + _BODY[1:]) == 2
-    assert b.stats.msgs_dropped == budget.dropped
+    # the oldest arrive, in order; the newest were refused
+    assert got == [b"%d" % i + _BODY[1:] for i in range(kept // 2)] * 2
     assert budget.used == 0
     sysv = dict(b._sys_values())
     assert sysv["budget/dropped"] == budget.dropped and sysv["budget/bytes"] == 0
+
+
+def test_v5_publisher_told_quota_exceeded_when_a_copy_is_refused():
+    b = make_broker(memory_budget_bytes=_LIMIT)
+    _offline(b, "away", "q/#", 1)
+    p = Client(b, v5=True)
+    p.connect("pub5")
+    for i in range(6):
+        assert publish(p, "q/1", _BODY, 1, pid=i + 1)[0].reason == 0
+    assert b.limits.budget.room(_COST) is False
+    ack = publish(p, "q/1", _BODY, 1, pid=7)[0]
+    assert (ack.kind, ack.pid, ack.reason) == (4, 7, 0x97)  # Quota exceeded
+    # QoS 2: a failed PUBREC ends the exchange, the pid is free again at once
+    rec = publish(p, "q/1", _BODY, 2, pid=8)[0]
+    assert (rec.kind, rec.pid, rec.reason) == (5, 8, 0x97)
+    assert not b.sessions["pub5"].rx_qos2
+    # an online subscriber still gets what it matched; only the offline
+    # copy was refused, and the publisher hears of it
+    live = Client(b, v5=True)
+    live.connect("live")
+    live.subscribe(("q/#", 1))
+    ack = publish(p, "q/1", _BODY, 1, pid=9)[0]
+    assert ack.reason == 0x97
+    assert [m.payload for m in publishes(live.recv())] == [_BODY]
+    # room again (the offline client is back): accepted as before
+    assert len(_back(b, "away")) == 6
+    assert publish(p, "q/1", _BODY, 1, pid=10)[0].reason == 0
 
 
 def _full_of_qos2():

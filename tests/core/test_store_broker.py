@@ -190,6 +190,23 @@ def test_store_full_refuses_counted_in_sys_and_log():
     assert counts["queued"] == queued  # what was accepted, all of it
 
 
+def test_store_full_tells_a_v5_publisher_quota_exceeded():
+    # a 5.0 publisher learns its message was not kept for a subscriber:
+    # PUBACK 0x97, not a success the store cannot keep (issue #4)
+    m = MemFiles()
+    b, log, _ = boot(m, budget=4096, session_budget=1500)
+    sub = Client(b)
+    sub.connect("sub", clean=False)
+    sub.subscribe(("t", 1))
+    sub.lose()
+    pub = Client(b, v5=True)
+    pub.connect("pub5")
+    codes = [publish(pub, "t", b"p" * 100, 1, pid=i + 1)[0].reason for i in range(40)]
+    queued = len(b.sessions["sub"].queue)
+    assert codes == [0] * queued + [0x97] * (40 - queued), codes
+    assert b.stats.msgs_refused == 40 - queued
+
+
 def test_new_session_refused_when_store_full():
     m = MemFiles()
     b, log, _ = boot(m, budget=4096)

@@ -79,9 +79,9 @@ def test_qos1_in_flight_at_a_crash_goes_out_again_as_new():
     assert [p.payload for p in publishes(sub.recv())] == [b"m3"]
 
 
-def test_budget_drop_leaves_no_record_behind():
-    # the memory budget drops the oldest offline QoS 1 message: the store
-    # drops its record too, or a restart would bring it back
+def test_budget_refusal_leaves_no_record_behind():
+    # the memory budget refuses new offline QoS 1 messages: no record of
+    # them either, or a restart would bring back what was refused
     m = MemFiles()
     b, log, _ = boot(m, memory_budget_bytes=1024)
     sub, pub = sub_and_pub(b, "q/#", 1)
