@@ -235,34 +235,39 @@ class StateStore:
             self.log.delete(seq)
             return
         if s is not None:
-            s[_BYTES] -= _REC  # (what _deliver() counted)
+            s[_BYTES] -= _REC  # (what _queued() counted)
         if self._mref[msg] > 1:
             done = self._add(None, _K_DONE, encode(_K_DONE, (self.log.next_seq - seq,)))
             if done > 0:  # (refused: a restart sends it again, as QoS 1 may)
                 self._done[msg] = done
         self._unref(s, msg)
 
+    def _queued(self, s, msg, flags):
+        # A new QUEUED delivery of msg at flags (QoS, RETAIN): (0, seq) or
+        # (a refusal reason, -1). A QoS 1 delivery of a message not stored
+        # yet takes one record for both (QMSG); a second reference refers to
+        # it as to a MSG. (The hot path of a persistent subscriber, every
+        # message: no list of values, few calls.)
+        if flags & 3 != 1 or msg.__class__ is not Message or msg in self._mseq:
+            return self._deliver(s, msg, _K_QUEUED, [s[_SID], 0, flags], 1)
+        body = _qmsg(s[_SID], flags, msg.qos | (_RETAIN if msg.retain else 0), msg.topic, msg.payload)
+        blen = len(body[0]) + len(body[1]) + len(body[2])
+        cost = _cost(msg)
+        rc = self._admit(s, 0, blen, cost)
+        if rc:
+            return rc, -1
+        seq = self.log.append(_K_QMSG, body, blen)
+        if seq < 0:
+            self.refused_store += 1  # (_admit let it by: max_record is checked there)
+            return _RC_QUOTA_EXCEEDED, -1
+        self._mseq[msg] = seq
+        self._mref[msg] = 1
+        s[_BYTES] += _REC + cost  # as a QUEUED record and a reference
+        return 0, seq
+
     def _deliver(self, s, msg, kind, vals, at):
         # A new delivery record of msg; vals[at] is filled with @msg.
         # (0, seq) or (a refusal reason, -1).
-        if kind == _K_QUEUED and vals[2] & 3 == 1 and msg.__class__ is Message and msg not in self._mseq:
-            # A QoS 1 delivery of a message not stored yet: one record holds
-            # both (QMSG); a second reference refers to it as to a MSG
-            # (the hot path of a persistent subscriber: few calls)
-            body = _qmsg(vals[0], vals[2], msg.qos | (_RETAIN if msg.retain else 0), msg.topic, msg.payload)
-            blen = len(body[0]) + len(body[1]) + len(body[2])
-            cost = _cost(msg)
-            rc = self._admit(s, 0, blen, cost)
-            if rc:
-                return rc, -1
-            seq = self.log.append(_K_QMSG, body, blen)
-            if seq < 0:
-                self.refused_store += 1  # (_admit let it by: max_record is checked there)
-                return _RC_QUOTA_EXCEEDED, -1
-            self._mseq[msg] = seq
-            self._mref[msg] = 1
-            s[_BYTES] += _REC + cost  # as a QUEUED record and a reference
-            return 0, seq
         mbody = self._msg_body(msg)
         rc = self._admit(s, _BODY_MAX, 0 if mbody is None else len(mbody), _cost(msg))
         if rc:
@@ -428,7 +433,7 @@ class StateStore:
         s = self._sess.get(sess)
         if s is None:
             return 0
-        rc, seq = self._deliver(s, msg, _K_QUEUED, [s[_SID], 0, qos | (_RETAIN if retain else 0)], 1)
+        rc, seq = self._queued(s, msg, qos | (_RETAIN if retain else 0))
         if not rc:
             if s[_QUEUE] is None:
                 s[_QUEUE] = []
@@ -448,7 +453,7 @@ class StateStore:
         mseq = self._mseq.get(msg)
         if not q or mseq is None:  # (a message we don't hold is no queued one)
             if qos == 1:  # its one record: see the head comment
-                rc, seq = self._deliver(s, msg, _K_QUEUED, [s[_SID], 0, flags], 1)
+                rc, seq = self._queued(s, msg, flags)
             else:
                 rc, seq = self._deliver(s, msg, _K_INFLIGHT, [s[_SID], pid, 0, 0, flags], 2)
             if not rc:
