@@ -473,3 +473,28 @@ def test_client_class_speaks_both(b5):
         assert c.wait_messages(1)[0].payload == b"me"
     finally:
         c.disconnect()
+
+
+def test_full_budget_refuses_new_messages_puback_quota_exceeded(broker_factory, mqtt_client):
+    # Issue #4: a full memory budget refuses the new message for an away
+    # client (never drops one it queued and acknowledged), and a 5.0
+    # publisher hears of it: PUBACK 0x97 Quota exceeded (§3.4.2.1)
+    b = broker_factory(memory_budget_bytes=1024)
+    t = "t08/quota/" + unique_id("q")
+    away = unique_id("away")
+    sub = mqtt_client(b, client_id=away, clean_session=False)
+    sub.subscribe(t, 1)
+    sub.disconnect()
+    pub = v5(b, mqtt_client)
+    codes = {}
+    pub.c.on_publish = lambda c, ud, mid, rc, p: codes.__setitem__(mid, rc.value)
+    mids = [pub.publish(t, b"%03d" % i + b"x" * 100, qos=1).mid for i in range(12)]
+    got = [codes[m] for m in mids]
+    kept = got.count(0)
+    # each held message counts 64 + topic + payload: some fit, the rest are refused
+    assert 0 < kept < 12 and got == [0] * kept + [0x97] * (12 - kept), got
+    back = mqtt_client(b, client_id=away, clean_session=False, connect=False)
+    assert back.connect() == 1  # session present
+    msgs = back.wait_messages(kept, topic=t)
+    assert [int(m.payload[:3]) for m in msgs] == list(range(kept))  # the queued ones, in order
+    b.assert_alive()
