@@ -156,6 +156,12 @@ class TcpServer:
                     break
         except OSError:
             conn.closing = True
+        except MemoryError:
+            # As in flush(): this connection's output is lost, so it is
+            # closed (never left waiting for output that cannot come) and
+            # counted; the others go on
+            conn.closing = True
+            self.broker.stats.conns_oom += 1
         finally:
             self.draining.discard(cid)
         if conn.closing:

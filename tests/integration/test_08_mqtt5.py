@@ -360,6 +360,12 @@ def test_shared_subscriptions(b5, mqtt_client):
     c.send(raw.subscribe(1, [(share, 1)], props=b"\x00"))
     c.expect(raw.SUBACK)
     a.disconnect()
+    # a's DISCONNECT and pub's PUBLISHes come on different sockets: publish
+    # once the broker has let a go, or a may still be dealt one
+    deadline = time.monotonic() + 10
+    while "client %s closed" % a.client_id not in b5.log_text():
+        assert time.monotonic() < deadline, "the broker never saw a leave"
+        time.sleep(0.02)
     b.messages.clear()
     pub.publish(topic, b"to-c-or-b-1", 1)
     pub.publish(topic, b"to-c-or-b-2", 1)
@@ -488,11 +494,13 @@ def test_full_budget_refuses_new_messages_puback_quota_exceeded(broker_factory, 
     pub = v5(b, mqtt_client)
     codes = {}
     pub.c.on_publish = lambda c, ud, mid, rc, p: codes.__setitem__(mid, rc.value)
-    mids = [pub.publish(t, b"%03d" % i + b"x" * 100, qos=1).mid for i in range(12)]
+    # small payloads: on a 64 KiB board the reconnect's output is one
+    # allocation, and a fragmented heap may not have a large one
+    mids = [pub.publish(t, b"%03d" % i + b"x" * 20, qos=1).mid for i in range(16)]
     got = [codes[m] for m in mids]
     kept = got.count(0)
     # each held message counts 64 + topic + payload: some fit, the rest are refused
-    assert 0 < kept < 12 and got == [0] * kept + [0x97] * (12 - kept), got
+    assert 0 < kept < 16 and got == [0] * kept + [0x97] * (16 - kept), got
     back = mqtt_client(b, client_id=away, clean_session=False, connect=False)
     assert back.connect() == 1  # session present
     msgs = back.wait_messages(kept, topic=t)
