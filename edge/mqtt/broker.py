@@ -227,7 +227,10 @@ class Broker:
         if not conn.out:
             self.dirty.append(conn)  # so the runtime sees the close
         sess = conn.session
-        self.log(20 if state == CLOSED else 30, "client %s closed: %s" % (sess.client_id if sess else conn.id, why))
+        try:
+            self.log(20 if state == CLOSED else 30, "client %s closed: %s" % (sess.client_id if sess else conn.id, why))
+        except MemoryError:
+            pass  # a full heap costs the log line, not the cleanup below
         if sess is None or sess.conn is not conn:
             return
         self.stats.clients_connected -= 1

@@ -245,8 +245,17 @@ class TcpServer:
             broker.stats.conns_oom += 1
             self.log(40, "connection %d closed: out of memory (%s)" % (cid, e))
         finally:
-            if not go_on and self._closed(cid, sock):
-                self._forget(cid, sock)
+            if not go_on:
+                try:
+                    gone = self._closed(cid, sock)
+                except MemoryError:
+                    # The broker's cleanup ran out of heap part way: the
+                    # socket is still closed and forgotten, never leaked
+                    # with a task that died holding it
+                    broker.stats.conns_oom += 1
+                    gone = True
+                if gone:
+                    self._forget(cid, sock)
         return cid if go_on else 0
 
     def close(self):

@@ -298,3 +298,30 @@ def test_memory_error_in_a_wills_persistent_delivery_is_counted_not_raised():
     dying.lose()  # the will goes out: no ack anywhere
     assert b.stats.deliveries_oom == 1 and b.stats.msgs_dropped == 1
     assert "dying" not in b.sessions  # clean: its session went with it
+
+
+def test_memory_error_in_the_close_log_line_still_cleans_up():
+    # A board's heap can be too full to format "client X closed: ...": the
+    # line is lost, not the cleanup (a clean session's subscriptions would
+    # stay in the trie, its count and its will with them)
+    b = make_broker()
+    s = Client(b)
+    s.connect("s")
+    s.subscribe(("t/#", 1))
+    c = Client(b)
+    c.connect("c", will_topic="w/c", will_payload=b"gone")
+    watcher = Client(b)
+    watcher.connect("watch")
+    watcher.subscribe(("w/#", 0))
+
+    def full(level, msg):
+        raise MemoryError("allocating 272 bytes")
+
+    b.log = full
+    connected = b.stats.clients_connected
+    s.lose()
+    c.lose()
+    assert b.stats.clients_connected == connected - 2
+    assert "s" not in b.sessions and "c" not in b.sessions
+    assert not b.subs.match_subs("t/x")
+    assert [m.payload for m in publishes(watcher.recv())] == [b"gone"]  # the will went out
