@@ -227,7 +227,7 @@ def test_memory_budget_bounds_offline_state(broker_factory, mqtt_client):
     mon.wait_messages(2, timeout=5)
     sysv = {m.topic.rsplit("/", 1)[1]: int(m.payload) for m in mon.messages}
     assert sysv["refused"] >= 1
-    assert sysv["dropped"] == (3 * fits - fits) + (2 * fits - fits)  # refused, newest first
+    assert sysv["dropped"] == (3 * fits - fits) + (2 * fits - fits)  # the newest, refused
     back = mqtt_client(b, client_id=away2, clean_session=False, connect=False)
     assert back.connect() == 1
     msgs = back.wait_messages(fits, topic=t2)
