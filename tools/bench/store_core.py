@@ -27,8 +27,7 @@ from edge.mqtt.broker import Broker
 from edge.mqtt.packets import Connect, Publish, Subscribe
 from edge.runtime import speedups_cpython
 from edge.runtime.flash import Flash
-from edge.store.log import Log
-from edge.store.state import StateStore
+from edge.runtime.persist import open_store
 
 WINDOW = 20      # the subscriber's (max_inflight) and each feed's messages
 PREFILL = 1000   # the queue the subscriber starts behind
@@ -49,18 +48,14 @@ def _acks(data):
 
 def run(on, rounds):
     """us per message (in and out) and flash bytes per message."""
-    cfg = config.load({"broker": {"max_inflight": WINDOW}}, "gateway")
+    cfg = config.load({"broker": {"max_inflight": WINDOW}, "store": {"sync": "never"}}, "gateway")
     b = Broker(cfg, 0)
     speedups_cpython.install(b)
     log = None
     wd = tempfile.mkdtemp(prefix="edge-store-core-")
     try:
-        if on:
-            sc = cfg["store"]
-            log = Log(Flash(wd), "state", "never", sc["sync_max_delay_ms"], sc["budget_bytes"],
-                      cfg["broker"]["max_packet_size"], sc["segment_bytes"], 65536)
-            log.open(0)
-            b.restore(StateStore(log, sc["session_budget"], 512))
+        if on:  # as the broker opens its store at start (gateway defaults)
+            log = open_store(cfg, b, lambda level, msg: None, Flash(wd))
         ids = []
 
         def client(pkt):
