@@ -325,3 +325,18 @@ def test_memory_error_in_the_close_log_line_still_cleans_up():
     assert "s" not in b.sessions and "c" not in b.sessions
     assert not b.subs.match_subs("t/x")
     assert [m.payload for m in publishes(watcher.recv())] == [b"gone"]  # the will went out
+
+
+def test_v5_publisher_told_quota_exceeded_when_a_clients_queue_is_full():
+    # The other limit a copy is refused for: an online client's queue
+    # (behind its window, max_queued_messages), counted as refused
+    b = make_broker(max_inflight=1, max_queued_messages=2)
+    slow = Client(b)
+    slow.connect("slow")
+    slow.subscribe(("q/#", 1))
+    p = Client(b, v5=True)
+    p.connect("pub5")
+    codes = [publish(p, "q/1", b"m%d" % i, 1, pid=i + 1)[0].reason for i in range(5)]
+    assert codes == [0, 0, 0, 0x97, 0x97], codes  # 1 in flight + 2 queued
+    assert b.stats.msgs_refused == 2 == b.sessions["slow"].dropped
+    assert [m.payload for m in publishes(slow.recv())] == [b"m0"]
