@@ -153,8 +153,9 @@ class Session:
         self.queue = None
         self.queued_bytes = 0
 
-    def _send_new(self, msg, qos, retain):
-        # the caller checked there is room, next_pid included
+    def _send_new(self, msg, qos, retain, e=None):
+        # the caller checked there is room, next_pid included; e: msg's
+        # entry (see _unpack) if the caller holds it already
         pid = self.next_pid
         st = self.store
         if st is not None and st.msg_sent(self, pid, msg, qos, retain):
@@ -169,7 +170,7 @@ class Session:
             if st is not None:
                 st.acked(self, pid, msg)
             return
-        self.inflight[pid] = _entry(msg, qos, retain)
+        self.inflight[pid] = _entry(msg, qos, retain) if e is None else e
         self.stats.msgs_sent += 1
 
     def pump(self):
@@ -198,9 +199,9 @@ class Session:
                 continue
             room -= 1
             if msg is e:  # the usual entry (see _unpack)
-                self._send_new(e, e.qos, False)
+                self._send_new(e, e.qos, False, e)
             else:
-                self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN))
+                self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN), e)
         self.queued_bytes -= size
         if i == len(q):
             self.queue = None  # drained: an idle session holds no queue

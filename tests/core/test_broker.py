@@ -137,6 +137,25 @@ def test_short_form_acks():
         assert p2.closed and b2.stats.protocol_errors == 1, bad
 
 
+def test_bad_publish_closes_the_connection():
+    # Connection.next_event hands a PUBLISH straight to codec.decode_publish
+    # (its fixed header already read): the checks decode() makes hold there
+    for bad in (
+        b"\x36\x05\x00\x01t\x00\x01",  # [MQTT-3.3.1-4] QoS 3
+        b"\x38\x03\x00\x01t",          # [MQTT-3.3.1-2] DUP on QoS 0
+        b"\x32\x05\x00\x01t\x00\x00",  # [MQTT-2.3.1-1] packet id 0
+        b"\x32\x04\x00\x01t\x00",      # the packet id runs past the end
+        b"\x30\x03\x00\x05t",          # the topic runs past the end
+        b"\x30\x04\x00\x02\xc3t",      # [MQTT-1.5.3-1] not UTF-8
+        b"\x30\x04\x00\x02t\x00",      # [MQTT-1.5.3-2] U+0000
+    ):
+        b, s, p = _pair()
+        s.subscribe(("#", 1))
+        p.send_raw(bad + b"\x30\x03\x00\x01t")  # and a good one after it
+        assert p.closed and b.stats.protocol_errors == 1, bad
+        assert publishes(s.recv()) == [], bad
+
+
 def test_granted_qos_downgrades_delivery():
     b, s, p = _pair()
     s.subscribe(("a", 1))
