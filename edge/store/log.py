@@ -97,7 +97,7 @@ class Log:
         self._rotate = False    # a write failed: the next flush starts a segment
         # The batch: records not framed yet (a deletion just drops one),
         # framed bytes a failed write left, tombstones.
-        self._pend = []         # (kind, seq, body) or None once deleted
+        self._pend = []         # (kind, seq, body, body length) or None once deleted
         self._pbase = 0         # the seq of _pend[0]: appends take consecutive seqs
         self._pbytes = 0        # what _pend's records will take
         self._redo = bytearray()
@@ -154,9 +154,10 @@ class Log:
         pend = self._pend
         if not pend:
             self._pbase = seq
-        pend.append((kind, seq, body))
+        pend.append((kind, seq, body, blen))
         self._pbytes += size
-        self._after_change()
+        if self.sync == "always" or self._pbytes + len(self._pending) >= self.batch_bytes:
+            self.flush()  # (_after_change(), inline: once per record)
         return seq
 
     def delete(self, seq, elide=True):
@@ -272,7 +273,7 @@ class Log:
         data = self._redo
         for e in self._pend:
             if e is not None:
-                append_seq_record(data, e[0], e[1], e[2])
+                append_seq_record(data, e[0], e[1], e[2], e[3])
         data.extend(self._pending)
         self._redo = data  # framed: a failed write writes it again
         self._pend = []

@@ -69,14 +69,15 @@ def append_record(buf, kind, body, prefix=b""):
     return len(buf) - start
 
 
-def append_seq_record(buf, kind, seq, body):
+def append_seq_record(buf, kind, seq, body, blen=-1):
     """append_record(buf, kind, body, prefix=varint(seq)) without building
     the prefix (edge/store/log.py: once per record and tombstone, hot).
-    body: bytes, or a tuple of bytes parts (body_len). One piece per
-    record, CRC'd and added to buf at once: no view of buf (which would
-    block its growth), no field-by-field appends (about half the time)."""
+    body: bytes, or a tuple of bytes parts (body_len); blen, if given, its
+    length. One piece per record, CRC'd and added to buf at once: no view
+    of buf (which would block its growth), no field-by-field appends
+    (about half the time)."""
     tup = type(body) is tuple
-    n = body_len(body) + 1
+    n = (body_len(body) if blen < 0 else blen) + 1
     if n < 0x7C and seq < 0x10000000:
         # The usual: a one-byte length, a seq of up to 4 bytes (the same
         # bytes as the loop below)

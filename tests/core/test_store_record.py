@@ -139,6 +139,7 @@ def test_seq_records_frame_as_the_generic_record_at_every_boundary():
             want = bytearray()
             append_record(want, 27, body, bytes(prefix))
             for b in (body, (body[:1], body[1:5], body[5:])):
-                got = bytearray(b"xy")
-                n = append_seq_record(got, 27, seq, b)
-                assert got[2:] == want and n == len(want), (seq, blen)
+                for given in (-1, blen):  # its length measured, or given (Log.append's)
+                    got = bytearray(b"xy")
+                    n = append_seq_record(got, 27, seq, b, given)
+                    assert got[2:] == want and n == len(want), (seq, blen, given)
