@@ -91,11 +91,8 @@ def _u16(mv, i, end):
     return mv[i] << 8 | mv[i + 1]
 
 
-# _pid() and _str() read their u16 inline: they run for every PUBLISH
 def _pid(mv, i, end):
-    if i + 2 > end:
-        raise _short()
-    pid = mv[i] << 8 | mv[i + 1]
+    pid = _u16(mv, i, end)
     if not pid:
         # [MQTT-2.3.1-1] packets that carry a packet id need a non-zero one
         raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "packet id 0")
@@ -112,10 +109,8 @@ def _bin(mv, i, end):
 
 def _str(mv, i, end):
     # 2-byte length + UTF-8 string (§1.5.3) -> (str, next_i)
-    if i + 2 > end:
-        raise _short()
-    j = i + 2 + (mv[i] << 8 | mv[i + 1])
     i += 2
+    j = i + _u16(mv, i - 2, end)
     if j > end:
         raise _short()
     try:
@@ -328,21 +323,6 @@ _DECODERS = (
 )
 
 
-def _publish_flags(b0):
-    # [MQTT-3.3.1-4] QoS 3; [MQTT-3.3.1-2] DUP on QoS 0
-    if b0 & 6 == 6 or b0 & 0x0E == 8:
-        raise _malformed("PUBLISH QoS 3 or DUP on QoS 0")
-
-
-def decode_publish(buf, b0, i, end, v5=False):
-    """The PUBLISH whose fixed header (first byte b0) the caller has read:
-    its body is buf[i:end], all there. decode(view=True) without reading
-    the header again (Connection.next_event: the hot packet)."""
-    _publish_flags(b0)
-    mv = memoryview(buf) if type(buf) is bytearray else buf
-    return _dec_publish(mv, b0, i, end, v5, True)[0]
-
-
 def decode(buf, start, end, v5=False, view=False):
     # (packet, bytes used) for the packet at buf[start:end], or (None, 0) if
     # it is not all there yet. Raises RemoteProtocolError. view=True: a QoS 0
@@ -358,7 +338,9 @@ def decode(buf, start, end, v5=False, view=False):
     kind = b0 >> 4
     # Judge the first byte at once: no point waiting for a bad packet's body.
     if kind == _PUBLISH:
-        _publish_flags(b0)
+        # [MQTT-3.3.1-4] QoS 3; [MQTT-3.3.1-2] DUP on QoS 0
+        if b0 & 6 == 6 or b0 & 0x0E == 8:
+            raise _malformed("PUBLISH QoS 3 or DUP on QoS 0")
     elif kind == 0 or (kind == _AUTH and not v5):
         raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "reserved packet type %d" % kind)
     elif b0 & 15 != _FLAGS[kind]:  # [MQTT-2.2.2-2]
@@ -370,7 +352,7 @@ def decode(buf, start, end, v5=False, view=False):
     if n < 0 or i + n > end:
         return None, 0
     if kind == _PUBLISH:
-        pkt, j = _dec_publish(mv, b0, i, i + n, v5, view)  # (flags judged above)
+        pkt, j = _dec_publish(mv, b0, i, i + n, v5, view)
     else:
         pkt, j = _DECODERS[kind](mv, b0, i, i + n, v5)
     if j != i + n:

@@ -21,7 +21,6 @@ CLOSED = const(2)         # closed by us or by the peer; no more input
 ERROR = const(3)          # a protocol error closed it (h11's ERROR)
 
 _CONNECT_BYTE = const(0x10)  # CONNECT, flags 0 [MQTT-2.2.2-1]
-_PUBLISH = const(3)  # packet type (consts.py)
 # First bytes of the acknowledgements, their fixed flags included [MQTT-2.2.2-1]
 _PUBACK_BYTE = const(0x40)
 _PUBREC_BYTE = const(0x50)
@@ -132,13 +131,7 @@ class Connection:
                 raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "packet id 0")
             self.pos = j
             return (b0 >> 4) << 16 | pid
-        if b0 >> 4 == _PUBLISH:
-            # The hot packet: its header is read, straight to its body (in
-            # AWAIT_CONNECT it was refused above). view: a QoS 0 PUBLISH's
-            # payload stays in buf (see last_packet)
-            pkt = codec.decode_publish(buf, b0, i, j, self.v5)
-            self.pos = j
-            return pkt
+        # view: a QoS 0 PUBLISH's payload stays in buf (see last_packet)
         pkt, used = codec.decode(buf, pos, j, self.v5, True)
         if pkt is None or used != j - pos:
             raise RemoteProtocolError(_RC_MALFORMED, "remaining length does not match contents")
