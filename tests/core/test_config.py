@@ -18,7 +18,7 @@ def test_defaults_gateway():
     b = cfg["broker"]
     assert b["bind"] == "127.0.0.1" and b["port"] == 1883
     assert b["max_connections"] == 1000 and b["max_packet_size"] == 1048576
-    assert b["max_inflight"] == 20 and b["max_queued_messages"] == 1000
+    assert b["max_inflight"] == 256 and b["max_queued_messages"] == 1000
     assert b["max_retained_bytes"] == 10485760
     assert b["allow_zero_length_clientid"] is True
     assert cfg["store"] == {"persistence": True, "dir": "./data", "sync": "batch",
