@@ -398,11 +398,10 @@ class Broker:
             # session's fails the feed and drops its output, this ack too
             # (data_received). The runtime writes it after the feed, and
             # after the store's sync, either way.
-            pid = pkt.pid
-            if qos == 1:  # PUBACK (its pid checked non-zero by the decoder)
-                conn.write(bytes((0x40, 2, pid >> 8, pid & 255)))
+            if qos == 1:
+                conn.send_ack(_PUBACK, pkt.pid)
             elif qos == 2:
-                conn.send_ack(_PUBREC, pid)
+                conn.send_ack(_PUBREC, pkt.pid)
         self.acking = True  # a persistent delivery the heap cannot keep fails the ack (_route)
         try:
             if topic.startswith("$SYS"):

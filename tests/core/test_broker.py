@@ -138,8 +138,8 @@ def test_short_form_acks():
 
 
 def test_bad_publish_closes_the_connection():
-    # Connection.next_event hands a PUBLISH straight to codec.decode_publish
-    # (its fixed header already read): the checks decode() makes hold there
+    # A bad PUBLISH through a connection (next_event, codec.decode) closes
+    # it as a protocol error, and nothing of it or after it is delivered
     for bad in (
         b"\x36\x05\x00\x01t\x00\x01",  # [MQTT-3.3.1-4] QoS 3
         b"\x38\x03\x00\x01t",          # [MQTT-3.3.1-2] DUP on QoS 0
