@@ -6,8 +6,9 @@ The flat-out persistent fan-in of tools/bench/store.py, in the regime it
 runs in on the wire: every delivery is written before its PUBACK comes back
 (a batch is written at the end of the loop pass that brought it; with a
 max_inflight of 20 the subscriber's queue is long as well). Here the
-subscriber starts behind a queue, so none of its acks can elide a record. Per round one publisher feeds 20 QoS 1
-PUBLISHes (queued), the subscriber acks its 20 in flight and gets 20 from
+subscriber starts behind a queue, so none of its acks can elide a record.
+Per round one publisher feeds 20 QoS 1 PUBLISHes (queued), the subscriber
+acks its 20 in flight and gets 20 from
 the queue, and the store's batch is written (into real files, never
 synced: the sync is not the core's cost). Timed: the broker's feeds and the
 write, per message in and out. Printed with persistence on and off, best
