@@ -25,6 +25,14 @@ def body(msg, flags):
     return encode(_K_MSG5, (flags, msg.topic, msg.sender or "", encode_props(props, _PUBLISH), msg.payload))
 
 
+def extra(msg):
+    """Bytes a MSG5 record of Message5 msg takes beyond a MSG record's:
+    its property block and sender (state.py _cost). Constant for the
+    message's life: its properties are copied, never changed in place, and
+    Message Expiry is a four-byte integer whatever is left of it."""
+    return len(encode_props(msg.props, _PUBLISH)) + len(msg.sender or "")
+
+
 def message(vals, clock):
     """The Message5 of a decoded MSG5 body; ValueError if its properties
     do not parse (a good CRC over a body that isn't ours)."""

@@ -89,7 +89,15 @@ _QHEAD = const(9)  # _QUEUE's entries before it have gone in flight (below)
 
 
 def _cost(msg):
-    return (len(msg.topic) + len(msg.payload)) + _MSG_COST
+    # What a reference to msg counts against its session's budget: the
+    # bytes its MSG record takes (about). The same for the message's whole
+    # life: every reference added is taken off again with this.
+    n = len(msg.topic) + len(msg.payload) + _MSG_COST
+    if msg.__class__ is not Message:  # Message5: its MSG5 record holds more
+        from edge.store.msg5 import extra
+
+        n += extra(msg)
+    return n
 
 
 def _take_oldest(s, q):

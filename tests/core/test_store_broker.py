@@ -207,6 +207,40 @@ def test_store_full_tells_a_v5_publisher_quota_exceeded():
     assert b.stats.msgs_refused == 40 - queued
 
 
+def test_session_budget_counts_a_v5_message_s_properties():
+    # A MSG5 record holds the message's properties too: a 5.0 publisher's
+    # large User Property counts against the subscriber's session_budget as
+    # its payload would (issue #4: the per-session byte limit is explicit)
+    m = MemFiles()
+    b, log, _ = boot(m, budget=65536, session_budget=1500)
+    sub = Client(b)
+    sub.connect("sub", clean=False)
+    sub.subscribe(("t", 1))
+    sub.lose()
+    base = b.store._sess[b.sessions["sub"]][2]  # _BYTES: its session and subscription
+    pub = Client(b, v5=True)
+    pub.connect("pub5")
+    big = {0x26: [("k", "v" * 300)]}
+    codes = [publish(pub, "t", b"p", 1, pid=i + 1, props=dict(big))[0].reason for i in range(20)]
+    queued = len(b.sessions["sub"].queue)
+    # each held message takes over 300 bytes of flash: 1500 hold 4 of them
+    assert 0 < queued <= 4 and codes == [0] * queued + [0x97] * (20 - queued), codes
+    st = b.store
+    assert st._sess[b.sessions["sub"]][2] <= 1500  # _BYTES, what the budget counted
+    log.flush()
+    b2, log2, counts = boot(crash(m), budget=65536, session_budget=1500)
+    assert counts["queued"] == queued
+    # delivered and acked, the session's count goes back to what it was
+    back = Client(b2)
+    back.connect("sub", clean=False)
+    got = publishes(back.recv())
+    assert len(got) == queued and got[0].props is None  # (a 3.1.1 subscriber)
+    for g in got:
+        back.send_raw(bytes((0x40, 2, g.pid >> 8, g.pid & 255)))
+    s2 = b2.store._sess[b2.sessions["sub"]]
+    assert not s2[7] and not s2[6] and s2[2] == base, (s2, base)  # _QUEUE, _INFL, _BYTES
+
+
 def test_new_session_refused_when_store_full():
     m = MemFiles()
     b, log, _ = boot(m, budget=4096)
