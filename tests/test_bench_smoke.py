@@ -29,6 +29,7 @@ def test_store_bench_quick(tmp_path):
     assert paced["bytes_per_msg"] > 0 and paced["syncs_per_s"] > 0
     for key in ("flat_persistent", "flat_clean"):
         assert doc[key]["off"] > 0 and doc[key]["on"] > 0, doc
+        assert doc[key]["cpu_us_per_msg_off"] > 0 and doc[key]["cpu_us_per_msg_on"] > 0, doc
 
 
 @pytest.mark.timeout(60)

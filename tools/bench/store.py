@@ -88,6 +88,12 @@ def _flow(launcher, params):
     return res
 
 
+def _cpu_us(r):
+    # The broker's CPU a delivered message, in us (its share of a core over
+    # the flow, from /proc): what the ratio is made of when it is CPU bound
+    return (r.get("cpu_broker_pct") or 0) / 100.0 * r["elapsed_s"] / max(r["good"], 1) * 1e6
+
+
 def _fanin(duration, clean, rate=0):
     return {"npubs": 4, "nsubs": 1, "qos": 1, "duration": duration, "clean": clean, "rate": rate}
 
@@ -112,11 +118,13 @@ def run(duration=5.0, rate=2000, runs=3, out=print, breakdown=False):
     # 2./3. flat out, alternating on and off
     for label, clean in (("persistent subscriber", False), ("clean subscriber (fanin_q1)", True)):
         rates = {"off": [], "on": []}
+        cpu = {"off": [], "on": []}  # the broker's CPU a message, us (from /proc)
         for i in range(runs):
             order = (("off", off), ("on", on)) if i % 2 == 0 else (("on", on), ("off", off))
             for name, launcher in order:
                 r = _flow(launcher, _fanin(duration, clean))
                 rates[name].append(r["msgs_per_s"])
+                cpu[name].append(_cpu_us(r))
         m_off, m_on = statistics.median(rates["off"]), statistics.median(rates["on"])
         # The ratio as tools/bench reports its ratios: the median of those
         # measured within each run (an on and an off flow back to back), so
@@ -124,12 +132,16 @@ def run(duration=5.0, rate=2000, runs=3, out=print, breakdown=False):
         ratios = [b / a for a, b in zip(rates["off"], rates["on"]) if a]
         ratio = statistics.median(ratios) if ratios else 0.0
         key = "flat_persistent" if not clean else "flat_clean"
+        c_off, c_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
         res[key] = {"off": m_off, "on": m_on, "ratio": round(ratio, 3),
                     "runs_off": rates["off"], "runs_on": rates["on"],
-                    "run_ratios": [round(x, 3) for x in ratios]}
+                    "run_ratios": [round(x, 3) for x in ratios],
+                    "cpu_us_per_msg_off": round(c_off, 1), "cpu_us_per_msg_on": round(c_on, 1)}
         out("QoS 1 fan-in 4 -> 1, %s, median of %d: persistence off %.0f msg/s, on (batch) %.0f msg/s, "
-            "ratio %.0f%% (median of the in-run ratios %s)" % (
-                label, runs, m_off, m_on, 100.0 * ratio, " ".join("%.0f%%" % (100 * x) for x in ratios)))
+            "ratio %.0f%% (median of the in-run ratios %s); the broker's CPU a message: "
+            "off %.1f us, on %.1f us" % (
+                label, runs, m_off, m_on, 100.0 * ratio, " ".join("%.0f%%" % (100 * x) for x in ratios),
+                c_off, c_on))
     if breakdown:
         # where the cost is: the same persistent flow, written but never
         # synced (the store's CPU cost alone), and synced per record
