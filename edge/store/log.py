@@ -156,8 +156,7 @@ class Log:
             self._pbase = seq
         pend.append((kind, seq, body, blen))
         self._pbytes += size
-        if self.sync == "always" or self._pbytes + len(self._pending) >= self.batch_bytes:
-            self.flush()  # (_after_change(), inline: once per record)
+        self._after_change()
         return seq
 
     def delete(self, seq, elide=True):
