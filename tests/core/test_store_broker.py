@@ -28,15 +28,15 @@ def crash(m):
     return m
 
 
-def sub_and_pub(b, f, qos, offline=True):
+def sub_and_pub(b, f, qos, offline=True, v5=False):
     """A persistent subscriber "sub" to f (gone again if offline), and a
-    connected clean publisher "pub"."""
+    connected clean publisher "pub" (MQTT 5.0 if v5)."""
     sub = Client(b)
     sub.connect("sub", clean=False)
     sub.subscribe((f, qos))
     if offline:
         sub.lose()
-    pub = Client(b)
+    pub = Client(b, v5=v5)
     pub.connect("pub")
     return sub, pub
 
@@ -195,12 +195,7 @@ def test_store_full_tells_a_v5_publisher_quota_exceeded():
     # PUBACK 0x97, not a success the store cannot keep (issue #4)
     m = MemFiles()
     b, log, _ = boot(m, budget=4096, session_budget=1500)
-    sub = Client(b)
-    sub.connect("sub", clean=False)
-    sub.subscribe(("t", 1))
-    sub.lose()
-    pub = Client(b, v5=True)
-    pub.connect("pub5")
+    sub, pub = sub_and_pub(b, "t", 1, v5=True)
     codes = [publish(pub, "t", b"p" * 100, 1, pid=i + 1)[0].reason for i in range(40)]
     queued = len(b.sessions["sub"].queue)
     assert codes == [0] * queued + [0x97] * (40 - queued), codes
@@ -213,13 +208,8 @@ def test_session_budget_counts_a_v5_message_s_properties():
     # its payload would (issue #4: the per-session byte limit is explicit)
     m = MemFiles()
     b, log, _ = boot(m, budget=65536, session_budget=1500)
-    sub = Client(b)
-    sub.connect("sub", clean=False)
-    sub.subscribe(("t", 1))
-    sub.lose()
+    sub, pub = sub_and_pub(b, "t", 1, v5=True)
     base = b.store._sess[b.sessions["sub"]][2]  # _BYTES: its session and subscription
-    pub = Client(b, v5=True)
-    pub.connect("pub5")
     big = {0x26: [("k", "v" * 300)]}
     codes = [publish(pub, "t", b"p", 1, pid=i + 1, props=dict(big))[0].reason for i in range(20)]
     queued = len(b.sessions["sub"].queue)
