@@ -163,6 +163,79 @@ def test_acks_written_only_after_the_sync():
     assert events.count("sync") == 1, events
 
 
+def test_an_ack_needs_no_sync_once_its_delivery_is_acknowledged():
+    # The PUBACK waits for the record of the persistent delivery, until
+    # "sub" acknowledges it: the record is void then (Log.settled), never
+    # written, and the PUBACK goes out with no write and no sync at all, as
+    # RabbitMQ confirms a persistent message consumed before it was stored
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Puback, Publish
+
+    events = []
+
+    async def then(srv, peers):
+        srv.sync_wait = 30.0  # a commit never comes in this test's time
+        srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
+        assert [e[0] for e in events] == ["sub"], events  # the delivery, at once
+        await asyncio.sleep(0.05)
+        assert [e[0] for e in events] == ["sub"], events  # the PUBACK waits
+        srv.received(peers["sub"], codec.encode(Puback(1)))
+        await asyncio.sleep(0)  # the end of the loop pass
+        assert events[1:] == [("pub", b"\x40\x02\x00\x05")], events
+        assert not srv.held and srv.broker.store.log.pending() == 0
+
+    _serve(_Files(events), events, then)
+    assert "append" not in events and "sync" not in events, events
+
+
+def test_an_unacknowledged_delivery_is_synced_after_the_wait():
+    # Not acknowledged within sync_wait: written, synced, then the PUBACK
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Publish
+
+    events = []
+
+    async def then(srv, peers):
+        srv.sync_wait = 0.05
+        srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
+        await asyncio.sleep(0.02)
+        assert [e[0] for e in events] == ["sub"], events
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if not srv.held:
+                break
+        assert events[1:] == ["append", "sync", ("pub", b"\x40\x02\x00\x05")], events
+
+    _serve(_Files(events), events, then)
+
+
+def test_a_queued_delivery_is_synced_without_the_wait():
+    # A delivery queued for a client that is away has no ack coming: its
+    # record is committed at the end of the loop pass, whatever sync_wait
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Disconnect, Publish
+
+    events = []
+
+    async def then(srv, peers):
+        srv.sync_wait = 30.0
+        srv.received(peers["sub"], codec.encode(Disconnect()))
+        await asyncio.sleep(0)
+        del events[:]
+        srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
+        assert events == [], events
+        await asyncio.sleep(0)
+        assert events == ["append", "sync", ("pub", b"\x40\x02\x00\x05")], events
+
+    _serve(_Files(events), events, then)
+
+
 class _ThreadFiles(_Files):
     """Files with a handle to sync off the loop: the first one fails."""
 
@@ -214,7 +287,11 @@ def test_a_failed_sync_off_the_loop_holds_the_acks_and_retries():
     out = [e for e in events if type(e) is tuple]
     assert min(events.index(e) for e in out) > events.index("handle"), events
     assert events.index("handle") > events.index("append")  # the batch again, first
-    assert out[0] == ("sub", b"\x20\x02\x00\x00"), events  # CONNACK, held since the failure
+    # "sub"'s CONNACK, held since the failure, first; its SUBACK and the
+    # delivery after it, in one write
+    sub = b"".join(d for c, d in out if c == "sub")
+    assert out[0][0] == "sub", events
+    assert sub == b"\x20\x02\x00\x00" + b"\x90\x03\x00\x01\x02" + b"\x34\x06\x00\x01t\x00\x012", events
     assert ("pub", b"\x20\x02\x00\x00\x50\x02\x00\x09") in out, events  # CONNACK + PUBREC
 
 

@@ -13,20 +13,28 @@
 # path held a StreamReader (and its buffer), a StreamWriter, their protocol,
 # a Task and its coroutine frame as well.
 #
-# Group commit (DESIGN "Delivery guarantees"): when a feed left records in
-# the store's batch, the output (the PUBACK/PUBREC/CONNACK that promise
-# them) is held and a commit is scheduled with call_soon, which runs after
-# every data_received() of this loop pass: the records of all connections
-# read in one pass share one sync, then all their output goes out.
+# Group commit (DESIGN "Delivery guarantees"): output that may promise what
+# the store holds (Connection.promise: a PUBACK, PUBREC, SUBACK, CONNACK)
+# is held, in order per connection, with what it may promise: the log's
+# next_seq - 1 when it was queued. Once a loop pass, after all its reads,
+# held output goes out as far as Log.settled() reaches: what it promises
+# is durable, or void. A record deleted before it was written is void: a
+# persistent subscriber's PUBACK that came first ended the delivery, so
+# the publisher's PUBACK needs no flash at all (as RabbitMQ confirms a
+# persistent message "as soon as it is persisted to disk, or when it is
+# consumed on every queue"). For the rest a commit writes the batch and
+# syncs it: store.sync_wait_us (self.sync_wait) after output began to wait
+# when deliveries went out since the last commit (their acks may still
+# void their records), at once when none did (a queue for a client that
+# is away: no ack is coming).
 #
 # The sync itself (an fsync, ~0.6 ms on a VM disk, more on an SD card) runs
 # in a helper process (flash_cpython.Syncer: a thread's GIL handovers
-# stalled the loop), pipelined: the commit writes the batch to the file,
-# takes the output it promises aside and hands the fsync to the helper; the
-# loop reads and handles on meanwhile, its records gathering in the next
-# batch and all its output held, until the sync is done: then the output
-# taken aside goes out and the next batch is committed. Output never
-# overtakes the sync of a record it follows.
+# stalled the loop), pipelined: the commit writes the batch to the file and
+# hands the fsync to the helper; the loop reads and handles on meanwhile,
+# its records gathering in the next batch, until the sync is done: then the
+# output it settled goes out and the next commit is due. Output never
+# overtakes the sync of a record it promises.
 import asyncio
 import errno
 import os
@@ -86,9 +94,11 @@ class TcpServer:
         self.next_id = 0
         self.server = None  # asyncio Server
         self.commit_due = False  # a _commit() is scheduled
+        self.release_due = False  # a _release() is scheduled
         self.syncing = False     # a sync runs in the helper
-        self.held = []           # [(conn, data)] output waiting for that sync
-        self.held_ids = set()    # the connections in held
+        self.held = {}           # cid -> [conn, (need, data), ...]: output waiting (flush())
+        self.sync_wait = 0.0     # seconds a commit waits for acks (store.sync_wait_us)
+        self.sent_mark = 0       # the store's sent_records at the last commit
         self.syncer = None       # the sync helper (Syncer), started by the first sync; False: none
         self.sync_top = 0        # what the sync in flight covers (log.top)
 
@@ -175,31 +185,42 @@ class TcpServer:
 
     # ---- output ---------------------------------------------------------------
     def flush(self):
-        """Write out everything the broker queued (one write per connection),
-        once the store's batch is durable (see the head comment)."""
+        """Write out everything the broker queued (one write per connection);
+        output that may promise records waits until they are durable or
+        void (see the head comment)."""
         broker = self.broker
         dirty = broker.dirty
-        if not dirty:
-            return
         st = broker.store
-        if st is not None and (self.syncing or st.log.pending()):
-            if not self.commit_due and not self.syncing:
-                self.commit_due = True
-                asyncio.get_running_loop().call_soon(self._commit)
-            # (a sync in flight: its end commits what came since.) Output
-            # that promises nothing (Connection.promise) goes now, unless
-            # output held for this connection is ahead of it.
-            held = self.held_ids
-            now = []
-            wait = []
-            for c in dirty:
-                (wait if c.promise or c.id in held else now).append(c)
-            if now:
-                dirty[:] = now
+        if st is None:
+            if dirty:
                 self._write(self._take())
-                dirty[:] = wait
             return
-        self._write(self._take())
+        held = self.held
+        if dirty:
+            log = st.log
+            need = log.next_seq - 1  # what this output may promise (Log.settled)
+            settled = -1
+            now = []
+            for c in dirty:
+                e = held.get(c.id)
+                if e is None:  # (output held for c goes first: in order)
+                    if not c.promise:
+                        now.append(c)  # promises nothing (Connection.promise)
+                        continue
+                    if settled < 0:
+                        settled = log.settled()
+                    if need <= settled:
+                        now.append(c)  # nothing it may promise waits
+                        continue
+                    e = held[c.id] = [c]
+                e.append((need, broker.take(c) if c.out else b""))
+            dirty[:] = now
+            self._write(self._take())
+        if held and not self.release_due:
+            # once a loop pass, after its reads: acks that came in it may
+            # have made records void (one write per connection, not one a feed)
+            self.release_due = True
+            asyncio.get_running_loop().call_soon(self._release)
 
     def _take(self):
         # The output the broker queued, out of its connections, in order
@@ -211,12 +232,35 @@ class TcpServer:
         dirty.clear()
         return out
 
-    def _hold(self):
-        # The output a commit promises, aside until its sync is done
-        out = self._take()
-        self.held += out
-        for conn, data in out:
-            self.held_ids.add(conn.id)
+    def _release(self):
+        # Held output whose promises are kept goes out; a commit is due for
+        # the rest (sync_wait_us after it began to wait, for acks that make
+        # its records void and their writing needless)
+        self.release_due = False
+        held = self.held
+        if not held:
+            return
+        settled = self.broker.store.log.settled()
+        out = []
+        for cid in list(held):
+            e = held[cid]
+            i = 1
+            while i < len(e) and e[i][0] <= settled:
+                i += 1
+            if i > 1:
+                out.append((e[0], e[1][1] if i == 2 else b"".join([x[1] for x in e[1:i]])))
+                if i == len(e):
+                    del held[cid]
+                else:
+                    del e[1:i]
+        self._write(out)
+        if held and not self.commit_due and not self.syncing:
+            self.commit_due = True
+            if self.sync_wait and self.broker.store.sent_records != self.sent_mark:
+                # records of deliveries in flight: their acks may void them
+                asyncio.get_running_loop().call_later(self.sync_wait, self._commit)
+            else:
+                self._commit()  # (queued ones: no ack is coming soon)
 
     def _write(self, out):
         peers = self.peers
@@ -235,13 +279,15 @@ class TcpServer:
                 tr.close()  # after the buffered output is written
 
     def _commit(self):
-        # One sync for the batch of this loop pass (and of the passes the
-        # last sync took), then its output
+        # One sync for the batch (and whatever came while the last sync
+        # ran), then the output it kept waiting
         self.commit_due = False
         if self.syncing:
             return
-        log = self.broker.store.log
+        st = self.broker.store
+        log = st.log
         loop = asyncio.get_running_loop()
+        self.sent_mark = st.sent_records
         try:
             log.write()
             fd = log.sync_handle()
@@ -252,7 +298,6 @@ class TcpServer:
             self.commit_due = True
             loop.call_later(_RETRY_S, self._commit)
             return
-        self._hold()
         if fd is None:  # durable already: out it goes
             self._release()
             return
@@ -299,14 +344,6 @@ class TcpServer:
             return
         log.sync_done(top)
         self._release()
-        if self.broker.dirty or log.pending():
-            self._commit()
-
-    def _release(self):
-        out = self.held
-        self.held = []
-        self.held_ids.clear()
-        self._write(out)
 
     def close(self):
         if self.server is not None:

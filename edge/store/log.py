@@ -21,7 +21,12 @@
 # must not ack before a record is durable (PUBACK after a QoS 1 append,
 # PUBREC after a QoS 2 pid) calls flush() before it sends; tick(now) bounds
 # how long anything else waits (sync_max_delay_ms). sync = "always" flushes
-# on every change, "never" writes on tick but never syncs.
+# on every change, "never" writes on tick but never syncs. settled() tells a
+# runtime that holds each ack until what it promises is kept (tcp_cpython.py)
+# how far acks may go: a record deleted before it was written needs no flash
+# (what promised it is done with it), and a deletion marked quiet (an ended
+# delivery) holds no output back; any other deletion holds what is queued
+# after it until its tombstone is durable.
 #
 # Recovery (open): a torn or bad record ends its segment and the tail is cut;
 # a segment we can't read at all is renamed PREFIX.<id>.corrupt-<now> and
@@ -100,6 +105,7 @@ class Log:
         self._pend = []         # (kind, seq, body, body length) or None once deleted
         self._pbase = 0         # the seq of _pend[0]: appends take consecutive seqs
         self._pbytes = 0        # what _pend's records will take
+        self._room = 0          # what the batch may still take before it is written: write()
         self._redo = bytearray()
         self._pending = bytearray()
         self._batch_live = 0    # live bytes of the batch's records
@@ -109,6 +115,12 @@ class Log:
         self._due = -1          # tick() flushes the batch at this time
         self._buf = None        # read buffer, allocated on first read
         self._walk_end = (0, None)
+        self._pc = 0            # _pend's entries before it are deleted (settled())
+        self._tomb_batch = -1   # where the batch's first tombstone was made (settled())
+        self._tomb_written = -1  # the same for what write() wrote and no sync has covered
+        self._seq_bytes = 0     # varint bytes of next_seq, until it reaches...
+        self._seq_grow = 0      # ...this (seqs only grow: append() rarely counts them)
+        self._reset_room()
 
     # ---- names ---------------------------------------------------------------
     def _name(self, sid):
@@ -138,12 +150,9 @@ class Log:
         if blen < 0:
             blen = body_len(body)
         seq = self.next_seq
-        n = blen + 1  # + varint(seq)
-        v = seq >> 7
-        while v:
-            n += 1
-            v >>= 7
-        size = record_size(n)  # framed by write()
+        if seq >= self._seq_grow:
+            self._count_seq(seq)
+        size = record_size(blen + self._seq_bytes)  # body: varint(seq) + body; framed by write()
         if blen > self.max_record or self.live_bytes + size > self.budget_bytes:
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1
@@ -156,16 +165,29 @@ class Log:
             self._pbase = seq
         pend.append((kind, seq, body, blen))
         self._pbytes += size
-        self._after_change()
+        self._room -= size
+        if self._room <= 0:
+            self.flush()
         return seq
 
-    def delete(self, seq, elide=True):
+    def _count_seq(self, seq):
+        n = 1
+        top = 0x80
+        while seq >= top:
+            n += 1
+            top <<= 7
+        self._seq_bytes = n
+        self._seq_grow = top
+
+    def delete(self, seq, elide=True, quiet=False):
         """Retire a record (a tombstone goes in the batch). False if seq is
         not live. A record still in the batch is dropped from it instead,
         unless elide is False: a record a later one replaces through a
         back reference (state.py: RELEASED -> INFLIGHT -> QUEUED) must reach
         the flash, or a torn batch could keep the later one and lose the
-        link to what it replaced."""
+        link to what it replaced. quiet: no output will promise this
+        deletion (an ended delivery), so settled() does not wait for its
+        tombstone."""
         size = self._live.pop(seq, None)
         if size is None:
             return False
@@ -177,6 +199,7 @@ class Log:
             # costs no flash at all)
             self._pend[i] = None
             self._pbytes -= size
+            self._room += size
             self._batch_live -= size
             return True
         if seq > self.top:
@@ -195,18 +218,21 @@ class Log:
             if lo:
                 self._put_dels()
             self._del_lo = self._del_hi = seq
-        self._after_change()
+        if not quiet and self._tomb_batch < 0:
+            self._tomb_batch = self.next_seq - 1  # (settled())
+        if self._room <= 0:
+            self.flush()
         return True
 
     def _put_dels(self):
         lo = self._del_lo
         n = self._del_hi - lo + 1
         if n == 1:
-            append_seq_record(self._pending, K_DEL, lo, b"")
+            self._room -= append_seq_record(self._pending, K_DEL, lo, b"")
         else:
             body = bytearray()
             put_varint(body, n)
-            append_seq_record(self._pending, K_DELS, lo, body)
+            self._room -= append_seq_record(self._pending, K_DELS, lo, body)
         self._del_lo = 0
 
     def _seg_of(self, seq):
@@ -222,15 +248,44 @@ class Log:
                 hi = mid
         return segs[lo]
 
-    def _after_change(self):
-        if self.sync == "always" or self._pbytes + len(self._pending) >= self.batch_bytes:
-            self.flush()
+    def _reset_room(self):
+        # An empty batch: it is written once it holds batch_bytes (H7), or
+        # at every change with sync="always"
+        self._room = 0 if self.sync == "always" else self.batch_bytes
 
     def pending(self):
         """Bytes of the batch not written yet (0: everything is written;
         synced too, unless sync="never" or a sync() elsewhere is still on
         its way: see write())."""
         return self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
+
+    def settled(self):
+        """Output the owner queued while next_seq - 1 was at most this may
+        go out: every record appended and every deletion made by then is
+        durable, or void. A record deleted before write() reached it is
+        void: it never reaches the flash, and what promised it needs no
+        flash any more (a delivery acknowledged, a session ended). So a
+        runtime that holds each piece of output until settled() reaches
+        what next_seq - 1 was when it was queued lets an ack go as soon as
+        what it promises is kept, without waiting for a sync when that was
+        acknowledged onward first (tcp_cpython.py). flush() makes it
+        next_seq - 1."""
+        if self._unsynced is not None or self._redo:
+            s = self.synced  # written, not synced (or a failed write): not yet
+        else:
+            pend = self._pend
+            i = self._pc
+            n = len(pend)
+            while i < n and pend[i] is None:  # (amortized: the cursor only moves on)
+                i += 1
+            self._pc = i
+            s = self._pbase + i - 1 if i < n else self.next_seq - 1
+        # A tombstone made when next_seq - 1 was t: output queued since then
+        # may promise the deletion (UNSUBACK, PUBCOMP, a clean CONNACK)
+        t = self._tomb_written if self._tomb_written >= 0 else self._tomb_batch
+        if 0 <= t <= s:
+            s = t - 1
+        return s
 
     def is_live(self, seq):
         return seq in self._live
@@ -276,8 +331,10 @@ class Log:
         data.extend(self._pending)
         self._redo = data  # framed: a failed write writes it again
         self._pend = []
+        self._pc = 0
         self._pbytes = 0
         self._pending = bytearray()
+        self._reset_room()
         if not data:
             return 0
         f = self.files
@@ -308,6 +365,9 @@ class Log:
         self.disk_bytes += len(data)
         self._rotate = False
         self._unsynced = data if self._unsynced is None else self._unsynced + data
+        if self._tomb_written < 0:
+            self._tomb_written = self._tomb_batch
+        self._tomb_batch = -1
         self._redo = bytearray()
         self._due = -1
         return len(data)
@@ -318,6 +378,7 @@ class Log:
             self.synced = top
         if top >= self.top:
             self._unsynced = None
+            self._tomb_written = -1
         if self.sync != "never":
             self.syncs += 1
 
@@ -329,6 +390,9 @@ class Log:
         if self._unsynced is not None:
             self._redo = self._unsynced + self._redo
             self._unsynced = None
+        if self._tomb_written >= 0:  # (older than the batch's)
+            self._tomb_batch = self._tomb_written
+            self._tomb_written = -1
         self._rotate = True
 
     def sync_handle(self):

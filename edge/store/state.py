@@ -149,6 +149,9 @@ class StateStore:
         self._done = {}   # Message -> seq of the DONE record of its QMSG
         self._ret = {}    # topic -> (seq of RETAINED, Message)
         self._next_sid = 1
+        # QoS 1 deliveries recorded as they went out: their acks may end them
+        # before the batch is written (Log.settled, tcp_cpython.py's sync wait)
+        self.sent_records = 0
 
     # ---- records ---------------------------------------------------------------
     def _add(self, s, kind, body):
@@ -240,7 +243,8 @@ class StateStore:
             del self._mseq[msg]
             if s is not None:
                 s[_BYTES] -= _REC + _cost(msg)
-            self.log.delete(seq)
+            # quiet: an ended delivery is no output's promise (Log.settled)
+            self.log.delete(seq, True, True)
             return
         if s is not None:
             s[_BYTES] -= _REC  # (what _queued() counted)
@@ -462,6 +466,7 @@ class StateStore:
         if not q or mseq is None:  # (a message we don't hold is no queued one)
             if qos == 1:  # its one record: see the head comment
                 rc, seq = self._queued(s, msg, flags)
+                self.sent_records += 1
             else:
                 rc, seq = self._deliver(s, msg, _K_INFLIGHT, [s[_SID], pid, 0, 0, flags], 2)
             if not rc:

@@ -22,7 +22,7 @@ def test_defaults_gateway():
     assert b["max_retained_bytes"] == 10485760
     assert b["allow_zero_length_clientid"] is True
     assert cfg["store"] == {"persistence": True, "dir": "./data", "sync": "batch",
-                            "sync_max_delay_ms": 50, "budget_bytes": 67108864,
+                            "sync_max_delay_ms": 50, "sync_wait_us": 5000, "budget_bytes": 67108864,
                             "session_budget": 8388608, "segment_bytes": 1048576}
     assert cfg["log"] == {"level": "info"}
 
@@ -36,6 +36,7 @@ def test_defaults_board_only_change_defaults():
     assert b["broker"]["max_queued_messages"] == 32
     assert b["broker"]["max_subscriptions"] == 16
     assert b["store"]["budget_bytes"] == 262144
+    assert b["store"]["sync_wait_us"] == 0  # (the MicroPython runtime syncs after each feed)
     assert b["broker"]["port"] == g["broker"]["port"] == 1883
     # same keys in both profiles
     for s in g:

@@ -296,6 +296,67 @@ def test_a_failed_write_while_a_sync_is_in_flight_waits_for_it():
     assert [b for s, k, b in contents(m)] == [b"a", b"b", b"c"]
 
 
+def test_settled_follows_durability_and_void_records():
+    # Log.settled(): output queued while next_seq - 1 was at most it may go.
+    # A record deleted before it was written (an acknowledged delivery) is
+    # void: what promised it goes without any write or sync.
+    m = MemFiles()
+    log = new_log(m)
+    assert log.settled() == log.next_seq - 1 == 0
+    a = log.append(K, b"a")
+    assert log.settled() == a - 1  # pending
+    log.flush()
+    assert log.settled() == a
+    b = log.append(K, b"b")
+    c = log.append(K, b"c")
+    assert log.settled() == a
+    log.delete(b)  # before write(): void
+    assert log.settled() == b  # c still waits
+    log.delete(c, True, True)
+    assert log.settled() == c == log.next_seq - 1
+    assert log.write() == 0 and log.pending() == 0  # nothing reached the flash
+    d = log.append(K, b"d")
+    log.write()  # written, its sync elsewhere
+    assert log.settled() == a  # (what was synced: b and c were never written)
+    log.delete(d, True, True)  # written: void only once synced
+    assert log.settled() == a
+    log.sync_done(log.top)
+    assert log.settled() == log.next_seq - 1
+    e = log.append(K, b"e")
+    log.delete(e, False)  # not elided: it reaches the flash, so it waits
+    assert log.settled() == e - 1
+    log.flush()
+    assert log.settled() == log.next_seq - 1
+
+
+def test_settled_waits_for_a_promised_tombstone_not_a_quiet_one():
+    # A deletion some output promises (UNSUBACK, PUBCOMP, a clean CONNACK)
+    # holds what is queued after it until its tombstone is durable; an
+    # ended delivery's (quiet) holds nothing. A failed sync puts it back.
+    m = MemFiles()
+    log = new_log(m)
+    a = log.append(K, b"a")
+    b = log.append(K, b"b")
+    log.flush()
+    log.delete(a, True, True)
+    assert log.settled() == log.next_seq - 1 == b
+    log.delete(b)
+    assert log.settled() == b - 1  # output queued now (at b) waits
+    log.write()
+    assert log.settled() == b - 1
+    log.sync_failed()
+    assert log.settled() == b - 1
+    c = log.append(K, b"c")
+    assert log.settled() == b - 1
+    log.write()  # the failed batch again, in a new segment
+    m.sync("log.%d" % log._segs[-1][0])  # what the helper does
+    log.sync_done(log.top)
+    assert log.settled() == c == log.next_seq - 1
+    c2 = m.copy()
+    c2.power_cut()
+    assert contents(c2) == [(c, K, b"c")]
+
+
 def test_a_record_deleted_before_its_batch_is_written_never_is():
     m = MemFiles()
     log = new_log(m)
