@@ -108,7 +108,7 @@ class Log:
         self._room = 0          # what the batch may still take before it is written: write()
         self._redo = bytearray()
         self._pending = bytearray()
-        self._batch_live = 0    # live bytes of the batch's records
+        self._redo_live = 0     # live bytes of the records framed in _redo
         self._unsynced = None   # what write() wrote and no sync has covered yet
         self._del_lo = 0        # a run of deletions not framed yet: seqs
         self._del_hi = 0        # _del_lo.._del_hi (0: none)
@@ -159,7 +159,6 @@ class Log:
         self.next_seq = seq + 1
         self._live[seq] = size
         self.live_bytes += size
-        self._batch_live += size
         pend = self._pend
         if not pend:
             self._pbase = seq
@@ -200,10 +199,9 @@ class Log:
             self._pend[i] = None
             self._pbytes -= size
             self._room += size
-            self._batch_live -= size
             return True
         if seq > self.top:
-            self._batch_live -= size  # framed, not written yet (a failed write)
+            self._redo_live -= size  # framed, not written yet (a failed write)
         else:
             self._seg_of(seq)[_LIVE] -= size
         # A run of consecutive seqs takes one tombstone, framed when the run
@@ -330,6 +328,7 @@ class Log:
                 append_seq_record(data, e[0], e[1], e[2], e[3])
         data.extend(self._pending)
         self._redo = data  # framed: a failed write writes it again
+        self._redo_live += self._pbytes
         self._pend = []
         self._pc = 0
         self._pbytes = 0
@@ -360,8 +359,8 @@ class Log:
         self.written += len(data)
         seg[_SIZE] += len(data)
         seg[_TOP] = self.top = self.next_seq - 1
-        seg[_LIVE] += self._batch_live
-        self._batch_live = 0
+        seg[_LIVE] += self._redo_live
+        self._redo_live = 0
         self.disk_bytes += len(data)
         self._rotate = False
         self._unsynced = data if self._unsynced is None else self._unsynced + data

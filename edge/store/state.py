@@ -462,8 +462,8 @@ class StateStore:
             return 0
         flags = qos | (_RETAIN if retain else 0)
         q = s[_QUEUE]
-        mseq = self._mseq.get(msg)
-        if not q or mseq is None:  # (a message we don't hold is no queued one)
+        mseq = self._mseq.get(msg) if q else None
+        if mseq is None:  # (a message we don't hold is no queued one)
             if qos == 1:  # its one record: see the head comment
                 rc, seq = self._queued(s, msg, flags)
                 self.sent_records += 1
