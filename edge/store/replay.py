@@ -243,7 +243,8 @@ class Replay:
                     self._drop(done, _K_DONE, "unreferenced")
                 continue
             store._mseq[m] = seq
-            store._mref[m] = n
+            if n > 1:  # (one: not in _mref)
+                store._mref[m] = n
             if done:
                 store._done[m] = done
             self.counts["messages"] += 1

@@ -145,7 +145,8 @@ class StateStore:
         self._told = 0            # refusals refusals() reported
         self._sess = {}   # Session -> index list (above)
         self._mseq = {}   # Message -> seq of its MSG record
-        self._mref = {}   # Message -> references (deliveries, retained)
+        self._mref = {}   # Message -> references (deliveries, retained) where
+                          # more than one: a stored message not in it has one
         self._done = {}   # Message -> seq of the DONE record of its QMSG
         self._ret = {}    # topic -> (seq of RETAINED, Message)
         self._next_sid = 1
@@ -207,22 +208,24 @@ class StateStore:
             seq = self._add(None, _K_MSG if msg.__class__ is Message else _K_MSG5, mbody)
             if seq < 0:
                 return -1
-            self._mseq[msg] = seq
-        self._mref[msg] = self._mref.get(msg, 0) + 1
+            self._mseq[msg] = seq  # (its first reference)
+        else:
+            self._mref[msg] = self._mref.get(msg, 1) + 1
         if s is not None:
             s[_BYTES] += _cost(msg)
         return self._mseq[msg]
 
     def _unref(self, s, msg):
-        n = self._mref.get(msg)
-        if n is None:
+        if msg not in self._mseq:
             return  # not ours (a wiring slip; replay would clean up)
         if s is not None:
             s[_BYTES] -= _cost(msg)
-        if n > 1:
+        n = self._mref.get(msg, 1)
+        if n > 2:
             self._mref[msg] = n - 1
-        else:
+        elif n == 2:
             del self._mref[msg]
+        else:
             self._del(None, self._mseq.pop(msg))
             done = self._done.pop(msg, 0)
             if done:
@@ -236,10 +239,9 @@ class StateStore:
             self._unref(s, msg)  # first: message then delivery, in seq order (log.py's runs)
             self._del(s, seq)
             return
-        if self._mref[msg] == 1:
+        if msg not in self._mref:
             # The usual: msg's one reference was this delivery (so no DONE
             # record yet either); _unref() inline, the hot path
-            del self._mref[msg]
             del self._mseq[msg]
             if s is not None:
                 s[_BYTES] -= _REC + _cost(msg)
@@ -248,10 +250,9 @@ class StateStore:
             return
         if s is not None:
             s[_BYTES] -= _REC  # (what _queued() counted)
-        if self._mref[msg] > 1:
-            done = self._add(None, _K_DONE, encode(_K_DONE, (self.log.next_seq - seq,)))
-            if done > 0:  # (refused: a restart sends it again, as QoS 1 may)
-                self._done[msg] = done
+        done = self._add(None, _K_DONE, encode(_K_DONE, (self.log.next_seq - seq,)))
+        if done > 0:  # (refused: a restart sends it again, as QoS 1 may)
+            self._done[msg] = done
         self._unref(s, msg)
 
     def _queued(self, s, msg, flags):
@@ -272,8 +273,7 @@ class StateStore:
         if seq < 0:
             self.refused_store += 1  # (_admit let it by: max_record is checked there)
             return _RC_QUOTA_EXCEEDED, -1
-        self._mseq[msg] = seq
-        self._mref[msg] = 1
+        self._mseq[msg] = seq  # (one reference: not in _mref)
         s[_BYTES] += _REC + cost  # as a QUEUED record and a reference
         return 0, seq
 
