@@ -176,7 +176,7 @@ def test_an_ack_needs_no_sync_once_its_delivery_is_acknowledged():
     events = []
 
     async def then(srv, peers):
-        srv.sync_wait = 30.0  # a commit never comes in this test's time
+        srv.sync_wait_us = 30000000  # a commit never comes in this test's time
         srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
         assert [e[0] for e in events] == ["sub"], events  # the delivery, at once
         await asyncio.sleep(0.05)
@@ -191,7 +191,7 @@ def test_an_ack_needs_no_sync_once_its_delivery_is_acknowledged():
 
 
 def test_an_unacknowledged_delivery_is_synced_after_the_wait():
-    # Not acknowledged within sync_wait: written, synced, then the PUBACK
+    # Not acknowledged within sync_wait_us: written, synced, then the PUBACK
     import asyncio
 
     from edge.mqtt import codec
@@ -200,7 +200,7 @@ def test_an_unacknowledged_delivery_is_synced_after_the_wait():
     events = []
 
     async def then(srv, peers):
-        srv.sync_wait = 0.05
+        srv.sync_wait_us = 50000
         srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))
         await asyncio.sleep(0.02)
         assert [e[0] for e in events] == ["sub"], events
@@ -215,7 +215,7 @@ def test_an_unacknowledged_delivery_is_synced_after_the_wait():
 
 def test_a_queued_delivery_is_synced_without_the_wait():
     # A delivery queued for a client that is away has no ack coming: its
-    # record is committed at the end of the loop pass, whatever sync_wait
+    # record is committed at the end of the loop pass, whatever sync_wait_us
     import asyncio
 
     from edge.mqtt import codec
@@ -224,7 +224,7 @@ def test_a_queued_delivery_is_synced_without_the_wait():
     events = []
 
     async def then(srv, peers):
-        srv.sync_wait = 30.0
+        srv.sync_wait_us = 30000000
         srv.received(peers["sub"], codec.encode(Disconnect()))
         await asyncio.sleep(0)
         del events[:]

@@ -71,8 +71,8 @@ async def serve(cfg, log, started=None):
     _makedirs(cfg["store"]["dir"])
     broker = Broker(cfg, now_ms(), log)
     srv = TcpServer(broker, log)  # (CPython: swaps in its trie while empty)
-    if hasattr(srv, "sync_wait"):  # (CPython's: tcp_cpython.py)
-        srv.sync_wait = cfg["store"]["sync_wait_us"] / 1e6
+    if hasattr(srv, "sync_wait_us"):  # (CPython's: tcp_cpython.py)
+        srv.sync_wait_us = cfg["store"]["sync_wait_us"]
     wal = None
     if cfg["store"]["persistence"]:
         wal = _open_store(cfg, broker, log)  # replayed before anyone connects

@@ -23,7 +23,7 @@
 # the publisher's PUBACK needs no flash at all (as RabbitMQ confirms a
 # persistent message "as soon as it is persisted to disk, or when it is
 # consumed on every queue"). For the rest a commit writes the batch and
-# syncs it: store.sync_wait_us (self.sync_wait) after output began to wait
+# syncs it: store.sync_wait_us (self.sync_wait_us) after output began to wait
 # when deliveries went out since the last commit (their acks may still
 # void their records), at once when none did (a queue for a client that
 # is away: no ack is coming).
@@ -97,7 +97,7 @@ class TcpServer:
         self.release_due = False  # a _release() is scheduled
         self.syncing = False     # a sync runs in the helper
         self.held = {}           # cid -> [conn, (need, data), ...]: output waiting (flush())
-        self.sync_wait = 0.0     # seconds a commit waits for acks (store.sync_wait_us)
+        self.sync_wait_us = 0    # how long a commit waits for acks (store.sync_wait_us)
         self.sent_mark = 0       # the store's sent_records at the last commit
         self.syncer = None       # the sync helper (Syncer), started by the first sync; False: none
         self.sync_top = 0        # what the sync in flight covers (log.top)
@@ -256,9 +256,9 @@ class TcpServer:
         self._write(out)
         if held and not self.commit_due and not self.syncing:
             self.commit_due = True
-            if self.sync_wait and self.broker.store.sent_records != self.sent_mark:
+            if self.sync_wait_us and self.broker.store.sent_records != self.sent_mark:
                 # records of deliveries in flight: their acks may void them
-                asyncio.get_running_loop().call_later(self.sync_wait, self._commit)
+                asyncio.get_running_loop().call_later(self.sync_wait_us / 1e6, self._commit)
             else:
                 self._commit()  # (queued ones: no ack is coming soon)
 
