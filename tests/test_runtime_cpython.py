@@ -236,6 +236,36 @@ def test_a_queued_delivery_is_synced_without_the_wait():
     _serve(_Files(events), events, then)
 
 
+def test_a_pubcomp_waits_for_the_sync_of_its_deletion():
+    # PUBCOMP promises the QoS 2 pid is forgotten (its tombstone durable): a
+    # restart that still knew it would drop the client's next PUBLISH with
+    # that pid as a duplicate. Its tombstone is no quiet one (Log.settled).
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Connect, Publish, Pubrel
+    from edge.runtime.tcp_cpython import _Peer
+
+    events = []
+
+    async def then(srv, peers):
+        srv.sync_wait_us = 30000000
+        p = _Peer(srv)
+        p.connection_made(_Transport(events, "pub2"))
+        srv.received(p, codec.encode(Connect("pub2", False, 60)))  # a persistent publisher
+        await asyncio.sleep(0)
+        srv.received(p, codec.encode(Publish("u", b"1", 2, False, False, 7)))  # no subscriber
+        await asyncio.sleep(0)
+        assert events[-1] == ("pub2", b"\x50\x02\x00\x07"), events  # PUBREC, after its sync
+        del events[:]
+        srv.received(p, codec.encode(Pubrel(7)))
+        assert events == [], events
+        await asyncio.sleep(0)
+        assert events == ["append", "sync", ("pub2", b"\x70\x02\x00\x07")], events
+
+    _serve(_Files(events), events, then)
+
+
 class _ThreadFiles(_Files):
     """Files with a handle to sync off the loop: the first one fails."""
 
