@@ -35,13 +35,16 @@ def test_store_bench_quick(tmp_path):
 @pytest.mark.timeout(60)
 def test_store_core_bench_runs():
     # python -m tools.bench.store_core: the store's CPU in the core alone;
-    # the regime it times writes every delivery (about 85 bytes each)
+    # its written regime writes every delivery (about 85 bytes each)
     from tools.bench import store_core
 
     us_off, b_off = store_core.run(False, 20)
     us_on, b_on = store_core.run(True, 20)
     assert us_off > 0 and us_on > 0 and b_off == 0
     assert 60 < b_on < 120, b_on
+    # acked first: every record void, nothing written
+    us_on, b_on = store_core.run(True, 20, acked_first=True)
+    assert us_on > 0 and b_on == 0, b_on
 
 
 @pytest.mark.timeout(90)
