@@ -99,6 +99,7 @@ class TcpServer:
         self.held = {}           # cid -> [conn, (need, data), ...]: output waiting (flush())
         self.sync_wait_us = 0    # how long a commit waits for acks (store.sync_wait_us)
         self.sent_mark = 0       # the store's sent_records at the last commit
+        self.loop = None         # the event loop (_loop())
         self.syncer = None       # the sync helper (Syncer), started by the first sync; False: none
         self.sync_top = 0        # what the sync in flight covers (log.top)
 
@@ -220,7 +221,15 @@ class TcpServer:
             # once a loop pass, after its reads: acks that came in it may
             # have made records void (one write per connection, not one a feed)
             self.release_due = True
-            asyncio.get_running_loop().call_soon(self._release)
+            self._loop().call_soon(self._release)
+
+    def _loop(self):
+        # The running loop, looked up once: asyncio.get_running_loop() makes
+        # a getpid() system call each time (CPython 3.11), once a loop pass here
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        return loop
 
     def _take(self):
         # The output the broker queued, out of its connections, in order
@@ -258,7 +267,7 @@ class TcpServer:
             self.commit_due = True
             if self.sync_wait_us and self.broker.store.sent_records != self.sent_mark:
                 # records of deliveries in flight: their acks may void them
-                asyncio.get_running_loop().call_later(self.sync_wait_us / 1e6, self._commit)
+                self._loop().call_later(self.sync_wait_us / 1e6, self._commit)
             else:
                 self._commit()  # (queued ones: no ack is coming soon)
 
@@ -286,7 +295,7 @@ class TcpServer:
             return
         st = self.broker.store
         log = st.log
-        loop = asyncio.get_running_loop()
+        loop = self._loop()
         self.sent_mark = st.sent_records
         try:
             log.write()
@@ -340,7 +349,7 @@ class TcpServer:
             log.sync_failed()  # the batch is written again, to a new segment
             self.log(40, "store: sync failed (%s): acks held, retrying" % os.strerror(err))
             self.commit_due = True
-            asyncio.get_running_loop().call_later(_RETRY_S, self._commit)
+            self._loop().call_later(_RETRY_S, self._commit)
             return
         log.sync_done(top)
         self._release()
