@@ -182,9 +182,43 @@ def test_an_ack_needs_no_sync_once_its_delivery_is_acknowledged():
         await asyncio.sleep(0.05)
         assert [e[0] for e in events] == ["sub"], events  # the PUBACK waits
         srv.received(peers["sub"], codec.encode(Puback(1)))
-        await asyncio.sleep(0)  # the end of the loop pass
-        assert events[1:] == [("pub", b"\x40\x02\x00\x05")], events
+        assert events[1:] == [("pub", b"\x40\x02\x00\x05")], events  # after that feed
         assert not srv.held and srv.broker.store.log.pending() == 0
+
+    _serve(_Files(events), events, then)
+    assert "append" not in events and "sync" not in events, events
+
+
+def test_held_acks_of_several_publishers_go_as_their_records_are_void():
+    # Each piece of held output goes once every record up to its own is
+    # void or durable: in log order, whichever publisher it is for
+    import asyncio
+
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Connect, Puback, Publish
+    from edge.runtime.tcp_cpython import _Peer
+
+    events = []
+
+    async def then(srv, peers):
+        srv.sync_wait_us = 30000000
+        p2 = _Peer(srv)
+        p2.connection_made(_Transport(events, "pub2"))
+        srv.received(p2, codec.encode(Connect("pub2", True, 60)))
+        del events[:]
+        srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))  # sub pid 1
+        srv.received(p2, codec.encode(Publish("t", b"2", 1, False, False, 6)))  # 2
+        srv.received(peers["pub"], codec.encode(Publish("t", b"3", 1, False, False, 7)))  # 3
+        assert [e[0] for e in events] == ["sub"] * 3, events
+        del events[:]
+        srv.received(peers["sub"], codec.encode(Puback(1)))
+        assert events == [("pub", b"\x40\x02\x00\x05")], events
+        srv.received(peers["sub"], codec.encode(Puback(3)))
+        assert events == [("pub", b"\x40\x02\x00\x05")], events  # behind pub2's record
+        srv.received(peers["sub"], codec.encode(Puback(2)))
+        assert sorted(events[1:]) == [("pub", b"\x40\x02\x00\x07"), ("pub2", b"\x40\x02\x00\x06")], events
+        assert not srv.held and not srv.order
+        await asyncio.sleep(0)
 
     _serve(_Files(events), events, then)
     assert "append" not in events and "sync" not in events, events
