@@ -227,7 +227,7 @@ class TcpServer:
 
     def _loop(self):
         # The running loop, looked up once: asyncio.get_running_loop() makes
-        # a getpid() system call each time (CPython 3.11), once a loop pass here
+        # a getpid() system call each time (CPython 3.11), at every commit here
         loop = self.loop
         if loop is None:
             loop = self.loop = asyncio.get_running_loop()
