@@ -97,6 +97,19 @@ class _Transport:
         self.closed = True
 
 
+def _connect(srv, events, name, clean=True):
+    """One more client: a peer whose writes go to events as (name, bytes),
+    its CONNECT fed."""
+    from edge.mqtt import codec
+    from edge.mqtt.packets import Connect
+    from edge.runtime.tcp_cpython import _Peer
+
+    p = _Peer(srv)
+    p.connection_made(_Transport(events, name))
+    srv.received(p, codec.encode(Connect(name, clean, 60)))
+    return p
+
+
 def _serve(files, events, then, qos=1):
     """A TcpServer over a broker whose store is on `files`: "sub" (clean
     session 0, subscribed to "t" at qos) and "pub" connected, events
@@ -195,16 +208,13 @@ def test_held_acks_of_several_publishers_go_as_their_records_are_void():
     import asyncio
 
     from edge.mqtt import codec
-    from edge.mqtt.packets import Connect, Puback, Publish
-    from edge.runtime.tcp_cpython import _Peer
+    from edge.mqtt.packets import Puback, Publish
 
     events = []
 
     async def then(srv, peers):
         srv.sync_wait_us = 30000000
-        p2 = _Peer(srv)
-        p2.connection_made(_Transport(events, "pub2"))
-        srv.received(p2, codec.encode(Connect("pub2", True, 60)))
+        p2 = _connect(srv, events, "pub2")
         del events[:]
         srv.received(peers["pub"], codec.encode(Publish("t", b"1", 1, False, False, 5)))  # sub pid 1
         srv.received(p2, codec.encode(Publish("t", b"2", 1, False, False, 6)))  # 2
@@ -277,16 +287,13 @@ def test_a_pubcomp_waits_for_the_sync_of_its_deletion():
     import asyncio
 
     from edge.mqtt import codec
-    from edge.mqtt.packets import Connect, Publish, Pubrel
-    from edge.runtime.tcp_cpython import _Peer
+    from edge.mqtt.packets import Publish, Pubrel
 
     events = []
 
     async def then(srv, peers):
         srv.sync_wait_us = 30000000
-        p = _Peer(srv)
-        p.connection_made(_Transport(events, "pub2"))
-        srv.received(p, codec.encode(Connect("pub2", False, 60)))  # a persistent publisher
+        p = _connect(srv, events, "pub2", clean=False)  # a persistent publisher
         await asyncio.sleep(0)
         srv.received(p, codec.encode(Publish("u", b"1", 2, False, False, 7)))  # no subscriber
         await asyncio.sleep(0)
