@@ -1,8 +1,9 @@
 # The broker's persistent state on a Log (edge/store/log.py), sans-IO: the
 # broker tells StateStore about each change of what must survive a restart
 # (DESIGN "Delivery guarantees"); replay() rebuilds it into a fresh Broker.
-# The broker flushes the log once per batch of input, before it writes the
-# PUBACK/PUBREC/CONNACK that promise what the batch recorded.
+# The runtime writes no PUBACK/PUBREC/CONNACK before what it promises is
+# synced, or void: a delivery acknowledged before its record was written
+# needs no flash (Log.settled; the deletion that ends it is quiet).
 #
 # What persists: sessions that outlive their connection (clean=0, or a 5.0
 # expiry > 0) with their subscriptions, outgoing QoS 1/2 deliveries (queued,
