@@ -131,6 +131,9 @@ def test_out_of_range():
     assert msg == "broker.max_connections: must be an integer >= 1, got 0", msg
     assert "16..268435455" in _err({"broker": {"max_packet_size": 15}})
     assert _err({"store": {"sync_max_delay_ms": -1}}).startswith("store.sync_max_delay_ms:")
+    msg = _err({"store": {"sync_wait_us": 1000001}})
+    assert msg == "store.sync_wait_us: must be an integer 0..1000000, got 1000001", msg
+    assert config.load({"store": {"sync_wait_us": 0}})["store"]["sync_wait_us"] == 0  # at once
     # edges are inclusive
     cfg = config.load({"broker": {"port": 0, "max_packet_size": 268435455}})
     assert cfg["broker"]["port"] == 0
