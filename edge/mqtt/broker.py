@@ -276,7 +276,7 @@ class Broker:
                 return self._refuse(conn, _CONNACK_BAD_PROTOCOL,
                                     "unsupported protocol %r level %d" % (pkt.proto, pkt.level), now)
             # 5.0: sets conn.v5; assigns a client id, caps the keepalive
-            ack = self._v5().connect(conn, pkt, now)
+            ack = self.v5hub().connect(conn, pkt, now)
             if ack is None:
                 return  # refused (CONNACK sent)
         cid = pkt.client_id
@@ -337,7 +337,8 @@ class Broker:
         sess.attach(conn)  # resends inflight with DUP, then the queue
         self.log(20, "client %s connected (clean=%d, keepalive=%d)" % (cid, pkt.clean, pkt.keepalive))
 
-    def _v5(self):
+    def v5hub(self):
+        """The 5.0 Hub (edge/mqtt/v5.py), loaded on first use."""
         v5 = self.v5
         if v5 is None:
             import edge.mqtt.v5  # lazily: a 3.1.1-only board never loads it

@@ -82,7 +82,7 @@ def subscribe(hub, conn, pkt):
                 if opts & _NO_LOCAL:
                     # [MQTT-3.8.3-4] No Local on a shared subscription
                     raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "No Local on a shared subscription")
-                code = _share(hub, sess, f, real, value | _SHARED)
+                code = share(hub, sess, f, real, value | _SHARED)
         except RemoteProtocolError as e:
             if e.reason != _RC_TOPIC_FILTER_INVALID:
                 raise
@@ -105,7 +105,7 @@ def subscribe(hub, conn, pkt):
         b._send_retained(sess, f, value)
 
 
-def _share(hub, sess, f, real, value):
+def share(hub, sess, f, real, value):
     b = hub.broker
     lim = b.limits
     validate_filter(real, lim.max_topic_levels)

@@ -277,7 +277,7 @@ class Replay:
             # a 5.0 session: its Session Expiry Interval counts again from
             # the restart (the time it was away before is not recorded)
             sess.expiry = exp
-            b._v5().expiring[sess] = b.now + exp * 1000
+            b.v5hub().expiring[sess] = b.now + exp * 1000
         s = [w[_W_SID], w[_W_SEQ], size(w[_W_SEQ]), w[_W_EXP], flags, None, None, None, None, 0]
         subs = w[_W_SUBS]
         if subs:
@@ -288,10 +288,10 @@ class Replay:
                     from edge.mqtt import v5subs
                     from edge.mqtt.topics import split_shared
 
-                    v5subs._share(b._v5(), sess, f, split_shared(f)[1], opts)
+                    v5subs.share(b.v5hub(), sess, f, split_shared(f)[1], opts)
                 else:
                     if opts > 3:  # 5.0 options: delivered through the Hub
-                        b._v5()
+                        b.v5hub()
                     sess.subs[f] = opts
                     b.subs.add(f, sess, opts)
                 s[_SUBS][f] = seq
