@@ -32,5 +32,5 @@ def test_crash_10_kills_cpython():
 
 @pytest.mark.timeout(120)
 @pytest.mark.micropython
-def test_crash_5_kills_micropython():
+def test_crash_5_kills_micropython(micropython_exe):
     _run("micropython", 5, heap="256k", rate=30.0)

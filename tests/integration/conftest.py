@@ -27,7 +27,6 @@
 #                            mode, to validate the test logic)
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -61,16 +60,6 @@ KEEPALIVE_1S_LATEST = 8.0 if REFERENCE else 4.0
 
 # Figures collected by tests (test_06 heap figures), printed in the terminal summary.
 REPORT = []
-
-
-def micropython_exe():
-    here = Path(sys.executable).parent / "micropython"
-    if here.exists():
-        return str(here)
-    found = shutil.which("micropython")
-    if not found:
-        pytest.skip("micropython executable not found next to %s nor on PATH" % sys.executable)
-    return found
 
 
 def free_port():
@@ -280,6 +269,8 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="module", params=RUNTIMES)
 def runtime(request):
+    if request.param == "micropython":
+        request.getfixturevalue("micropython_exe")  # skips where there is none
     return request.param
 
 
