@@ -1,5 +1,5 @@
 # edgebroker: build, run and test.
-#   make run    create .venv if missing, install, start a local broker
+#   make run    create .venv if missing, install the broker alone, start it
 #   make test   install everything the tests need, type-check, run the suite
 # Works on a fresh Debian 12 machine (as root, or as a user with sudo).
 
@@ -13,6 +13,10 @@ PYTHON3 ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
+# Separate stamps: `make run` installs the broker alone (it needs no
+# third-party package, and some test extras have no wheel for a Raspberry
+# Pi's aarch64/armv7); `make test` after it adds the test extras.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP   := $(VENV)/.installed
 STUBS   := build/mpy-stubs
 STUBS_STAMP := $(STUBS)/.installed
@@ -20,6 +24,11 @@ STUBS_STAMP := $(STUBS)/.installed
 # Debian packages the test suite needs (one list; add rabbitmq-server,
 # libcoap3-bin, ... here).
 APT_PACKAGES ?= mosquitto mosquitto-clients socat
+# Installed for their binaries only (the tests and `make bench` run
+# /usr/sbin/mosquitto themselves): their service, which would hold port 1883
+# from the next boot on, is stopped and disabled when this Makefile installed
+# them.
+APT_NO_SERVICE := mosquitto
 # Needed only to create the venv on a bare Debian.
 VENV_APT_PACKAGES := python3 python3-venv
 
@@ -30,7 +39,10 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Installs the Debian packages given as arguments that are not installed yet;
-# does nothing (no apt-get update) when all are present.
+# does nothing (no apt-get update) when all are present. A policy-rc.d keeps
+# Debian from starting their services during the install; it is removed
+# afterwards (if this created it: left, it would stop every later package's
+# service from starting), install failed or not.
 define apt_install
 missing=""; \
 for p in $(1); do \
@@ -38,12 +50,24 @@ for p in $(1); do \
 done; \
 if [ -n "$$missing" ]; then \
   echo ">> installing Debian packages:$$missing"; \
+  policy=""; \
   if [ ! -e /usr/sbin/policy-rc.d ]; then \
     printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
     $(SUDO) chmod 755 /usr/sbin/policy-rc.d; \
+    policy=1; \
   fi; \
-  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
-  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends $$missing; \
+  rc=0; \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends $$missing || rc=$$?; \
+  if [ -n "$$policy" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; \
+  if [ "$$rc" != 0 ]; then exit "$$rc"; fi; \
+  for s in $(APT_NO_SERVICE); do \
+    case " $$missing " in *" $$s "*) \
+      echo ">> $$s: service stopped and disabled (only its binaries are used)"; \
+      $(SUDO) systemctl disable "$$s" >/dev/null 2>&1 || $(SUDO) update-rc.d "$$s" disable >/dev/null 2>&1 || true; \
+      $(SUDO) service "$$s" stop >/dev/null 2>&1 || true; \
+    esac; \
+  done; \
 fi
 endef
 
@@ -63,16 +87,21 @@ help:
 # ---------------------------------------------------------------- venv
 .venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@if [ ! -x $(PY) ]; then \
+# The venv itself (order-only below: its python's date means nothing).
+$(PY):
+	@rm -rf $(VENV)
+	@if ! $(PYTHON3) -m venv $(VENV) 2>/dev/null; then \
+	  echo ">> '$(PYTHON3) -m venv' failed; installing Debian's python3-venv"; \
 	  rm -rf $(VENV); \
-	  if ! $(PYTHON3) -m venv $(VENV) 2>/dev/null; then \
-	    echo ">> '$(PYTHON3) -m venv' failed; installing Debian's python3-venv"; \
-	    rm -rf $(VENV); \
-	    $(call apt_install,$(VENV_APT_PACKAGES)); \
-	    $(PYTHON3) -m venv $(VENV); \
-	  fi; \
+	  $(call apt_install,$(VENV_APT_PACKAGES)); \
+	  $(PYTHON3) -m venv $(VENV); \
 	fi
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e .
+	@touch $@
+
+$(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[test]'
 	@touch $@
 
@@ -86,7 +115,7 @@ $(STUBS_STAMP): $(STAMP)
 	@touch $@
 
 # ---------------------------------------------------------------- targets
-run: $(STAMP)
+run: $(RUN_STAMP)
 	mkdir -p data
 	$(VENV)/bin/edgebroker run $(RUN_ARGS)
 

@@ -4,6 +4,7 @@
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -111,7 +112,16 @@ def _cmd_run(args):
 
 
 def _cmd_bench(args):
-    # Imported here: the harness is a tool, not part of the broker.
+    # The harness is a tool of the source checkout, not installed with the
+    # broker (pyproject.toml): found next to gateway/ when this runs from one
+    # (an editable install, `python -m gateway`), else a message.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(root, "tools", "bench", "__main__.py")):
+        print("%s: bench runs from a source checkout (python -m tools.bench there); "
+              "this install has no tools/" % PROG, file=sys.stderr)
+        return 1
+    if root not in sys.path:
+        sys.path.insert(0, root)
     bench = importlib.import_module("tools.bench.__main__")
     return bench.main(args.args)
 
