@@ -35,7 +35,7 @@ def start(cfg, broker, log):
         _reset(broker)  # what replay half-built
         wal = None
         log(40, "store: out of heap opening it: persistence OFF")
-    for name in ("edge.runtime.persist", "edge.store.replay"):
+    for name in ("edge.runtime.persist", "edge.store.replay", "edge.store.logread"):
         sys.modules.pop(name, None)
     gc.collect()
     return wal

@@ -1,4 +1,4 @@
-# Compaction: keep the log O(live data) (STYLE H9, mosquitto's
+# Compaction: keep the log O(live data) (docs/design.md H9, mosquitto's
 # persist_write.c order). Rarely run, so edge/store/log.py imports it only
 # when first needed.
 #
@@ -25,8 +25,8 @@
 # with nothing live are not even read. No step renames over an existing
 # file, so this holds on FAT too.
 from edge.compat import const
-from edge.store.log import K_META, KIND_MIN, TMP_SUFFIX
-from edge.store.record import HEADER, READERS, append_record, get_varint
+from edge.store.logread import walk
+from edge.store.record import HEADER, K_META, KIND_MIN, READERS, TMP_SUFFIX, append_record, get_varint
 
 # Segment entry fields, as in log.py (a private const is inlined by
 # MicroPython and can't be imported)
@@ -70,7 +70,7 @@ def compact(log, upto=0):
     for seg in old:
         if not seg[_LIVE]:
             continue  # nothing live: never read
-        for kind, mv, pos, b0, b1 in log._walk(seg):
+        for kind, mv, pos, b0, b1 in walk(log, seg):
             seq = get_varint(mv, b0, b1)[0] if kind >= KIND_MIN else 0
             if seq > last and seq in live:  # one copy of a rewritten batch
                 last = seq
@@ -110,6 +110,25 @@ def compact(log, upto=0):
     log.compactions += 1
     log.drop_buffer()  # rarely needed again: a board's heap gets it back
     return True
+
+
+def prefix(log, dead):
+    """How many of log's oldest segments to compact (log.tick()): dead, the
+    leading run with nothing live; else the longest prefix (the newest
+    segment left out) at least half garbage, so compaction reads at most
+    twice what it frees; 0 (all of them) when no prefix is."""
+    segs = log._segs
+    best = 0
+    size = 0
+    live = 0
+    for k in range(len(segs) - 1):
+        size += segs[k][_SIZE]
+        live += segs[k][_LIVE]
+        if dead and live:
+            break
+        if 2 * live <= size:
+            best = k + 1
+    return best
 
 
 def _live(segs):

@@ -1,24 +1,17 @@
-# An append-only, segmented record log on flash (STYLE H9), sans-IO: every
-# file operation goes through an injected `files` object (edge/runtime/
-# flash.py on a device, an in-memory fake in tests), and time comes in as
-# now_ms (H5). The owner (sessions, retained store, outbox) gives each record
-# a kind and a body and gets back a sequence number; delete(seq) retires it.
+# An append-only, segmented record log on flash (docs/design.md H9),
+# sans-IO: every file operation goes through an injected `files` object
+# (edge/runtime/flash.py on a device, an in-memory fake in tests), and time
+# comes in as now_ms (docs/design.md H5). The owner (sessions, retained
+# store, outbox) gives each record a kind and a body and gets back a
+# sequence number; delete(seq) retires it.
 #
-# Files, in one directory, named PREFIX.<id>:
-#   HEADER, META(next_seq, floor), then records in append order.
-# A user record's body is varint(seq) + the owner's body; a DEL record's body
-# is varint(seq), a DELS record's varint(first seq) + varint(count): a run of
-# consecutive seqs deleted in one record (a subscriber acking in order
-# deletes its deliveries' records in seq order: one tombstone a batch, not
-# one a message). META is the first record of every segment: next_seq keeps
-# sequence numbers from being reused even when every record was deleted and
-# compacted away (an outbox seq is an upstream idempotency key), and floor
-# says "segments with a lower id are superseded" (see compact()).
+# Files, in one directory, named PREFIX.<id>: HEADER, META, then records in
+# append order (edge/store/record.py describes the log's own record kinds).
 #
-# Durability (DESIGN "Delivery guarantees"): append()/delete() only add to an
-# in-RAM batch; flush() writes the batch and syncs once (group commit: one
-# flash block rewrite for many records, PLATFORM "littlefs"). The caller that
-# must not ack before a record is durable (PUBACK after a QoS 1 append,
+# Durability (docs/design.md "Delivery guarantees"): append()/delete() only
+# add to an in-RAM batch; flush() writes the batch and syncs once (group
+# commit: one flash block rewrite for many records, docs/design.md "Platform
+# notes"). The caller that must not ack before a record is durable (PUBACK after a QoS 1 append,
 # PUBREC after a QoS 2 pid) calls flush() before it sends; tick(now) bounds
 # how long anything else waits (sync_max_delay_ms). sync = "always" flushes
 # on every change, "never" writes on tick but never syncs. settled() tells a
@@ -28,30 +21,18 @@
 # delivery) holds no output back; any other deletion holds what is queued
 # after it until its tombstone is durable.
 #
-# Recovery (open): a torn or bad record ends its segment and the tail is cut;
-# a segment we can't read at all is renamed PREFIX.<id>.corrupt-<now> and
-# reported in `problems`: nothing here stops the broker from starting.
+# Reading (open's recovery, replay) is edge/store/logread.py's, compaction
+# edge/store/compact.py's: each is imported when first needed.
 #
 # The files object's methods are listed (and implemented) in
 # edge/runtime/flash.py; tests/core/_memfiles.py is the in-memory one.
 from edge.compat import const
 from edge.store.record import (
-    ERR_TORN, HDR_BAD, HDR_TORN, HEADER, HEADER_LEN, MAX_BODY, OVERHEAD, READERS,
-    append_record, append_seq_record, body_len, get_varint, header_version, put_varint,
-    record_size,
+    HEADER, K_DEL, K_DELS, K_META, KIND_MAX, KIND_MIN, READERS, append_record, append_seq_record,
+    body_len, put_varint, record_size,
 )
 
-K_META = const(1)   # varint next_seq, varint floor
-K_DEL = const(2)    # varint seq
-K_DELS = const(3)   # varint first seq, varint count (a run of deletions)
-KIND_MIN = const(16)  # kinds below are the log's own (3..15 reserved)
-KIND_MAX = const(254)
-
 SYNC_MODES = ("always", "batch", "never")
-_SEQ_MAX = const(8)     # varint bytes of a seq (get_varint's bound)
-_HEAD_READ = const(32)  # HEADER + the largest META record
-TMP_SUFFIX = ".new"     # compaction output before its rename
-_ERR_BODY = "body"      # good CRC, body not ours (a seq that won't parse)
 _EAGAIN = const(11)
 
 # Segment entry fields: [id, size, decode, top, live]. top is an upper
@@ -82,7 +63,7 @@ class Log:
         self.budget_bytes = budget_bytes  # live records, bytes on flash
         self.max_record = max_record      # largest owner body accepted
         self.segment_bytes = segment_bytes
-        self.batch_bytes = batch_bytes    # a batch this big flushes at once (H7)
+        self.batch_bytes = batch_bytes    # a batch this big flushes at once (docs/design.md H7)
         self.next_seq = 1
         self.synced = 0         # every seq <= synced is durable ("never": written)
         self.top = 0            # every seq <= top is in a segment file (write())
@@ -125,17 +106,6 @@ class Log:
     # ---- names ---------------------------------------------------------------
     def _name(self, sid):
         return "%s.%d" % (self.prefix, sid)
-
-    def _parse(self, name):
-        # -> (segment id, is compaction temp file) or (-1, False)
-        p = self.prefix + "."
-        rest = name[len(p):]
-        tmp = rest.endswith(TMP_SUFFIX)
-        if tmp:
-            rest = rest[:-len(TMP_SUFFIX)]
-        if not name.startswith(p) or not rest.isdigit() or str(int(rest)) != rest:
-            return -1, False  # a quarantined file, or not ours
-        return int(rest), tmp
 
     # ---- writing -------------------------------------------------------------
     def append(self, kind, body, blen=-1):
@@ -247,7 +217,7 @@ class Log:
         return segs[lo]
 
     def _reset_room(self):
-        # An empty batch: it is written once it holds batch_bytes (H7), or
+        # An empty batch: it is written once it holds batch_bytes (docs/design.md H7), or
         # at every change with sync="always"
         self._room = 0 if self.sync == "always" else self.batch_bytes
 
@@ -438,28 +408,16 @@ class Log:
             return
         segs = self._segs
         if len(segs) > 1 and not segs[0][_LIVE]:
-            self.compact(self._prefix(True))  # dead files: removed, not read
+            self._compact(True)  # dead files: removed, not read
         garbage = self.disk_bytes - self.live_bytes
         if garbage > max(self.live_bytes, self.segment_bytes):
-            self.compact(self._prefix(False))
+            self._compact(False)
 
-    def _prefix(self, dead):
-        # How many of the oldest segments to compact: dead, the leading run
-        # with nothing live; else the longest prefix (the newest segment
-        # left out) at least half garbage, so compaction reads at most twice
-        # what it frees; 0 (all of them) when no prefix is.
-        segs = self._segs
-        best = 0
-        size = 0
-        live = 0
-        for k in range(len(segs) - 1):
-            size += segs[k][_SIZE]
-            live += segs[k][_LIVE]
-            if dead and live:
-                break
-            if 2 * live <= size:
-                best = k + 1
-        return best
+    def _compact(self, dead):
+        # tick()'s: the oldest segments compact.prefix() picks
+        from edge.store.compact import compact, prefix
+
+        compact(self, prefix(self, dead))
 
     def close(self):
         self.flush()
@@ -473,202 +431,27 @@ class Log:
 
         return compact(self, upto)
 
-    # ---- reading -------------------------------------------------------------
-    def _walk(self, seg):
-        # Yield (kind, mv, pos, body_start, body_end) for each good record of
-        # a segment, reading through one buffer of max_record + slack bytes
-        # (a board can't hold a whole segment). mv is reused: copy what you
-        # keep. Leaves (good_end, err or None) in self._walk_end.
-        buf = self._rbuf()
-        mv = memoryview(buf)
-        cap = len(buf)
-        name = self._name(seg[_ID])
-        size = seg[_SIZE]
-        decode = seg[_DECODE]
-        base = HEADER_LEN  # file offset of mv[0]
-        n = 0
-        pos = 0
-        while base + pos < size:
-            kind, b0, b1, err = decode(mv, pos, n, MAX_BODY)
-            if err == ERR_TORN and base + n < size:
-                if pos:  # keep the partial record, read on
-                    mv[0:n - pos] = mv[pos:n]
-                    base += pos
-                    n -= pos
-                    pos = 0
-                elif n == cap:
-                    # A record longer than the buffer (written with a larger
-                    # max_record): grow, bounded by what the file holds,
-                    # rather than cut good data. Dropped after this walk.
-                    buf = bytearray(min(2 * cap, size - base))
-                    buf[0:n] = mv[0:n]
-                    mv = memoryview(buf)
-                    cap = len(buf)
-                got = self.files.readinto(name, base + n, mv[n:cap])
-                if got > 0:
-                    n += got
-                    continue
-            if err is None and kind >= KIND_MIN and get_varint(mv, b0, b1)[0] < 0:
-                err = _ERR_BODY
-            if err is not None:
-                self._walk_end = (base + pos, err)
-                return
-            yield kind, mv, pos, b0, b1
-            pos = b1 + 4
-        self._walk_end = (base + pos, None)
-
-    def drop_buffer(self):
-        """Free the read buffer (max_record + slack bytes) until the next
-        read: a board reads only at start and when compacting."""
-        self._buf = None
-
-    def _rbuf(self):
-        if self._buf is None:
-            self._buf = bytearray(max(self.max_record + _SEQ_MAX + OVERHEAD, _HEAD_READ))
-        return self._buf
-
-    def replay(self, from_seq=0):
-        """Yield (seq, kind, body) for every live record with seq >=
-        from_seq, in append order. Flushes the batch first (records are read
-        back from the files). Stop iterating early if you like; don't append
-        or delete while iterating."""
-        self.flush()
-        last = from_seq - 1
-        for seg in self._segs:
-            if seg[_TOP] <= last:
-                continue  # every record in it is older
-            for kind, mv, pos, b0, b1 in self._walk(seg):
-                if kind >= KIND_MIN:
-                    seq, i = get_varint(mv, b0, b1)
-                    if seq > last and seq in self._live:  # see _index()
-                        last = seq
-                        yield seq, kind, bytes(mv[i:b1])
-
-    # ---- recovery ------------------------------------------------------------
+    # ---- reading (edge/store/logread.py) ---------------------------------------
     def open(self, now=0):
         """Recover the directory and rebuild the live index; returns
         `problems`, a list of (name, offset, err, action), empty when all was
         clean. now (ms) names quarantined files. Removes what an interrupted
         compaction left, quarantines segments we can't read, cuts torn
         tails. Never raises for bad data, only for failing file operations."""
-        f = self.files
-        self.problems = []
-        names = f.listdir()
-        changed = False
-        found = []
-        for name in names:
-            sid, tmp = self._parse(name)
-            if tmp:
-                f.remove(name)  # unfinished compaction: the old files are whole
-                changed = True
-            elif sid >= 0:
-                found.append(sid)
-        found.sort()
-        self._next_id = found[-1] + _ID_STEP if found else 1
-        segs = []
-        floor = 0
-        for sid in found:
-            seg, seg_floor = self._open_segment(sid, names, now)
-            if seg is not None:
-                segs.append(seg)
-                floor = max(floor, seg_floor)
-        self._segs = []
-        for seg in segs:
-            if seg[_ID] < floor:
-                f.remove(self._name(seg[_ID]))  # superseded by a compaction
-                changed = True
-            else:
-                self._segs.append(seg)
-        self._floor = floor
-        self.compact_failed = False
-        self._index()
-        if changed or self.problems:
-            f.sync_dir()  # removes, quarantine renames (CPython)
-        return self.problems
+        from edge.store.logread import open_log
 
-    def _open_segment(self, sid, names, now):
-        # Check header and META -> ([id, size, decode], floor) or (None, 0)
-        f = self.files
-        name = self._name(sid)
-        size = f.size(name)
-        mv = memoryview(self._rbuf())
-        got = f.readinto(name, 0, mv[0:min(size, _HEAD_READ)]) if size else 0
-        v = header_version(mv, got)
-        if v == HDR_TORN:
-            err = ERR_TORN
-        elif v == HDR_BAD:
-            err = "magic"
-        elif v not in READERS:
-            err = "version %d" % v
-        else:
-            kind, b0, b1, err = READERS[v](mv, HEADER_LEN, got, _HEAD_READ)
-            if err is None and kind != K_META:
-                err = "meta"
-        if err == ERR_TORN and got == size:
-            # Creation cut short (header + META are the first write): empty
-            f.remove(name)
-            self.problems.append((name, 0, err, "removed"))
-            return None, 0
-        if err is not None:
-            self._quarantine(name, names, now, err)
-            return None, 0
-        floor = get_varint(mv, get_varint(mv, b0, b1)[1], b1)[0]
-        return [sid, size, READERS[v], 0, 0], floor  # _index() sets top, live
+        return open_log(self, now)
 
-    def _quarantine(self, name, names, now, err):
-        q = "%s.corrupt-%d" % (name, now)
-        k = 1
-        while q in names:  # a second one in the same ms (or after a reboot)
-            k += 1
-            q = "%s.corrupt-%d-%d" % (name, now, k)
-        self.files.rename(name, q)
-        names.append(q)
-        self.quarantined += 1
-        self.problems.append((name, 0, err, q))
+    def replay(self, from_seq=0):
+        """Yield (seq, kind, body) for every live record with seq >=
+        from_seq, in append order. Flushes the batch first (records are read
+        back from the files). Stop iterating early if you like; don't append
+        or delete while iterating."""
+        from edge.store.logread import replay
 
-    def _index(self):
-        # Pass over every record: live index, byte counts, next seq; cut
-        # each segment at its first bad record.
-        live = self._live = {}
-        nbytes = 0
-        disk = 0
-        nxt = self.next_seq
-        top = 0  # highest record seq seen
-        for seg in self._segs:
-            for kind, mv, pos, b0, b1 in self._walk(seg):
-                n, i = get_varint(mv, b0, b1)
-                if kind >= KIND_MIN:
-                    if n > seg[_TOP]:
-                        seg[_TOP] = n
-                    # Seqs only grow through the log; a seq seen again is a
-                    # batch rewritten after a failed sync (flush()): one copy.
-                    if n > top:
-                        top = n
-                        live[n] = b1 + 4 - pos
-                        nbytes += b1 + 4 - pos
-                elif kind == K_DEL:
-                    nbytes -= live.pop(n, 0)
-                elif kind == K_DELS:
-                    for x in range(n, n + get_varint(mv, i, b1)[0]):
-                        nbytes -= live.pop(x, 0)
-                elif kind == K_META:
-                    nxt = max(nxt, n)
-            good, err = self._walk_end
-            if err is not None:
-                name = self._name(seg[_ID])
-                self.files.truncate(name, good)
-                self.problems.append((name, good, err, "cut"))
-                seg[_SIZE] = good
-            disk += seg[_SIZE]
-        self.next_seq = nxt = max(nxt, top + 1)
-        self.synced = self.top = nxt - 1
-        self.live_bytes = nbytes
-        self.disk_bytes = disk
-        last = 0
-        for seg in self._segs:  # tops only grow (a cut segment's too)
-            if seg[_TOP] < last:
-                seg[_TOP] = last
-            last = seg[_TOP]
-        if self._segs:
-            for seq in live:
-                self._seg_of(seq)[_LIVE] += live[seq]
+        return replay(self, from_seq)
+
+    def drop_buffer(self):
+        """Free the read buffer (max_record + slack bytes) until the next
+        read: a board reads only at start and when compacting."""
+        self._buf = None

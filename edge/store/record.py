@@ -1,4 +1,4 @@
-# Flash record framing (STYLE H9), sans-IO: bytes in, offsets out.
+# Flash record framing (docs/design.md H9), sans-IO: bytes in, offsets out.
 #
 #   file   = HEADER record*
 #   HEADER = MAGIC(4) VERSION(1)
@@ -39,6 +39,24 @@ ERR_TORN = "torn"    # the buffer ends inside the record (a cut write)
 ERR_KIND = "kind"    # 0x00 / 0xFF: zero-filled or erased space
 ERR_LEN = "len"      # varint longer than 4 bytes, or above the caller's max
 ERR_CRC = "crc"      # bytes changed after they were written
+
+# The kinds edge/store/log.py frames itself; an owner's kinds are KIND_MIN
+# to KIND_MAX. A log file (PREFIX.<id>, a segment) is HEADER, META, then
+# records in append order. An owner's record body is varint(seq) + its own
+# body; a DEL record's body is varint(seq), a DELS record's varint(first
+# seq) + varint(count): a run of consecutive seqs deleted in one record (a
+# subscriber acking in order deletes its deliveries' records in seq order:
+# one tombstone a batch, not one a message). META is the first record of
+# every segment: next_seq keeps sequence numbers from being reused even when
+# every record was deleted and compacted away (an outbox seq is an upstream
+# idempotency key), and floor says "segments with a lower id are
+# superseded" (edge/store/compact.py).
+K_META = const(1)   # varint next_seq, varint floor
+K_DEL = const(2)    # varint seq
+K_DELS = const(3)   # varint first seq, varint count (a run of deletions)
+KIND_MIN = const(16)  # kinds below are the log's own (3..15 reserved)
+KIND_MAX = const(254)
+TMP_SUFFIX = ".new"   # a segment compaction writes, before its rename
 
 # header_version() results other than a version number
 HDR_TORN = const(-1)  # shorter than a header, but a prefix of ours

@@ -2,8 +2,8 @@
 # files with a power-cut model (tests/core/_memfiles.py): group commit, sync
 # policies, budget, torn tails, bit flips, quarantine, compaction and crashes
 # at every step. Plain functions: runs under pytest and tests/mpy_runner.py.
-from edge.store.log import K_DEL, Log
-from edge.store.record import HEADER, HEADER_LEN, encode_record, put_varint
+from edge.store.log import Log
+from edge.store.record import HEADER, HEADER_LEN, K_DEL, encode_record, put_varint
 from tests.core._memfiles import Crash, MemFiles, spy_reads
 from tests.core._util import raises
 

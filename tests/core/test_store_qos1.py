@@ -5,7 +5,7 @@
 # crash what was in flight goes out again as new. Plain functions: pytest
 # and tests/mpy_runner.py.
 from edge.mqtt.packets import Puback, Publish, Subscribe
-from edge.store.log import K_DEL, K_DELS
+from edge.store.record import K_DEL, K_DELS
 from tests.core._memfiles import MemFiles
 from tests.core._pair import Client, publish, publishes
 from tests.core.test_store_broker import boot, crash, sub_and_pub

@@ -3,8 +3,8 @@
 # and compaction drops the dead oldest segments without reading them and
 # copies only what lives in a prefix, crash-safe at every step. Plain
 # functions: runs under pytest and tests/mpy_runner.py.
-from edge.store.log import K_DEL, K_DELS
-from edge.store.record import HEADER_LEN, decode_v1
+from edge.store.compact import prefix
+from edge.store.record import HEADER_LEN, K_DEL, K_DELS, decode_v1
 from tests.core._memfiles import Crash, MemFiles, spy_reads
 from tests.core._util import raises
 from tests.core.test_store_log import K, contents, new_log, rand
@@ -133,7 +133,7 @@ def test_dead_oldest_segments_are_removed_unread():
     dead = ["log.%d" % s[0] for s in log._segs[:-1] if not s[4]]
     assert len(dead) > 5 and "log.%d" % log._segs[0][0] in dead
     read = spy_reads(m)
-    assert log.compact(log._prefix(True))  # what tick() does first
+    assert log.compact(prefix(log, True))  # what tick() does first
     assert read == []  # removing garbage costs no reading
     assert not [n for n in dead if n in m.data]
     check_live(log)
@@ -158,8 +158,8 @@ def test_prefix_compaction_copies_only_what_lives():
     m = MemFiles()
     log, want = standing_queue(m)
     before = log.written
-    while len(log._segs) > 1 and log._prefix(False):
-        assert log.compact(log._prefix(False))
+    while len(log._segs) > 1 and prefix(log, False):
+        assert log.compact(prefix(log, False))
     # the session record and the few queued ones were copied, not the queue's history
     assert log.written - before < 4 * log.live_bytes + 64
     assert log.disk_bytes <= 2 * log.live_bytes + 2 * log.segment_bytes + 64
@@ -176,11 +176,11 @@ def test_prefix_compaction_survives_a_crash_at_every_step():
     m0 = MemFiles()
     log, want = standing_queue(m0)
     nxt = log.next_seq
-    upto = log._prefix(False)
+    upto = prefix(log, False)
     assert 0 < upto < len(log._segs)
     dry = m0.copy()
     l2 = new_log(dry, segment_bytes=120)
-    assert l2._prefix(False) == upto and l2.compact(upto)
+    assert prefix(l2, False) == upto and l2.compact(upto)
     steps = len(dry.ops)
     assert steps >= 5
     for k in range(steps + 1):
@@ -199,7 +199,7 @@ def test_prefix_compaction_survives_a_crash_at_every_step():
             check_live(log2)
             s = log2.append(K, b"after")
             log2.flush()
-            assert log2.compact(log2._prefix(False))
+            assert log2.compact(prefix(log2, False))
             assert contents(m) == want + [(s, K, b"after")], (k, keep)
 
 

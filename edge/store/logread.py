@@ -1,0 +1,237 @@
+# The read side of the Log (edge/store/log.py): recovery at open, replay,
+# and the segment walk both of them and compaction (compact.py) read with.
+# A board reads its log at start and when compacting, never per message, so
+# log.py imports this only when first needed and edge/runtime/persist.py
+# drops it again after the start: a store that opens empty keeps none of it.
+#
+# Recovery (open): a torn or bad record ends its segment and the tail is cut;
+# a segment we can't read at all is renamed PREFIX.<id>.corrupt-<now> and
+# reported in `problems`: nothing here stops the broker from starting.
+from edge.compat import const
+from edge.store.record import (
+    ERR_TORN, HDR_BAD, HDR_TORN, HEADER_LEN, K_DEL, K_DELS, K_META, KIND_MIN, MAX_BODY,
+    OVERHEAD, READERS, TMP_SUFFIX, get_varint, header_version,
+)
+
+_SEQ_MAX = const(8)     # varint bytes of a seq (get_varint's bound)
+_HEAD_READ = const(32)  # HEADER + the largest META record
+_ERR_BODY = "body"      # good CRC, body not ours (a seq that won't parse)
+
+# Segment entry fields, as in log.py (a private const is inlined by
+# MicroPython and can't be imported)
+_ID = const(0)
+_SIZE = const(1)
+_DECODE = const(2)
+_TOP = const(3)
+_LIVE = const(4)
+_ID_STEP = const(2)
+
+
+def walk(log, seg):
+    """Yield (kind, mv, pos, body_start, body_end) for each good record of
+    segment entry seg, reading through one buffer of max_record + slack
+    bytes (a board can't hold a whole segment). mv is reused: copy what you
+    keep. Leaves (good_end, err or None) in log._walk_end."""
+    buf = _rbuf(log)
+    mv = memoryview(buf)
+    cap = len(buf)
+    name = log._name(seg[_ID])
+    size = seg[_SIZE]
+    decode = seg[_DECODE]
+    files = log.files
+    base = HEADER_LEN  # file offset of mv[0]
+    n = 0
+    pos = 0
+    while base + pos < size:
+        kind, b0, b1, err = decode(mv, pos, n, MAX_BODY)
+        if err == ERR_TORN and base + n < size:
+            if pos:  # keep the partial record, read on
+                mv[0:n - pos] = mv[pos:n]
+                base += pos
+                n -= pos
+                pos = 0
+            elif n == cap:
+                # A record longer than the buffer (written with a larger
+                # max_record): grow, bounded by what the file holds,
+                # rather than cut good data. Dropped after this walk.
+                buf = bytearray(min(2 * cap, size - base))
+                buf[0:n] = mv[0:n]
+                mv = memoryview(buf)
+                cap = len(buf)
+            got = files.readinto(name, base + n, mv[n:cap])
+            if got > 0:
+                n += got
+                continue
+        if err is None and kind >= KIND_MIN and get_varint(mv, b0, b1)[0] < 0:
+            err = _ERR_BODY
+        if err is not None:
+            log._walk_end = (base + pos, err)
+            return
+        yield kind, mv, pos, b0, b1
+        pos = b1 + 4
+    log._walk_end = (base + pos, None)
+
+
+def _rbuf(log):
+    if log._buf is None:
+        log._buf = bytearray(max(log.max_record + _SEQ_MAX + OVERHEAD, _HEAD_READ))
+    return log._buf
+
+
+def replay(log, from_seq):
+    """Log.replay(): yield (seq, kind, body) of every live record with seq
+    >= from_seq, in append order, after a flush (records are read back
+    from the files)."""
+    log.flush()
+    last = from_seq - 1
+    live = log._live
+    for seg in log._segs:
+        if seg[_TOP] <= last:
+            continue  # every record in it is older
+        for kind, mv, pos, b0, b1 in walk(log, seg):
+            if kind >= KIND_MIN:
+                seq, i = get_varint(mv, b0, b1)
+                if seq > last and seq in live:  # see _index()
+                    last = seq
+                    yield seq, kind, bytes(mv[i:b1])
+
+
+# ---- recovery ----------------------------------------------------------------
+def open_log(log, now):
+    """Log.open(): recover the directory and rebuild the live index."""
+    f = log.files
+    log.problems = []
+    names = f.listdir()
+    changed = False
+    found = []
+    for name in names:
+        sid, tmp = _parse(log.prefix, name)
+        if tmp:
+            f.remove(name)  # unfinished compaction: the old files are whole
+            changed = True
+        elif sid >= 0:
+            found.append(sid)
+    found.sort()
+    log._next_id = found[-1] + _ID_STEP if found else 1
+    segs = []
+    floor = 0
+    for sid in found:
+        seg, seg_floor = _open_segment(log, sid, names, now)
+        if seg is not None:
+            segs.append(seg)
+            floor = max(floor, seg_floor)
+    log._segs = []
+    for seg in segs:
+        if seg[_ID] < floor:
+            f.remove(log._name(seg[_ID]))  # superseded by a compaction
+            changed = True
+        else:
+            log._segs.append(seg)
+    log._floor = floor
+    log.compact_failed = False
+    _index(log)
+    if changed or log.problems:
+        f.sync_dir()  # removes, quarantine renames (CPython)
+    return log.problems
+
+
+def _parse(prefix, name):
+    # -> (segment id, is compaction temp file) or (-1, False)
+    p = prefix + "."
+    rest = name[len(p):]
+    tmp = rest.endswith(TMP_SUFFIX)
+    if tmp:
+        rest = rest[:-len(TMP_SUFFIX)]
+    if not name.startswith(p) or not rest.isdigit() or str(int(rest)) != rest:
+        return -1, False  # a quarantined file, or not ours
+    return int(rest), tmp
+
+
+def _open_segment(log, sid, names, now):
+    # Check header and META -> ([id, size, decode], floor) or (None, 0)
+    f = log.files
+    name = log._name(sid)
+    size = f.size(name)
+    mv = memoryview(_rbuf(log))
+    got = f.readinto(name, 0, mv[0:min(size, _HEAD_READ)]) if size else 0
+    v = header_version(mv, got)
+    if v == HDR_TORN:
+        err = ERR_TORN
+    elif v == HDR_BAD:
+        err = "magic"
+    elif v not in READERS:
+        err = "version %d" % v
+    else:
+        kind, b0, b1, err = READERS[v](mv, HEADER_LEN, got, _HEAD_READ)
+        if err is None and kind != K_META:
+            err = "meta"
+    if err == ERR_TORN and got == size:
+        # Creation cut short (header + META are the first write): empty
+        f.remove(name)
+        log.problems.append((name, 0, err, "removed"))
+        return None, 0
+    if err is not None:
+        _quarantine(log, name, names, now, err)
+        return None, 0
+    floor = get_varint(mv, get_varint(mv, b0, b1)[1], b1)[0]
+    return [sid, size, READERS[v], 0, 0], floor  # _index() sets top, live
+
+
+def _quarantine(log, name, names, now, err):
+    q = "%s.corrupt-%d" % (name, now)
+    k = 1
+    while q in names:  # a second one in the same ms (or after a reboot)
+        k += 1
+        q = "%s.corrupt-%d-%d" % (name, now, k)
+    log.files.rename(name, q)
+    names.append(q)
+    log.quarantined += 1
+    log.problems.append((name, 0, err, q))
+
+
+def _index(log):
+    # Pass over every record: live index, byte counts, next seq; cut
+    # each segment at its first bad record.
+    live = log._live = {}
+    nbytes = 0
+    disk = 0
+    nxt = log.next_seq
+    top = 0  # highest record seq seen
+    for seg in log._segs:
+        for kind, mv, pos, b0, b1 in walk(log, seg):
+            n, i = get_varint(mv, b0, b1)
+            if kind >= KIND_MIN:
+                if n > seg[_TOP]:
+                    seg[_TOP] = n
+                # Seqs only grow through the log; a seq seen again is a
+                # batch rewritten after a failed sync (flush()): one copy.
+                if n > top:
+                    top = n
+                    live[n] = b1 + 4 - pos
+                    nbytes += b1 + 4 - pos
+            elif kind == K_DEL:
+                nbytes -= live.pop(n, 0)
+            elif kind == K_DELS:
+                for x in range(n, n + get_varint(mv, i, b1)[0]):
+                    nbytes -= live.pop(x, 0)
+            elif kind == K_META:
+                nxt = max(nxt, n)
+        good, err = log._walk_end
+        if err is not None:
+            name = log._name(seg[_ID])
+            log.files.truncate(name, good)
+            log.problems.append((name, good, err, "cut"))
+            seg[_SIZE] = good
+        disk += seg[_SIZE]
+    log.next_seq = nxt = max(nxt, top + 1)
+    log.synced = log.top = nxt - 1
+    log.live_bytes = nbytes
+    log.disk_bytes = disk
+    last = 0
+    for seg in log._segs:  # tops only grow (a cut segment's too)
+        if seg[_TOP] < last:
+            seg[_TOP] = last
+        last = seg[_TOP]
+    if log._segs:
+        for seq in live:
+            log._seg_of(seq)[_LIVE] += live[seq]
