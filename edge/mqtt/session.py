@@ -12,27 +12,30 @@ from edge.compat import const, slots
 #   msg            PUBLISH sent at the message's own QoS without RETAIN (the
 #                  usual case: the entry allocates nothing)
 #   (msg, flags)   PUBLISH sent at QoS flags & 3, RETAIN if flags & 4
-#   _RELEASED      QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
+#   RELEASED       QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
 # The offline queue holds the same msg or (msg, flags) items, in order.
 _QOS = const(3)
 _RETAIN = const(4)
-_RELEASED = const(0)
+RELEASED = const(0)
 _PUBREL = const(6)  # packet type, as in consts.py
 _ENTRY_COST = const(64)  # budget bytes per held message beyond topic + payload
 _RC_PID_NOT_FOUND = const(0x92)
 
 
-def _entry(msg, qos, retain):
+def entry(msg, qos, retain):
     if qos == msg.qos and not retain:
         return msg
     return (msg, qos | _RETAIN if retain else qos)
 
 
-def _unpack(e):
+def unpack(e):
     """(msg, qos, retain) of a msg or (msg, flags) entry."""
     if type(e) is tuple:
         return e[0], e[1] & _QOS, bool(e[1] & _RETAIN)
     return e, e.qos, False
+
+
+_unpack = unpack  # the name v5subs.py still imports (issue #15: it takes unpack)
 
 
 @slots("topic", "payload", "qos", "retain", "props", "enc0")
@@ -138,7 +141,7 @@ class Session:
             return False
         if budget is not None:
             budget.add(size + _ENTRY_COST)
-        q.append(_entry(msg, qos, retain))
+        q.append(entry(msg, qos, retain))
         self.queued_bytes += size
         return True
 
@@ -155,7 +158,7 @@ class Session:
 
     def _send_new(self, msg, qos, retain, e=None):
         # the caller checked there is room, next_pid included; e: msg's
-        # entry (see _unpack) if the caller holds it already
+        # entry (see unpack) if the caller holds it already
         pid = self.next_pid
         st = self.store
         if st is not None and st.msg_sent(self, pid, msg, qos, retain):
@@ -170,7 +173,7 @@ class Session:
             if st is not None:
                 st.acked(self, pid, msg)
             return
-        self.inflight[pid] = _entry(msg, qos, retain) if e is None else e
+        self.inflight[pid] = entry(msg, qos, retain) if e is None else e
         self.stats.msgs_sent += 1
 
     def pump(self):
@@ -198,7 +201,7 @@ class Session:
                     self.store.unqueued(self, 0, msg)  # (the sent ones left its queue)
                 continue
             room -= 1
-            if msg is e:  # the usual entry (see _unpack)
+            if msg is e:  # the usual entry (see unpack)
                 self._send_new(e, e.qos, False, e)
             else:
                 self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN), e)
@@ -243,10 +246,10 @@ class Session:
     def on_pubrec(self, pid):
         e = self.inflight.get(pid)
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 2:
-            self.inflight[pid] = _RELEASED  # the message is no longer needed
+            self.inflight[pid] = RELEASED  # the message is no longer needed
             if self.store is not None:
                 self.store.released(self, pid, e[0] if type(e) is tuple else e)
-        elif e != _RELEASED:
+        elif e != RELEASED:
             # [MQTT-4.3.3-1] answer PUBREL for an unknown pid too, so the
             # client can finish its state; 5.0 says 0x92 there
             self.conn.send_ack(_PUBREL, pid, _RC_PID_NOT_FOUND)
@@ -254,7 +257,7 @@ class Session:
         self.conn.send_ack(_PUBREL, pid)
 
     def on_pubcomp(self, pid):
-        if self.inflight.get(pid) == _RELEASED:
+        if self.inflight.get(pid) == RELEASED:
             del self.inflight[pid]
             if self.store is not None:
                 self.store.acked(self, pid)
@@ -268,11 +271,11 @@ class Session:
         entries = list(self.inflight.items())
         entries.sort(key=lambda item: (item[0] - nxt) % 65535)  # send order
         for pid, e in entries:
-            if e == _RELEASED:
+            if e == RELEASED:
                 conn.send_ack(_PUBREL, pid)
             else:
                 # [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP set
-                msg, qos, retain = _unpack(e)
+                msg, qos, retain = unpack(e)
                 conn.send_publish(msg, qos, retain, True, pid)
                 self.stats.msgs_sent += 1
         self.pump()

@@ -4,7 +4,7 @@
 # to no message and messages nobody refers to are deleted, and all of it is
 # reported. Imported only by StateStore.replay(), once per start.
 from edge.compat import const
-from edge.mqtt.session import Message, Session, _entry
+from edge.mqtt.session import RELEASED, Message, Session, entry
 from edge.store.layout import decode
 from edge.store.state import EXPIRY_NEVER, _cost
 
@@ -23,7 +23,6 @@ _K_RETAINED = const(23)
 _K_QMSG = const(27)
 _K_DONE = const(28)
 _REC = const(12)
-_RELEASED = const(0)
 _CLEAN = const(1)
 _BYTES = const(2)
 _SUBS = const(5)
@@ -303,7 +302,7 @@ class Replay:
             sess.queue = []
             s[_QUEUE] = []
             for seq, m, fl in q:
-                sess.queue.append(_entry(m, fl & 3, bool(fl & 4)))
+                sess.queue.append(entry(m, fl & 3, bool(fl & 4)))
                 sess.queued_bytes += len(m.topic) + len(m.payload)
                 s[_QUEUE].append(seq)
                 s[_BYTES] += (_REC if seq in self.qmsgs else size(seq)) + _cost(m)  # as state.py counts
@@ -331,10 +330,10 @@ class Replay:
         for pid in infl:
             seq, m, fl, order = infl[pid]
             if m is None:
-                sess.inflight[pid] = _RELEASED
+                sess.inflight[pid] = RELEASED
                 s[_INFL][pid] = -seq
             else:
-                sess.inflight[pid] = _entry(m, fl & 3, bool(fl & 4))
+                sess.inflight[pid] = entry(m, fl & 3, bool(fl & 4))
                 s[_INFL][pid] = seq
                 s[_BYTES] += _cost(m)
                 self._use(m)

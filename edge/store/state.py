@@ -45,7 +45,7 @@
 # by session_budget. A refusal returns an MQTT 5.0 reason code (0 is OK) and
 # is counted; the broker drops what was refused (and counts it too).
 from edge.compat import const
-from edge.mqtt.session import Message, _unpack
+from edge.mqtt.session import RELEASED, Message, unpack
 from edge.store.layout import encode
 from edge.store.record import body_len, put_varint
 
@@ -66,7 +66,6 @@ _K_DONE = const(28)  # a QMSG's delivery ended; others still refer to its messag
 
 _RC_PACKET_TOO_LARGE = const(0x95)  # MQTT 5.0 reason codes (§2.4)
 _RC_QUOTA_EXCEEDED = const(0x97)
-_RELEASED = const(0)   # session.py's inflight entry once PUBREL is sent
 _CLEAN = const(1)      # SESSION flags
 _RETAIN = const(4)     # MSG / delivery flags, as session.py's entries
 _REC = const(12)       # a record's bytes beyond its body: kind, len, seq, crc (about)
@@ -344,15 +343,15 @@ class StateStore:
             if rc:
                 break
             e = sess.inflight[pid]
-            if e == _RELEASED:
+            if e == RELEASED:
                 rc = self._released_only(sess, pid)
             else:
-                msg, qos, retain = _unpack(e)
+                msg, qos, retain = unpack(e)
                 rc = self.msg_sent(sess, pid, msg, qos, retain)
         for e in sess.queue or ():
             if rc:
                 break
-            msg, qos, retain = _unpack(e)
+            msg, qos, retain = unpack(e)
             rc = self.msg_queued(sess, msg, qos, retain)
         for pid in sess.rx_qos2 or ():
             rc = rc or self.qos2_seen(sess, pid)
@@ -380,16 +379,16 @@ class StateStore:
         infl = s[_INFL] or {}
         for pid in infl:
             seq = infl[pid]
-            e = sess.inflight.get(pid, _RELEASED)
-            if seq > 0 and e != _RELEASED:
-                self._end(None, seq, _unpack(e)[0])
+            e = sess.inflight.get(pid, RELEASED)
+            if seq > 0 and e != RELEASED:
+                self._end(None, seq, unpack(e)[0])
             else:
                 self._del(None, seq if seq > 0 else -seq)
         q = sess.queue or ()
         i = 0
         for seq in (s[_QUEUE] or ())[s[_QHEAD]:]:
             if i < len(q):
-                self._end(None, seq, _unpack(q[i])[0])
+                self._end(None, seq, unpack(q[i])[0])
             else:
                 self._del(None, seq)
             i += 1
