@@ -1,7 +1,10 @@
 # `micropython -m edge [--config FILE.json] [--bind ADDR] [--port N]
 #  [--data DIR] [--log-level L]`: the same broker on a board or the unix
-# port (tools/board.py runs it the way a board does). argv is parsed by hand:
-# MicroPython has no argparse.
+# port (tools/board.py runs it the way a board does). Without --config,
+# config.json in the working directory is read if there is one (a board's
+# file next to its boot.py). argv is parsed by hand: MicroPython has no
+# argparse.
+import os
 import sys
 
 from edge.errors import ConfigError
@@ -14,11 +17,56 @@ _FLAGS = {
 }
 
 
-def load_config(argv):
+DEFAULT_CONFIG = "config.json"
+
+
+def _trailing_comma(text):
+    # MicroPython's json takes [1,] and {"a": 1,}, which JSON (RFC 8259)
+    # and CPython refuse: the line of the first such comma, else 0
+    line, comma, instr, esc = 1, 0, False, False
+    for c in text:  # bytes: small ints, nothing allocated
+        if instr:
+            if esc:
+                esc = False
+            elif c == 92:  # backslash
+                esc = True
+            elif c == 34:  # "
+                instr = False
+        elif c == 34:
+            instr, comma = True, 0
+        elif c == 44:  # ,
+            comma = line
+        elif c == 93 or c == 125:  # ] }
+            if comma:
+                return comma
+        elif c not in (32, 9, 13, 10):
+            comma = 0
+        if c == 10:
+            line += 1
+    return 0
+
+
+def _read_json(path):
     import json
+
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, "cannot read JSON config: %s" % e)
+    line = _trailing_comma(text)
+    if line:
+        raise ConfigError(path, "trailing comma, not JSON", line)
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ConfigError(path, "not JSON: %s" % e)
+
+
+def load_config(argv):
     from edge import config
 
-    raw = {}
+    path = None
     overrides = []
     i = 0
     while i < len(argv):
@@ -28,11 +76,7 @@ def load_config(argv):
         v = argv[i + 1]
         i += 2
         if a == "--config":
-            try:
-                with open(v) as f:
-                    raw = json.loads(f.read())
-            except (OSError, ValueError) as e:
-                raise ConfigError(v, "cannot read JSON config: %s" % e)
+            path = v
         elif a in _FLAGS:
             sec, key, conv = _FLAGS[a]
             try:
@@ -41,7 +85,17 @@ def load_config(argv):
                 raise ConfigError(a, "bad value %r" % v)
         else:
             raise ConfigError(a, "unknown option (use --config, --bind, --port, --data, --log-level)")
-    cfg = config.load(raw, "board")
+    if path is None:
+        try:
+            os.stat(DEFAULT_CONFIG)
+            path = DEFAULT_CONFIG
+        except OSError:
+            pass  # none: the defaults
+    raw = _read_json(path) if path else {}
+    try:
+        cfg = config.load(raw, "board")
+    except ConfigError as e:  # (the defaults are valid: a file's value)
+        raise ConfigError(path, str(e))  # which file, config.json may be implicit
     for sec, key, v in overrides:
         config.override(cfg, sec, key, v, "board")
     return cfg

@@ -1,15 +1,19 @@
 # Start the broker on this runtime: the listener, the 250 ms tick that polls
 # every deadline, and (MicroPython) the live-heap figures for $SYS.
 import asyncio
+import errno
 import gc
 import os
 
+from edge.errors import ConfigError
 from edge.mqtt.broker import Broker
 from edge.runtime.clock import now_ms
 
 if hasattr(asyncio, "core"):  # MicroPython: sockets on its asyncio poller
+    from edge.runtime import lock
     from edge.runtime.tcp import TcpServer
 else:  # CPython: asyncio Protocols, uvloop's event loop when installed
+    from edge.runtime import lock_cpython as lock  # type: ignore[no-redef]
     from edge.runtime.speedups_cpython import runner
     from edge.runtime.tcp_cpython import TcpServer  # type: ignore[assignment]
 
@@ -52,7 +56,6 @@ def _heap():
 
 
 async def serve(cfg, log, started=None):
-    b = cfg["broker"]
     if hasattr(gc, "threshold"):  # MicroPython
         # Collect after every _GC_EVERY bytes allocated, not only when the
         # heap is full: garbage then never spreads over the whole heap, so
@@ -68,7 +71,17 @@ async def serve(cfg, log, started=None):
         # then found every connection closed out of memory, or the next
         # start no heap to open the store).
         gc.threshold(_GC_EVERY)
-    _makedirs(cfg["store"]["dir"])
+    d = cfg["store"]["dir"]
+    _makedirs(d)
+    held = lock.acquire(d, log)  # persistence on or off: one broker per directory
+    try:
+        await _serve(cfg, log, started)
+    finally:
+        lock.release(held)
+
+
+async def _serve(cfg, log, started):
+    b = cfg["broker"]
     broker = Broker(cfg, now_ms(), log)
     srv = TcpServer(broker, log)  # (CPython: swaps in its trie while empty)
     if hasattr(srv, "sync_wait_us"):  # (CPython's: tcp_cpython.py)
@@ -78,8 +91,15 @@ async def serve(cfg, log, started=None):
         wal = _open_store(cfg, broker, log)  # replayed before anyone connects
     else:
         log(30, "store: persistence off, nothing survives a restart")
-    await srv.start(b["bind"], b["port"])
-    log(20, "edgebroker listening on %s:%d (MQTT), data in %s" % (b["bind"], b["port"], cfg["store"]["dir"]))
+    try:
+        await srv.start(b["bind"], b["port"])
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise  # the port, not the address (the caller says so, exit 1)
+        # an address that does not resolve, or is not this host's
+        raise ConfigError("broker.bind", "cannot listen on %s port %d: %s" % (b["bind"], b["port"], e))
+    # srv.port: the port taken when port 0 asked for any
+    log(20, "edgebroker listening on %s:%d (MQTT), data in %s" % (b["bind"], srv.port, cfg["store"]["dir"]))
     if started is not None:
         started(broker, srv)
     # Nothing reads the config after start-up (the Broker copied its limits):
@@ -142,7 +162,7 @@ def run(cfg, log=None):
         log = print_log(cfg["log"]["level"])
     go = asyncio.run
     if not hasattr(asyncio, "core"):  # CPython
-        go, name = runner()
+        go, name = runner(log)
         log(20, "event loop: %s" % name)
     try:
         go(serve(cfg, log))

@@ -4,6 +4,7 @@
 import asyncio
 import os
 
+from edge.errors import ConfigError
 from edge.mqtt.topics import Trie
 
 _MEMO_MAX = 1024  # topics remembered before the memo starts over
@@ -46,14 +47,23 @@ def install(broker):
     return True
 
 
-def runner():
+_LOOPS = ("auto", "asyncio", "uvloop")  # EDGEBROKER_LOOP's values
+
+
+def runner(log):
     """asyncio.run, or uvloop.run when uvloop is installed (an option, never
-    a dependency) and EDGEBROKER_LOOP is not "asyncio". Returns (run, name)."""
-    if os.environ.get("EDGEBROKER_LOOP", "auto") != "asyncio":
+    a dependency) and EDGEBROKER_LOOP is not "asyncio". Returns (run, name);
+    an unknown EDGEBROKER_LOOP is a ConfigError."""
+    want = os.environ.get("EDGEBROKER_LOOP") or "auto"  # set but empty: unset
+    if want not in _LOOPS:
+        raise ConfigError("EDGEBROKER_LOOP", "unknown event loop %r (accepted: %s)" % (want, ", ".join(_LOOPS)))
+    if want != "asyncio":
         try:
             import uvloop
         except ImportError:
-            pass
+            if want == "uvloop":  # asked for by name: say why it is not used
+                log(30, "EDGEBROKER_LOOP=uvloop but uvloop is not installed (pip install uvloop): "
+                        "asyncio's loop instead")
         else:
             return uvloop.run, "uvloop"
     return asyncio.run, "asyncio"

@@ -16,6 +16,8 @@
 # "Delivery guarantees"). One feed, one sync: a board has a handful of
 # clients, and littlefs commits on flush/close.
 import asyncio
+import errno
+import random
 
 from edge.runtime.clock import now_ms
 
@@ -26,6 +28,7 @@ _io_queue = asyncio.core._io_queue  # type: ignore[attr-defined]
 # 1 KB more heap than 2 KB would (a bigger packet just takes two reads).
 _RBUF_SIZE = 1024
 _BACKLOG = 128  # listen() queue
+_PORT_TRIES = 32  # random ports tried for port 0 (_bind)
 
 # One receive buffer for every connection. Each read is handed to the broker
 # before the next wait, so sharing is safe (the broker copies what it keeps).
@@ -33,6 +36,20 @@ _BACKLOG = 128  # listen() queue
 # is hard to find on a board later on.
 _RBUF = bytearray(_RBUF_SIZE)
 _RMV = memoryview(_RBUF)
+
+
+def _bind(s, socket, host, port):
+    # The port bound. Port 0 is any free port, but MicroPython's sockets
+    # have no getsockname() to say which one the OS took: one of the dynamic
+    # range (49152-65535, RFC 6335) is picked here, another if it is taken.
+    for i in range(_PORT_TRIES):
+        p = port or 49152 + random.getrandbits(14)
+        try:
+            s.bind(socket.getaddrinfo(host, p)[0][-1])
+            return p
+        except OSError as e:
+            if port or i == _PORT_TRIES - 1 or e.errno != errno.EADDRINUSE:
+                raise
 
 
 class TcpServer:
@@ -47,15 +64,20 @@ class TcpServer:
         self.draining = set()
         self.next_id = 0
         self.server = None  # the listening socket
+        self.port = 0       # the port it is bound to
         self.task = None    # the accept loop
 
     async def start(self, host, port):
         import socket
 
         s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(socket.getaddrinfo(host, port)[0][-1])
-        s.listen(_BACKLOG)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.port = _bind(s, socket, host, port)
+            s.listen(_BACKLOG)
+        except OSError:
+            s.close()
+            raise
         s.setblocking(False)
         self.server = s
         self.task = asyncio.create_task(self._accept(s))

@@ -94,6 +94,7 @@ class TcpServer:
         self.peers = {}     # cid -> _Peer, while the broker may write to it
         self.next_id = 0
         self.server = None  # asyncio Server
+        self.port = 0       # the port it is bound to
         self.commit_due = False  # a _commit() is scheduled
         self.syncing = False     # a sync runs in the helper
         self.held = {}           # cid -> [conn, (need, data), ...]: output waiting (flush())
@@ -108,6 +109,7 @@ class TcpServer:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             self._peer, host, port, backlog=_BACKLOG, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]  # port 0: the one taken
         return self.server
 
     def _peer(self):

@@ -1,0 +1,112 @@
+# What a start says: the port bound (--port 0 too), a bad bind address or
+# config.json named with exit 2 and no traceback, EDGEBROKER_LOOP checked.
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.runtime._proc import Proc, command, mqtt_connect
+
+RUNTIMES = ["cpython", "micropython"]
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request):
+    if request.param == "micropython":
+        request.getfixturevalue("micropython_exe")  # skips where there is none
+        request.applymarker(pytest.mark.micropython)
+    return request.param
+
+
+def _exits(cmd, cwd=REPO_ROOT, env=None):
+    p = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert "Traceback" not in p.stdout, p.stdout
+    return p.returncode, p.stdout
+
+
+@pytest.mark.timeout(120)
+def test_port_0_logs_the_port_bound(runtime, tmp_path):
+    b = Proc(command(runtime, "--bind", "127.0.0.1", "--port", "0", "--data", str(tmp_path / "d")),
+             tmp_path / "broker.log")
+    try:
+        port = b.wait_port()
+        assert port != 0 and mqtt_connect(port)
+    finally:
+        b.stop()
+
+
+@pytest.mark.parametrize("addr", ["999.1.1.1", "nosuchhost.invalid"])
+@pytest.mark.timeout(120)
+def test_a_bad_bind_address_is_named(runtime, addr, tmp_path):
+    rc, out = _exits(command(runtime, "--bind", addr, "--port", "0", "--data", str(tmp_path / "d")))
+    assert rc == 2 and "broker.bind: cannot listen on %s port 0" % addr in out, out
+
+
+# ---- the board runtime's config.json (`micropython -m edge`) -----------------
+def _board(micropython_exe, cwd, *args):
+    # as on a board: the working directory holds config.json
+    env = dict(os.environ, MICROPYPATH=".frozen:" + REPO_ROOT)
+    return [micropython_exe, "-m", "edge"] + list(args), env
+
+
+@pytest.mark.micropython
+@pytest.mark.timeout(120)
+def test_board_reads_config_json_by_default(micropython_exe, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"broker": {"bind": "127.0.0.1", "port": 0}, "store": {"dir": "from-config-json"}}))
+    cmd, env = _board(micropython_exe, tmp_path)
+    b = Proc(cmd, tmp_path / "broker.log", cwd=str(tmp_path), env=env)
+    try:
+        assert mqtt_connect(b.wait_port())
+        assert "data in from-config-json" in b.log()
+    finally:
+        b.stop()
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("text,error", [
+    ('{"broker": {"port": 1884,}}', "config.json (line 1): trailing comma, not JSON"),
+    ('{"store": {"dir": "d"},\n "broker": {"port": [1,\n 2,\n]}}', "config.json (line 3): trailing comma"),
+    ('{"broker": {"port": 70000}}', "config.json: broker.port: must be an integer"),
+])
+@pytest.mark.timeout(60)
+def test_board_config_json_errors_name_the_file(micropython_exe, tmp_path, text, error):
+    (tmp_path / "config.json").write_text(text)
+    cmd, env = _board(micropython_exe, tmp_path)
+    rc, out = _exits(cmd, cwd=str(tmp_path), env=env)
+    assert rc == 2 and error in out, out
+
+
+def test_trailing_comma_outside_strings_only():
+    from edge.__main__ import _trailing_comma
+
+    assert _trailing_comma(b'{"a": "x,}", "b": [1, 2], "c": "\\",]"}') == 0
+    assert _trailing_comma(b'{"a": [1, 2 ,\n\t]}') == 1
+    assert _trailing_comma(b'{"a": {},\n}') == 1
+
+
+# ---- EDGEBROKER_LOOP (CPython) --------------------------------------------------
+@pytest.mark.timeout(60)
+def test_unknown_event_loop_is_an_error(tmp_path):
+    env = dict(os.environ, EDGEBROKER_LOOP="foo")
+    rc, out = _exits([sys.executable, "-m", "gateway", "run", "--port", "0", "--data", str(tmp_path)], env=env)
+    assert rc == 2, out
+    assert "EDGEBROKER_LOOP: unknown event loop 'foo' (accepted: auto, asyncio, uvloop)" in out
+
+
+def test_uvloop_asked_for_but_missing_warns(monkeypatch):
+    from edge.runtime.speedups_cpython import runner
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop: ImportError
+    logged = []
+    monkeypatch.setenv("EDGEBROKER_LOOP", "uvloop")
+    run, name = runner(lambda level, msg: logged.append((level, msg)))
+    assert name == "asyncio" and logged == [
+        (30, "EDGEBROKER_LOOP=uvloop but uvloop is not installed (pip install uvloop): asyncio's loop instead")]
+    monkeypatch.setenv("EDGEBROKER_LOOP", "auto")  # not asked for by name: quiet
+    del logged[:]
+    assert runner(logged.append)[1] == "asyncio" and logged == []
