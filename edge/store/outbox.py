@@ -1,4 +1,5 @@
-# The uplink's durable outbox (DESIGN "Delivery guarantees", store-and-forward):
+# The uplink's durable outbox (docs/design.md "Delivery guarantees",
+# store-and-forward):
 # a FIFO of opaque bodies on a Log of its own (its own file prefix and byte
 # budget, [upstream] outbox_budget_bytes). The bridge appends what it must
 # send up, reads from a cursor, and acks what the upstream confirmed.

@@ -6,7 +6,7 @@
 from edge.compat import const
 from edge.mqtt.session import RELEASED, Message, Session, entry
 from edge.store.layout import decode
-from edge.store.state import EXPIRY_NEVER, _cost
+from edge.store.state import EXPIRY_NEVER
 
 # As in state.py (a private const is inlined by MicroPython and can't be
 # imported; tests/core/test_store_state.py keeps them equal)
@@ -22,13 +22,7 @@ _K_RXQOS2 = const(22)
 _K_RETAINED = const(23)
 _K_QMSG = const(27)
 _K_DONE = const(28)
-_REC = const(12)
 _CLEAN = const(1)
-_BYTES = const(2)
-_SUBS = const(5)
-_INFL = const(6)
-_QUEUE = const(7)
-_RX = const(8)
 _SHARED = const(0x40)  # a 5.0 shared subscription's flag, as in v5subs.py
 
 _HANDLERS = {
@@ -222,16 +216,16 @@ class Replay:
             by_cid[w[_W_CID]] = w
         for cid in by_cid:
             self._restore(by_cid[cid])
-        self.store._next_sid = top + 1
+        store = self.store
+        store.restore_sids(top)
         for topic in self.ret:
             seq, m = self.ret[topic]
             if self.broker.retained.set(topic, m):
-                self.store._ret[topic] = (seq, m)
+                store.restore_retained(topic, seq, m)
                 self._use(m)
                 self.counts["retained"] += 1
             else:
                 self._drop(seq, _K_RETAINED, "over the retained limits")
-        store = self.store
         for seq in self.msgs:
             m = self.msgs[seq]
             n = self.refs.get(m)
@@ -241,11 +235,7 @@ class Replay:
                 if done:
                     self._drop(done, _K_DONE, "unreferenced")
                 continue
-            store._mseq[m] = seq
-            if n > 1:  # (one: not in _mref)
-                store._mref[m] = n
-            if done:
-                store._done[m] = done
+            store.restore_message(m, seq, n, done)
             self.counts["messages"] += 1
 
     def _drop_all(self, w, why):
@@ -267,7 +257,7 @@ class Replay:
 
     def _restore(self, w):
         b = self.broker
-        size = self.log.size_of
+        store = self.store
         c = self.counts
         flags = w[_W_FLAGS]
         sess = Session(w[_W_CID], bool(flags & _CLEAN), b.limits, b.stats)
@@ -277,67 +267,53 @@ class Replay:
             # the restart (the time it was away before is not recorded)
             sess.expiry = exp
             b.v5hub().expiring[sess] = b.now + exp * 1000
-        s = [w[_W_SID], w[_W_SEQ], size(w[_W_SEQ]), w[_W_EXP], flags, None, None, None, None, 0]
+        store.restore_session(sess, w[_W_SID], w[_W_SEQ], exp, flags)
         subs = w[_W_SUBS]
-        if subs:
-            s[_SUBS] = {}
-            for f in subs:
-                seq, opts = subs[f]
-                if opts & _SHARED:  # a 5.0 shared subscription: its group
-                    from edge.mqtt import v5subs
-                    from edge.mqtt.topics import split_shared
+        for f in subs:
+            seq, opts = subs[f]
+            if opts & _SHARED:  # a 5.0 shared subscription: its group
+                from edge.mqtt import v5subs
+                from edge.mqtt.topics import split_shared
 
-                    v5subs.share(b.v5hub(), sess, f, split_shared(f)[1], opts)
-                else:
-                    if opts > 3:  # 5.0 options: delivered through the Hub
-                        b.v5hub()
-                    sess.subs[f] = opts
-                    b.subs.add(f, sess, opts)
-                s[_SUBS][f] = seq
-                s[_BYTES] += size(seq)
-                c["subs"] += 1
-        self._restore_inflight(sess, s, w[_W_INFL])
+                v5subs.share(b.v5hub(), sess, f, split_shared(f)[1], opts)
+            else:
+                if opts > 3:  # 5.0 options: delivered through the Hub
+                    b.v5hub()
+                sess.subs[f] = opts
+                b.subs.add(f, sess, opts)
+            store.restore_sub(sess, f, seq)
+            c["subs"] += 1
+        self._restore_inflight(sess, w[_W_INFL])
         q = w[_W_QUEUE]
         if q:
             sess.queue = []
-            s[_QUEUE] = []
             for seq, m, fl in q:
                 sess.queue.append(entry(m, fl & 3, bool(fl & 4)))
                 sess.queued_bytes += len(m.topic) + len(m.payload)
-                s[_QUEUE].append(seq)
-                s[_BYTES] += (_REC if seq in self.qmsgs else size(seq)) + _cost(m)  # as state.py counts
+                store.restore_queued(sess, seq, m, seq in self.qmsgs)
                 self._use(m)
                 c["queued"] += 1
         rx = w[_W_RX]
-        if rx:
-            s[_RX] = {}
-            for pid in rx:
-                sess.qos2_seen(pid)  # [MQTT-4.3.3-2] a resent PUBLISH isn't delivered again
-                s[_RX][pid] = rx[pid]
-                s[_BYTES] += size(rx[pid])
-                c["rx_qos2"] += 1
-        self.store._sess[sess] = s
+        for pid in rx:
+            sess.qos2_seen(pid)  # [MQTT-4.3.3-2] a resent PUBLISH isn't delivered again
+            store.restore_rx(sess, pid, rx[pid])
+            c["rx_qos2"] += 1
         b.sessions[sess.client_id] = sess
         c["sessions"] += 1
 
-    def _restore_inflight(self, sess, s, infl):
+    def _restore_inflight(self, sess, infl):
         if not infl:
             return
-        s[_INFL] = {}
-        size = self.log.size_of
         newest = -1
         last = 0
         for pid in infl:
             seq, m, fl, order = infl[pid]
             if m is None:
                 sess.inflight[pid] = RELEASED
-                s[_INFL][pid] = -seq
             else:
                 sess.inflight[pid] = entry(m, fl & 3, bool(fl & 4))
-                s[_INFL][pid] = seq
-                s[_BYTES] += _cost(m)
                 self._use(m)
-            s[_BYTES] += size(seq)
+            self.store.restore_inflight(sess, pid, seq, m)
             if order > newest:
                 newest = order
                 last = pid

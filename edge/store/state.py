@@ -1,6 +1,7 @@
 # The broker's persistent state on a Log (edge/store/log.py), sans-IO: the
 # broker tells StateStore about each change of what must survive a restart
-# (DESIGN "Delivery guarantees"); replay() rebuilds it into a fresh Broker.
+# (docs/design.md "Delivery guarantees"); replay() rebuilds it into a fresh
+# Broker.
 # The runtime writes no PUBACK/PUBREC/CONNACK before what it promises is
 # synced, or void: a delivery acknowledged before its record was written
 # needs no flash (Log.settled; the deletion that ends it is quiet).
@@ -37,17 +38,12 @@
 # torn batch leaves records of no session, which replay removes, never half
 # a session. Messages are written before their first reference.
 #
-# Budgets (STYLE H7): the Log's budget_bytes bounds the whole store. New data
-# (a delivery, a subscription, a session, a pid, a retained message) is
-# admitted only below budget_bytes - reserve_bytes, so a transition that
-# replaces a record finds room. Each session's bytes (its records, plus the
-# size of each message it refers to, counted once per reference) are bounded
-# by session_budget. A refusal returns an MQTT 5.0 reason code (0 is OK) and
-# is counted; the broker drops what was refused (and counts it too).
+# What each record costs which budget, and the message records with their
+# references: edge/store/ledger.py (the Ledger StateStore is).
 from edge.compat import const
-from edge.mqtt.session import RELEASED, Message, unpack
+from edge.mqtt.session import RELEASED, unpack
 from edge.store.layout import encode
-from edge.store.record import body_len, put_varint
+from edge.store.ledger import Ledger
 
 EXPIRY_NEVER = const(0xFFFFFFFF)
 
@@ -64,18 +60,15 @@ _K_RETAINED = const(23)
 _K_QMSG = const(27)  # a QoS 1 delivery and its message, one record
 _K_DONE = const(28)  # a QMSG's delivery ended; others still refer to its message
 
-_RC_PACKET_TOO_LARGE = const(0x95)  # MQTT 5.0 reason codes (§2.4)
-_RC_QUOTA_EXCEEDED = const(0x97)
+_RC_QUOTA_EXCEEDED = const(0x97)  # MQTT 5.0 reason code (§2.4)
 _CLEAN = const(1)      # SESSION flags
 _RETAIN = const(4)     # MSG / delivery flags, as session.py's entries
-_REC = const(12)       # a record's bytes beyond its body: kind, len, seq, crc (about)
-_MSG_COST = const(14)  # a MSG record's bytes beyond (len(msg.topic) + len(msg.payload)) (about)
 _BODY_MAX = const(24)  # largest body of a record without strings (about)
 _PID_MAX = const(65535)
 
-# Per-session index, a list (cheaper than an instance on a board). Every
-# container is None until first needed; _INFL maps pid -> seq of its
-# INFLIGHT record, or -seq of its RELEASED record.
+# Per-session index, as in ledger.py (a private const is inlined by
+# MicroPython and can't be imported; tests/core/test_store_state.py keeps
+# them equal)
 _SID = const(0)
 _SEQ = const(1)    # SESSION record
 _BYTES = const(2)  # what session_budget counts
@@ -86,18 +79,6 @@ _INFL = const(6)   # {pid: +-seq}
 _QUEUE = const(7)  # [seq], oldest first from index _QHEAD on (mirrors Session.queue)
 _RX = const(8)     # {pid: seq}
 _QHEAD = const(9)  # _QUEUE's entries before it have gone in flight (below)
-
-
-def _cost(msg):
-    # What a reference to msg counts against its session's budget: the
-    # bytes its MSG record takes (about). The same for the message's whole
-    # life: every reference added is taken off again with this.
-    n = len(msg.topic) + len(msg.payload) + _MSG_COST
-    if msg.__class__ is not Message:  # Message5: its MSG5 record holds more
-        from edge.store.msg5 import extra
-
-        n += extra(msg)
-    return n
 
 
 def _take_oldest(s, q):
@@ -118,181 +99,12 @@ def _take_oldest(s, q):
     return seq
 
 
-def _qmsg(sid, dflags, mflags, topic, payload):
-    # A QMSG body (layout.py "vBBSr") as parts for Log.append: the topic and
-    # payload are not copied into one body, only into the batch by write(),
-    # and not at all when the subscriber acks before it (most records,
-    # flat out: the log elides them)
-    tb = topic.encode()
-    if sid < 0x80 and len(tb) < 0x80:  # one-byte varints: the usual case
-        return bytes((sid, dflags, mflags, len(tb))), tb, payload
-    head = bytearray()
-    put_varint(head, sid)
-    head.append(dflags)
-    head.append(mflags)
-    put_varint(head, len(tb))
-    return bytes(head), tb, payload  # (bytes: record.py joins the parts)
-
-
-class StateStore:
+class StateStore(Ledger):
     def __init__(self, log, session_budget=65536, reserve_bytes=512):
-        self.log = log  # opened by the caller; its budget_bytes bounds all
-        self.session_budget = session_budget
-        self.reserve_bytes = reserve_bytes
-        self.refused_session = 0  # over a session's budget
-        self.refused_store = 0    # over the store's
-        self.refused_size = 0     # a record over the log's max_record
-        self._told = 0            # refusals refusals() reported
-        self._sess = {}   # Session -> index list (above)
-        self._mseq = {}   # Message -> seq of its MSG record
-        self._mref = {}   # Message -> references (deliveries, retained) where
-                          # more than one: a stored message not in it has one
-        self._done = {}   # Message -> seq of the DONE record of its QMSG
-        self._ret = {}    # topic -> (seq of RETAINED, Message)
-        self._next_sid = 1
+        super().__init__(log, session_budget, reserve_bytes)
         # QoS 1 deliveries recorded as they went out: their acks may end them
         # before the batch is written (Log.settled, tcp_cpython.py's sync wait)
         self.sent_records = 0
-
-    # ---- records ---------------------------------------------------------------
-    def _add(self, s, kind, body):
-        # Append; seq, or -1 (counted). s: the session the bytes count for.
-        log = self.log
-        seq = log.append(kind, body)
-        if seq < 0:
-            if body_len(body) > log.max_record:
-                self.refused_size += 1
-            else:
-                self.refused_store += 1
-        elif s is not None:
-            s[_BYTES] += log.size_of(seq)
-        return seq
-
-    def _del(self, s, seq, elide=True):
-        if s is not None:
-            s[_BYTES] -= self.log.size_of(seq)
-        self.log.delete(seq, elide)
-
-    def _admit(self, s, nbody, mlen, cost):
-        # 0 if new records with nbody (+ mlen, a MSG not stored yet; 0 if
-        # none) bytes fit, and s (None: no session budget) can take cost
-        # more bytes.
-        log = self.log
-        need = nbody + _REC + (mlen + _REC if mlen else 0)
-        if mlen > log.max_record:
-            self.refused_size += 1
-            return _RC_PACKET_TOO_LARGE
-        if s is not None and s[_BYTES] + nbody + _REC + cost > self.session_budget:
-            self.refused_session += 1
-            return _RC_QUOTA_EXCEEDED
-        if log.live_bytes + need > log.budget_bytes - self.reserve_bytes:
-            self.refused_store += 1
-            return _RC_QUOTA_EXCEEDED
-        return 0
-
-    def _msg_body(self, msg):
-        # The MSG record still to write for msg, None if it is stored
-        if msg in self._mseq:
-            return None
-        flags = msg.qos | (_RETAIN if msg.retain else 0)
-        if msg.__class__ is not Message:  # Message5
-            from edge.store.msg5 import body
-
-            return body(msg, flags)
-        return encode(_K_MSG, (flags, msg.topic, msg.payload))
-
-    def _ref(self, s, msg, mbody):
-        # One more reference to msg; writes its MSG record first if mbody.
-        # -1 if that was refused.
-        if mbody is not None:
-            seq = self._add(None, _K_MSG if msg.__class__ is Message else _K_MSG5, mbody)
-            if seq < 0:
-                return -1
-            self._mseq[msg] = seq  # (its first reference)
-        else:
-            self._mref[msg] = self._mref.get(msg, 1) + 1
-        if s is not None:
-            s[_BYTES] += _cost(msg)
-        return self._mseq[msg]
-
-    def _unref(self, s, msg):
-        if msg not in self._mseq:
-            return  # not ours (a wiring slip; replay would clean up)
-        if s is not None:
-            s[_BYTES] -= _cost(msg)
-        n = self._mref.get(msg, 1)
-        if n > 2:
-            self._mref[msg] = n - 1
-        elif n == 2:
-            del self._mref[msg]
-        else:
-            self._del(None, self._mseq.pop(msg))
-            done = self._done.pop(msg, 0)
-            if done:
-                self._del(None, done)
-
-    def _end(self, s, seq, msg):
-        # A delivery of msg (its record: seq) ended. A QMSG holds msg too:
-        # it goes with msg's last reference; until then a DONE record says
-        # its delivery is over.
-        if self._mseq.get(msg) != seq:
-            self._unref(s, msg)  # first: message then delivery, in seq order (log.py's runs)
-            self._del(s, seq)
-            return
-        if msg not in self._mref:
-            # The usual: msg's one reference was this delivery (so no DONE
-            # record yet either); _unref() inline, the hot path
-            del self._mseq[msg]
-            if s is not None:
-                s[_BYTES] -= _REC + _cost(msg)
-            # quiet: an ended delivery is no output's promise (Log.settled)
-            self.log.delete(seq, True, True)
-            return
-        if s is not None:
-            s[_BYTES] -= _REC  # (what _queued() counted)
-        done = self._add(None, _K_DONE, encode(_K_DONE, (self.log.next_seq - seq,)))
-        if done > 0:  # (refused: a restart sends it again, as QoS 1 may)
-            self._done[msg] = done
-        self._unref(s, msg)
-
-    def _queued(self, s, msg, flags):
-        # A new QUEUED delivery of msg at flags (QoS, RETAIN): (0, seq) or
-        # (a refusal reason, -1). A QoS 1 delivery of a message not stored
-        # yet takes one record for both (QMSG); a second reference refers to
-        # it as to a MSG. (The hot path of a persistent subscriber, every
-        # message: no list of values, few calls.)
-        if flags & 3 != 1 or msg.__class__ is not Message or msg in self._mseq:
-            return self._deliver(s, msg, _K_QUEUED, [s[_SID], 0, flags], 1)
-        body = _qmsg(s[_SID], flags, msg.qos | (_RETAIN if msg.retain else 0), msg.topic, msg.payload)
-        blen = len(body[0]) + len(body[1]) + len(body[2])
-        cost = _cost(msg)
-        rc = self._admit(s, 0, blen, cost)
-        if rc:
-            return rc, -1
-        seq = self.log.append(_K_QMSG, body, blen)
-        if seq < 0:
-            self.refused_store += 1  # (_admit let it by: max_record is checked there)
-            return _RC_QUOTA_EXCEEDED, -1
-        self._mseq[msg] = seq  # (one reference: not in _mref)
-        s[_BYTES] += _REC + cost  # as a QUEUED record and a reference
-        return 0, seq
-
-    def _deliver(self, s, msg, kind, vals, at):
-        # A new delivery record of msg; vals[at] is filled with @msg.
-        # (0, seq) or (a refusal reason, -1).
-        mbody = self._msg_body(msg)
-        rc = self._admit(s, _BODY_MAX, 0 if mbody is None else len(mbody), _cost(msg))
-        if rc:
-            return rc, -1
-        mseq = self._ref(s, msg, mbody)
-        if mseq < 0:
-            return _RC_QUOTA_EXCEEDED, -1
-        vals[at] = self.log.next_seq - mseq
-        seq = self._add(s, kind, encode(kind, vals))
-        if seq < 0:
-            self._unref(s, msg)
-            return _RC_QUOTA_EXCEEDED, -1
-        return 0, seq
 
     # ---- sessions --------------------------------------------------------------
     def session_saved(self, sess, expiry=None):
@@ -394,21 +206,6 @@ class StateStore:
             i += 1
         for seq in (s[_RX] or {}).values():
             self._del(None, seq)
-
-    def session_expiry(self, sess):
-        """The expiry saved for sess (seconds, EXPIRY_NEVER), 0 if none."""
-        s = self._sess.get(sess)
-        return s[_EXP] if s else 0
-
-    def session_bytes(self, sess):
-        """What sess's budget counts (0 if it is not persisted)."""
-        s = self._sess.get(sess)
-        return s[_BYTES] if s else 0
-
-    def _infl(self, s):
-        if s[_INFL] is None:
-            s[_INFL] = {}
-        return s[_INFL]
 
     # ---- subscriptions -----------------------------------------------------------
     def sub_added(self, sess, f, opts):
@@ -576,31 +373,6 @@ class StateStore:
             self._del(None, old[0])
             self._unref(None, old[1])
         return rc
-
-    # ---- figures -------------------------------------------------------------------
-    def sys_values(self):
-        """($SYS/broker/ name, value) pairs of the store."""
-        log = self.log
-        yield "store/bytes", log.live_bytes
-        yield "store/disk bytes", log.disk_bytes
-        yield "store/syncs", log.syncs
-        yield "store/bytes written", log.written
-        yield "store/refused", self.refused_session + self.refused_store + self.refused_size
-        yield "store/quarantined", log.quarantined
-
-    def refusals(self):
-        """A log line about the refusals since the last call, or None (the
-        broker logs it once a tick: a full store under load would otherwise
-        log every message)."""
-        n = self.refused_session + self.refused_store + self.refused_size
-        if n == self._told:
-            return None
-        msg = "store: %d records refused (%d over session_budget %d, %d over budget_bytes %d, %d too large)" % (
-            n - self._told, self.refused_session, self.session_budget, self.refused_store,
-            self.log.budget_bytes, self.refused_size)
-        self._told = n
-        return msg
-
     # ---- restart -------------------------------------------------------------------
     def replay(self, broker):
         """Rebuild the stored state into broker (fresh: no sessions yet):

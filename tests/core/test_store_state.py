@@ -6,6 +6,7 @@
 # tests/mpy_runner.py.
 from edge.mqtt import session as session_mod
 from edge.mqtt.packets import Puback, Pubcomp, Publish, Pubrec, Pubrel
+from edge.store import ledger as ledger_mod
 from edge.store import replay as replay_mod
 from edge.store import state as state_mod
 from edge.store.layout import LAYOUTS, decode, encode
@@ -161,15 +162,18 @@ def test_every_kind_round_trips():
 
 
 def test_private_copies_equal():
-    # replay.py repeats state.py's private consts (MicroPython inlines them)
+    # replay.py and ledger.py repeat state.py's private consts (MicroPython
+    # inlines them)
     checked = 0
-    for name in dir(replay_mod):
-        v = getattr(replay_mod, name)
-        if name.startswith("_K_") or name in ("_CLEAN", "_BYTES", "_SUBS", "_INFL",
-                                              "_QUEUE", "_RX", "_REC"):
-            assert getattr(state_mod, name) == v, name
-            checked += 1
-    assert checked == 19 or not hasattr(state_mod, "_K_MSG")
+    for mod in (replay_mod, ledger_mod):
+        for name in dir(mod):
+            v = getattr(mod, name)
+            if name.startswith("_K_") or name in ("_CLEAN", "_SID", "_SEQ", "_BYTES", "_EXP", "_FLAGS",
+                                                  "_SUBS", "_INFL", "_QUEUE", "_RX", "_QHEAD", "_RETAIN",
+                                                  "_BODY_MAX", "_RC_QUOTA_EXCEEDED"):
+                assert getattr(state_mod, name) == v, name
+                checked += 1
+    assert checked == 31 or not hasattr(state_mod, "_K_MSG")
     if hasattr(replay_mod, "_SHARED"):  # CPython (MicroPython folds private consts)
         from edge.mqtt import v5subs
         assert replay_mod._SHARED == v5subs._SHARED
@@ -730,9 +734,9 @@ def test_outbox_torn_tail():
 
 
 def test_qmsg_parts_are_the_layout_encoding():
-    # state._qmsg builds QMSG bodies as parts without layout.encode: the
+    # ledger._qmsg builds QMSG bodies as parts without layout.encode: the
     # same bytes, on the one-byte fast path and past it
     for sid, topic in ((1, "a/b"), (127, "t" * 127), (128, "t"), (5, "t" * 128), (300, "é/" * 70)):
-        parts = state_mod._qmsg(sid, 1, 5, topic, b"payload")
+        parts = ledger_mod._qmsg(sid, 1, 5, topic, b"payload")
         assert b"".join(bytes(p) for p in parts) == bytes(encode(27, (sid, 1, 5, topic, b"payload")))
         assert decode(27, b"".join(bytes(p) for p in parts)) == [sid, 1, 5, topic, b"payload"]
