@@ -1,6 +1,6 @@
-# One configuration schema for both runtimes (DESIGN.md "Configuration").
+# One configuration schema for both runtimes (docs/design.md "Configuration").
 # The Pi reads it from TOML (gateway/config.py), a board from config.json
-# (loads_json). The schema is data: adding a section or key is a table edit.
+# (read_json). The schema is data: adding a section or key is a table edit.
 # Portable: no typing/dataclasses/enum/re (MicroPython has none of them).
 
 from edge.errors import ConfigError
@@ -253,12 +253,109 @@ def override(cfg, section, key, value, profile="gateway"):
     return cfg
 
 
-def loads_json(text, profile="board"):
-    """Parse and validate a board's config.json text."""
+def trailing_comma(text):
+    # MicroPython's json takes [1,] and {"a": 1,}, which JSON (RFC 8259)
+    # and CPython refuse: the line of the first such comma, else 0
+    line, comma, instr, esc = 1, 0, False, False
+    for c in text:  # bytes: small ints, nothing allocated
+        if instr:
+            if esc:
+                esc = False
+            elif c == 92:  # backslash
+                esc = True
+            elif c == 34:  # "
+                instr = False
+        elif c == 34:
+            instr, comma = True, 0
+        elif c == 44:  # ,
+            comma = line
+        elif c == 93 or c == 125:  # ] }
+            if comma:
+                return comma
+        elif c not in (32, 9, 13, 10):
+            comma = 0
+        if c == 10:
+            line += 1
+    return 0
+
+
+def loads_json(text, profile="board", name="config.json"):
+    """Parse and validate a board's config.json text; errors name the file."""
+    return load(parse_json(text, name), profile)
+
+
+def read_json(path):
+    """The JSON config file at path as a dict, not yet checked (load() does
+    that); errors name the file."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, "cannot read JSON config: %s" % e)
+    return parse_json(text, path)
+
+
+def parse_json(text, name):
     import json  # lazy: only boards read JSON
 
+    if type(text) is str:
+        text = text.encode()
+    line = trailing_comma(text)
+    if line:
+        raise ConfigError(name, "trailing comma, not JSON", line)
     try:
-        raw = json.loads(text)
+        return json.loads(text)
     except ValueError as e:  # MicroPython raises ValueError("syntax error in JSON")
-        raise ConfigError("config.json", "invalid JSON: %s" % e)
-    return load(raw, profile)
+        raise ConfigError(name, "invalid JSON: %s" % e)
+
+
+# ---- a board's command line (edge/__main__.py; argv by hand: no argparse)
+_FLAGS = {  # `micropython -m edge` flag -> (section, key, type)
+    "--bind": ("broker", "bind", str),
+    "--port": ("broker", "port", int),
+    "--data": ("store", "dir", str),
+    "--log-level": ("log", "level", str),
+}
+
+
+DEFAULT_CONFIG = "config.json"
+
+
+def from_argv(argv):
+    """The board's config from `micropython -m edge`'s arguments: --config
+    FILE (else ./config.json if there is one), then the flags over it."""
+    import os
+
+    path = None
+    overrides = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if i + 1 >= len(argv):
+            raise ConfigError(a, "missing value")
+        v = argv[i + 1]
+        i += 2
+        if a == "--config":
+            path = v
+        elif a in _FLAGS:
+            sec, key, conv = _FLAGS[a]
+            try:
+                overrides.append((sec, key, conv(v)))
+            except ValueError:
+                raise ConfigError(a, "bad value %r" % v)
+        else:
+            raise ConfigError(a, "unknown option (use --config, --bind, --port, --data, --log-level)")
+    if path is None:
+        try:
+            os.stat(DEFAULT_CONFIG)
+            path = DEFAULT_CONFIG
+        except OSError:
+            pass  # none: the defaults
+    raw = read_json(path) if path else {}
+    try:
+        cfg = load(raw, "board")
+    except ConfigError as e:  # (the defaults are valid: a file's value)
+        raise ConfigError(path, str(e))  # which file, config.json may be implicit
+    for sec, key, v in overrides:
+        override(cfg, sec, key, v, "board")
+    return cfg

@@ -10,10 +10,8 @@ from edge.mqtt.broker import Broker
 from edge.runtime.clock import now_ms
 
 if hasattr(asyncio, "core"):  # MicroPython: sockets on its asyncio poller
-    from edge.runtime import lock
     from edge.runtime.tcp import TcpServer
 else:  # CPython: asyncio Protocols, uvloop's event loop when installed
-    from edge.runtime import lock_cpython as lock  # type: ignore[no-redef]
     from edge.runtime.speedups_cpython import runner
     from edge.runtime.tcp_cpython import TcpServer  # type: ignore[assignment]
 
@@ -73,14 +71,7 @@ async def serve(cfg, log, started=None):
         gc.threshold(_GC_EVERY)
     d = cfg["store"]["dir"]
     _makedirs(d)
-    held = lock.acquire(d, log)  # persistence on or off: one broker per directory
-    try:
-        await _serve(cfg, log, started)
-    finally:
-        lock.release(held)
-
-
-async def _serve(cfg, log, started):
+    release = _lock(d, log)  # persistence on or off: one broker per directory
     b = cfg["broker"]
     broker = Broker(cfg, now_ms(), log)
     srv = TcpServer(broker, log)  # (CPython: swaps in its trie while empty)
@@ -94,6 +85,7 @@ async def _serve(cfg, log, started):
     try:
         await srv.start(b["bind"], b["port"])
     except OSError as e:
+        release()  # this broker never ran
         if e.errno == errno.EADDRINUSE:
             raise  # the port, not the address (the caller says so, exit 1)
         # an address that does not resolve, or is not this host's
@@ -134,10 +126,40 @@ async def _serve(cfg, log, started):
                 # the deadlines.
                 log(40, "tick: out of memory (%s)" % e)
     finally:
+        release()
         srv.close()
         if wal is not None:
             wal.close()  # the last batch synced: a clean stop loses nothing
             log(20, "store: synced and closed")
+
+
+def _lock(d, log):
+    # Take d's lock (lock.py); returns what releases it. On MicroPython the
+    # lock is a record checked at start only, so its code leaves the heap
+    # once the record is written (a board's heap, as edge.config's), and
+    # releasing is removing the record.
+    if not hasattr(asyncio, "core"):  # CPython: an flock held until the end
+        from edge.runtime import lock_cpython
+
+        fd = lock_cpython.acquire(d, log)
+        return lambda: lock_cpython.release(fd)
+    import sys
+    from edge.runtime import lock
+
+    path = lock.acquire(d, log)
+    sys.modules.pop("edge.runtime.lock", None)
+    import edge.runtime
+
+    if "lock" in edge.runtime.__dict__:
+        del edge.runtime.lock
+    return lambda: _remove(path)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass  # gone already: nothing to release
 
 
 def _open_store(cfg, broker, log):

@@ -82,7 +82,7 @@ def test_board_config_json_errors_name_the_file(micropython_exe, tmp_path, text,
 
 
 def test_trailing_comma_outside_strings_only():
-    from edge.__main__ import _trailing_comma
+    from edge.config import trailing_comma as _trailing_comma
 
     assert _trailing_comma(b'{"a": "x,}", "b": [1, 2], "c": "\\",]"}') == 0
     assert _trailing_comma(b'{"a": [1, 2 ,\n\t]}') == 1
