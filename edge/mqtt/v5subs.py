@@ -7,13 +7,12 @@
 # is the granted QoS (0-2) and stays so; a 5.0 one adds bit 2 No Local,
 # bit 3 Retain As Published, bit 6 "shared" (Session.subs only) and the
 # Subscription Identifier from bit 8 up. So a value above 3 is what sends
-# a delivery here (publish.route) and 3.1.1's path tests one comparison.
+# a delivery here (Broker._route) and 3.1.1's path tests one comparison.
 # (Retain Handling only matters while subscribing: not stored.)
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt.packets import Suback
-from edge.mqtt.session import unpack as _unpack
-from edge.mqtt.subscribe import add, refused, send_retained
+from edge.mqtt.session import _unpack
 from edge.mqtt.topics import split_shared, validate_filter
 
 _QOS = const(3)
@@ -78,14 +77,12 @@ def subscribe(hub, conn, pkt):
         try:
             name, real = split_shared(f)
             if name is None:
-                code = add(b, sess, f, value)
+                code = b._subscribe(sess, f, value)
             else:
                 if opts & _NO_LOCAL:
                     # [MQTT-3.8.3-4] No Local on a shared subscription
                     raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "No Local on a shared subscription")
                 code = share(hub, sess, f, real, value | _SHARED)
-            if code >= _SUBACK_FAILURE:
-                why = "%s: %s" % (f, b.refusal)  # a limit of ours (subscribe.add)
         except RemoteProtocolError as e:
             if e.reason != _RC_TOPIC_FILTER_INVALID:
                 raise
@@ -105,7 +102,7 @@ def subscribe(hub, conn, pkt):
     else:
         conn.send(ack)
     for f, value in todo:
-        send_retained(b, sess, f, value)
+        b._send_retained(sess, f, value)
 
 
 def share(hub, sess, f, real, value):
@@ -113,10 +110,12 @@ def share(hub, sess, f, real, value):
     lim = b.limits
     validate_filter(real, lim.max_topic_levels)
     if f not in sess.subs and len(sess.subs) >= lim.max_subscriptions:
-        return refused(b, "max_subscriptions %d reached" % lim.max_subscriptions, _RC_QUOTA_EXCEEDED)
+        b.stats.subs_refused += 1
+        return _RC_QUOTA_EXCEEDED
     st = sess.store
     if st is not None and st.sub_added(sess, f, value):
-        return refused(b, "store budget full", _RC_QUOTA_EXCEEDED)  # counted there too
+        b.stats.subs_refused += 1  # over a store budget: counted there too
+        return _RC_QUOTA_EXCEEDED
     g = hub.groups.get(f)
     if g is None:
         g = hub.groups[f] = Group(hub, f)

@@ -5,7 +5,6 @@
 # in-memory files with a power-cut model (tests/core/_memfiles.py): a
 # "crash" keeps only what was synced. Plain functions: pytest and
 # tests/mpy_runner.py.
-from edge.mqtt import systree
 from edge.mqtt.packets import Connect, Publish, Puback, Pubrec, Pubrel, Unsubscribe
 from edge.store.log import Log
 from edge.store.state import StateStore
@@ -43,7 +42,7 @@ def sub_and_pub(b, f, qos, offline=True, v5=False):
 
 
 def sys_value(b, name):
-    for msg in systree.messages(b, lambda t: t == "$SYS/broker/" + name):
+    for msg in b._sys_messages(lambda t: t == "$SYS/broker/" + name):
         return int(msg.payload)
     return None
 
@@ -254,7 +253,7 @@ def test_sys_store_figures():
     assert sys_value(b, "store/bytes") == log.live_bytes > 0
     assert sys_value(b, "store/syncs") == log.syncs >= 1
     assert sys_value(b, "store/quarantined") == 0
-    assert not list(systree.messages(make_broker(), lambda t: t.startswith("$SYS/broker/store")))
+    assert not list(make_broker()._sys_messages(lambda t: t.startswith("$SYS/broker/store")))
 
 
 def test_connect_packet_unchanged_for_clean_clients():
