@@ -9,7 +9,6 @@
 # and runs one broker) is taken over, and the log says so. Check-then-write
 # is not atomic (MicroPython has no O_EXCL): the record stops a second
 # broker started by mistake, not two started in the same instant.
-import os
 
 from edge.errors import ConfigError
 
@@ -57,16 +56,10 @@ def check(d, log, me):
 
 
 def acquire(d, log):
-    """Take d's lock or raise held(); what release() takes."""
+    """Take d's lock or raise held(); the record's path (removing it
+    releases the lock: edge/runtime/main.py, once this module is gone)."""
     me = _first_int("/proc/self/stat") or 0  # the unix port has no getpid; 0: a board
     path = check(d, log, me)
     with open(path, "w") as f:
         f.write("%d\n" % me)
     return path
-
-
-def release(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass  # gone already: nothing to release

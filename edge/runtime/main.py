@@ -126,11 +126,11 @@ async def serve(cfg, log, started=None):
                 # the deadlines.
                 log(40, "tick: out of memory (%s)" % e)
     finally:
-        release()
         srv.close()
         if wal is not None:
             wal.close()  # the last batch synced: a clean stop loses nothing
             log(20, "store: synced and closed")
+        release()  # last: the next broker opens a store this one has closed
 
 
 def _lock(d, log):
