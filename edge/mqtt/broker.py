@@ -682,7 +682,6 @@ class Broker:
         yield "clients/connected", st.clients_connected
         yield "clients/maximum", st.clients_maximum
         yield "clients/total", len(self.sessions)
-        yield "clients/refused", st.conns_refused  # at max_connections (open())
         yield "messages/received", st.msgs_received
         yield "messages/sent", st.msgs_sent
         yield "publish/messages/dropped", st.msgs_dropped
