@@ -10,12 +10,10 @@
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
 from edge.mqtt import packets
-
-# The wire primitives (malformed, encode_varint, read_varint, read_bin,
-# read_str, encode_field) are public: edge/mqtt/props.py reads and writes
-# property values with them. They stay in this module rather than a leaf
-# module of their own: codec.py is loaded on every board, and a further
-# always-loaded module costs heap (docs/design.md "Platform notes").
+from edge.mqtt.wire import (
+    encode_field, encode_varint, malformed, read_bin, read_str, read_u16, read_varint, short,
+)
+from edge.mqtt.wire import check_utf8 as _check_utf8  # noqa: F401  v5.py takes it from here until it imports wire.check_utf8 (issue #15)
 
 # Wire numbers from consts.py as private consts: folded into the bytecode, so
 # they cost no heap on a board (tests/core/test_consts.py keeps them equal).
@@ -31,54 +29,11 @@ _AUTH = const(15)
 _SUBACK_FAILURE = const(0x80)
 _RC_MALFORMED = const(0x81)
 _RC_PROTOCOL_ERROR = const(0x82)
-_MAX_VARINT = const(268435455)  # 4 bytes of 7 bits (3.1.1 §2.2.3)
 _WILL = const(0)  # "packet kind" of the will property block for the hooks
 
 # Fixed-header flag bits each type must carry [MQTT-2.2.2-1/2], indexed by
 # type; 0xFF: PUBLISH, whose flags are dup/qos/retain (checked in decode).
 _FLAGS = b"\x00\x00\x00\xff\x00\x00\x02\x00\x02\x00\x02\x00\x00\x00\x00\x00"
-
-
-def malformed(msg):
-    return RemoteProtocolError(_RC_MALFORMED, msg)
-
-
-def _short():
-    return malformed("remaining length too short")
-
-
-def _bad_utf8():
-    return malformed("invalid UTF-8 [MQTT-1.5.3-1]")
-
-
-# ---- variable byte integer (3.1.1 §2.2.3, 5.0 §1.5.5) ----------------------
-def encode_varint(n):
-    if not 0 <= n <= _MAX_VARINT:
-        raise LocalProtocolError(_RC_MALFORMED, "varint out of range")
-    if n < 128:
-        return bytes((n,))
-    out = bytearray()
-    while n > 127:
-        out.append(n & 127 | 128)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def read_varint(buf, i, end):
-    # (value, next_i); value -1 if buf[i:end] ends inside the varint
-    n = 0
-    shift = 0
-    while i < end:
-        b = buf[i]
-        i += 1
-        n |= (b & 127) << shift
-        if not b & 128:
-            return n, i
-        shift += 7
-        if shift == 28:
-            raise malformed("varint longer than 4 bytes")
-    return -1, i
 
 
 def packet_length(buf, start, end):
@@ -90,68 +45,13 @@ def packet_length(buf, start, end):
     return i - start + n
 
 
-# ---- field readers: raise when a field runs past the packet end ------------
-def _u16(mv, i, end):
-    if i + 2 > end:
-        raise _short()
-    return mv[i] << 8 | mv[i + 1]
-
-
+# ---- field readers (edge/mqtt/wire.py has the rest) --------------------------
 def _pid(mv, i, end):
-    pid = _u16(mv, i, end)
+    pid = read_u16(mv, i, end)
     if not pid:
         # [MQTT-2.3.1-1] packets that carry a packet id need a non-zero one
         raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "packet id 0")
     return pid
-
-
-def read_bin(mv, i, end):
-    # 2-byte length + binary data (§1.5.6) -> (bytes, next_i)
-    j = i + 2 + _u16(mv, i, end)
-    if j > end:
-        raise _short()
-    return bytes(mv[i + 2:j]), j
-
-
-def read_str(mv, i, end):
-    # 2-byte length + UTF-8 string (§1.5.3) -> (str, next_i)
-    i += 2
-    j = i + _u16(mv, i - 2, end)
-    if j > end:
-        raise _short()
-    try:
-        s = str(mv[i:j], "utf-8")
-    except UnicodeError:
-        raise _bad_utf8()
-    if len(s) != j - i:
-        # Not pure ASCII (both decoders reject lone lead and continuation
-        # bytes, so equal lengths mean ASCII). MicroPython's decoder accepts
-        # overlong forms, surrogates and code points over U+10FFFF, so check
-        # by hand on both runtimes (CPython has already rejected those).
-        _check_utf8(mv, i, j)
-    if "\x00" in s:
-        raise malformed("U+0000 in a UTF-8 string [MQTT-1.5.3-2]")
-    return s, j
-
-
-def _check_utf8(mv, i, j):
-    # Well-formed UTF-8 per Unicode Table 3-7 [MQTT-1.5.3-1]: the lead byte
-    # gives the number of continuation bytes k and the second byte's range
-    # (which excludes overlong forms, surrogates and code points > U+10FFFF).
-    while i < j:
-        c = mv[i]
-        i += 1
-        if c < 0x80:
-            continue
-        k = (c > 0xC1) + (c > 0xDF) + (c > 0xEF) if c < 0xF5 else 0
-        lo = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80
-        hi = 0x9F if c == 0xED else 0x8F if c == 0xF4 else 0xBF
-        if not k or i + k > j or not lo <= mv[i] <= hi:
-            raise _bad_utf8()
-        for m in range(i + 1, i + k):
-            if mv[m] & 0xC0 != 0x80:
-                raise _bad_utf8()
-        i += k
 
 
 # ---- V5-PROPS hooks ---------------------------------------------------------
@@ -183,15 +83,15 @@ def _dec_connect(mv, b0, i, end, v5):
     # [MQTT-3.1.2-2]); the codec only reports them.
     proto, i = read_str(mv, i, end)
     if i >= end:
-        raise _short()
+        raise short()
     level = mv[i]
     if level < 3 or level > 5:
         # Unknown level: the rest may have any layout; stop here.
         return _CLS[_CONNECT]("", level=level, proto=proto), end
     if i + 4 > end:
-        raise _short()
+        raise short()
     f = mv[i + 1]
-    keepalive = _u16(mv, i + 2, end)
+    keepalive = read_u16(mv, i + 2, end)
     i += 4
     wq = f >> 3 & 3
     v5 = level == 5
@@ -221,7 +121,7 @@ def _dec_connect(mv, b0, i, end, v5):
 
 def _dec_connack(mv, b0, i, end, v5):
     if i + 2 > end:
-        raise _short()
+        raise short()
     if mv[i] & 0xFE:
         raise malformed("CONNACK reserved flags [MQTT-3.2.2-1]")
     props = None
@@ -295,7 +195,7 @@ def _dec_list(mv, b0, i, end, v5):
         t, i = read_str(mv, i, end)
         if kind == _SUBSCRIBE:
             if i >= end:
-                raise _short()
+                raise short()
             o = mv[i]
             i += 1
             if not v5:
@@ -367,17 +267,6 @@ def decode(buf, start, end, v5=False, view=False):
 
 
 # ---- encoders: (packet, v5) -> bytes ------------------------------------------
-def encode_field(x):
-    # 2-byte length prefix + UTF-8 string (§1.5.3, str) or binary data
-    # (§1.5.6, bytes)
-    if type(x) is str:
-        x = x.encode()
-    n = len(x)
-    if n > 0xFFFF:
-        raise LocalProtocolError(_RC_MALFORMED, "field over 65535 bytes")
-    return bytes((n >> 8, n & 255)) + x
-
-
 def _frame(b0, body):
     return bytes((b0,)) + encode_varint(len(body)) + body
 

@@ -31,7 +31,7 @@
 #    and 1, so they pass here).
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
-from edge.mqtt.codec import encode_field, encode_varint, malformed, read_bin, read_str, read_varint
+from edge.mqtt.wire import encode_field, encode_varint, malformed, read_bin, read_str, read_varint
 
 # Reason code (§2.4); kept here, not in consts.py (public names cost heap)
 _RC_PROTOCOL_ERROR = const(0x82)
