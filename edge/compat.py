@@ -4,7 +4,7 @@
 # it under exactly that name.
 #
 # @slots("a", "b") gives a class __slots__ = ("a", "b") on CPython, where they
-# save memory per instance (STYLE H3). MicroPython ignores __slots__ but would
+# save memory per instance (docs/design.md H3). MicroPython ignores __slots__ but would
 # still keep the tuple and a class-dict entry for each class on the heap
 # (~770 bytes for the packet classes on the 64-bit port), so there the
 # decorator leaves the class as it is.

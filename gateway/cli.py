@@ -20,8 +20,8 @@ PROG = "edgebroker"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR}
 
-# flag -> (section, key, metavar, help). Flags override the file (DESIGN.md);
-# adding one (--coap-port, --upstream) is a row here.
+# flag -> (section, key, metavar, help). Flags override the file
+# (docs/design.md "Configuration"); adding one (--coap-port, --upstream) is a row here.
 RUN_FLAGS = (
     ("--bind", "broker", "bind", "ADDR", "address to listen on"),
     ("--port", "broker", "port", "PORT", "MQTT port (0 = any free port)"),

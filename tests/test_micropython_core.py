@@ -75,7 +75,7 @@ def test_edge_module_imports_in_64k_heap(micropython_exe, board_image, module):
 
 # MQTT 5.0 properties (edge/mqtt/props.py) load on the first non-empty 5.0
 # property block, never for 3.1.1 or empty blocks: a board that only sees
-# 3.1.1 clients does not pay for them (STYLE H11). The import's heap cost is
+# 3.1.1 clients does not pay for them (docs/design.md H11). The import's heap cost is
 # printed (pytest -s) and bounded: ~3.8 KB here on the 64-bit unix port with
 # only the codec loaded (it includes a new qstr pool), ~2.0 KB with the
 # broker's modules already loaded.

@@ -1,5 +1,5 @@
 """Crash harness: SIGKILL the broker at random moments, restart it, and check
-that acknowledged means durable (issue #4, DESIGN "Delivery guarantees").
+that acknowledged means durable (issue #4, docs/design.md "Delivery guarantees").
 
     python -m tools.crash [--runtime cpython|micropython] [--kills 100]
 

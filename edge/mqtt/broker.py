@@ -1,7 +1,7 @@
-# The broker: packets in, packets out, no I/O (STYLE H1). The runtime calls
+# The broker: packets in, packets out, no I/O (docs/design.md H1). The runtime calls
 # open() / data_received() / connection_lost() / tick() and writes out what
 # each Connection in `dirty` has queued. Handlers are found through a table
-# keyed by packet type (STYLE H8); the one dispatcher in data_received() turns
+# keyed by packet type (docs/design.md H8); the one dispatcher in data_received() turns
 # a RemoteProtocolError into closing that connection (Mosquitto's read_handle).
 from edge import VERSION
 from edge.compat import const
@@ -195,7 +195,7 @@ class Broker:
         return data
 
     def tick(self, now):
-        """Poll every deadline (STYLE H5); call about once a second."""
+        """Poll every deadline (docs/design.md H5); call about once a second."""
         lim = self.limits
         self.now = now
         for conn in list(self.conns.values()):
@@ -630,7 +630,7 @@ class Broker:
                 self.stats.deliveries_oom += 1
                 if client.store is not None and self.acking:
                     # ...unless the delivery was one a persistent session
-                    # must keep of a client's PUBLISH (DESIGN "Delivery
+                    # must keep of a client's PUBLISH (docs/design.md "Delivery
                     # guarantees"): then the ack must not go out. The feed
                     # fails, data_received() drops its output, the publisher
                     # sends it again: a duplicate for those served, as QoS 1

@@ -1,4 +1,4 @@
-# MQTT 3.1.1 codec, sans-IO (STYLE H2): decode works on offsets into one
+# MQTT 3.1.1 codec, sans-IO (docs/design.md H2): decode works on offsets into one
 # buffer, encode returns bytes. MQTT 5.0 layouts (reason codes, property
 # blocks) are here too; the properties themselves are read and written by
 # edge/mqtt/props.py, behind the two V5-PROPS hooks below.
@@ -150,7 +150,7 @@ def _check_utf8(mv, i, j):
 
 # ---- V5-PROPS hooks ---------------------------------------------------------
 # A 5.0 property block goes through edge/mqtt/props.py, imported here on
-# first use (STYLE H11): 3.1.1 connections, and 5.0 packets with an empty
+# first use (docs/design.md H11): 3.1.1 connections, and 5.0 packets with an empty
 # block, never load it. `where` is the packet type (_WILL for the will
 # properties), which props.py checks against its allowed-in table.
 # `import a.b.c` rather than `from a.b.c import f`: MicroPython builds the

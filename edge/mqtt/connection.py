@@ -168,7 +168,7 @@ class Connection:
 
     # ---- output ------------------------------------------------------------
     # With the store on, output may promise what a record holds (a PUBACK,
-    # PUBREC, PUBREL, PUBCOMP, SUBACK, CONNACK: DESIGN "Delivery
+    # PUBREC, PUBREL, PUBCOMP, SUBACK, CONNACK: docs/design.md "Delivery
     # guarantees"); the runtime holds such output until the record is
     # synced. A QoS 0 or 1 PUBLISH to a subscriber promises nothing: if the
     # broker dies before its record is durable, the publisher never got its

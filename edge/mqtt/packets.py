@@ -1,4 +1,4 @@
-# MQTT control packets as small plain classes (STYLE H3): positional __init__,
+# MQTT control packets as small plain classes (docs/design.md H3): positional __init__,
 # __slots__ through @slots (CPython only: MicroPython ignores them but would
 # pay heap for them, see compat.py), no properties.
 # `kind` is the fixed-header packet type; the codec and the broker's dispatch

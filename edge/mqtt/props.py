@@ -1,6 +1,6 @@
 # MQTT 5.0 properties (§2.2.2): the property table as data, and the reader
 # and writer of a property block. Imported lazily by codec.py, and only for a
-# non-empty 5.0 block (STYLE H11), so a board that sees only 3.1.1 clients
+# non-empty 5.0 block (docs/design.md H11), so a board that sees only 3.1.1 clients
 # never loads it.
 #
 # Values: a dict {property id: value}. Byte, two-byte, four-byte and

@@ -12,7 +12,7 @@ _MSG = const(1)
 
 class RetainStore(LevelTree):
     """Bounded by max_messages and max_bytes (len(topic) + len(payload) per
-    message, STYLE H7). A message that does not fit is dropped and counted in
+    message, docs/design.md H7). A message that does not fit is dropped and counted in
     `dropped`. `len(store)`, `store.bytes`, `store.nodes` are kept exact."""
 
     def __init__(self, max_messages, max_bytes):

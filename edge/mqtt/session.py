@@ -66,7 +66,7 @@ class Session:
     # The StateStore (edge/store/state.py) of a session that outlives its
     # connection, set by the broker once the store holds it; clean sessions
     # keep the class's None and pay nothing. Every change of persistent state
-    # below calls the store's hook of the same name (DESIGN "Delivery
+    # below calls the store's hook of the same name (docs/design.md "Delivery
     # guarantees"); the runtime syncs them before the acks go out.
     store = None
 

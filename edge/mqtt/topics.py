@@ -1,7 +1,7 @@
 # Topic names, topic filters and the subscription trie (MQTT 3.1.1 §4.7,
 # 5.0 §4.7, §4.8.2). Matching returns (key, value) pairs and never sends:
-# the broker decides what to deliver (STYLE: no matching/delivery coupling,
-# unlike Mosquitto's subs.c).
+# the broker decides what to deliver (docs/design.md "Style": no
+# matching/delivery coupling, unlike Mosquitto's subs.c).
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 
@@ -38,7 +38,7 @@ def validate_topic(name, max_levels):
     if "\x00" in name:
         raise RemoteProtocolError(rc, "U+0000 in topic name")  # [MQTT-4.7.3-2]
     if max_levels and name.count("/") >= max_levels:
-        # Our explicit bound on trie depth (STYLE H7), not a spec rule
+        # Our explicit bound on trie depth (docs/design.md H7), not a spec rule
         raise RemoteProtocolError(rc, "topic name has too many levels")
     if len(name) > _SAFE_CHARS and _too_long(name):  # no call for short names
         raise RemoteProtocolError(rc, "topic name too long")  # [MQTT-4.7.3-3]

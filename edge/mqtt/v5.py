@@ -1,5 +1,5 @@
 # MQTT 5.0 on the broker side (5.0 §3, §4). Imported by the broker on the
-# first 5.0 CONNECT only (STYLE H11): a board that only ever sees 3.1.1
+# first 5.0 CONNECT only (docs/design.md H11): a board that only ever sees 3.1.1
 # clients never loads it and pays none of its heap.
 #
 # Two objects: one Hub per broker (the 5.0 deadlines: session expiry, will

@@ -1,5 +1,5 @@
 # now_ms(): milliseconds since start as an int that never wraps. The core only
-# ever sees this value (STYLE H5). MicroPython's ticks_ms wraps (its period is
+# ever sees this value (docs/design.md H5). MicroPython's ticks_ms wraps (its period is
 # a port detail), so we accumulate ticks_diff between reads; read often enough
 # (the runtime ticks every 250 ms) and no wrap is ever missed.
 try:

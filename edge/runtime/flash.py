@@ -11,7 +11,7 @@
 #   truncate(name, size)         durable when it returns
 #   close()
 #
-# Durability differs by runtime (PLATFORM.md):
+# Durability differs by runtime (docs/design.md "Platform notes"):
 # - CPython: sync = flush + os.fsync; sync_dir fsyncs the directory, since a
 #   new or renamed name is durable only then; truncate is os-level.
 # - MicroPython has no os.fsync, os.replace or file.truncate. littlefs (and

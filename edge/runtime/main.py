@@ -167,7 +167,8 @@ def _open_store(cfg, broker, log):
     # function objects, measured on the unix port with tools/board.py), so
     # it is imported only when persistence is on, and only with room for it
     # and the clients after it; else the broker runs without it and says so
-    # (DESIGN: a store never stops a start). A 64 KiB heap has ~16 KB here.
+    # (docs/design.md "Delivery guarantees": a store never stops a start).
+    # A 64 KiB heap has ~16 KB here.
     gc.collect()
     free = gc.mem_free() if hasattr(gc, "mem_free") else -1  # MicroPython only
     if 0 <= free < _STORE_HEAP:

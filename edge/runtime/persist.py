@@ -1,4 +1,4 @@
-# Opening the broker's store at start ([store] config, DESIGN "Delivery
+# Opening the broker's store at start ([store] config, docs/design.md "Delivery
 # guarantees"): the Log in the data directory, replayed into the Broker, what
 # was cut or quarantined logged. Imported only when persistence is on.
 #

@@ -12,7 +12,7 @@
 # one shared read buffer (no per-read coroutine).
 #
 # The store's batch (what a feed recorded) is synced before any output goes
-# out: the PUBACK/PUBREC/CONNACK in it promise those records (DESIGN
+# out: the PUBACK/PUBREC/CONNACK in it promise those records (docs/design.md
 # "Delivery guarantees"). One feed, one sync: a board has a handful of
 # clients, and littlefs commits on flush/close.
 import asyncio

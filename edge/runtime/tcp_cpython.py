@@ -13,7 +13,7 @@
 # path held a StreamReader (and its buffer), a StreamWriter, their protocol,
 # a Task and its coroutine frame as well.
 #
-# Group commit (DESIGN "Delivery guarantees"): output that may promise what
+# Group commit (docs/design.md "Delivery guarantees"): output that may promise what
 # the store holds (Connection.promise: a PUBACK, PUBREC, SUBACK, CONNACK)
 # is held, in order per connection, with what it may promise: the log's
 # next_seq - 1 when it was queued. After every feed (and sync), held output

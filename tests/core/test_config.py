@@ -31,7 +31,7 @@ def test_defaults_board_only_change_defaults():
     g = config.load(None, "gateway")
     b = config.load(None, "board")
     assert b["broker"]["max_connections"] == 8
-    assert b["broker"]["max_packet_size"] == 1024  # DESIGN.md: 1 KB on an ESP32
+    assert b["broker"]["max_packet_size"] == 1024  # docs/design.md "Budgets": 1 KB on an ESP32
     assert b["broker"]["max_inflight"] == 4
     assert b["broker"]["max_queued_messages"] == 32
     assert b["broker"]["max_subscriptions"] == 16

@@ -378,8 +378,8 @@ def test_many_subscribers_fan_out(runtime, request, mqtt_client):
 def test_large_payload_round_trip(runtime, broker_factory, mqtt_client):
     # Spans several TCP reads. On CPython a 50 KB packet. Under MicroPython the
     # board profile as shipped: the largest packet its max_packet_size (1 KB,
-    # as DESIGN.md sets for an ESP32) admits, which spans two of the runtime's
-    # 1 KB reads. Larger packets on a 64 KiB heap need assembly buffers set
+    # as docs/design.md "Budgets" sets for an ESP32) admits, which spans two
+    # of the runtime's 1 KB reads. Larger packets on a 64 KiB heap need assembly buffers set
     # aside at boot (the heap fragments below 1 KB free blocks under load).
     if runtime == "micropython":
         b = broker_factory()

@@ -1,4 +1,4 @@
-# 08: flash persistence across restarts (issue #4, DESIGN "Delivery
+# 08: flash persistence across restarts (issue #4, docs/design.md "Delivery
 # guarantees"): a persistent session with its subscription and queued QoS 1
 # messages, and a retained message, survive kill -9; a torn tail and a
 # garbage segment in the data directory do not stop the start, the log says

@@ -180,8 +180,8 @@ class EdgeMicroPython(Launcher):
 class Mosquitto(Launcher):
     name = "mosquitto"
     label = "mosquitto"
-    # 2.0.11 drops QoS 1 under fan-in at max_queued_messages 1000 (PLATFORM.md):
-    # raised. Otherwise its defaults, Nagle included (set_tcp_nodelay false):
+    # 2.0.11 drops QoS 1 under fan-in at max_queued_messages 1000
+    # (docs/design.md "Platform notes"): raised. Otherwise its defaults, Nagle included (set_tcp_nodelay false):
     # with it on, mosquitto sends one TCP segment per message and its fan-in
     # QoS 0 figure halves on this machine.
     conf = ["allow_anonymous true", "persistence false", "max_queued_messages 1000000",
