@@ -226,7 +226,7 @@ def test_memory_error_in_a_persistent_delivery_withholds_the_ack():
     # twice, as QoS 1 allows; nothing acknowledged is lost.
     from edge.mqtt.packets import Puback
     from tests.core._memfiles import MemFiles
-    from tests.core.test_store_broker import boot
+    from tests.core._store import boot
 
     b, log, _ = boot(MemFiles())
     ok = Client(b)
@@ -281,7 +281,7 @@ def test_memory_error_in_a_wills_persistent_delivery_is_counted_not_raised():
     # session's delivery the heap cannot keep is counted and dropped as
     # before, and the closing connection's cleanup runs to its end
     from tests.core._memfiles import MemFiles
-    from tests.core.test_store_broker import boot
+    from tests.core._store import boot
 
     b, log, _ = boot(MemFiles())
     keep = Client(b)

@@ -6,39 +6,9 @@
 # "crash" keeps only what was synced. Plain functions: pytest and
 # tests/mpy_runner.py.
 from edge.mqtt.packets import Connect, Publish, Puback, Pubrec, Pubrel, Unsubscribe
-from edge.store.log import Log
-from edge.store.state import StateStore
 from tests.core._memfiles import MemFiles
 from tests.core._pair import Client, make_broker, publish, publishes
-
-
-def boot(m, budget=65536, session_budget=65536, now=0, **broker_cfg):
-    """A broker restored from the files m, as the runtime starts one."""
-    log = Log(m, "state", budget_bytes=budget, segment_bytes=2048)
-    log.open(0)
-    b = make_broker(now, **broker_cfg)
-    counts, problems = b.restore(StateStore(log, session_budget))
-    log.flush()
-    return b, log, counts
-
-
-def crash(m):
-    """kill -9 / power cut: what was not synced is gone."""
-    m.power_cut()
-    return m
-
-
-def sub_and_pub(b, f, qos, offline=True, v5=False):
-    """A persistent subscriber "sub" to f (gone again if offline), and a
-    connected clean publisher "pub" (MQTT 5.0 if v5)."""
-    sub = Client(b)
-    sub.connect("sub", clean=False)
-    sub.subscribe((f, qos))
-    if offline:
-        sub.lose()
-    pub = Client(b, v5=v5)
-    pub.connect("pub")
-    return sub, pub
+from tests.core._store import boot, crash, sub_and_pub
 
 
 def sys_value(b, name):

@@ -8,7 +8,7 @@ from edge.mqtt.packets import Puback, Publish, Subscribe
 from edge.store.record import K_DEL, K_DELS
 from tests.core._memfiles import MemFiles
 from tests.core._pair import Client, publish, publishes
-from tests.core.test_store_broker import boot, crash, sub_and_pub
+from tests.core._store import boot, crash, sub_and_pub
 from tests.core.test_store_segments import kinds
 
 _K_MSG = 18

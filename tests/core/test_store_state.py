@@ -13,36 +13,15 @@ from edge.store.layout import LAYOUTS, decode, encode
 from edge.store.log import Log
 from edge.store.outbox import Outbox
 from edge.store.record import put_varint
-from edge.store.state import EXPIRY_NEVER, StateStore
+from edge.store.state import EXPIRY_NEVER
 from tests.core._memfiles import MemFiles
 from tests.core._pair import Client, make_broker, publish, publishes
+from tests.core._store import new_store, restart
 from tests.core._util import raises
 
 K_SESSION, K_SUB, K_MSG, K_QUEUED, K_INFLIGHT, K_RELEASED, K_RXQOS2, K_RETAINED = range(16, 24)
 K_QMSG, K_DONE = 27, 28
 QUOTA = 0x97
-
-
-def new_store(m=None, **kw):
-    m = m or MemFiles()
-    kw.setdefault("segment_bytes", 512)
-    sk = {}
-    for k in ("session_budget", "reserve_bytes"):
-        if k in kw:
-            sk[k] = kw.pop(k)
-    log = Log(m, **kw)
-    log.open(0)
-    return m, log, StateStore(log, **sk)
-
-
-def restart(m, **kw):
-    """A fresh Log + StateStore + Broker over m, replayed (and what replay
-    repaired flushed, as the runtime will before it listens)."""
-    m, log, st = new_store(m, **kw)
-    b = make_broker()
-    counts, problems = st.replay(b)
-    log.flush()
-    return b, st, counts, problems
 
 
 def state(b, st):
