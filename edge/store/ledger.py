@@ -283,11 +283,8 @@ class Ledger:
         self._sess[sess] = [sid, seq, self.log.size_of(seq), expiry, flags, None, None, None, None, 0]
 
     def restore_sub(self, sess, f, seq):
-        s = self._sess[sess]
-        if s[_SUBS] is None:
-            s[_SUBS] = {}
-        s[_SUBS][f] = seq
-        s[_BYTES] += self.log.size_of(seq)
+        """sess's subscription to filter f, its record at seq."""
+        self._restore_in(sess, _SUBS, f, seq)
 
     def restore_inflight(self, sess, pid, seq, msg):
         """pid's INFLIGHT record at seq (msg: the message it refers to), or
@@ -310,10 +307,14 @@ class Ledger:
         s[_BYTES] += (_REC if qmsg else self.log.size_of(seq)) + _cost(msg)  # as _queued() counts
 
     def restore_rx(self, sess, pid, seq):
+        """sess's incoming QoS 2 pid waiting for PUBREL, its record at seq."""
+        self._restore_in(sess, _RX, pid, seq)
+
+    def _restore_in(self, sess, field, key, seq):
         s = self._sess[sess]
-        if s[_RX] is None:
-            s[_RX] = {}
-        s[_RX][pid] = seq
+        if s[field] is None:
+            s[field] = {}
+        s[field][key] = seq
         s[_BYTES] += self.log.size_of(seq)
 
     def restore_retained(self, topic, seq, msg):
