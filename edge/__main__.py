@@ -15,17 +15,12 @@ def main(argv):
     # permanent ones first so they pack the bottom of the heap, and the boot
     # garbage, once freed, joins the free space above instead of leaving
     # holes between them (a board's heap has no room for fragmentation).
-    from edge.runtime.main import run
+    from edge.runtime.main import forget, run
     from edge import config
 
     cfg = config.from_argv(argv)  # the schema and the parsing: boot only
     config = None
-    # The schema tables are only needed at boot: give their heap back.
-    sys.modules.pop("edge.config", None)
-    import edge
-
-    if "config" in edge.__dict__:
-        del edge.config
+    forget("edge.config")  # the schema tables: their heap back
     run(cfg)
 
 

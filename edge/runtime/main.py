@@ -143,16 +143,24 @@ def _lock(d, log):
 
         fd = lock_cpython.acquire(d, log)
         return lambda: lock_cpython.release(fd)
-    import sys
     from edge.runtime import lock
 
     path = lock.acquire(d, log)
-    sys.modules.pop("edge.runtime.lock", None)
-    import edge.runtime
-
-    if "lock" in edge.runtime.__dict__:
-        del edge.runtime.lock
+    forget("edge.runtime.lock")
     return lambda: _remove(path)
+
+
+def forget(name):
+    """Drop module `name` for good, so that its code's heap comes back at the
+    next collection: out of sys.modules and off its package, which holds it
+    as an attribute too (for boot-only code on a board)."""
+    import sys
+
+    sys.modules.pop(name, None)
+    pkg, _, attr = name.rpartition(".")
+    pkg = sys.modules.get(pkg)
+    if pkg is not None and attr in pkg.__dict__:
+        delattr(pkg, attr)
 
 
 def _remove(path):

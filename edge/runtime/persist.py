@@ -27,7 +27,6 @@ def start(cfg, broker, log):
     """The runtime's entry: open_store(), then give a board back the heap
     of what only the start needs. None if the heap ran out (logged)."""
     import gc
-    import sys
 
     try:
         wal = open_store(cfg, broker, log)
@@ -35,8 +34,10 @@ def start(cfg, broker, log):
         _reset(broker)  # what replay half-built
         wal = None
         log(40, "store: out of heap opening it: persistence OFF")
+    from edge.runtime.main import forget
+
     for name in ("edge.runtime.persist", "edge.store.replay", "edge.store.logread"):
-        sys.modules.pop(name, None)
+        forget(name)
     gc.collect()
     return wal
 
