@@ -389,7 +389,7 @@ def test_encode_ack_and_encode_publish_match_the_packet_encoders():
     for cls in (Puback, Pubrec, Pubrel, Pubcomp):
         for pid in (1, 255, 256, 65535):
             for v5 in (False, True):
-                assert codec.encode_ack(cls.kind, pid) == encode(cls(pid), v5), (cls.__name__, pid, v5)
+                assert codec.encode_ack(cls(pid).kind, pid) == encode(cls(pid), v5), (cls.__name__, pid, v5)
     # PUBLISH across the one/two/three-byte remaining-length boundaries,
     # against bytes put together by hand here
     for pl in (b"", b"x" * 120, b"y" * 200, b"z" * 20000):

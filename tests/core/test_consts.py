@@ -29,7 +29,9 @@ def test_packet_kinds_equal_public_consts():
              "DISCONNECT", "AUTH")
     for name in names:
         cls = getattr(packets, name[0] + name[1:].lower())
-        assert cls.kind == getattr(consts, name), (name, cls.kind)
+        # the four acks are functions building one Ack class, kind per instance
+        kind = cls.kind if hasattr(cls, "kind") else cls(1).kind
+        assert kind == getattr(consts, name), (name, kind)
 
 
 def test_core_does_not_import_public_consts():
@@ -49,7 +51,7 @@ def test_packets_have_slots_on_cpython():
     import sys
 
     cpython = sys.implementation.name == "cpython"
-    for name in ("Connect", "Connack", "Publish", "Puback", "Pubrec", "Pubrel", "Pubcomp",
+    for name in ("Connect", "Connack", "Publish", "Ack",
                  "Subscribe", "Suback", "Unsubscribe", "Unsuback", "Pingreq", "Pingresp",
                  "Disconnect", "Auth"):
         cls = getattr(packets, name)
@@ -57,4 +59,5 @@ def test_packets_have_slots_on_cpython():
     if cpython:
         assert not hasattr(packets.Publish("t"), "__dict__")
         assert not hasattr(packets.Puback(1), "__dict__")
-        assert packets.Puback.__mro__[1].__name__ == "_Ack"
+        for make in (packets.Puback, packets.Pubrec, packets.Pubrel, packets.Pubcomp):
+            assert type(make(1)) is packets.Ack
