@@ -35,7 +35,6 @@ def unpack(e):
     return e, e.qos, False
 
 
-_unpack = unpack  # the name v5subs.py still imports (issue #15: it takes unpack)
 
 
 @slots("topic", "payload", "qos", "retain", "props", "enc0")

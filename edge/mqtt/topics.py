@@ -103,6 +103,11 @@ class LevelTree:
     def __len__(self):
         return self._count
 
+    def has_first(self, level):
+        """True if some entry's name starts with this level (e.g. "$SYS")."""
+        kids = self._root[_KIDS]
+        return kids is not None and level in kids
+
     def _find(self, name):
         """The node for exactly this name, or None."""
         node = self._root

@@ -11,8 +11,10 @@
 from edge.compat import const, slots
 from edge.errors import RemoteProtocolError
 from edge.mqtt import codec, v5subs
+from edge.mqtt.connect import assign_id, save
 from edge.mqtt.connection import CONNECTED
 from edge.mqtt.packets import Connack, Disconnect
+from edge.mqtt.publish import publish
 from edge.mqtt.session import Message
 from edge.mqtt.topics import validate_topic
 
@@ -257,7 +259,7 @@ class Hub:
         conn.v5 = Peer(self, conn, props)
         if _P_AUTH_METHOD in props:
             # §4.12: no enhanced authentication method is supported yet
-            b._refuse(conn, _RC_BAD_AUTH_METHOD, "authentication method %r not supported"
+            b.refuse(conn, _RC_BAD_AUTH_METHOD, "authentication method %r not supported"
                       % props[_P_AUTH_METHOD], now)
             return None
         if _P_AUTH_DATA in props:
@@ -275,13 +277,13 @@ class Hub:
             # a retained store that holds nothing: Retain Available 0 (§3.2.2.3.5)
             if pkt.will_topic is not None and pkt.will_retain:
                 # §3.2.2.3.5: a retained will we could not keep is refused, 0x9A
-                b._refuse(conn, _RC_RETAIN_NOT_SUPPORTED, "will retain with retained messages off", now)
+                b.refuse(conn, _RC_RETAIN_NOT_SUPPORTED, "will retain with retained messages off", now)
                 return None
             ack[_P_RETAIN_AVAILABLE] = 0  # absent would say 1 (§3.2.2.3.5)
         if not pkt.client_id and lim.allow_zero_length_clientid:
             # [MQTT-3.1.3-6] any client may leave the id to us (5.0 allows it
             # with Clean Start 0 too), [MQTT-3.2.2-16] and is told which
-            pkt.client_id = ack[_P_ASSIGNED_ID] = b._assign_id()
+            pkt.client_id = ack[_P_ASSIGNED_ID] = assign_id(b)
         ka = pkt.keepalive
         mk = lim.max_keepalive
         if ka > mk or (not ka and mk < 65535):
@@ -339,7 +341,7 @@ class Hub:
             sess.expiry = n
             sess.clean = not n
             if n and self.broker.store is not None:
-                self.broker._save(sess)  # the new interval, durable (0: discarded at close)
+                save(self.broker, sess)  # the new interval, durable (0: discarded at close)
         if pkt.reason != _RC_DISCONNECT_WITH_WILL:
             conn.will = None  # [MQTT-3.14.4-3]
 
@@ -372,13 +374,13 @@ class Hub:
         if delay:
             self.wills[sess.client_id] = (now + delay * 1000, will)
         else:
-            self.broker._publish(will)
+            publish(self.broker, will)
 
     # ---- deadlines --------------------------------------------------------------------
     def tick(self, now):
         b = self.broker
         for cid in [c for c in self.wills if self.wills[c][0] <= now]:
-            b._publish(self.wills.pop(cid)[1])
+            publish(b, self.wills.pop(cid)[1])
         for sess in [s for s in self.expiring if self.expiring[s] <= now]:
             del self.expiring[sess]
             self._end(sess)
@@ -389,7 +391,7 @@ class Hub:
         if sess.conn is None and b.sessions.get(sess.client_id) is sess:
             w = self.wills.pop(sess.client_id, None)
             if w is not None:
-                b._publish(w[1])  # the session ends: its will goes now
+                publish(b, w[1])  # the session ends: its will goes now
             b.log(20, "session %s expired" % sess.client_id)
-            b._discard(sess)
+            b.discard(sess)
 

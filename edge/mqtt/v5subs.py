@@ -7,12 +7,13 @@
 # is the granted QoS (0-2) and stays so; a 5.0 one adds bit 2 No Local,
 # bit 3 Retain As Published, bit 6 "shared" (Session.subs only) and the
 # Subscription Identifier from bit 8 up. So a value above 3 is what sends
-# a delivery here (Broker._route) and 3.1.1's path tests one comparison.
+# a delivery here (publish.route) and 3.1.1's path tests one comparison.
 # (Retain Handling only matters while subscribing: not stored.)
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt.packets import Suback
-from edge.mqtt.session import _unpack
+from edge.mqtt.session import unpack
+from edge.mqtt.subscribe import add, refused, send_retained
 from edge.mqtt.topics import split_shared, validate_filter
 
 _QOS = const(3)
@@ -77,12 +78,14 @@ def subscribe(hub, conn, pkt):
         try:
             name, real = split_shared(f)
             if name is None:
-                code = b._subscribe(sess, f, value)
+                code = add(b, sess, f, value)
             else:
                 if opts & _NO_LOCAL:
                     # [MQTT-3.8.3-4] No Local on a shared subscription
                     raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "No Local on a shared subscription")
                 code = share(hub, sess, f, real, value | _SHARED)
+            if code >= _SUBACK_FAILURE:
+                why = "%s: %s" % (f, b.refusal)  # a limit of ours (subscribe.add)
         except RemoteProtocolError as e:
             if e.reason != _RC_TOPIC_FILTER_INVALID:
                 raise
@@ -102,7 +105,7 @@ def subscribe(hub, conn, pkt):
     else:
         conn.send(ack)
     for f, value in todo:
-        b._send_retained(sess, f, value)
+        send_retained(b, sess, f, value)
 
 
 def share(hub, sess, f, real, value):
@@ -110,12 +113,10 @@ def share(hub, sess, f, real, value):
     lim = b.limits
     validate_filter(real, lim.max_topic_levels)
     if f not in sess.subs and len(sess.subs) >= lim.max_subscriptions:
-        b.stats.subs_refused += 1
-        return _RC_QUOTA_EXCEEDED
+        return refused(b, "max_subscriptions %d reached" % lim.max_subscriptions, _RC_QUOTA_EXCEEDED)
     st = sess.store
     if st is not None and st.sub_added(sess, f, value):
-        b.stats.subs_refused += 1  # over a store budget: counted there too
-        return _RC_QUOTA_EXCEEDED
+        return refused(b, "store budget full", _RC_QUOTA_EXCEEDED)  # counted there too
     g = hub.groups.get(f)
     if g is None:
         g = hub.groups[f] = Group(hub, f)
@@ -155,16 +156,16 @@ def departed(hub, sess):
     nxt = sess.next_pid
     for pid in sorted(inflight, key=lambda p: (p - nxt) % 65535):
         e = inflight[pid]
-        if e != _RELEASED and _elsewhere(sess, getattr(_unpack(e)[0], "group", None)):
+        if e != _RELEASED and _elsewhere(sess, getattr(unpack(e)[0], "group", None)):
             del inflight[pid]
-            out.append(_unpack(e))
+            out.append(unpack(e))
             if sess.store is not None:
                 sess.store.acked(sess, pid, out[-1][0])  # its record goes with it
     q = sess.queue
     if q:
         keep = []
         for e in q:
-            u = _unpack(e)
+            u = unpack(e)
             if _elsewhere(sess, getattr(u[0], "group", None)):
                 sess.queued_bytes -= len(u[0].topic) + len(u[0].payload)
                 out.append(u)
@@ -220,7 +221,7 @@ def deliver(hub, client, msg, v, retained=False, group=None):
 
 
 def merge(hub, b, q):
-    """Broker._route: the values of one client's matching subscriptions, as
+    """publish.route: the values of one client's matching subscriptions, as
     a list once a 5.0 one is among them (b: what it has so far, -1: none)."""
     if type(b) is list:
         b.append(q)

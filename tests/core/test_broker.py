@@ -1,7 +1,7 @@
 # Broker flows with in-memory clients (no sockets). Plain assert functions so
 # tests/mpy_runner.py runs them under MicroPython too.
 from edge.mqtt.consts import CONNACK, PUBLISH, PUBREL, SUBACK, UNSUBACK, PINGRESP
-from edge.mqtt import codec
+from edge.mqtt import codec, systree
 from edge.mqtt.packets import Connect, Disconnect, Pingreq, Puback, Pubrec, Pubcomp, Publish, Unsubscribe
 from tests.core._pair import Client, make_broker, publish, publishes, pubrel
 
@@ -536,6 +536,9 @@ def test_max_connections_refuses_sockets():
     Client(b)
     assert not b.open(999, 0)
     assert b.stats.conns_refused == 1
+    # the count is in $SYS, as the configuration reference says
+    got = {m.topic: m.payload for m in systree.messages(b, lambda t: True)}
+    assert got["$SYS/broker/clients/refused"] == b"1"
 
 
 def test_max_packet_size():

@@ -111,6 +111,16 @@ def test_request_problem_information():
     assert c.closed
 
 
+def test_a_filter_refused_for_a_limit_is_explained():
+    # a refused subscription carries a Reason String naming the limit
+    b = make_broker(max_subscriptions=1)
+    c, _ = _v5(b, "c")
+    ack = c.subscribe(("a", 0), ("b", 1), ("$share/g/c", 1))[0]
+    assert ack.codes == [0, 0x80, 0x97]
+    assert "max_subscriptions 1 reached" in ack.props[0x1F]
+    assert b.stats.subs_refused == 2
+
+
 def test_request_information_not_0_or_1_is_a_protocol_error():
     b = make_broker()
     for pid in (b"\x17", b"\x19"):  # raw: our encoder refuses the value

@@ -2,6 +2,7 @@
 # edge/mqtt/session.py), zero-copy QoS 0 forwarding (Broker.lend) and a
 # MemoryError during delivery. Plain assert functions: tests/mpy_runner.py
 # runs them under MicroPython too.
+from edge.mqtt import systree
 from edge import config
 from edge.errors import ConfigError
 from edge.mqtt import codec
@@ -74,7 +75,7 @@ def test_full_budget_refuses_new_messages_and_keeps_the_queued_ones():
     # the oldest arrive, in order; the newest were refused
     assert got == [b"%d" % i + _BODY[1:] for i in range(kept // 2)] * 2
     assert budget.used == 0
-    sysv = dict(b._sys_values())
+    sysv = dict(systree.values(b))
     assert sysv["budget/dropped"] == budget.dropped and sysv["budget/bytes"] == 0
 
 

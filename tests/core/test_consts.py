@@ -1,9 +1,11 @@
 # The core modules keep private `_NAME = const(n)` copies of the wire numbers
 # in edge/mqtt/consts.py (a board pays heap for public names, none for
 # private consts). They must agree with the public table.
-from edge.mqtt import broker, codec, connection, consts, packets, props, session, topics, v5, v5subs
+from edge.mqtt import broker, codec, connect, connection, consts, packets, props, publish, session, subscribe
+from edge.mqtt import systree, topics, v5, v5subs
 
-_MODULES = (broker, codec, connection, packets, props, session, topics, v5, v5subs)
+_MODULES = (broker, codec, connect, connection, packets, props, publish, session, subscribe, systree,
+            topics, v5, v5subs)
 
 
 def _public():
@@ -21,6 +23,14 @@ def test_private_copies_equal_public_consts():
                 assert got == value, (mod.__name__, name, got, value)
                 checked += 1
     assert checked >= 30 or not hasattr(codec, "_MAX_VARINT"), checked
+
+
+def test_private_connection_states_equal_connection_py():
+    # the handler modules keep private copies of the connection states they
+    # set (MicroPython folds them away: nothing left to compare there)
+    for mod, name in ((connect, "CONNECTED"), (publish, "ERROR")):
+        got = getattr(mod, "_" + name, None)
+        assert got is None or got == getattr(connection, name), (mod.__name__, name)
 
 
 def test_packet_kinds_equal_public_consts():

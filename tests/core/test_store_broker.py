@@ -5,6 +5,7 @@
 # in-memory files with a power-cut model (tests/core/_memfiles.py): a
 # "crash" keeps only what was synced. Plain functions: pytest and
 # tests/mpy_runner.py.
+from edge.mqtt import systree
 from edge.mqtt.packets import Connect, Publish, Puback, Pubrec, Pubrel, Unsubscribe
 from tests.core._memfiles import MemFiles
 from tests.core._pair import Client, make_broker, publish, publishes
@@ -12,7 +13,7 @@ from tests.core._store import boot, crash, sub_and_pub
 
 
 def sys_value(b, name):
-    for msg in b._sys_messages(lambda t: t == "$SYS/broker/" + name):
+    for msg in systree.messages(b, lambda t: t == "$SYS/broker/" + name):
         return int(msg.payload)
     return None
 
@@ -223,7 +224,7 @@ def test_sys_store_figures():
     assert sys_value(b, "store/bytes") == log.live_bytes > 0
     assert sys_value(b, "store/syncs") == log.syncs >= 1
     assert sys_value(b, "store/quarantined") == 0
-    assert not list(make_broker()._sys_messages(lambda t: t.startswith("$SYS/broker/store")))
+    assert not list(systree.messages(make_broker(), lambda t: t.startswith("$SYS/broker/store")))
 
 
 def test_connect_packet_unchanged_for_clean_clients():

@@ -1,0 +1,218 @@
+# PUBLISH in, its acknowledgements, routing to the matching sessions and the
+# retained store (mosquitto's handle_publish.c and the delivery half of
+# subs.c). Functions of the Broker (first argument `b`): on_publish and
+# on_ack/ack are found through broker.py's handler table; publish() is how a
+# will, a local endpoint or the 5.0 hub puts a message into the topic space.
+from edge.compat import const
+from edge.mqtt.session import Message, cost
+from edge.mqtt.topics import validate_topic
+
+_ERROR = const(3)  # connection.py's state: closed for a protocol error
+_PUBACK = const(4)
+_PUBREC = const(5)
+_PUBREL = const(6)
+_PUBCOMP = const(7)
+_RC_NO_MATCHING_SUBSCRIBERS = const(0x10)
+_RC_PID_NOT_FOUND = const(0x92)
+_RC_QUOTA_EXCEEDED = const(0x97)
+
+
+def on_publish(b, conn, pkt, now, start=-1):
+    # start: where the packet began in conn's buffer (-1: unknown)
+    msg = None
+    rc = 0
+    if conn.v5:  # topic alias, properties, Receive Maximum
+        msg = conn.v5.incoming(pkt)
+        topic = msg.topic
+    else:
+        topic = pkt.topic
+    validate_topic(topic, b.limits.max_topic_levels)  # [MQTT-3.3.2-2]
+    b.stats.msgs_received += 1
+    qos = pkt.qos
+    if qos == 2:
+        sess = conn.session
+        if sess.qos2_seen(pkt.pid):
+            # [MQTT-4.3.3-2] a resent PUBLISH is not delivered twice
+            conn.send_ack(_PUBREC, pkt.pid)
+            return
+        if sess.store is not None and sess.store.qos2_seen(sess, pkt.pid):
+            # The pid is not durable: no PUBREC may promise it. 3.1.1
+            # has no refusing PUBREC: close, not delivered; the client
+            # resends it on its next connection (5.0: DISCONNECT 0x97).
+            sess.rx_qos2.discard(pkt.pid)
+            b.close(conn, now, "store full: QoS 2 packet id %d not recorded" % pkt.pid,
+                    _ERROR, _RC_QUOTA_EXCEEDED)
+            return
+    v5 = msg is not None
+    if not v5:
+        # 3.1.1: the acknowledgement is queued before the message goes
+        # anywhere: a MemoryError in a clean session's delivery costs
+        # that delivery, not the ack (route); one in a persistent
+        # session's fails the feed and drops its output, this ack too
+        # (Broker.data_received). The runtime writes it after the feed,
+        # and after the store's sync, either way.
+        if qos == 1:
+            conn.send_ack(_PUBACK, pkt.pid)
+        elif qos == 2:
+            conn.send_ack(_PUBREC, pkt.pid)
+    b.acking = True  # a persistent delivery the heap cannot keep fails the ack (route)
+    try:
+        if topic.startswith("$SYS"):
+            b.stats.msgs_dropped += 1  # clients may not write the broker's own tree
+        elif v5:
+            refused = b.stats.msgs_refused
+            if not publish(b, msg):
+                rc = _RC_NO_MATCHING_SUBSCRIBERS  # 5.0 §3.4.2.1, in PUBACK/PUBREC
+            elif qos and b.stats.msgs_refused != refused:
+                # A subscriber's copy was not kept for a limit (its
+                # queue, the memory budget, the store's budgets): the
+                # publisher is told, not acknowledged as if all went
+                # well (5.0 §3.4.2.1 0x97 Quota exceeded)
+                rc = _RC_QUOTA_EXCEEDED
+        elif pkt.retain:
+            publish(b, Message(topic, pkt.payload, qos, True))
+        else:
+            # QoS 0: the payload may be a view of the receive buffer (codec
+            # decode(view=True)), as enc0 is: both live only during this feed
+            msg = Message(topic, pkt.payload, qos)
+            if not qos and start >= 0:
+                msg.enc0 = conn.last_packet(start, b.lend)  # forward QoS 0 as it came
+            route(b, msg)  # not retained: nothing to store
+    finally:
+        b.acking = False
+    if v5:
+        # 5.0: the ack says whether anyone matched (0x10), so it follows
+        # the routing; route() keeps a MemoryError to one delivery
+        if qos == 1:
+            conn.send_ack(_PUBACK, pkt.pid, rc)
+        elif qos == 2:
+            if rc >= 0x80:
+                # A failed PUBREC ends the exchange: no PUBREL follows
+                # and the pid is the client's to use again (5.0 §4.3.3)
+                conn.session.qos2_released(pkt.pid)
+            conn.send_ack(_PUBREC, pkt.pid, rc)
+
+
+def on_ack(b, conn, pkt, now):
+    # PUBACK/PUBREC/PUBREL/PUBCOMP as a packet object (a 5.0 reason code
+    # or properties); the short form comes to ack() straight
+    ack(conn, pkt.kind, pkt.pid)
+
+
+def ack(conn, kind, pid):
+    sess = conn.session
+    if kind == _PUBACK:
+        sess.on_puback(pid)
+    elif kind == _PUBREC:
+        sess.on_pubrec(pid)
+    elif kind == _PUBREL:
+        # [MQTT-4.3.3-2]; 5.0: 0x92 for a pid not waiting for PUBREL
+        conn.send_ack(_PUBCOMP, pid, 0 if sess.qos2_released(pid) else _RC_PID_NOT_FOUND)
+    else:
+        sess.on_pubcomp(pid)
+
+
+def publish(b, msg):
+    """Retain msg if it says so, then route it; True if a subscription
+    matched (5.0 PUBACK 0x10 when none did)."""
+    if msg.retain:
+        set_retained(b, msg)
+    return route(b, msg)
+
+
+def set_retained(b, msg):
+    # [MQTT-3.3.1-5/10] store (empty payload: delete), within the
+    # retained limits, the memory budget (a replaced message's share
+    # comes back) and the flash store's budget
+    topic = msg.topic
+    store = b.retained
+    budget = b.limits.budget
+    old = store.get(topic)
+    held = cost(old) if old is not None else 0
+    if msg.payload and not budget.room(cost(msg) - held):
+        # not stored; nor is the old value kept (a stale value must not
+        # pass as the latest one, as RetainStore.set does)
+        _unretain(b, topic)
+        budget.add(-held)
+        b.stats.msgs_dropped += 1
+        budget.note(False, topic)
+        return
+    stored = store.set(topic, msg)
+    budget.add(-held)  # replaced, deleted or dropped with it
+    if not stored:
+        b.stats.msgs_dropped += 1
+        b.log(30, "retained %s not stored: retained limits reached" % topic)
+        if b.store is not None:
+            b.store.retained(topic, None)  # cleared here too
+    elif b.store is not None and b.store.retained(topic, msg):
+        # over the store's budget: cleared in RAM too (a restart must
+        # not bring back an older value)
+        store.set(topic, Message(topic, b""))
+        b.stats.msgs_dropped += 1
+    elif msg.payload:
+        budget.add(cost(msg))
+
+
+def _unretain(b, topic):
+    # clear topic's retained message in RAM and on flash
+    b.retained.set(topic, Message(topic, b""))
+    if b.store is not None:
+        b.store.retained(topic, None)
+
+
+def route(b, msg):
+    """Deliver msg to every matching subscription, each client once at the
+    highest QoS granted; True if any matched."""
+    found = b.subs.match_subs(msg.topic)
+    if not found:
+        return False
+    mq = msg.qos
+    if len(found) == 1:
+        # One matching filter (the usual case): each client once. The
+        # keys are copied first: a local client's callback may subscribe.
+        subs = found[0]
+        clients = list(subs)
+    else:
+        subs = {}
+        for found_subs in found:  # overlapping subscriptions: once, at max QoS
+            for client in found_subs:
+                q = found_subs[client]
+                had = subs.get(client, -1)
+                if q > 3 or type(had) is list:  # 5.0: every matching one counts
+                    subs[client] = b.v5.merge(had, q)
+                elif had < q:
+                    subs[client] = q
+        clients = subs
+    for client in clients:
+        q = subs.get(client)
+        if q is None:
+            continue  # unsubscribed meanwhile
+        try:
+            if type(q) is not list and q <= 3:
+                client.deliver(msg, q if q < mq else mq)
+            else:  # 5.0 subscription options or identifiers (v5subs.py)
+                b.v5.deliver(client, msg, q)
+        except MemoryError:
+            # A full heap costs this one delivery, counted, not the
+            # publisher's connection: closing that before its ack goes
+            # out would make it resend (a duplicate for the others).
+            b.stats.deliveries_oom += 1
+            if client.store is not None and b.acking:
+                # ...unless the delivery was one a persistent session
+                # must keep of a client's PUBLISH (docs/design.md
+                # "Delivery guarantees"): then the ack must not go out.
+                # The feed fails, Broker.data_received() drops its output,
+                # the publisher sends it again: a duplicate for those
+                # served, as QoS 1 allows, never a loss. (A will or a local
+                # publish has no ack to hold back: counted and dropped.)
+                raise
+            b.stats.msgs_dropped += 1
+    return True
+
+
+def publish_local(b, topic, payload, qos=0, retain=False, props=None):
+    """Publish into the topic space from a non-MQTT endpoint. Raises
+    RemoteProtocolError(RC_TOPIC_NAME_INVALID) for a bad topic."""
+    validate_topic(topic, b.limits.max_topic_levels)
+    b.stats.msgs_received += 1
+    publish(b, Message(topic, payload, qos, retain, props))

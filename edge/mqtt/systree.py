@@ -1,0 +1,52 @@
+# $SYS/broker/... statistics as mosquitto publishes them (its sys_tree.c).
+# The values are computed when asked for, never stored: a new $SYS
+# subscriber gets them at once as if retained (subscribe.send_retained),
+# live subscribers every sys_interval (publish_all, from Broker.tick), and
+# nobody listening costs no heap on a board. They are produced one at a time
+# and only those somebody subscribes to become messages, so a publish round
+# is no burst of garbage on a small heap.
+from edge import VERSION
+from edge.mqtt.publish import route
+from edge.mqtt.session import Message
+
+
+def values(b):
+    """(name under $SYS/broker/, value) pairs, one at a time."""
+    st = b.stats
+    yield "version", "edgebroker " + VERSION
+    yield "uptime", "%d seconds" % ((b.now - b.started) // 1000)
+    yield "clients/connected", st.clients_connected
+    yield "clients/maximum", st.clients_maximum
+    yield "clients/total", len(b.sessions)
+    yield "clients/refused", st.conns_refused  # at max_connections (Broker.open)
+    yield "messages/received", st.msgs_received
+    yield "messages/sent", st.msgs_sent
+    yield "publish/messages/dropped", st.msgs_dropped
+    yield "bytes/received", st.bytes_received
+    yield "bytes/sent", st.bytes_sent
+    yield "retained messages/count", len(b.retained)
+    yield "subscriptions/count", len(b.subs)
+    budget = b.limits.budget
+    yield "budget/bytes", budget.used
+    yield "budget/dropped", budget.dropped
+    yield "budget/refused", budget.refused
+    if b.heap is not None:
+        yield "heap/current", b.heap[0]
+        yield "heap/maximum", b.heap[1]
+    if b.store is not None:  # flash persistence (edge/store/)
+        yield from b.store.sys_values()
+
+
+def messages(b, match):
+    """The $SYS messages whose topic match(topic) accepts."""
+    for name, v in values(b):
+        topic = "$SYS/broker/" + name
+        if match(topic):
+            yield Message(topic, str(v).encode(), 0, True)
+
+
+def publish_all(b, now):
+    """Send the current values to the live $SYS subscribers."""
+    b.now = now
+    for msg in messages(b, b.subs.match_subs):
+        route(b, msg)
