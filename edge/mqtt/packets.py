@@ -1,8 +1,10 @@
-# MQTT control packets as small plain classes (docs/design.md H3): positional __init__,
-# __slots__ through @slots (CPython only: MicroPython ignores them but would
-# pay heap for them, see compat.py), no properties.
+# MQTT control packets as small plain classes (docs/design.md H3):
+# positional __init__, __slots__ through @slots (CPython only: MicroPython
+# ignores them but would pay heap for them, see compat.py), no properties.
 # `kind` is the fixed-header packet type; the codec and the broker's dispatch
-# tables key on it. `props` is None for 3.1.1, else a dict {property id: value}
+# tables key on it. Packets of one shape share a class with `kind` per
+# instance, built by functions named for the packets (Puback(pid), ...): on
+# a board a class costs about 260 bytes of heap, a function about 40. `props` is None for 3.1.1, else a dict {property id: value}
 # filled in by the 5.0 codec (user properties as a list of (name, value)).
 from edge.compat import const, slots
 
@@ -80,10 +82,7 @@ class Publish:
 
 @slots("kind", "pid", "reason", "props")
 class Ack:
-    # PUBACK, PUBREC, PUBREL, PUBCOMP share one shape (3.1.1 §3.4-3.7, 5.0
-    # §3.4-3.7): one class with `kind` per instance, built by the four
-    # functions below. A class per kind cost a board ~260 bytes of heap each,
-    # a function ~40.
+    # PUBACK, PUBREC, PUBREL, PUBCOMP (3.1.1 §3.4-3.7, 5.0 §3.4-3.7)
     def __init__(self, kind, pid, reason=0, props=None):
         self.kind = kind
         self.pid = pid
@@ -107,71 +106,66 @@ def Pubcomp(pid, reason=0, props=None):
     return Ack(_PUBCOMP, pid, reason, props)
 
 
-@slots("pid", "topics", "props")
-class Subscribe:
-    kind = _SUBSCRIBE
-
-    def __init__(self, pid, topics, props=None):
+@slots("kind", "pid", "topics", "props")
+class Sub:
+    # SUBSCRIBE and UNSUBSCRIBE
+    def __init__(self, kind, pid, topics, props=None):
+        self.kind = kind
         self.pid = pid
-        # [(filter str, options int)]: bits 0-1 QoS; 5.0 adds bit 2 No Local,
-        # bit 3 Retain As Published, bits 4-5 Retain Handling (§3.8.3.1)
+        # SUBSCRIBE: [(filter str, options int)]: bits 0-1 QoS; 5.0 adds bit 2
+        # No Local, bit 3 Retain As Published, bits 4-5 Retain Handling
+        # (§3.8.3.1). UNSUBSCRIBE: [filter str]
         self.topics = topics
         self.props = props
 
 
-@slots("pid", "codes", "props")
-class Suback:
-    kind = _SUBACK
+def Subscribe(pid, topics, props=None):
+    return Sub(_SUBSCRIBE, pid, topics, props)
 
-    def __init__(self, pid, codes, props=None):
+
+def Unsubscribe(pid, topics, props=None):
+    return Sub(_UNSUBSCRIBE, pid, topics, props)
+
+
+@slots("kind", "pid", "codes", "props")
+class SubAck:
+    # SUBACK and UNSUBACK
+    def __init__(self, kind, pid, codes, props=None):
+        self.kind = kind
         self.pid = pid
-        self.codes = codes
+        self.codes = codes  # UNSUBACK: 5.0 only, one reason code per filter
         self.props = props
 
 
-@slots("pid", "topics", "props")
-class Unsubscribe:
-    kind = _UNSUBSCRIBE
-
-    def __init__(self, pid, topics, props=None):
-        self.pid = pid
-        self.topics = topics  # [filter str]
-        self.props = props
+def Suback(pid, codes, props=None):
+    return SubAck(_SUBACK, pid, codes, props)
 
 
-@slots("pid", "codes", "props")
-class Unsuback:
-    kind = _UNSUBACK
-
-    def __init__(self, pid, codes=None, props=None):
-        self.pid = pid
-        self.codes = codes  # 5.0 only: one reason code per filter
-        self.props = props
+def Unsuback(pid, codes=None, props=None):
+    return SubAck(_UNSUBACK, pid, codes, props)
 
 
-@slots()
-class Pingreq:
-    kind = _PINGREQ
-
-
-@slots()
-class Pingresp:
-    kind = _PINGRESP
-
-
-@slots("reason", "props")
-class Disconnect:
-    kind = _DISCONNECT
-
-    def __init__(self, reason=0, props=None):
+@slots("kind", "reason", "props")
+class Reason:
+    # DISCONNECT and AUTH (5.0 §3.14, §3.15); PINGREQ and PINGRESP, which
+    # carry nothing, too (reason 0, no props)
+    def __init__(self, kind, reason=0, props=None):
+        self.kind = kind
         self.reason = reason
         self.props = props
 
 
-@slots("reason", "props")
-class Auth:
-    kind = _AUTH
+def Pingreq():
+    return Reason(_PINGREQ)
 
-    def __init__(self, reason=0, props=None):
-        self.reason = reason
-        self.props = props
+
+def Pingresp():
+    return Reason(_PINGRESP)
+
+
+def Disconnect(reason=0, props=None):
+    return Reason(_DISCONNECT, reason, props)
+
+
+def Auth(reason=0, props=None):
+    return Reason(_AUTH, reason, props)
