@@ -43,7 +43,12 @@ def on_connect(b, conn, pkt, now):
         validate_topic(pkt.will_topic, lim.max_topic_levels)  # [MQTT-3.1.3-10]
     sess = b.sessions.get(cid)
     if sess is not None and sess.conn is not None:
-        # [MQTT-3.1.4-2] takeover: the existing client is disconnected
+        # [MQTT-3.1.4-2] takeover: the existing client is disconnected. If
+        # the session continues (neither connection clean), the client is
+        # back in time: its will is not sent ([MQTT-3.1.3-9]; established
+        # brokers do the same for 3.1.1)
+        if not pkt.clean and not sess.clean:
+            sess.conn.will = None
         b.close(sess.conn, now, "taken over by a new connection", rc=_RC_SESSION_TAKEN_OVER)
         sess = b.sessions.get(cid)
     if b.v5 is not None:

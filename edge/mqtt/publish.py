@@ -13,6 +13,7 @@ _PUBREC = const(5)
 _PUBREL = const(6)
 _PUBCOMP = const(7)
 _RC_NO_MATCHING_SUBSCRIBERS = const(0x10)
+_RC_NOT_AUTHORIZED = const(0x87)
 _RC_PID_NOT_FOUND = const(0x92)
 _RC_QUOTA_EXCEEDED = const(0x97)
 
@@ -57,8 +58,12 @@ def on_publish(b, conn, pkt, now, start=-1):
             conn.send_ack(_PUBREC, pkt.pid)
     b.acking = True  # a persistent delivery the heap cannot keep fails the ack (route)
     try:
-        if topic.startswith("$SYS"):
-            b.stats.msgs_dropped += 1  # clients may not write the broker's own tree
+        if topic.startswith("$") and (topic.startswith("$SYS") or topic.startswith("$share/")):
+            # Clients may not write the broker's own tree, and a $share/...
+            # name is a filter's form (5.0 §4.8.2): dropped, counted; a 5.0
+            # publisher is told 0x87 Not authorized
+            b.stats.msgs_dropped += 1
+            rc = _RC_NOT_AUTHORIZED
         elif v5:
             refused = b.stats.msgs_refused
             if not publish(b, msg):
@@ -96,6 +101,9 @@ def on_publish(b, conn, pkt, now, start=-1):
 def on_ack(b, conn, pkt, now):
     # PUBACK/PUBREC/PUBREL/PUBCOMP as a packet object (a 5.0 reason code
     # or properties); the short form comes to ack() straight
+    if pkt.kind == _PUBREC and pkt.reason >= 0x80:
+        conn.session.on_pubrec(pkt.pid, pkt.reason)  # the flow ends (5.0 §4.3.3)
+        return
     ack(conn, pkt.kind, pkt.pid)
 
 

@@ -242,8 +242,15 @@ class Session:
             if self.store is not None:
                 self.store.acked(self, pid, e[0] if type(e) is tuple else e)
 
-    def on_pubrec(self, pid):
+    def on_pubrec(self, pid, reason=0):
         e = self.inflight.get(pid)
+        if reason >= 0x80:
+            # 5.0 §4.3.3: a PUBREC with an error ends the flow, no PUBREL
+            if e and e != RELEASED:
+                del self.inflight[pid]
+                if self.store is not None:
+                    self.store.acked(self, pid, e[0] if type(e) is tuple else e)
+            return
         if e and (e[1] & _QOS if type(e) is tuple else e.qos) == 2:
             self.inflight[pid] = RELEASED  # the message is no longer needed
             if self.store is not None:

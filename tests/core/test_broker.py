@@ -311,6 +311,27 @@ def test_takeover_closes_old_and_publishes_its_will():
     assert b.stats.clients_connected == 2
 
 
+def test_takeover_that_continues_the_session_keeps_the_will():
+    # [MQTT-3.1.4-2] takeover; the session continues (clean session 0 on
+    # both connections): the client is back, its will is not published (as
+    # 5.0 [MQTT-3.1.3-9] says, and as established brokers do for 3.1.1)
+    b = make_broker()
+    w = _watch(b)
+    old = Client(b)
+    old.connect("dev", clean=False, **_will_kw())
+    new = Client(b)
+    assert new.connect("dev", clean=False).session_present
+    assert old.closed and not new.closed
+    assert publishes(w.recv()) == []
+    # either connection clean: the session ends with the old connection, the will goes
+    for old_clean, new_clean in ((False, True), (True, False)):
+        old = Client(b)
+        old.connect("dev%d" % old_clean, clean=old_clean, **_will_kw())
+        Client(b).connect("dev%d" % old_clean, clean=new_clean)
+        assert old.closed
+        assert [m.payload for m in publishes(w.recv())] == [b"gone"], (old_clean, new_clean)
+
+
 def test_offline_queue_redelivered_with_session_present():
     b, s, p = _pair()
     s2 = Client(b)

@@ -3,7 +3,7 @@
 # message expiry, flow control, topic aliases, mixed 3.1.1/5.0 delivery.
 # Plain assert functions so tests/mpy_runner.py runs them under MicroPython.
 from edge.mqtt import codec
-from edge.mqtt.consts import CONNACK, DISCONNECT, PUBLISH
+from edge.mqtt.consts import CONNACK, DISCONNECT, PUBACK, PUBLISH, PUBREC
 from edge.mqtt.packets import Disconnect, Pubrec, Publish, Subscribe, Unsubscribe
 from tests.core._pair import Client, make_broker, publish, publishes, pubrel
 
@@ -225,6 +225,24 @@ def test_will_delay_cancelled_by_reconnect_in_time():
     _v5(b, "a", clean=False, props={0x11: 60}, now=4000)
     b.tick(7000)
     assert publishes(w.recv()) == []
+
+
+def test_takeover_that_continues_the_session_cancels_the_will():
+    # [MQTT-3.1.3-9] a new connection for the session before the Will Delay
+    # has passed (a takeover is one): no will, delayed or not
+    b = make_broker()
+    w = _watch_wills(b)
+    for delay in (0, 5):
+        will = {"will_topic": "will/a", "will_payload": b"gone", "will_props": {0x18: delay}}
+        old, _ = _v5(b, "a%d" % delay, clean=False, props={0x11: 60}, **will)
+        _v5(b, "a%d" % delay, clean=False, props={0x11: 60}, now=1000)
+        assert old.closed
+        b.tick(10000)
+        assert publishes(w.recv()) == [], delay
+    # Clean Start on the new connection: the session ends, the will goes
+    old, _ = _v5(b, "c", clean=False, props={0x11: 60}, will_topic="will/c", will_payload=b"end")
+    _v5(b, "c", clean=True, now=1000)
+    assert [m.payload for m in publishes(w.recv())] == [b"end"]
 
 
 def test_will_delay_fires_after_delay_or_at_session_end():
@@ -657,3 +675,38 @@ def test_puback_and_pubrec_0x10_when_no_subscriber_matched():
     old = Client(b)
     old.connect("old")
     assert codec.encode(publish(old, "nobody", b"x", 1, pid=4)[0]) == b"\x40\x02\x00\x04"  # 3.1.1
+
+
+def test_a_failed_pubrec_ends_the_qos2_flow():
+    # 5.0 §4.3.3 [MQTT-4.3.3]: a PUBREC with a reason code >= 0x80 ends the
+    # flow: no PUBREL is due, and the next delivery goes out
+    b = make_broker()
+    s, _ = _v5(b, "s", props={0x21: 1})  # Receive Maximum 1
+    s.subscribe(("t", 2))
+    p, _ = _v5(b, "p")
+    for i in range(2):
+        publish(p, "t", b"%d" % i, 2, pid=i + 1)
+        p.recv()
+    (first,) = publishes(s.recv())
+    assert first.payload == b"0"
+    s.send(Pubrec(first.pid, 0x80))
+    got = s.recv()
+    assert [x.kind for x in got] == [PUBLISH], [x.kind for x in got]  # no PUBREL
+    assert got[0].payload == b"1"
+    assert not b.sessions["s"].inflight.get(first.pid)
+
+
+def test_publish_into_sys_or_share_is_not_authorized():
+    # 5.0: a PUBLISH to a $SYS topic or a $share/... name (a filter form,
+    # §4.8.2) gets PUBACK/PUBREC 0x87 Not authorized, and goes nowhere
+    b = make_broker()
+    s, _ = _v5(b, "s")
+    s.subscribe(("$SYS/#", 0), ("$share/#", 0))
+    s.recv()
+    p, _ = _v5(b, "p")
+    for i, topic in enumerate(("$SYS/broker/x", "$share/g/t")):
+        acks = publish(p, topic, b"x", 1, pid=i + 1)
+        assert [(a.kind, a.reason) for a in acks] == [(PUBACK, 0x87)], topic
+    acks = publish(p, "$SYS/y", b"x", 2, pid=9)
+    assert [(a.kind, a.reason) for a in acks] == [(PUBREC, 0x87)]
+    assert not publishes(s.recv()) and not p.closed

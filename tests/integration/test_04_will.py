@@ -141,3 +141,28 @@ def test_takeover_publishes_will_of_first_client(shared_broker, mqtt_client):
     finally:
         first.close()
         second.close()
+
+
+def test_takeover_continuing_the_session_sends_no_will(shared_broker, mqtt_client):
+    # Both connections with clean session 0: the session continues, the
+    # client is back, so the old connection's will is not published
+    # ([MQTT-3.1.3-9] in 5.0; established brokers do the same for 3.1.1)
+    t = will_topic()
+    w = watcher(shared_broker, mqtt_client, t)
+    cid = unique_id("take-keep")
+    first = raw.RawClient(shared_broker.host, shared_broker.port)
+    second = raw.RawClient(shared_broker.host, shared_broker.port)
+    try:
+        first.connect(cid, clean=False, will=(t, b"must not go", 1, False))
+        ack = second.connect(cid, clean=False)
+        assert ack.body[0] == 1  # session present
+        assert first.wait_closed() == b""
+        second.send(raw.DISCONNECT_BYTES)
+        second.wait_closed()
+        mqtt_client(shared_broker).publish(t, b"marker", qos=1)
+        w.wait_message(lambda m: m.payload == b"marker")
+        assert [m.payload for m in w.messages] == [b"marker"]
+    finally:
+        first.close()
+        second.close()
+
