@@ -157,12 +157,13 @@ class Session:
 
     def _send_new(self, msg, qos, retain, e=None):
         # the caller checked there is room, next_pid included; e: msg's
-        # entry (see unpack) if the caller holds it already
+        # entry (see unpack) if the caller holds it already. 1 if it took a
+        # slot of the window, else 0
         pid = self.next_pid
         st = self.store
         if st is not None and st.msg_sent(self, pid, msg, qos, retain):
             self._refuse()  # over a store budget: refused there, counted (H7)
-            return
+            return 0
         # Queued for the socket before the window takes it: a MemoryError
         # there leaves no slot taken by a message the client never gets.
         sent = self.conn.send_publish(msg, qos, retain, False, pid)
@@ -171,9 +172,10 @@ class Session:
             # over a 5.0 client's Maximum Packet Size: dropped, counted, done with
             if st is not None:
                 st.acked(self, pid, msg)
-            return
+            return 0
         self.inflight[pid] = entry(msg, qos, retain) if e is None else e
         self.stats.msgs_sent += 1
+        return 1
 
     def pump(self):
         """Move queued messages into the inflight window while there is room."""
@@ -199,11 +201,12 @@ class Session:
                 if self.store is not None:
                     self.store.unqueued(self, 0, msg)  # (the sent ones left its queue)
                 continue
-            room -= 1
+            # a message that takes no slot (over a 5.0 client's Maximum
+            # Packet Size, or refused by the store) leaves the room to the next
             if msg is e:  # the usual entry (see unpack)
-                self._send_new(e, e.qos, False, e)
+                room -= self._send_new(e, e.qos, False, e)
             else:
-                self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN), e)
+                room -= self._send_new(msg, e[1] & _QOS, bool(e[1] & _RETAIN), e)
         self.queued_bytes -= size
         if i == len(q):
             self.queue = None  # drained: an idle session holds no queue

@@ -710,3 +710,23 @@ def test_publish_into_sys_or_share_is_not_authorized():
     acks = publish(p, "$SYS/y", b"x", 2, pid=9)
     assert [(a.kind, a.reason) for a in acks] == [(PUBREC, 0x87)]
     assert not publishes(s.recv()) and not p.closed
+
+
+def test_a_message_over_the_clients_maximum_packet_size_does_not_stall_the_next():
+    # [MQTT-3.1.2-25] a message too large for the client is dropped as if
+    # delivered; the queue behind it moves on (it took no slot of the window)
+    b = make_broker()
+    s, _ = _v5(b, "s", props={0x27: 64, 0x21: 1})  # Maximum Packet Size 64, Receive Maximum 1
+    s.subscribe(("t", 1))
+    p, _ = _v5(b, "p")
+    publish(p, "t", b"a", 1, pid=1)
+    publish(p, "t", b"x" * 100, 1, pid=2)  # queued behind "a", too large
+    for i in range(3):
+        publish(p, "t", b"%d" % i, 1, pid=i + 3)
+    got = []
+    for _ in range(6):
+        pkts = s.recv()
+        got += [m.payload for m in publishes(pkts)]
+        s.ack_all(pkts)
+    assert got == [b"a", b"0", b"1", b"2"], got
+    assert b.stats.msgs_dropped == 1

@@ -506,3 +506,57 @@ def test_full_budget_refuses_new_messages_puback_quota_exceeded(broker_factory, 
     msgs = back.wait_messages(kept, topic=t)
     assert [int(m.payload[:3]) for m in msgs] == list(range(kept))  # the queued ones, in order
     b.assert_alive()
+
+
+def _publish5(p):
+    # (pid, payload) of a 5.0 QoS 1/2 PUBLISH read raw: topic, pid, properties
+    n = struct.unpack("!H", p.body[:2])[0]
+    pid = struct.unpack("!H", p.body[2 + n:4 + n])[0]
+    i = 4 + n
+    plen = shift = 0
+    while True:  # the property block's length, a variable byte integer
+        b = p.body[i]
+        i += 1
+        plen |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            break
+    return pid, p.body[i + plen:]
+
+
+@pytest.mark.parametrize("recv_max", [1, 2, None])
+@pytest.mark.parametrize("qos", [1, 2])
+def test_receive_maximum_window_with_publishers_elsewhere(broker_factory, mqtt_client, recv_max, qos):
+    # A raw 5.0 subscriber with Receive Maximum 1, 2 or the default acks each
+    # delivery as it comes; QoS 1/2 messages from another connection arrive
+    # all, in order, never more unacknowledged than its window [MQTT-3.3.4-7]
+    b = broker_factory()
+    t = "t08/window/" + unique_id("w")
+    block = b"\x03\x21" + struct.pack("!H", recv_max) if recv_max else b"\x00"
+    sub, _ = raw5(b, props_block=block)
+    sub.send(raw.subscribe(1, [(t, qos)], props=b"\x00"))
+    sub.expect(raw.SUBACK)
+    n = 12
+    pub = v5(b, mqtt_client)
+    for i in range(n):
+        pub.publish(t, b"%02d" % i, qos=qos)
+    got = []
+    unacked = set()
+    while len(got) < n:
+        p = sub.read_packet(timeout=10)
+        if p.type == raw.PUBLISH:
+            pid, payload = _publish5(p)
+            got.append(payload)
+            unacked.add(pid)
+            assert len(unacked) <= (recv_max or 65535), unacked
+            sub.send(raw.puback(pid) if qos == 1 else raw.pubrec(pid))
+            if qos == 1:
+                unacked.discard(pid)
+        elif p.type == raw.PUBREL:
+            pid = struct.unpack("!H", p.body[:2])[0]
+            sub.send(raw.pubcomp(pid))
+            unacked.discard(pid)
+        else:
+            raise AssertionError("unexpected %r" % (p,))
+    assert got == [b"%02d" % i for i in range(n)]
+    sub.close()
