@@ -27,8 +27,9 @@
 #    (§4.12); a DISCONNECT Session Expiry Interval after a CONNECT with 0
 #    (§3.14.2.2.2); Receive Maximum and Maximum Packet Size being exceeded;
 #    a Payload Format Indicator 1 with a payload that is not UTF-8 (0x99,
-#    optional, §3.3.2.3.2; the spec names no error for values other than 0
-#    and 1, so they pass here).
+#    optional, §3.3.2.3.2). A Payload Format Indicator other than 0 or 1 is
+#    a Protocol Error here (the spec defines only those two; mosquitto and
+#    EMQX refuse the rest the same way).
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
 from edge.mqtt.codec import _bin, _lp, _str, encode_varint, read_varint
@@ -75,7 +76,7 @@ _IN_AUTH = const(1 << (_IN + 15))
 # heap on the 64-bit unix port, this layout ~0.5 KB (the string stays in
 # flash). name() and row() give the three columns back.
 _TABLE = {
-    0x01: _BYTE | _IN_PUB | _IN_WILL,  # Payload Format Indicator §3.3.2.3.2
+    0x01: _BYTE | _BOOL | _IN_PUB | _IN_WILL,  # Payload Format Indicator §3.3.2.3.2 (0 or 1)
     0x02: _U32 | _IN_PUB | _IN_WILL,  # Message Expiry Interval §3.3.2.3.3
     0x03: _UTF8 | _IN_PUB | _IN_WILL,  # Content Type §3.3.2.3.9
     0x08: _UTF8 | _IN_PUB | _IN_WILL,  # Response Topic §3.3.2.3.5

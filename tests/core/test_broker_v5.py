@@ -730,3 +730,18 @@ def test_a_message_over_the_clients_maximum_packet_size_does_not_stall_the_next(
         s.ack_all(pkts)
     assert got == [b"a", b"0", b"1", b"2"], got
     assert b.stats.msgs_dropped == 1
+
+
+def test_a_property_value_out_of_range_is_a_protocol_error():
+    # a Payload Format Indicator other than 0 or 1 on a PUBLISH: DISCONNECT
+    # 0x82, not forwarded (every property's range is checked the same way:
+    # tests/core/test_props.py test_value_checks)
+    b = make_broker()
+    s, _ = _v5(b, "s")
+    s.subscribe(("t", 0))
+    p, _ = _v5(b, "p")
+    # PUBLISH QoS 0 "t", properties: 0x01 = 2
+    p.send_raw(b"\x30\x07\x00\x01t\x02\x01\x02x")
+    assert _disconnected(p) == 0x82
+    assert publishes(s.recv()) == []
+

@@ -149,7 +149,7 @@ def test_unknown_identifiers():
 
 def test_integer_boundaries():
     for pid, v, raw in (
-        (0x01, 0, b"\x00"), (0x01, 255, b"\xff"),  # any byte (§3.3.2.3.2)
+        (0x01, 0, b"\x00"), (0x01, 1, b"\x01"),  # 0 or 1 (§3.3.2.3.2; 2-255: test_value_checks)
         (0x23, 0, b"\x00\x00"),  # Topic Alias 0: the broker's check
         (0x23, 65535, b"\xff\xff"),
         (0x02, 0, b"\x00\x00\x00\x00"), (0x02, 0xFFFFFFFF, b"\xff\xff\xff\xff"),
@@ -232,6 +232,8 @@ def test_given_twice():
 def test_value_checks():
     # Protocol Errors the spec attaches to single values
     for pid, where, raw in (
+        (0x01, PUBLISH, b"\x02"),  # Payload Format Indicator: 0 or 1 §3.3.2.3.2
+        (0x01, WILL, b"\xff"),
         (0x21, CONNECT, b"\x00\x00"),  # Receive Maximum 0 §3.1.2.11.3
         (0x21, CONNACK, b"\x00\x00"),  # §3.2.2.3.3
         (0x27, CONNECT, b"\x00\x00\x00\x00"),  # Maximum Packet Size 0 §3.1.2.11.4
