@@ -56,6 +56,8 @@ def on_publish(b, conn, pkt, now, start=-1):
             conn.send_ack(_PUBACK, pkt.pid)
         elif qos == 2:
             conn.send_ack(_PUBREC, pkt.pid)
+    else:
+        mark = len(conn.out)  # where the ack goes: ahead of deliveries to conn itself
     b.acking = True  # a persistent delivery the heap cannot keep fails the ack (route)
     try:
         if topic.startswith("$") and (topic.startswith("$SYS") or topic.startswith("$share/")):
@@ -86,16 +88,17 @@ def on_publish(b, conn, pkt, now, start=-1):
     finally:
         b.acking = False
     if v5:
-        # 5.0: the ack says whether anyone matched (0x10), so it follows
-        # the routing; route() keeps a MemoryError to one delivery
+        # 5.0: the ack says whether anyone matched (0x10), so it is made
+        # after the routing (route() keeps a MemoryError to one delivery)
+        # and put before what the routing queued for this same client
         if qos == 1:
-            conn.send_ack(_PUBACK, pkt.pid, rc)
+            conn.send_ack(_PUBACK, pkt.pid, rc, mark)
         elif qos == 2:
             if rc >= 0x80:
                 # A failed PUBREC ends the exchange: no PUBREL follows
                 # and the pid is the client's to use again (5.0 §4.3.3)
                 conn.session.qos2_released(pkt.pid)
-            conn.send_ack(_PUBREC, pkt.pid, rc)
+            conn.send_ack(_PUBREC, pkt.pid, rc, mark)
 
 
 def on_ack(b, conn, pkt, now):

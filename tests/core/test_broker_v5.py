@@ -745,3 +745,16 @@ def test_a_property_value_out_of_range_is_a_protocol_error():
     assert _disconnected(p) == 0x82
     assert publishes(s.recv()) == []
 
+
+
+def test_the_ack_of_a_publish_goes_before_the_deliveries_it_caused():
+    # A client subscribed to the topic it publishes gets its PUBACK/PUBREC
+    # (the answer to its own packet) before the delivery its PUBLISH caused,
+    # as clients written against other brokers expect
+    for qos, ack in ((1, PUBACK), (2, PUBREC)):
+        b = make_broker()
+        c, _ = _v5(b, "c")
+        c.subscribe(("t", 2))
+        got = publish(c, "t", b"x", qos, pid=7)
+        assert [p.kind for p in got] == [ack, PUBLISH], (qos, [p.kind for p in got])
+        assert got[0].pid == 7

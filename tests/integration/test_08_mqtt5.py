@@ -560,3 +560,20 @@ def test_receive_maximum_window_with_publishers_elsewhere(broker_factory, mqtt_c
             raise AssertionError("unexpected %r" % (p,))
     assert got == [b"%02d" % i for i in range(n)]
     sub.close()
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_own_publish_acked_before_its_delivery(broker_factory, qos):
+    # A 5.0 client subscribed to the topic it publishes: the answer to its
+    # PUBLISH (PUBACK/PUBREC) comes before the delivery that PUBLISH caused
+    b = broker_factory()
+    t = "t08/self/" + unique_id("s")
+    c, _ = raw5(b)
+    c.send(raw.subscribe(1, [(t, 2)], props=b"\x00"))
+    c.expect(raw.SUBACK)
+    c.send(raw.publish(t, b"me", qos=qos, pid=9, props=b"\x00"))
+    first = c.read_packet()
+    assert first.type == (raw.PUBACK if qos == 1 else raw.PUBREC), first
+    assert struct.unpack("!H", first.body[:2])[0] == 9
+    assert c.read_packet().type == raw.PUBLISH
+    c.close()
