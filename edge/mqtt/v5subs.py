@@ -85,7 +85,11 @@ def subscribe(hub, conn, pkt):
                     raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "No Local on a shared subscription")
                 code = share(hub, sess, f, real, value | _SHARED)
             if code >= _SUBACK_FAILURE:
-                why = "%s: %s" % (f, b.refusal)  # a limit of ours (subscribe.add)
+                # every refusal of subscribe.add() is a limit of ours (its
+                # count, its depth, a budget): 5.0 says so with 0x97 Quota
+                # exceeded (§3.9.3), not 3.1.1's unspecified 0x80
+                code = _RC_QUOTA_EXCEEDED
+                why = "%s: %s" % (f, b.refusal)
         except RemoteProtocolError as e:
             if e.reason != _RC_TOPIC_FILTER_INVALID:
                 raise

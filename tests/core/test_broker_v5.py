@@ -116,7 +116,7 @@ def test_a_filter_refused_for_a_limit_is_explained():
     b = make_broker(max_subscriptions=1)
     c, _ = _v5(b, "c")
     ack = c.subscribe(("a", 0), ("b", 1), ("$share/g/c", 1))[0]
-    assert ack.codes == [0, 0x80, 0x97]
+    assert ack.codes == [0, 0x97, 0x97]  # 5.0: Quota exceeded for a limit of ours (§3.9.3)
     assert "max_subscriptions 1 reached" in ack.props[0x1F]
     assert b.stats.subs_refused == 2
 
@@ -758,3 +758,14 @@ def test_the_ack_of_a_publish_goes_before_the_deliveries_it_caused():
         got = publish(c, "t", b"x", qos, pid=7)
         assert [p.kind for p in got] == [ack, PUBLISH], (qos, [p.kind for p in got])
         assert got[0].pid == 7
+
+
+def test_a_filter_deeper_than_max_topic_levels_is_quota_exceeded():
+    # max_topic_levels is our limit, not the spec's: 3.1.1 gets 0x80, a 5.0
+    # client 0x97 Quota exceeded with a Reason String; the connection stays
+    b = make_broker(max_topic_levels=4)
+    c, _ = _v5(b, "c")
+    ack = c.subscribe(("a/b/c/d", 0), ("a/b/c/d/e", 0))[0]
+    assert ack.codes == [0, 0x97] and "a/b/c/d/e" in ack.props[0x1F]
+    assert not c.closed
+
