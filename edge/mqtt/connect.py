@@ -42,7 +42,19 @@ def on_connect(b, conn, pkt, now):
     if pkt.will_topic is not None:
         validate_topic(pkt.will_topic, lim.max_topic_levels)  # [MQTT-3.1.3-10]
     sess = b.sessions.get(cid)
-    if sess is not None and sess.conn is not None:
+    taking = sess is not None and sess.conn is not None  # a takeover
+    # The checks that may refuse this CONNECT come first: a refused one
+    # must not have disconnected the client it would have taken over
+    # ([MQTT-3.1.4-2] disconnects it once the new connection is accepted)
+    if b.stats.clients_connected - taking >= lim.max_connections:
+        b.stats.conns_refused += 1  # $SYS/broker/clients/refused
+        return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
+    if not pkt.clean and (sess is None or sess.clean) and not lim.budget.room():
+        # a new persistent session (none kept, or a clean one that ends):
+        # session.py Budget has no headroom to hold another offline session
+        lim.budget.note(True, "session")
+        return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "memory budget", now)
+    if taking:
         # [MQTT-3.1.4-2] takeover: the existing client is disconnected. If
         # the session continues (neither connection clean), the client is
         # back in time: its will is not sent ([MQTT-3.1.3-9]; established
@@ -54,18 +66,11 @@ def on_connect(b, conn, pkt, now):
     if b.v5 is not None:
         b.v5.reconnected(cid, now)  # no session expiry, no delayed will now
         sess = b.sessions.get(cid)
-    if b.stats.clients_connected >= lim.max_connections:
-        b.stats.conns_refused += 1  # $SYS/broker/clients/refused
-        return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
     present = False
     if sess is not None and pkt.clean:
         b.discard(sess)  # [MQTT-3.1.2-6]
         sess = None
     if sess is None:
-        if not pkt.clean and not lim.budget.room():
-            # session.py Budget: no headroom to hold another offline session
-            lim.budget.note(True, "session")
-            return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "memory budget", now)
         sess = Session(cid, pkt.clean, lim, b.stats)
         b.sessions[cid] = sess
     else:

@@ -125,6 +125,23 @@ def test_qos2_never_dropped_to_make_room_new_message_is():
     assert _back(b, "q2") == [_BODY] * 6
 
 
+def test_a_refused_connect_does_not_take_over():
+    # [MQTT-3.1.4-2] the client with the same id is disconnected only once
+    # the new connection is accepted: refused for the memory budget, the new
+    # CONNECT leaves the old client connected, its will unsent
+    b, p = _full_of_qos2()
+    w = Client(b)
+    w.connect("watcher")
+    w.subscribe(("w/#", 0))
+    old = Client(b)
+    assert old.connect("dev", will_topic="w/dev", will_payload=b"gone").reason == 0
+    new = Client(b)
+    assert new.connect("dev", clean=False).reason == 3  # needs a persistent session: no room
+    assert new.closed and not old.closed
+    assert b.sessions["dev"].conn is old.conn
+    assert publishes(w.recv()) == []
+
+
 def test_no_room_refuses_persistent_sessions_and_their_subscriptions():
     b, p = _full_of_qos2()
     budget = b.limits.budget
