@@ -35,8 +35,6 @@ def unpack(e):
     return e, e.qos, False
 
 
-
-
 @slots("topic", "payload", "qos", "retain", "props", "enc0")
 class Message:
     """An application message, shared by every session it is delivered to."""
