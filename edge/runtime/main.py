@@ -85,7 +85,10 @@ async def serve(cfg, log, started=None):
     try:
         await srv.start(b["bind"], b["port"])
     except OSError as e:
-        release()  # this broker never ran
+        # this broker never ran: what start() opened is closed again
+        if wal is not None:
+            wal.close()
+        release()
         if e.errno == errno.EADDRINUSE:
             raise  # the port, not the address (the caller says so, exit 1)
         # an address that does not resolve, or is not this host's

@@ -44,6 +44,15 @@ def test_port_0_logs_the_port_bound(runtime, tmp_path):
 def test_a_bad_bind_address_is_named(runtime, addr, tmp_path):
     rc, out = _exits(command(runtime, "--bind", addr, "--port", "0", "--data", str(tmp_path / "d")))
     assert rc == 2 and "broker.bind: cannot listen on %s port 0" % addr in out, out
+    # the failed start closed its store and released the directory: the next
+    # broker there starts with no lock to take over
+    b = Proc(command(runtime, "--bind", "127.0.0.1", "--port", "0", "--data", str(tmp_path / "d")),
+             tmp_path / "broker.log")
+    try:
+        assert mqtt_connect(b.wait_port())
+        assert "taken over" not in b.log(), b.log()
+    finally:
+        b.stop()
 
 
 # ---- the board runtime's config.json (`micropython -m edge`) -----------------
