@@ -80,6 +80,12 @@ class Client:
         self.c.on_unsubscribe = self._on_unsubscribe
         self.c.on_disconnect = self._on_disconnect
         self._loop = False
+        # The broker under test (conftest's mqtt_client sets it): disconnect()
+        # then waits until the broker has closed the session, not only until
+        # paho has closed its socket. MQTT orders nothing across connections,
+        # so without it a PUBLISH sent next on another connection can reach
+        # the broker first and find the session still online.
+        self.broker = None
 
     # -- callbacks (paho thread) --
     def _on_connect(self, c, ud, flags, rc, props):
@@ -184,6 +190,8 @@ class Client:
 
     def disconnect(self, timeout=DEFAULT_TIMEOUT, reason=None, properties=None):
         n = len(self.disconnects)
+        b = self.broker
+        seen = b.closes(self.client_id) if b is not None else 0
         if reason is not None or properties is not None:
             from paho.mqtt.reasoncodes import ReasonCode
             rc = ReasonCode(PacketTypes.DISCONNECT, identifier=reason or 0)
@@ -192,6 +200,12 @@ class Client:
             self.c.disconnect()
         self.wait_for(lambda: len(self.disconnects) > n, timeout, "disconnect")
         self.stop()
+        if b is not None:
+            deadline = time.monotonic() + timeout
+            while b.closes(self.client_id) <= seen:
+                assert time.monotonic() < deadline, \
+                    "%s: the broker logged no close after %.1fs" % (self.client_id, timeout)
+                time.sleep(0.005)  # polling the broker's log, not waiting blindly
 
     def stop(self):
         if self._loop:

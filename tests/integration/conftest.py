@@ -186,6 +186,14 @@ class Broker:
         except OSError:
             return ""
 
+    def closes(self, client_id):
+        """How many times the broker logged closing client_id's connection:
+        edgebroker's "client ID closed: why", mosquitto's "Client ID
+        disconnected"."""
+        text = self.log_text()
+        return (text.count("client %s closed:" % client_id)
+                + text.count("Client %s disconnected" % client_id))
+
     def log_tail(self, lines=150):
         return "\n".join(self.log_text().splitlines()[-lines:])
 
@@ -339,6 +347,7 @@ def mqtt_client():
 
     def make(broker, connect=True, **kw):
         c = Client(broker.host, broker.port, **kw)
+        c.broker = broker
         made.append(c)
         if connect:
             c.connect()
