@@ -36,7 +36,8 @@ SCHEMA = {
         "response_information": ("topic", "", "", (0, 256)),
         "connect_timeout": ("int", 10, 10, (1, 3600)),  # seconds to CONNECT
         "sys_interval": ("int", 10, 10, (0, 86400)),  # seconds, 0 disables $SYS
-        "max_topic_levels": ("int", 64, 16, (1, 1000)),
+        # a board's heap splits a topic into one string per level to match it
+        "max_topic_levels": ("int", 65535, 16, (1, 65535)),
         "max_subscriptions": ("int", 1000, 16, (1, _U)),  # per client
         "max_retained_messages": ("int", 10000, 32, (0, _U)),
         "max_retained_bytes": ("int", 10485760, 8192, (0, _U)),

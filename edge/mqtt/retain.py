@@ -3,11 +3,14 @@
 # branches its filter can reach instead of testing every retained topic.
 # Messages are opaque to us except for `.payload` (bytes).
 from edge.compat import const
-from edge.mqtt.topics import LevelTree
+from edge.mqtt.topics import LevelTree, deep_match
 
 # Node: [kids or None, msg or None], a 2-item list as in topics.Trie
 _KIDS = const(0)
 _MSG = const(1)
+# names of more levels are kept whole, not in the tree: topics.py _DEEP
+# (tests/core/test_consts.py keeps the two equal)
+_DEEP = const(32)
 
 
 class RetainStore(LevelTree):
@@ -24,6 +27,8 @@ class RetainStore(LevelTree):
 
     def get(self, topic):
         """The retained message for exactly this topic name, or None."""
+        if topic.count("/") >= _DEEP:  # kept whole, not in the tree (topics.py)
+            return self._deep.get(topic) if self._deep else None
         node = self._find(topic)
         return None if node is None else node[_MSG]
 
@@ -53,10 +58,25 @@ class RetainStore(LevelTree):
         else:
             self._count += 1
         self.bytes += size
-        self._make(topic)[_MSG] = msg
+        if topic.count("/") >= _DEEP:
+            if self._deep is None:
+                self._deep = {}
+            self._deep[topic] = msg
+        else:
+            self._make(topic)[_MSG] = msg
         return True
 
     def _delete(self, topic):
+        if topic.count("/") >= _DEEP:
+            d = self._deep
+            msg = d.pop(topic, None) if d else None
+            if msg is None:
+                return False
+            if not d:
+                self._deep = None
+            self._count -= 1
+            self.bytes -= len(topic) + len(msg.payload)
+            return True
         node, path = self._path(topic)
         if node is None:
             return False
@@ -72,7 +92,13 @@ class RetainStore(LevelTree):
     def match(self, f):
         """[(topic, msg)] retained under topics matching a validated filter."""
         out = []
-        levels = f.split("/")
+        if self._deep is not None:
+            for topic, msg in self._deep.items():
+                if deep_match(f, topic):
+                    out.append((topic, msg))
+        # no tree node below level _DEEP (a deeper filter's remainder is one
+        # item that matches no key: no string per level of a deep filter)
+        levels = f.split("/", _DEEP)
         n = len(levels)
         # stack of (node, index of next filter level, topic so far)
         stack = [(self._root, 0, None)]
@@ -122,6 +148,8 @@ class RetainStore(LevelTree):
 
     def items(self):
         """Yield every (topic, msg); don't set() while iterating."""
+        if self._deep is not None:
+            yield from self._deep.items()
         stack = [(self._root, None)]
         while stack:
             node, prefix = stack.pop()

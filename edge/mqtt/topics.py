@@ -22,6 +22,32 @@ _SUBS = const(1)  # None or {key: value}
 
 _SHARE = "$share/"  # MQTT 5.0 §4.8.2
 
+# Names and filters of more levels than this get no trie nodes: each level
+# would be a node (a list and a dict slot, ~100 B on CPython), so one
+# 65,535-level filter would cost 16 MiB. They are kept whole in a dict on
+# the side (LevelTree._deep, None while empty) and matched one by one, which
+# costs only topics of at least _DEEP levels anything (docs/design.md H7).
+_DEEP = const(32)
+
+
+def deep_match(f, topic):
+    """True if filter f matches topic name (both validated); for the few
+    deep filters and names kept whole (_DEEP)."""
+    if "+" not in f and "#" not in f:
+        return f == topic
+    fl = f.split("/")
+    tl = topic.split("/", len(fl))  # enough to compare: no list per level of a deep topic
+    if topic[:1] == "$" and fl[0] in ("+", "#"):
+        return False  # [MQTT-4.7.2-1]
+    n = len(tl)
+    for i in range(len(fl)):
+        lv = fl[i]
+        if lv == "#":
+            return True  # [MQTT-4.7.1-2] this level, all below, and the parent
+        if i >= n or (lv != "+" and lv != tl[i]):
+            return False
+    return len(fl) == n
+
 
 def _too_long(s):
     n = len(s)
@@ -99,6 +125,7 @@ class LevelTree:
         self._root = [None, None]
         self._count = 0
         self.nodes = 0
+        self._deep = None  # {name: value} of names over _DEEP levels, or None
 
     def __len__(self):
         return self._count
@@ -106,7 +133,14 @@ class LevelTree:
     def has_first(self, level):
         """True if some entry's name starts with this level (e.g. "$SYS")."""
         kids = self._root[_KIDS]
-        return kids is not None and level in kids
+        if kids is not None and level in kids:
+            return True
+        d = self._deep
+        if d:
+            for name in d:
+                if name.split("/", 1)[0] == level:
+                    return True
+        return False
 
     def _find(self, name):
         """The node for exactly this name, or None."""
@@ -167,10 +201,18 @@ class Trie(LevelTree):
 
     def add(self, f, key, value):
         """Subscribe key to filter f; True if new, else value is replaced."""
-        node = self._make(f)
-        subs = node[_SUBS]
-        if subs is None:
-            subs = node[_SUBS] = {}
+        if f.count("/") < _DEEP:
+            node = self._make(f)
+            subs = node[_SUBS]
+            if subs is None:
+                subs = node[_SUBS] = {}
+        else:
+            d = self._deep
+            if d is None:
+                d = self._deep = {}
+            subs = d.get(f)
+            if subs is None:
+                subs = d[f] = {}
         new = key not in subs
         subs[key] = value
         if new:
@@ -178,6 +220,9 @@ class Trie(LevelTree):
         return new
 
     def get(self, f, key):
+        if f.count("/") >= _DEEP:
+            subs = self._deep.get(f) if self._deep else None
+            return None if subs is None else subs.get(key)
         node = self._find(f)
         if node is None or node[_SUBS] is None:
             return None
@@ -185,6 +230,18 @@ class Trie(LevelTree):
 
     def remove(self, f, key):
         """Unsubscribe; True if key was subscribed to f. Prunes empty nodes."""
+        if f.count("/") >= _DEEP:
+            d = self._deep
+            subs = d.get(f) if d else None
+            if subs is None or key not in subs:
+                return False
+            del subs[key]
+            self._count -= 1
+            if not subs:
+                del d[f]
+                if not d:
+                    self._deep = None
+            return True
         node, path = self._path(f)
         if node is None:
             return False
@@ -221,10 +278,18 @@ class Trie(LevelTree):
         a board would be one allocation per subscriber per message. The
         dicts are the trie's own: read them, don't keep or change them."""
         out = []
+        d = self._deep
+        if d is not None and topic.count("/") >= _DEEP - 1:
+            # a 'deep/.../#' filter matches from its parent level down
+            for f, subs in d.items():
+                if deep_match(f, topic):
+                    out.append(subs)
         nodes = [self._root]
         # [MQTT-4.7.2-1] '$' topics are not matched by a first-level '+'/'#'
         wild = topic[:1] != "$"
-        for lv in topic.split("/"):
+        # The trie has no node below level _DEEP: a deeper topic's remainder
+        # is one item that matches no key, and costs no string per level
+        for lv in topic.split("/", _DEEP):
             nxt = []
             for node in nodes:
                 kids = node[_KIDS]

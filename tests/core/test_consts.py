@@ -33,6 +33,14 @@ def test_private_connection_states_equal_connection_py():
         assert got is None or got == getattr(connection, name), (mod.__name__, name)
 
 
+def test_private_copies_of_the_trie_depth_equal_topics_py():
+    # names deeper than topics._DEEP levels are kept whole by both trees
+    from edge.mqtt import retain
+
+    got = getattr(retain, "_DEEP", None)
+    assert got is None or got == topics._DEEP, got
+
+
 def test_packet_kinds_equal_public_consts():
     # Packets that share a shape are one class with kind per instance, built
     # by functions of the packets' names: check the kind of what each builds

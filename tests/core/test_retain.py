@@ -160,3 +160,35 @@ def test_items():
     for t, m in got:
         assert m.payload == t.encode()
     assert list(RetainStore(1, 1).items()) == []
+
+
+def test_deep_topics_are_kept_whole_and_matched():
+    # names over topics._DEEP levels get no tree nodes (a 65,535-level name
+    # would be 16 MiB of them); get/set/delete/match/items see them the same
+    deep = "/".join(["d"] * 40)
+    s = RetainStore(10, 100000)
+    m = Msg(b"x")
+    assert s.set(deep, m) and s.get(deep) is m
+    assert s.nodes == 0 and len(s) == 1 and s.bytes == len(deep) + 1
+    s.set("a/b", Msg(b"y"))
+    assert topics(s, "#") == ["a/b", deep]
+    assert topics(s, "d/+/#") == [deep]
+    assert topics(s, deep) == [deep]
+    assert topics(s, "a/+") == ["a/b"]
+    assert sorted(t for t, _ in s.items()) == ["a/b", deep]
+    assert s.set(deep, Msg(b"")) and s.get(deep) is None  # [MQTT-3.3.1-10]
+    assert len(s) == 1 and s.bytes == 4 and s._deep is None
+    empty = "/" * 65534  # 65,535 empty levels
+    assert s.set(empty, Msg(b"z")) and topics(s, "#") == [empty, "a/b"]
+
+
+def test_a_deep_filter_finds_a_topic_in_the_tree():
+    # 32 levels: in the tree; its 33-level 'x/#' filter matches the parent
+    # level ([MQTT-4.7.1-2]) and a 34-level filter matches nothing there
+    t32 = "/".join(["p"] * 32)
+    s = store_of(t32, t32 + "/q")
+    assert s.nodes == 32 and s._deep == {t32 + "/q": s.get(t32 + "/q")}
+    assert topics(s, t32 + "/#") == [t32, t32 + "/q"]
+    assert topics(s, t32 + "/+") == [t32 + "/q"]
+    assert topics(s, t32 + "/+/#") == [t32 + "/q"]
+    assert topics(s, t32 + "/q/r") == []

@@ -262,3 +262,73 @@ def test_match_subs_gives_one_dict_per_matching_filter():
     found = t.match_subs("a/b")
     assert sorted(sorted(d.items()) for d in found) == [[("c1", 1)], [("c1", 2)], [("c2", 0)]]
     assert t.match_subs("b") == [] and t.match_subs("$a/b") == []
+
+
+# ---- deep filters: over topics._DEEP levels, kept whole beside the trie ----------
+
+
+def deep(n, level="a"):
+    return "/".join([level] * n)
+
+
+def test_deep_filters_match_like_the_trie():
+    # the same matching rules ([MQTT-4.7.1-2/3], [MQTT-4.7.2-1]) whether a
+    # filter is in the trie or kept whole: every filter at 3 and at 40 levels
+    for n in (3, 40):
+        base = deep(n)
+        cases = (
+            (base, base, True),
+            (base, base + "/a", False),
+            (base, deep(n - 1), False),
+            (base + "/#", base, True),            # '#' includes the parent level
+            (base + "/#", base + "/x/y", True),
+            (base + "/#", deep(n - 1) + "/b", False),
+            ("+/" + deep(n - 1), base, True),
+            ("+/" + deep(n - 1), "$SYS/" + deep(n - 1), False),  # [MQTT-4.7.2-1]
+            ("$SYS/" + deep(n - 1), "$SYS/" + deep(n - 1), True),
+            (deep(n - 1) + "/+", deep(n - 1) + "/zz", True),
+            (deep(n - 1) + "/+", base + "/zz", False),
+            (deep(n - 2) + "/+/a", deep(n - 2) + "/q/a", True),
+        )
+        for f, topic, want in cases:
+            assert matches(f, topic) is want, (n, f[:20], topic[:20], want)
+
+
+def test_a_65535_level_filter_costs_no_trie_nodes():
+    # [MQTT-4.7.3-3] a filter may be 65,535 bytes; of 65,535 empty levels,
+    # one node per level would be 16 MiB. Kept whole: no node at all.
+    t = Trie()
+    f = "/" * 65534
+    assert t.add(f, "k", 1) is True
+    assert t.nodes == 0 and len(t) == 1
+    assert t.get(f, "k") == 1
+    assert t.match(f) == [("k", 1)]
+    assert t.match("/" * 65533) == []
+    t.add("a/b", "k2", 0)
+    assert t.match("a/b") == [("k2", 0)]
+    hashed = "/" * 40 + "#"
+    t.add(hashed, "k3", 2)
+    assert keys(t, f) == ["k", "k3"]
+    assert t.remove(f, "k") is True and t.remove(f, "k") is False
+    assert t.remove(hashed, "k3") is True
+    assert t._deep is None and len(t) == 1  # nothing left on the side
+
+
+def test_deep_filters_in_has_first():
+    t = Trie()
+    t.add("$SYS/" + deep(40), "k", 0)
+    assert t.has_first("$SYS") and not t.has_first("a")
+
+
+def test_trie_filters_match_deep_topics():
+    # a topic deeper than the trie: its levels past _DEEP are one remainder
+    # that matches no node, while the trie's '#' and '+' filters still do
+    t = Trie()
+    t.add(deep(31) + "/#", "hash32", 0)   # 32 levels: in the trie
+    t.add(deep(32), "exact32", 0)
+    t.add("+/#", "top", 0)
+    t.add(deep(31) + "/+", "plus32", 0)
+    assert keys(t, deep(40)) == ["hash32", "top"]
+    assert keys(t, deep(33)) == ["hash32", "top"]
+    assert keys(t, deep(32)) == ["exact32", "hash32", "plus32", "top"]
+    assert t._deep is None

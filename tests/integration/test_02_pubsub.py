@@ -394,3 +394,45 @@ def test_large_payload_round_trip(runtime, broker_factory, mqtt_client):
     mqtt_client(b).publish(t, payload, qos=1)
     (m,) = sub.wait_messages(1, topic=t)
     assert m.payload == payload
+
+
+# -- deep topics (issue #16) --------------------------------------------------------
+
+def test_a_65535_level_filter_is_granted_on_a_gateway(runtime, broker, mqtt_client):
+    # [MQTT-4.7.3-3] a filter is any string up to 65,535 bytes: one of 65,535
+    # empty levels is granted by the gateway's defaults (max_topic_levels
+    # 65535: at least as generous as other brokers), matched, and its
+    # retained message kept. A board's default (16 levels) refuses it with
+    # 0x80 and keeps the connection: there, each level of a topic being
+    # matched is a string on the heap (docs/configuration.md).
+    deep = "/" * 65534
+    hashed = deep[:-1] + "#"  # the same levels, the last one '#'
+    with raw.RawClient(broker.host, broker.port) as c:
+        c.connect(unique_id("deep"))
+        if runtime == "micropython":
+            # its max_packet_size (1 KB) admits no 65 KB filter at all
+            c.send(raw.subscribe(1, [("a/" * 16 + "a", 1), ("a/" * 15 + "a", 1)]))
+            assert c.expect(raw.SUBACK).body[2:] == b"\x80\x01"  # 17 levels, 16
+            c.send(raw.packet(0xC0, b""))  # PINGREQ: still connected
+            c.expect(raw.PINGRESP)
+            return
+        c.send(raw.subscribe(1, [(deep, 1), (hashed, 0)]))
+        assert c.expect(raw.SUBACK).body[2:] == b"\x01\x00"
+        pub = mqtt_client(broker)
+        pub.publish(deep, b"down there", qos=1, retain=True)
+        # overlapping subscriptions: one copy, at the greater QoS
+        assert c.expect(raw.PUBLISH).publish_fields()[:3] == (deep, b"down there", 1)
+        c.send(raw.unsubscribe(2, [deep]))
+        c.expect(raw.UNSUBACK)
+        pub.publish(deep, b"again", qos=1)
+        assert c.expect(raw.PUBLISH).publish_fields()[:3] == (deep, b"again", 0)
+    # the retained message of the 65,535-level topic reaches a new subscriber
+    late = mqtt_client(broker)
+    late.subscribe(hashed, 0)
+    late.wait_message(lambda m: m.topic == deep and m.retain and m.payload == b"down there")
+    pub.publish(deep, b"", retain=True)  # deleted like any other
+    again = mqtt_client(broker)
+    again.subscribe([("#", 0), (hashed, 0)])
+    pub.publish("marker", b"m")
+    again.wait_message(lambda m: m.topic == "marker")
+    assert [m.topic for m in again.messages] == ["marker"]
