@@ -63,7 +63,7 @@ class Endpoint:
         self.now = 0
         self.out = []          # (bytes, peer) to send, in order
         self.stats = Stats()
-        self.cache = {}        # (peer, mid) -> (deadline, reply or None), see datagram()
+        self.cache = {}        # (peer, mid) -> (deadline, reply) for a CON, deadline for a NON
         self.sweep = 0         # earliest deadline in cache
         self.obs = {}          # (peer, token) -> observer (observe.py)
         self.pend = {}         # peer -> our outstanding CON (observe.py)
@@ -120,7 +120,7 @@ class Endpoint:
             hit = self.cache.get(key)
             if hit is not None:
                 st.duplicates += 1
-                if hit[1] is not None:
+                if type(hit) is tuple:  # a CON's: its reply again
                     out.append((hit[1], peer))
                 return
         st.requests += 1
@@ -158,7 +158,8 @@ class Endpoint:
         if key is not None:
             if not self.cache:
                 self.sweep = now + self.lifetime
-            self.cache[key] = (now + self.lifetime, reply if con else None)
+            # a NON's entry is its deadline alone: duplicates get nothing
+            self.cache[key] = (now + self.lifetime, reply) if con else now + self.lifetime
 
     def tick(self, now):
         """Retransmissions, the reply cache's and Block1 transfers' expiry."""
@@ -223,7 +224,9 @@ class Endpoint:
         gone = None
         soon = 0
         for key in cache:
-            t = cache[key][0]
+            t = cache[key]
+            if type(t) is tuple:
+                t = t[0]
             if t <= now:
                 if gone is None:
                     gone = []

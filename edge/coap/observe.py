@@ -81,7 +81,12 @@ def register(ep, peer, token, f, flags, opts, now):
         client = ep.client
         if client is None:
             client = ep.client = ep.broker.local_client("coap", lambda m, q, r: deliver(ep, m, r))
-        if f not in client.subs:
+        if f in client.subs:
+            for k in client.subs:  # share the filter's string: one copy
+                if k == f:
+                    f = k
+                    break
+        else:
             try:
                 code = ep.broker.subscribe(client, f, 2)
             except RemoteProtocolError:
