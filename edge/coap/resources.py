@@ -127,6 +127,8 @@ def publish(ep, peer, topic, q, opts, payload, now):
 
 def get(ep, peer, token, topic, flags, opts, now):
     if "+" in topic or "#" in topic:
+        if flags & _RETAINED:
+            return _BAD_REQUEST, [], b""  # /r names one topic
         flags |= _WILD
     obs = option(opts, _OBSERVE)
     if obs is not None:

@@ -98,6 +98,7 @@ def _pub(b, cid="p"):
 def test_r_refusals():
     b, ep = make()
     assert _code(ep, request(GET, "r/a/+")) == 0x80  # a filter reads nothing
+    assert _code(ep, request(GET, "r/a/#", observe=0, mid=99)) == 0x80 and not ep.obs
     assert _code(ep, request(GET, "ps/a/#")) == 0x80
     assert _code(ep, request(POST, "r/a", payload=b"x")) == 0x85
     assert _code(ep, request(PUT, "r/a", payload=b"x")) == 0x85
