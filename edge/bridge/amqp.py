@@ -1,0 +1,518 @@
+# AMQP 0-9-1 client, the subset the uplink needs, sans-IO (docs/design.md H1,
+# H5): bytes in, events out; the bytes to send collect in `out`.
+#
+#   c = Amqp(user, password, vhost="/", heartbeat=15, frame_max=131072,
+#            channel_max=0, max_body=65536, now=0)
+#   sock.send(c.take())                  # the protocol header, then anything queued
+#   for ev in c.feed(data, now): ...     # bytes received -> list of event tuples
+#   for ev in c.tick(now): ...           # heartbeats; () when nothing happened
+#
+# The handshake runs by itself: connection.start -> start-ok (PLAIN),
+# tune -> tune-ok + open(vhost), open-ok -> channel.open (channel 1),
+# open-ok -> confirm.select, select-ok -> the event ("ready",). Publisher
+# confirms are always on (docs/design.md "Upstream").
+#
+# Once ready (each queues its frames in `out`; call take() and send):
+#   c.publish(routing_key, body, qos=1, message_id=None, headers=None,
+#             content_type=None, mandatory=True) -> delivery tag (1, 2, ...)
+#   c.declare_queue(name, durable=True, arguments=None)
+#   c.bind(queue, exchange, routing_key)
+#   c.qos(prefetch_count)
+#   c.consume(queue, consumer_tag="")
+#   c.ack(tag, multiple=False); c.nack(tag, multiple=False, requeue=True)
+#   c.close(code=200, text="")
+#
+# Events (tuples, cheap on a board):
+#   ("ready",)                          channel 1 open, confirms on
+#   ("confirm", tag, multiple)          basic.ack from the server
+#   ("nack", tag, multiple)             basic.nack from the server
+#   ("return", code, text, routing_key, props)  an unroutable mandatory
+#                                       message (body not kept); counted in
+#                                       `returned`. Its confirm follows.
+#   ("deliver", tag, routing_key, props, body)  a consumed message
+#   ("oversize", tag, routing_key, size)  a delivery over max_body, body
+#                                       dropped (counted): reject or nack it
+#   ("declare_ok", queue, messages, consumers), ("bind_ok",), ("qos_ok",),
+#   ("consume_ok", consumer_tag), ("cancelled", consumer_tag)
+#   ("blocked", reason), ("unblocked",) connection.blocked/unblocked
+#   ("channel_closed", code, text)      channel.close from the server
+#                                       (answered); publish no more
+#   ("closed", code, text)              connection.close from the server
+#                                       (answered); the connection is over
+#   ("close_ok",)                       our close() was acknowledged
+#   ("dead",) (from tick)               nothing heard for 2 heartbeat
+#                                       intervals
+# props: a dict of the basic class's properties that were present
+# ("content_type", "headers", "delivery_mode", "message_id", ...).
+#
+# A peer that breaks the spec raises RemoteProtocolError(reply code); the
+# caller then drops the socket (H4). Calling a method in the wrong state
+# raises LocalProtocolError.
+import struct
+
+from edge.bridge.amqpwire import read_fields, read_props, write_fields, write_props
+from edge.compat import const
+from edge.errors import LocalProtocolError, RemoteProtocolError
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1 §4.2.2
+
+# Frame types and the frame end octet (§4.2.3, §2.3.5)
+_METHOD = const(1)
+_HEADER = const(2)
+_BODY = const(3)
+_HEARTBEAT = const(8)
+_FRAME_END = const(0xCE)
+_FRAME_MIN = const(4096)  # frame-min-size (§4.2.1 constants)
+
+# Reply codes (§1.2 constants)
+_REPLY_SUCCESS = const(200)
+_FRAME_ERROR = const(501)
+_SYNTAX_ERROR = const(502)
+_COMMAND_INVALID = const(503)
+_CHANNEL_ERROR = const(504)
+_UNEXPECTED_FRAME = const(505)
+_NOT_IMPLEMENTED = const(540)
+
+# class id << 16 | method id (§1 of the spec's class reference)
+_START = const(0x000A000A)
+_START_OK = const(0x000A000B)
+_SECURE = const(0x000A0014)
+_TUNE = const(0x000A001E)
+_TUNE_OK = const(0x000A001F)
+_OPEN = const(0x000A0028)
+_OPEN_OK = const(0x000A0029)
+_CLOSE = const(0x000A0032)
+_CLOSE_OK = const(0x000A0033)
+_BLOCKED = const(0x000A003C)
+_UNBLOCKED = const(0x000A003D)
+_CH_OPEN = const(0x0014000A)
+_CH_OPEN_OK = const(0x0014000B)
+_CH_CLOSE = const(0x00140028)
+_CH_CLOSE_OK = const(0x00140029)
+_Q_DECLARE = const(0x0032000A)
+_Q_DECLARE_OK = const(0x0032000B)
+_Q_BIND = const(0x00320014)
+_Q_BIND_OK = const(0x00320015)
+_B_QOS = const(0x003C000A)
+_B_QOS_OK = const(0x003C000B)
+_B_CONSUME = const(0x003C0014)
+_B_CONSUME_OK = const(0x003C0015)
+_B_CANCEL = const(0x003C001E)
+_B_CANCEL_OK = const(0x003C001F)
+_B_PUBLISH = const(0x003C0028)
+_B_RETURN = const(0x003C0032)
+_B_DELIVER = const(0x003C003C)
+_B_ACK = const(0x003C0050)
+_B_NACK = const(0x003C0078)
+_SELECT = const(0x0055000A)
+_SELECT_OK = const(0x0055000B)
+_BASIC = const(60)
+
+# States, in handshake order
+_WAIT_START = const(0)
+_WAIT_TUNE = const(1)
+_WAIT_OPEN = const(2)
+_WAIT_CHANNEL = const(3)
+_WAIT_SELECT = const(4)
+READY = const(5)
+NO_CHANNEL = const(6)  # the server closed channel 1: close() and reconnect
+_CLOSING = const(7)  # our connection.close sent, awaiting close-ok
+CLOSED = const(8)
+
+def _syntax(msg):
+    return RemoteProtocolError(_SYNTAX_ERROR, msg)
+
+
+def _u32(mv, i):
+    return mv[i] << 24 | mv[i + 1] << 16 | mv[i + 2] << 8 | mv[i + 3]
+
+
+# ---- incoming methods: arguments (kinds as in read_fields) and handler ----
+def _on_start(c, f, ev):
+    # §1.4.2.1: version-major, version-minor, server-properties, mechanisms,
+    # locales
+    if c.state != _WAIT_START:
+        raise RemoteProtocolError(_UNEXPECTED_FRAME, "connection.start again")
+    if f[0] != 0 or f[1] != 9:
+        raise RemoteProtocolError(_NOT_IMPLEMENTED, "server speaks %d-%d" % (f[0], f[1]))
+    if b"PLAIN" not in f[3].split(b" "):
+        raise RemoteProtocolError(_NOT_IMPLEMENTED, "server does not offer PLAIN")
+    c.server_properties = f[2]
+    # client-properties, mechanism, response, locale (§1.4.2.2). The
+    # capabilities make RabbitMQ send connection.blocked, basic.nack,
+    # basic.cancel and a connection.close for a refused login.
+    # (Pairs, not dicts: the same bytes on both runtimes.)
+    props = [("product", "edgebroker"), ("capabilities", ("F", [
+        ("publisher_confirms", True), ("basic.nack", True), ("consumer_cancel_notify", True),
+        ("connection.blocked", True), ("authentication_failure_close", True)]))]
+    c._method(0, _START_OK, "FSXS", (props, "PLAIN", c._login, "en_US"))
+    c._login = None
+    c.state = _WAIT_TUNE
+
+
+def _limit(ours, theirs):
+    # 0 means "no limit" on either side: take the other, else the smaller
+    return theirs if not ours else ours if not theirs else min(ours, theirs)
+
+
+def _on_tune(c, f, ev):
+    # §1.4.2.5: channel-max, frame-max, heartbeat; answered with the
+    # negotiated values (§1.4.2.6), then connection.open (§1.4.2.7)
+    if c.state != _WAIT_TUNE:
+        raise RemoteProtocolError(_UNEXPECTED_FRAME, "connection.tune out of order")
+    c.channel_max = _limit(c.channel_max, f[0])
+    c.frame_max = _limit(c.frame_max, f[1])
+    if c.frame_max < _FRAME_MIN:
+        raise RemoteProtocolError(_FRAME_ERROR, "frame-max %d < %d" % (c.frame_max, _FRAME_MIN))
+    c.heartbeat = _limit(c.heartbeat, f[2])
+    c._method(0, _TUNE_OK, "sls", (c.channel_max, c.frame_max, c.heartbeat))
+    c._method(0, _OPEN, "SSo", (c.vhost, "", 0))
+    c.state = _WAIT_OPEN
+
+
+def _on_open_ok(c, f, ev):
+    if c.state != _WAIT_OPEN:
+        raise RemoteProtocolError(_UNEXPECTED_FRAME, "connection.open-ok out of order")
+    c._method(1, _CH_OPEN, "S", ("",))
+    c.state = _WAIT_CHANNEL
+
+
+def _on_ch_open_ok(c, f, ev):
+    if c.state != _WAIT_CHANNEL:
+        raise RemoteProtocolError(_UNEXPECTED_FRAME, "channel.open-ok out of order")
+    c._method(1, _SELECT, "o", (0,))  # confirm.select, no-wait off
+    c.state = _WAIT_SELECT
+
+
+def _on_select_ok(c, f, ev):
+    if c.state != _WAIT_SELECT:
+        raise RemoteProtocolError(_UNEXPECTED_FRAME, "confirm.select-ok out of order")
+    c.state = READY
+    ev.append(("ready",))
+
+
+def _on_close(c, f, ev):
+    # §1.4.2.9: reply-code, reply-text, class-id, method-id; answered with
+    # close-ok, after which the connection is over (§2.2.4)
+    c._method(0, _CLOSE_OK, "", ())
+    c.state = CLOSED
+    ev.append(("closed", f[0], f[1]))
+
+
+def _on_close_ok(c, f, ev):
+    c.state = CLOSED
+    ev.append(("close_ok",))
+
+
+def _on_ch_close(c, f, ev):
+    c._method(1, _CH_CLOSE_OK, "", ())
+    if c.state < NO_CHANNEL:
+        c.state = NO_CHANNEL  # nothing may be published any more
+    ev.append(("channel_closed", f[0], f[1]))
+
+
+def _on_blocked(c, f, ev):
+    c.blocked = True
+    ev.append(("blocked", f[0]))
+
+
+def _on_unblocked(c, f, ev):
+    c.blocked = False
+    ev.append(("unblocked",))
+
+
+def _on_ack(c, f, ev):
+    ev.append(("confirm", f[0], f[1] & 1 == 1))
+
+
+def _on_nack(c, f, ev):
+    ev.append(("nack", f[0], f[1] & 1 == 1))
+
+
+def _on_return(c, f, ev):
+    # §1.8.2.?: reply-code, reply-text, exchange, routing-key; content
+    # follows. The body is ours: not kept (props carry the message_id).
+    c.returned += 1
+    c._content = ["return", f[0], f[1], f[3]]
+
+
+def _on_deliver(c, f, ev):
+    # consumer-tag, delivery-tag, redelivered, exchange, routing-key
+    c._content = ["deliver", f[1], f[4]]
+
+
+def _on_declare_ok(c, f, ev):
+    ev.append(("declare_ok", f[0], f[1], f[2]))
+
+
+def _on_bind_ok(c, f, ev):
+    ev.append(("bind_ok",))
+
+
+def _on_qos_ok(c, f, ev):
+    ev.append(("qos_ok",))
+
+
+def _on_consume_ok(c, f, ev):
+    ev.append(("consume_ok", f[0]))
+
+
+def _on_cancel(c, f, ev):
+    # a consumer cancelled by the server (its queue was deleted): answered
+    # unless no-wait (RabbitMQ's consumer_cancel_notify)
+    if not f[1] & 1:
+        c._method(1, _B_CANCEL_OK, "S", (f[0],))
+    ev.append(("cancelled", f[0]))
+
+
+_IN = {
+    _START: ("ooFXX", _on_start),
+    _TUNE: ("sls", _on_tune),
+    _OPEN_OK: ("S", _on_open_ok),
+    _CLOSE: ("sSss", _on_close),
+    _CLOSE_OK: ("", _on_close_ok),
+    _BLOCKED: ("S", _on_blocked),
+    _UNBLOCKED: ("", _on_unblocked),
+    _CH_OPEN_OK: ("X", _on_ch_open_ok),
+    _CH_CLOSE: ("sSss", _on_ch_close),
+    _SELECT_OK: ("", _on_select_ok),
+    _Q_DECLARE_OK: ("Sll", _on_declare_ok),
+    _Q_BIND_OK: ("", _on_bind_ok),
+    _B_QOS_OK: ("", _on_qos_ok),
+    _B_CONSUME_OK: ("S", _on_consume_ok),
+    _B_CANCEL: ("So", _on_cancel),
+    _B_RETURN: ("sSSS", _on_return),
+    _B_DELIVER: ("SLoSS", _on_deliver),
+    _B_ACK: ("Lo", _on_ack),
+    _B_NACK: ("Lo", _on_nack),
+}
+
+
+class Amqp:
+    blocked = False          # connection.blocked in force
+    server_properties = None
+
+    def __init__(self, user, password, vhost="/", heartbeat=15, frame_max=131072,
+                 channel_max=0, max_body=65536, now=0):
+        self.vhost = vhost
+        self.heartbeat = heartbeat      # seconds; negotiated at tune
+        self.frame_max = frame_max      # negotiated at tune
+        self.channel_max = channel_max
+        self.max_body = max_body        # bound on a consumed message's body
+        self._login = b"\x00" + user.encode() + b"\x00" + password.encode()  # PLAIN (RFC 4616)
+        self.state = _WAIT_START
+        self.out = bytearray(PROTOCOL_HEADER)
+        self.buf = b""
+        self.last_rx = now
+        self.last_tx = now
+        self._wrote = False
+        self.tag = 0                    # last delivery tag published
+        self.returned = 0               # basic.return received
+        self.oversize = 0               # deliveries over max_body
+        self._content = None            # [kind, ...] of a method awaiting content
+        self._props = None
+        self._size = 0                  # its body size, from the content header
+        self._body = None               # bytearray, or None when dropped
+        self._got = 0                   # body octets received so far
+
+    def take(self):
+        """The bytes to send (possibly empty); `out` starts afresh."""
+        out = self.out
+        self.out = bytearray()
+        return out
+
+    # ---- output ------------------------------------------------------------
+    def _frame(self, ftype, ch, payload):
+        # §4.2.3: type, channel, size, payload, frame-end
+        out = self.out
+        out.append(ftype)
+        out += struct.pack(">HI", ch, len(payload))
+        out += payload
+        out.append(_FRAME_END)
+        self._wrote = True
+
+    def _method(self, ch, cm, fmt, args):
+        p = bytearray(struct.pack(">I", cm))
+        write_fields(p, fmt, args)
+        self._frame(_METHOD, ch, p)
+
+    def _ready(self):
+        if self.state != READY:
+            raise LocalProtocolError(_COMMAND_INVALID, "channel not open (state %d)" % self.state)
+
+    def publish(self, routing_key, body, qos=1, message_id=None, headers=None,
+                content_type=None, mandatory=True, exchange="amq.topic"):
+        """basic.publish + content header + body frames split at frame_max;
+        returns the delivery tag its confirm will carry. Properties as
+        RabbitMQ's MQTT plugin sets them: delivery_mode 2 for QoS >= 1,
+        headers x-mqtt-publish-qos (a signed byte, 'b') and x-mqtt-dup."""
+        self._ready()
+        # reserved-1, exchange, routing-key, mandatory | immediate << 1
+        self._method(1, _B_PUBLISH, "sSSo", (0, exchange, routing_key, 1 if mandatory else 0))
+        h = [("x-mqtt-publish-qos", ("b", qos)), ("x-mqtt-dup", False)]
+        if headers:
+            h.extend(headers.items() if type(headers) is dict else headers)
+        props = {"content_type": content_type, "headers": h,
+                 "delivery_mode": 2 if qos else 1, "message_id": message_id}
+        # §4.2.6: class-id, weight, body size, property flags and list
+        p = bytearray(struct.pack(">HHQ", _BASIC, 0, len(body)))
+        write_props(p, props)
+        self._frame(_HEADER, 1, p)
+        mv = memoryview(body)
+        step = self.frame_max - 8  # 7 octets of header, 1 of frame-end
+        for i in range(0, len(body), step):
+            self._frame(_BODY, 1, mv[i:i + step])
+        self.tag += 1
+        return self.tag
+
+    def declare_queue(self, name, durable=True, arguments=None):
+        """queue.declare (§1.7.2.1): bits passive, durable, exclusive,
+        auto-delete, no-wait; arguments e.g. {"x-queue-type": "quorum"}."""
+        self._ready()
+        self._method(1, _Q_DECLARE, "sSoF", (0, name, 2 if durable else 0, arguments))
+
+    def bind(self, queue, exchange, routing_key, arguments=None):
+        self._ready()
+        self._method(1, _Q_BIND, "sSSSoF", (0, queue, exchange, routing_key, 0, arguments))
+
+    def qos(self, prefetch_count, prefetch_size=0):
+        self._ready()
+        self._method(1, _B_QOS, "lso", (prefetch_size, prefetch_count, 0))
+
+    def consume(self, queue, consumer_tag="", arguments=None):
+        """basic.consume with acks (no-local, no-ack, exclusive, no-wait off);
+        an empty tag lets the server choose (see ("consume_ok", tag))."""
+        self._ready()
+        self._method(1, _B_CONSUME, "sSSoF", (0, queue, consumer_tag, 0, arguments))
+
+    def ack(self, tag, multiple=False):
+        self._ready()
+        self._method(1, _B_ACK, "Lo", (tag, 1 if multiple else 0))
+
+    def nack(self, tag, multiple=False, requeue=True):
+        self._ready()
+        self._method(1, _B_NACK, "Lo", (tag, (1 if multiple else 0) | (2 if requeue else 0)))
+
+    def close(self, code=_REPLY_SUCCESS, text=""):
+        """connection.close; ("close_ok",) follows. Nothing else is sent."""
+        if self.state >= _CLOSING:
+            return
+        if self.state == _WAIT_START:  # no connection to close yet
+            self.state = CLOSED
+            return
+        self._method(0, _CLOSE, "sSss", (code, text, 0, 0))
+        self.state = _CLOSING
+
+    # ---- input ---------------------------------------------------------------
+    def feed(self, data, now):
+        """Bytes received -> list of events. An incomplete frame is kept for
+        the next feed. Raises RemoteProtocolError (then drop the socket)."""
+        self.last_rx = now
+        ev = []
+        if self.state == CLOSED:
+            return ev
+        buf = self.buf + bytes(data) if self.buf else bytes(data)
+        end = len(buf)
+        if self.state == _WAIT_START and buf[:4] == b"AMQP"[:min(end, 4)]:
+            # §4.2.2: a server that refuses our version answers with its own
+            # protocol header and closes
+            if end >= 8:
+                raise RemoteProtocolError(_NOT_IMPLEMENTED, "version refused: %r" % buf[:8])
+            self.buf = buf
+            return ev
+        mv = memoryview(buf)
+        i = 0
+        limit = self.frame_max - 8 if self.frame_max else 0x7FFFFFFF  # 0: no limit
+        while end - i >= 7 and self.state != CLOSED:
+            size = _u32(mv, i + 3)
+            if size > limit:
+                raise RemoteProtocolError(_FRAME_ERROR, "frame of %d octets over frame-max" % size)
+            j = i + 7 + size
+            if j >= end:
+                break
+            if mv[j] != _FRAME_END:
+                raise RemoteProtocolError(_FRAME_ERROR, "no frame-end octet")
+            self._on_frame(mv[i], mv[i + 1] << 8 | mv[i + 2], mv, i + 7, j, ev)
+            i = j + 1
+        self.buf = buf[i:] if i < end else b""
+        return ev
+
+    def _on_frame(self, ftype, ch, mv, i, end, ev):
+        if self.state == _CLOSING and not (ftype == _METHOD and end - i >= 4
+                                           and _u32(mv, i) in (_CLOSE, _CLOSE_OK)):
+            return  # §1.4.2.9: after close, only close and close-ok count
+        if ftype == _HEARTBEAT:
+            if ch:
+                raise RemoteProtocolError(_COMMAND_INVALID, "heartbeat on channel %d" % ch)
+            return
+        if self._content and ftype == _METHOD:
+            # §4.2.6: content frames follow their method, uninterrupted
+            raise RemoteProtocolError(_UNEXPECTED_FRAME, "method inside content")
+        if ftype == _METHOD:
+            if end - i < 4:
+                raise _syntax("short method frame")
+            cm = _u32(mv, i)
+            if ch != (0 if cm >> 16 == 10 else 1):
+                raise RemoteProtocolError(_CHANNEL_ERROR, "method 0x%08x on channel %d" % (cm, ch))
+            h = _IN.get(cm)
+            if h is None:
+                raise RemoteProtocolError(_NOT_IMPLEMENTED, "method 0x%08x" % cm)
+            h[1](self, read_fields(h[0], mv, i + 4, end), ev)
+        elif ftype == _HEADER:
+            if not self._content or self._props is not None or ch != 1:
+                raise RemoteProtocolError(_UNEXPECTED_FRAME, "content header without method")
+            if end - i < 14:
+                raise _syntax("short content header")
+            size = _u32(mv, i + 4) << 32 | _u32(mv, i + 8)
+            self._props = read_props(mv, i + 12, end)
+            self._size = size
+            kind = self._content[0]
+            if kind == "deliver" and size > self.max_body:
+                self.oversize += 1
+                self._content = ["oversize", self._content[1], self._content[2], size]
+            self._body = bytearray() if kind == "deliver" and size <= self.max_body else None
+            self._got = 0
+            if not size:
+                self._done(ev)
+        elif ftype == _BODY:
+            if self._props is None or ch != 1:
+                raise RemoteProtocolError(_UNEXPECTED_FRAME, "body frame without header")
+            self._got += end - i
+            if self._got > self._size:
+                raise RemoteProtocolError(_FRAME_ERROR, "body over its declared size")
+            if self._body is not None:
+                self._body += mv[i:end]
+            if self._got == self._size:
+                self._done(ev)
+        else:
+            raise RemoteProtocolError(_FRAME_ERROR, "frame type %d" % ftype)
+
+    def _done(self, ev):
+        c = self._content
+        if c[0] == "deliver":
+            ev.append(("deliver", c[1], c[2], self._props, bytes(self._body)))
+        elif c[0] == "return":
+            ev.append(("return", c[1], c[2], c[3], self._props))
+        else:
+            ev.append(tuple(c))
+        self._content = self._props = self._body = None
+
+    def tick(self, now):
+        """Heartbeats (§4.2.7): send one when nothing was sent for an
+        interval; ("dead",) once nothing was heard for two."""
+        hb = self.heartbeat * 1000
+        if not hb or self.state < _WAIT_OPEN or self.state == CLOSED:
+            return ()
+        if now - self.last_rx >= 2 * hb:
+            self.state = CLOSED
+            return (("dead",),)
+        if self._wrote:
+            # written since the last tick: count from now, so the next
+            # heartbeat is at most one tick late (the peer allows two
+            # intervals)
+            self._wrote = False
+            self.last_tx = now
+        elif now - self.last_tx >= hb:
+            self.out += b"\x08\x00\x00\x00\x00\x00\x00\xce"
+            self.last_tx = now
+        return ()
