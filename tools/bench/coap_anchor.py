@@ -114,7 +114,8 @@ class Bridge:
                     pipe, oq, n = entry
                     entry[2] = n = (n + 1) & 0xFFFFFF
                     m = aiocoap.Message(code=Code.CONTENT, payload=payload, observe=n,
-                                        mtype=aiocoap.NON if min(qos, oq) == 0 else aiocoap.CON)
+                                        transport_tuning=aiocoap.Unreliable if min(qos, oq) == 0
+                                        else aiocoap.Reliable)
                     pipe.add_response(m, is_last=False)
 
 
