@@ -3,6 +3,10 @@
 #
 #   c = Amqp(user, password, vhost="/", heartbeat=15, frame_max=131072,
 #            channel_max=0, max_body=65536, now=0)
+#   (heartbeat s, frame_max, channel_max: ours, negotiated at tune to the
+#   smaller non-zero of ours and the server's; 0 on one side takes the
+#   other's. A board passes frame_max=4096, the minimum, and a small
+#   max_body.)
 #   sock.send(c.take())                  # the protocol header, then anything queued
 #   for ev in c.feed(data, now): ...     # bytes received -> list of event tuples
 #   for ev in c.tick(now): ...           # heartbeats; () when nothing happened
@@ -14,7 +18,9 @@
 #
 # Once ready (each queues its frames in `out`; call take() and send):
 #   c.publish(routing_key, body, qos=1, message_id=None, headers=None,
-#             content_type=None, mandatory=True) -> delivery tag (1, 2, ...)
+#             content_type=None, mandatory=True, exchange="amq.topic")
+#             -> delivery tag (1, 2, ...); headers: a dict or (name, value)
+#             pairs, added after x-mqtt-publish-qos and x-mqtt-dup
 #   c.declare_queue(name, durable=True, arguments=None)
 #   c.bind(queue, exchange, routing_key)
 #   c.qos(prefetch_count)
@@ -36,7 +42,8 @@
 #   ("consume_ok", consumer_tag), ("cancelled", consumer_tag)
 #   ("blocked", reason), ("unblocked",) connection.blocked/unblocked
 #   ("channel_closed", code, text)      channel.close from the server
-#                                       (answered); publish no more
+#                                       (answered); state NO_CHANNEL:
+#                                       close() and connect anew
 #   ("closed", code, text)              connection.close from the server
 #                                       (answered); the connection is over
 #   ("close_ok",)                       our close() was acknowledged
@@ -44,6 +51,8 @@
 #                                       intervals
 # props: a dict of the basic class's properties that were present
 # ("content_type", "headers", "delivery_mode", "message_id", ...).
+# `state` is READY once ("ready",) came; `blocked`, `returned` and
+# `oversize` are there to read; `tag` is the last delivery tag published.
 #
 # A peer that breaks the spec raises RemoteProtocolError(reply code); the
 # caller then drops the socket (H4). Calling a method in the wrong state
@@ -56,15 +65,15 @@ from edge.errors import LocalProtocolError, RemoteProtocolError
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1 §4.2.2
 
-# Frame types and the frame end octet (§4.2.3, §2.3.5)
+# Frame types and the frame end octet (§4.2.3)
 _METHOD = const(1)
 _HEADER = const(2)
 _BODY = const(3)
 _HEARTBEAT = const(8)
 _FRAME_END = const(0xCE)
-_FRAME_MIN = const(4096)  # frame-min-size (§4.2.1 constants)
+_FRAME_MIN = const(4096)  # frame-min-size (the spec's constants)
 
-# Reply codes (§1.2 constants)
+# Reply codes (the spec's constants)
 _REPLY_SUCCESS = const(200)
 _FRAME_ERROR = const(501)
 _SYNTAX_ERROR = const(502)
@@ -73,7 +82,8 @@ _CHANNEL_ERROR = const(504)
 _UNEXPECTED_FRAME = const(505)
 _NOT_IMPLEMENTED = const(540)
 
-# class id << 16 | method id (§1 of the spec's class reference)
+# class id << 16 | method id (the spec's class reference; blocked,
+# unblocked and basic.nack are RabbitMQ's extensions)
 _START = const(0x000A000A)
 _START_OK = const(0x000A000B)
 _SECURE = const(0x000A0014)
@@ -193,7 +203,7 @@ def _on_select_ok(c, f, ev):
 
 def _on_close(c, f, ev):
     # §1.4.2.9: reply-code, reply-text, class-id, method-id; answered with
-    # close-ok, after which the connection is over (§2.2.4)
+    # close-ok, after which the connection is over
     c._method(0, _CLOSE_OK, "", ())
     c.state = CLOSED
     ev.append(("closed", f[0], f[1]))
@@ -230,7 +240,7 @@ def _on_nack(c, f, ev):
 
 
 def _on_return(c, f, ev):
-    # §1.8.2.?: reply-code, reply-text, exchange, routing-key; content
+    # basic.return: reply-code, reply-text, exchange, routing-key; content
     # follows. The body is ours: not kept (props carry the message_id).
     c.returned += 1
     c._content = ["return", f[0], f[1], f[3]]
@@ -239,22 +249,6 @@ def _on_return(c, f, ev):
 def _on_deliver(c, f, ev):
     # consumer-tag, delivery-tag, redelivered, exchange, routing-key
     c._content = ["deliver", f[1], f[4]]
-
-
-def _on_declare_ok(c, f, ev):
-    ev.append(("declare_ok", f[0], f[1], f[2]))
-
-
-def _on_bind_ok(c, f, ev):
-    ev.append(("bind_ok",))
-
-
-def _on_qos_ok(c, f, ev):
-    ev.append(("qos_ok",))
-
-
-def _on_consume_ok(c, f, ev):
-    ev.append(("consume_ok", f[0]))
 
 
 def _on_cancel(c, f, ev):
@@ -276,10 +270,11 @@ _IN = {
     _CH_OPEN_OK: ("X", _on_ch_open_ok),
     _CH_CLOSE: ("sSss", _on_ch_close),
     _SELECT_OK: ("", _on_select_ok),
-    _Q_DECLARE_OK: ("Sll", _on_declare_ok),
-    _Q_BIND_OK: ("", _on_bind_ok),
-    _B_QOS_OK: ("", _on_qos_ok),
-    _B_CONSUME_OK: ("S", _on_consume_ok),
+    # replies that only become an event: its name, then the arguments
+    _Q_DECLARE_OK: ("Sll", "declare_ok"),
+    _Q_BIND_OK: ("", "bind_ok"),
+    _B_QOS_OK: ("", "qos_ok"),
+    _B_CONSUME_OK: ("S", "consume_ok"),
     _B_CANCEL: ("So", _on_cancel),
     _B_RETURN: ("sSSS", _on_return),
     _B_DELIVER: ("SLoSS", _on_deliver),
@@ -457,7 +452,11 @@ class Amqp:
             h = _IN.get(cm)
             if h is None:
                 raise RemoteProtocolError(_NOT_IMPLEMENTED, "method 0x%08x" % cm)
-            h[1](self, read_fields(h[0], mv, i + 4, end), ev)
+            f = read_fields(h[0], mv, i + 4, end)
+            if type(h[1]) is str:
+                ev.append((h[1],) + tuple(f))
+            else:
+                h[1](self, f, ev)
         elif ftype == _HEADER:
             if not self._content or self._props is not None or ch != 1:
                 raise RemoteProtocolError(_UNEXPECTED_FRAME, "content header without method")

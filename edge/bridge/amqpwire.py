@@ -14,7 +14,7 @@ import struct
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
 
-_SYNTAX_ERROR = const(502)  # reply code syntax-error (§1.2 constants)
+_SYNTAX_ERROR = const(502)  # reply code syntax-error (the spec's constants)
 
 # Field-table value types, as RabbitMQ reads and writes them (AMQP 0-9-1
 # §4.2.5.5 with RabbitMQ's errata: 's' is a signed short, not a short

@@ -310,7 +310,7 @@ def test_amqp_clean_close(rabbit, amqp_link):  # noqa: F811
     c = amqp_link.c
     c.close(200, "bye")
     assert amqp_link.wait("close_ok") == ("close_ok",)
-    # AMQP 0-9-1 §2.2.4: the close's initiator closes the socket on close-ok;
+    # AMQP 0-9-1 connection.close-ok: the close's initiator closes the socket;
     # the client is finished and sends nothing more, heartbeats included
     assert c.state == CLOSED
     assert c.tick(Driver.now() + 60000) == () and not c.take()
