@@ -194,11 +194,18 @@ def test_amqp_commands_consumed_and_acked(rabbit, amqp_link, pika_channel):  # n
     assert key == "cmd.%s.valve.open" % EDGE and body == b"50%"
     assert props["message_id"] == "c1" and props["headers"] == {"k": "v"}
     assert routing.cmd_topic(EDGE, key) == "cmd/%s/valve/open" % EDGE
+    # a second command, not acked: closing the link gives it back
+    pika_channel.basic_publish("amq.topic", "cmd.%s.valve.close" % EDGE, b"0")
+    tag2 = d.wait("deliver")[1]
+    assert tag2 == tag + 1
     d.c.ack(tag)
-    d.run(0.3)
-    # acked: nothing left in the queue (checked by pika, passively)
-    q = pika_channel.queue_declare(qname, passive=True)
-    assert q.method.message_count == 0
+    d.c.close()
+    d.wait("close_ok")
+    d.close()
+    # acked means gone: only the unacked one is back in the queue (pika)
+    method, props, body = _pika_get(pika_channel, qname)
+    assert method.routing_key == "cmd.%s.valve.close" % EDGE and method.redelivered
+    assert pika_channel.basic_get(qname, auto_ack=True) == (None, None, None)
     pika_channel.queue_delete(qname)
 
 
@@ -328,9 +335,20 @@ def stomp_link(rabbit):  # noqa: F811
 class _StompListener(stomppy.ConnectionListener):
     def __init__(self):
         self.messages = []  # stomp.py Frames (its receiver thread appends)
+        self.receipts = []
 
     def on_message(self, frame):
         self.messages.append(frame)
+
+    def on_receipt(self, frame):
+        self.receipts.append(frame.headers.get("receipt-id"))
+
+
+def _until(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met within %ss" % timeout
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -357,8 +375,8 @@ def test_stomp_connect_negotiates_heart_beats(rabbit, stomp_link):  # noqa: F811
 
 def test_stomp_send_with_receipt_arrives_with_message_id(rabbit, stomp_link, pika_channel, stomppy_conn):  # noqa: F811
     q = _pika_queue(pika_channel, "meters.#")
-    stomppy_conn.subscribe("/topic/meters.*.kwh", id="s1", ack="auto")
-    time.sleep(0.3)  # the subscription's queue is bound before we send
+    stomppy_conn.subscribe("/topic/meters.*.kwh", id="s1", ack="auto", headers={"receipt": "sub"})
+    _until(lambda: "sub" in stomppy_conn.listener.receipts)  # bound before we send
     d = stomp_link
     topic = "meters/m1/kwh"
     n = d.c.send(routing.destination(topic), b"3.2", content_type="text/plain",
@@ -369,27 +387,39 @@ def test_stomp_send_with_receipt_arrives_with_message_id(rabbit, stomp_link, pik
     assert props.message_id == EDGE + ":11"
     assert props.delivery_mode == 2  # persistent:true
     assert props.content_type == "text/plain"
-    deadline = time.monotonic() + 10
-    while not stomppy_conn.listener.messages and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _until(lambda: stomppy_conn.listener.messages)
     frame = stomppy_conn.listener.messages[0]
     assert frame.body == "3.2" and frame.headers["destination"] == "/topic/meters.m1.kwh"
     assert frame.headers["amqp-message-id"] == EDGE + ":11"
 
 
-def test_stomp_command_consumed_and_acked(rabbit, stomp_link, stomppy_conn):  # noqa: F811
+def test_stomp_command_consumed_and_acked(rabbit, stomp_link, stomppy_conn, pika_channel):  # noqa: F811
+    # the edge's command queue (declared and bound by pika), consumed over
+    # STOMP with ack:client-individual; stomp.py sends the commands
+    qname = routing.cmd_queue(EDGE) + ".stomp"
+    pika_channel.queue_declare(qname, durable=True)
+    pika_channel.queue_bind(qname, "amq.topic", routing.cmd_binding(EDGE))
     d = stomp_link
-    d.c.subscribe("/topic/" + routing.cmd_binding(EDGE), "cmd", headers={"prefetch-count": "4"})
-    d.run(0.3)
+    d.c.subscribe("/amq/queue/" + qname, "cmd", headers={"prefetch-count": "4", "receipt": "99"})
+    d.wait("confirm", pred=lambda e: e[1] == 99)
     stomppy_conn.send("/topic/cmd.%s.fan.speed" % EDGE, "3", headers={"note": "a:b\\c"})
     ev = d.wait("message")
     ack_id, dest, headers, body = ev[1:]
     assert body == b"3" and headers["note"] == "a:b\\c"  # escaped on the wire, not here
+    # RabbitMQ names the exchange and routing key it came by
+    assert headers["destination"] == "/topic/cmd.%s.fan.speed" % EDGE
     assert routing.cmd_topic(EDGE, dest) == "cmd/%s/fan/speed" % EDGE
+    stomppy_conn.send("/topic/cmd.%s.fan.stop" % EDGE, "")
+    assert d.wait("message")[3]["destination"].endswith(".fan.stop")  # not acked
     d.c.ack(ack_id)
-    n = d.c.send("/topic/after.ack", b"", receipt=True)
-    assert d.wait("confirm")[1] == n  # the ACK was taken without an ERROR
+    d.c.close()
+    d.wait("close_ok")  # the DISCONNECT's receipt: the ACK before it was taken
     assert not [e for e in d.events if e[0] == "error"]
+    d.close()
+    method, props, body = _pika_get(pika_channel, qname)
+    assert method.routing_key == "cmd.%s.fan.stop" % EDGE and method.redelivered
+    assert pika_channel.basic_get(qname, auto_ack=True) == (None, None, None)
+    pika_channel.queue_delete(qname)
 
 
 def test_stomp_error_frame(rabbit, stomp_link):  # noqa: F811
