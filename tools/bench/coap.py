@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 from tools.bench import brokers, coapgen, wire
 from tools.bench import coapwire as cw
@@ -583,7 +584,9 @@ def _run_one(comp, sc, params, workdir):
         res = loop_runner()[0](asyncio.wait_for(RUNNERS[sc.name](t, params), timeout))
         res["error"] = None
     except Exception as e:  # one failed scenario must not stop the benchmark
-        res = {"error": "%s: %s" % (type(e).__name__, e)}
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        res = {"error": "%s: %s (%s:%d)\n%s" % (type(e).__name__, e, os.path.basename(where.filename),
+                                                where.lineno, t.log_tail())}
     finally:
         alive = t.alive()
         rcs = t.stop()
