@@ -98,6 +98,7 @@ class _Delivery:
         self.seen = [coapgen.Bitmap() for _ in range(n)]
         self.unique = 0
         self.foreign = 0
+        self.latencies = []  # ns
         self.t_last = 0.0
         self.load = None
         self.window = 0
@@ -107,12 +108,15 @@ class _Delivery:
             if fb >> 4 != wire.PUBLISH:
                 continue
             tl = (body[0] << 8) | body[1]
-            got = coapgen.parse_payload(body[2 + tl + (2 if (fb >> 1) & 3 else 0):])
+            pl = body[2 + tl + (2 if (fb >> 1) & 3 else 0):]
+            got = coapgen.parse_payload(pl)
             if got is None or got[0] >= len(self.seen):
                 self.foreign += 1
                 continue
             if self.seen[got[0]].mark(got[1]):
                 self.unique += 1
+                if got[0] == 0:  # POST -> delivery latency, client 0's messages
+                    self.latencies.append(time.monotonic_ns() - int.from_bytes(pl[8:16], "big"))
         self.t_last = time.monotonic()
         ld = self.load
         if ld is not None and ld.parked and ld.ok - self.unique < self.window // 2:
@@ -153,6 +157,8 @@ async def run_post_mqtt(t, p):
         meter = CpuMeter(t.pids)
         t0 = time.monotonic()
         await load.run(p["duration"])
+        t_end = time.monotonic()  # the load's end: a server that stops delivering
+        # early (refusing) is not credited with a shorter run
         await _until_quiet(lambda: dl.unique, lambda: dl.unique >= load.ok)
         cpu = meter.stop()
         drops = _drops(t, load.clients)
@@ -168,7 +174,7 @@ async def run_post_mqtt(t, p):
         seen = dl.seen[c.idx]
         lost += sum(1 for s in range(last + 1) if not seen.has(s) and (c.idx, s) not in failed)
     lost -= sum(load.bad.values())  # refused publishes are not losses (counted as errors)
-    elapsed = max(dl.t_last - t0, 1e-6)
+    elapsed = max(max(dl.t_last, t_end) - t0, 1e-6)
     res = {
         "window": window, "requests": load.ok, "delivered": dl.unique, "lost": max(lost, 0),
         "duplicated": sum(b.dup for b in dl.seen), "foreign": dl.foreign,
@@ -176,6 +182,7 @@ async def run_post_mqtt(t, p):
         "retransmissions": load.retransmissions, "unanswered": load.unanswered(),
         "elapsed_s": round(elapsed, 3),
         "msgs_per_s": round(dl.unique / elapsed, 1),
+        "p50_ms": _ms(_quantile(dl.latencies, 0.5)), "p99_ms": _ms(_quantile(dl.latencies, 0.99)),
     }
     res.update(drops)
     res.update(_cpu(cpu))
@@ -284,7 +291,7 @@ async def run_observe_fanout(t, p):
             elif not await fan.wait_floor(seq - 1 - window // 2, 0.5):
                 stalls += 1      # every observer missed the last ones: go on
                 forced = seq - 1
-        sent = seq
+        sent, t_end = seq, time.monotonic()
         await _until_quiet(lambda: fan.received, lambda: fan.floor() >= sent - 1)
         cpu = meter.stop()
         res.update(_drops(t, fan.observers))
@@ -294,7 +301,7 @@ async def run_observe_fanout(t, p):
             if not pub.lost:
                 pub.transport.write(wire.DISCONNECT_BYTES)
             pub.close()
-    elapsed = max(fan.t_last - t0, 1e-6)
+    elapsed = max(max(fan.t_last, t_end) - t0, 1e-6)
     res.update({
         "window": window, "observers": n, "published": sent, "received": fan.received,
         "expected": sent * n, "lost": sent * n - fan.received,
@@ -483,7 +490,7 @@ class EdgeCPython(Competitor):
         cfg = os.path.join(t.workdir, "edgebroker.toml")
         with open(cfg, "w") as f:
             for sec, kv in self.settings.items():
-                f.write("[%s]\n" % sec + "".join("%s = %d\n" % x for x in kv.items()))
+                f.write("[%s]\n" % sec + "".join("%s = %s\n" % (k, _toml(v)) for k, v in kv.items()))
         return [sys.executable, "-m", "gateway", "run", "--config", cfg, "--bind", HOST,
                 "--port", str(t.mqtt_port), "--coap-port", str(t.coap_port),
                 "--data", os.path.join(t.workdir, "data"), "--log-level", "warning"]
@@ -493,6 +500,21 @@ class EdgeCPython(Competitor):
         t.spawn("server", self.command(t))
         t.wait(lambda: _tcp_open(t.mqtt_port), "MQTT listening")
         t.wait(lambda: _ping(t.coap_port), "CoAP ping answered")
+
+
+def _toml(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v) if isinstance(v, int) else json.dumps(v)
+
+
+def _value_of(text):
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 class EdgeMicroPython(EdgeCPython):
@@ -861,6 +883,9 @@ def parse(argv):
     ap.add_argument("--servers", nargs="+", metavar="S",
                     help="servers (default: %s)" % " ".join(COMPETITORS))
     ap.add_argument("--duration", type=float, help="seconds per scenario (overrides --quick's 1 s, default 5)")
+    ap.add_argument("--edge-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a config value for both edgebroker servers, e.g. coap.exchange_lifetime=10 "
+                         "(repeatable; the run records it)")
     ap.add_argument("--out", default="build/bench", help="output directory (default build/bench)")
     ap.add_argument("--keep", action="store_true", help="keep work directories and logs")
     ap.add_argument("--list", action="store_true", help="list scenarios and servers, then exit")
@@ -871,6 +896,14 @@ def parse(argv):
         args.runs = 1 if args.quick else 3
     if not 1 <= args.runs <= 50:
         ap.error("--runs must be 1..50")
+    for item in args.edge_set:
+        key, eq, val = item.partition("=")
+        sec, dot, name = key.partition(".")
+        if not (eq and dot and sec and name):
+            ap.error("--edge-set wants SECTION.KEY=VALUE, got %r" % item)
+        for cls in (EdgeCPython, EdgeMicroPython):
+            cls.settings = {k: dict(v) for k, v in cls.settings.items()}
+            cls.settings.setdefault(sec, {})[name] = _value_of(val)
     if args.duration is not None:
         if not 0.1 <= args.duration <= 600:
             ap.error("--duration must be 0.1..600")

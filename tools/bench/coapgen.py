@@ -76,7 +76,7 @@ def parse_payload(p):
 
 class Template:
     """A CON request with Message-ID, token (4 bytes) and the payload's
-    sequence number patched per request."""
+    sequence number and send time patched per request."""
 
     def __init__(self, code, path, query=(), body=b""):
         self.buf = bytearray(cw.encode(cw.CON, code, 0, b"\0\0\0\0", cw.uri_options(path, query), body))
@@ -88,8 +88,9 @@ class Template:
         b[2] = mid >> 8
         b[3] = mid & 0xFF
         b[4:8] = token.to_bytes(4, "big")
-        if self.seq_off >= 0:
-            b[self.seq_off:self.seq_off + 4] = seq.to_bytes(4, "big")
+        if self.seq_off >= 0:  # and the send time, for the latency to a subscriber
+            o = self.seq_off
+            b[o:o + 12] = seq.to_bytes(4, "big") + time.monotonic_ns().to_bytes(8, "big")
         return bytes(b)
 
 
@@ -268,8 +269,9 @@ class RequestLoad:
 
     async def run(self, duration, drain=5.0):
         """Load for `duration` seconds, then wait (at most `drain` s) for the
-        outstanding requests. Returns the seconds from first send to last
-        response."""
+        outstanding requests. Returns the seconds from the first send to the
+        last response, or to the end of the load if that came later (a
+        server that stopped answering gets no shorter run)."""
         ticker = asyncio.ensure_future(self._ticker())
         try:
             self.running = True
@@ -278,13 +280,14 @@ class RequestLoad:
                 c.fire()
             await asyncio.sleep(duration)
             self.running = False
+            t_stop = time.monotonic()
             end = time.monotonic() + drain
             while any(c.busy for c in self.clients) and time.monotonic() < end:
                 await asyncio.sleep(0.01)
         finally:
             self.running = False
             ticker.cancel()
-        return max(self.t_last - self.t_first, 1e-6)
+        return max(max(self.t_last, t_stop) - self.t_first, 1e-6)
 
     def unanswered(self):
         return sum(1 for c in self.clients if c.busy)
