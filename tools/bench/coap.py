@@ -77,13 +77,14 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("post_mqtt", "CoAP CON POST /ps?qos=0 -> MQTT subscriber, 8 clients",
-             [("msgs_per_s", "msg/s", True)],
+             [("msgs_per_s", "msg/s", True), ("p50_ms", "ms p50", False)],
              {"clients": 8, "duration": 5.0, "window": 1000}, {"duration": 1.0}),
     Scenario("get_retained", "CoAP CON GET /r (retained message), 8 clients",
              [("requests_per_s", "req/s", True)],
              {"clients": 8, "duration": 5.0}, {"duration": 1.0}),
     Scenario("observe_fanout", "MQTT publisher -> 50 CoAP observers, NON (notifications)",
-             [("notifications_per_s", "notif/s", True), ("heap_per_observer", "B/observer", False)],
+             [("notifications_per_s", "notif/s", True), ("p50_ms", "ms p50", False),
+              ("heap_per_observer", "B/observer", False)],
              {"observers": 50, "duration": 5.0, "window": 64}, {"duration": 1.0}),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
