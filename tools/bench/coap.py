@@ -480,7 +480,8 @@ class EdgeCPython(Competitor):
     # As tools/bench's MQTT runs: queue limits raised so no MQTT side drops
     # under the closed loop; $SYS every second for the observer count.
     settings = {"broker": {"max_connections": 5000, "max_queued_messages": 1000000,
-                           "max_queued_bytes": 268435456, "sys_interval": 1}}
+                           "max_queued_bytes": 268435456, "sys_interval": 1},
+                "coap": {"enabled": True}}
 
     def available(self):
         if not os.path.exists(os.path.join(REPO, "edge", "coap", "endpoint.py")):
@@ -523,9 +524,10 @@ class EdgeMicroPython(EdgeCPython):
     label = "edgebroker (MicroPython unix port, 256k heap)"
     heap = "256k"
     heap_probe = True
-    # The board profile but for 50 observers (its default max_observers is 8)
+    # The board profile but with CoAP on (a board's default is off) and room
+    # for 50 observers (its default max_observers is 8)
     settings = {"broker": {"max_connections": 32, "sys_interval": 1},
-                "coap": {"max_observers": 64}}
+                "coap": {"enabled": True, "max_observers": 64}}
     # The board keeps 32 queued messages per session (the observers' shared
     # client's too): the closed loop stays within them, as tools/bench's MQTT
     # runs do; at 64 it overflows and QoS 0 messages are dropped, as counted.
