@@ -25,4 +25,8 @@ core is flagged as a lower bound.
 Results (runner.py, report.py): medians of N runs, ratios edgebroker/other
 taken within each run then the median of those; JSON and a PNG chart in
 --out (default build/bench).
+
+CoAP (`python -m tools.bench.coap --help`, coap.py): edgebroker's CoAP endpoint
+against an aiocoap bridge to mosquitto (coap_anchor.py) and libcoap's server,
+driven by a raw-UDP CoAP load generator (coapwire.py, coapgen.py).
 """
