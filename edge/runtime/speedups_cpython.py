@@ -67,3 +67,14 @@ def runner(log):
         else:
             return uvloop.run, "uvloop"
     return asyncio.run, "asyncio"
+
+
+def cancel_on_sigterm():
+    """SIGTERM cancels the running task (main.serve) between callbacks, and
+    its cleanup runs. Raised as a KeyboardInterrupt from a signal handler
+    (gateway/cli.py's) it could land inside a transport's callback, where
+    uvloop reports it as a "fatal error on transport" and goes on serving
+    (found as a broker that outlived its SIGTERM in tests/runtime/test_lock.py)."""
+    import signal
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
