@@ -89,6 +89,11 @@ def receive(ep, peer, topic, v, opts, payload, now):
             ep.stats.refusals += 1
             return _SERVICE_UNAVAILABLE, [], b""
         x = xfers[peer] = [topic, bytearray(), 0]
+    elif x is not None and x[0] == topic and more and len(x[1]) == (num + 1) * size:
+        # the block we have already: a retransmission whose 2.31 was lost.
+        # Answered again, nothing appended, so a non-final block is
+        # idempotent and needs no reply cache entry (endpoint.py)
+        return _CONTINUE, [_BLOCK1, num << 4 | _MORE | (szx if szx < ep.szx else ep.szx)], b""
     elif x is None or x[0] != topic or len(x[1]) != num * size:
         # RFC 7959 §2.9.2: a block missing or out of order
         if x is not None:

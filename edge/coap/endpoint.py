@@ -31,9 +31,16 @@ _MAX_AGE = const(14)
 _BLOCK2 = const(23)
 _SIZE2 = const(28)
 _SERVICE_UNAVAILABLE = const(0xA3)  # 5.03
+_CONTINUE = const(0x5F)  # 2.31 (block.py)
 # Defaults of the limits the issue's contract leaves optional (read with
 # getattr, so a limits object with only the four required attributes works)
 _MAX_EXCHANGES = const(64)  # reply cache entries
+# Entries kept per peer: its newest ones. A client sends one CON at a time
+# (NSTART 1, RFC 7252 §4.7) and retransmits only that one, so a duplicate is
+# of its latest request; 8 leaves a margin for NONs and a larger NSTART.
+# Without it one busy peer filled the cache for EXCHANGE_LIFETIME and every
+# publish after was refused (40 publishes/s at 10,000 entries).
+_PER_PEER = const(8)
 
 
 class Stats:
@@ -64,6 +71,7 @@ class Endpoint:
         self.out = []          # (bytes, peer) to send, in order
         self.stats = Stats()
         self.cache = {}        # (peer, mid) -> (deadline, reply) for a CON, deadline for a NON
+        self.recent = {}       # peer -> its keys in cache, oldest first (_PER_PEER at most)
         self.sweep = 0         # earliest deadline in cache
         self.obs = {}          # (peer, token) -> observer (observe.py)
         self.pend = {}         # peer -> our outstanding CON (observe.py)
@@ -155,11 +163,17 @@ class Endpoint:
             out.insert(mark, (reply, peer))
         else:
             out.append((reply, peer))
-        if key is not None:
+        if key is not None and code != _CONTINUE:  # (block.py: a 2.31 is idempotent)
             if not self.cache:
                 self.sweep = now + self.lifetime
             # a NON's entry is its deadline alone: duplicates get nothing
             self.cache[key] = (now + self.lifetime, reply) if con else now + self.lifetime
+            keys = self.recent.get(peer)
+            if keys is None:
+                keys = self.recent[peer] = []
+            keys.append(key)
+            if len(keys) > _PER_PEER:
+                self.cache.pop(keys.pop(0), None)  # the peer's oldest
 
     def tick(self, now):
         """Retransmissions, the reply cache's and Block1 transfers' expiry."""
@@ -195,6 +209,7 @@ class Endpoint:
         self.pend = {}
         self.xfers = {}
         self.cache = {}
+        self.recent = {}
 
     def sys_values(self):
         """(name under $SYS/broker/, value) pairs, one at a time, as
@@ -234,7 +249,14 @@ class Endpoint:
             elif not soon or t < soon:
                 soon = t
         if gone is not None:
+            recent = self.recent
             for key in gone:
                 del cache[key]
+                keys = recent.get(key[0])
+                if keys is not None:
+                    if key in keys:
+                        keys.remove(key)
+                    if not keys:
+                        del recent[key[0]]
         self.sweep = soon
         return len(cache) >= self.max_exchanges

@@ -79,11 +79,25 @@ def test_block1_client_block_size_larger_than_ours():
     assert publishes(s.recv())[0].payload == body
 
 
-def test_block1_duplicate_block_gets_the_cached_reply():
-    b, ep = make()
-    _b1(ep, 0, True, 2, b"x" * 64, 1)
-    m = _b1(ep, 0, True, 2, b"x" * 64, 1)
-    assert m[1] == 0x5F and ep.stats.duplicates == 1 and len(ep.xfers[("192.0.2.1", 5683)][1]) == 64
+def test_block1_duplicate_block_is_answered_again_and_not_appended():
+    # A retransmitted non-final block (its 2.31 lost) is answered again and
+    # not appended twice: idempotent, so it takes no reply cache entry
+    # (RFC 7252 §4.5 allows processing an idempotent request again); only
+    # the final block, which publishes, is deduplicated by the cache
+    b, ep = make(max_payload=512)
+    s = _sub(b, "big")
+    peer = ("192.0.2.1", 5683)
+    body = bytes(range(150))
+    _b1(ep, 0, True, 2, body[:64], 1)
+    m = _b1(ep, 0, True, 2, body[:64], 1)
+    assert m[1] == 0x5F and len(ep.xfers[peer][1]) == 64
+    _b1(ep, 1, True, 2, body[64:128], 2)
+    m = _b1(ep, 1, True, 2, body[64:128], 2)
+    assert m[1] == 0x5F and uopt(m, 27) == 1 << 4 | 8 | 2 and len(ep.xfers[peer][1]) == 128
+    assert not ep.cache
+    last = _b1(ep, 2, False, 2, body[128:], 3)
+    assert _b1(ep, 2, False, 2, body[128:], 3) == last and ep.stats.duplicates == 1
+    assert [x.payload for x in publishes(s.recv())] == [body]
 
 
 def test_block1_transfers_are_bounded_and_expire():

@@ -137,6 +137,24 @@ def test_full_reply_cache_refuses_with_503_and_max_age():
     assert [m.payload for m in publishes(s.recv())] == [b"a", b"b", b"c"]
 
 
+def test_one_busy_peer_keeps_its_newest_replies_and_is_never_refused():
+    # A client has one CON outstanding (NSTART 1, RFC 7252 §4.7): its
+    # duplicates are of its latest requests, so the cache keeps a peer's 8
+    # newest; a busy peer no longer fills it for EXCHANGE_LIFETIME
+    b, ep = make(max_exchanges=20, exchange_lifetime=100)
+    s = _mqtt_sub(b, "d/#")
+    for mid in range(1, 101):
+        got = feed(ep, request(POST, "ps/d/6", mid=mid, payload=b"%d" % mid), now=mid)
+        assert got[0][1] == 0x44, mid
+    assert len(ep.cache) == 8 and ep.recent[PEER] == [(PEER, m) for m in range(93, 101)]
+    assert ep.stats.refusals == 0 and len(publishes(s.recv())) == 100
+    assert feed(ep, request(POST, "ps/d/6", mid=100, payload=b"100"), now=200)[0][1] == 0x44
+    assert ep.stats.duplicates == 1 and publishes(s.recv()) == []  # still deduplicated
+    feed(ep, request(POST, "ps/d/6", mid=7, payload=b"x"), OTHER, now=300)
+    ep.tick(100300)  # every entry past its lifetime: the per-peer index empties too
+    assert not ep.cache and not ep.recent
+
+
 def test_unknown_critical_option():
     b, ep = make()
     got = feed(ep, request(GET, "r/x", opts=((9, b""),)))
