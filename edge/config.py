@@ -9,6 +9,7 @@ PROFILES = ("gateway", "board")
 
 # section -> key -> (kind, default_gateway, default_board, check)
 #   "int":  check (lo, hi), hi None = unbounded
+#   "pow2": an "int" that is also a power of two
 #   "str":  check None, or (min_len, max_len) with max_len None = unbounded
 #   "topic": a "str" that is part of a topic name: no wildcard (+ #), no NUL
 #   "enum": check is the tuple of allowed strings
@@ -69,6 +70,24 @@ SCHEMA = {
         # segment file size; littlefs rewrites a file's last block per sync
         "segment_bytes": ("int", 1048576, 16384, (1024, _U)),
     },
+    "coap": {  # the CoAP endpoint (edge/coap/, docs/coap.md), UDP beside MQTT
+        # a board's heap: ~6.5 KB at idle (docs/coap.md "On a board")
+        "enabled": ("bool", True, False, None),
+        "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),
+        "port": ("int", 5683, 5683, (0, 65535)),  # RFC 7252 §6.1; 0 = any free port
+        # Observe registrations (RFC 7641) held at once; past it 5.03, counted
+        "max_observers": ("int", 1000, 8, (0, _U)),
+        # largest request or notification body; a bigger one without
+        # Block1 gets 4.13 with Size1 (RFC 7959 §2.9.3)
+        "max_payload": ("int", 1048576, 1024, (16, 268435455)),
+        # Block1/Block2 size: a power of two 16..1024 (RFC 7959 §2.2)
+        "block_size": ("pow2", 1024, 256, (16, 1024)),
+        # seconds a reply is kept for a duplicate CON (RFC 7252 §4.8.2)
+        "exchange_lifetime": ("int", 247, 247, (1, 86400)),
+        # replies kept for duplicates at once (~150 B each on a board); full:
+        # new publishes and registrations get 5.03 with Max-Age, counted
+        "max_exchanges": ("int", 10000, 64, (1, _U)),
+    },
     "log": {
         "level": ("enum", "info", "info", ("debug", "info", "warning", "error")),
     },
@@ -111,7 +130,7 @@ def _problem(spec, v, profile, from_text):
     kind, check = spec[0], spec[3]
     if v is None and spec[1 + PROFILES.index(profile)] is None:
         return None, None
-    if kind == "int":
+    if kind == "int" or kind == "pow2":
         if from_text and isinstance(v, str):
             try:
                 v = int(v.strip())
@@ -119,7 +138,9 @@ def _problem(spec, v, profile, from_text):
                 pass
         # bool is not an int here (on CPython it subclasses int).
         if type(v) is int and v >= check[0] and (check[1] is None or v <= check[1]):
-            return v, None
+            if kind == "int" or not v & (v - 1):
+                return v, None
+            return None, "must be a power of two %s, got %s" % (_int_range(check), _show(v))
         return None, "must be an integer %s, got %s" % (_int_range(check), _show(v))
     if kind == "bool":
         if from_text and isinstance(v, str):
@@ -314,6 +335,7 @@ def parse_json(text, name):
 _FLAGS = {  # `micropython -m edge` flag -> (section, key, type)
     "--bind": ("broker", "bind", str),
     "--port": ("broker", "port", int),
+    "--coap-port": ("coap", "port", int),
     "--data": ("store", "dir", str),
     "--log-level": ("log", "level", str),
 }
@@ -345,7 +367,7 @@ def from_argv(argv):
             except ValueError:
                 raise ConfigError(a, "bad value %r" % v)
         else:
-            raise ConfigError(a, "unknown option (use --config, --bind, --port, --data, --log-level)")
+            raise ConfigError(a, "unknown option (use --config, --bind, --port, --coap-port, --data, --log-level)")
     if path is None:
         try:
             os.stat(DEFAULT_CONFIG)

@@ -21,10 +21,11 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR}
 
 # flag -> (section, key, metavar, help). Flags override the file
-# (docs/design.md "Configuration"); adding one (--coap-port, --upstream) is a row here.
+# (docs/design.md "Configuration"); adding one (--upstream) is a row here.
 RUN_FLAGS = (
     ("--bind", "broker", "bind", "ADDR", "address to listen on"),
     ("--port", "broker", "port", "PORT", "MQTT port (0 = any free port)"),
+    ("--coap-port", "coap", "port", "PORT", "CoAP port, UDP (0 = any free port)"),
     ("--data", "store", "dir", "DIR", "data directory"),
     ("--log-level", "log", "level", "LEVEL", "/".join(_LEVELS)),
 )

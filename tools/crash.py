@@ -65,7 +65,7 @@ class BrokerProc:
         self.starts = 0
 
     def _cmd(self):
-        common = ["--bind", HOST, "--port", str(self.port), "--data", self.data]
+        common = ["--bind", HOST, "--port", str(self.port), "--coap-port", "0", "--data", self.data]
         # The queue defaults (32 messages on a board, 1000 on a gateway)
         # would drop while a subscriber reconnects after a few quick kills:
         # a counted drop (the explicit policy), not a lost ack, and not what

@@ -93,6 +93,7 @@ class Broker:
     # fed in, with no copy (Connection.last_packet).
     lend = False
     store = None    # StateStore (edge/store/state.py), set by restore()
+    coap = None     # the CoAP Endpoint (edge/coap/), set by the runtime, for $SYS
     acking = False  # routing a client's PUBLISH, its ack queued (publish.py)
 
     def __init__(self, cfg, now, log=None):

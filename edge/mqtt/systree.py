@@ -35,6 +35,8 @@ def values(b):
         yield "heap/maximum", b.heap[1]
     if b.store is not None:  # flash persistence (edge/store/)
         yield from b.store.sys_values()
+    if b.coap is not None:  # the CoAP endpoint (docs/coap.md)
+        yield from b.coap.sys_values()
 
 
 def messages(b, match):

@@ -12,7 +12,7 @@ from edge.runtime.clock import now_ms
 if hasattr(asyncio, "core"):  # MicroPython: sockets on its asyncio poller
     from edge.runtime.tcp import TcpServer
 else:  # CPython: asyncio Protocols, uvloop's event loop when installed
-    from edge.runtime.speedups_cpython import runner
+    from edge.runtime.speedups_cpython import cancel_on_sigterm, runner
     from edge.runtime.tcp_cpython import TcpServer  # type: ignore[assignment]
 
 _TICK_MS = 250
@@ -95,6 +95,18 @@ async def serve(cfg, log, started=None):
         raise ConfigError("broker.bind", "cannot listen on %s port %d: %s" % (b["bind"], b["port"], e))
     # srv.port: the port taken when port 0 asked for any
     log(20, "edgebroker listening on %s:%d (MQTT), data in %s" % (b["bind"], srv.port, cfg["store"]["dir"]))
+    coap = None
+    if cfg["coap"]["enabled"]:
+        from edge.runtime.coap import start as start_coap  # only when enabled: a board's heap
+
+        try:
+            coap = await start_coap(cfg["coap"], broker, srv, log)
+        except BaseException:
+            srv.close()
+            if wal is not None:
+                wal.close()
+            release()
+            raise
     if started is not None:
         started(broker, srv)
     # Nothing reads the config after start-up (the Broker copied its limits):
@@ -105,6 +117,8 @@ async def serve(cfg, log, started=None):
     cfg.clear()
     b = None
     heap_max = 0
+    if not hasattr(asyncio, "core"):
+        cancel_on_sigterm()  # CPython: a stop between callbacks, never inside one
     try:
         while True:
             await asyncio.sleep_ms(_TICK_MS) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(_TICK_MS / 1000)
@@ -116,6 +130,8 @@ async def serve(cfg, log, started=None):
                     broker.heap = (cur, heap_max)
             try:
                 broker.tick(now)
+                if coap is not None:
+                    coap.tick(now)  # CON retransmissions, expired exchanges
                 srv.flush()
                 if wal is not None:
                     # an unpromised batch synced within sync_max_delay_ms;
@@ -129,6 +145,8 @@ async def serve(cfg, log, started=None):
                 # the deadlines.
                 log(40, "tick: out of memory (%s)" % e)
     finally:
+        if coap is not None:
+            coap.close()
         srv.close()
         if wal is not None:
             wal.close()  # the last batch synced: a clean stop loses nothing
@@ -200,5 +218,5 @@ def run(cfg, log=None):
         log(20, "event loop: %s" % name)
     try:
         go(serve(cfg, log))
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass  # Ctrl-C, or SIGTERM (serve): stopped after its cleanup

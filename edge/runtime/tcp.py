@@ -66,6 +66,7 @@ class TcpServer:
         self.server = None  # the listening socket
         self.port = 0       # the port it is bound to
         self.task = None    # the accept loop
+        self.udp = None     # the CoAP shell (udp.py), flushed after each feed too
 
     async def start(self, host, port):
         import socket
@@ -115,6 +116,9 @@ class TcpServer:
         """Write out everything the broker queued; called after each feed."""
         broker = self.broker
         dirty = broker.dirty
+        udp = self.udp
+        if udp is not None and udp.ep.out:
+            udp.flush()  # CoAP notifications of what this feed published
         if not dirty or not self._durable():
             return
         i = 0

@@ -104,6 +104,7 @@ class TcpServer:
         self.loop = None         # the event loop (_loop())
         self.syncer = None       # the sync helper (Syncer), started by the first sync; False: none
         self.sync_top = 0        # what the sync in flight covers (log.top)
+        self.udp = None          # the CoAP shell (udp_cpython.py): its held output too
 
     async def start(self, host, port):
         loop = asyncio.get_running_loop()
@@ -195,6 +196,9 @@ class TcpServer:
         broker = self.broker
         dirty = broker.dirty
         st = broker.store
+        udp = self.udp
+        if udp is not None and udp.ep.out:
+            udp.flush()  # CoAP notifications of what this feed published
         if st is None:
             if dirty:
                 self._write(self._take())
@@ -251,6 +255,9 @@ class TcpServer:
         # settles nothing costs one comparison, however many wait); a
         # commit is due for the rest (sync_wait_us after it began to wait,
         # for acks that make its records void and their writing needless)
+        udp = self.udp
+        if udp is not None and udp.held:
+            udp.release(settled)
         held = self.held
         order = self.order
         if order and order[0][0] <= settled:
@@ -272,7 +279,7 @@ class TcpServer:
                         del e[1:i]
             del order[:k]
             self._write(out)
-        if held and not self.commit_due and not self.syncing:
+        if (held or (udp is not None and udp.held)) and not self.commit_due and not self.syncing:
             self.commit_due = True
             if self.sync_wait_us and self.broker.store.sent_records != self.sent_mark:
                 # records of deliveries in flight: their acks may void them
@@ -281,6 +288,11 @@ class TcpServer:
                 # (queued ones: no ack is coming soon) at the end of the loop
                 # pass: the records of all the feeds read in it share a sync
                 self._loop().call_soon(self._commit)
+
+    def commit_soon(self):
+        """Output elsewhere (the CoAP shell) waits for the store: release
+        what is durable now, and have a commit sync the rest."""
+        self._release(self.broker.store.log.settled())
 
     def _write(self, out):
         peers = self.peers

@@ -224,3 +224,18 @@ def test_loads_json_errors():
     assert str(e).startswith("config.json: invalid JSON"), str(e)
     msg = str(raises(ConfigError, config.loads_json, '{"broker": {"port": null}}'))
     assert msg == "broker.port: must be an integer 0..65535, got null", msg
+
+
+def test_coap_section():
+    # docs/coap.md: the endpoint's limits, sized for a board's heap there
+    gw, board = config.defaults("gateway")["coap"], config.defaults("board")["coap"]
+    assert gw["port"] == board["port"] == 5683 and gw["bind"] == "127.0.0.1"
+    assert board["max_observers"] < gw["max_observers"]
+    assert board["max_payload"] <= 1024 and board["block_size"] <= 1024
+    assert config.load({"coap": {"block_size": 64}})["coap"]["block_size"] == 64
+    # Block1/Block2 sizes are 2^(SZX+4) (RFC 7959 §2.2)
+    msg = _err({"coap": {"block_size": 100}})
+    assert msg == "coap.block_size: must be a power of two 16..1024, got 100", msg
+    msg = _err({"coap": {"block_size": 2048}})
+    assert msg == "coap.block_size: must be an integer 16..1024, got 2048", msg
+    assert _err({"coap": {"enabled": "yes"}}).startswith("coap.enabled: must be true or false")

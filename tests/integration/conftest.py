@@ -68,6 +68,12 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _toml_value(v):
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -85,6 +91,7 @@ class Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = dict(config)
         self.port = None
+        self.coap_port = None
         self.proc = None
         self.log_path = self.workdir / "broker.log"
         self._logf = None
@@ -94,19 +101,23 @@ class Broker:
     def _command(self):
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
-        common = ["--bind", self.host, "--port", str(self.port), "--data", str(data)]
+        common = ["--bind", self.host, "--port", str(self.port), "--data", str(data),
+                  "--coap-port", str(self.coap_port)]
+        sections = self._sections()
         if self.runtime == "cpython":
             cfg = self.workdir / "broker.toml"
-            lines = ["[broker]"] + ["%s = %s" % (k, _toml_value(v)) for k, v in self.config.items()]
+            lines = []
+            for name, values in sections.items():
+                lines += ["[%s]" % name] + ["%s = %s" % (k, _toml_value(v)) for k, v in values.items()]
             cfg.write_text("\n".join(lines) + "\n")
             return [sys.executable, "-m", "gateway", "run", "--config", str(cfg)] + common + \
                 ["--log-level", "debug"]
         if self.runtime == "micropython":
             cfg = self.workdir / "broker.json"
-            cfg.write_text(json.dumps({"broker": self.config}))
+            cfg.write_text(json.dumps(sections))
             # As a board runs it: bytecode in a ROMFS image outside the GC
             # heap (tools/board.py), the heap limited to HEAPSIZE.
-            return [sys.executable, "-m", "tools.board", "--heap", HEAPSIZE, "--",
+            return [sys.executable, "-m", "tools.board", "--heap", self.config.get("board_heap", HEAPSIZE), "--",
                     "--config", str(cfg)] + common
         if self.runtime == "mosquitto":
             if not os.path.exists(MOSQUITTO):
@@ -133,9 +144,20 @@ class Broker:
             return [MOSQUITTO, "-c", str(cfg)]
         raise ValueError(self.runtime)
 
+    def _sections(self):
+        # config keys are the [broker] section's; "coap.port" names another
+        out = {"broker": {}}
+        for k, v in self.config.items():
+            if k == "board_heap":
+                continue  # the MicroPython heap (tools/board.py --heap), not a broker key
+            sec, _, key = k.rpartition(".")
+            out.setdefault(sec or "broker", {})[key] = v
+        return out
+
     # -- lifecycle --
     def start(self):
         self.port = free_port()
+        self.coap_port = free_udp_port()  # when [coap] is enabled (test_14_coap.py)
         cmd = self._command()
         self._logf = open(self.log_path, "ab")
         self._logf.write(("\n=== start #%d: %s\n" % (self.starts + 1, " ".join(cmd))).encode())
@@ -185,6 +207,17 @@ class Broker:
             return self.log_path.read_bytes().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def wait_coap(self, timeout=START_DEADLINE):
+        """Wait until the broker logged its CoAP listener (it starts right
+        after the MQTT one the start waited for); returns the UDP port."""
+        deadline = time.monotonic() + timeout
+        while "/udp (CoAP)" not in self.log_text():
+            self.assert_alive()
+            assert time.monotonic() < deadline, "no CoAP listener after %.0fs:\n%s" % (
+                timeout, self.log_tail())
+            time.sleep(0.01)  # polling the log, not waiting blindly
+        return self.coap_port
 
     def closes(self, client_id):
         """How many times the broker logged closing client_id's connection:

@@ -51,7 +51,7 @@ def test_plain_install_runs_without_extras(tmp_path):
 
     data = tmp_path / "data"
     b = Proc([str(venv / "bin" / "edgebroker"), "run", "--bind", "127.0.0.1", "--port", "0",
-              "--data", str(data)], tmp_path / "broker.log", cwd=str(tmp_path))
+              "--coap-port", "0", "--data", str(data)], tmp_path / "broker.log", cwd=str(tmp_path))
     try:
         port = b.wait_port()
         assert port != 0 and mqtt_connect(port)

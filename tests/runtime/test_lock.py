@@ -35,7 +35,7 @@ def _no_persistence(runtime, tmp_path):
 def test_a_second_broker_on_the_directory_exits(first, second, request, tmp_path):
     _runtimes(request, first, second)
     d = str(tmp_path / "data")
-    args = ["--bind", "127.0.0.1", "--port", "0", "--data", d]
+    args = ["--bind", "127.0.0.1", "--port", "0", "--coap-port", "0", "--data", d]
     a = Proc(command(first, *(args + _no_persistence(first, tmp_path))), tmp_path / "a.log")
     try:
         port = a.wait_port()

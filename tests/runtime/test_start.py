@@ -2,8 +2,10 @@
 # config.json named with exit 2 and no traceback, EDGEBROKER_LOOP checked.
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -119,3 +121,53 @@ def test_uvloop_asked_for_but_missing_warns(monkeypatch):
     monkeypatch.setenv("EDGEBROKER_LOOP", "auto")  # not asked for by name: quiet
     del logged[:]
     assert runner(logged.append)[1] == "asyncio" and logged == []
+
+
+# ---- CoAP beside MQTT (docs/coap.md) ----------------------------------------------
+def _coap_ping(port):
+    # An Empty CON is a CoAP ping: the endpoint answers it with an RST
+    # (RFC 7252 §4.3), whatever its resources
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(10)
+        s.sendto(b"\x40\x00\x12\x34", ("127.0.0.1", port))
+        return s.recvfrom(64)[0]
+
+
+def _coap_config(tmp_path):
+    # a board's profile has CoAP off (its heap): on here, as a user turns it on
+    path = tmp_path / "coap.json"
+    path.write_text(json.dumps({"coap": {"enabled": True}}))
+    return ["--config", str(path)]
+
+
+@pytest.mark.timeout(120)
+def test_coap_port_0_logs_the_port_bound(runtime, tmp_path):
+    cfg = _coap_config(tmp_path) if runtime == "micropython" else []
+    b = Proc(command(runtime, *cfg, "--bind", "127.0.0.1", "--port", "0", "--coap-port", "0",
+                     "--data", str(tmp_path / "d")), tmp_path / "broker.log")
+    try:
+        b.wait_port()
+        deadline = time.monotonic() + 30
+        while "/udp (CoAP)" not in b.log():
+            assert time.monotonic() < deadline and b.p.poll() is None, b.log()
+            time.sleep(0.05)  # polling the log, not waiting for an event
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)/udp \(CoAP\)", b.log()).group(1))
+        assert port != 0 and _coap_ping(port) == b"\x70\x00\x12\x34"  # RST, the ping's MID
+    finally:
+        b.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_coap_port_in_use_is_named(runtime, tmp_path):
+    import socket
+
+    cfg = _coap_config(tmp_path) if runtime == "micropython" else []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        rc, out = _exits(command(runtime, *cfg, "--bind", "127.0.0.1", "--port", "0",
+                                 "--coap-port", str(port), "--data", str(tmp_path / "d")))
+    want = "coap.port: cannot listen on 127.0.0.1 port %d: port %d/udp is in use" % (port, port)
+    assert rc == 2 and want in out, out

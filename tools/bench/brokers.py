@@ -144,7 +144,7 @@ class EdgeCPython(Launcher):
         with open(cfg, "w") as f:
             f.write("[broker]\n" + "".join("%s = %d\n" % kv for kv in self.settings.items()))
         return [sys.executable, "-m", "gateway", "run", "--config", cfg, "--bind", HOST,
-                "--port", str(port), "--data", os.path.join(workdir, "data"),
+                "--port", str(port), "--coap-port", "0", "--data", os.path.join(workdir, "data"),
                 "--log-level", "warning"]
 
 
@@ -173,7 +173,7 @@ class EdgeMicroPython(Launcher):
         with open(cfg, "w") as f:
             json.dump({"broker": self.settings}, f)
         return [sys.executable, "-m", "tools.board", "--heap", self.heap, "--", "--config", cfg,
-                "--bind", HOST, "--port", str(port), "--data", os.path.join(workdir, "data"),
+                "--bind", HOST, "--port", str(port), "--coap-port", "0", "--data", os.path.join(workdir, "data"),
                 "--log-level", "warning"]
 
 
