@@ -21,14 +21,15 @@ STAMP   := $(VENV)/.installed
 STUBS   := build/mpy-stubs
 STUBS_STAMP := $(STUBS)/.installed
 
-# Debian packages the test suite needs (one list; add rabbitmq-server,
-# libcoap3-bin, ... here).
-APT_PACKAGES ?= mosquitto mosquitto-clients socat
+# Debian packages the test suite needs (one list). libcoap3-bin:
+# coap-client-notls, an independent CoAP peer; rabbitmq-server: the uplink's
+# peer, started by the tests as a private node on free ports.
+APT_PACKAGES ?= mosquitto mosquitto-clients socat libcoap3-bin rabbitmq-server
 # Installed for their binaries only (the tests and `make bench` run
 # /usr/sbin/mosquitto themselves): their service, which would hold port 1883
 # from the next boot on, is stopped and disabled when this Makefile installed
 # them.
-APT_NO_SERVICE := mosquitto
+APT_NO_SERVICE := mosquitto rabbitmq-server
 # Needed only to create the venv on a bare Debian.
 VENV_APT_PACKAGES := python3 python3-venv
 
