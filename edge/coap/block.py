@@ -25,7 +25,6 @@ _INCOMPLETE = const(0x88)          # 4.08
 _TOO_LARGE = const(0x8D)           # 4.13
 _SERVICE_UNAVAILABLE = const(0xA3)  # 5.03
 _BERT = const(7)                   # SZX 7: reserved (RFC 7959 §2.2)
-_MAX_TRANSFERS = const(2)          # default of limits.max_transfers
 
 
 def etag(body):
@@ -78,14 +77,14 @@ def receive(ep, peer, topic, v, opts, payload, now):
         return _BAD_REQUEST, [], b""
     size = 16 << szx
     more = v & _MORE
-    limit = ep.limits.max_payload
+    limit = ep.max_payload
     xfers = ep.xfers
     x = xfers.get(peer)
     if num == 0:
         s1 = option(opts, _SIZE1)
         if s1 is not None and uint(s1) > limit:
             return _too_large(ep, peer)  # RFC 7959 §4: told in advance
-        if x is None and len(xfers) >= getattr(ep.limits, "max_transfers", _MAX_TRANSFERS):
+        if x is None and len(xfers) >= ep.max_transfers:
             ep.stats.refusals += 1
             return _SERVICE_UNAVAILABLE, [], b""
         x = xfers[peer] = [topic, bytearray(), 0]
@@ -120,7 +119,7 @@ def _too_large(ep, peer):
     # RFC 7959 §2.9.3: 4.13 with Size1, how much we take
     ep.xfers.pop(peer, None)
     ep.stats.refusals += 1
-    return _TOO_LARGE, [_SIZE1, ep.limits.max_payload], b""
+    return _TOO_LARGE, [_SIZE1, ep.max_payload], b""
 
 
 def expire(ep, now):

@@ -136,28 +136,27 @@ def encode(mtype, code, mid, token, opts, payload):
             v = uint(v)
         elif type(v) is str:
             v = v.encode()
-        _header(buf, num - last, len(v))
+        # RFC 7252 §3.1: each nibble holds the value, or 13/14 for one or
+        # two extension bytes that follow in the same order (delta, then
+        # length)
+        delta = num - last
+        size = len(v)
+        d = delta if delta < _EXT1 else (_EXT1 if delta < _EXT2_BASE else _EXT2)
+        s = size if size < _EXT1 else (_EXT1 if size < _EXT2_BASE else _EXT2)
+        buf.append(d << 4 | s)
+        for nib, x in ((d, delta), (s, size)):
+            if nib == _EXT1:
+                buf.append(x - _EXT1)
+            elif nib == _EXT2:
+                x -= _EXT2_BASE
+                buf.append(x >> 8)
+                buf.append(x & 0xFF)
         buf += v
         last = num
     if payload:
         buf.append(_PAYLOAD_MARKER)
         buf += payload
     return buf
-
-
-def _header(buf, delta, size):
-    # RFC 7252 §3.1: each nibble holds the value, or 13/14 for one or two
-    # extension bytes that follow in the same order (delta, then length)
-    d = delta if delta < _EXT1 else (_EXT1 if delta < _EXT2_BASE else _EXT2)
-    s = size if size < _EXT1 else (_EXT1 if size < _EXT2_BASE else _EXT2)
-    buf.append(d << 4 | s)
-    for nib, x in ((d, delta), (s, size)):
-        if nib == _EXT1:
-            buf.append(x - _EXT1)
-        elif nib == _EXT2:
-            x -= _EXT2_BASE
-            buf.append(x >> 8)
-            buf.append(x & 0xFF)
 
 
 def empty(mtype, mid):

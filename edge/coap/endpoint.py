@@ -35,6 +35,8 @@ _CONTINUE = const(0x5F)  # 2.31 (block.py)
 # Defaults of the limits the issue's contract leaves optional (read with
 # getattr, so a limits object with only the four required attributes works)
 _MAX_EXCHANGES = const(64)  # reply cache entries
+_MAX_QUEUED = const(8)      # CON notifications waiting per peer (observe.py)
+_MAX_TRANSFERS = const(2)   # Block1 transfers at a time (block.py)
 # Entries kept per peer: its newest ones. A client sends one CON at a time
 # (NSTART 1, RFC 7252 §4.7) and retransmits only that one, so a duplicate is
 # of its latest request; 8 leaves a margin for NONs and a larger NSTART.
@@ -43,33 +45,30 @@ _MAX_EXCHANGES = const(64)  # reply cache entries
 _PER_PEER = const(8)
 
 
-class Stats:
-    """Counters for $SYS/broker/coap/... (Endpoint.sys_values)."""
-
-    def __init__(self):
-        self.requests = 0         # requests received, duplicates not included
-        self.duplicates = 0       # duplicates answered from the reply cache or ignored
-        self.errors = 0           # malformed, rejected or refused as bad (RST, 4.02, dropped)
-        self.refusals = 0         # refused for a limit of ours (5.03, 4.13)
-        self.publishes = 0        # messages published into the broker
-        self.notifications = 0    # notifications sent (first transmissions)
-        self.retransmissions = 0  # CON notifications sent again
-        self.timeouts = 0         # observers dropped: a CON notification never ACKed
-        self.dropped = 0          # notifications not sent: a peer's CON queue was full
-
-
 class Endpoint:
     # Set later, if ever (an instance attribute costs heap on a board)
     client = None  # the LocalClient every observer shares (observe.py)
     seq = 0        # the last Observe sequence number sent (24 bits)
+    # The counters of $SYS/broker/coap/... (sys_values), read as ep.stats.X:
+    # `stats` is the endpoint itself, each counter a class-level 0 until it
+    # is first counted (no class and instance of their own: docs/coap.md
+    # "On a board")
+    requests = 0         # requests received, duplicates not included
+    duplicates = 0       # duplicates answered from the reply cache or ignored
+    errors = 0           # malformed, rejected or refused as bad (RST, 4.02, dropped)
+    refusals = 0         # refused for a limit of ours (5.03, 4.13)
+    publishes = 0        # messages published into the broker
+    notifications = 0    # notifications sent (first transmissions)
+    retransmissions = 0  # CON notifications sent again
+    timeouts = 0         # observers dropped: a CON notification never ACKed
+    dropped = 0          # notifications not sent: a peer's CON queue was full
 
     def __init__(self, broker, limits, rng):
         self.broker = broker
-        self.limits = limits
         self.rng = rng
         self.now = 0
         self.out = []          # (bytes, peer) to send, in order
-        self.stats = Stats()
+        self.stats = self
         self.cache = {}        # (peer, mid) -> (deadline, reply) for a CON, deadline for a NON
         self.recent = {}       # peer -> its keys in cache, oldest first (_PER_PEER at most)
         self.sweep = 0         # earliest deadline in cache
@@ -77,7 +76,13 @@ class Endpoint:
         self.pend = {}         # peer -> our outstanding CON (observe.py)
         self.xfers = {}        # peer -> Block1 reassembly (block.py)
         self.lifetime = limits.exchange_lifetime * 1000
+        # The limits' values are copied: the limits object is not kept (the
+        # runtime's is garbage once we are built: docs/coap.md "On a board")
+        self.max_payload = limits.max_payload
+        self.max_observers = limits.max_observers
         self.max_exchanges = getattr(limits, "max_exchanges", _MAX_EXCHANGES)
+        self.max_queued = getattr(limits, "max_queued", _MAX_QUEUED)
+        self.max_transfers = getattr(limits, "max_transfers", _MAX_TRANSFERS)
         self.mid = int(rng() * 65536) & 0xFFFF  # RFC 7252 §4.4: not predictable
         szx = 0
         while szx < 6 and 16 << szx < limits.block_size:

@@ -47,7 +47,6 @@ _SEQ_MASK = const(0xFFFFFF)        # RFC 7641 §4.4: 24-bit sequence numbers
 _ACK_TIMEOUT = const(2000)
 _ACK_RANDOM_SPAN = const(1000)     # ACK_TIMEOUT * (ACK_RANDOM_FACTOR - 1)
 _MAX_RETRANSMIT = const(4)
-_MAX_QUEUED = const(8)             # default of limits.max_queued
 
 
 def register(ep, peer, token, f, flags, opts, now):
@@ -75,7 +74,7 @@ def register(ep, peer, token, f, flags, opts, now):
                 deregister(ep, key)
             return _NOT_FOUND, [], b""
     if e is None:
-        if len(obs) >= ep.limits.max_observers:
+        if len(obs) >= ep.max_observers:
             ep.stats.refusals += 1
             return _SERVICE_UNAVAILABLE, [], b""
         client = ep.client
@@ -188,7 +187,7 @@ def notify(ep, key, e, msg, qos, now):
     q = p[6]
     if q is None:
         q = p[6] = []
-    if len(q) >= getattr(ep.limits, "max_queued", _MAX_QUEUED):
+    if len(q) >= ep.max_queued:
         ep.stats.dropped += 1
         return
     q.append((key, msg))

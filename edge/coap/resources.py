@@ -52,9 +52,25 @@ def handle(ep, peer, code, token, opts, payload, now):
         topic = "/".join(path[1:])
         if not topic:
             return _BAD_REQUEST, [], b""
-        q = query(opts)
-        if q < 0:
-            return _BAD_REQUEST, [], b""
+        # EMQX's query names: c (client id), u, p, t (token) are accepted
+        # and not used; q/qos 0-2 and r/retain (0/1/true/false) are.
+        # Unknown names are ignored. q: qos | 4 if retain
+        q = 0
+        for v in values(opts, _URI_QUERY):
+            i = v.find(b"=")
+            name = v[:i] if i >= 0 else v
+            val = v[i + 1:] if i >= 0 else b""
+            if name == b"q" or name == b"qos":
+                if len(val) != 1 or val[0] < 0x30 or val[0] > 0x32:
+                    return _BAD_REQUEST, [], b""
+                q = q & 4 | val[0] - 0x30
+            elif name == b"r" or name == b"retain":
+                if val == b"1" or val == b"true":
+                    q |= 4
+                elif val == b"0" or val == b"false":
+                    q &= 3
+                else:
+                    return _BAD_REQUEST, [], b""
         if head == "r":
             if code != _GET:
                 return _METHOD_NOT_ALLOWED, [], b""
@@ -74,30 +90,6 @@ def handle(ep, peer, code, token, opts, payload, now):
     return _NOT_FOUND, [], b""
 
 
-def query(opts):
-    """EMQX's query names: c (client id), u, p, t (token) are accepted and
-    not used; q/qos 0-2 and r/retain (0/1/true/false) are. Unknown names
-    are ignored. Returns qos | 4 if retain, or -1 for a bad value."""
-    qos = 0
-    retain = 0
-    for v in values(opts, _URI_QUERY):
-        i = v.find(b"=")
-        name = v[:i] if i >= 0 else v
-        val = v[i + 1:] if i >= 0 else b""
-        if name == b"q" or name == b"qos":
-            if len(val) != 1 or val[0] < 0x30 or val[0] > 0x32:
-                return -1
-            qos = val[0] - 0x30
-        elif name == b"r" or name == b"retain":
-            if val == b"1" or val == b"true":
-                retain = 4
-            elif val == b"0" or val == b"false":
-                retain = 0
-            else:
-                return -1
-    return qos | retain
-
-
 def publish(ep, peer, topic, q, opts, payload, now):
     if topic.startswith("$SYS") or topic.startswith("$share/"):
         # The broker's own tree, and a filter's form (MQTT 5.0 §4.8.2): not
@@ -113,10 +105,10 @@ def publish(ep, peer, topic, q, opts, payload, now):
             return r  # 2.31 Continue, or the transfer's error
         payload = r
         ropts = [_BLOCK1, uint(b1) & ~8]  # RFC 7959 §2.3: the last block's number
-    elif len(payload) > ep.limits.max_payload:
+    elif len(payload) > ep.max_payload:
         # RFC 7959 §2.9.3: too large, and how much we take
         ep.stats.refusals += 1
-        return _TOO_LARGE, [_SIZE1, ep.limits.max_payload], b""
+        return _TOO_LARGE, [_SIZE1, ep.max_payload], b""
     try:
         ep.broker.publish(topic, payload, q & 3, bool(q & 4))
     except RemoteProtocolError:  # a wildcard, too many levels, U+0000...

@@ -14,18 +14,15 @@ else:
     from edge.runtime.udp_cpython import UdpServer  # type: ignore[assignment]
 
 
-class _Limits:
-    # the [coap] section's values as attributes (main.py empties the config
-    # once the broker runs)
-    def __init__(self, section):
-        for k, v in section.items():
-            setattr(self, k, v)
-
-
 async def start(c, broker, tcp, log):
     """The running UdpServer for config section c; ConfigError naming the
     key if it cannot listen."""
-    ep = Endpoint(broker, _Limits(c), lambda: random.getrandbits(16) / 65536)
+    # The limits as attributes: a class made by type() from a copy of the
+    # section (main.py empties the config once the broker runs), garbage once
+    # Endpoint has copied the values: no class of ours on a board's heap
+    # random.random as the rng: a builtin, where a lambda of ours costs a
+    # function on the heap (MicroPython has it on the unix port and ESP32)
+    ep = Endpoint(broker, type("Limits", (), dict(c)), random.random)
     udp = UdpServer(ep, tcp, log)
     try:
         await udp.start(c["bind"], c["port"])
