@@ -3,6 +3,8 @@
 # (read_json). The schema is data: adding a section or key is a table edit.
 # Portable: no typing/dataclasses/enum/re (MicroPython has none of them).
 
+import sys
+
 from edge.errors import ConfigError
 
 PROFILES = ("gateway", "board")
@@ -14,6 +16,8 @@ PROFILES = ("gateway", "board")
 #   "topic": a "str" that is part of a topic name: no wildcard (+ #), no NUL
 #   "enum": check is the tuple of allowed strings
 #   "bool": check None
+#   "id":   a "str" that can stand in RabbitMQ names: no . / + # * NUL
+#   "url":  a "str" that is "" or an upstream URL (edge/bridge/url.py)
 # A default of None means "unset": the key then also accepts null (JSON).
 _U = None  # unbounded
 SCHEMA = {
@@ -94,6 +98,30 @@ SCHEMA = {
 }
 
 
+# [upstream]: the uplink to RabbitMQ (edge/bridge/uplink.py, docs/uplink.md).
+# CPython only so far (edge/runtime/uplink_cpython.py): on MicroPython the
+# section is not in the table at all, so a board's boot pays no heap for it
+# (the marginal 64 KiB tests failed with it there) and a board config that
+# names it fails as an unknown section instead of being ignored.
+if sys.implementation.name != "micropython":
+    SCHEMA["upstream"] = {
+        # amqp://user:pass@host:5672/vhost or stomp://user:pass@host:61613/vhost;
+        # "": no uplink (nothing of it is imported)
+        "url": ("url", "", "", (0, 1024)),
+        # in names upstream: message ids "<edge_id>:<seq>", the queue
+        # edge.<edge_id>.cmd, the topics cmd/<edge_id>/... and edge/<edge_id>/state
+        "edge_id": ("id", "edge", "edge", (1, 64)),
+        "exchange": ("str", "amq.topic", "amq.topic", (1, 255)),
+        # MQTT filters sent up, comma-separated; "#" matches no $SYS topic
+        "publish": ("str", "#", "#", (0, 4096)),
+        "commands": ("bool", True, True, None),  # cmd.<edge_id>.# -> cmd/<edge_id>/...
+        "heartbeat": ("int", 15, 15, (0, 3600)),  # seconds (AMQP heartbeat, STOMP heart-beat)
+        # messages waiting for the upstream's confirm; full: the newest refused
+        "outbox_budget_bytes": ("int", 16777216, 16384, (1024, _U)),
+        "window": ("int", 256, 8, (1, 65535)),  # unconfirmed in flight
+    }
+
+
 def _show(v):
     # Values in messages use config-file syntax: "abc", true, 12, null.
     if v is None:
@@ -162,6 +190,17 @@ def _problem(spec, v, profile, from_text):
                 "must be at least %d characters" % lo)
         if hi is not None and len(v) > hi:
             return None, "must be at most %d characters, got %d" % (hi, len(v))
+    if kind == "id":
+        for c in "./+#*\0":
+            if c in v:
+                return None, "must not contain any of . / + # * or NUL, got %s" % _show(v)
+    if kind == "url" and v:
+        from edge.bridge.url import parse  # lazy: only when an uplink is set
+
+        try:
+            parse(v)
+        except ValueError as e:
+            return None, str(e)
     if kind == "topic" and ("+" in v or "#" in v or "\0" in v):
         # [MQTT-4.7.0-1] [MQTT-4.7.3-2] it ends up in topic names
         return None, "must be a topic name root without wildcards (+ #) or NUL, got %s" % _show(v)
@@ -336,6 +375,8 @@ _FLAGS = {  # `micropython -m edge` flag -> (section, key, type)
     "--bind": ("broker", "bind", str),
     "--port": ("broker", "port", int),
     "--coap-port": ("coap", "port", int),
+    "--upstream": ("upstream", "url", str),
+    "--edge-id": ("upstream", "edge_id", str),
     "--data": ("store", "dir", str),
     "--log-level": ("log", "level", str),
 }
@@ -367,7 +408,7 @@ def from_argv(argv):
             except ValueError:
                 raise ConfigError(a, "bad value %r" % v)
         else:
-            raise ConfigError(a, "unknown option (use --config, --bind, --port, --coap-port, --data, --log-level)")
+            raise ConfigError(a, "unknown option (use --config, --bind, --port, --coap-port, --upstream, --edge-id, --data, --log-level)")
     if path is None:
         try:
             os.stat(DEFAULT_CONFIG)

@@ -26,6 +26,8 @@ RUN_FLAGS = (
     ("--bind", "broker", "bind", "ADDR", "address to listen on"),
     ("--port", "broker", "port", "PORT", "MQTT port (0 = any free port)"),
     ("--coap-port", "coap", "port", "PORT", "CoAP port, UDP (0 = any free port)"),
+    ("--upstream", "upstream", "url", "URL", "uplink to RabbitMQ: amqp://user:pass@host:5672/vhost or stomp://..."),
+    ("--edge-id", "upstream", "edge_id", "ID", "this edge's id upstream"),
     ("--data", "store", "dir", "DIR", "data directory"),
     ("--log-level", "log", "level", "LEVEL", "/".join(_LEVELS)),
 )

@@ -94,6 +94,7 @@ class Broker:
     lend = False
     store = None    # StateStore (edge/store/state.py), set by restore()
     coap = None     # the CoAP Endpoint (edge/coap/), set by the runtime, for $SYS
+    uplink = None   # the Uplink (edge/bridge/uplink.py), set by the runtime, for $SYS
     acking = False  # routing a client's PUBLISH, its ack queued (publish.py)
 
     def __init__(self, cfg, now, log=None):

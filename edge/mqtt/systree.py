@@ -37,6 +37,8 @@ def values(b):
         yield from b.store.sys_values()
     if b.coap is not None:  # the CoAP endpoint (docs/coap.md)
         yield from b.coap.sys_values()
+    if b.uplink is not None:  # the uplink to RabbitMQ (docs/uplink.md)
+        yield from b.uplink.sys_values()
 
 
 def messages(b, match):

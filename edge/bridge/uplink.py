@@ -1,0 +1,297 @@
+# The uplink to RabbitMQ (docs/uplink.md, docs/design.md "Upstream"),
+# sans-IO: the runtime's shell (edge/runtime/uplink_cpython.py) owns the
+# socket and the clock; this owns the outbox, the protocol client
+# (amqp.py or stomp.py) and the back-off.
+#
+#   u = Uplink(broker, section, rng, log, now)   # subscribes locally at once
+#   host, port = u.host, u.port
+#   when u.due(now): connect, then u.connected(now); send u.take()
+#   u.feed(data, now); u.tick(now)               # then send u.take()
+#   u.lost(now, why)                             # socket closed or failed
+#   u.stop(now)                                  # clean stop: "offline", close
+#
+# Promised (docs/uplink.md): every message a local publisher sent on a
+# `publish` filter is appended to the outbox and leaves it only when the
+# upstream confirmed it (AMQP publisher confirm, STOMP RECEIPT): at least
+# once. At most `window` are unconfirmed at a time; after a reconnect
+# every unconfirmed one is sent again, oldest first, with the same
+# message_id "<edge-id>:<seq>" (routing.message_id), so a consumer can drop
+# the duplicates. A full outbox refuses the newest, counted; nothing queued
+# is dropped to make room.
+#
+# This slice keeps the outbox in memory (a restart loses the backlog);
+# edge/store/outbox.py is its durable form, to be wired in next.
+from edge.bridge import routing
+from edge.bridge.url import parse, redact
+
+_BASE_MS = 1000   # decorrelated-jitter back-off (docs/uplink.md "Reconnect")
+_CAP_MS = 60000
+_ENTRY = 64       # bytes an outbox entry costs beyond its key and body
+_PREFETCH = 16    # commands unacked at a time
+
+
+def _filters(v):
+    # "publish" is a comma-separated string of MQTT filters
+    return [f.strip() for f in v.split(",") if f.strip()]
+
+
+class Uplink:
+    def __init__(self, broker, c, rng, log, now):
+        (self.scheme, self.user, self.password, self.host, self.port,
+         self.vhost) = parse(c["url"])
+        self.where = redact(c["url"])
+        self.edge_id = c["edge_id"]
+        self.exchange = c["exchange"]
+        self.commands = c["commands"]
+        self.heartbeat = c["heartbeat"]
+        self.budget = c["outbox_budget_bytes"]
+        self.window = c["window"]
+        self.broker = broker
+        self.rng = rng          # () -> float in [0, 1)
+        self.log = log
+        self.q = []             # [seq, routing key, body, qos, tag], oldest first
+        self.inflight = 0       # q[:inflight] sent on this connection, unconfirmed
+        self.bytes = 0
+        self.seq = 0            # last message seq given (message_id)
+        self.c = None           # the protocol client while connected
+        self.up = False         # handshake done, sending
+        self.stopping = False
+        self.sleep = _BASE_MS
+        self.retry_at = now     # connect at once
+        self.state = "connecting"
+        self.confirmed = 0
+        self.refused = 0
+        self.reconnects = 0
+        self.returned = 0
+        self.commands_in = 0
+        self.connects = 0
+        self._own = "cmd/" + self.edge_id
+        lc = self.lc = broker.local_client("$uplink", self._local)
+        for f in _filters(c["publish"]):
+            broker.subscribe(lc, f, 1)
+
+    # ---- local side
+    def _local(self, msg, qos, retain=False):
+        t = msg.topic
+        if retain:
+            return  # a retained message replayed at subscribe: not news
+        if t.startswith(self._own) and (len(t) == len(self._own) or t[len(self._own)] == "/"):
+            return  # a command we published locally: never back up
+        body = bytes(msg.payload)
+        rk = routing.routing_key(t)
+        cost = _ENTRY + len(rk) + len(body)
+        if self.bytes + cost > self.budget:
+            self.refused += 1
+            return
+        self.seq += 1
+        self.q.append([self.seq, rk, body, qos, 0])
+        self.bytes += cost
+        if self.up:
+            self._pump()
+
+    # ---- connection life
+    def due(self, now):
+        return self.c is None and not self.stopping and now >= self.retry_at
+
+    def connected(self, now):
+        """The socket is open: a fresh protocol client; its bytes in take()."""
+        if self.scheme == "amqp":
+            from edge.bridge.amqp import Amqp
+
+            self.c = Amqp(self.user, self.password, self.vhost, self.heartbeat, now=now)
+        else:
+            from edge.bridge.stomp import Stomp
+
+            self.c = Stomp(self.user, self.password, self.vhost, self.heartbeat * 1000, now=now)
+        self.state = "handshake"
+
+    def take(self):
+        return self.c.take() if self.c is not None else b""
+
+    def lost(self, now, why):
+        """The connection is gone (or never came): unconfirmed ones wait for
+        the next; reconnect after the back-off."""
+        was_up = self.up
+        self.c = None
+        self.up = False
+        for e in self.q[:self.inflight]:
+            e[4] = 0
+        self.inflight = 0
+        if self.stopping:
+            self.state = "stopped"
+            return
+        if was_up:
+            self.sleep = _BASE_MS
+        # decorrelated jitter: uniform in [base, 3 * previous], capped
+        self.sleep = min(_CAP_MS, int(_BASE_MS + self.rng() * (self.sleep * 3 - _BASE_MS)))
+        self.retry_at = now + self.sleep
+        self.reconnects += 1
+        self.state = "down"
+        self.log(30, "uplink: %s: %s; retry in %.1f s (%d waiting)"
+                 % (self.where, why, self.sleep / 1000, len(self.q)))
+
+    def stop(self, now):
+        """Clean stop: "offline" on edge/<id>/state, then close; the shell
+        sends take() and waits a little for closed() (or gives up)."""
+        self.stopping = True
+        c = self.c
+        if c is None:
+            self.state = "stopped"
+            return False
+        if self.up:
+            try:
+                self._state_msg("offline")
+            except Exception:
+                pass
+        c.close()
+        return True
+
+    # ---- bytes and time
+    def feed(self, data, now):
+        """Events out of the received bytes handled; False when the
+        connection is over (close it, then lost())."""
+        return self._events(self.c.feed(data, now), now)
+
+    def tick(self, now):
+        if self.c is None:
+            return True
+        return self._events(self.c.tick(now), now)
+
+    def _events(self, evs, now):
+        c = self.c
+        alive = True
+        for ev in evs:
+            k = ev[0]
+            if k == "confirm":
+                self._confirm(ev[1], ev[2])
+            elif k == "ready" or k == "connected":
+                self._ready(now)
+            elif k == "deliver":  # AMQP: (tag, routing key, props, body)
+                self._command(ev[2], ev[4])
+                c.ack(ev[1])
+            elif k == "message":  # STOMP: (ack id, destination, headers, body)
+                self._command(ev[3].get("destination", ev[2]), ev[4])
+                c.ack(ev[1])
+            elif k == "nack":
+                self._nack(ev[1], ev[2])
+            elif k == "return":
+                self.returned += 1  # unroutable: its confirm follows
+            elif k == "oversize":
+                c.nack(ev[1], False, False)
+            elif k == "close_ok":
+                alive = False
+            elif k in ("closed", "channel_closed", "error", "dead", "cancelled"):
+                self.log(30, "uplink: %s: %s %s" % (self.where, k, ev[1:3] if len(ev) > 1 else ""))
+                if k == "channel_closed" or k == "cancelled":
+                    c.close()
+                else:
+                    alive = False
+        return alive and c.state != (8 if self.scheme == "amqp" else 3)  # CLOSED
+
+    def _ready(self, now):
+        c = self.c
+        self.up = True
+        self.state = "up"
+        self.connects += 1
+        self.log(20, "uplink: connected to %s (%s), %d waiting" % (self.where, self.scheme, len(self.q)))
+        self._state_msg("online")
+        if self.commands:
+            q = routing.cmd_queue(self.edge_id)
+            if self.scheme == "amqp":
+                c.declare_queue(q)
+                c.bind(q, self.exchange, routing.cmd_binding(self.edge_id))
+                c.qos(_PREFETCH)
+                c.consume(q)
+            else:
+                # RabbitMQ's STOMP: /exchange/<x>/<pattern> with a durable
+                # subscription declares the named queue and binds it
+                c.subscribe("/exchange/%s/%s" % (self.exchange, routing.cmd_binding(self.edge_id)), "cmd",
+                            headers={"durable": "true", "auto-delete": "false",
+                                     "x-queue-name": q, "prefetch-count": str(_PREFETCH)})
+        self._pump()
+
+    def _state_msg(self, text):
+        t = routing.state_topic(self.edge_id)
+        self._send(routing.routing_key(t), text.encode(), 1, None)
+
+    def _send(self, rk, body, qos, mid):
+        if self.scheme == "amqp":
+            return self.c.publish(rk, body, qos, mid, exchange=self.exchange)
+        h = {"x-mqtt-publish-qos": str(qos)}
+        if mid is not None:
+            h["amqp-message-id"] = mid
+        if self.exchange == "amq.topic":
+            dest = "/topic/" + rk
+        else:
+            dest = "/exchange/%s/%s" % (self.exchange, rk)
+        return self.c.send(dest, body, headers=h)
+
+    def _pump(self):
+        q = self.q
+        while self.inflight < self.window and self.inflight < len(q):
+            e = q[self.inflight]
+            e[4] = self._send(e[1], e[2], e[3], routing.message_id(self.edge_id, e[0]))
+            self.inflight += 1
+
+    def _confirm(self, tag, multiple):
+        q = self.q
+        i = 0
+        n = self.inflight
+        while i < n:
+            e = q[i]
+            if e[4] == tag or (multiple and e[4] < tag):
+                del q[i]
+                n -= 1
+                self.bytes -= _ENTRY + len(e[1]) + len(e[2])
+                self.confirmed += 1
+                if not multiple:
+                    break
+            else:
+                i += 1
+        self.inflight = n
+        self._pump()
+
+    def _nack(self, tag, multiple):
+        # the server lost them: sent again after the unconfirmed ones
+        q = self.q
+        i = 0
+        while i < self.inflight:
+            e = q[i]
+            if e[4] == tag or (multiple and e[4] < tag):
+                del q[i]
+                self.inflight -= 1
+                e[4] = 0
+                q.insert(self.inflight, e)
+                if not multiple:
+                    break
+            else:
+                i += 1
+        self._pump()
+
+    def _command(self, key, body):
+        if key.startswith("/"):  # STOMP: /topic/<key> or /exchange/<x>/<key>
+            key = key[key.rfind("/") + 1:]
+        t = routing.cmd_topic(self.edge_id, key)
+        if t is None:
+            return  # not ours: acked and dropped
+        self.commands_in += 1
+        try:
+            self.broker.publish(t, body, 1)
+        except Exception as e:
+            self.log(30, "uplink: command on %s dropped: %s" % (t, e))
+
+    def close(self):
+        for f in list(self.lc.subs):
+            self.broker.unsubscribe(self.lc, f)
+
+    def sys_values(self):
+        """(name under $SYS/broker/, value) pairs, as systree.values()."""
+        yield "uplink/state", self.state
+        yield "uplink/backlog", len(self.q)
+        yield "uplink/backlog/bytes", self.bytes
+        yield "uplink/inflight", self.inflight
+        yield "uplink/confirmed", self.confirmed
+        yield "uplink/refused", self.refused
+        yield "uplink/returned", self.returned
+        yield "uplink/commands", self.commands_in
+        yield "uplink/reconnects", self.reconnects

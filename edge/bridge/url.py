@@ -1,0 +1,76 @@
+# The [upstream] url (docs/uplink.md): scheme://user:pass@host:port/vhost,
+# scheme amqp (port 5672 by default) or stomp (61613). Percent-escapes in
+# the user, password and vhost are decoded (RFC 3986 §2.1; RabbitMQ's URI
+# spec does the same: "%2f" is the vhost "/"). An empty path is the vhost
+# "/". Portable (no urllib on MicroPython).
+
+_PORTS = {"amqp": 5672, "stomp": 61613}
+
+
+def _unquote(s):
+    if "%" not in s:
+        return s
+    out = bytearray()
+    b = s.encode()
+    i = 0
+    while i < len(b):
+        if b[i] == 37 and i + 2 < len(b):
+            out.append(int(b[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(b[i])
+            i += 1
+    return out.decode()
+
+
+def parse(url):
+    """(scheme, user, password, host, port, vhost); ValueError with a reason
+    that never quotes the password."""
+    i = url.find("://")
+    if i < 0:
+        raise ValueError("must look like amqp://user:pass@host:5672/vhost or stomp://...")
+    scheme = url[:i].lower()
+    if scheme not in _PORTS:
+        raise ValueError("scheme must be amqp or stomp, got %r" % scheme[:16])
+    rest = url[i + 3:]
+    j = rest.find("/")
+    auth, path = (rest, "") if j < 0 else (rest[:j], rest[j + 1:])
+    user = password = "guest"
+    k = auth.rfind("@")
+    if k >= 0:
+        cred, auth = auth[:k], auth[k + 1:]
+        user, _, password = cred.partition(":")
+    host, port = auth, _PORTS[scheme]
+    if host.startswith("["):  # [v6 address]:port
+        e = host.find("]")
+        if e < 0:
+            raise ValueError("unclosed [ in the host")
+        if host[e + 1:e + 2] == ":":
+            port = host[e + 2:]
+        host = host[1:e]
+    elif ":" in host:
+        host, _, port = host.rpartition(":")
+    try:
+        port = int(port)
+    except ValueError:
+        raise ValueError("port must be a number")
+    if not host:
+        raise ValueError("no host")
+    if not 0 < port < 65536:
+        raise ValueError("port must be 1..65535, got %d" % port)
+    try:
+        user, password, vhost = _unquote(user), _unquote(password), _unquote(path) or "/"
+    except ValueError:
+        raise ValueError("bad percent-escape")
+    return scheme, user, password, host, port, vhost
+
+
+def redact(url):
+    """url with the password replaced by ***, for logs."""
+    i = url.find("://")
+    k = url.rfind("@")
+    if i < 0 or k < i:
+        return url
+    cred = url[i + 3:k]
+    c = cred.find(":")
+    return url if c < 0 else url[:i + 3] + cred[:c] + ":***" + url[k:]

@@ -1,0 +1,171 @@
+# The uplink manager (edge/bridge/uplink.py) sans-IO, with a fake protocol
+# client in place of amqp.py: the window, confirms, resends after a
+# reconnect, the full outbox, commands, the back-off; and the URL parser.
+from edge import config
+from edge.bridge import url
+from edge.bridge.uplink import Uplink
+from edge.errors import ConfigError
+from tests.core._pair import make_broker
+from tests.core._util import raises
+
+
+class FakeAmqp:
+    state = 5  # READY
+
+    def __init__(self):
+        self.sent = []  # (routing key, body, qos, message id)
+        self.acked = []
+        self.calls = []
+        self.tag = 0
+
+    def publish(self, rk, body, qos=1, message_id=None, headers=None, exchange="amq.topic"):
+        self.sent.append((rk, body, qos, message_id))
+        self.tag += 1
+        return self.tag
+
+    def ack(self, tag, multiple=False):
+        self.acked.append(tag)
+
+    def __getattr__(self, name):  # declare_queue, bind, qos, consume, close
+        return lambda *a, **k: self.calls.append((name,) + a)
+
+    def take(self):
+        return b""
+
+
+def section(**kw):
+    # edge/config.py's defaults ([upstream] is in its table on CPython only)
+    c = {"url": "amqp://u:secret@rabbit:5672/v", "edge_id": "e1", "exchange": "amq.topic",
+         "publish": "#", "commands": True, "heartbeat": 15, "outbox_budget_bytes": 16777216,
+         "window": 256}
+    c.update(kw)
+    return c
+
+
+def make(now=0, rng=lambda: 0.5, **kw):
+    b = make_broker()
+    logs = []
+    up = Uplink(b, section(**kw), rng, lambda lvl, msg: logs.append(msg), now)
+    return b, up, logs
+
+
+def connect(up, now=0):
+    assert up.due(now)
+    up.connected(now)
+    fake = up.c = FakeAmqp()
+    assert up._events([("ready",)], now)
+    return fake
+
+
+def data(fake):
+    return [s for s in fake.sent if not s[0].startswith("edge.")]
+
+
+def test_window_and_confirms():
+    b, up, _ = make(window=2)
+    for i in range(5):
+        b.publish("m/%d" % i, b"%d" % i, 1)
+    assert len(up.q) == 5 and up.inflight == 0  # queued while down
+    fake = connect(up)
+    assert fake.sent[0] == ("edge.e1.state", b"online", 1, None)
+    assert data(fake) == [("m.0", b"0", 1, "e1:1"), ("m.1", b"1", 1, "e1:2")]
+    tag0 = 2  # the state message took tag 1
+    up._events([("confirm", tag0, False)], 0)
+    assert [s[3] for s in data(fake)] == ["e1:1", "e1:2", "e1:3"]
+    assert up.confirmed == 1 and len(up.q) == 4
+    up._events([("confirm", 4, True)], 0)  # e1:2, e1:3 at once
+    assert up.confirmed == 3 and [e[0] for e in up.q] == [4, 5]
+    assert ("declare_queue", "edge.e1.cmd") in fake.calls
+    assert ("bind", "edge.e1.cmd", "amq.topic", "cmd.e1.#") in fake.calls
+
+
+def test_reconnect_resends_unconfirmed_oldest_first_same_ids():
+    b, up, logs = make(window=3)
+    fake = connect(up)
+    for i in range(4):
+        b.publish("m", b"%d" % i, 1)
+    assert [s[3] for s in data(fake)] == ["e1:1", "e1:2", "e1:3"]
+    up._events([("confirm", 3, False)], 0)  # e1:2 confirmed, out of order
+    up.lost(100, "connection lost")
+    assert up.state == "down" and up.reconnects == 1
+    assert "secret" not in logs[-1] and "u:***@rabbit" in logs[-1]
+    assert not up.due(100) and up.due(up.retry_at)
+    fake2 = connect(up, up.retry_at)
+    assert [s[3] for s in data(fake2)] == ["e1:1", "e1:3", "e1:4"]
+
+
+def test_full_outbox_refuses_the_newest():
+    b, up, _ = make(outbox_budget_bytes=1024)
+    n = 0
+    while up.refused == 0:
+        b.publish("m", b"x" * 150, 1)  # 215 B each with the entry: 4 fit
+        n += 1
+    assert [e[0] for e in up.q] == list(range(1, n))  # the old ones kept, gapless
+    assert up.refused == 1
+    b.publish("m", b"y", 1)  # small enough: fits again
+    assert up.q[-1][2] == b"y" and up.q[-1][0] == n  # no seq lost to the refused one
+
+
+def test_sys_and_own_commands_not_sent_up_retained_not_replayed():
+    b = make_broker()
+    b.publish("r/1", b"old", 1, retain=True)
+    up = Uplink(b, section(), lambda: 0.5, lambda lvl, msg: None, 0)
+    assert up.q == []
+    fake = connect(up)
+    b.publish("cmd/e1/x", b"1", 1)
+    b.publish("cmd/e10/x", b"2", 1)  # another edge's: data
+    assert [s[0] for s in data(fake)] == ["cmd.e10.x"]
+    names = dict(up.sys_values())
+    assert names["uplink/state"] == "up" and names["uplink/backlog"] == 1
+
+
+def test_commands_published_locally_then_acked():
+    b, up, _ = make()
+    got = []
+    lc = b.local_client("t", lambda msg, qos, retain: got.append((msg.topic, msg.payload)))
+    b.subscribe(lc, "cmd/#", 1)
+    fake = connect(up)
+    up._events([("deliver", 7, "cmd.e1.reboot", {}, b"now"),
+                ("deliver", 8, "cmd.other.reboot", {}, b"no")], 0)
+    assert got == [("cmd/e1/reboot", b"now")]
+    assert fake.acked == [7, 8] and up.commands_in == 1
+
+
+def test_backoff_decorrelated_jitter_capped_and_reset():
+    seq = iter([0.0, 1.0 - 1e-9, 0.999, 0.999, 0.999, 0.999, 0.5])
+    b, up, _ = make(rng=lambda: next(seq))
+    up.lost(0, "refused")
+    assert up.retry_at == 1000  # rng 0: the base
+    sleeps = []
+    for _ in range(5):
+        t = up.retry_at
+        up.lost(t, "refused")
+        sleeps.append(up.retry_at - t)
+    assert sleeps[0] <= 3000 and sleeps[-1] == 60000 and all(s <= 60000 for s in sleeps)
+    connect(up, up.retry_at)
+    up.lost(0, "lost")  # was up: from the base again
+    assert up.sleep == int(1000 + 0.5 * 2000)
+
+
+def test_stop_says_offline():
+    b, up, _ = make()
+    fake = connect(up)
+    assert up.stop(0)
+    assert fake.sent[-1] == ("edge.e1.state", b"offline", 1, None)
+    assert ("close",) in fake.calls
+    up.lost(0, "closed")
+    assert up.state == "stopped" and not up.due(10 ** 9)
+
+
+def test_url_parse_and_redact():
+    assert url.parse("amqp://u:p%40ss@h/%2f") == ("amqp", "u", "p@ss", "h", 5672, "/")
+    assert url.parse("stomp://h") == ("stomp", "guest", "guest", "h", 61613, "/")
+    assert url.parse("amqp://u:p@[::1]:5673/v")[3:] == ("::1", 5673, "v")
+    assert url.redact("amqp://u:secret@h:5672/") == "amqp://u:***@h:5672/"
+    if "upstream" not in config.SCHEMA:
+        return  # MicroPython: no [upstream] yet (edge/config.py)
+    assert config.load({})["upstream"] == section(url="", edge_id="edge")
+    for bad in ("http://h", "amqp://u:secret@h:x/", "amqp://u:secret@/", "h:5672"):
+        e = raises(ConfigError, config.load, {"upstream": {"url": bad}})
+        assert "upstream.url" in str(e) and "secret" not in str(e)
+    raises(ConfigError, config.load, {"upstream": {"edge_id": "a/b"}})
