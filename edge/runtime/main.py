@@ -107,6 +107,13 @@ async def serve(cfg, log, started=None):
                 wal.close()
             release()
             raise
+    uplink = None
+    up = cfg.get("upstream")  # (CPython only: edge/config.py)
+    if up and up["url"]:
+        from edge.runtime.uplink_cpython import start as start_uplink  # only when set
+
+        uplink = await start_uplink(up, broker, srv, log)
+    up = None
     if started is not None:
         started(broker, srv)
     # Nothing reads the config after start-up (the Broker copied its limits):
@@ -145,6 +152,8 @@ async def serve(cfg, log, started=None):
                 # the deadlines.
                 log(40, "tick: out of memory (%s)" % e)
     finally:
+        if uplink is not None:
+            await uplink.close()  # "offline" upstream, then the close handshake
         if coap is not None:
             coap.close()
         srv.close()

@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from .clients import Client
+from .rabbit import rabbit  # noqa: F401  (session fixture: one RabbitMQ node for test_15 and test_16)
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = os.environ.get("EDGE_TEST_BROKER", "").strip().lower() == "mosquitto"

@@ -16,7 +16,6 @@ from edge.bridge import routing
 from edge.bridge.amqp import CLOSED, READY, Amqp
 from edge.bridge.stomp import Stomp
 
-from .rabbit import rabbit  # noqa: F401  (session fixture: one node for the module)
 
 pytestmark = pytest.mark.timeout(120)  # the first test also waits for the node (~10-15 s)
 

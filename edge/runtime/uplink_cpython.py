@@ -1,0 +1,112 @@
+# The uplink's CPython shell (docs/uplink.md): one asyncio TCP connection to
+# the [upstream] url's host and port, bytes fed to the sans-IO Uplink
+# (edge/bridge/uplink.py), its ticks driven, reconnects after its back-off.
+# Imported by main.py only when upstream.url is set. Named *cpython* so it
+# never goes onto a board (a MicroPython shell is still to be written).
+import asyncio
+import random
+
+from edge.bridge.uplink import Uplink
+from edge.runtime.clock import now_ms
+
+_TICK_S = 0.25
+_CONNECT_TIMEOUT_S = 10.0
+_STOP_WAIT_S = 2.0  # a clean stop waits this long for the close handshake
+
+
+class _Proto(asyncio.Protocol):
+    def __init__(self, shell):
+        self.shell = shell
+
+    def data_received(self, data):
+        self.shell.received(data)
+
+    def connection_lost(self, exc):
+        self.shell.gone(exc)
+
+
+class UplinkShell:
+    def __init__(self, up, tcp, log):
+        self.up = up
+        self.tcp = tcp  # the MQTT shell: commands published locally go out by its flush
+        self.log = log
+        self.tr = None
+        self.task = None
+        self.closed = None  # a Future set when the transport is gone
+
+    def start(self):
+        self.log(20, "uplink: to %s as edge %s" % (self.up.where, self.up.edge_id))
+        self.task = asyncio.get_event_loop().create_task(self._run())
+
+    async def _run(self):
+        up = self.up
+        loop = asyncio.get_event_loop()
+        while True:
+            now = now_ms()
+            if self.tr is None and up.due(now):
+                try:
+                    tr, _ = await asyncio.wait_for(
+                        loop.create_connection(lambda: _Proto(self), up.host, up.port), _CONNECT_TIMEOUT_S)
+                except (OSError, asyncio.TimeoutError) as e:
+                    # (the OSError names host and port, never the credentials)
+                    up.lost(now_ms(), "cannot connect: %s" % (e or "timed out"))
+                else:
+                    self.tr = tr
+                    self.closed = loop.create_future()
+                    up.connected(now_ms())
+                    self._write()
+            elif self.tr is not None:
+                self._check(up.tick(now))
+            await asyncio.sleep(_TICK_S)
+
+    def _write(self):
+        out = self.up.take()
+        if out and self.tr is not None:
+            self.tr.write(bytes(out))
+
+    def _check(self, alive):
+        self._write()
+        if not alive and self.tr is not None:
+            self.tr.close()
+
+    def received(self, data):
+        try:
+            alive = self.up.feed(data, now_ms())
+        except Exception as e:  # RemoteProtocolError: drop the socket
+            self.log(30, "uplink: %s: %s" % (self.up.where, e))
+            alive = False
+        self._check(alive)
+        self.tcp.flush()  # MQTT deliveries of the commands it published
+
+    def gone(self, exc):
+        self.tr = None
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
+        self.up.lost(now_ms(), "connection lost%s" % (": %s" % exc if exc else ""))
+
+    async def close(self):
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        if self.tr is not None and self.up.stop(now_ms()):
+            self._write()
+            try:
+                await asyncio.wait_for(self.closed, _STOP_WAIT_S)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+        else:
+            self.up.stop(now_ms())
+        if self.tr is not None:
+            self.tr.close()
+            self.tr = None
+        self.up.close()
+        self.log(20, "uplink: stopped, %d unconfirmed dropped with the memory outbox" % len(self.up.q))
+
+
+async def start(c, broker, tcp, log):
+    """The running UplinkShell for config section c."""
+    up = Uplink(broker, c, random.random, log, now_ms())
+    shell = UplinkShell(up, tcp, log)
+    shell.start()
+    broker.uplink = up  # its counters in $SYS/broker/uplink/
+    return shell

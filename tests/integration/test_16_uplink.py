@@ -1,0 +1,174 @@
+# 16: the uplink to RabbitMQ end to end (docs/uplink.md, issue #18): the
+# broker run with [upstream] against the private node (rabbit.py, shared with
+# test_15 through conftest.py), checked with pika on the RabbitMQ side and
+# paho on the MQTT side. CPython runtime only: the MicroPython shell of the
+# uplink is still to be written.
+import time
+
+import pika
+import pytest
+
+from .clients import unique_id
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.edge_only("the uplink is edgebroker's own")]
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return "cpython"
+
+
+@pytest.fixture
+def pika_channel(rabbit):
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", rabbit.amqp_port, credentials=pika.PlainCredentials(rabbit.user, rabbit.password),
+        heartbeat=0, blocked_connection_timeout=30))
+    ch = conn.channel()
+    yield ch
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def _queue(ch, binding, durable=False):
+    name = unique_id("q16")
+    ch.queue_declare(name, durable=durable, auto_delete=not durable)
+    ch.queue_bind(name, "amq.topic", binding)
+    return name
+
+
+def _get(ch, q, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        method, props, body = ch.basic_get(q, auto_ack=True)
+        if method is not None:
+            return method, props, body
+        assert time.monotonic() < deadline, "nothing in %s after %ss" % (q, timeout)
+        ch.connection.sleep(0.05)  # polling the queue, pika's I/O runs meanwhile
+
+
+def _until(cond, timeout, what, broker=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if broker is not None:
+            broker.assert_alive()
+        assert time.monotonic() < deadline, "no %s within %ss%s" % (
+            what, timeout, "\n" + broker.log_tail() if broker is not None else "")
+        time.sleep(0.05)  # polling for a condition, not waiting blindly
+
+
+def _consuming(rabbit, queue, broker):
+    # the edge consumes its command queue: then a command cannot miss it
+    def check():
+        rc, out = rabbit.ctl("list_consumers", "queue_name", "-q")
+        return rc == 0 and queue in out.split()
+    _until(check, 20, "consumer on %s" % queue, broker)
+
+
+def _url(rabbit, scheme="amqp"):
+    port = rabbit.amqp_port if scheme == "amqp" else rabbit.stomp_port
+    return "%s://%s:%s@127.0.0.1:%d/" % (scheme, rabbit.user, rabbit.password, port)
+
+
+def test_publish_up_commands_down_state(rabbit, broker_factory, mqtt_client, pika_channel):
+    ch = pika_channel
+    data_q = _queue(ch, "t16.#")
+    state_q = _queue(ch, "edge.e1.state")
+    b = broker_factory(**{"upstream.url": _url(rabbit), "upstream.edge_id": "e1"})
+    # online on connect
+    assert _get(ch, state_q)[2] == b"online"
+    pub = mqtt_client(b)
+    pub.publish("t16/m1/kwh", b"3.2", qos=1)
+    method, props, body = _get(ch, data_q)
+    assert body == b"3.2" and method.routing_key == "t16.m1.kwh"
+    assert props.headers["x-mqtt-publish-qos"] == 1
+    assert props.message_id == "e1:1"
+    assert props.delivery_mode == 2
+    # commands down: cmd.e1.reboot -> cmd/e1/reboot
+    _consuming(rabbit, "edge.e1.cmd", b)
+    sub = mqtt_client(b)
+    sub.subscribe("cmd/e1/#", qos=1)
+    ch.basic_publish("amq.topic", "cmd.e1.reboot", b"now")
+    m = sub.wait_message(lambda m: m.topic == "cmd/e1/reboot")
+    assert m.payload == b"now"
+    # acked upstream, and not sent back up as data
+    _until(lambda: ch.queue_declare("edge.e1.cmd", passive=True).method.message_count == 0, 10,
+           "command acked", b)
+    assert ch.basic_get(data_q, auto_ack=True) == (None, None, None)
+    sysq = mqtt_client(b)
+    sysq.subscribe("$SYS/broker/uplink/#")
+    v = sysq.wait_message(lambda m: m.topic == "$SYS/broker/uplink/confirmed")
+    assert int(v.payload) >= 1
+    # offline at a clean stop
+    assert b.stop() == 0
+    assert _get(ch, state_q)[2] == b"offline"
+    assert "guest:guest" not in b.log_text()
+
+
+def test_unreachable_at_start_backlog_delivered_later(rabbit, broker_factory, mqtt_client, pika_channel):
+    ch = pika_channel
+    data_q = _queue(ch, "t16b.#", durable=True)  # survives stop_app
+    rc, out = rabbit.ctl("stop_app")
+    assert rc == 0, out
+    try:
+        b = broker_factory(**{"upstream.url": _url(rabbit), "upstream.edge_id": "e2"})
+        _until(lambda: "cannot connect" in b.log_text(), 15, "log line for the refused connection", b)
+        log = b.log_text()
+        assert "guest:***@127.0.0.1:%d" % rabbit.amqp_port in log
+        assert "guest:guest" not in log
+        # MQTT is served meanwhile
+        sub = mqtt_client(b)
+        sub.subscribe("t16b/#", qos=1)
+        pub = mqtt_client(b)
+        for i in range(5):
+            pub.publish("t16b/x", b"%d" % i, qos=1)
+        sub.wait_messages(5)
+        sysq = mqtt_client(b)
+        sysq.subscribe("$SYS/broker/uplink/backlog")
+        sysq.wait_message(lambda m: m.payload == b"5")
+    finally:
+        rc, out = rabbit.ctl("start_app", timeout=60)
+        assert rc == 0, out
+    # a fresh channel: the node restarted its listeners under pika
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", rabbit.amqp_port, credentials=pika.PlainCredentials(rabbit.user, rabbit.password)))
+    try:
+        ch2 = conn.channel()
+        got = []
+        for _ in range(5):
+            # the back-off may have grown while the node was away (<= 60 s)
+            method, props, body = _get(ch2, data_q, timeout=75)
+            got.append((body, props.message_id))
+        assert got == [(b"%d" % i, "e2:%d" % (i + 1)) for i in range(5)]
+        ch2.queue_delete(data_q)
+    finally:
+        conn.close()
+    assert "uplink: connected to amqp://guest:***@" in b.log_text()
+
+
+def test_stomp_publish_up_and_commands_down(rabbit, broker_factory, mqtt_client, pika_channel):
+    ch = pika_channel
+    data_q = _queue(ch, "t16s.#")
+    state_q = _queue(ch, "edge.e3.state")
+    b = broker_factory(**{"upstream.url": _url(rabbit, "stomp"), "upstream.edge_id": "e3"})
+    assert _get(ch, state_q)[2] == b"online"
+    pub = mqtt_client(b)
+    pub.publish("t16s/a/b", b"hello", qos=1)
+    method, props, body = _get(ch, data_q)
+    assert body == b"hello" and method.routing_key == "t16s.a.b"
+    assert props.message_id == "e3:1"
+    assert props.delivery_mode == 2
+    assert props.headers["x-mqtt-publish-qos"] in ("1", 1)
+    _consuming(rabbit, "edge.e3.cmd", b)
+    sub = mqtt_client(b)
+    sub.subscribe("cmd/e3/#", qos=1)
+    ch.basic_publish("amq.topic", "cmd.e3.fan.speed", b"3")
+    m = sub.wait_message(lambda m: m.topic == "cmd/e3/fan/speed")
+    assert m.payload == b"3"
+    assert b.stop() == 0
+    assert _get(ch, state_q)[2] == b"offline"
+    assert "guest:guest" not in b.log_text()
