@@ -79,6 +79,8 @@ def receive(ep, peer, topic, v, opts, payload, now):
     more = v & _MORE
     limit = ep.max_payload
     xfers = ep.xfers
+    if xfers is None:
+        xfers = ep.xfers = {}
     x = xfers.get(peer)
     if num == 0:
         s1 = option(opts, _SIZE1)
@@ -117,7 +119,8 @@ def receive(ep, peer, topic, v, opts, payload, now):
 
 def _too_large(ep, peer):
     # RFC 7959 §2.9.3: 4.13 with Size1, how much we take
-    ep.xfers.pop(peer, None)
+    if ep.xfers:
+        ep.xfers.pop(peer, None)
     ep.stats.refusals += 1
     return _TOO_LARGE, [_SIZE1, ep.max_payload], b""
 

@@ -49,6 +49,11 @@ class Endpoint:
     # Set later, if ever (an instance attribute costs heap on a board)
     client = None  # the LocalClient every observer shares (observe.py)
     seq = 0        # the last Observe sequence number sent (24 bits)
+    max_queued = _MAX_QUEUED        # limits.max_queued, when given
+    # Made by their module when first needed (None: none yet)
+    pend = None    # peer -> our outstanding CON (observe.py)
+    xfers = None   # peer -> Block1 reassembly (block.py)
+    max_transfers = _MAX_TRANSFERS  # limits.max_transfers, when given
     # The counters of $SYS/broker/coap/... (sys_values), read as ep.stats.X:
     # `stats` is the endpoint itself, each counter a class-level 0 until it
     # is first counted (no class and instance of their own: docs/coap.md
@@ -73,16 +78,18 @@ class Endpoint:
         self.recent = {}       # peer -> its keys in cache, oldest first (_PER_PEER at most)
         self.sweep = 0         # earliest deadline in cache
         self.obs = {}          # (peer, token) -> observer (observe.py)
-        self.pend = {}         # peer -> our outstanding CON (observe.py)
-        self.xfers = {}        # peer -> Block1 reassembly (block.py)
         self.lifetime = limits.exchange_lifetime * 1000
         # The limits' values are copied: the limits object is not kept (the
         # runtime's is garbage once we are built: docs/coap.md "On a board")
         self.max_payload = limits.max_payload
         self.max_observers = limits.max_observers
         self.max_exchanges = getattr(limits, "max_exchanges", _MAX_EXCHANGES)
-        self.max_queued = getattr(limits, "max_queued", _MAX_QUEUED)
-        self.max_transfers = getattr(limits, "max_transfers", _MAX_TRANSFERS)
+        # the optional ones no config sets: class-level defaults (above)
+        # unless given
+        if hasattr(limits, "max_queued"):
+            self.max_queued = limits.max_queued
+        if hasattr(limits, "max_transfers"):
+            self.max_transfers = limits.max_transfers
         self.mid = int(rng() * 65536) & 0xFFFF  # RFC 7252 §4.4: not predictable
         szx = 0
         while szx < 6 and 16 << szx < limits.block_size:
@@ -197,10 +204,10 @@ class Endpoint:
     def next_deadline(self):
         """The time (ms) tick() is next needed at, or None."""
         t = self.sweep if self.cache else None
-        for p in self.pend.values():
+        for p in self.pend.values() if self.pend else ():
             if t is None or p[2] < t:
                 t = p[2]
-        for x in self.xfers.values():
+        for x in self.xfers.values() if self.xfers else ():
             if t is None or x[2] < t:
                 t = x[2]
         return t
@@ -211,26 +218,25 @@ class Endpoint:
             from edge.coap import observe
 
             observe.close(self)
-        self.pend = {}
-        self.xfers = {}
+        self.pend = None
+        self.xfers = None
         self.cache = {}
         self.recent = {}
 
     def sys_values(self):
         """(name under $SYS/broker/, value) pairs, one at a time, as
         edge/mqtt/systree.py values()."""
-        st = self.stats
-        yield "coap/requests", st.requests
-        yield "coap/duplicates", st.duplicates
-        yield "coap/errors", st.errors
-        yield "coap/refusals", st.refusals
-        yield "coap/publishes", st.publishes
-        yield "coap/observers", len(self.obs)
-        yield "coap/notifications", st.notifications
-        yield "coap/retransmissions", st.retransmissions
-        yield "coap/timeouts", st.timeouts
-        yield "coap/dropped", st.dropped
-        yield "coap/exchanges", len(self.cache)
+        # One string of the names, not a constant per name: each constant
+        # string is an object on a board's heap (docs/coap.md "On a board")
+        for name in ("requests duplicates errors refusals publishes observers notifications"
+                     " retransmissions timeouts dropped exchanges").split():
+            if name == "observers":
+                v = len(self.obs)
+            elif name == "exchanges":
+                v = len(self.cache)
+            else:
+                v = getattr(self, name)
+            yield "coap/" + name, v
 
     # ---- for the other modules -----------------------------------------------
     def next_mid(self):

@@ -177,11 +177,14 @@ def notify(ep, key, e, msg, qos, now):
         _send(ep, key, e, msg, _NON, now)
         return
     peer = key[0]
-    p = ep.pend.get(peer)
+    pend = ep.pend
+    if pend is None:
+        pend = ep.pend = {}
+    p = pend.get(peer)
     if p is None:
         mid, data = _send(ep, key, e, msg, _CON, now)
         t = _ACK_TIMEOUT + int(ep.rng() * _ACK_RANDOM_SPAN)  # RFC 7252 §4.8: [2, 3] s
-        ep.pend[peer] = [mid, data, now + t, t, 0, key, None]
+        pend[peer] = [mid, data, now + t, t, 0, key, None]
         return
     # NSTART 1 (RFC 7252 §4.7): wait for the outstanding CON, bounded
     q = p[6]
@@ -225,7 +228,7 @@ def _send(ep, key, e, msg, mtype, now):
 
 def answered(ep, peer, mid, reset, now):
     """An Empty ACK or RST from peer."""
-    p = ep.pend.get(peer)
+    p = ep.pend.get(peer) if ep.pend else None
     if p is not None and p[0] == mid:
         if reset:
             deregister(ep, p[5])  # RFC 7641 §3.6: rejected, not interested

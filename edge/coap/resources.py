@@ -43,6 +43,9 @@ _LINKS = b'</ps>;rt="core.ps";obs,</r>;obs'
 def handle(ep, peer, code, token, opts, payload, now):
     try:
         path = [str(v, "utf-8") for v in values(opts, _URI_PATH)]
+        # as str, compared with str constants: a bytes constant is an object
+        # on a board's heap, a short str one an interned name
+        query = [str(v, "utf-8") for v in values(opts, _URI_QUERY)]
     except ValueError:  # UnicodeError: not UTF-8 (RFC 7252 §5.10.1)
         return _BAD_REQUEST, [], b""
     if not path:
@@ -56,18 +59,18 @@ def handle(ep, peer, code, token, opts, payload, now):
         # and not used; q/qos 0-2 and r/retain (0/1/true/false) are.
         # Unknown names are ignored. q: qos | 4 if retain
         q = 0
-        for v in values(opts, _URI_QUERY):
-            i = v.find(b"=")
+        for v in query:
+            i = v.find("=")
             name = v[:i] if i >= 0 else v
-            val = v[i + 1:] if i >= 0 else b""
-            if name == b"q" or name == b"qos":
-                if len(val) != 1 or val[0] < 0x30 or val[0] > 0x32:
+            val = v[i + 1:] if i >= 0 else ""
+            if name == "q" or name == "qos":
+                if len(val) != 1 or val < "0" or val > "2":
                     return _BAD_REQUEST, [], b""
-                q = q & 4 | val[0] - 0x30
-            elif name == b"r" or name == b"retain":
-                if val == b"1" or val == b"true":
+                q = q & 4 | ord(val) - 0x30
+            elif name == "r" or name == "retain":
+                if val == "1" or val == "true":
                     q |= 4
-                elif val == b"0" or val == b"false":
+                elif val == "0" or val == "false":
                     q &= 3
                 else:
                     return _BAD_REQUEST, [], b""
