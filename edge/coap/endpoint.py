@@ -170,7 +170,9 @@ class Endpoint:
             code, ropts, body = block.response(self, opts, code, ropts, body)
         # RFC 7252 §5.2.1 piggybacked in the ACK; §5.2.3 a NON request's
         # response is a NON with a Message-ID of ours
-        reply = encode(_ACK if con else _NON, code, mid if con else self.next_mid(), token, ropts, body)
+        if not con:
+            self.mid = mid = (self.mid + 1) & 0xFFFF  # our next (also observe.py's)
+        reply = encode(_ACK if con else _NON, code, mid, token, ropts, body)
         if mark < len(out):
             out.insert(mark, (reply, peer))
         else:
@@ -238,11 +240,7 @@ class Endpoint:
                 v = getattr(self, name)
             yield "coap/" + name, v
 
-    # ---- for the other modules -----------------------------------------------
-    def next_mid(self):
-        self.mid = mid = (self.mid + 1) & 0xFFFF
-        return mid
-
+    # ---- internal ------------------------------------------------------------
     def _expire(self, now):
         """Drop the reply cache's entries past EXCHANGE_LIFETIME (RFC 7252
         §4.8.2); True if it is still full."""

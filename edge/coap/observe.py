@@ -198,7 +198,7 @@ def notify(ep, key, e, msg, qos, now):
 
 def _send(ep, key, e, msg, mtype, now):
     peer, token = key
-    mid = ep.next_mid()
+    ep.mid = mid = (ep.mid + 1) & 0xFFFF  # our next Message-ID (endpoint.py)
     if msg is None:
         # the /r resource is gone: a 4.04 without Observe ends the
         # observation (RFC 7641 §3.2)
