@@ -19,8 +19,15 @@
 # the duplicates. A full outbox refuses the newest, counted; nothing queued
 # is dropped to make room.
 #
-# This slice keeps the outbox in memory (a restart loses the backlog);
-# edge/store/outbox.py is its durable form, to be wired in next.
+# The outbox: with persistence on, edge/store/outbox.py on a log of its own
+# (the runtime opens it; `outbox` below), so the backlog survives a restart
+# and the seq, the log's, is never reused: a message sent again after a
+# restart carries the same message_id. A record is written and synced
+# within store.sync_max_delay_ms (Log.tick), not before the local
+# publisher's PUBACK (docs/uplink.md "What is promised"). The queue `q`
+# holds every waiting message in RAM as well (CPython only so far).
+# Without persistence the queue alone is the outbox, bounded by
+# outbox_budget_bytes.
 from edge.bridge import routing
 from edge.bridge.url import parse, redact
 
@@ -36,7 +43,7 @@ def _filters(v):
 
 
 class Uplink:
-    def __init__(self, broker, c, rng, log, now):
+    def __init__(self, broker, c, rng, log, now, outbox=None):
         (self.scheme, self.user, self.password, self.host, self.port,
          self.vhost) = parse(c["url"])
         self.where = redact(c["url"])
@@ -66,6 +73,13 @@ class Uplink:
         self.commands_in = 0
         self.connects = 0
         self._own = "cmd/" + self.edge_id
+        self.outbox = outbox
+        if outbox is not None:  # what a previous run left, oldest first
+            for seq, body in outbox.read(0, len(outbox)):
+                n = body[1] << 8 | body[2]
+                e = [seq, body[3:3 + n].decode(), bytes(body[3 + n:]), body[0], 0]
+                self.q.append(e)
+                self.bytes += _ENTRY + len(e[1]) + len(e[2])
         lc = self.lc = broker.local_client("$uplink", self._local)
         for f in _filters(c["publish"]):
             broker.subscribe(lc, f, 1)
@@ -80,11 +94,19 @@ class Uplink:
         body = bytes(msg.payload)
         rk = routing.routing_key(t)
         cost = _ENTRY + len(rk) + len(body)
-        if self.bytes + cost > self.budget:
+        ob = self.outbox
+        if ob is not None:
+            k = rk.encode()
+            seq = ob.append(bytes((qos, len(k) >> 8, len(k) & 255)) + k + body)
+        elif self.bytes + cost > self.budget:
+            seq = -1
+        else:
+            self.seq += 1
+            seq = self.seq
+        if seq < 0:
             self.refused += 1
             return
-        self.seq += 1
-        self.q.append([self.seq, rk, body, qos, 0])
+        self.q.append([seq, rk, body, qos, 0])
         self.bytes += cost
         if self.up:
             self._pump()
@@ -244,6 +266,8 @@ class Uplink:
                 n -= 1
                 self.bytes -= _ENTRY + len(e[1]) + len(e[2])
                 self.confirmed += 1
+                if self.outbox is not None:
+                    self.outbox.ack(e[0])
                 if not multiple:
                     break
             else:

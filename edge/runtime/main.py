@@ -112,7 +112,7 @@ async def serve(cfg, log, started=None):
     if up and up["url"]:
         from edge.runtime.uplink_cpython import start as start_uplink  # only when set
 
-        uplink = await start_uplink(up, broker, srv, log)
+        uplink = await start_uplink(cfg, broker, srv, log)
     up = None
     if started is not None:
         started(broker, srv)

@@ -57,6 +57,11 @@ class UplinkShell:
                     self._write()
             elif self.tr is not None:
                 self._check(up.tick(now))
+            if up.outbox is not None:
+                try:
+                    up.outbox.log.tick(now)  # written and synced within sync_max_delay_ms
+                except OSError as e:
+                    self.log(40, "uplink: outbox write failed (%s), retried next tick" % e)
             await asyncio.sleep(_TICK_S)
 
     def _write(self):
@@ -100,12 +105,39 @@ class UplinkShell:
             self.tr.close()
             self.tr = None
         self.up.close()
-        self.log(20, "uplink: stopped, %d unconfirmed dropped with the memory outbox" % len(self.up.q))
+        if self.up.outbox is not None:
+            self.up.outbox.log.close()
+            self.log(20, "uplink: stopped, %d waiting in the outbox" % len(self.up.q))
+        else:
+            self.log(20, "uplink: stopped, %d unconfirmed lost (persistence off)" % len(self.up.q))
 
 
-async def start(c, broker, tcp, log):
-    """The running UplinkShell for config section c."""
-    up = Uplink(broker, c, random.random, log, now_ms())
+def _open_outbox(cfg, log):
+    # The durable outbox (edge/store/outbox.py) on a log of its own in
+    # <store.dir>/uplink/, with the store's sync settings and the uplink's
+    # byte budget; None with persistence off (the queue in RAM only).
+    sc = cfg["store"]
+    if not sc["persistence"]:
+        return None
+    from edge.runtime.flash import Flash
+    from edge.store.log import Log
+    from edge.store.outbox import Outbox
+
+    seg = sc["segment_bytes"]
+    wal = Log(Flash(sc["dir"].rstrip("/") + "/uplink"), "outbox", sc["sync"], sc["sync_max_delay_ms"],
+              cfg["upstream"]["outbox_budget_bytes"], cfg["broker"]["max_packet_size"] + 512, seg,
+              min(65536, max(1024, seg // 4)))
+    for name, offset, err, action in wal.open(now_ms()):
+        log(30, "uplink: outbox %s: %s at byte %d (%s)" % (name, action, offset, err))
+    ob = Outbox(wal)
+    log(20, "uplink: outbox in %s/uplink, %d waiting" % (sc["dir"], len(ob)))
+    return ob
+
+
+async def start(cfg, broker, tcp, log):
+    """The running UplinkShell for the config's [upstream] section."""
+    ob = _open_outbox(cfg, log)
+    up = Uplink(broker, cfg["upstream"], random.random, log, now_ms(), ob)
     shell = UplinkShell(up, tcp, log)
     shell.start()
     broker.uplink = up  # its counters in $SYS/broker/uplink/

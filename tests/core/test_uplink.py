@@ -169,3 +169,45 @@ def test_url_parse_and_redact():
         e = raises(ConfigError, config.load, {"upstream": {"url": bad}})
         assert "upstream.url" in str(e) and "secret" not in str(e)
     raises(ConfigError, config.load, {"upstream": {"edge_id": "a/b"}})
+
+
+def _outbox(m, budget=65536):
+    from edge.store.log import Log
+    from edge.store.outbox import Outbox
+
+    log = Log(m, "outbox", "batch", 50, budget)
+    log.open(0)
+    return Outbox(log)
+
+
+def test_durable_outbox_survives_a_restart_with_the_same_ids():
+    from tests.core._memfiles import MemFiles
+
+    m = MemFiles()
+    b = make_broker()
+    up = Uplink(b, section(), lambda: 0.5, lambda lvl, msg: None, 0, _outbox(m))
+    fake = connect(up)
+    for i in range(3):
+        b.publish("m/%d" % i, b"%d" % i, 1)
+    assert [s[3] for s in data(fake)] == ["e1:1", "e1:2", "e1:3"]
+    up._events([("confirm", 2, False)], 0)  # e1:1 (the state message took tag 1)
+    up.outbox.log.close()  # a stop: the batch flushed
+    b2 = make_broker()
+    up2 = Uplink(b2, section(), lambda: 0.5, lambda lvl, msg: None, 0, _outbox(m))
+    assert [(e[0], e[1], e[2], e[3]) for e in up2.q] == [(2, "m.1", b"1", 1), (3, "m.2", b"2", 1)]
+    fake2 = connect(up2)
+    b2.publish("m/3", b"3", 0)
+    assert [(s[0], s[3]) for s in data(fake2)] == [("m.1", "e1:2"), ("m.2", "e1:3"), ("m.3", "e1:4")]
+    assert data(fake2)[-1][2] == 0  # its QoS kept
+
+
+def test_durable_outbox_full_refuses_the_newest():
+    from tests.core._memfiles import MemFiles
+
+    b = make_broker()
+    up = Uplink(b, section(), lambda: 0.5, lambda lvl, msg: None, 0, _outbox(MemFiles(), 4096))
+    n = 0
+    while up.refused == 0:
+        b.publish("m", b"x" * 300, 1)
+        n += 1
+    assert [e[0] for e in up.q] == list(range(1, n)) and len(up.outbox) == n - 1

@@ -109,7 +109,7 @@ def test_publish_up_commands_down_state(rabbit, broker_factory, mqtt_client, pik
     assert "guest:guest" not in b.log_text()
 
 
-def test_unreachable_at_start_backlog_delivered_later(rabbit, broker_factory, mqtt_client, pika_channel):
+def test_unreachable_at_start_backlog_kept_across_a_restart_delivered_later(rabbit, broker_factory, mqtt_client, pika_channel):
     ch = pika_channel
     data_q = _queue(ch, "t16b.#", durable=True)  # survives stop_app
     rc, out = rabbit.ctl("stop_app")
@@ -130,6 +130,12 @@ def test_unreachable_at_start_backlog_delivered_later(rabbit, broker_factory, mq
         sysq = mqtt_client(b)
         sysq.subscribe("$SYS/broker/uplink/backlog")
         sysq.wait_message(lambda m: m.payload == b"5")
+        # the outbox is on flash: a restart keeps the backlog (and its ids)
+        assert b.stop() == 0
+        assert "uplink: stopped, 5 waiting in the outbox" in b.log_text()
+        b.start()
+        _until(lambda: "uplink: outbox in %s/uplink, 5 waiting" % (b.workdir / "data") in b.log_text(),
+               10, "the outbox reopened", b)
     finally:
         rc, out = rabbit.ctl("start_app", timeout=60)
         assert rc == 0, out
