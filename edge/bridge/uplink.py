@@ -166,7 +166,8 @@ class Uplink:
             except Exception:
                 pass
         c.close()
-        return True
+        # (before the handshake there is nothing to wait for: already CLOSED)
+        return c.state != (8 if self.scheme == "amqp" else 3)
 
     # ---- bytes and time
     def feed(self, data, now):

@@ -178,3 +178,35 @@ def test_stomp_publish_up_and_commands_down(rabbit, broker_factory, mqtt_client,
     assert b.stop() == 0
     assert _get(ch, state_q)[2] == b"offline"
     assert "guest:guest" not in b.log_text()
+
+
+def test_connection_closed_by_rabbitmq_reconnects_and_resends(rabbit, broker_factory, mqtt_client, pika_channel):
+    ch = pika_channel
+    data_q = _queue(ch, "t16r.#")
+    state_q = _queue(ch, "edge.e4.state")
+    b = broker_factory(**{"upstream.url": _url(rabbit), "upstream.edge_id": "e4"})
+    assert _get(ch, state_q)[2] == b"online"
+    pub = mqtt_client(b)
+    pub.publish("t16r/x", b"0", qos=1)
+    assert _get(ch, data_q)[1].message_id == "e4:1"
+    rc, out = rabbit.ctl("close_all_connections", "test 16")  # pika's too
+    assert rc == 0, out
+    _until(lambda: "uplink: amqp://guest:***@127.0.0.1:%d/: closed" % rabbit.amqp_port in b.log_text()
+           or "connection lost" in b.log_text(), 10, "the lost connection logged", b)
+    for i in range(1, 4):
+        pub.publish("t16r/x", b"%d" % i, qos=1)  # while the uplink reconnects
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", rabbit.amqp_port, credentials=pika.PlainCredentials(rabbit.user, rabbit.password)))
+    try:
+        ch2 = conn.channel()
+        # (the back-off after a link that was up: 1-3 s)
+        assert _get(ch2, state_q, timeout=30)[2] == b"online"
+        got = [(body, props.message_id) for _, props, body in (_get(ch2, data_q, timeout=30) for _ in range(3))]
+        # in order; a resend would repeat an id, never skip one
+        assert [g for i, g in enumerate(got) if g not in got[:i]] == [
+            (b"%d" % i, "e4:%d" % (i + 1)) for i in range(1, 4)], got
+    finally:
+        conn.close()
+    sysq = mqtt_client(b)
+    sysq.subscribe("$SYS/broker/uplink/reconnects")
+    sysq.wait_message(lambda m: int(m.payload) >= 1)
