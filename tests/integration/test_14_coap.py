@@ -16,7 +16,7 @@ from .clients import unique_id
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.edge_only("CoAP is edgebroker's own")]
 
-# A board's profile has CoAP off: its code and state cost about 6.5 KB of
+# A board's profile has CoAP off: its code and state cost about 6.1 KB of
 # heap at idle, which a 64 KiB heap does not have beside the MQTT clients
 # yet (docs/coap.md "On a board"). Enabled here, on a 128 KiB heap, where
 # the store opens too (persistence needs ~96 KiB; docs/persistence.md).
