@@ -210,3 +210,30 @@ def test_connection_closed_by_rabbitmq_reconnects_and_resends(rabbit, broker_fac
     sysq = mqtt_client(b)
     sysq.subscribe("$SYS/broker/uplink/reconnects")
     sysq.wait_message(lambda m: int(m.payload) >= 1)
+
+
+def test_throughput_figure(rabbit, broker_factory, mqtt_client, pika_channel, report):
+    # Not a benchmark (one run, a shared test machine): a figure for the
+    # order of magnitude, and a check that 5000 messages all arrive, in order.
+    n = 5000
+    ch = pika_channel
+    data_q = _queue(ch, "t16t.#")
+    state_q = _queue(ch, "edge.e5.state")
+    b = broker_factory(**{"upstream.url": _url(rabbit), "upstream.edge_id": "e5"})
+    assert _get(ch, state_q)[2] == b"online"
+    pub = mqtt_client(b)
+    t0 = time.monotonic()
+    infos = [pub.publish("t16t/x", b"%d" % i, qos=1, wait=False) for i in range(n)]
+    for info in infos:
+        info.wait_for_publish(30)
+    t1 = time.monotonic()
+    _until(lambda: ch.queue_declare(data_q, passive=True).method.message_count >= n, 60,
+           "%d messages in %s" % (n, data_q), b)
+    t2 = time.monotonic()
+    ids = []
+    while len(ids) < n:
+        method, props, body = _get(ch, data_q)
+        ids.append(props.message_id)
+    assert ids == ["e5:%d" % (i + 1) for i in range(n)]
+    report("uplink, AMQP to a local RabbitMQ, %d QoS 1 messages of ~4 B: MQTT PUBACKs in %.2f s, "
+           "all in the queue after %.2f s (%.0f msg/s end to end)" % (n, t1 - t0, t2 - t0, n / (t2 - t0)))
