@@ -109,6 +109,7 @@ def test_publish_up_commands_down_state(rabbit, broker_factory, mqtt_client, pik
     assert "guest:guest" not in b.log_text()
 
 
+@pytest.mark.timeout(200)  # the back-off may have grown to 60 s while RabbitMQ was away
 def test_unreachable_at_start_backlog_kept_across_a_restart_delivered_later(rabbit, broker_factory, mqtt_client, pika_channel):
     ch = pika_channel
     data_q = _queue(ch, "t16b.#", durable=True)  # survives stop_app
