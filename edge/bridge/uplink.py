@@ -62,6 +62,7 @@ class Uplink:
         self.seq = 0            # last message seq given (message_id)
         self.c = None           # the protocol client while connected
         self.up = False         # handshake done, sending
+        self.up_at = 0          # when it came up
         self.stopping = False
         self.sleep = _BASE_MS
         self.retry_at = now     # connect at once
@@ -142,7 +143,10 @@ class Uplink:
         if self.stopping:
             self.state = "stopped"
             return
-        if was_up:
+        if was_up and now - self.up_at >= _CAP_MS:
+            # a link that held for a while: from the base again (one that
+            # drops right after its handshake, a bad exchange say, keeps
+            # backing off)
             self.sleep = _BASE_MS
         # decorrelated jitter: uniform in [base, 3 * previous], capped
         self.sleep = min(_CAP_MS, int(_BASE_MS + self.rng() * (self.sleep * 3 - _BASE_MS)))
@@ -214,6 +218,7 @@ class Uplink:
     def _ready(self, now):
         c = self.c
         self.up = True
+        self.up_at = now
         self.state = "up"
         self.connects += 1
         self.log(20, "uplink: connected to %s (%s), %d waiting" % (self.where, self.scheme, len(self.q)))

@@ -132,7 +132,7 @@ def test_commands_published_locally_then_acked():
 
 
 def test_backoff_decorrelated_jitter_capped_and_reset():
-    seq = iter([0.0, 1.0 - 1e-9, 0.999, 0.999, 0.999, 0.999, 0.5])
+    seq = iter([0.0, 1.0 - 1e-9, 0.999, 0.999, 0.999, 0.999, 0.999, 0.5])
     b, up, _ = make(rng=lambda: next(seq))
     up.lost(0, "refused")
     assert up.retry_at == 1000  # rng 0: the base
@@ -142,8 +142,12 @@ def test_backoff_decorrelated_jitter_capped_and_reset():
         up.lost(t, "refused")
         sleeps.append(up.retry_at - t)
     assert sleeps[0] <= 3000 and sleeps[-1] == 60000 and all(s <= 60000 for s in sleeps)
+    t = up.retry_at
+    connect(up, t)
+    up.lost(t + 5000, "lost")  # up for 5 s only: backing off on
+    assert up.sleep == 60000
     connect(up, up.retry_at)
-    up.lost(0, "lost")  # was up: from the base again
+    up.lost(up.retry_at + 60000, "lost")  # held for a minute: from the base again
     assert up.sleep == int(1000 + 0.5 * 2000)
 
 
