@@ -153,10 +153,13 @@ class Endpoint:
                 return
             resp = (bad, [], b"")
             key = None  # no effects: nothing to remember
-        elif key is not None and len(self.cache) >= self.max_exchanges and self._expire(now):
-            # The reply cache is full: refused rather than processed without
-            # the promise that a duplicate is not processed twice (docs/design.md
-            # H7). Max-Age: when the oldest entry leaves (RFC 7252 §5.9.3.4)
+        elif (key is not None and len(self.cache) >= self.max_exchanges and self._expire(now)
+              and not self.recent.get(peer)):
+            # The reply cache is full of other peers' entries: refused rather
+            # than processed without the promise that a duplicate is not
+            # processed twice (docs/design.md H7). (A peer with entries of its
+            # own gives its oldest up, below.) Max-Age: when the oldest entry
+            # leaves (RFC 7252 §5.9.3.4)
             st.refusals += 1
             resp = (_SERVICE_UNAVAILABLE, [_MAX_AGE, (self.sweep - now) // 1000 + 1], b"")
             key = None
@@ -186,7 +189,7 @@ class Endpoint:
             if keys is None:
                 keys = self.recent[peer] = []
             keys.append(key)
-            if len(keys) > _PER_PEER:
+            if len(keys) > _PER_PEER or len(self.cache) > self.max_exchanges:
                 self.cache.pop(keys.pop(0), None)  # the peer's oldest
 
     def tick(self, now):

@@ -125,14 +125,16 @@ def test_reply_cache_expires_after_exchange_lifetime():
 
 
 def test_full_reply_cache_refuses_with_503_and_max_age():
+    # full of other peers' entries: a new peer is refused until one expires
     b, ep = make(max_exchanges=2, exchange_lifetime=100)
     s = _mqtt_sub(b, "d/#")
-    feed(ep, request(POST, "ps/d/5", mid=1, payload=b"a"), now=0)
-    feed(ep, request(POST, "ps/d/5", mid=2, payload=b"b"), now=30000)
-    got = feed(ep, request(POST, "ps/d/5", mid=3, payload=b"c"), now=40000)
+    third = ("192.0.2.3", 5683)
+    feed(ep, request(POST, "ps/d/5", mid=1, payload=b"a"), PEER, now=0)
+    feed(ep, request(POST, "ps/d/5", mid=2, payload=b"b"), OTHER, now=30000)
+    got = feed(ep, request(POST, "ps/d/5", mid=3, payload=b"c"), third, now=40000)
     assert got[0][1] == 0xA3 and uopt(got[0], 14) == 61  # the oldest leaves at 100 s
     assert ep.stats.refusals == 1
-    got = feed(ep, request(POST, "ps/d/5", mid=3, payload=b"c"), now=100000)  # expired: room
+    got = feed(ep, request(POST, "ps/d/5", mid=3, payload=b"c"), third, now=100000)  # expired: room
     assert got[0][1] == 0x44
     assert [m.payload for m in publishes(s.recv())] == [b"a", b"b", b"c"]
 
@@ -153,6 +155,27 @@ def test_one_busy_peer_keeps_its_newest_replies_and_is_never_refused():
     feed(ep, request(POST, "ps/d/6", mid=7, payload=b"x"), OTHER, now=300)
     ep.tick(100300)  # every entry past its lifetime: the per-peer index empties too
     assert not ep.cache and not ep.recent
+
+
+def test_a_full_cache_takes_a_known_peers_oldest_entry_not_a_refusal():
+    # max_exchanges entries, all of peers still sending: each new request
+    # of theirs replaces their own oldest (the 64 KiB board's 64 entries
+    # were full with 8 peers of 8, and every publish after got 5.03)
+    b, ep = make(max_exchanges=4, exchange_lifetime=100)
+    s = _mqtt_sub(b, "d/#")
+    for mid in range(1, 3):
+        for peer in (PEER, OTHER):
+            assert feed(ep, request(POST, "ps/d/7", mid=mid, payload=b"x"), peer, now=mid)[0][1] == 0x44
+    assert len(ep.cache) == 4
+    for mid in range(3, 10):
+        for peer in (PEER, OTHER):
+            assert feed(ep, request(POST, "ps/d/7", mid=mid, payload=b"x"), peer, now=mid)[0][1] == 0x44
+    assert len(ep.cache) == 4 and ep.stats.refusals == 0 and len(publishes(s.recv())) == 18
+    assert ep.recent[PEER] == [(PEER, 8), (PEER, 9)]
+    # a peer with no entry finds the cache full of the others': refused
+    third = ("192.0.2.3", 5683)
+    assert feed(ep, request(POST, "ps/d/7", mid=1, payload=b"x"), third, now=20)[0][1] == 0xA3
+    assert ep.stats.refusals == 1
 
 
 def test_unknown_critical_option():
