@@ -75,7 +75,7 @@ SCHEMA = {
         "segment_bytes": ("int", 1048576, 16384, (1024, _U)),
     },
     "coap": {  # the CoAP endpoint (edge/coap/, docs/coap.md), UDP beside MQTT
-        # a board's heap: ~6.5 KB at idle (docs/coap.md "On a board")
+        # a board's heap: ~6.1 KB at idle (docs/coap.md "On a board")
         "enabled": ("bool", True, False, None),
         "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),
         "port": ("int", 5683, 5683, (0, 65535)),  # RFC 7252 §6.1; 0 = any free port
