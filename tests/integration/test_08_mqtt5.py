@@ -11,6 +11,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from . import mqttraw as raw
 from .clients import Client, props, round_trip, unique_id
+from .raw5 import block, u16, u32
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.edge_only("5.0 behaviour the issue specifies")]
 
@@ -53,19 +54,6 @@ def disconnect_reason(c):
         if p.type == raw.DISCONNECT:
             c.wait_closed()
             return p.body[0]
-
-
-def u32(n):
-    return struct.pack("!I", n)
-
-
-def u16(n):
-    return struct.pack("!H", n)
-
-
-def block(*parts):
-    body = b"".join(parts)
-    return raw.varint(len(body)) + body
 
 
 # -- CONNECT / CONNACK --------------------------------------------------------------

@@ -16,20 +16,6 @@ from tools.bench.brokers import LAUNCHERS
 DEFAULT_BROKERS = ["edgebroker", "mosquitto", "amqtt", "edgebroker-mpy", "direct"]
 
 
-def _names(values, known, what):
-    out = []
-    for v in values or []:
-        for n in v.split(","):
-            n = n.strip()
-            if not n:
-                continue
-            if n not in known:
-                raise SystemExit("unknown %s %r (one of: %s)" % (what, n, ", ".join(known)))
-            if n not in out:
-                out.append(n)
-    return out
-
-
 def parse(argv):
     ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=None, help="runs per scenario (default 3; 1 with --quick)")
@@ -45,8 +31,8 @@ def parse(argv):
     ap.add_argument("--keep", action="store_true", help="keep broker work directories and logs")
     ap.add_argument("--list", action="store_true", help="list scenarios and brokers, then exit")
     args = ap.parse_args(argv)
-    args.scenarios = _names(args.scenarios, scenarios.BY_NAME, "scenario") or list(scenarios.BY_NAME)
-    args.brokers = _names(args.brokers, LAUNCHERS, "broker") or list(DEFAULT_BROKERS)
+    args.scenarios = runner.names(args.scenarios, scenarios.BY_NAME, "scenario") or list(scenarios.BY_NAME)
+    args.brokers = runner.names(args.brokers, LAUNCHERS, "broker") or list(DEFAULT_BROKERS)
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if not 1 <= args.runs <= 50:

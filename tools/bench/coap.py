@@ -40,7 +40,7 @@ import tempfile
 import time
 import traceback
 
-from tools.bench import brokers, coapgen, wire
+from tools.bench import brokers, coapgen, runner, wire
 from tools.bench import coapwire as cw
 from tools.bench.link import open_link
 from tools.bench.procstat import CpuMeter
@@ -864,20 +864,6 @@ def write(doc, out_dir):
 
 
 # ---------------------------------------------------------------- main
-def _names(values, known, what):
-    out = []
-    for v in values or []:
-        for n in v.split(","):
-            n = n.strip()
-            if not n:
-                continue
-            if n not in known:
-                raise SystemExit("unknown %s %r (one of: %s)" % (what, n, ", ".join(known)))
-            if n not in out:
-                out.append(n)
-    return out
-
-
 def parse(argv):
     ap = argparse.ArgumentParser(prog="python -m tools.bench.coap", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=None, help="runs per scenario (default 3; 1 with --quick)")
@@ -893,8 +879,8 @@ def parse(argv):
     ap.add_argument("--keep", action="store_true", help="keep work directories and logs")
     ap.add_argument("--list", action="store_true", help="list scenarios and servers, then exit")
     args = ap.parse_args(argv)
-    args.scenarios = _names(args.scenarios, BY_NAME, "scenario") or list(BY_NAME)
-    args.servers = _names(args.servers, COMPETITORS, "server") or list(COMPETITORS)
+    args.scenarios = runner.names(args.scenarios, BY_NAME, "scenario") or list(BY_NAME)
+    args.servers = runner.names(args.servers, COMPETITORS, "server") or list(COMPETITORS)
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if not 1 <= args.runs <= 50:

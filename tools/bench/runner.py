@@ -169,3 +169,19 @@ def write(doc, out_dir, chart=True):
         except ImportError:
             png = None
     return path, png
+
+
+def names(values, known, what):
+    """Command-line name lists ("a,b" "c") as a list, checked against known;
+    an unknown one ends the program naming what it is (for __main__.py and coap.py)."""
+    out = []
+    for v in values or []:
+        for n in v.split(","):
+            n = n.strip()
+            if not n:
+                continue
+            if n not in known:
+                raise SystemExit("unknown %s %r (one of: %s)" % (what, n, ", ".join(known)))
+            if n not in out:
+                out.append(n)
+    return out
