@@ -66,7 +66,7 @@ class Endpoint:
     notifications = 0    # notifications sent (first transmissions)
     retransmissions = 0  # CON notifications sent again
     timeouts = 0         # observers dropped: a CON notification never ACKed
-    dropped = 0          # notifications not sent: a peer's CON queue was full
+    dropped = 0          # notifications not sent: CON queue full, or peer silent
 
     def __init__(self, broker, limits, rng):
         self.broker = broker

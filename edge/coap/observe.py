@@ -13,7 +13,7 @@
 # ep.obs: (peer, token) -> observer, a list (RFC 7641 §3.1: the token
 # identifies the observation, with the peer)
 #   [filter, flags, last CON sent (ms), Message-ID of the last notification,
-#    message held for a Block2 follow-up or None]
+#    message held for a Block2 follow-up or None, NONs since the last CON]
 # flags: QoS (bits 0-1) | _RETAINED | _WILD | client's block SZX << 4
 #
 # ep.pend: peer -> our outstanding CON to that peer (NSTART 1, RFC 7252
@@ -32,6 +32,7 @@ _FLAGS = const(1)
 _LAST_CON = const(2)
 _LAST_MID = const(3)
 _HELD = const(4)
+_NONS = const(5)
 _RETAINED = const(4)  # flags, as in resources.py
 _WILD = const(8)
 _OBSERVE = const(6)
@@ -47,6 +48,16 @@ _SEQ_MASK = const(0xFFFFFF)        # RFC 7641 §4.4: 24-bit sequence numbers
 _ACK_TIMEOUT = const(2000)
 _ACK_RANDOM_SPAN = const(1000)     # ACK_TIMEOUT * (ACK_RANDOM_FACTOR - 1)
 _MAX_RETRANSMIT = const(4)
+# RFC 7252 §4.7 (PROBING_RATE) and RFC 7641 §4.5.1: a peer that does not
+# answer must not be sent NONs at an unbounded rate. NONs get no answer, so
+# after _NON_PER_CON NONs in a row the next notification is a CON, the probe
+# (as Californium's NotificationCheckIntervalCount, libcoap's COAP_OBS_MAX_NON).
+# While a CON to the peer goes unanswered past its first timeout, its NON
+# notifications are skipped (RFC 7641 §4.5.2: a client wants the latest
+# state, not every one) and counted in stats.dropped; after MAX_RETRANSMIT
+# the observer is dropped. A silent peer so gets at most _NON_PER_CON NONs
+# and then those of one ACK_TIMEOUT (docs/coap.md "Observe").
+_NON_PER_CON = const(100)
 
 
 def register(ep, peer, token, f, flags, opts, now):
@@ -93,7 +104,7 @@ def register(ep, peer, token, f, flags, opts, now):
             if code == _SUBACK_FAILURE:
                 ep.stats.refusals += 1  # the broker's limits (max_subscriptions...)
                 return _SERVICE_UNAVAILABLE, [], b""
-        e = obs[key] = [f, flags, now, -1, None]
+        e = obs[key] = [f, flags, now, -1, None, 0]
     else:
         e[_FLAGS] = flags
     ep.seq = seq = (ep.seq + 1) & _SEQ_MASK
@@ -173,14 +184,18 @@ def deliver(ep, msg, retain):
 def notify(ep, key, e, msg, qos, now):
     if qos > e[_FLAGS] & 3:
         qos = e[_FLAGS] & 3
-    if not qos and now - e[_LAST_CON] < _DAY:
-        _send(ep, key, e, msg, _NON, now)
-        return
     peer = key[0]
     pend = ep.pend
     if pend is None:
         pend = ep.pend = {}
     p = pend.get(peer)
+    if not qos and now - e[_LAST_CON] < _DAY and e[_NONS] < _NON_PER_CON:
+        if p is not None and p[4]:
+            ep.stats.dropped += 1  # the peer is silent: PROBING_RATE (above)
+            return
+        e[_NONS] += 1
+        _send(ep, key, e, msg, _NON, now)
+        return
     if p is None:
         mid, data = _send(ep, key, e, msg, _CON, now)
         t = _ACK_TIMEOUT + int(ep.rng() * _ACK_RANDOM_SPAN)  # RFC 7252 §4.8: [2, 3] s
@@ -221,6 +236,7 @@ def _send(ep, key, e, msg, mtype, now):
         e[_LAST_MID] = mid
         if mtype == _CON:
             e[_LAST_CON] = now
+            e[_NONS] = 0
     ep.out.append((data, peer))
     ep.stats.notifications += 1
     return mid, data

@@ -36,9 +36,6 @@ _TOO_LARGE = const(0x8D)           # 4.13
 _RETAINED = const(4)  # a /r observer
 _WILD = const(8)      # its filter has a wildcard
 
-# RFC 6690 §5: what /.well-known/core lists
-_LINKS = b'</ps>;rt="core.ps";obs,</r>;obs'
-
 
 def handle(ep, peer, code, token, opts, payload, now):
     try:
@@ -89,8 +86,43 @@ def handle(ep, peer, code, token, opts, payload, now):
         accept = option(opts, _ACCEPT)
         if accept is not None and uint(accept) != _LINK_FORMAT:
             return _NOT_ACCEPTABLE, [], b""  # RFC 7252 §5.10.4
-        return _CONTENT, [_CONTENT_FORMAT, _LINK_FORMAT], _LINKS
+        return _CONTENT, [_CONTENT_FORMAT, _LINK_FORMAT], links(query)
     return _NOT_FOUND, [], b""
+
+
+def links(query):
+    """/.well-known/core's document (RFC 6690 §5), only the links that pass
+    every name=value filter of the query (RFC 6690 §4.1): a value ending in
+    * matches a prefix; href matches the link's URI, rt/if/ct any of their
+    space-separated values, another attribute its whole value. No link
+    passing is a 2.05 with an empty document, as aiocoap answers."""
+    out = []
+    for link in ('</ps>;rt="core.ps";obs', "</r>;obs"):
+        parts = link.split(";")
+        ok = True
+        for f in query:
+            i = f.find("=")
+            if i < 0:
+                continue  # not a filter (RFC 6690 §4.1: name=value)
+            name = f[:i]
+            want = f[i + 1:]
+            if name == "href":
+                vals = [parts[0][1:-1]]
+            else:
+                vals = []
+                for a in parts[1:]:
+                    j = a.find("=")
+                    if j >= 0 and a[:j] == name:
+                        v = a[j + 1:].strip('"')
+                        vals = v.split(" ") if name in ("rt", "if", "ct") else [v]
+            for v in vals:
+                if v == want or (want[-1:] == "*" and v.startswith(want[:-1])):
+                    break
+            else:
+                ok = False
+        if ok:
+            out.append(link)
+    return ",".join(out).encode()
 
 
 def publish(ep, peer, topic, q, opts, payload, now):

@@ -70,6 +70,43 @@ def test_con_notification_at_least_every_24_hours():
     assert take(ep)[0][0] == NON
 
 
+def test_a_con_probe_after_100_nons_in_a_row():
+    # RFC 7252 §4.7 PROBING_RATE: NONs get no answer; a CON now and then
+    # tells whether the peer is still there
+    b, ep = make()
+    _register(ep, "n/t", qos=0)
+    for i in range(101):
+        b.publish("n/t", b"%d" % i)
+    got = take(ep)
+    assert [m[0] for m in got] == [NON] * 100 + [CON]
+    ep.datagram(bytes([0x60, 0, got[-1][2] >> 8, got[-1][2] & 255]), PEER, 10)
+    b.publish("n/t", b"after")
+    assert [m[0] for m in take(ep)] == [NON]
+
+
+def test_a_silent_peer_gets_no_nons_once_its_probe_times_out():
+    b, ep = make()
+    _register(ep, "s/t", qos=0)
+    for i in range(101):
+        b.publish("s/t", b"x")
+    probe = take(ep)[-1]
+    assert probe[0] == CON
+    b.publish("s/t", b"before the timeout")
+    assert [m[0] for m in take(ep)] == [NON]
+    ep.tick(3001)  # past ACK_TIMEOUT * ACK_RANDOM_FACTOR: retransmitted
+    assert [(m[0], m[2]) for m in take(ep)] == [(CON, probe[2])]
+    dropped = ep.stats.dropped
+    for i in range(50):
+        b.publish("s/t", b"skipped")
+    assert take(ep) == []
+    assert ep.stats.dropped == dropped + 50
+    # the peer answers the probe: notifications flow again
+    ep.datagram(bytes([0x60, 0, probe[2] >> 8, probe[2] & 255]), PEER, 3500)
+    b.publish("s/t", b"back")
+    got = take(ep)
+    assert [(m[0], m[5]) for m in got] == [(NON, b"back")]
+
+
 def test_wildcards():
     b, ep = make()
     _register(ep, "w/+/x", token=b"1")

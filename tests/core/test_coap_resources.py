@@ -137,6 +137,28 @@ def test_well_known_core():
     assert _code(ep, request(POST, ".well-known/core")) == 0x85
 
 
+def test_well_known_core_query_filters():
+    # RFC 6690 §4.1: name=value, a trailing * matches a prefix
+    b, ep = make()
+
+    def doc(*query):
+        got = feed(ep, request(GET, ".well-known/core", query=query, mid=len(ep.cache) + 10))
+        assert got[0][1] == 0x45
+        return got[0][5]
+
+    both = b'</ps>;rt="core.ps";obs,</r>;obs'
+    assert doc() == both
+    assert doc("rt=core.ps") == b'</ps>;rt="core.ps";obs'
+    assert doc("rt=core*") == b'</ps>;rt="core.ps";obs'
+    assert doc("rt=core") == b""
+    assert doc("href=/r") == b"</r>;obs"
+    assert doc("href=/*") == both
+    assert doc("href=/p*", "rt=core.ps") == b'</ps>;rt="core.ps";obs'
+    assert doc("href=/r", "rt=core.ps") == b""
+    assert doc("title=x") == b""
+    assert doc("obs") == both  # no =: not a filter
+
+
 def test_unknown_paths_are_404():
     b, ep = make()
     assert _code(ep, request(GET, "")) == 0x84

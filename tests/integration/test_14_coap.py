@@ -316,6 +316,14 @@ def test_coap_client_put_get_and_observe(shared_broker, mqtt_client):
         proc.wait(5)
 
 
+def test_coap_client_filters_well_known_core(shared_broker):
+    # RFC 6690 §4.1 query filtering, as libcoap's client sends it
+    out = coap_client("-m", "get", uri(shared_broker, ".well-known/core?rt=core.ps"))
+    assert '</ps>;rt="core.ps";obs' in out and "</r>" not in out, out
+    out = coap_client("-m", "get", uri(shared_broker, ".well-known/core?href=/r*"))
+    assert "</r>;obs" in out and "</ps>" not in out, out
+
+
 def test_coap_client_block_wise_put(runtime, shared_broker, mqtt_client):
     b = shared_broker
     t = topic("libblock")
