@@ -19,9 +19,11 @@ def values(b):
     yield "clients/maximum", st.clients_maximum
     yield "clients/total", len(b.sessions)
     yield "clients/refused", st.conns_refused  # at max_connections (Broker.open)
+    yield "clients/out of memory", st.conns_oom  # closed on MemoryError (runtime)
     yield "messages/received", st.msgs_received
     yield "messages/sent", st.msgs_sent
     yield "publish/messages/dropped", st.msgs_dropped
+    yield "publish/messages/out of memory", st.deliveries_oom  # publish.route
     yield "bytes/received", st.bytes_received
     yield "bytes/sent", st.bytes_sent
     yield "retained messages/count", len(b.retained)
