@@ -1,7 +1,7 @@
 # Hypothesis strategies shared by the decoder fuzz tests: random bytes, and
 # mutations of valid messages (the golden vectors of tests/core), which reach
 # deeper into a decoder than noise does. A run's size is set by
-# EDGE_FUZZ_EXAMPLES (default 200 per test; the long run in docs/security.md
+# EDGE_FUZZ_EXAMPLES (default 200 per test; the long run in docs/fuzzing.md
 # "Fuzzing" sets 5000).
 import os
 

@@ -1,4 +1,4 @@
-# Property-based fuzzing of every decoder (issue #21 point 5, docs/security.md
+# Property-based fuzzing of every decoder (issue #21 point 5, docs/fuzzing.md
 # "Fuzzing"): random bytes and mutations of valid messages never raise
 # anything but the decoder's own protocol error, and never allocate much
 # more than the input's size (a length field claiming 256 MB must not
