@@ -72,7 +72,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test bench bench-store typecheck sizes deps stubs clean .venv
+.PHONY: help run test bench bench-store typecheck sizes deps stubs clean .venv install-service
 
 help:
 	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
@@ -84,6 +84,7 @@ help:
 	@echo "make deps       install the Debian packages the tests need ($(APT_PACKAGES))"
 	@echo "make .venv      create .venv and install the package with test extras"
 	@echo "make clean      remove .venv, build/ and caches (keeps ./data)"
+	@echo "make install-service  install edgebroker as a systemd service (root; docs/gateway.md)"
 
 # ---------------------------------------------------------------- venv
 .venv: $(STAMP)
@@ -151,6 +152,27 @@ bench: deps $(BENCH_STAMP)
 # crash harness with 100 SIGKILLs (issue #4).
 bench-store: $(STAMP)
 	$(PY) -m tools.bench.store --kills 100
+
+# The systemd service (docs/gateway.md "Install as a service"): the broker
+# with its web listeners in its own venv under SERVICE_PREFIX, a system user
+# `edgebroker`, the config in /etc/edgebroker (installed once, never
+# overwritten), the unit enabled and started. Not run by the tests (they
+# check the unit with systemd-analyze verify).
+SERVICE_PREFIX ?= /opt/edgebroker
+SERVICE_CONFIG := /etc/edgebroker/edgebroker.toml
+install-service:
+	$(SUDO) $(PYTHON3) -m venv $(SERVICE_PREFIX)
+	$(SUDO) $(SERVICE_PREFIX)/bin/pip install -q '.[gateway]'
+	id -u edgebroker >/dev/null 2>&1 || $(SUDO) useradd --system --home-dir /var/lib/edgebroker \
+	  --no-create-home --shell /usr/sbin/nologin edgebroker
+	$(SUDO) install -d -m 0755 /etc/edgebroker
+	[ -e $(SERVICE_CONFIG) ] || $(SUDO) install -m 0644 gateway/edgebroker.toml $(SERVICE_CONFIG)
+	$(SUDO) $(SERVICE_PREFIX)/bin/edgebroker check --config $(SERVICE_CONFIG)
+	sed 's|/opt/edgebroker|$(SERVICE_PREFIX)|g' gateway/edgebroker.service \
+	  | $(SUDO) tee /etc/systemd/system/edgebroker.service >/dev/null
+	$(SUDO) systemctl daemon-reload
+	$(SUDO) systemctl enable --now edgebroker
+	@echo ">> edgebroker installed: systemctl status edgebroker; journalctl -u edgebroker -f"
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache *.egg-info
