@@ -23,8 +23,10 @@ STUBS_STAMP := $(STUBS)/.installed
 
 # Debian packages the test suite needs (one list). libcoap3-bin:
 # coap-client-notls, an independent CoAP peer; rabbitmq-server: the uplink's
-# peer, started by the tests as a private node on free ports.
-APT_PACKAGES ?= mosquitto mosquitto-clients socat libcoap3-bin rabbitmq-server
+# peer, started by the tests as a private node on free ports. chromium,
+# chromium-driver: the status page's test (tests/integration/test_25_status_page.py)
+# loads it in headless Chromium through selenium.
+APT_PACKAGES ?= mosquitto mosquitto-clients socat libcoap3-bin rabbitmq-server chromium chromium-driver
 # Installed for their binaries only (the tests and `make bench` run
 # /usr/sbin/mosquitto themselves): their service, which would hold port 1883
 # from the next boot on, is stopped and disabled when this Makefile installed

@@ -74,6 +74,11 @@ class Web:
         self.broker = broker
         self.srv = srv
         self.publisher = Publisher(broker, srv, self.stats)
+        if any(lst.http for lst in self.listeners):
+            from gateway.status import Status
+
+            self.status = Status(self)
+            self.status.start(broker, srv)
         self.routes = Routes(self)
         loop = asyncio.get_running_loop()
         for lst in self.listeners:
