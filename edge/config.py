@@ -134,6 +134,12 @@ if sys.implementation.name != "micropython":
         "enabled": ("bool", False, False, None),
         "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),  # loopback: the status page shows client ids
         "port": ("int", 8080, 8080, (0, 65535)),
+        # HTTP connections (and status pages) open at once on the web
+        # listeners; past it a 503, counted. An MQTT connection upgraded
+        # to a WebSocket counts in broker.max_connections instead
+        "max_connections": ("int", 64, 64, (1, _U)),
+        # seconds an HTTP connection may sit without a request
+        "idle_timeout": ("int", 30, 30, (1, 3600)),
     }
 
 

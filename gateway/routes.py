@@ -49,6 +49,11 @@ class Routes:
              st.publish_refused),
             ("edgebroker_http_too_large_total", "counter", "Requests refused with 413", st.too_large),
             ("edgebroker_http_bad_requests_total", "counter", "Requests that were not HTTP/1.1", st.bad_requests),
+            ("edgebroker_http_refused_total", "counter", "HTTP connections refused over http.max_connections",
+             st.refused),
+            ("edgebroker_http_idle_closed_total", "counter", "HTTP connections closed after http.idle_timeout",
+             st.idle_closed),
+            ("edgebroker_http_connections", "gauge", "HTTP connections and status pages open", w.http_open),
         ]
         rss = _rss()
         if rss >= 0:

@@ -18,6 +18,8 @@ class Stats:
         self.publishes = 0        # POST /publish published
         self.publish_refused = 0  # ... refused: 400, 403
         self.too_large = 0        # 413
+        self.refused = 0          # 503: over http.max_connections
+        self.idle_closed = 0      # closed after http.idle_timeout
         self.bad_requests = 0     # not HTTP/1.1: 400, 431
 
 
@@ -52,6 +54,9 @@ class Web:
         self.stats = Stats()
         self.max_body = cfg["broker"]["max_packet_size"]  # 413 past it
         self.live_path = "/live"
+        self.max_http = h["max_connections"]
+        self.idle_timeout = h["idle_timeout"]
+        self.http_open = 0  # HTTP connections (and status pages) open
         self.status = None
         self.broker = self.srv = self.routes = self.publisher = None
         self.listeners = []

@@ -8,6 +8,7 @@
 # wsproto (and h11, which it brings) is imported here only: a broker with
 # both sections off never loads it, and a plain `pip install edgebroker`
 # runs with no third-party package (tests/runtime/test_install.py).
+import asyncio
 import socket
 from http import HTTPStatus
 
@@ -106,16 +107,57 @@ class Peer:
         self.body = []
         self.size = 0
         self.waiting = False  # a response is held (an HTTP publish waiting for the store)
+        self.timer = None     # http.idle_timeout's
+        self.counted = False  # in web.http_open
 
     # ---- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, tr):
         self.tr = tr
+        web = self.web
+        if web.http_open >= web.max_http:
+            # http.max_connections: a 503 (RFC 9110 §15.6.4), counted
+            web.stats.refused += 1
+            body = b"too many HTTP connections (http.max_connections %d)\n" % web.max_http
+            tr.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                     b"content-length: %d\r\nretry-after: 5\r\nconnection: close\r\n\r\n" % len(body) + body)
+            tr.close()
+            self.mode = _CLOSED
+            return
+        web.http_open += 1
+        self.counted = True
+        self._arm()
+
+    def _arm(self):
+        # http.idle_timeout: an HTTP connection with no request in it closes
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(self.web.idle_timeout, self._idle)
+
+    def _idle(self):
+        self.timer = None
+        if self.mode != _HTTP:
+            return
+        if self.waiting:  # an answer waits for the store: not idle
+            self._arm()
+            return
+        self.web.stats.idle_closed += 1
+        self.tr.close()
+        self.mode = _CLOSED
+
+    def _uncount(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.counted:
+            self.counted = False
+            self.web.http_open -= 1
 
     def data_received(self, data):
         mode = self.mode
         if mode == _MQTT:
             wsmqtt.feed(self, self.web.srv, data)
         elif mode == _HTTP:
+            self._arm()  # a slow upload is not idle
             if self.req is None:
                 self.raw += data
             self.h.receive_data(data)
@@ -130,6 +172,7 @@ class Peer:
         return False  # the transport closes itself
 
     def connection_lost(self, exc):
+        self._uncount()
         if self.mode == _MQTT:
             self.web.srv.lost(self, exc)
         elif self.mode == _LIVE:
@@ -227,6 +270,7 @@ class Peer:
                 self.web.status.live_data(self, rest)
             return
         self.mode = _MQTT
+        self._uncount()  # from now on in broker.max_connections
         self.web.stats.ws_accepted += 1
         srv = self.web.srv
         self.tr = wsmqtt.WsTransport(tr, ws)
@@ -278,6 +322,7 @@ class Peer:
             return
         self.tr.write(data)
         self.waiting = False
+        self._arm()
         if h.our_state is h11.MUST_CLOSE:
             self.tr.close()
             self.mode = _CLOSED

@@ -3,6 +3,7 @@
 # subscribers (paho-mqtt), its 200 for QoS 1 only once the message is durable
 # (a SIGKILL right after it loses nothing), and its refusals.
 import socket
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -181,5 +182,31 @@ def test_separate_ports(tmp_path):
         s, status, _ = handshake(http_port)
         s.close()
         assert status == 404  # no MQTT on the HTTP port
+    finally:
+        b.stop()
+
+
+def test_http_connection_limit_and_idle_timeout(tmp_path):
+    """http.max_connections: a 503 past it, counted; http.idle_timeout:
+    a connection with no request closes, and makes room again."""
+    b = web_broker(tmp_path, **{"http.max_connections": 2, "http.idle_timeout": 1})
+    try:
+        idle = [socket.create_connection(("127.0.0.1", b.web_port), timeout=10) for _ in range(2)]
+        time.sleep(0.2)  # both accepted (the broker counts them at accept)
+        with socket.create_connection(("127.0.0.1", b.web_port), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 503 ")
+        for s in idle:  # closed by the broker after 1 s without a request
+            assert s.recv(1) == b""
+            s.close()
+        status, _, body = http(b.web_port, "GET", "/metrics")
+        assert status == 200
+        m = {s.name: s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+        assert m["edgebroker_http_refused_total"] == 1 and m["edgebroker_http_idle_closed_total"] == 2
+        # an MQTT WebSocket connection does not count against it
+        held = [handshake(b.web_port)[0] for _ in range(3)]
+        assert http(b.web_port, "GET", "/metrics")[0] == 200
+        for s in held:
+            s.close()
     finally:
         b.stop()
