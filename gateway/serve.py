@@ -102,6 +102,14 @@ class Web:
             self.status.close()
 
 
+def _pause(srv):
+    for p in list(srv.peers.values()):
+        try:
+            p.tr.pause_reading()
+        except (AttributeError, RuntimeError):
+            pass  # closing already
+
+
 async def _serve(cfg, log, web):
     from edge.runtime import main
 
@@ -120,20 +128,29 @@ async def _serve(cfg, log, web):
         import signal
 
         loop.add_signal_handler(signal.SIGTERM, _sigterm, srv)
+        # The loop's handler runs only between loop passes, and under a
+        # flood one pass is long: libuv reads a readable socket up to 32
+        # times in a row (uv__read), each read handled before the next, so
+        # a SIGTERM waited 2-11 s behind a WebSocket publisher's stream
+        # (py-spy: inside ws.feed all along; tests/integration/
+        # test_24_operations.py). Python runs its own signal handlers
+        # between bytecodes, inside that pass: this one stops reading from
+        # every socket at once, so the pass ends with the read in hand.
+        loop_handler = signal.getsignal(signal.SIGTERM)
+
+        def on_signal(signum, frame):
+            _pause(srv)
+            if callable(loop_handler):
+                loop_handler(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_signal)
         await web.start(broker, srv)
 
     def _sigterm(srv):
-        # As cancel_on_sigterm, but first no socket is read any more: under
-        # a flood each loop pass reads 256 KiB from every connection, and the
-        # cancellation needs two passes to reach serve()'s cleanup (measured:
-        # 1.3-3.5 s under tests/integration/test_24_operations.py's flood,
-        # 0.1-0.5 s with reading paused at once)
+        # As cancel_on_sigterm (edge/runtime/speedups_cpython.py), reading
+        # stopped first (on_signal did already; again for a peer since)
         log(20, "SIGTERM: stopping")
-        for p in list(srv.peers.values()):
-            try:
-                p.tr.pause_reading()
-            except (AttributeError, RuntimeError):
-                pass  # closing already
+        _pause(srv)
         web.close()
         main_task.cancel()
 
