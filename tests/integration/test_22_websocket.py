@@ -13,7 +13,9 @@ from .clients import Client, unique_id
 from .conftest import ROOT
 from .web import BINARY, CLOSE, CONT, PING, PONG, TEXT, frame, handshake, read_frame, read_mqtt, web_broker
 
-pytestmark = pytest.mark.timeout(60)
+# the gateway (CPython) itself, whatever EDGE_TEST_BROKER says: skipped in
+# reference mode, which checks the tests against mosquitto
+pytestmark = [pytest.mark.timeout(60), pytest.mark.edge_only("the gateway's web listeners (docs/gateway.md)")]
 
 CONNACK = b"\x20\x02\x00\x00"
 

@@ -12,7 +12,9 @@ from .clients import Client, unique_id
 from .conftest import Broker, free_port
 from .web import handshake, http, wait_log, web_broker
 
-pytestmark = pytest.mark.timeout(60)
+# the gateway (CPython) itself, whatever EDGE_TEST_BROKER says: skipped in
+# reference mode, which checks the tests against mosquitto
+pytestmark = [pytest.mark.timeout(60), pytest.mark.edge_only("the gateway's web listeners (docs/gateway.md)")]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ import pytest
 from .clients import Client, mosquitto_pub, unique_id
 from .web import CLOSE, TEXT, frame, handshake, http, read_frame, web_broker
 
-pytestmark = pytest.mark.timeout(90)
+# the gateway (CPython) itself, whatever EDGE_TEST_BROKER says: skipped in
+# reference mode, which checks the tests against mosquitto
+pytestmark = [pytest.mark.timeout(90), pytest.mark.edge_only("the gateway's web listeners (docs/gateway.md)")]
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
