@@ -23,8 +23,10 @@ STUBS_STAMP := $(STUBS)/.installed
 
 # Debian packages the test suite needs (one list). libcoap3-bin:
 # coap-client-notls, an independent CoAP peer; rabbitmq-server: the uplink's
-# peer, started by the tests as a private node on free ports.
-APT_PACKAGES ?= mosquitto mosquitto-clients socat libcoap3-bin rabbitmq-server
+# peer, started by the tests as a private node on free ports. chromium,
+# chromium-driver: the status page's test (tests/integration/test_25_status_page.py)
+# loads it in headless Chromium through selenium.
+APT_PACKAGES ?= mosquitto mosquitto-clients socat libcoap3-bin rabbitmq-server chromium chromium-driver
 # Installed for their binaries only (the tests and `make bench` run
 # /usr/sbin/mosquitto themselves): their service, which would hold port 1883
 # from the next boot on, is stopped and disabled when this Makefile installed
@@ -72,7 +74,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test bench bench-store typecheck sizes deps stubs clean .venv
+.PHONY: help run test bench bench-store typecheck sizes deps stubs clean .venv install-service
 
 help:
 	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
@@ -84,6 +86,7 @@ help:
 	@echo "make deps       install the Debian packages the tests need ($(APT_PACKAGES))"
 	@echo "make .venv      create .venv and install the package with test extras"
 	@echo "make clean      remove .venv, build/ and caches (keeps ./data)"
+	@echo "make install-service  install edgebroker as a systemd service (root; docs/gateway.md)"
 
 # ---------------------------------------------------------------- venv
 .venv: $(STAMP)
@@ -151,6 +154,27 @@ bench: deps $(BENCH_STAMP)
 # crash harness with 100 SIGKILLs (issue #4).
 bench-store: $(STAMP)
 	$(PY) -m tools.bench.store --kills 100
+
+# The systemd service (docs/gateway.md "Install as a service"): the broker
+# with its web listeners in its own venv under SERVICE_PREFIX, a system user
+# `edgebroker`, the config in /etc/edgebroker (installed once, never
+# overwritten), the unit enabled and started. Not run by the tests (they
+# check the unit with systemd-analyze verify).
+SERVICE_PREFIX ?= /opt/edgebroker
+SERVICE_CONFIG := /etc/edgebroker/edgebroker.toml
+install-service:
+	$(SUDO) $(PYTHON3) -m venv $(SERVICE_PREFIX)
+	$(SUDO) $(SERVICE_PREFIX)/bin/pip install -q '.[gateway]'
+	id -u edgebroker >/dev/null 2>&1 || $(SUDO) useradd --system --home-dir /var/lib/edgebroker \
+	  --no-create-home --shell /usr/sbin/nologin edgebroker
+	$(SUDO) install -d -m 0755 /etc/edgebroker
+	[ -e $(SERVICE_CONFIG) ] || $(SUDO) install -m 0644 gateway/edgebroker.toml $(SERVICE_CONFIG)
+	$(SUDO) $(SERVICE_PREFIX)/bin/edgebroker check --config $(SERVICE_CONFIG)
+	sed 's|/opt/edgebroker|$(SERVICE_PREFIX)|g' gateway/edgebroker.service \
+	  | $(SUDO) tee /etc/systemd/system/edgebroker.service >/dev/null
+	$(SUDO) systemctl daemon-reload
+	$(SUDO) systemctl enable --now edgebroker
+	@echo ">> edgebroker installed: systemctl status edgebroker; journalctl -u edgebroker -f"
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache *.egg-info

@@ -120,6 +120,27 @@ if sys.implementation.name != "micropython":
         "outbox_budget_bytes": ("int", 16777216, 16384, (1024, _U)),
         "window": ("int", 256, 8, (1, 65535)),  # unconfirmed in flight
     }
+    # The gateway's web listeners (gateway/web.py, docs/gateway.md): MQTT over
+    # WebSockets, and HTTP (status page, /metrics, POST /publish). Both need
+    # the wsproto package (pip install 'edgebroker[gateway]'); off by
+    # default. The same bind and port for both: one listener serves both.
+    SCHEMA["websocket"] = {
+        "enabled": ("bool", False, False, None),
+        "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),
+        "port": ("int", 8080, 8080, (0, 65535)),  # 0 = any free port
+        "path": ("str", "/mqtt", "/mqtt", (1, 256)),
+    }
+    SCHEMA["http"] = {
+        "enabled": ("bool", False, False, None),
+        "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),  # loopback: the status page shows client ids
+        "port": ("int", 8080, 8080, (0, 65535)),
+        # HTTP connections (and status pages) open at once on the web
+        # listeners; past it a 503, counted. An MQTT connection upgraded
+        # to a WebSocket counts in broker.max_connections instead
+        "max_connections": ("int", 64, 64, (1, _U)),
+        # seconds an HTTP connection may sit without a request
+        "idle_timeout": ("int", 30, 30, (1, 3600)),
+    }
 
 
 def _show(v):

@@ -3,11 +3,13 @@
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 
 from edge import VERSION
 from edge import config as schema
@@ -42,7 +44,14 @@ def _parser():
     run.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
     for flag, section, key, metavar, text in RUN_FLAGS:
         run.add_argument(flag, metavar=metavar, help="%s [%s.%s]" % (text, section, key))
+    # A flag only, not a config key: how this process writes its log
+    # (a systemd unit's ExecStart line says it), nothing a board has
+    run.add_argument("--log-format", choices=("text", "json"), default="text",
+                     help="text lines, or one JSON object a line (for journald or a log shipper)")
     run.set_defaults(func=_cmd_run)
+    check = sub.add_parser("check", help="validate a config file and exit (0: valid, 2: the error)")
+    check.add_argument("-c", "--config", metavar="FILE", required=True, help="TOML config file")
+    check.set_defaults(func=_cmd_check)
     # Everything after `bench` goes to tools.bench's own parser (--help too).
     bench = sub.add_parser("bench", add_help=False, prefix_chars="\0",
                            help="benchmark against mosquitto and amqtt (python -m tools.bench)")
@@ -64,7 +73,16 @@ def build_config(args):
     return cfg
 
 
-def _setup_logging(level_name):
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (ISO 8601, UTC), level, message."""
+
+    def format(self, record):
+        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return json.dumps({"time": "%s.%03dZ" % (t, record.msecs), "level": record.levelname.lower(),
+                           "logger": record.name, "msg": record.getMessage()})
+
+
+def _setup_logging(level_name, fmt="text"):
     """A stderr logger for the run; returns log(level_int, msg) for the runtime."""
     logger = logging.getLogger(PROG)
     for h in list(logger.handlers):  # main() may run more than once (tests)
@@ -72,7 +90,8 @@ def _setup_logging(level_name):
             logger.removeHandler(h)
     h = logging.StreamHandler(sys.stderr)
     h._edgebroker = True
-    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    h.setFormatter(_JsonFormatter() if fmt == "json" else
+                   logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(h)
     logger.setLevel(_LEVELS[level_name])
     logger.propagate = False
@@ -89,17 +108,41 @@ def _on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def _cmd_check(args):
+    cfg = load_file(args.config)  # ConfigError: main() prints it, exit 2
+    if cfg["websocket"]["enabled"] or cfg["http"]["enabled"]:
+        from gateway.serve import check
+
+        check(cfg)  # what the schema cannot see: the path's form, wsproto
+    print("%s: OK" % args.config)
+    return 0
+
+
+def _on_sighup(log):
+    # systemd's ExecReload (gateway/edgebroker.service) sends SIGHUP; its
+    # default action would end the broker. Nothing is reloadable yet: no
+    # [auth] (passwords, ACLs) in this version, and the rest needs a restart.
+    def handler(signum, frame):
+        log(logging.WARNING, "SIGHUP: nothing to reload (no [auth] section in this version); "
+                             "restart to apply config changes")
+
+    return handler
+
+
 def _cmd_run(args):
     cfg = build_config(args)
     # Imported here: `edgebroker --help` must not need the runtime.
     runtime = importlib.import_module("edge.runtime.main")
-    log = _setup_logging(cfg["log"]["level"])
+    if cfg["websocket"]["enabled"] or cfg["http"]["enabled"]:
+        runtime = importlib.import_module("gateway.serve")  # the runtime and the web listeners
+    log = _setup_logging(cfg["log"]["level"], getattr(args, "log_format", "text"))
     b = cfg["broker"]
     log(logging.INFO, "%s %s starting on %s:%d (config: %s)"
         % (PROG, VERSION, b["bind"], b["port"], args.config or "defaults"))
-    old = None
+    old = old_hup = None
     if threading.current_thread() is threading.main_thread():
         old = signal.signal(signal.SIGTERM, _on_sigterm)
+        old_hup = signal.signal(signal.SIGHUP, _on_sighup(log))
     try:
         runtime.run(cfg, log)  # blocks until stopped
     except KeyboardInterrupt:
@@ -110,6 +153,7 @@ def _cmd_run(args):
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+            signal.signal(signal.SIGHUP, old_hup)
     log(logging.INFO, "stopped")
     return 0
 

@@ -105,6 +105,10 @@ class TcpServer:
         self.syncer = None       # the sync helper (Syncer), started by the first sync; False: none
         self.sync_top = 0        # what the sync in flight covers (log.top)
         self.udp = None          # the CoAP shell (udp_cpython.py): its held output too
+        # other shells whose output waits for the store the same way (the
+        # gateway's HTTP publish, gateway/publish.py): each has `held` and
+        # release(settled), called after every settle as udp's is
+        self.others = []
 
     async def start(self, host, port):
         loop = asyncio.get_running_loop()
@@ -258,6 +262,11 @@ class TcpServer:
         udp = self.udp
         if udp is not None and udp.held:
             udp.release(settled)
+        waiting = False
+        for o in self.others:
+            if o.held:
+                o.release(settled)
+                waiting = waiting or bool(o.held)
         held = self.held
         order = self.order
         if order and order[0][0] <= settled:
@@ -279,7 +288,7 @@ class TcpServer:
                         del e[1:i]
             del order[:k]
             self._write(out)
-        if (held or (udp is not None and udp.held)) and not self.commit_due and not self.syncing:
+        if (held or waiting or (udp is not None and udp.held)) and not self.commit_due and not self.syncing:
             self.commit_due = True
             if self.sync_wait_us and self.broker.store.sent_records != self.sent_mark:
                 # records of deliveries in flight: their acks may void them

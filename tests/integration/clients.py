@@ -50,18 +50,25 @@ class Client:
     """paho client driven from its own network thread; the test waits on events."""
 
     def __init__(self, host, port, client_id=None, clean_session=True, keepalive=30,
-                 will=None, max_inflight=20, v5=False, connect_props=None, will_props=None):
+                 will=None, max_inflight=20, v5=False, connect_props=None, will_props=None,
+                 ws_path=None):
+        """ws_path: MQTT over WebSockets to ws://host:port<ws_path> (paho's
+        websockets transport) instead of TCP."""
         self.host, self.port, self.keepalive = host, port, keepalive
         self.client_id = client_id if client_id is not None else unique_id("paho")
         self.v5 = v5
         self.clean_start = clean_session
         self.connect_props = connect_props  # 5.0: paho Properties for CONNECT
+        transport = "tcp" if ws_path is None else "websockets"
         if v5:
             self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=paho.MQTTv5)
+                                 protocol=paho.MQTTv5, transport=transport)
         else:
             self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=paho.MQTTv311, clean_session=clean_session)
+                                 protocol=paho.MQTTv311, clean_session=clean_session,
+                                 transport=transport)
+        if ws_path is not None:
+            self.c.ws_set_options(path=ws_path)
         self.c.max_inflight_messages_set(max_inflight)
         if will is not None:
             topic, payload, qos, retain = will
