@@ -129,6 +129,22 @@ class Board:
         self.t.exit_raw_repl()
         self.t.enter_raw_repl(soft_reset=True)
 
+    def put(self, path, data):
+        """Write a file on the board's flash."""
+        self.t.fs_writefile(path, data)
+
+    def power_on(self, timeout=30):
+        """A soft reset towards the friendly REPL, which runs boot.py and
+        main.py as a power-on does (firmware/qemu/main.c); what they printed
+        up to the prompt. Back in the raw REPL afterwards."""
+        self.t.exit_raw_repl()
+        self.t.read_until(1, b">>> ", timeout=timeout)
+        self.t.serial.write(b"\x04")
+        self.t.read_until(1, b"soft reboot", timeout=timeout)
+        out = self.t.read_until(1, b"\r\n>>> ", timeout=timeout)
+        self.t.enter_raw_repl(soft_reset=False)
+        return out.decode(errors="replace")
+
     def mount_tests(self):
         return self.run(MOUNT_TESTS.replace(", 0)", ", %d)" % self.romfs_size))
 
