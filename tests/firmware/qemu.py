@@ -129,6 +129,17 @@ class Board:
         self.t.exit_raw_repl()
         self.t.enter_raw_repl(soft_reset=True)
 
+    def release(self):
+        """Close the serial port, for another program (edgebroker deploy)."""
+        self.t.close()
+        self.t = None
+
+    def attach(self):
+        from mpremote.transport_serial import SerialTransport
+
+        self.t = SerialTransport(self.port, baudrate=115200)
+        self.t.enter_raw_repl(soft_reset=False)
+
     def put(self, path, data):
         """Write a file on the board's flash."""
         self.t.fs_writefile(path, data)

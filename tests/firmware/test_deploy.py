@@ -1,0 +1,98 @@
+# `edgebroker deploy` (gateway/deploy.py) against the QEMU board: its serial
+# port is the pty qemu-system-arm gives its UART. The board has edge/ frozen
+# in, so the files are boot.py, main.py and config.json.
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.firmware import qemu
+
+FILES = ("/boot.py", "/config.json", "/main.py")
+
+
+def _deploy(board, *args, timeout=60):
+    board.release()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gateway", "deploy", "--port", board.port] + list(args),
+                              cwd=qemu.REPO_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+    finally:
+        board.attach()
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _on_board(board):
+    out = board.run("import os\nprint(sorted(f for f in os.listdir('/') if f in %r))\n"
+                    % [f[1:] for f in FILES])
+    return out.strip()
+
+
+def _wipe(board):
+    board.run("import os\nfor f in %r:\n try:\n  os.remove(f)\n except OSError:\n  pass\n"
+              % (list(FILES) + ["/boot.count"],))
+
+
+@pytest.mark.timeout(120)
+def test_deploy_copies_what_changed_verifies_and_resets(board, tmp_path):
+    _wipe(board)
+    user = tmp_path / "config.json"
+    user.write_text(json.dumps({"board": {"wifi_ssid": "lab"}, "broker": {"port": 1884}}))
+    rc, out = _deploy(board, "--profile", "esp32", "--config", str(user), "--dry-run")
+    assert rc == 0 and "3 of 3 files changed" in out and "would copy /main.py" in out, out
+    assert _on_board(board) == "[]"  # a dry run writes nothing
+    rc, out = _deploy(board, "--profile", "esp32", "--config", str(user))
+    assert rc == 0, out
+    assert "edge/ frozen in the firmware" in out and "verified: 3 files" in out, out
+    # the reset ran boot.py and main.py: their log
+    assert "boot: no network module on this board: Wi-Fi 'lab' not joined" in out, out
+    assert "main: no socket module on this board (no network): broker NOT started" in out, out
+    got = json.loads(board.run("print(open('/config.json').read())"))
+    assert got["board"] == {"profile": "esp32", "heap_bytes": 100000, "wifi_ssid": "lab"}
+    assert got["broker"]["port"] == 1884 and got["broker"]["max_connections"] == 8  # file over profile
+    rc, out = _deploy(board, "--profile", "esp32", "--config", str(user))
+    assert rc == 0 and "0 of 3 files changed" in out, out
+    user.write_text(json.dumps({"broker": {"port": 1885}}))
+    rc, out = _deploy(board, "--profile", "esp32", "--config", str(user))
+    assert rc == 0 and "1 of 3 files changed" in out and "copy /config.json" in out, out
+
+
+@pytest.mark.timeout(60)
+def test_deploy_refuses_a_bad_config_before_touching_the_board(board, tmp_path):
+    _wipe(board)
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps({"broker": {"max_connections": 0}}))
+    rc, out = _deploy(board, "--config", str(bad))
+    assert rc == 2 and "broker.max_connections: must be an integer >= 1, got 0" in out, out
+    bad.write_text('{"board": {"wifi_ssid": "lab",}}')
+    rc, out = _deploy(board, "--config", str(bad))
+    assert rc == 2 and "trailing comma, not JSON" in out, out
+    rc, out = _deploy(board, "--profile", "esp33")
+    assert rc == 2 and "no profile 'esp33' (known: esp32, esp32-spiram, pico-w)" in out, out
+    assert _on_board(board) == "[]"
+
+
+@pytest.mark.timeout(60)
+def test_deploy_names_a_wrong_port_and_a_port_without_micropython(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gateway", "deploy", "--port", str(tmp_path / "ttyUSB9"),
+                           "--profile", "esp32"], cwd=qemu.REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "no serial port" in proc.stderr, proc.stderr
+    # a serial port with something else behind it: a pty that echoes
+    if not os.path.exists("/usr/bin/socat"):
+        pytest.skip("socat not installed (make deps installs it)")
+    link = str(tmp_path / "tty")
+    socat = subprocess.Popen(["socat", "PTY,link=%s,raw,echo=0" % link, "EXEC:cat"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if os.path.exists(link):
+                break
+            subprocess.run(["sleep", "0.1"])
+        proc = subprocess.run([sys.executable, "-m", "gateway", "deploy", "--port", link, "--profile", "esp32"],
+                              cwd=qemu.REPO_ROOT, capture_output=True, text=True, timeout=30)
+    finally:
+        socat.terminate()
+        socat.wait(10)
+    assert proc.returncode == 1 and "no MicroPython REPL on" in proc.stderr, proc.stdout + proc.stderr
