@@ -40,10 +40,10 @@ except ImportError:
     fz = None
 try:
     st = os.statvfs('/')
-    free = st[0] * st[3]
+    bs, free = st[0], st[0] * st[3]
 except OSError:
-    free = -1
-print('INFO', sys.implementation.name, getattr(sys.implementation, '_mpy', 0), fz, free)
+    bs, free = 1, -1
+print('INFO', sys.implementation.name, getattr(sys.implementation, '_mpy', 0), fz, free, bs)
 buf = bytearray(512)
 for p in %r:
     try:
@@ -176,7 +176,7 @@ def _probe(t, paths):
             hashes[parts[1]] = parts[2]
     if info is None or info[0] != "micropython":
         raise DeployError("the board did not answer as MicroPython: %r" % out[:200])
-    return int(info[1]), info[2], int(info[3]), hashes
+    return int(info[1]), info[2], (int(info[3]), int(info[4])), hashes
 
 
 def _mkdirs(t, paths):
@@ -208,14 +208,19 @@ def deploy(port, config_file=None, profile=None, dry_run=False, follow=3.0, out=
         changed = [p for p in sorted(files)
                    if hashes.get(p) != hashlib.sha256(files[p]).hexdigest()]
         size = sum(len(files[p]) for p in changed)
+        # what they take on the board: whole blocks (littlefs, FAT), the old
+        # copy kept until the new one is closed
+        bs = max(1, free[1])
+        need = sum((len(files[p]) + bs - 1) // bs * bs for p in changed)
         out("%s: %d of %d files changed (%d bytes)%s" % (port, len(changed), len(files), size,
                                                         ", edge/ frozen in the firmware" if frozen == "True" else ""))
         for p in changed:
             out("  %s %s (%d B)" % ("would copy" if dry_run else "copy", p, len(files[p])))
         if dry_run:
             return 0
-        if 0 <= free < size:
-            raise DeployError("the board's filesystem is full: %d bytes free, %d needed" % (free, size))
+        if 0 <= free[0] < need:
+            raise DeployError("the board's filesystem is full: %d bytes free, %d needed (%d files in %d-byte "
+                              "blocks): remove files from it (mpremote rm)" % (free[0], need, len(changed), bs))
         _mkdirs(t, changed)
         for i, p in enumerate(changed):
             try:

@@ -3,6 +3,7 @@
 # in, so the files are boot.py, main.py and config.json.
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -96,3 +97,18 @@ def test_deploy_names_a_wrong_port_and_a_port_without_micropython(tmp_path):
         socat.terminate()
         socat.wait(10)
     assert proc.returncode == 1 and "no MicroPython REPL on" in proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_deploy_says_when_the_board_s_filesystem_is_full(board):
+    _wipe(board)
+    # all but two 4 KiB blocks taken (and the file's own index blocks):
+    # boot.py, main.py and config.json need three
+    board.run("import os\nst = os.statvfs('/')\nb = bytearray(st[0])\nf = open('/fill', 'wb')\n"
+              "for i in range(st[3] - 2):\n f.write(b)\nf.close()\n", timeout=90)
+    try:
+        rc, out = _deploy(board, "--profile", "esp32")
+    finally:
+        board.run("import os\nos.remove('/fill')\n")
+    assert rc == 1 and re.search(r"the board's filesystem is full: \d+ bytes free, 12288 needed", out), out
+    assert _on_board(board) == "[]"
