@@ -9,6 +9,7 @@
 # - a broker that ran 30 s ends a boot loop (edge/board.py's counter).
 import asyncio
 import gc
+import sys
 import time
 
 from edge import board
@@ -82,6 +83,10 @@ def main():
         asyncio.run(_run(cfg, bcfg, log))
     except KeyboardInterrupt:
         _log("stopped (Ctrl-C): REPL")
+    except Exception as e:  # noqa: BLE001  the REPL stays: a fix over serial
+        _log("broker stopped: %r" % (e,))
+        if hasattr(sys, "print_exception"):
+            sys.print_exception(e)
 
 
 main()
