@@ -39,7 +39,7 @@ try:
 except ImportError:
     fz = None
 try:
-    st = os.statvfs('/')
+    st = os.statvfs('.')
     bs, free = st[0], st[0] * st[3]
 except OSError:
     bs, free = 1, -1
@@ -127,7 +127,7 @@ def _edge_files():
             if fn.endswith(".mpy") or fn == "__main__.py":
                 full = os.path.join(dirpath, fn)
                 with open(full, "rb") as f:
-                    out["/" + os.path.relpath(full, tree).replace(os.sep, "/")] = f.read()
+                    out[os.path.relpath(full, tree).replace(os.sep, "/")] = f.read()
     return out
 
 
@@ -180,20 +180,25 @@ def _probe(t, paths):
 
 
 def _mkdirs(t, paths):
-    dirs = sorted({p.rsplit("/", 1)[0] for p in paths if p.count("/") > 1})
-    if dirs:
-        t.exec("import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass\n" % (
-            sorted({"/".join(d.split("/")[:i + 1]) for d in dirs for i in range(2, d.count("/") + 1)}),))
+    dirs = set()
+    for p in paths:
+        parts = p.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            dirs.add("/".join(parts[:i]))
+    if dirs:  # sorted: a parent before its children
+        t.exec("import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass\n" % (sorted(dirs),))
 
 
 def deploy(port, config_file=None, profile=None, dry_run=False, follow=3.0, out=print):
     from mpremote.transport import TransportError
 
     cfg = build_config(config_file, profile)  # before the board is touched
-    files = {"/config.json": cfg}
+    # Paths relative to the board's working directory: / after its boot
+    # (the unix port behind socat: the directory it was started in)
+    files = {"config.json": cfg}
     for name in ("boot.py", "main.py"):
         with open(os.path.join(FIRMWARE, name), "rb") as f:
-            files["/" + name] = f.read()
+            files[name] = f.read()
     t = _connect(port)
     try:
         mpy, frozen, free, hashes = _probe(t, sorted(files))

@@ -11,7 +11,7 @@ import pytest
 
 from tests.firmware import qemu
 
-FILES = ("/boot.py", "/config.json", "/main.py")
+FILES = ("boot.py", "config.json", "main.py")
 
 
 def _deploy(board, *args, timeout=60):
@@ -26,14 +26,13 @@ def _deploy(board, *args, timeout=60):
 
 
 def _on_board(board):
-    out = board.run("import os\nprint(sorted(f for f in os.listdir('/') if f in %r))\n"
-                    % [f[1:] for f in FILES])
+    out = board.run("import os\nprint(sorted(f for f in os.listdir('/') if f in %r))\n" % (FILES,))
     return out.strip()
 
 
 def _wipe(board):
     board.run("import os\nfor f in %r:\n try:\n  os.remove(f)\n except OSError:\n  pass\n"
-              % (list(FILES) + ["/boot.count"],))
+              % (list(FILES) + ["boot.count"],))
 
 
 @pytest.mark.timeout(120)
@@ -42,7 +41,7 @@ def test_deploy_copies_what_changed_verifies_and_resets(board, tmp_path):
     user = tmp_path / "config.json"
     user.write_text(json.dumps({"board": {"wifi_ssid": "lab"}, "broker": {"port": 1884}}))
     rc, out = _deploy(board, "--profile", "esp32", "--config", str(user), "--dry-run")
-    assert rc == 0 and "3 of 3 files changed" in out and "would copy /main.py" in out, out
+    assert rc == 0 and "3 of 3 files changed" in out and "would copy main.py" in out, out
     assert _on_board(board) == "[]"  # a dry run writes nothing
     rc, out = _deploy(board, "--profile", "esp32", "--config", str(user))
     assert rc == 0, out
@@ -57,7 +56,7 @@ def test_deploy_copies_what_changed_verifies_and_resets(board, tmp_path):
     assert rc == 0 and "0 of 3 files changed" in out, out
     user.write_text(json.dumps({"broker": {"port": 1885}}))
     rc, out = _deploy(board, "--profile", "esp32", "--config", str(user))
-    assert rc == 0 and "1 of 3 files changed" in out and "copy /config.json" in out, out
+    assert rc == 0 and "1 of 3 files changed" in out and "copy config.json" in out, out
 
 
 @pytest.mark.timeout(60)
@@ -112,3 +111,57 @@ def test_deploy_says_when_the_board_s_filesystem_is_full(board):
         board.run("import os\nos.remove('/fill')\n")
     assert rc == 1 and re.search(r"the board's filesystem is full: \d+ bytes free, 12288 needed", out), out
     assert _on_board(board) == "[]"
+
+
+def _socat_micropython(exe, workdir):
+    """The unix port's REPL behind a pty (socat), started in workdir: a
+    board's serial port with a MicroPython that has no edge/ frozen in."""
+    link = os.path.join(workdir, "tty")
+    proc = subprocess.Popen(["socat", "PTY,link=%s,raw,echo=0" % link,
+                             "EXEC:%s,pty,raw,echo=0,stderr,setsid,ctty" % exe],
+                            cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if os.path.exists(link):
+            break
+        subprocess.run(["sleep", "0.05"])
+    return proc, link
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.micropython
+def test_deploy_copies_edge_as_mpy_to_a_micropython_without_it(micropython_exe, tmp_path):
+    if not os.path.exists("/usr/bin/socat"):
+        pytest.skip("socat not installed (make deps installs it)")
+    board = tmp_path / "flash"
+    board.mkdir()
+    proc, link = _socat_micropython(micropython_exe, str(board))
+    try:
+        out = subprocess.run([sys.executable, "-m", "gateway", "deploy", "--port", link, "--profile", "esp32",
+                              "--follow", "0.5"], cwd=qemu.REPO_ROOT, capture_output=True, text=True, timeout=150)
+    finally:
+        _stop(proc)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    n = int(re.search(r"(\d+) of \1 files changed", text).group(1))
+    assert n > 40 and "copy edge/mqtt/broker.mpy" in text and "verified: %d files" % n in text, text
+    for name in ("boot.py", "main.py", "config.json", "edge/__main__.py", "edge/store/log.mpy"):
+        assert (board / name).exists(), name
+    # the copied bytecode runs on that MicroPython
+    ok = subprocess.run([micropython_exe, "-c", "import edge.mqtt.broker, edge.board\nprint('ok')"],
+                        cwd=str(board), capture_output=True, text=True, timeout=30)
+    assert ok.stdout.strip() == "ok", ok.stdout + ok.stderr
+    # a second deploy finds every hash equal
+    proc, link = _socat_micropython(micropython_exe, str(board))
+    try:
+        out = subprocess.run([sys.executable, "-m", "gateway", "deploy", "--port", link, "--profile", "esp32",
+                              "--follow", "0.5"], cwd=qemu.REPO_ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        _stop(proc)
+    assert out.returncode == 0 and "0 of %d files changed" % n in out.stdout, out.stdout + out.stderr
