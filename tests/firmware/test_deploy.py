@@ -165,3 +165,19 @@ def test_deploy_copies_edge_as_mpy_to_a_micropython_without_it(micropython_exe, 
     finally:
         _stop(proc)
     assert out.returncode == 0 and "0 of %d files changed" % n in out.stdout, out.stdout + out.stderr
+
+
+def test_deploy_refuses_a_board_with_another_bytecode_version(monkeypatch):
+    # A board running MicroPython < 1.23 (.mpy v5) without edge/ frozen in:
+    # the board's answer stood in for, mpy-cross the real one.
+    from gateway import deploy
+
+    class Closed:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(deploy, "_connect", lambda port: Closed())
+    monkeypatch.setattr(deploy, "_probe", lambda t, paths: (5, "None", (10 ** 6, 4096), {}))
+    with pytest.raises(deploy.DeployError, match=r"bytecode version mismatch: the board runs \.mpy v5\.0, "
+                                                 r"mpy-cross writes v6\.\d"):
+        deploy.deploy("/dev/ttyUSB0", profile="esp32", out=lambda line: None)
