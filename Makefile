@@ -137,7 +137,7 @@ firmware: firmware-deps
 	bash firmware/qemu/build.sh
 
 typecheck: $(STUBS_STAMP)
-	$(VENV)/bin/ruff check edge gateway tools tests
+	$(VENV)/bin/ruff check edge gateway tools tests firmware
 	$(PY) -m mypy
 
 sizes: $(STAMP)
