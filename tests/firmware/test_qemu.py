@@ -79,8 +79,8 @@ def test_broker_exchange_and_heap(board):
     out = board.run("from tests.firmware import board_exchange\nprint('ok:', board_exchange.run())\n", timeout=60)
     print(out)
     assert "ok: True" in out, out
-    boot, imported, after = (int(x) for x in re.search(
-        r"heap free: boot (\d+), broker imported (\d+), after exchange (\d+)", out).groups())
+    boot, imported, stored, after = (int(x) for x in re.search(
+        r"heap free: boot (\d+), broker imported (\d+), store opened (\d+), after exchange (\d+)", out).groups())
     # A 96 KiB heap (98304 B) with the core frozen: the broker's runtime
     # takes ~17 KB of objects, not its code (measured: docs/firmware.md)
-    assert boot > 90000 and imported > 70000 and after > 55000, out
+    assert boot > 90000 and imported > 70000 and stored > 55000 and after > 45000, out
