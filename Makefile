@@ -27,6 +27,10 @@ STUBS_STAMP := $(STUBS)/.installed
 # chromium-driver: the status page's test (tests/integration/test_25_status_page.py)
 # loads it in headless Chromium through selenium.
 APT_PACKAGES ?= mosquitto mosquitto-clients socat libcoap3-bin rabbitmq-server chromium chromium-driver
+# `make firmware` (and `make test`, which boots the image): the ARM toolchain
+# and QEMU for MicroPython's image for qemu-system-arm's mps2-an385
+# (docs/firmware.md).
+FIRMWARE_APT ?= gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 # Installed for their binaries only (the tests and `make bench` run
 # /usr/sbin/mosquitto themselves): their service, which would hold port 1883
 # from the next boot on, is stopped and disabled when this Makefile installed
@@ -74,13 +78,14 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test bench bench-store typecheck sizes deps stubs clean .venv install-service
+.PHONY: help run test bench bench-store typecheck sizes deps stubs clean .venv install-service firmware firmware-deps
 
 help:
 	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
 	@echo "make test       install deps, type-check edge/, print module sizes, run pytest"
 	@echo "make bench      edgebroker vs mosquitto vs amqtt, side by side (BENCH_ARGS=--quick for a short pass)"
 	@echo "make bench-store  flash persistence: bytes/message, syncs/s, on vs off, 100-kill crash run"
+	@echo "make firmware   MicroPython 1.28.0 + edge/ frozen, for QEMU's mps2-an385 (build/firmware/qemu/firmware.elf)"
 	@echo "make typecheck  mypy edge/ against MicroPython's stubs"
 	@echo "make sizes      source and .mpy size of each edge/ module"
 	@echo "make deps       install the Debian packages the tests need ($(APT_PACKAGES))"
@@ -126,15 +131,23 @@ run: $(RUN_STAMP)
 deps:
 	@$(call apt_install,$(APT_PACKAGES))
 
+firmware-deps:
+	@$(call apt_install,$(FIRMWARE_APT))
+
+# MicroPython's source: MICROPYTHON_SRC=DIR, else ../shared/vendor's tarball,
+# else MicroPython's v1.28.0 release (firmware/qemu/build.sh). Incremental.
+firmware: firmware-deps
+	bash firmware/qemu/build.sh
+
 typecheck: $(STUBS_STAMP)
-	$(VENV)/bin/ruff check edge gateway tools tests
+	$(VENV)/bin/ruff check edge gateway tools tests firmware
 	$(PY) -m mypy
 
 sizes: $(STAMP)
 	$(PY) tools/modsizes.py
 
 # pytest runs last so its summary is the last line of the output.
-test: deps $(STAMP) typecheck sizes
+test: deps firmware $(STAMP) typecheck sizes
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The benchmark: amqtt (pinned: the version the issue's figures were measured

@@ -39,7 +39,7 @@ def _parser():
     p = argparse.ArgumentParser(prog=PROG, description="A memory-frugal MQTT broker.")
     p.add_argument("--version", action="version", version="%s %s" % (PROG, VERSION))
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Later: deploy, fleet (each a subparser + a _cmd_<name> function).
+    # Later: fleet (a subparser + a _cmd_<name> function).
     run = sub.add_parser("run", help="run the broker in the foreground")
     run.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
     for flag, section, key, metavar, text in RUN_FLAGS:
@@ -52,6 +52,8 @@ def _parser():
     check = sub.add_parser("check", help="validate a config file and exit (0: valid, 2: the error)")
     check.add_argument("-c", "--config", metavar="FILE", required=True, help="TOML config file")
     check.set_defaults(func=_cmd_check)
+    deploy = importlib.import_module("gateway.deploy")
+    deploy.add_parser(sub)
     # Everything after `bench` goes to tools.bench's own parser (--help too).
     bench = sub.add_parser("bench", add_help=False, prefix_chars="\0",
                            help="benchmark against mosquitto and amqtt (python -m tools.bench)")

@@ -29,8 +29,9 @@ def print_exc(e):
 def module_names(filters):
     names = []
     for fn in os.listdir(CORE_DIR):
-        if fn.startswith("test_") and fn.endswith(".py"):
-            name = fn[:-3]
+        # .mpy: a board runs them precompiled (tests/firmware/test_qemu.py)
+        if fn.startswith("test_") and (fn.endswith(".py") or fn.endswith(".mpy")):
+            name = fn[: fn.rindex(".")]
             if not filters or any(f in name for f in filters):
                 names.append(name)
     names.sort()
