@@ -140,6 +140,10 @@ def _wills(ledgers, checker, violations):
         out["repeated"] += rep
         if missing or bad or rep:
             problems.append("%s: missing %s, unexpected %s, repeated %d" % (led.sid, missing, bad, rep))
+            out.setdefault("detail", {})[led.sid] = {
+                "fired": sorted((t, n) for t, s, n in checker.wills if s == led.sid),
+                "connections": [(c.will_no, c.t_connect, c.accepted, c.clean_end, c.t_closed)
+                                for c in led.conns]}
     if out["missing"]:
         violations.append("wills: %d due and never published" % out["missing"])
     if out["unexpected"] or out["repeated"]:

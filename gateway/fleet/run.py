@@ -111,6 +111,9 @@ async def _run(a, workdir):
     # reading and every due will is in, at most a keepalive timeout (1.5x)
     # and --settle seconds more
     settle_end = loop.time() + a.keepalive * 1.5 + a.settle
+    # the last DISCONNECTs are still in the proxy's latency queue: closing
+    # the links under them would make wills of clean ends
+    await asyncio.sleep(1.0)
     while loop.time() < settle_end and report.outstanding(ledgers, checker):
         await asyncio.sleep(0.25)
     chaos.close()
