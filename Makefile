@@ -72,13 +72,14 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test bench bench-store typecheck sizes deps stubs clean .venv
+.PHONY: help run test bench bench-store fleet typecheck sizes deps stubs clean .venv
 
 help:
 	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
 	@echo "make test       install deps, type-check edge/, print module sizes, run pytest"
 	@echo "make bench      edgebroker vs mosquitto vs amqtt, side by side (BENCH_ARGS=--quick for a short pass)"
 	@echo "make bench-store  flash persistence: bytes/message, syncs/s, on vs off, 100-kill crash run"
+	@echo "make fleet      fleet soak: 300 sensors on CPython + 6 firmware sensors on the 64 KiB board, harsh links, 300 s each (FLEET_ARGS)"
 	@echo "make typecheck  mypy edge/ against MicroPython's stubs"
 	@echo "make sizes      source and .mpy size of each edge/ module"
 	@echo "make deps       install the Debian packages the tests need ($(APT_PACKAGES))"
@@ -151,6 +152,12 @@ bench: deps $(BENCH_STAMP)
 # crash harness with 100 SIGKILLs (issue #4).
 bench-store: $(STAMP)
 	$(PY) -m tools.bench.store --kills 100
+
+# The fleet soak (docs/fleet.md): longer than test_18's runs, not a test.
+# Reports, JSON and plots in build/fleet/. FLEET_ARGS e.g. "--seconds 60".
+FLEET_ARGS ?=
+fleet: $(STAMP)
+	$(PY) -m tools.fleetsoak $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache *.egg-info

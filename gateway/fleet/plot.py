@@ -78,10 +78,13 @@ def _svg(path, readings, events, memory, title):
     out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="black"/>' % (L, W - R, MID, MID))
     label, series = memory
     if series:
-        vmax = max(v for _, v in series) or 1
-        pts = " ".join("%.1f,%.1f" % (x(t), B - (B - MID - 20) * v / vmax) for t, v in series)
+        vmin = min(v for _, v in series)
+        vmax = max(v for _, v in series)
+        span = max(vmax - vmin, 1)
+        pts = " ".join("%.1f,%.1f" % (x(t), B - (B - MID - 30) * (v - vmin) / span) for t, v in series)
         out.append('<polyline points="%s" fill="none" stroke="#2ca02c"/>' % pts)
-        out.append('<text x="%d" y="%d">%s, max %.1f KiB</text>' % (L, MID + 16, label, vmax / 1024.0))
+        out.append('<text x="%d" y="%d">%s: %.1f .. %.1f KiB</text>' % (
+            L, MID + 16, label, vmin / 1024.0, vmax / 1024.0))
     out.append('<text x="%d" y="%d">run time (s), 0 .. %.0f</text>' % (L, H - 20, tmax))
     lx = L + 250
     for i, (name, colour) in enumerate([("QoS %d" % q, QOS_COLOURS[q]) for q in (0, 1, 2)]

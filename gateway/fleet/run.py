@@ -8,6 +8,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 
 from gateway.fleet import plot, report
 from gateway.fleet.chaos import PROFILES, Chaos
@@ -78,12 +79,12 @@ async def _run(a, workdir):
     prefix = "fleet/" + runid
     opts = SensorOpts(a, prefix)
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    checker = Checker(host, port, prefix, lambda: loop.time() - t0)
+    chaos = Chaos(a.chaos, a.seed, (host, port))
+    # one run clock for the checker, the proxy and the plan: reset to 0
+    # when the sensors start (building the firmware and the links takes a while)
+    checker = Checker(host, port, prefix, chaos.clock)
     await checker.start("%s-checker" % runid)
     rss_task = asyncio.ensure_future(checker.sample_rss(a.broker_pid)) if a.broker_pid else None
-    chaos = Chaos(a.chaos, a.seed, (host, port))
-    chaos.t0 = t0
     ledgers = _fleet(a.sensors, a.mpy, runid, a.mqtt)
     sensors = {}
     if a.mpy:
@@ -96,6 +97,9 @@ async def _run(a, workdir):
         else:
             sensors[led.sid] = SimSensor(led, link.port, opts, random.Random(a.seed * 7919 + i))
     plan = chaos.plan(a.seconds)
+    chaos.t0 = loop.time()
+    for series in (checker.heap, checker.rss):  # the idle figure before the fleet, at 0
+        series[:] = [(0.0, v) for _, v in series[-1:]]
     chaos.start(plan, sensors)
     stagger = min(2.0, 0.01 * len(ledgers))
 
@@ -147,8 +151,8 @@ def main(args):
         return 2
     try:
         _broker_addr(a.broker)
-        workdir = os.path.dirname(os.path.abspath(a.json)) if a.json else None
-        r, readings, memory = asyncio.run(_run(a, workdir))
+        with tempfile.TemporaryDirectory(prefix="edgebroker-fleet-") as workdir:
+            r, readings, memory = asyncio.run(_run(a, workdir))
     except (ValueError, CheckerError, FirmwareError) as e:
         print("edgebroker fleet: %s" % e, file=sys.stderr)
         return 2

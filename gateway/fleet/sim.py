@@ -19,6 +19,8 @@ class _Conn(asyncio.Protocol):
         self.t = None
         self.buf = bytearray()
         self.connack = asyncio.get_running_loop().create_future()
+        # nobody awaits it after a timeout: its exception is not news
+        self.connack.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def connection_made(self, transport):
         self.t = transport
