@@ -106,3 +106,38 @@ def test_clean_baseline_and_usage_errors(tmp_path):
         q = subprocess.run([sys.executable, "-m", "gateway", "fleet", "--seconds", "1"] + args,
                            cwd=str(ROOT), capture_output=True, text=True, timeout=30)
         assert q.returncode == 2 and text in q.stderr and "Traceback" not in q.stderr, q.stderr
+
+
+@pytest.mark.micropython
+@pytest.mark.timeout(60)
+def test_coap_device_sample(micropython_exe, tmp_path, mqtt_client):
+    """firmware/coap_sensor/ on the unix port against the CoAP endpoint: every
+    reading answered 2.04 reaches an MQTT subscriber, and a command published
+    over MQTT reaches the device through its observation of cmd/<id>/#."""
+    b = Broker("cpython", tmp_path / "broker", {"coap.enabled": True})
+    b.start()
+    try:
+        port = b.wait_coap()
+        sub = mqtt_client(b)
+        sub.subscribe("sensors/#", 1)
+        proc = subprocess.Popen(
+            [micropython_exe, "coap_sensor.py", "broker=127.0.0.1:%d" % port, "id=dev9", "qos=1",
+             "interval_ms=200", "seconds=4", "report=1"],
+            cwd=str(ROOT / "firmware" / "coap_sensor"), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        try:
+            sub.wait_messages(2, timeout=10)  # publishing: its observation came first
+            sub.publish("cmd/dev9/led", b"on", qos=1)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        b.stop()
+    lines = out.splitlines()
+    assert proc.returncode == 0 and "O" in lines and lines[-1] == "E", out
+    assert "M on" in lines, out
+    acked = set(int(x.split()[1]) for x in lines if x.startswith("A "))
+    got = set(int(m.payload.split(b"|")[2]) for m in sub.messages if m.topic == "sensors/dev9")
+    assert len(acked) >= 10 and acked <= got, (acked, got, out)
