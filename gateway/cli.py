@@ -50,7 +50,7 @@ def _parser():
     bench.set_defaults(func=_cmd_bench)
     fleet = sub.add_parser("fleet", help="simulate a sensor fleet against a broker through "
                            "flaky links; report delivery (docs/fleet.md)")
-    importlib.import_module("gateway.fleet.run").add_arguments(fleet)
+    importlib.import_module("gateway.fleet.options").add_arguments(fleet)
     fleet.set_defaults(func=_cmd_fleet)
     return p
 
