@@ -72,3 +72,12 @@ def test_last_connection_of_a_killed_sensor_owes_its_will():
     led.killed = True
     led.conns = [_conn(1, 1.0, t_closed=4.0)]
     assert report.wills_due(led)[0] == {1}
+
+
+def test_a_sensor_that_died_on_its_own_fails_the_run():
+    led = _led("a", 1, [1], [1])
+    led.exit_note = "exit 1: MemoryError: memory allocation failed"
+    r = report.compute([led], _Checker([(1, "a", 1, 1, 1)]), [], {})
+    assert r["violations"] == ["sensor a: exit 1: MemoryError: memory allocation failed"]
+    led.killed, led.exit_note = True, "killed mid-publish (SIGKILL)"
+    assert report.compute([led], _Checker([(1, "a", 1, 1, 1)]), [], {})["ok"]

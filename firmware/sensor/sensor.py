@@ -81,7 +81,7 @@ class Sensor:
         self.sleep = cfg["backoff_ms"]
         self.next_try = 0
         self.waiting = 0  # since when an ack or PINGRESP is awaited (0: none)
-        self.last_tx = 0
+        self.last_rx = 0  # a QoS 0 sensor hears nothing back: it pings to find a dead link
         if cfg["seed"]:
             random.seed(cfg["seed"])
 
@@ -104,7 +104,7 @@ class Sensor:
         self.up = True
         self.sleep = cfg["backoff_ms"]
         self.waiting = 0
-        self.last_tx = now
+        self.last_rx = now
         self.log("C %d %d" % (self.attempt, present))
         keep = []
         for e in self.buf:
@@ -172,7 +172,6 @@ class Sensor:
                 e[2] = self.next_pid()
             self.c.publish(self.topic, e[1], q, e[2], dup)
             e[3] = 1
-        self.last_tx = now
         if q and not self.waiting:
             self.waiting = now
 
@@ -214,14 +213,16 @@ class Sensor:
             return
         try:
             self.pump(now)
-            if not self.waiting and now - self.last_tx > self.cfg["keepalive"] * 500:
-                c.ping()  # [MQTT-3.1.2-23] keep the link alive when idle
-                self.last_tx = now
+            if not self.waiting and now - self.last_rx > self.cfg["keepalive"] * 500:
+                # nothing heard for half the keepalive: is the link alive?
+                # (also keeps it alive when idle [MQTT-3.1.2-23])
+                c.ping()
                 self.waiting = now
             if self.waiting and now - self.waiting > self.cfg["ack_timeout_ms"]:
                 raise OSError("no answer in %d ms" % self.cfg["ack_timeout_ms"])
             p = c.poll(20)
             while p is not None:
+                self.last_rx = now
                 if p[0] in (PUBACK, PUBREC, PUBCOMP):
                     self.acked(p[0], p[1], p[2], now)
                 elif p[0] == PINGRESP:

@@ -86,6 +86,10 @@ def compute(ledgers, checker, events, meta):
         if q == 2 and s["duplicated"]:
             violations.append("QoS 2: %d messages delivered more than once" % s["duplicated"])
     violations += ["lost: " + x for x in lost_examples[:5]]
+    # a sensor that died on its own (a firmware MemoryError, a crash) is
+    # under test too: its heap must hold
+    violations += ["sensor %s: %s" % (led.sid, led.exit_note) for led in ledgers
+                   if led.exit_note and not led.killed]
     wills = _wills(ledgers, checker, violations)
     if checker.lost_link:
         violations.append(checker.lost_link)

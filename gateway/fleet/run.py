@@ -85,11 +85,11 @@ async def _run(a, workdir):
     await asyncio.sleep(a.seconds)
     chaos.heal()
     await asyncio.wait(tasks, timeout=a.drain + stagger + 10)
-    for t in tasks:
+    for led, t in zip(ledgers, tasks):
         if not t.done():
-            t.cancel()
+            t.cancel()  # a hang: the firmware process is killed (mpy.py)
+            led.exit_note = "still running %d s after --seconds + --drain: stopped" % 10
         elif t.exception() is not None:
-            led = ledgers[tasks.index(t)]
             led.exit_note = "crashed: %r" % t.exception()
     # deliveries and wills still on their way: until every acknowledged
     # reading and every due will is in, at most a keepalive timeout (1.5x)
