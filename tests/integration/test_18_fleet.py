@@ -59,9 +59,9 @@ def test_board_broker_six_firmware_sensors(micropython_exe, tmp_path, report):
     assert heap, r["broker_memory"]  # sampled from $SYS/broker/heap/current
     assert r["meta"]["mpy"] == 6 and r["sensors"]["connects"] >= 6
     report("fleet on the 64 KiB board: 6 firmware sensors, chaos flaky: %s readings QoS 1/2 "
-           "delivered, 0 lost, %d wills; heap max %.1f KiB" % (
+           "delivered, 0 lost, %d wills; heap max %.1f KiB, %d connections closed out of memory" % (
                r["qos"]["1"]["delivered"] + r["qos"]["2"]["delivered"], r["wills"]["fired"],
-               heap["max"] / 1024.0))
+               heap["max"] / 1024.0, b.log_text().count("out of memory")))
 
 
 @pytest.mark.timeout(100)
