@@ -7,7 +7,7 @@
 # this one's close could have: then the broker may have seen a takeover,
 # which for a continuing session publishes no will ([MQTT-3.1.3-9] and
 # edge/mqtt/connect.py). The close must come this much earlier to count.
-TAKEOVER_MARGIN_S = 0.2
+TAKEOVER_MARGIN_S = 0.4
 
 
 def _pct(sorted_vals, p):
