@@ -78,7 +78,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test bench bench-store typecheck sizes deps stubs clean .venv install-service firmware firmware-deps
+.PHONY: help run test bench bench-store fleet typecheck sizes deps stubs clean .venv install-service firmware firmware-deps
 
 help:
 	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
@@ -86,6 +86,7 @@ help:
 	@echo "make bench      edgebroker vs mosquitto vs amqtt, side by side (BENCH_ARGS=--quick for a short pass)"
 	@echo "make bench-store  flash persistence: bytes/message, syncs/s, on vs off, 100-kill crash run"
 	@echo "make firmware   MicroPython 1.28.0 + edge/ frozen, for QEMU's mps2-an385 (build/firmware/qemu/firmware.elf)"
+	@echo "make fleet      fleet soak: 300 sensors on CPython + 6 firmware sensors on the 64 KiB board, harsh links, 300 s each (FLEET_ARGS)"
 	@echo "make typecheck  mypy edge/ against MicroPython's stubs"
 	@echo "make sizes      source and .mpy size of each edge/ module"
 	@echo "make deps       install the Debian packages the tests need ($(APT_PACKAGES))"
@@ -188,6 +189,12 @@ install-service:
 	$(SUDO) systemctl daemon-reload
 	$(SUDO) systemctl enable --now edgebroker
 	@echo ">> edgebroker installed: systemctl status edgebroker; journalctl -u edgebroker -f"
+
+# The fleet soak (docs/fleet.md): longer than test_18's runs, not a test.
+# Reports, JSON and plots in build/fleet/. FLEET_ARGS e.g. "--seconds 60".
+FLEET_ARGS ?=
+fleet: $(STAMP)
+	$(PY) -m tools.fleetsoak $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache *.egg-info

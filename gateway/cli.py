@@ -39,7 +39,6 @@ def _parser():
     p = argparse.ArgumentParser(prog=PROG, description="A memory-frugal MQTT broker.")
     p.add_argument("--version", action="version", version="%s %s" % (PROG, VERSION))
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Later: fleet (a subparser + a _cmd_<name> function).
     run = sub.add_parser("run", help="run the broker in the foreground")
     run.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
     for flag, section, key, metavar, text in RUN_FLAGS:
@@ -59,6 +58,10 @@ def _parser():
                            help="benchmark against mosquitto and amqtt (python -m tools.bench)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
+    fleet = sub.add_parser("fleet", help="simulate a sensor fleet against a broker through "
+                           "flaky links; report delivery (docs/fleet.md)")
+    importlib.import_module("gateway.fleet.options").add_arguments(fleet)
+    fleet.set_defaults(func=_cmd_fleet)
     return p
 
 
@@ -173,6 +176,10 @@ def _cmd_bench(args):
         sys.path.insert(0, root)
     bench = importlib.import_module("tools.bench.__main__")
     return bench.main(args.args)
+
+
+def _cmd_fleet(args):
+    return importlib.import_module("gateway.fleet.run").main(args)
 
 
 def main(argv=None):
