@@ -22,9 +22,10 @@
 # The outbox: with persistence on, edge/store/outbox.py on a log of its own
 # (the runtime opens it; `outbox` below), so the backlog survives a restart
 # and the seq, the log's, is never reused: a message sent again after a
-# restart carries the same message_id. A record is written and synced
-# within store.sync_max_delay_ms (Log.tick), not before the local
-# publisher's PUBACK (docs/uplink.md "What is promised"). The queue `q`
+# restart carries the same message_id. The runtime holds the local
+# publisher's PUBACK (or CoAP 2.04) until the record is durable: `appended`,
+# if set, is told each record's seq (tcp_cpython.py's outbox_appended,
+# which gates output on the outbox's sync). The queue `q`
 # holds every waiting message in RAM as well (CPython only so far).
 # Without persistence the queue alone is the outbox, bounded by
 # outbox_budget_bytes.
@@ -35,6 +36,7 @@ _BASE_MS = 1000   # decorrelated-jitter back-off (docs/uplink.md "Reconnect")
 _CAP_MS = 60000
 _ENTRY = 64       # bytes an outbox entry costs beyond its key and body
 _PREFETCH = 16    # commands unacked at a time
+_SEEN_MAX = 256   # command message_ids remembered (redeliveries: at most _PREFETCH a connection)
 
 
 def _filters(v):
@@ -75,15 +77,30 @@ class Uplink:
         self.connects = 0
         self._own = "cmd/" + self.edge_id
         self.outbox = outbox
+        self.appended = None    # (seq) -> None: a record appended (the runtime's gate)
         if outbox is not None:  # what a previous run left, oldest first
             for seq, body in outbox.read(0, len(outbox)):
                 n = body[1] << 8 | body[2]
                 e = [seq, body[3:3 + n].decode(), bytes(body[3 + n:]), body[0], 0]
                 self.q.append(e)
                 self.bytes += _ENTRY + len(e[1]) + len(e[2])
+        self.cmd_wait = []      # [ack id, seq, mid, topic, body, client, dup]: persisted, not yet acked
+        self.seen = {}          # command message_id -> its K_SEEN seq (0: in RAM only)
+        self.seen_q = []        # the same mids, oldest first (bounded: _SEEN_MAX)
+        self.cmd_dups = 0       # redelivered commands recognised
         lc = self.lc = broker.local_client("$uplink", self._local)
         for f in _filters(c["publish"]):
             broker.subscribe(lc, f, 1)
+        if outbox is not None:
+            # commands a previous run persisted: published now if maybe
+            # never published (at least once, locally), acked upstream or
+            # not (a redelivery is recognised by its message_id)
+            cmds, seen = outbox.commands()
+            for seq, mid in seen:
+                self._seen(mid, seq)
+            for seq, mid, t, body in cmds:
+                self._publish_cmd(t, body)
+                self._seen(mid, outbox.cmd_done(seq, mid))
 
     # ---- local side
     def _local(self, msg, qos, retain=False):
@@ -107,6 +124,8 @@ class Uplink:
         if seq < 0:
             self.refused += 1
             return
+        if ob is not None and self.appended is not None:
+            self.appended(seq)  # the PUBACK waits for this record's sync
         self.q.append([seq, rk, body, qos, 0])
         self.bytes += cost
         if self.up:
@@ -194,11 +213,10 @@ class Uplink:
             elif k == "ready" or k == "connected":
                 self._ready(now)
             elif k == "deliver":  # AMQP: (tag, routing key, props, body)
-                self._command(ev[2], ev[4])
-                c.ack(ev[1])
+                self._command(ev[1], ev[2], ev[4], ev[3].get("message_id"))
             elif k == "message":  # STOMP: (ack id, destination, headers, body)
-                self._command(ev[3].get("destination", ev[2]), ev[4])
-                c.ack(ev[1])
+                h = ev[3]
+                self._command(ev[1], h.get("destination", ev[2]), ev[4], h.get("amqp-message-id"))
             elif k == "nack":
                 self._nack(ev[1], ev[2])
             elif k == "return":
@@ -213,6 +231,8 @@ class Uplink:
                     c.close()
                 else:
                     alive = False
+        if self.cmd_wait:
+            self._settle_commands()
         return alive and c.state != (8 if self.scheme == "amqp" else 3)  # CLOSED
 
     def _ready(self, now):
@@ -298,17 +318,77 @@ class Uplink:
                 i += 1
         self._pump()
 
-    def _command(self, key, body):
+    # ---- commands down (docs/uplink.md "Commands down")
+    def _command(self, ack, key, body, mid):
+        # persisted, then acked upstream, then published locally: the
+        # ack waits for _settle_commands() (the outbox synced)
         if key.startswith("/"):  # STOMP: /topic/<key> or /exchange/<x>/<key>
             key = key[key.rfind("/") + 1:]
         t = routing.cmd_topic(self.edge_id, key)
         if t is None:
-            return  # not ours: acked and dropped
-        self.commands_in += 1
+            self.c.ack(ack)  # not ours: acked and dropped
+            return
+        mid = mid or ""
+        if mid and mid in self.seen:
+            self.cmd_dups += 1  # a redelivery (a crash before our ack reached it)
+            self.c.ack(ack)
+            return
+        ob = self.outbox
+        if mid and ob is not None:
+            for e in self.cmd_wait:
+                if e[2] == mid:  # its first copy is not durable yet: acked with it
+                    self.cmd_dups += 1
+                    self.cmd_wait.append([ack, e[1], mid, t, body, self.c, True])
+                    return
+        seq = ob.cmd_append(mid, t, body) if ob is not None else -1
+        if seq < 0:
+            # no persistence, or the outbox is full: published, then acked
+            # (a crash in between loses nothing; one before the publish does)
+            if ob is not None:
+                self.log(30, "uplink: outbox full: command on %s acked unpersisted" % t)
+            self.commands_in += 1
+            self._publish_cmd(t, body)
+            self.c.ack(ack)
+            if mid:
+                self._seen(mid, 0)
+            return
+        self.cmd_wait.append([ack, seq, mid, t, body, self.c, False])
+
+    def _settle_commands(self):
+        # The persisted commands synced (a sync on the loop: commands are
+        # few), then each acked on the connection it came on (a lost one
+        # redelivers it: recognised by its mid) and published locally
+        try:
+            self.outbox.log.flush()
+        except OSError as e:
+            self.log(40, "uplink: command not persisted (%s): acked later" % e)
+            return  # retried at the next feed or tick
+        for ack, seq, mid, t, body, c, dup in self.cmd_wait:
+            if c is self.c and c is not None:
+                c.ack(ack)
+            if not dup:
+                self.commands_in += 1
+                self._publish_cmd(t, body)
+                self._seen(mid, self.outbox.cmd_done(seq, mid))
+        self.cmd_wait = []
+
+    def _publish_cmd(self, t, body):
         try:
             self.broker.publish(t, body, 1)
         except Exception as e:
             self.log(30, "uplink: command on %s dropped: %s" % (t, e))
+
+    def _seen(self, mid, seq):
+        if not mid:
+            return
+        self.seen[mid] = seq
+        q = self.seen_q
+        q.append(mid)
+        if len(q) > _SEEN_MAX:
+            old = q.pop(0)
+            s = self.seen.pop(old, 0)
+            if s > 0:
+                self.outbox.forget(s)
 
     def close(self):
         for f in list(self.lc.subs):
@@ -324,4 +404,5 @@ class Uplink:
         yield "uplink/refused", self.refused
         yield "uplink/returned", self.returned
         yield "uplink/commands", self.commands_in
+        yield "uplink/commands/duplicates", self.cmd_dups
         yield "uplink/reconnects", self.reconnects
