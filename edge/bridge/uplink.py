@@ -30,7 +30,7 @@
 # Without persistence the queue alone is the outbox, bounded by
 # outbox_budget_bytes.
 from edge.bridge import routing
-from edge.bridge.url import parse, redact
+from edge.bridge.url import parse_list, redact, split
 
 _BASE_MS = 1000   # decorrelated-jitter back-off (docs/uplink.md "Reconnect")
 _CAP_MS = 60000
@@ -46,9 +46,10 @@ def _filters(v):
 
 class Uplink:
     def __init__(self, broker, c, rng, log, now, outbox=None):
-        (self.scheme, self.user, self.password, self.host, self.port,
-         self.vhost) = parse(c["url"])
-        self.where = redact(c["url"])
+        # the nodes: one URL, or a cluster's list, tried in turn (lost())
+        self.nodes = [(p, redact(u)) for p, u in zip(parse_list(c["url"]), split(c["url"]))]
+        self.node = -1
+        self._next_node()
         self.edge_id = c["edge_id"]
         self.exchange = c["exchange"]
         self.commands = c["commands"]
@@ -132,6 +133,11 @@ class Uplink:
             self._pump()
 
     # ---- connection life
+    def _next_node(self):
+        self.node = (self.node + 1) % len(self.nodes)
+        p, self.where = self.nodes[self.node]
+        self.scheme, self.user, self.password, self.host, self.port, self.vhost = p
+
     def due(self, now):
         return self.c is None and not self.stopping and now >= self.retry_at
 
@@ -172,8 +178,12 @@ class Uplink:
         self.retry_at = now + self.sleep
         self.reconnects += 1
         self.state = "down"
-        self.log(30, "uplink: %s: %s; retry in %.1f s (%d waiting)"
-                 % (self.where, why, self.sleep / 1000, len(self.q)))
+        where = self.where
+        if len(self.nodes) > 1:
+            self._next_node()  # a cluster's next node (a dead one may stay dead)
+        self.log(30, "uplink: %s: %s; retry in %.1f s%s (%d waiting)"
+                 % (where, why, self.sleep / 1000,
+                    " at " + self.where if self.where != where else "", len(self.q)))
 
     def stop(self, now):
         """Clean stop: "offline" on edge/<id>/state, then close; the shell

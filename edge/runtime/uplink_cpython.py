@@ -35,7 +35,7 @@ class UplinkShell:
         self.closed = None  # a Future set when the transport is gone
 
     def start(self):
-        self.log(20, "uplink: to %s as edge %s" % (self.up.where, self.up.edge_id))
+        self.log(20, "uplink: to %s as edge %s" % (", ".join([w for _, w in self.up.nodes]), self.up.edge_id))
         self.task = asyncio.get_event_loop().create_task(self._run())
 
     async def _run(self):

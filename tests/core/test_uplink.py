@@ -299,3 +299,21 @@ def test_seen_command_ids_are_bounded():
         assert len(got) == n and fake.acked == list(range(1, n + 1))
     finally:
         uplink._SEEN_MAX = keep
+
+
+def test_a_cluster_list_is_tried_in_turn():
+    b, up, logs = make(url="amqp://u:secret@n1:5672/, stomp://u:secret@n2 amqp://n3:5673")
+    assert [(n[0][0], n[0][3], n[0][4]) for n in up.nodes] == [
+        ("amqp", "n1", 5672), ("stomp", "n2", 61613), ("amqp", "n3", 5673)]
+    assert (up.scheme, up.host) == ("amqp", "n1")
+    up.lost(0, "refused")
+    assert (up.scheme, up.host, up.port) == ("stomp", "n2", 61613)
+    assert "n1" in logs[-1] and "at stomp://u:***@n2" in logs[-1] and "secret" not in logs[-1]
+    up.lost(up.retry_at, "refused")
+    up.lost(up.retry_at, "refused")
+    assert up.host == "n1"  # round again
+    assert url.split("a://x,b://y  c://z") == ["a://x", "b://y", "c://z"]
+    if "upstream" not in config.SCHEMA:
+        return
+    e = raises(ConfigError, config.load, {"upstream": {"url": "amqp://h, amqp://u:secret@h:x"}})
+    assert "URL 2 of 2" in str(e) and "secret" not in str(e)

@@ -124,12 +124,14 @@ class RabbitNode:
     def start(self):
         t0 = time.monotonic()
         epmd = shutil.which("epmd") or "/usr/bin/epmd"
-        # in the foreground (no -daemon): its PID is ours to stop
-        self.epmd = subprocess.Popen(
-            [epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
-            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
-        with open(self.log, "wb") as out:
+        if self.epmd is None or self.epmd.poll() is not None:
+            # in the foreground (no -daemon): its PID is ours to stop (a
+            # restart after kill() finds it still running)
+            self.epmd = subprocess.Popen(
+                [epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)
+        with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [SERVER], env=self.env, cwd=self.base, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -165,6 +167,20 @@ class RabbitNode:
                 return f.read()[-n:].decode(errors="replace")
         except OSError:
             return "(no log)"
+
+    def freeze(self):
+        """SIGSTOP the node: its sockets stay open, it answers nothing."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def kill(self):
+        """SIGKILL the node (a crash: its process group, not our epmd);
+        start() brings it back on the same ports and data."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(STOP_DEADLINE)
+        _kill_group(self.proc, 1.0)  # (anything of the group left)
 
     def stop(self):
         if self.proc is not None:
