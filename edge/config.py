@@ -195,10 +195,10 @@ def _problem(spec, v, profile, from_text):
             if c in v:
                 return None, "must not contain any of . / + # * or NUL, got %s" % _show(v)
     if kind == "url" and v:
-        from edge.bridge.url import parse_list  # lazy: only when an uplink is set
+        from edge.bridge.url import parse  # lazy: only when an uplink is set
 
         try:
-            parse_list(v)  # one URL, or a cluster's list of them
+            parse(v)
         except ValueError as e:
             return None, str(e)
     if kind == "topic" and ("+" in v or "#" in v or "\0" in v):

@@ -29,7 +29,15 @@ def _unquote(s):
 
 def parse(url):
     """(scheme, user, password, host, port, vhost); ValueError with a reason
-    that never quotes the password."""
+    that never quotes the password. Of a list, every URL is checked (the
+    error names which) and the first one's returned: edge/config.py
+    validates upstream.url with it (the board's heap: no other name)."""
+    if "," in url or " " in url:
+        return parse_list(url)[0]
+    return _parse(url)
+
+
+def _parse(url):
     i = url.find("://")
     if i < 0:
         raise ValueError("must look like amqp://user:pass@host:5672/vhost or stomp://...")
@@ -94,7 +102,7 @@ def parse_list(urls):
     out = []
     for i, u in enumerate(us):
         try:
-            out.append(parse(u))
+            out.append(_parse(u))
         except ValueError as e:
             if len(us) == 1:
                 raise
