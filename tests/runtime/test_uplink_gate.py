@@ -148,3 +148,33 @@ def test_puback_after_the_outbox_fsync_with_the_sync_helper(tmp_path):
     for data, synced, syncs in seen:
         n += data.count(b"\x40\x02")
         assert synced >= n and syncs >= 1, seen
+
+
+def test_coap_204_waits_for_the_outbox_sync():
+    # The same gate for a CoAP publish (udp_cpython.py flushes through the
+    # TCP shell's settled()): the 2.04 after the outbox's record is synced
+    from edge.coap.endpoint import Endpoint
+    from edge.runtime.udp_cpython import UdpServer
+    from tests.core._coap import PEER, POST, Limits, request
+
+    events = []
+
+    class Dgram:
+        def sendto(self, data, addr):
+            events.append(("coap", bytes(data)))
+
+    async def then(srv, pub, up):
+        ep = Endpoint(srv.broker, Limits(), lambda: 0.5)
+        udp = UdpServer(ep, srv, lambda level, msg: None)
+        udp.tr = Dgram()
+        srv.udp = udp
+        udp.received(request(POST, "ps/m/2", query=("qos=1",), payload=b"v"), PEER)
+        assert len(up.q) == 1 and events == [], events  # held
+        for _ in range(50):
+            await asyncio.sleep(0.001)
+            if any(e[0] == "coap" for e in events):
+                break
+
+    _serve(_Files(events, "store"), _Files(events, "outbox"), then, events)
+    ev = [e if e[0] != "coap" else ("coap", e[1][1]) for e in events if e[1] != "append"]
+    assert ev == [("outbox", "sync"), ("coap", 0x44)], events  # 2.04 Changed
