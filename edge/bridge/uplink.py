@@ -79,12 +79,12 @@ class Uplink:
         self._own = "cmd/" + self.edge_id
         self.outbox = outbox
         self.appended = None    # (seq) -> None: a record appended (the runtime's gate)
-        if outbox is not None:  # what a previous run left, oldest first
-            for seq, body in outbox.read(0, len(outbox)):
-                n = body[1] << 8 | body[2]
-                e = [seq, body[3:3 + n].decode(), bytes(body[3 + n:]), body[0], 0]
-                self.q.append(e)
-                self.bytes += _ENTRY + len(e[1]) + len(e[2])
+        loaded = outbox.load() if outbox is not None else ((), (), ())
+        for seq, body in loaded[0]:  # what a previous run left, oldest first
+            n = body[1] << 8 | body[2]
+            e = [seq, body[3:3 + n].decode(), bytes(body[3 + n:]), body[0], 0]
+            self.q.append(e)
+            self.bytes += _ENTRY + len(e[1]) + len(e[2])
         self.cmd_wait = []      # [ack id, seq, mid, topic, body, client, dup]: persisted, not yet acked
         self.seen = {}          # command message_id -> its K_SEEN seq (0: in RAM only)
         self.seen_q = []        # the same mids, oldest first (bounded: _SEEN_MAX)
@@ -96,7 +96,8 @@ class Uplink:
             # commands a previous run persisted: published now if maybe
             # never published (at least once, locally), acked upstream or
             # not (a redelivery is recognised by its message_id)
-            cmds, seen = outbox.commands()
+            _, cmds, seen = loaded
+            loaded = None
             for seq, mid in seen:
                 self._seen(mid, seq)
             for seq, mid, t, body in cmds:
@@ -292,23 +293,27 @@ class Uplink:
             self.inflight += 1
 
     def _confirm(self, tag, multiple):
+        # The confirmed ones out of the window: one slice assignment per
+        # confirm, not a `del q[i]` per message (each moves the whole
+        # backlog behind it: a 100,000-message drain spent its time there)
         q = self.q
-        i = 0
         n = self.inflight
-        while i < n:
+        keep = []
+        ob = self.outbox
+        done = 0
+        for i in range(n):
             e = q[i]
-            if e[4] == tag or (multiple and e[4] < tag):
-                del q[i]
-                n -= 1
+            if (e[4] == tag or (multiple and e[4] < tag)) and (multiple or not done):
+                done += 1
                 self.bytes -= _ENTRY + len(e[1]) + len(e[2])
-                self.confirmed += 1
-                if self.outbox is not None:
-                    self.outbox.ack(e[0])
-                if not multiple:
-                    break
+                if ob is not None:
+                    ob.ack(e[0])
             else:
-                i += 1
-        self.inflight = n
+                keep.append(e)
+        if done:
+            q[:n] = keep
+            self.confirmed += done
+            self.inflight = n - done
         self._pump()
 
     def _nack(self, tag, multiple):

@@ -97,13 +97,21 @@ class Outbox:
         return self.log.delete(seq, True, True)
 
     def commands(self):
-        """What a previous run left: ([(seq, mid, topic, payload)] commands
-        persisted and maybe never published, [(seq, mid)] seen), oldest
-        first."""
+        """What a previous run left of the commands: load()'s last two."""
+        return self.load()[1:]
+
+    def load(self):
+        """Everything a previous run left, in one pass over the log (a
+        100,000-message backlog took a second a pass): ([(seq, body)]
+        queued, [(seq, mid, topic, payload)] commands persisted and maybe
+        never published, [(seq, mid)] seen), each oldest first."""
+        msgs = []
         cmds = []
         seen = []
         for seq, kind, body in self.log.replay(0):
-            if kind == K_CMD:
+            if kind == K_OUTBOX:
+                msgs.append((seq, body))
+            elif kind == K_CMD:
                 n = body[0]
                 mid = bytes(body[1:1 + n]).decode()
                 i = 1 + n
@@ -111,4 +119,4 @@ class Outbox:
                 cmds.append((seq, mid, bytes(body[i + 2:i + 2 + k]).decode(), bytes(body[i + 2 + k:])))
             elif kind == K_SEEN:
                 seen.append((seq, bytes(body).decode()))
-        return cmds, seen
+        return msgs, cmds, seen

@@ -1,7 +1,7 @@
 # 17: the uplink under chaos (docs/uplink.md "What is promised", issue #18):
 # RabbitMQ SIGKILLed mid-stream and restarted; two independent nodes as a
 # cluster's list, one killed for good; the link silently black-holed by a
-# TCP proxy the test controls (tcpproxy.py); the edge SIGKILLed holding a
+# TCP proxy the test controls (tools/chaosproxy.py); the edge SIGKILLed holding a
 # backlog. Each runs an AMQP edge and a STOMP edge side by side (one node
 # crash serves both), paho publishers and pika as the independent consumer.
 # In each: every message the edge acknowledged (PUBACK) arrives in
@@ -14,8 +14,8 @@ import pika
 import pytest
 
 from .rabbit import SERVER, RabbitNode
-from .tcpproxy import TcpProxy
 from .test_16_uplink import _until
+from tools.chaosproxy import TcpProxy
 
 pytestmark = [pytest.mark.edge_only("the uplink is edgebroker's own")]
 

@@ -1,5 +1,5 @@
-# A TCP proxy the chaos tests control (tests/integration/test_17_uplink_chaos.py):
-# it forwards a loopback port to a target and, on the test's word, turns
+# A TCP proxy a test or benchmark controls (tests/integration/test_17_uplink_chaos.py,
+# tools/bench/uplink.py): it forwards a loopback port to a target and, on the test's word, turns
 # the link into a silent black hole (the bytes of the connections open at
 # that moment are swallowed both ways, the sockets stay open: no FIN, no
 # RST, as a dead NAT entry or a pulled cable far away looks) or refuses
