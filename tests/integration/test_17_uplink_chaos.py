@@ -191,14 +191,14 @@ def test_rabbitmq_sigkilled_mid_stream_and_restarted(nodes, broker_factory, mqtt
         edges.append((Edge(broker_factory, mqtt_client, _url(node, proto), tag), q))
     for e, q in edges:
         e.up_at(node.amqp_port if e.proto == "amqp" else node.stomp_port)
-    pending = [(e, q, e.publish(0, 1500, wait=False)) for e, q in edges]
+    pending = [(e, q, e.publish(0, 1000, wait=False)) for e, q in edges]
     # mid-stream: some of it in the queues, the rest on its way
     _until(lambda: all(_count(node, q) >= 100 for _, q, _ in pending), 30, "100 in each queue")
     node.kill()
     t_kill = time.monotonic()
     for e, q, infos in pending:
         e.wait(infos)  # the edge acknowledges on: its outbox is on flash
-        e.publish(1500, 1700)  # and while the node is down
+        e.publish(1000, 1200)  # and while the node is down
     node.start()
     t_up = time.monotonic()
     for e, q in edges:
