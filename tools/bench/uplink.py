@@ -22,8 +22,10 @@ Scenarios (each server started fresh, stopped by PID):
               directory's size / B (mosquitto writes its queue only at autosave or
               shutdown: not comparable, not shown)
   flap        F messages at 500 msg/s while the proxy drops every connection each
-              1.5 s (refusing for 0.3 s); then the link stays up until the queue is
-              quiet: acknowledged (PUBACK), arrived, lost, duplicated
+              1.5 s (refusing for 0.3 s); then the link stays up until every
+              acknowledged message arrived or nothing new came for 65 s (longer
+              than edgebroker's back-off cap): acknowledged (PUBACK), arrived, lost,
+              duplicated, and how long it took to settle after the flapping ended
 Results: the table printed, DIR/uplink.json written. One run each: a shared
 machine's figures, not a laboratory's.
 """
@@ -36,7 +38,8 @@ import tempfile
 import threading
 import time
 
-from tools.bench.brokers import HOST, EdgeCPython, Mosquitto, free_port
+from tools.bench.brokers import HOST, EdgeCPython, Mosquitto
+from tools.bench.procstat import cpu_seconds
 from tools.chaosproxy import TcpProxy
 
 QUEUE = "bench.uplink"
@@ -46,7 +49,7 @@ FLAP_RATE = 500       # msg/s during the flap
 FLAP_EVERY_S = 1.5
 FLAP_DOWN_S = 0.3
 _QUEUED = 30000      # publisher's messages queued in paho at most (16-bit ids)
-QUIET_S = 3.0         # the queue unchanged this long: everything that will come came
+SETTLE_S = 65.0      # the flap: nothing new this long and it is over
 
 
 class EdgeUp(EdgeCPython):
@@ -116,22 +119,13 @@ class Queue:
         return self.ch.queue_declare(QUEUE, passive=True).method.message_count
 
     def wait(self, n, timeout, alive=None):
-        """Until n are in the queue (True), or it stayed quiet QUIET_S with
-        fewer, or timeout (False)."""
+        """Until n are in the queue (True), or timeout (False)."""
         deadline = time.monotonic() + timeout
-        last, since = -1, time.monotonic()
-        while True:
-            c = self.count()
-            if c >= n:
-                return True
-            now = time.monotonic()
-            if c != last:
-                last, since = c, now
-            elif n < 0 and now - since >= QUIET_S:
-                return True
-            if now > deadline or (alive is not None and not alive()):
+        while self.count() < n:
+            if time.monotonic() > deadline or (alive is not None and not alive()):
                 return False
             time.sleep(0.02)  # polling the queue
+        return True
 
     def drain(self):
         """Every message in the queue, taken: [(body, message_id)]."""
@@ -142,6 +136,22 @@ class Queue:
                 break
             got.append((body, props.message_id))
         self.ch.cancel()
+        return got
+
+    def collect(self, acked, alive):
+        """Drain until every acknowledged body arrived, or nothing new came
+        for SETTLE_S (longer than edgebroker's 60 s back-off cap: a link
+        that flapped may leave it waiting that long); [(body, message_id)]."""
+        want = set(b"%d" % i for i in acked)
+        got = []
+        seen = set()
+        last = time.monotonic()
+        while not want <= seen and time.monotonic() - last < SETTLE_S and alive():
+            more = self.drain()
+            if more:
+                got += more
+                seen.update(b for b, _ in more)
+                last = time.monotonic()
         return got
 
     def close(self):
@@ -192,6 +202,31 @@ def _tally(acked, got):
             "lost": len(set(b"%d" % i for i in acked) - uniq), "duplicated": len(bodies) - len(uniq)}
 
 
+def _group_cpu(pgid):
+    """CPU seconds of every process in group pgid (the RabbitMQ node: its
+    start script, beam and helpers)."""
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        if int(st[st.rindex(")") + 2:].split()[2]) == pgid:
+            total += cpu_seconds(d) or 0.0
+    return total
+
+
+def _cpu(run, c0, n):
+    # the server's CPU per message over the measured interval (its own
+    # process: edgebroker's sync helper and RabbitMQ not counted), in us;
+    # on a shared machine a steadier figure than msg/s
+    c1 = cpu_seconds(run.pid)
+    return None if c0 is None or c1 is None else round((c1 - c0) * 1e6 / n, 1)
+
+
 def _du(path):
     n = 0
     for d, _, files in os.walk(path):
@@ -214,12 +249,15 @@ def throughput(server, node, q, base, n):
         time.sleep(1.0)  # the uplink / bridge connected (edgebroker: at once; mosquitto: its first try)
         pub = Publisher(run.port)
         t0 = time.monotonic()
+        c0, r0 = cpu_seconds(run.pid), _group_cpu(node.proc.pid)
         pub.send(0, n)
         ok = q.wait(n, 120, run.alive)
         t1 = time.monotonic()
+        row = {"msgs_per_s": round(n / (t1 - t0)) if ok else None, "seconds": round(t1 - t0, 2),
+               "cpu_us_per_msg": _cpu(run, c0, n),
+               "rabbitmq_cpu_us_per_msg": round((_group_cpu(node.proc.pid) - r0) * 1e6 / n, 1)}
         acked = pub.acked()
         pub.close()
-        row = {"msgs_per_s": round(n / (t1 - t0)) if ok else None, "seconds": round(t1 - t0, 2)}
         row.update(_tally(acked, q.drain()))
         return row
     finally:
@@ -252,9 +290,12 @@ def drain(server, node, q, base, n):
             while px.accepted <= seen and run.alive():
                 time.sleep(0.02)  # its next connection attempt (restart_timeout 1 s)
         t0 = time.monotonic()
+        c0, r0 = cpu_seconds(run.pid), _group_cpu(node.proc.pid)
         ok = q.wait(n, 300, run.alive)
         t1 = time.monotonic()
-        row.update({"drain_msgs_per_s": round(n / (t1 - t0)) if ok else None, "seconds": round(t1 - t0, 2)})
+        row.update({"drain_msgs_per_s": round(n / (t1 - t0)) if ok else None, "seconds": round(t1 - t0, 2),
+                    "cpu_us_per_msg": _cpu(run, c0, n),
+                    "rabbitmq_cpu_us_per_msg": round((_group_cpu(node.proc.pid) - r0) * 1e6 / n, 1)})
         row.update(_tally(acked, q.drain()))
         return row
     finally:
@@ -285,9 +326,10 @@ def flap(server, node, q, base, n):
         t.join()
         px.restore()
         pub.close()
-        q.wait(-1, 120, run.alive)  # quiet: what was going to arrive did
-        row = {"flaps": int(n / FLAP_RATE / FLAP_EVERY_S)}
-        row.update(_tally(acked, q.drain()))
+        t0 = time.monotonic()
+        got = q.collect(acked, run.alive)
+        row = {"flaps": int(n / FLAP_RATE / FLAP_EVERY_S), "settle_s": round(time.monotonic() - t0, 1)}
+        row.update(_tally(acked, got))
         return row
     finally:
         stop.set()
@@ -352,7 +394,7 @@ def main(argv=None):
 
 
 def _line(r):
-    keys = ("msgs_per_s", "drain_msgs_per_s", "flash_bytes_per_msg", "seconds", "flaps",
+    keys = ("msgs_per_s", "drain_msgs_per_s", "cpu_us_per_msg", "rabbitmq_cpu_us_per_msg", "flash_bytes_per_msg", "seconds", "flaps", "settle_s",
             "acknowledged", "arrived", "lost", "duplicated", "error")
     return "%-10s %-10s n=%-6d %s" % (r["scenario"], r["server"], r["messages"],
                                       " ".join("%s=%s" % (k, r[k]) for k in keys if r.get(k) is not None))
