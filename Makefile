@@ -163,6 +163,7 @@ bench: deps $(BENCH_STAMP)
 	$(PY) -m tools.bench $(BENCH_ARGS)
 	$(PY) -m tools.bench.store
 	$(PY) -m tools.bench.coap $(filter --quick,$(BENCH_ARGS))
+	$(PY) -m tools.bench.uplink $(filter --quick,$(BENCH_ARGS))
 
 # Flash persistence: bytes/message, syncs/s, throughput on vs off, then the
 # crash harness with 100 SIGKILLs (issue #4).

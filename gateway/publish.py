@@ -51,7 +51,9 @@ class Publisher:
         if qos == 0 or st is None:
             return peer.respond(200, answer, "application/json")
         need = st.log.next_seq - 1
-        if not self.held and st.log.settled() >= need:
+        # the TCP shell's settled(): the store's, held back by the uplink's
+        # outbox (a message the uplink takes is on flash before the 200)
+        if not self.held and self.srv.settled() >= need:
             return peer.respond(200, answer, "application/json")  # nothing recorded waits
         self.held.append((need, peer, answer))
         self.srv.commit_soon()  # a commit syncs it; release() answers

@@ -59,7 +59,7 @@
 # raises LocalProtocolError.
 import struct
 
-from edge.bridge.amqpwire import read_fields, read_props, write_fields, write_props
+from edge.bridge.amqpwire import _shortstr, read_fields, read_props, write_fields, write_props
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
 
@@ -309,6 +309,7 @@ class Amqp:
         self._size = 0                  # its body size, from the content header
         self._body = None               # bytearray, or None when dropped
         self._got = 0                   # body octets received so far
+        self._pcache = {}               # qos -> the properties publish() sends (no message-id)
 
     def take(self):
         """The bytes to send (possibly empty); `out` starts afresh."""
@@ -331,6 +332,16 @@ class Amqp:
         write_fields(p, fmt, args)
         self._frame(_METHOD, ch, p)
 
+    def _publish_props(self, qos, headers, content_type, message_id):
+        # The property flags and list as RabbitMQ's MQTT plugin sets them
+        h = [("x-mqtt-publish-qos", ("b", qos)), ("x-mqtt-dup", False)]
+        if headers:
+            h.extend(headers.items() if type(headers) is dict else headers)
+        p = bytearray()
+        write_props(p, {"content_type": content_type, "headers": h,
+                        "delivery_mode": 2 if qos else 1, "message_id": message_id})
+        return p
+
     def _ready(self):
         if self.state != READY:
             raise LocalProtocolError(_COMMAND_INVALID, "channel not open (state %d)" % self.state)
@@ -344,14 +355,21 @@ class Amqp:
         self._ready()
         # reserved-1, exchange, routing-key, mandatory | immediate << 1
         self._method(1, _B_PUBLISH, "sSSo", (0, exchange, routing_key, 1 if mandatory else 0))
-        h = [("x-mqtt-publish-qos", ("b", qos)), ("x-mqtt-dup", False)]
-        if headers:
-            h.extend(headers.items() if type(headers) is dict else headers)
-        props = {"content_type": content_type, "headers": h,
-                 "delivery_mode": 2 if qos else 1, "message_id": message_id}
         # §4.2.6: class-id, weight, body size, property flags and list
         p = bytearray(struct.pack(">HHQ", _BASIC, 0, len(body)))
-        write_props(p, props)
+        if headers or content_type is not None:
+            p += self._publish_props(qos, headers, content_type, None)
+        else:
+            # the uplink's case, once per message: the list up to
+            # delivery-mode is the same for every message of a QoS (a
+            # drain spent half its time encoding it), message-id follows
+            pre = self._pcache.get(qos)
+            if pre is None:
+                pre = self._pcache[qos] = self._publish_props(qos, None, None, None)
+            p += pre
+            if message_id is not None:
+                p[13] |= 0x80  # the message-id flag (property 8)
+                _shortstr(p, message_id)
         self._frame(_HEADER, 1, p)
         mv = memoryview(body)
         step = self.frame_max - 8  # 7 octets of header, 1 of frame-end

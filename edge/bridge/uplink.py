@@ -22,19 +22,21 @@
 # The outbox: with persistence on, edge/store/outbox.py on a log of its own
 # (the runtime opens it; `outbox` below), so the backlog survives a restart
 # and the seq, the log's, is never reused: a message sent again after a
-# restart carries the same message_id. A record is written and synced
-# within store.sync_max_delay_ms (Log.tick), not before the local
-# publisher's PUBACK (docs/uplink.md "What is promised"). The queue `q`
+# restart carries the same message_id. The runtime holds the local
+# publisher's PUBACK (or CoAP 2.04) until the record is durable: `appended`,
+# if set, is told each record's seq (tcp_cpython.py's outbox_appended,
+# which gates output on the outbox's sync). The queue `q`
 # holds every waiting message in RAM as well (CPython only so far).
 # Without persistence the queue alone is the outbox, bounded by
 # outbox_budget_bytes.
 from edge.bridge import routing
-from edge.bridge.url import parse, redact
+from edge.bridge.url import parse_list, redact, split
 
 _BASE_MS = 1000   # decorrelated-jitter back-off (docs/uplink.md "Reconnect")
 _CAP_MS = 60000
 _ENTRY = 64       # bytes an outbox entry costs beyond its key and body
 _PREFETCH = 16    # commands unacked at a time
+_SEEN_MAX = 256   # command message_ids remembered (redeliveries: at most _PREFETCH a connection)
 
 
 def _filters(v):
@@ -44,9 +46,10 @@ def _filters(v):
 
 class Uplink:
     def __init__(self, broker, c, rng, log, now, outbox=None):
-        (self.scheme, self.user, self.password, self.host, self.port,
-         self.vhost) = parse(c["url"])
-        self.where = redact(c["url"])
+        # the nodes: one URL, or a cluster's list, tried in turn (lost())
+        self.nodes = [(p, redact(u)) for p, u in zip(parse_list(c["url"]), split(c["url"]))]
+        self.node = -1
+        self._next_node()
         self.edge_id = c["edge_id"]
         self.exchange = c["exchange"]
         self.commands = c["commands"]
@@ -75,15 +78,31 @@ class Uplink:
         self.connects = 0
         self._own = "cmd/" + self.edge_id
         self.outbox = outbox
-        if outbox is not None:  # what a previous run left, oldest first
-            for seq, body in outbox.read(0, len(outbox)):
-                n = body[1] << 8 | body[2]
-                e = [seq, body[3:3 + n].decode(), bytes(body[3 + n:]), body[0], 0]
-                self.q.append(e)
-                self.bytes += _ENTRY + len(e[1]) + len(e[2])
+        self.appended = None    # (seq) -> None: a record appended (the runtime's gate)
+        loaded = outbox.load() if outbox is not None else ((), (), ())
+        for seq, body in loaded[0]:  # what a previous run left, oldest first
+            n = body[1] << 8 | body[2]
+            e = [seq, body[3:3 + n].decode(), bytes(body[3 + n:]), body[0], 0]
+            self.q.append(e)
+            self.bytes += _ENTRY + len(e[1]) + len(e[2])
+        self.cmd_wait = []      # [ack id, seq, mid, topic, body, client, dup]: persisted, not yet acked
+        self.seen = {}          # command message_id -> its K_SEEN seq (0: in RAM only)
+        self.seen_q = []        # the same mids, oldest first (bounded: _SEEN_MAX)
+        self.cmd_dups = 0       # redelivered commands recognised
         lc = self.lc = broker.local_client("$uplink", self._local)
         for f in _filters(c["publish"]):
             broker.subscribe(lc, f, 1)
+        if outbox is not None:
+            # commands a previous run persisted: published now if maybe
+            # never published (at least once, locally), acked upstream or
+            # not (a redelivery is recognised by its message_id)
+            _, cmds, seen = loaded
+            loaded = None
+            for seq, mid in seen:
+                self._seen(mid, seq)
+            for seq, mid, t, body in cmds:
+                self._publish_cmd(t, body)
+                self._seen(mid, outbox.cmd_done(seq, mid))
 
     # ---- local side
     def _local(self, msg, qos, retain=False):
@@ -107,12 +126,19 @@ class Uplink:
         if seq < 0:
             self.refused += 1
             return
+        if ob is not None and self.appended is not None:
+            self.appended(seq)  # the PUBACK waits for this record's sync
         self.q.append([seq, rk, body, qos, 0])
         self.bytes += cost
         if self.up:
             self._pump()
 
     # ---- connection life
+    def _next_node(self):
+        self.node = (self.node + 1) % len(self.nodes)
+        p, self.where = self.nodes[self.node]
+        self.scheme, self.user, self.password, self.host, self.port, self.vhost = p
+
     def due(self, now):
         return self.c is None and not self.stopping and now >= self.retry_at
 
@@ -153,8 +179,12 @@ class Uplink:
         self.retry_at = now + self.sleep
         self.reconnects += 1
         self.state = "down"
-        self.log(30, "uplink: %s: %s; retry in %.1f s (%d waiting)"
-                 % (self.where, why, self.sleep / 1000, len(self.q)))
+        where = self.where
+        if len(self.nodes) > 1:
+            self._next_node()  # a cluster's next node (a dead one may stay dead)
+        self.log(30, "uplink: %s: %s; retry in %.1f s%s (%d waiting)"
+                 % (where, why, self.sleep / 1000,
+                    " at " + self.where if self.where != where else "", len(self.q)))
 
     def stop(self, now):
         """Clean stop: "offline" on edge/<id>/state, then close; the shell
@@ -194,11 +224,10 @@ class Uplink:
             elif k == "ready" or k == "connected":
                 self._ready(now)
             elif k == "deliver":  # AMQP: (tag, routing key, props, body)
-                self._command(ev[2], ev[4])
-                c.ack(ev[1])
+                self._command(ev[1], ev[2], ev[4], ev[3].get("message_id"))
             elif k == "message":  # STOMP: (ack id, destination, headers, body)
-                self._command(ev[3].get("destination", ev[2]), ev[4])
-                c.ack(ev[1])
+                h = ev[3]
+                self._command(ev[1], h.get("destination", ev[2]), ev[4], h.get("amqp-message-id"))
             elif k == "nack":
                 self._nack(ev[1], ev[2])
             elif k == "return":
@@ -213,6 +242,8 @@ class Uplink:
                     c.close()
                 else:
                     alive = False
+        if self.cmd_wait:
+            self._settle_commands()
         return alive and c.state != (8 if self.scheme == "amqp" else 3)  # CLOSED
 
     def _ready(self, now):
@@ -262,23 +293,27 @@ class Uplink:
             self.inflight += 1
 
     def _confirm(self, tag, multiple):
+        # The confirmed ones out of the window: one slice assignment per
+        # confirm, not a `del q[i]` per message (each moves the whole
+        # backlog behind it: a 100,000-message drain spent its time there)
         q = self.q
-        i = 0
         n = self.inflight
-        while i < n:
+        keep = []
+        ob = self.outbox
+        done = 0
+        for i in range(n):
             e = q[i]
-            if e[4] == tag or (multiple and e[4] < tag):
-                del q[i]
-                n -= 1
+            if (e[4] == tag or (multiple and e[4] < tag)) and (multiple or not done):
+                done += 1
                 self.bytes -= _ENTRY + len(e[1]) + len(e[2])
-                self.confirmed += 1
-                if self.outbox is not None:
-                    self.outbox.ack(e[0])
-                if not multiple:
-                    break
+                if ob is not None:
+                    ob.ack(e[0])
             else:
-                i += 1
-        self.inflight = n
+                keep.append(e)
+        if done:
+            q[:n] = keep
+            self.confirmed += done
+            self.inflight = n - done
         self._pump()
 
     def _nack(self, tag, multiple):
@@ -298,17 +333,77 @@ class Uplink:
                 i += 1
         self._pump()
 
-    def _command(self, key, body):
+    # ---- commands down (docs/uplink.md "Commands down")
+    def _command(self, ack, key, body, mid):
+        # persisted, then acked upstream, then published locally: the
+        # ack waits for _settle_commands() (the outbox synced)
         if key.startswith("/"):  # STOMP: /topic/<key> or /exchange/<x>/<key>
             key = key[key.rfind("/") + 1:]
         t = routing.cmd_topic(self.edge_id, key)
         if t is None:
-            return  # not ours: acked and dropped
-        self.commands_in += 1
+            self.c.ack(ack)  # not ours: acked and dropped
+            return
+        mid = mid or ""
+        if mid and mid in self.seen:
+            self.cmd_dups += 1  # a redelivery (a crash before our ack reached it)
+            self.c.ack(ack)
+            return
+        ob = self.outbox
+        if mid and ob is not None:
+            for e in self.cmd_wait:
+                if e[2] == mid:  # its first copy is not durable yet: acked with it
+                    self.cmd_dups += 1
+                    self.cmd_wait.append([ack, e[1], mid, t, body, self.c, True])
+                    return
+        seq = ob.cmd_append(mid, t, body) if ob is not None else -1
+        if seq < 0:
+            # no persistence, or the outbox is full: published, then acked
+            # (a crash in between loses nothing; one before the publish does)
+            if ob is not None:
+                self.log(30, "uplink: outbox full: command on %s acked unpersisted" % t)
+            self.commands_in += 1
+            self._publish_cmd(t, body)
+            self.c.ack(ack)
+            if mid:
+                self._seen(mid, 0)
+            return
+        self.cmd_wait.append([ack, seq, mid, t, body, self.c, False])
+
+    def _settle_commands(self):
+        # The persisted commands synced (a sync on the loop: commands are
+        # few), then each acked on the connection it came on (a lost one
+        # redelivers it: recognised by its mid) and published locally
+        try:
+            self.outbox.log.flush()
+        except OSError as e:
+            self.log(40, "uplink: command not persisted (%s): acked later" % e)
+            return  # retried at the next feed or tick
+        for ack, seq, mid, t, body, c, dup in self.cmd_wait:
+            if c is self.c and c is not None:
+                c.ack(ack)
+            if not dup:
+                self.commands_in += 1
+                self._publish_cmd(t, body)
+                self._seen(mid, self.outbox.cmd_done(seq, mid))
+        self.cmd_wait = []
+
+    def _publish_cmd(self, t, body):
         try:
             self.broker.publish(t, body, 1)
         except Exception as e:
             self.log(30, "uplink: command on %s dropped: %s" % (t, e))
+
+    def _seen(self, mid, seq):
+        if not mid:
+            return
+        self.seen[mid] = seq
+        q = self.seen_q
+        q.append(mid)
+        if len(q) > _SEEN_MAX:
+            old = q.pop(0)
+            s = self.seen.pop(old, 0)
+            if s > 0:
+                self.outbox.forget(s)
 
     def close(self):
         for f in list(self.lc.subs):
@@ -324,4 +419,5 @@ class Uplink:
         yield "uplink/refused", self.refused
         yield "uplink/returned", self.returned
         yield "uplink/commands", self.commands_in
+        yield "uplink/commands/duplicates", self.cmd_dups
         yield "uplink/reconnects", self.reconnects

@@ -3,6 +3,10 @@
 # the user, password and vhost are decoded (RFC 3986 §2.1; RabbitMQ's URI
 # spec does the same: "%2f" is the vhost "/"). An empty path is the vhost
 # "/". Portable (no urllib on MicroPython).
+#
+# A list of URLs (separated by commas or spaces: a comma inside a password
+# is written %2C) names the nodes of a RabbitMQ cluster, tried in turn
+# (docs/uplink.md "Reconnecting").
 
 _PORTS = {"amqp": 5672, "stomp": 61613}
 
@@ -25,7 +29,15 @@ def _unquote(s):
 
 def parse(url):
     """(scheme, user, password, host, port, vhost); ValueError with a reason
-    that never quotes the password."""
+    that never quotes the password. Of a list, every URL is checked (the
+    error names which) and the first one's returned: edge/config.py
+    validates upstream.url with it (the board's heap: no other name)."""
+    if "," in url or " " in url:
+        return parse_list(url)[0]
+    return _parse(url)
+
+
+def _parse(url):
     i = url.find("://")
     if i < 0:
         raise ValueError("must look like amqp://user:pass@host:5672/vhost or stomp://...")
@@ -74,3 +86,25 @@ def redact(url):
     cred = url[i + 3:k]
     c = cred.find(":")
     return url if c < 0 else url[:i + 3] + cred[:c] + ":***" + url[k:]
+
+
+def split(urls):
+    """The URLs of a list (commas or spaces between them), in order."""
+    return [u for u in urls.replace(",", " ").split() if u]
+
+
+def parse_list(urls):
+    """[parse(u)] for every URL of the list; ValueError (naming which one
+    when there are several, never the password) for a bad one or none."""
+    us = split(urls)
+    if not us:
+        raise ValueError("no URL")
+    out = []
+    for i, u in enumerate(us):
+        try:
+            out.append(_parse(u))
+        except ValueError as e:
+            if len(us) == 1:
+                raise
+            raise ValueError("URL %d of %d: %s" % (i + 1, len(us), e))
+    return out

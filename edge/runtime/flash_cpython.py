@@ -44,6 +44,7 @@ def truncate_file(path, size):
 
 
 _REQ = [b"s"]
+_MAX_FDS = 2  # descriptors per request: the store and the outbox (Syncer.submit)
 
 
 class Syncer:
@@ -83,15 +84,17 @@ class Syncer:
         self._fd = self._sock.fileno()  # (a closed socket's fileno() is -1)
         loop.add_reader(self._fd, self._ready)
 
-    def submit(self, fd):
-        """Sync fd's file: the helper gets a copy of fd (SCM_RIGHTS), so fd
-        itself may be closed at once."""
+    def submit(self, *fds):
+        """Sync the files of fds (one or two: the store's and the uplink's
+        outbox, one answer for both): the helper gets copies (SCM_RIGHTS),
+        so the fds themselves may be closed at once."""
         import socket
         import struct
 
         try:
             # (socket.send_fds, without its array: once per sync)
-            self._sock.sendmsg(_REQ, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+            self._sock.sendmsg(_REQ, [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                       struct.pack("%di" % len(fds), *fds))])
         except OSError:
             self._lost()
             raise
@@ -127,13 +130,14 @@ class Syncer:
 
 
 def _helper(fd):
-    # The Syncer's process: each message carries one descriptor to fsync
+    # The Syncer's process: each message carries the descriptors to fsync
+    # (one or two), answered with one errno
     import socket
 
     sock = socket.socket(fileno=fd)
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1, 1)
+            msg, fds, _, _ = socket.recv_fds(sock, 1, _MAX_FDS)
         except OSError:
             return
         if not msg:

@@ -36,6 +36,14 @@
 # its records gathering in the next batch, until the sync is done: then the
 # output it settled goes out and the next commit is due. Output never
 # overtakes the sync of a record it promises.
+#
+# The uplink's outbox (docs/uplink.md "What is promised") is a log of its
+# own: a PUBACK (or CoAP 2.04) must not go out before the outbox record of
+# its message is durable either. The uplink shell sets `outbox` (that Log)
+# and calls outbox_appended(seq) at each append; settled() then holds output
+# queued since back until the outbox's settled() passes seq, and every
+# commit writes both logs and syncs them in one request to the helper (one
+# group commit: the helper fsyncs both descriptors before it answers).
 import asyncio
 import errno
 import os
@@ -109,6 +117,9 @@ class TcpServer:
         # gateway's HTTP publish, gateway/publish.py): each has `held` and
         # release(settled), called after every settle as udp's is
         self.others = []
+        self.outbox = None       # the uplink's outbox Log, synced with the store (uplink_cpython.py)
+        self.ob_marks = []       # [store next_seq - 1, last outbox seq] per store mark (settled())
+        self.ob_top = 0          # what the sync in flight covers of the outbox (its top)
 
     async def start(self, host, port):
         loop = asyncio.get_running_loop()
@@ -192,6 +203,32 @@ class TcpServer:
             sess.pump()
             self.flush()
 
+    # ---- the outbox's share of the gate -----------------------------------------
+    def outbox_appended(self, seq):
+        """The uplink appended outbox record seq: output queued from now on
+        may promise it (the local publisher's PUBACK)."""
+        m = self.broker.store.log.next_seq - 1
+        marks = self.ob_marks
+        if marks and marks[-1][0] == m:
+            marks[-1][1] = seq
+        else:
+            marks.append([m, seq])
+
+    def settled(self):
+        """Log.settled() of the store, held back by the outbox: output
+        queued while the store's next_seq - 1 was m may promise every
+        outbox record appended while it was <= m, so it waits until those
+        are durable (or void: confirmed upstream before they were written)."""
+        s = self.broker.store.log.settled()
+        marks = self.ob_marks
+        if marks:
+            obs = self.outbox.settled()
+            while marks and marks[0][1] <= obs:
+                del marks[0]  # (few: one per store seq an outbox batch spans)
+            if marks and marks[0][0] <= s:
+                s = marks[0][0] - 1
+        return s
+
     # ---- output ---------------------------------------------------------------
     def flush(self):
         """Write out everything the broker queued (one write per connection);
@@ -220,7 +257,7 @@ class TcpServer:
                         now.append(c)  # promises nothing (Connection.promise)
                         continue
                     if settled < 0:
-                        settled = log.settled()
+                        settled = self.settled()
                     if need <= settled:
                         now.append(c)  # nothing it may promise waits
                         continue
@@ -233,7 +270,7 @@ class TcpServer:
             # After every feed, not once a loop pass: a call_soon() a pass
             # costs the loop an iteration (an epoll_wait) each; the persistent
             # fan-in ran 15% faster without it (10 interleaved runs)
-            self._release(log.settled() if settled < 0 else settled)
+            self._release(self.settled() if settled < 0 else settled)
 
     def _loop(self):
         # The running loop, looked up once: asyncio.get_running_loop() makes
@@ -301,7 +338,7 @@ class TcpServer:
     def commit_soon(self):
         """Output elsewhere (the CoAP shell) waits for the store: release
         what is durable now, and have a commit sync the rest."""
-        self._release(self.broker.store.log.settled())
+        self._release(self.settled())
 
     def _write(self, out):
         peers = self.peers
@@ -321,29 +358,37 @@ class TcpServer:
 
     def _commit(self):
         # One sync for the batch (and whatever came while the last sync
-        # ran), then the output it kept waiting
+        # ran), then the output it kept waiting; the outbox's batch in the
+        # same sync (the head comment)
         self.commit_due = False
         if self.syncing:
             return
         st = self.broker.store
         log = st.log
+        ob = self.outbox
         loop = self._loop()
         self.sent_mark = st.sent_records
+        fds = []
         try:
-            log.write()
-            fd = log.sync_handle()
-            if fd is None:
-                log.flush()  # synced here (files with no handle), or sync="never"
+            for lg in (log, ob) if ob is not None else (log,):
+                lg.write()
+                fd = lg.sync_handle()
+                if fd is None:
+                    lg.flush()  # synced here (files with no handle), or sync="never"
+                else:
+                    fds.append(fd)
         except OSError as e:
             self.log(40, "store: write failed (%s): acks held, retrying" % e)
             self.commit_due = True
             loop.call_later(_RETRY_S, self._commit)
             return
-        if fd is None:  # durable already: out it goes
-            self._release(log.settled())
+        if not fds:  # durable already: out it goes
+            self._release(self.settled())
             return
         self.syncing = True
         self.sync_top = log.top
+        if ob is not None:
+            self.ob_top = ob.top
         if self.syncer is None:
             try:
                 self.syncer = Syncer(loop, self._synced)
@@ -352,14 +397,15 @@ class TcpServer:
                 self.syncer = False
         if self.syncer is False:  # slower (the loop waits), never stuck
             try:
-                os.fsync(fd)
+                for fd in fds:
+                    os.fsync(fd)
             except OSError as e:
                 self._synced(e.errno or errno.EIO)
                 return
             self._synced(0)
             return
         try:
-            self.syncer.submit(fd)
+            self.syncer.submit(*fds)
         except OSError:
             self._synced(errno.EIO)  # as a failed sync: written again, retried
 
@@ -367,6 +413,7 @@ class TcpServer:
         # On the loop, the helper's sync done (err 0) or failed (an errno)
         self.syncing = False
         log = self.broker.store.log
+        ob = self.outbox
         top = self.sync_top
         if self.syncer and self.syncer.dead:
             self.syncer.close()
@@ -379,12 +426,16 @@ class TcpServer:
                 self.syncer = False
         if err:
             log.sync_failed()  # the batch is written again, to a new segment
+            if ob is not None:
+                ob.sync_failed()
             self.log(40, "store: sync failed (%s): acks held, retrying" % os.strerror(err))
             self.commit_due = True
             self._loop().call_later(_RETRY_S, self._commit)
             return
         log.sync_done(top)
-        self._release(log.settled())
+        if ob is not None:
+            ob.sync_done(self.ob_top)
+        self._release(self.settled())
 
     def close(self):
         if self.server is not None:

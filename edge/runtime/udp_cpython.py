@@ -76,7 +76,9 @@ class UdpServer:
         if not out:
             return
         st = self.store
-        if st is None or (not self.held and st.log.settled() >= st.log.next_seq - 1):
+        # (the TCP shell's settled(): the store's, held back by the uplink's
+        # outbox while the outbox record of a publish is not durable yet)
+        if st is None or (not self.held and self.tcp.settled() >= st.log.next_seq - 1):
             self._send(out)
         else:
             need = st.log.next_seq - 1

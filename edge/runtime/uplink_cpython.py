@@ -35,7 +35,7 @@ class UplinkShell:
         self.closed = None  # a Future set when the transport is gone
 
     def start(self):
-        self.log(20, "uplink: to %s as edge %s" % (self.up.where, self.up.edge_id))
+        self.log(20, "uplink: to %s as edge %s" % (", ".join([w for _, w in self.up.nodes]), self.up.edge_id))
         self.task = asyncio.get_event_loop().create_task(self._run())
 
     async def _run(self):
@@ -59,7 +59,9 @@ class UplinkShell:
                 self._check(up.tick(now))
             if up.outbox is not None:
                 try:
-                    up.outbox.log.tick(now)  # written and synced within sync_max_delay_ms
+                    # what the group commit did not sync (tombstones of
+                    # confirmed ones) within sync_max_delay_ms; compaction
+                    up.outbox.log.tick(now)
                 except OSError as e:
                     self.log(40, "uplink: outbox write failed (%s), retried next tick" % e)
             await asyncio.sleep(_TICK_S)
@@ -138,6 +140,11 @@ async def start(cfg, broker, tcp, log):
     """The running UplinkShell for the config's [upstream] section."""
     ob = _open_outbox(cfg, log)
     up = Uplink(broker, cfg["upstream"], random.random, log, now_ms(), ob)
+    if ob is not None and broker.store is not None and hasattr(tcp, "outbox_appended"):
+        # the outbox syncs in the store's group commit, and a local
+        # publisher's PUBACK (CoAP 2.04) waits for its record (tcp_cpython.py)
+        tcp.outbox = ob.log
+        up.appended = tcp.outbox_appended
     shell = UplinkShell(up, tcp, log)
     shell.start()
     broker.uplink = up  # its counters in $SYS/broker/uplink/

@@ -215,3 +215,105 @@ def test_durable_outbox_full_refuses_the_newest():
         b.publish("m", b"x" * 300, 1)
         n += 1
     assert [e[0] for e in up.q] == list(range(1, n)) and len(up.outbox) == n - 1
+
+
+# ---- commands down: persisted, then acked, then published; redeliveries known
+def _cmd_setup(m):
+    b = make_broker()
+    got = []
+    lc = b.local_client("t", lambda msg, qos, retain: got.append((msg.topic, bytes(msg.payload))))
+    b.subscribe(lc, "cmd/#", 1)
+    up = Uplink(b, section(), lambda: 0.5, lambda lvl, msg: None, 0, _outbox(m))
+    return b, up, got
+
+
+def _power_cut(m):
+    c = m.copy()
+    c.power_cut(0)  # what was synced, nothing more
+    return c
+
+
+def test_command_persisted_before_its_ack():
+    from tests.core._memfiles import MemFiles
+
+    m = MemFiles()
+    b, up, got = _cmd_setup(m)
+    fake = connect(up)
+    at_ack = []
+    fake.ack = lambda tag, multiple=False: at_ack.append((tag, _outbox(_power_cut(m)).commands(), list(got)))
+    up._events([("deliver", 7, "cmd.e1.reboot", {"message_id": "c1"}, b"now")], 0)
+    # when the ack went out the command was on flash, not yet published
+    assert [(a[0], [c[1:] for c in a[1][0]], a[2]) for a in at_ack] == [
+        (7, [("c1", "cmd/e1/reboot", b"now")], [])]
+    assert got == [("cmd/e1/reboot", b"now")] and up.commands_in == 1
+    # then published: a K_SEEN for its id replaces it
+    up.outbox.log.flush()
+    assert _outbox(_power_cut(m)).commands() == ([], [(2, "c1")])
+
+
+def test_command_redelivered_after_a_crash_between_persist_and_ack():
+    from tests.core._memfiles import MemFiles
+
+    m = MemFiles()
+    b, up, got = _cmd_setup(m)
+    fake = connect(up)
+    fake.ack = lambda tag, multiple=False: None  # never reaches RabbitMQ: the crash
+    up._events([("deliver", 7, "cmd.e1.reboot", {"message_id": "c1"}, b"now")], 0)
+    cut = _power_cut(m)  # before the K_SEEN was synced: the command maybe unpublished
+    assert [c[1] for c in _outbox(cut).commands()[0]] == ["c1"]
+    # the next start publishes it (at least once, locally), once
+    b2, up2, got2 = _cmd_setup(cut)
+    assert got2 == [("cmd/e1/reboot", b"now")]
+    # RabbitMQ redelivers it: acked, not published again
+    fake2 = connect(up2)
+    up2._events([("deliver", 1, "cmd.e1.reboot", {"message_id": "c1"}, b"now"),
+                 ("deliver", 2, "cmd.e1.reboot", {"message_id": "c2"}, b"next")], 0)
+    assert fake2.acked == [1, 2] and up2.cmd_dups == 1
+    assert got2 == [("cmd/e1/reboot", b"now"), ("cmd/e1/reboot", b"next")]
+    # and a third start remembers both ids, publishes nothing
+    up2.outbox.log.flush()
+    b3, up3, got3 = _cmd_setup(_power_cut(cut))  # (up2 ran on cut)
+    assert got3 == [] and sorted(up3.seen) == ["c1", "c2"]
+    fake3 = connect(up3)
+    up3._events([("message", "a-1", "/exchange/amq.topic/cmd.e1.reboot",
+                  {"amqp-message-id": "c2"}, b"next")], 0)
+    assert fake3.acked == ["a-1"] and got3 == [] and up3.cmd_dups == 1
+
+
+def test_seen_command_ids_are_bounded():
+    from tests.core._memfiles import MemFiles
+    from edge.bridge import uplink
+
+    keep = uplink._SEEN_MAX
+    uplink._SEEN_MAX = 8  # (a small heap under MicroPython: the rule, not the size)
+    try:
+        m = MemFiles()
+        b, up, got = _cmd_setup(m)
+        fake = connect(up)
+        n = 12
+        for i in range(n):
+            up._events([("deliver", i + 1, "cmd.e1.x", {"message_id": "c%d" % i}, b"")], 0)
+        assert len(up.seen) == 8 == len(up.seen_q) and "c3" not in up.seen and "c4" in up.seen
+        up.outbox.log.flush()
+        assert len(_outbox(_power_cut(m)).commands()[1]) == 8
+        assert len(got) == n and fake.acked == list(range(1, n + 1))
+    finally:
+        uplink._SEEN_MAX = keep
+
+
+def test_a_cluster_list_is_tried_in_turn():
+    b, up, logs = make(url="amqp://u:secret@n1:5672/, stomp://u:secret@n2 amqp://n3:5673")
+    assert [(n[0][0], n[0][3], n[0][4]) for n in up.nodes] == [
+        ("amqp", "n1", 5672), ("stomp", "n2", 61613), ("amqp", "n3", 5673)]
+    assert (up.scheme, up.host) == ("amqp", "n1")
+    up.lost(0, "refused")
+    assert (up.scheme, up.host, up.port) == ("stomp", "n2", 61613)
+    assert "n1" in logs[-1] and "at stomp://u:***@n2" in logs[-1] and "secret" not in logs[-1]
+    up.lost(up.retry_at, "refused")
+    up.lost(up.retry_at, "refused")
+    assert up.host == "n1"  # round again
+    assert url.split("a://x,b://y  c://z") == ["a://x", "b://y", "c://z"]
+    if "upstream" not in config.SCHEMA:
+        return
+    e = raises(ConfigError, config.load, {"upstream": {"url": "amqp://h, amqp://u:secret@h:x"}})
+    assert "URL 2 of 2" in str(e) and "secret" not in str(e)

@@ -238,3 +238,27 @@ def test_throughput_figure(rabbit, broker_factory, mqtt_client, pika_channel, re
     assert ids == ["e5:%d" % (i + 1) for i in range(n)]
     report("uplink, AMQP to a local RabbitMQ, %d QoS 1 messages of ~4 B: MQTT PUBACKs in %.2f s, "
            "all in the queue after %.2f s (%.0f msg/s end to end)" % (n, t1 - t0, t2 - t0, n / (t2 - t0)))
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "stomp"])
+def test_a_command_sent_again_with_its_message_id_is_not_published_twice(
+        rabbit, broker_factory, mqtt_client, pika_channel, scheme):
+    # As RabbitMQ redelivers a command whose ack was lost (the edge crashed
+    # between persisting it and acking it: tests/core/test_uplink.py): the
+    # same message_id again is acked and not published again
+    ch = pika_channel
+    eid = "e6" + scheme[0]
+    b = broker_factory(**{"upstream.url": _url(rabbit, scheme), "upstream.edge_id": eid})
+    _consuming(rabbit, "edge.%s.cmd" % eid, b)
+    sub = mqtt_client(b)
+    sub.subscribe("cmd/%s/#" % eid, qos=1)
+    for mid, body in (("c1", b"on"), ("c1", b"on"), ("c2", b"off")):
+        ch.basic_publish("amq.topic", "cmd.%s.fan" % eid, body, pika.BasicProperties(message_id=mid))
+    sub.wait_message(lambda m: m.payload == b"off")
+    _until(lambda: ch.queue_declare("edge.%s.cmd" % eid, passive=True).method.message_count == 0, 10,
+           "commands acked", b)
+    time.sleep(0.3)  # (a second copy would have come in order, before "off")
+    assert [m.payload for m in sub.messages if m.topic.startswith("cmd/")] == [b"on", b"off"]
+    sysq = mqtt_client(b)
+    sysq.subscribe("$SYS/broker/uplink/commands/duplicates")
+    sysq.wait_message(lambda m: m.payload == b"1")
