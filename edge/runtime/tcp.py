@@ -110,6 +110,17 @@ class TcpServer:
             return True
         except OSError as e:
             self.log(40, "store: sync failed (%s): acks held, retrying" % e)
+            # (Log.failing now.) A connection the broker closed meanwhile
+            # (a 3.1.1 publisher refused, publish.py) is closed at once,
+            # its held output dropped: an ack in it promised what was never
+            # synced (docs/persistence.md "When the store cannot keep it").
+            dirty = self.broker.dirty
+            for conn in [c for c in dirty if c.closing]:
+                dirty.remove(conn)
+                conn.take()
+                w = self.writers.get(conn.id)
+                if w is not None and conn.id not in self.draining:
+                    self._forget(conn.id, w)
             return False
 
     def flush(self):

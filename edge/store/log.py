@@ -51,6 +51,12 @@ _ID_STEP = const(2)
 
 
 class Log:
+    # True from a failed write or sync until a sync succeeds: what the
+    # store is asked to keep now may not be kept, so the broker refuses new
+    # QoS 1/2 publishes meanwhile (publish.py). A class default: a store
+    # that never fails holds no attribute for it.
+    failing = False
+
     def __init__(self, files, prefix="log", sync="batch", max_delay_ms=50,
                  budget_bytes=65536, max_record=1024, segment_bytes=16384,
                  batch_bytes=4096):
@@ -325,6 +331,7 @@ class Log:
             # recorded size stays at the last good write, so reads stop there
             # and the next open() cuts whatever was torn.
             self._rotate = True
+            self.failing = True
             raise
         self.written += len(data)
         seg[_SIZE] += len(data)
@@ -348,6 +355,8 @@ class Log:
         if top >= self.top:
             self._unsynced = None
             self._tomb_written = -1
+            if self.failing and not self._redo:
+                self.failing = False  # (the instance's: the class default again)
         if self.sync != "never":
             self.syncs += 1
 
@@ -356,6 +365,7 @@ class Log:
         flash. Its records go back in the batch, and the next write starts
         a new segment (a rewritten record's later copy is ignored by
         open(): _index)."""
+        self.failing = True
         if self._unsynced is not None:
             self._redo = self._unsynced + self._redo
             self._unsynced = None
