@@ -66,10 +66,10 @@ SCHEMA = {
         # "never": written, never synced (a power cut may lose the tail).
         "sync": ("enum", "batch", "batch", ("always", "batch", "never")),
         "sync_max_delay_ms": ("int", 50, 50, (0, 60000)),
-        # CPython: output waiting for records waits this long for the acks
-        # that make them void before the batch is written and synced: a
-        # subscriber that acknowledges within it costs no flash (0: at once).
-        # The MicroPython runtime syncs after each feed.
+        # Output waiting for records waits this long for the acks that make
+        # them void before the batch is written and synced: a subscriber
+        # that acknowledges within it costs no flash (0: at the end of the
+        # poller's round; a board rounds it down to whole ms: commit.py).
         "sync_wait_us": ("int", 5000, 0, (0, 1000000)),
         # the whole store (live records, bytes on flash); full: new QoS 1/2
         # deliveries, sessions, subscriptions are refused and counted

@@ -94,6 +94,10 @@ async def serve(cfg, log, started=None):
         except BaseException:
             release()  # (a store that cannot open stops the start: the lock too)
             raise
+        if wal is not None and hasattr(asyncio, "core"):  # MicroPython: group commit
+            from edge.runtime.commit import Committer
+
+            srv.commit = Committer(srv, log, cfg["store"]["sync_wait_us"])
     else:
         log(30, "store: persistence off, nothing survives a restart")
     try:

@@ -11,10 +11,10 @@
 # otherwise keep for nothing, and a read allocates no more than a view of the
 # one shared read buffer (no per-read coroutine).
 #
-# The store's batch (what a feed recorded) is synced before any output goes
-# out: the PUBACK/PUBREC/CONNACK in it promise those records (docs/design.md
-# "Delivery guarantees"). One feed, one sync: a board has a handful of
-# clients, and littlefs commits on flush/close.
+# With the store open, output that promises its records (a PUBACK, PUBREC,
+# CONNACK...) waits until they are synced or void, and one sync covers the
+# feeds of a poller round (commit.py, as tcp_cpython.py: docs/design.md
+# "Delivery guarantees", docs/persistence.md "Flash wear").
 import asyncio
 import errno
 import random
@@ -53,6 +53,8 @@ def _bind(s, socket, host, port):
 
 
 class TcpServer:
+    commit = None  # the store's group commit (commit.py), set once it opened
+
     def __init__(self, broker, log):
         self.broker = broker
         # flush() follows every feed and copies what a socket does not take
@@ -110,53 +112,60 @@ class TcpServer:
             return True
         except OSError as e:
             self.log(40, "store: sync failed (%s): acks held, retrying" % e)
-            # (Log.failing now.) A connection the broker closed meanwhile
-            # (a 3.1.1 publisher refused, publish.py) is closed at once,
-            # its held output dropped: an ack in it promised what was never
-            # synced (docs/persistence.md "When the store cannot keep it").
-            dirty = self.broker.dirty
-            for conn in [c for c in dirty if c.closing]:
-                dirty.remove(conn)
-                conn.take()
-                w = self.writers.get(conn.id)
-                if w is not None and conn.id not in self.draining:
-                    self._forget(conn.id, w)
             return False
 
     def flush(self):
-        """Write out everything the broker queued; called after each feed."""
+        """Write out everything the broker queued; called after each feed.
+        With the store open, output that may promise its records waits for
+        them in the Committer (commit.py); the rest goes out now."""
         broker = self.broker
         dirty = broker.dirty
         udp = self.udp
         if udp is not None and udp.ep.out:
             udp.flush()  # CoAP notifications of what this feed published
-        if not dirty or not self._durable():
+        c = self.commit
+        if c is not None:
+            if dirty or c.held:
+                c.hold(dirty)  # (takes what must wait out of dirty)
+        elif dirty and not self._durable():
             return
         i = 0
         while i < len(dirty):  # writing may not add, but closing a peer can
             conn = dirty[i]
             i += 1
-            cid = conn.id
-            w = self.writers.get(cid)
-            if w is None:
-                conn.take()
-                continue
-            try:
-                data = broker.take(conn)
-                if data:
-                    conn.out_bytes = self._write(cid, w, data)
-            except OSError:
-                conn.closing = True
-            except MemoryError:
-                # This connection's output is lost: close it (a persistent
-                # session gets its unacknowledged messages again on
-                # reconnect), count it, and write the others' output.
-                conn.closing = True
-                broker.stats.conns_oom += 1
-            if (conn.out_bytes or conn.closing) and cid not in self.draining:
-                self.draining.add(cid)
-                asyncio.create_task(self._drain(conn, w))
+            self.send(conn, None)
         dirty.clear()
+
+    def send(self, conn, data):
+        """Write data (None: what conn has queued) to conn's socket; what it
+        does not take waits for a drain task."""
+        cid = conn.id
+        w = self.writers.get(cid)
+        if w is None:
+            conn.take()
+            return
+        try:
+            if data is None:
+                data = self.broker.take(conn)
+            if data:
+                conn.out_bytes = self._write(cid, w, data)
+        except OSError:
+            conn.closing = True
+        except MemoryError:
+            # This connection's output is lost: close it (a persistent
+            # session gets its unacknowledged messages again on
+            # reconnect), count it, and write the others' output.
+            conn.closing = True
+            self.broker.stats.conns_oom += 1
+        if (conn.out_bytes or conn.closing) and cid not in self.draining:
+            self.draining.add(cid)
+            asyncio.create_task(self._drain(conn, w))
+
+    def drop(self, cid):
+        """Close cid's socket now, whatever it still had to send."""
+        w = self.writers.get(cid)
+        if w is not None and cid not in self.draining:
+            self._forget(cid, w)
 
     def _push(self, cid, sock):
         # A plain generator, awaited: write the pending bytes out as the
@@ -178,8 +187,9 @@ class TcpServer:
                 await self._push(cid, w)
                 conn.out_bytes = 0
                 if conn.out:  # more was queued meanwhile
-                    if not self._durable():
-                        break  # held: a later flush() writes it once synced
+                    c = self.commit
+                    if (conn.promise or cid in c.held) if c is not None else not self._durable():
+                        break  # flush(), below, holds it until what it promises is kept
                     conn.out_bytes = self._write(cid, w, self.broker.take(conn))
                     continue
                 if conn.closing:
