@@ -80,12 +80,32 @@ class Committer:
                     del held[e[0].id]
                 else:
                     del e[1:i]
-                self.srv.send(e[0], data)
+                self._send(e[0], data)
         if k:
             del order[:k]
         if held and not self.due:
             self.due = True
             asyncio.create_task(self._commit())
+
+    def _send(self, conn, data):
+        # tcp.py flush()'s write of one connection's output, for output
+        # taken earlier (kept there, not as a method of its own: the
+        # board's TcpServer costs heap without the store too)
+        srv = self.srv
+        cid = conn.id
+        w = srv.writers.get(cid)
+        if w is None:
+            return
+        try:
+            conn.out_bytes = srv._write(cid, w, data)
+        except OSError:
+            conn.closing = True
+        except MemoryError:
+            conn.closing = True  # (as flush(): lost output, closed, counted)
+            srv.broker.stats.conns_oom += 1
+        if (conn.out_bytes or conn.closing) and cid not in srv.draining:
+            srv.draining.add(cid)
+            asyncio.create_task(srv._drain(conn, w))
 
     async def _commit(self):
         st = self.store
@@ -110,6 +130,9 @@ class Committer:
         # 3.1.1 publisher refused, publish.py) is closed now, its held
         # output dropped: an ack in it promised what was never synced
         held = self.held
+        srv = self.srv
         for cid in [cid for cid in held if held[cid][0].closing]:
             del held[cid]
-            self.srv.drop(cid)
+            w = srv.writers.get(cid)
+            if w is not None and cid not in srv.draining:
+                srv._forget(cid, w)

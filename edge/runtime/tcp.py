@@ -133,39 +133,27 @@ class TcpServer:
         while i < len(dirty):  # writing may not add, but closing a peer can
             conn = dirty[i]
             i += 1
-            self.send(conn, None)
+            cid = conn.id
+            w = self.writers.get(cid)
+            if w is None:
+                conn.take()
+                continue
+            try:
+                data = broker.take(conn)
+                if data:
+                    conn.out_bytes = self._write(cid, w, data)
+            except OSError:
+                conn.closing = True
+            except MemoryError:
+                # This connection's output is lost: close it (a persistent
+                # session gets its unacknowledged messages again on
+                # reconnect), count it, and write the others' output.
+                conn.closing = True
+                broker.stats.conns_oom += 1
+            if (conn.out_bytes or conn.closing) and cid not in self.draining:
+                self.draining.add(cid)
+                asyncio.create_task(self._drain(conn, w))
         dirty.clear()
-
-    def send(self, conn, data):
-        """Write data (None: what conn has queued) to conn's socket; what it
-        does not take waits for a drain task."""
-        cid = conn.id
-        w = self.writers.get(cid)
-        if w is None:
-            conn.take()
-            return
-        try:
-            if data is None:
-                data = self.broker.take(conn)
-            if data:
-                conn.out_bytes = self._write(cid, w, data)
-        except OSError:
-            conn.closing = True
-        except MemoryError:
-            # This connection's output is lost: close it (a persistent
-            # session gets its unacknowledged messages again on
-            # reconnect), count it, and write the others' output.
-            conn.closing = True
-            self.broker.stats.conns_oom += 1
-        if (conn.out_bytes or conn.closing) and cid not in self.draining:
-            self.draining.add(cid)
-            asyncio.create_task(self._drain(conn, w))
-
-    def drop(self, cid):
-        """Close cid's socket now, whatever it still had to send."""
-        w = self.writers.get(cid)
-        if w is not None and cid not in self.draining:
-            self._forget(cid, w)
 
     def _push(self, cid, sock):
         # A plain generator, awaited: write the pending bytes out as the
