@@ -95,10 +95,10 @@ def on_connect(b, conn, pkt, now):
             # write now (docs/persistence.md "When the store cannot keep it")
             if not present:
                 b.discard(sess)
-            return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store failing: session not saved", now)
+            return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store %s: session not saved" % "failing", now)
         promise = True
     if b.store is not None and not save(b, sess):
-        return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store full: session not saved", now)
+        return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store %s: session not saved" % "full", now)
     conn.session = sess
     conn.state = _CONNECTED
     st = b.stats

@@ -6,12 +6,8 @@
 # and only those somebody subscribes to become messages, so a publish round
 # is no burst of garbage on a small heap.
 from edge import VERSION
-from edge.compat import const
 from edge.mqtt.publish import route
 from edge.mqtt.session import Message
-
-_P_REASON_STRING = const(0x1F)
-_P_USER = const(0x26)
 
 
 def values(b):
@@ -38,7 +34,9 @@ def values(b):
         yield "heap/current", b.heap[0]
         yield "heap/maximum", b.heap[1]
     if b.store is not None or b.store_off is not None:  # (false: no store/ topics)
-        yield "store/state", store_state(b)
+        from edge.mqtt.storestate import state  # (only with persistence on: a board's heap)
+
+        yield "store/state", state(b)
     if b.store is not None:  # flash persistence (edge/store/)
         yield from b.store.sys_values()
         yield "store/refused while failing", b.store_refused
@@ -46,31 +44,6 @@ def values(b):
         yield from b.coap.sys_values()
     if b.uplink is not None:  # the uplink to RabbitMQ (docs/uplink.md)
         yield from b.uplink.sys_values()
-
-
-def store_state(b):
-    """$SYS/broker/store/state (docs/persistence.md "When the store cannot
-    keep it"): "ok"; "failing" (its last write or sync failed: new QoS 1/2
-    publishes are refused); "off" (store.persistence false); "best-effort"
-    (it did not open and the config allows running without it)."""
-    if b.store_off is not None:
-        return "best-effort"
-    if b.store is None:
-        return "off"
-    return "failing" if b.store.log.failing else "ok"
-
-
-def store_notice(b, ack):
-    """A 5.0 CONNACK's properties (ack) when the store keeps nothing now: a
-    User Property ("store", state) and a Reason String saying why (5.0
-    §3.2.2.3.9-10: both are the Server's to send)."""
-    state = store_state(b)
-    ack[_P_USER] = [("store", state)]
-    if state == "failing":
-        ack[_P_REASON_STRING] = "the broker's store is failing: QoS 1/2 publishes are refused"
-    else:
-        ack[_P_REASON_STRING] = ("the broker runs without its store (%s): QoS 1/2 messages "
-                                 "do not survive a restart" % b.store_off)[:255]
 
 
 def messages(b, match):

@@ -295,9 +295,9 @@ class Hub:
             ack[_P_RESPONSE_INFO] = lim.response_information + pkt.client_id
         if b.store_off is not None or (b.store is not None and b.store.log.failing):
             # QoS 1/2 are not kept now: a client that can hear it is told
-            from edge.mqtt.systree import store_notice  # (only then: a board's heap)
+            from edge.mqtt.storestate import notice  # (only then: a board's heap)
 
-            store_notice(b, ack)
+            notice(b, ack)
         return ack
 
     def attach(self, conn, pkt, sess, now):

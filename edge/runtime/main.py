@@ -97,7 +97,7 @@ async def serve(cfg, log, started=None):
         if wal is not None and hasattr(asyncio, "core"):  # MicroPython: group commit
             from edge.runtime.commit import Committer
 
-            srv.commit = Committer(srv, log, cfg["store"]["sync_wait_us"])
+            broker.store.commit = Committer(srv, log, cfg["store"]["sync_wait_us"])
     else:
         log(30, "store: persistence off, nothing survives a restart")
     try:

@@ -53,8 +53,6 @@ def _bind(s, socket, host, port):
 
 
 class TcpServer:
-    commit = None  # the store's group commit (commit.py), set once it opened
-
     def __init__(self, broker, log):
         self.broker = broker
         # flush() follows every feed and copies what a socket does not take
@@ -123,12 +121,12 @@ class TcpServer:
         udp = self.udp
         if udp is not None and udp.ep.out:
             udp.flush()  # CoAP notifications of what this feed published
-        c = self.commit
-        if c is not None:
-            if dirty or c.held:
+        st = broker.store
+        if st is not None:
+            # the store's group commit, set by main.py once the store opened
+            c = st.commit
+            if c is not None and (dirty or c.held):
                 c.hold(dirty)  # (takes what must wait out of dirty)
-        elif dirty and not self._durable():
-            return
         i = 0
         while i < len(dirty):  # writing may not add, but closing a peer can
             conn = dirty[i]
@@ -175,8 +173,8 @@ class TcpServer:
                 await self._push(cid, w)
                 conn.out_bytes = 0
                 if conn.out:  # more was queued meanwhile
-                    c = self.commit
-                    if (conn.promise or cid in c.held) if c is not None else not self._durable():
+                    st = self.broker.store
+                    if st is not None and st.commit is not None and (conn.promise or cid in st.commit.held):
                         break  # flush(), below, holds it until what it promises is kept
                     conn.out_bytes = self._write(cid, w, self.broker.take(conn))
                     continue
