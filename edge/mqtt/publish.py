@@ -32,8 +32,8 @@ def on_publish(b, conn, pkt, now, start=-1):
     b.stats.msgs_received += 1
     qos = pkt.qos
     if qos and b.store is not None and b.store.log.failing:
-        # The store failed its last write or sync (a full or failing
-        # flash, edge/store/log.py Log.failing): an ack now would promise
+        # The store failed a write or sync and its retry (a full or
+        # failing flash, edge/store/log.py Log.failing): an ack now would promise
         # what may not be kept (docs/design.md "Delivery guarantees"), so
         # the PUBLISH is refused and counted until a sync succeeds again
         # (docs/persistence.md "When the store cannot keep it"). A resent

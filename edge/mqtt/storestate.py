@@ -11,8 +11,8 @@ _P_USER = const(0x26)
 
 def state(b):
     """$SYS/broker/store/state (docs/persistence.md "When the store cannot
-    keep it"): "ok"; "failing" (its last write or sync failed: new QoS 1/2
-    publishes are refused); "off" (store.persistence false); "best-effort"
+    keep it"): "ok"; "failing" (a write or sync failed and its retry too:
+    new QoS 1/2 publishes are refused); "off" (store.persistence false); "best-effort"
     (it did not open and the config allows running without it)."""
     if b.store_off is not None:
         return "best-effort"
