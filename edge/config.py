@@ -15,7 +15,7 @@ PROFILES = ("gateway", "board")
 #   "str":  check None, or (min_len, max_len) with max_len None = unbounded
 #   "topic": a "str" that is part of a topic name: no wildcard (+ #), no NUL
 #   "enum": check is the tuple of allowed strings
-#   "bool": check None
+#   "bool": check None, or a tuple of words allowed besides true and false
 #   "id":   a "str" that can stand in RabbitMQ names: no . / + # * NUL
 #   "url":  a "str" that is "" or an upstream URL (edge/bridge/url.py)
 # A default of None means "unset": the key then also accepts null (JSON).
@@ -52,8 +52,13 @@ SCHEMA = {
         "memory_budget_bytes": ("int", 268435456, 8192, (1024, _U)),
     },
     "store": {
-        # mosquitto's name; false: nothing is written, nothing survives a restart
-        "persistence": ("bool", True, True, None),
+        # mosquitto's name; false: nothing is written, nothing survives a
+        # restart. true: a store that cannot open (heap, flash) stops the
+        # start, and one that fails while running refuses new QoS 1/2
+        # publishes. "best-effort": the store if it opens, else the broker
+        # runs without it and says so ($SYS/broker/store/state, 5.0 CONNACK)
+        # (docs/persistence.md "When the store cannot keep it")
+        "persistence": ("bool", True, True, ("best-effort",)),
         "dir": ("str", "./data", "./data", (1, _U)),
         # "batch": records of one batch of input share one sync, before the
         # acks that promise them go out; a batch with no ack waiting is
@@ -61,10 +66,10 @@ SCHEMA = {
         # "never": written, never synced (a power cut may lose the tail).
         "sync": ("enum", "batch", "batch", ("always", "batch", "never")),
         "sync_max_delay_ms": ("int", 50, 50, (0, 60000)),
-        # CPython: output waiting for records waits this long for the acks
-        # that make them void before the batch is written and synced: a
-        # subscriber that acknowledges within it costs no flash (0: at once).
-        # The MicroPython runtime syncs after each feed.
+        # Output waiting for records waits this long for the acks that make
+        # them void before the batch is written and synced: a subscriber
+        # that acknowledges within it costs no flash (0: at the end of the
+        # poller's round; a board rounds it down to whole ms: commit.py).
         "sync_wait_us": ("int", 5000, 0, (0, 1000000)),
         # the whole store (live records, bytes on flash); full: new QoS 1/2
         # deliveries, sessions, subscriptions are refused and counted
@@ -196,6 +201,10 @@ def _problem(spec, v, profile, from_text):
             v = _BOOL_WORDS.get(v.strip().lower(), v)
         if v is True or v is False:
             return v, None
+        if check and isinstance(v, str) and v.lower() in check:
+            return v.lower(), None
+        if check:
+            return None, "must be true, false or %s, got %s" % (_quoted(check), _show(v))
         return None, "must be true or false, got %s" % _show(v)
     if kind == "enum":
         if isinstance(v, str) and v.lower() in check:
@@ -399,6 +408,7 @@ _FLAGS = {  # `micropython -m edge` flag -> (section, key, type)
     "--upstream": ("upstream", "url", str),
     "--edge-id": ("upstream", "edge_id", str),
     "--data": ("store", "dir", str),
+    "--persistence": ("store", "persistence", str),
     "--log-level": ("log", "level", str),
 }
 
@@ -429,7 +439,7 @@ def from_argv(argv):
             except ValueError:
                 raise ConfigError(a, "bad value %r" % v)
         else:
-            raise ConfigError(a, "unknown option (use --config, --bind, --port, --coap-port, --upstream, --edge-id, --data, --log-level)")
+            raise ConfigError(a, "unknown option (use --config, --bind, --port, --coap-port, --upstream, --edge-id, --data, --persistence, --log-level)")
     if path is None:
         try:
             os.stat(DEFAULT_CONFIG)

@@ -31,6 +31,7 @@ RUN_FLAGS = (
     ("--upstream", "upstream", "url", "URL", "uplink to RabbitMQ: amqp://user:pass@host:5672/vhost or stomp://..."),
     ("--edge-id", "upstream", "edge_id", "ID", "this edge's id upstream"),
     ("--data", "store", "dir", "DIR", "data directory"),
+    ("--persistence", "store", "persistence", "MODE", 'true, false or "best-effort"'),
     ("--log-level", "log", "level", "LEVEL", "/".join(_LEVELS)),
 )
 

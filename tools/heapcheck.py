@@ -56,8 +56,11 @@ def _free_port():
 class Broker:
     """tools.board in a child process; output collected by a thread."""
 
-    def __init__(self, heap, port, workdir, max_connections):
-        cfg = {"broker": {"sys_interval": 1, "max_connections": max_connections}}
+    def __init__(self, heap, port, workdir, max_connections, persistence="best-effort"):
+        # store.persistence: true stops the start where the store does not
+        # fit the heap (docs/persistence.md "When the store cannot keep it")
+        cfg = {"broker": {"sys_interval": 1, "max_connections": max_connections},
+               "store": {"persistence": persistence}}
         path = os.path.join(workdir, "config.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
@@ -246,6 +249,8 @@ def main(argv=None):
     ap.add_argument("--drain", type=float, default=5, help="seconds to wait for the last deliveries")
     ap.add_argument("--port", type=int, default=0, help="0: a free port")
     ap.add_argument("--keep-log", help="write the broker's output to this file")
+    ap.add_argument("--persistence", default="best-effort", choices=("true", "false", "best-effort"),
+                    help="store.persistence (default best-effort: the store if the heap has room for it)")
     args = ap.parse_args(argv)
 
     port = args.port or _free_port()
@@ -254,10 +259,13 @@ def main(argv=None):
     workers = []
     ok = False
     try:
-        broker = Broker(args.heap, port, workdir, args.clients + 1)
+        persistence = {"true": True, "false": False}.get(args.persistence, args.persistence)
+        broker = Broker(args.heap, port, workdir, args.clients + 1, persistence)
         if not broker.wait_listening(port, 30):
             print("broker did not start listening:\n" + broker.output())
             return 1
+        store = [ln for ln in broker.output().splitlines() if "store:" in ln]
+        print("store:                              %s" % (store[0] if store else "persistence off"))
         monitor = Monitor(port)
         heap0 = monitor.settle()
         print("heap, 0 clients (monitor only):     %s" % heap0)

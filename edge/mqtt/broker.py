@@ -96,6 +96,10 @@ class Broker:
     coap = None     # the CoAP Endpoint (edge/coap/), set by the runtime, for $SYS
     uplink = None   # the Uplink (edge/bridge/uplink.py), set by the runtime, for $SYS
     acking = False  # routing a client's PUBLISH, its ack queued (publish.py)
+    # store.persistence "best-effort" and the store did not open: why (the
+    # runtime sets it; $SYS/broker/store/state, the 5.0 CONNACK say so)
+    store_off = None
+    store_refused = 0  # QoS 1/2 publishes refused while the store was failing
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -269,7 +273,9 @@ class Broker:
         # code: a 3.1.1 return code, or a 5.0 reason code (>= 0x80)
         if conn.v5 and code < 0x80:
             code = _V5_REFUSALS[code]
-        conn.send(Connack(False, code))
+        # it promises nothing the store holds: never held for a sync (a
+        # failing store's refusals go out, docs/persistence.md)
+        conn.write(codec.encode(Connack(False, code), conn.v5), False)
         self.close(conn, now, why, ERROR)
 
     def v5hub(self):

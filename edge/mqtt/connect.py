@@ -2,6 +2,7 @@
 # session it attaches to (mosquitto's handle_connect.c). Functions of the
 # Broker (first argument `b`), found through broker.py's handler table.
 from edge.compat import const
+from edge.mqtt import codec
 from edge.mqtt.packets import Connack
 from edge.mqtt.session import Message, Session
 from edge.mqtt.topics import validate_topic
@@ -67,7 +68,9 @@ def on_connect(b, conn, pkt, now):
         b.v5.reconnected(cid, now)  # no session expiry, no delayed will now
         sess = b.sessions.get(cid)
     present = False
+    promise = False  # the CONNACK promises what the store holds (Connection.promise)
     if sess is not None and pkt.clean:
+        promise = sess.store is not None  # a persistent session's deletion
         b.discard(sess)  # [MQTT-3.1.2-6]
         sess = None
     if sess is None:
@@ -85,15 +88,24 @@ def on_connect(b, conn, pkt, now):
         if pkt.will_topic is not None:
             conn.will = Message(pkt.will_topic, pkt.will_payload, pkt.will_qos, pkt.will_retain)
     # saved once its expiry is known (v5.attach)
+    keep = sess.expiry if sess.expiry is not None else not sess.clean  # (what save() persists)
+    if b.store is not None and (keep or sess.store is not None):
+        if b.store.log.failing:
+            # its CONNACK would promise a session record the store cannot
+            # write now (docs/persistence.md "When the store cannot keep it")
+            if not present:
+                b.discard(sess)
+            return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store %s: session not saved" % "failing", now)
+        promise = True
     if b.store is not None and not save(b, sess):
-        return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store full: session not saved", now)
+        return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store %s: session not saved" % "full", now)
     conn.session = sess
     conn.state = _CONNECTED
     st = b.stats
     st.clients_connected += 1
     if st.clients_connected > st.clients_maximum:
         st.clients_maximum = st.clients_connected
-    conn.send(Connack(present, 0, ack))
+    conn.write(codec.encode(Connack(present, 0, ack), conn.v5), promise)
     sess.attach(conn)  # resends inflight with DUP, then the queue
     b.log(20, "client %s connected (clean=%d, keepalive=%d)" % (cid, pkt.clean, pkt.keepalive))
 

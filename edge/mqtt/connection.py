@@ -211,16 +211,17 @@ class Connection:
         self.write(data, qos == 2)  # QoS 2 waits: a duplicate would break exactly once
         return data
 
-    def send_ack(self, kind, pid, reason=0, at=-1):
+    def send_ack(self, kind, pid, reason=0, at=-1, promise=True):
         """Queue a PUBACK/PUBREC/PUBREL/PUBCOMP: successful, the same bytes
         in 3.1.1 and 5.0 (reason 0 and no properties may be left out); a
         reason code only reaches a 5.0 client. at >= 0: ahead of what was
         queued after the first `at` writes (an ack written after the
-        deliveries its packet caused goes before them)."""
+        deliveries its packet caused goes before them). promise False: a
+        refusal, which promises nothing the store holds."""
         if reason and self.v5:
-            self.write(codec.encode(codec._CLS[kind](pid, reason), True))
+            self.write(codec.encode(codec._CLS[kind](pid, reason), True), promise)
         else:
-            self.write(codec.encode_ack(kind, pid))
+            self.write(codec.encode_ack(kind, pid), promise)
         out = self.out
         if 0 <= at < len(out) - 1:
             out.insert(at, out.pop())

@@ -13,6 +13,7 @@ _PUBREC = const(5)
 _PUBREL = const(6)
 _PUBCOMP = const(7)
 _RC_NO_MATCHING_SUBSCRIBERS = const(0x10)
+_RC_UNSPECIFIED_ERROR = const(0x80)
 _RC_NOT_AUTHORIZED = const(0x87)
 _RC_PID_NOT_FOUND = const(0x92)
 _RC_QUOTA_EXCEEDED = const(0x97)
@@ -30,6 +31,25 @@ def on_publish(b, conn, pkt, now, start=-1):
     validate_topic(topic, b.limits.max_topic_levels)  # [MQTT-3.3.2-2]
     b.stats.msgs_received += 1
     qos = pkt.qos
+    if qos and b.store is not None and b.store.log.failing:
+        # The store failed a write or sync and its retry (a full or
+        # failing flash, edge/store/log.py Log.failing): an ack now would promise
+        # what may not be kept (docs/design.md "Delivery guarantees"), so
+        # the PUBLISH is refused and counted until a sync succeeds again
+        # (docs/persistence.md "When the store cannot keep it"). A resent
+        # QoS 2 whose pid the store has is answered below as ever.
+        rx = conn.session.rx_qos2
+        if not (qos == 2 and rx and pkt.pid in rx):
+            b.store_refused += 1  # $SYS/broker/store/refused while failing
+            if conn.v5:
+                # 5.0 §3.4.2.1 / §3.5.2.1: 0x80 Unspecified error; a failed
+                # PUBREC ends the exchange, its pid never recorded (§4.3.3)
+                conn.send_ack(_PUBACK if qos == 1 else _PUBREC, pkt.pid, _RC_UNSPECIFIED_ERROR, -1, False)
+            else:
+                # 3.1.1 has no refusing ack: the connection is closed, with
+                # no PUBACK/PUBREC (§4.8); the client sends it again later
+                b.close(conn, now, "store failing: QoS %d PUBLISH %d not acknowledged" % (qos, pkt.pid), _ERROR)
+            return
     if qos == 2:
         sess = conn.session
         if sess.qos2_seen(pkt.pid):

@@ -35,8 +35,13 @@ def values(b):
     if b.heap is not None:
         yield "heap/current", b.heap[0]
         yield "heap/maximum", b.heap[1]
+    if b.store is not None or b.store_off is not None:  # (false: no store/ topics)
+        from edge.mqtt.storestate import state  # (only with persistence on: a board's heap)
+
+        yield "store/state", state(b)
     if b.store is not None:  # flash persistence (edge/store/)
         yield from b.store.sys_values()
+        yield "store/refused while failing", b.store_refused
     if b.coap is not None:  # the CoAP endpoint (docs/coap.md)
         yield from b.coap.sys_values()
     if b.uplink is not None:  # the uplink to RabbitMQ (docs/uplink.md)

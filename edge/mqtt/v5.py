@@ -293,6 +293,11 @@ class Hub:
             # §3.1.2.11.6, §4.10.4: a topic root of the client's own for its
             # responses (the Server MAY send none; "" in the config: never)
             ack[_P_RESPONSE_INFO] = lim.response_information + pkt.client_id
+        if b.store_off is not None or (b.store is not None and b.store.log.failing):
+            # QoS 1/2 are not kept now: a client that can hear it is told
+            from edge.mqtt.storestate import notice  # (only then: a board's heap)
+
+            notice(b, ack)
         return ack
 
     def attach(self, conn, pkt, sess, now):

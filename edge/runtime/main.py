@@ -89,7 +89,15 @@ async def serve(cfg, log, started=None):
         srv.sync_wait_us = cfg["store"]["sync_wait_us"]
     wal = None
     if cfg["store"]["persistence"]:
-        wal = _open_store(cfg, broker, log)  # replayed before anyone connects
+        try:
+            wal = _open_store(cfg, broker, log)  # replayed before anyone connects
+        except BaseException:
+            release()  # (a store that cannot open stops the start: the lock too)
+            raise
+        if wal is not None and hasattr(asyncio, "core"):  # MicroPython: group commit
+            from edge.runtime.commit import Committer
+
+            broker.store.commit = Committer(srv, log, cfg["store"]["sync_wait_us"])
     else:
         log(30, "store: persistence off, nothing survives a restart")
     try:
@@ -214,17 +222,24 @@ def _open_store(cfg, broker, log):
     # The store's code costs a board about 13 KB of heap (its names and
     # function objects, measured on the unix port with tools/board.py), so
     # it is imported only when persistence is on, and only with room for it
-    # and the clients after it; else the broker runs without it and says so
-    # (docs/design.md "Delivery guarantees": a store never stops a start).
-    # A 64 KiB heap has ~16 KB here.
+    # and the clients after it. A 64 KiB heap has ~17 KB here.
     gc.collect()
     free = gc.mem_free() if hasattr(gc, "mem_free") else -1  # MicroPython only
     if 0 <= free < _STORE_HEAP:
-        log(40, "store: %d bytes of heap free, %d needed: persistence OFF" % (free, _STORE_HEAP))
-        return None
-    from edge.runtime.persist import start
+        why = free
+    else:
+        from edge.runtime.persist import start
 
-    return start(cfg, broker, log)
+        wal, why = start(cfg, broker, log)
+        if wal is not None:
+            return wal
+    # It did not open: the start stops, unless the config lets the broker
+    # run without it (nostore.py: imported on this path only, a board's heap)
+    from edge.runtime.nostore import refuse
+
+    refuse(cfg, broker, log, why, _STORE_HEAP)
+    forget("edge.runtime.nostore")
+    return None
 
 
 def run(cfg, log=None):

@@ -25,21 +25,30 @@ def _stamp():
 
 def start(cfg, broker, log):
     """The runtime's entry: open_store(), then give a board back the heap
-    of what only the start needs. None if the heap ran out (logged)."""
+    of what only the start needs. (Log, None), or (None, why) if the heap
+    or the files failed it: the caller decides whether the broker may run
+    without it (main.py, store.persistence)."""
     import gc
 
+    why = None
     try:
         wal = open_store(cfg, broker, log)
     except MemoryError:
         _reset(broker)  # what replay half-built
         wal = None
-        log(40, "store: out of heap opening it: persistence OFF")
+        why = "out of heap replaying it"
+    except OSError as e:
+        # not the data (open_store sets bad data aside) but the flash or
+        # the directory itself: unreadable, unwritable, gone
+        _reset(broker)
+        wal = None
+        why = "%s: %s" % (cfg["store"]["dir"], e)
     from edge.runtime.main import forget
 
     for name in ("edge.runtime.persist", "edge.store.replay", "edge.store.logread"):
         forget(name)
     gc.collect()
-    return wal
+    return wal, why
 
 
 def open_store(cfg, broker, log, files=None):

@@ -11,10 +11,10 @@
 # otherwise keep for nothing, and a read allocates no more than a view of the
 # one shared read buffer (no per-read coroutine).
 #
-# The store's batch (what a feed recorded) is synced before any output goes
-# out: the PUBACK/PUBREC/CONNACK in it promise those records (docs/design.md
-# "Delivery guarantees"). One feed, one sync: a board has a handful of
-# clients, and littlefs commits on flush/close.
+# With the store open, output that promises its records (a PUBACK, PUBREC,
+# CONNACK...) waits until they are synced or void, and one sync covers the
+# feeds of a poller round (commit.py, as tcp_cpython.py: docs/design.md
+# "Delivery guarantees", docs/persistence.md "Flash wear").
 import asyncio
 import errno
 import random
@@ -113,14 +113,20 @@ class TcpServer:
             return False
 
     def flush(self):
-        """Write out everything the broker queued; called after each feed."""
+        """Write out everything the broker queued; called after each feed.
+        With the store open, output that may promise its records waits for
+        them in the Committer (commit.py); the rest goes out now."""
         broker = self.broker
         dirty = broker.dirty
         udp = self.udp
         if udp is not None and udp.ep.out:
             udp.flush()  # CoAP notifications of what this feed published
-        if not dirty or not self._durable():
-            return
+        st = broker.store
+        if st is not None:
+            # the store's group commit, set by main.py once the store opened
+            c = st.commit
+            if c is not None and (dirty or c.held):
+                c.hold(dirty)  # (takes what must wait out of dirty)
         i = 0
         while i < len(dirty):  # writing may not add, but closing a peer can
             conn = dirty[i]
@@ -167,8 +173,9 @@ class TcpServer:
                 await self._push(cid, w)
                 conn.out_bytes = 0
                 if conn.out:  # more was queued meanwhile
-                    if not self._durable():
-                        break  # held: a later flush() writes it once synced
+                    st = self.broker.store
+                    if st is not None and st.commit is not None and (conn.promise or cid in st.commit.held):
+                        break  # flush(), below, holds it until what it promises is kept
                     conn.out_bytes = self._write(cid, w, self.broker.take(conn))
                     continue
                 if conn.closing:

@@ -51,6 +51,15 @@ _ID_STEP = const(2)
 
 
 class Log:
+    # True once a write or sync failed and its retry failed too, until a
+    # sync succeeds: what the store is asked to keep now may not be kept, so
+    # the broker refuses new QoS 1/2 publishes meanwhile (publish.py). One
+    # failure alone (a sync helper that died, a hiccup) only holds the acks
+    # until the retry. Class defaults: a store that never fails holds no
+    # attribute for them.
+    failing = False
+    failures = 0  # failed writes and syncs since the last good sync
+
     def __init__(self, files, prefix="log", sync="batch", max_delay_ms=50,
                  budget_bytes=65536, max_record=1024, segment_bytes=16384,
                  batch_bytes=4096):
@@ -325,6 +334,7 @@ class Log:
             # recorded size stays at the last good write, so reads stop there
             # and the next open() cuts whatever was torn.
             self._rotate = True
+            self._failed()
             raise
         self.written += len(data)
         seg[_SIZE] += len(data)
@@ -348,6 +358,9 @@ class Log:
         if top >= self.top:
             self._unsynced = None
             self._tomb_written = -1
+            if self.failures and not self._redo:
+                self.failures = 0
+                self.failing = False
         if self.sync != "never":
             self.syncs += 1
 
@@ -356,6 +369,7 @@ class Log:
         flash. Its records go back in the batch, and the next write starts
         a new segment (a rewritten record's later copy is ignored by
         open(): _index)."""
+        self._failed()
         if self._unsynced is not None:
             self._redo = self._unsynced + self._redo
             self._unsynced = None
@@ -363,6 +377,11 @@ class Log:
             self._tomb_batch = self._tomb_written
             self._tomb_written = -1
         self._rotate = True
+
+    def _failed(self):
+        self.failures += 1
+        if self.failures > 1:
+            self.failing = True
 
     def sync_handle(self):
         """A handle another thread or process can sync what write() wrote through

@@ -100,6 +100,10 @@ def _take_oldest(s, q):
 
 
 class StateStore(Ledger):
+    # The MicroPython runtime's group commit (edge/runtime/commit.py), set
+    # by edge/runtime/main.py once the store opened (tcp.py finds it here)
+    commit = None
+
     def __init__(self, log, session_budget=65536, reserve_bytes=512):
         super().__init__(log, session_budget, reserve_bytes)
         # QoS 1 deliveries recorded as they went out: their acks may end them

@@ -142,7 +142,7 @@ def test_out_of_range():
 def test_store_keys():
     # issue #4: the persistence switch and the store's budgets
     msg = _err({"store": {"persistence": "yes"}})
-    assert msg == 'store.persistence: must be true or false, got "yes"', msg
+    assert msg == 'store.persistence: must be true, false or "best-effort", got "yes"', msg
     msg = _err({"store": {"session_budget": 100}})
     assert msg == "store.session_budget: must be an integer >= 1024, got 100", msg
     assert _err({"store": {"budget_bytes": 0}}).startswith("store.budget_bytes: must be an integer >= 4096")

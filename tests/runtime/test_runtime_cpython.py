@@ -354,6 +354,8 @@ def test_a_failed_sync_off_the_loop_holds_the_acks_and_retries():
     # The first sync (of "sub"'s session, at its CONNECT) failed: nothing
     # went out until the batch was written again and the retry synced it;
     # then the held CONNACK and SUBACK, the PUBREC and the delivery did.
+    # ("pub"'s CONNACK, a clean session's, promises nothing the store holds:
+    # it went out at once, before these events, issue #19.)
     assert files.handles == 2, events
     out = [e for e in events if type(e) is tuple]
     assert min(events.index(e) for e in out) > events.index("handle"), events
@@ -363,7 +365,7 @@ def test_a_failed_sync_off_the_loop_holds_the_acks_and_retries():
     sub = b"".join(d for c, d in out if c == "sub")
     assert out[0][0] == "sub", events
     assert sub == b"\x20\x02\x00\x00" + b"\x90\x03\x00\x01\x02" + b"\x34\x06\x00\x01t\x00\x012", events
-    assert ("pub", b"\x20\x02\x00\x00\x50\x02\x00\x09") in out, events  # CONNACK + PUBREC
+    assert ("pub", b"\x50\x02\x00\x09") in out, events  # the PUBREC, after the sync
 
 
 def test_the_sync_helper_reports_each_sync_and_stops_on_close():
