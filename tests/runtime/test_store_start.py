@@ -3,7 +3,7 @@
 # store can use. With persistence true the start stops with the directory
 # and the error named; "best-effort" runs without the store and says why.
 # (The board's case, a heap without room for the store, runs real
-# processes: tests/integration/test_17_store_failing.py.)
+# processes: tests/integration/test_19_store_failing.py.)
 import pytest
 
 from edge import config
