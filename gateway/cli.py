@@ -48,6 +48,9 @@ def _parser():
                            help="benchmark against mosquitto and amqtt (python -m tools.bench)")
     bench.add_argument("args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
+    from gateway import passwd
+
+    passwd.add_parser(sub, _cmd_passwd)
     return p
 
 
@@ -112,6 +115,12 @@ def _cmd_run(args):
             signal.signal(signal.SIGTERM, old)
     log(logging.INFO, "stopped")
     return 0
+
+
+def _cmd_passwd(args):
+    from gateway import passwd
+
+    return passwd.run(args, PROG)
 
 
 def _cmd_bench(args):

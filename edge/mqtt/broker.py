@@ -96,6 +96,11 @@ class Broker:
     coap = None     # the CoAP Endpoint (edge/coap/), set by the runtime, for $SYS
     uplink = None   # the Uplink (edge/bridge/uplink.py), set by the runtime, for $SYS
     acking = False  # routing a client's PUBLISH, its ack queued (publish.py)
+    # edge/auth/guard.py's Guard, set by the runtime when [auth] asks for
+    # anything (edge/runtime/auth.py); acl: the same Guard while an ACL file
+    # is loaded. None: no check at all, and none of edge/auth/ imported.
+    auth = None
+    acl = None
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -114,7 +119,8 @@ class Broker:
 
     # ---- runtime interface ------------------------------------------------
     def open(self, cid, now):
-        """A socket was accepted. False: over max_connections, close it."""
+        """A socket was accepted. False: over max_connections, close it.
+        (With auth on, the runtime then tells auth.open(cid, address).)"""
         if len(self.conns) >= self.limits.max_connections:
             self.stats.conns_refused += 1
             self.log(30, "connection refused: max_connections %d reached" % self.limits.max_connections)

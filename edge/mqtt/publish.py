@@ -66,6 +66,12 @@ def on_publish(b, conn, pkt, now, start=-1):
             # publisher is told 0x87 Not authorized
             b.stats.msgs_dropped += 1
             rc = _RC_NOT_AUTHORIZED
+        elif b.acl is not None and not b.acl.may_write(conn.session, topic):
+            # the ACL file does not let this client write topic: dropped,
+            # counted (as mosquitto: 3.1.1's ack still goes out, it has no
+            # refusing one; 5.0's says 0x87)
+            b.stats.msgs_dropped += 1
+            rc = _RC_NOT_AUTHORIZED
         elif v5:
             refused = b.stats.msgs_refused
             if not publish(b, msg):
@@ -178,6 +184,7 @@ def route(b, msg):
     if not found:
         return False
     mq = msg.qos
+    acl = b.acl  # None: no ACL file, no check
     if len(found) == 1:
         # One matching filter (the usual case): each client once. The
         # keys are copied first: a local client's callback may subscribe.
@@ -198,6 +205,8 @@ def route(b, msg):
         q = subs.get(client)
         if q is None:
             continue  # unsubscribed meanwhile
+        if acl is not None and not acl.may_read(client, msg.topic):
+            continue  # not readable by this client: counted there
         try:
             if type(q) is not list and q <= 3:
                 client.deliver(msg, q if q < mq else mq)
