@@ -3,35 +3,33 @@
 #   topic [read|write|readwrite|deny] FILTER   (no access word: readwrite)
 #   user NAME                                  (the topic lines below are NAME's)
 #   pattern [read|write|readwrite|deny] FILTER (every client; %u user, %c client id)
-# Topic lines before any `user` line are the anonymous clients'. Parsing
-# takes the lines (the runtime reads the file); rules(user, client_id) gives
-# a client's Rules, which answer "may it read / write / subscribe?".
-# Sans-IO and portable: the same check serves MQTT, CoAP and the uplink.
-READ = 1
-WRITE = 2
+# Topic lines before any `user` line are the anonymous clients'. parse()
+# takes the lines (the runtime reads the file); Acl.rules(user, client id)
+# gives a client's Rules, which answer "may it read / write / subscribe?".
+# Sans-IO and portable: the same check can serve MQTT, CoAP and the uplink.
+# (Few names: each new one is a qstr a board keeps for good; docs/security.md.)
+from edge.compat import const
+
+READ = const(1)
+WRITE = const(2)
 _ACCESS = {"read": READ, "write": WRITE, "readwrite": READ | WRITE, "deny": 0}
 
 
-def _filter(f, n):
-    # f's levels, or ValueError naming line n ([MQTT-4.7.1-2/3] wildcards)
-    if not f or "\0" in f:
-        raise ValueError("line %d: empty topic filter" % n)
-    levels = f.split("/")
-    for i in range(len(levels)):
-        lv = levels[i]
-        if ("#" in lv and (lv != "#" or i != len(levels) - 1)) or ("+" in lv and lv != "+"):
-            raise ValueError("line %d: bad topic filter %r (+ is a whole level, # the last)" % (n, f))
-    return levels
-
-
 def _entry(rest, n):
-    # (access, filter) of a topic or pattern line's text after the keyword
+    # (access, filter) of a topic or pattern line's text after the keyword;
+    # ValueError naming line n for a bad filter ([MQTT-4.7.1-2/3] wildcards)
     word, _, f = rest.partition(" ")
     access = _ACCESS.get(word)
     if access is None:
         access, f = READ | WRITE, rest  # mosquitto: no access word, readwrite
     f = f.strip()
-    _filter(f.replace("%u", "u").replace("%c", "c"), n)
+    levels = f.replace("%u", "u").replace("%c", "c").split("/")
+    for i in range(len(levels)):
+        lv = levels[i]
+        if ("#" in lv and (lv != "#" or i != len(levels) - 1)) or ("+" in lv and lv != "+"):
+            raise ValueError("line %d: bad topic filter %r (+ is a whole level, # the last)" % (n, f))
+    if not f or "\0" in f:
+        raise ValueError("line %d: empty topic filter" % n)
     return (access, f)
 
 
@@ -46,11 +44,8 @@ class Acl:
         without a user name), then every pattern with %u and %c put in. A
         pattern whose user name or client id would bring a wildcard or a
         level separator in is left out (a client id "#" must not turn
-        "%c/#" into everything, as mosquitto refuses it)."""
-        own = self.users.get(user, ()) if user is not None else self.anonymous
-        out = []
-        for access, f in own:
-            out.append((access, f.split("/")))
+        "%c/#" into everything; mosquitto refuses it too)."""
+        out = []  # the patterns' lines, this client's own
         for access, f in self.patterns:
             if "%u" in f:
                 if user is None or _unsafe(user):
@@ -60,12 +55,14 @@ class Acl:
                 if _unsafe(client_id):
                     continue
                 f = f.replace("%c", client_id)
-            out.append((access, f.split("/")))
-        return Rules(out, user)
+            out.append((access, f))
+        # the user's (or anonymous) lines are shared by its clients, not copied
+        own = self.users.get(user, ()) if user is not None else self.anonymous
+        return Rules((own, out), user)
 
 
 def _unsafe(s):
-    return "+" in s or "#" in s or "/" in s or not s
+    return not s or "+" in s or "#" in s or "/" in s
 
 
 def parse(lines):
@@ -94,40 +91,35 @@ def parse(lines):
     return acl
 
 
-def matches(levels, topic):
-    """Filter levels match topic levels ([MQTT-4.7.2-1]: a first-level
-    wildcard matches no $ topic)."""
-    n = len(topic)
-    for i in range(len(levels)):
-        f = levels[i]
-        if f == "#":
-            return not (i == 0 and topic[0][:1] == "$")
-        if i >= n:
+def matches(f, t, sub=False):
+    """Filter f (a str) matches topic levels t ([MQTT-4.7.2-1]: a first-level
+    wildcard matches no $ topic). sub: t is a filter's levels, and the
+    answer is whether every topic t matches, f matches too (what a
+    subscription needs of a read grant): then a wildcard in t is matched
+    only by one as wide in f. f's levels are walked in place, not split:
+    a check allocates nothing on a board but the topic's split."""
+    n = len(t)
+    end = len(f)
+    i = 0  # where f's level k starts
+    k = 0
+    while True:
+        j = f.find("/", i)
+        if j < 0:
+            j = end
+        wild = j - i == 1 and (f[i] == "+" or f[i] == "#")
+        if wild and f[i] == "#":
+            return not (k == 0 and t[0].startswith("$"))
+        if k >= n or (sub and t[k] == "#"):
             return False
-        if f == "+":
-            if i == 0 and topic[0][:1] == "$":
+        if wild:  # +
+            if k == 0 and t[0].startswith("$"):
                 return False
-        elif f != topic[i]:
-            return False
-    return n == len(levels)
-
-
-def within(sub, acl):
-    """Every topic the filter `sub` matches is matched by `acl` (levels
-    both): what a subscription needs of a read grant."""
-    n = len(sub)
-    for i in range(len(acl)):
-        a = acl[i]
-        if a == "#":
-            return not (i == 0 and sub[0][:1] == "$")
-        if i >= n or sub[i] == "#":
-            return False
-        if a == "+":
-            if i == 0 and sub[0][:1] == "$":
-                return False
-        elif a != sub[i]:
-            return False  # a literal grant covers the same literal only
-    return n == len(acl)
+        elif len(t[k]) != j - i or not f.startswith(t[k], i):
+            return False  # (a literal in f covers the same literal only)
+        k += 1
+        if j == end:
+            return k == n
+        i = j + 1
 
 
 class Rules:
@@ -135,31 +127,21 @@ class Rules:
     mosquitto's); no matching grant is no access."""
 
     def __init__(self, entries, user=None):
-        self.entries = entries  # [(access, filter levels)]
+        self.entries = entries  # ([(access, filter)], ...): lists checked together
         self.user = user        # whose they are (None: anonymous)
 
-    def can(self, topic, access):
-        """May the client read (READ) or write (WRITE) topic?"""
+    def can(self, topic, access, sub=False):
+        """May the client read (READ) or write (WRITE) topic? sub: topic is
+        a filter to subscribe to (access READ): it must lie within a read
+        grant and within no deny line (what it matches beyond that is
+        checked message by message)."""
         t = topic.split("/")
         ok = False
-        for a, levels in self.entries:
-            if matches(levels, t):
-                if not a:
-                    return False
-                if a & access:
-                    ok = True
-        return ok
-
-    def can_subscribe(self, f):
-        """May the client subscribe to filter f: it is within a read grant
-        and within no deny line (what it matches beyond is still checked
-        message by message)."""
-        s = f.split("/")
-        ok = False
-        for a, levels in self.entries:
-            if within(s, levels):
-                if not a:
-                    return False
-                if a & READ:
-                    ok = True
+        for entries in self.entries:
+            for a, f in entries:
+                if matches(f, t, sub):
+                    if not a:
+                        return False
+                    if a & access:
+                        ok = True
         return ok

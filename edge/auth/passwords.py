@@ -2,19 +2,15 @@
 # comments and blank lines ignored. The hash is
 #   $pbkdf2-sha256$<iterations>$<salt, base64>$<derived key, base64>
 # (the iteration count and salt per entry, so they can change one user at a
-# time; docs/security.md). Parsing takes the file's text (the runtime reads
-# it); `edgebroker passwd` (gateway/passwd.py) writes it.
+# time; docs/security.md). parse() takes the file's text (the runtime reads
+# it); make() writes a line (`edgebroker passwd`, gateway/passwd.py).
 import binascii
 
-from edge.auth.pbkdf2 import pbkdf2
+from edge.auth.pbkdf2 import equal, pbkdf2, verify  # noqa: F401 (verify, equal: for callers)
 
 SCHEME = "pbkdf2-sha256"
 MAX_ITERATIONS = 10000000  # a typo's 10^9 must not stall every login
 MIN_SALT = 8  # bytes (RFC 8018 §4.1: at least 64 bits)
-
-
-def b64(data):
-    return binascii.b2a_base64(data).decode().strip()
 
 
 def check_user(name):
@@ -28,28 +24,13 @@ def check_user(name):
         raise ValueError("user name must not start with '#' or with or end in spaces")
 
 
-def make(user, password, salt, iterations):
-    """The file's line (no newline) for user with password (bytes)."""
+def make(user, password, salt, n):
+    """The file's line (no newline) for user with password (bytes), n
+    iterations."""
     check_user(user)
-    dk = pbkdf2(password, salt, iterations)
-    return "%s:$%s$%d$%s$%s" % (user, SCHEME, iterations, b64(salt), b64(dk))
-
-
-def _entry(h, n):
-    # (iterations, salt, key) of one line's hash; ValueError naming line n
-    parts = h.split("$")
-    if len(parts) != 5 or parts[0] or parts[1] != SCHEME:
-        raise ValueError("line %d: not a $%s$ hash (write it with `edgebroker passwd`)" % (n, SCHEME))
-    try:
-        it = int(parts[2])
-        salt = binascii.a2b_base64(parts[3])
-        dk = binascii.a2b_base64(parts[4])
-    except ValueError:  # binascii.Error is a ValueError on both runtimes
-        raise ValueError("line %d: bad iteration count or base64" % n)
-    if not 1 <= it <= MAX_ITERATIONS or len(salt) < MIN_SALT or len(dk) < 16:
-        raise ValueError("line %d: iterations 1..%d, a salt of %d+ bytes and a key of 16+ bytes"
-                         % (n, MAX_ITERATIONS, MIN_SALT))
-    return (it, salt, dk)
+    dk = pbkdf2(password, salt, n)
+    return "%s:$%s$%d$%s$%s" % (user, SCHEME, n, binascii.b2a_base64(salt).decode().strip(),
+                                binascii.b2a_base64(dk).decode().strip())
 
 
 def parse(text):
@@ -68,20 +49,17 @@ def parse(text):
         check_user(user)
         if user in users:
             raise ValueError("line %d: user %s twice" % (n, user))
-        users[user] = _entry(h, n)
+        parts = h.split("$")
+        if len(parts) != 5 or parts[0] or parts[1] != SCHEME:
+            raise ValueError("line %d: not a $%s$ hash (write it with `edgebroker passwd`)" % (n, SCHEME))
+        try:
+            it = int(parts[2])
+            salt = binascii.a2b_base64(parts[3])
+            dk = binascii.a2b_base64(parts[4])
+        except ValueError:  # binascii.Error is a ValueError on both runtimes
+            raise ValueError("line %d: bad iteration count or base64" % n)
+        if not 1 <= it <= MAX_ITERATIONS or len(salt) < MIN_SALT or len(dk) < 16:
+            raise ValueError("line %d: iterations 1..%d, a salt of %d+ bytes and a key of 16+ bytes"
+                             % (n, MAX_ITERATIONS, MIN_SALT))
+        users[user] = (it, salt, dk)
     return users
-
-
-def equal(a, b):
-    """a == b for bytes, in a time that does not depend on where they differ
-    (no early exit: a guess learns nothing from the reply's timing)."""
-    d = len(a) ^ len(b)
-    for i in range(min(len(a), len(b))):
-        d |= a[i] ^ b[i]
-    return d == 0
-
-
-def verify(entry, password):
-    """True if password (bytes) is entry's, (iterations, salt, key)."""
-    it, salt, dk = entry
-    return equal(pbkdf2(password, salt, it, len(dk)), dk)

@@ -100,8 +100,11 @@ async def serve(cfg, log, started=None):
             raise
         if hasattr(asyncio, "core"):
             forget("edge.runtime.auth")  # boot-only on a board (no SIGHUP)
+            forget("edge.auth.passwords")
         elif reload is not None:
-            auth.on_sighup(reload, log)
+            from edge.runtime.auth_cpython import watch
+
+            watch(reload, broker, log)  # SIGHUP reloads the files
         auth = reload = None
     wal = None
     if cfg["store"]["persistence"]:
