@@ -4,11 +4,14 @@
 #   connect.py    login() at CONNECT: password, anonymous, back-off, will
 #   publish.py    may_write() on PUBLISH, may_read() on every delivery
 #   subscribe.py  may_subscribe() on SUBSCRIBE, may_read() on retained ones
+#   coap/         coap() per request (EMQX's u, p, c query names), allowed()
 # Time is an argument (now_ms): the back-off is data, no timers.
 # (Few names: each new one is a qstr a board keeps for good, and past the
 # qstr pool's room a new pool costs it ~8 KB; docs/security.md "On a board".)
+import hashlib
+
 from edge.auth.acl import Rules
-from edge.auth.pbkdf2 import verify
+from edge.auth.pbkdf2 import equal, verify
 from edge.compat import const
 
 _READ = const(1)   # acl.READ
@@ -21,6 +24,9 @@ _FORGET_MS = const(600000)    # an address quiet this long after its back-off st
 _NOT_AUTHORIZED_311 = const(5)
 _RC_BAD_LOGIN = const(0x86)
 _RC_NOT_AUTHORIZED = const(0x87)
+_UNAUTHORIZED = const(0x81)  # CoAP 4.01 (RFC 7252 §5.9.2.2)
+_BAD = const(1)   # check(): a bad user name or password, or a back-off
+_ANON = const(2)  # check(): anonymous, not allowed
 # counts: the index in Guard.counts of each $SYS value (sys_values)
 _FAILED = const(0)      # bad user name or password
 _THROTTLED = const(1)   # refused at once during an address's back-off
@@ -45,6 +51,7 @@ class Guard:
         self.peers = {}             # connection id -> client address, until its CONNECT
         self.fails = {}             # client address -> [failures, refused until (ms)]
         self.counts = [0] * len(_NAMES)
+        self.seen = {}              # user -> SHA-256(salt + password) of its last good login
 
     def open(self, cid, peer):
         """The runtime accepted connection cid from address peer (hashable,
@@ -57,33 +64,31 @@ class Guard:
                 del peers[k]
         peers[cid] = peer
 
-    def login(self, conn, pkt, now):
-        """(code, rules) for a CONNECT: code 0 lets it in, with its Rules
-        (no entries without an ACL file: they still name the user); else
-        the CONNACK code (5.0's if conn.v5), why in self.why."""
+    def check(self, user, password, client_id, peer, now):
+        """The Rules of a client that says it is user (None: anonymous) with
+        password (bytes or None), from address peer; or _BAD or _ANON, why
+        in self.why. Rules without an ACL file have no entries: they still
+        name the user."""
         c = self.counts
-        peer = self.peers.pop(conn.id, None)
-        user = pkt.username
         fails = self.fails
         rec = fails.get(peer)
         if rec is not None and now - rec[1] > _FORGET_MS:
             del fails[peer]
             rec = None
-        bad = _RC_BAD_LOGIN if conn.v5 else _NOT_AUTHORIZED_311
         if rec is not None and now < rec[1]:
             # guessing from this address is slowed: refused unchecked (a
             # right password is refused too, the same way), at no hash cost
             c[_THROTTLED] += 1
             self.why = "login refused for %d ms more: %d failed logins from this address" % (rec[1] - now, rec[0])
-            return bad, None
+            return _BAD
         if user is None:
             if not self.anonymous:
                 c[_ANONYMOUS] += 1
                 self.why = "anonymous clients not allowed (auth.allow_anonymous)"
-                return (_RC_NOT_AUTHORIZED if conn.v5 else _NOT_AUTHORIZED_311), None
+                return _ANON
         elif self.users is not None:
             entry = self.users.get(user)
-            if entry is None or pkt.password is None or not verify(entry, bytes(pkt.password)):
+            if entry is None or password is None or not self.verify(user, entry, bytes(password)):
                 c[_FAILED] += 1
                 if peer is not None:
                     if rec is None:
@@ -95,13 +100,36 @@ class Guard:
                     rec[1] = now + (min(_BACKOFF_MS << min(n - 1, 16), _BACKOFF_MAX_MS) if n > 0 else 0)
                 # never the password, nor whether the user exists
                 self.why = "bad user name or password for user %s" % user
-                return bad, None
+                return _BAD
         if rec is not None:
             del fails[peer]  # a good login ends the address's back-off
         if self.acl is None:
-            return 0, Rules((), user)  # (no ACL file: no check reads them)
-        rules = self.acl.rules(user, pkt.client_id)
-        if pkt.will_topic is not None and not rules.can(pkt.will_topic, _WRITE):
+            return Rules((), user)  # (no ACL file: no check reads them)
+        return self.acl.rules(user, client_id)
+
+    def verify(self, user, entry, password):
+        # PBKDF2 once per user and password: a client that logs in again
+        # (a reconnect, a CoAP request each time) with the password that
+        # last passed costs one SHA-256, not the entry's iterations
+        fast = hashlib.sha256(entry[1] + password).digest()
+        last = self.seen.get(user)
+        if last is not None and equal(fast, last):
+            return True
+        if not verify(entry, password):
+            return False
+        self.seen[user] = fast  # (bounded: one per user of the file)
+        return True
+
+    def login(self, conn, pkt, now):
+        """(code, rules) for a CONNECT: code 0 lets it in, with its Rules;
+        else the CONNACK code (5.0's if conn.v5), why in self.why."""
+        rules = self.check(pkt.username, pkt.password, pkt.client_id, self.peers.pop(conn.id, None), now)
+        if rules is _BAD:
+            return (_RC_BAD_LOGIN if conn.v5 else _NOT_AUTHORIZED_311), None
+        if rules is _ANON:
+            return (_RC_NOT_AUTHORIZED if conn.v5 else _NOT_AUTHORIZED_311), None
+        c = self.counts
+        if self.acl is not None and pkt.will_topic is not None and not rules.can(pkt.will_topic, _WRITE):
             # as mosquitto 2.0: refused at CONNECT, not dropped when it is due
             c[_WILL] += 1
             self.why = "will topic %s not writable by this client (acl_file)" % pkt.will_topic
@@ -132,11 +160,30 @@ class Guard:
         return self._may(client, f, _READ, _SUBSCRIBE, True)
 
     def _may(self, client, topic, access, count, sub):
-        r = client.rules
-        if r is True or (r is not None and r.can(topic, access, sub)):
+        return self.allowed(client.rules, topic, access, count, sub)
+
+    def allowed(self, r, topic, access, count, sub=False):
+        """r (Rules; True: trusted; None: unknown) may read (access 1) or
+        write (2) topic; count: which counter a refusal adds to (_READ_DENIED
+        5, _PUBLISH 4, _SUBSCRIBE 3). Always True without an ACL file."""
+        if self.acl is None or r is True or (r is not None and r.can(topic, access, sub)):
             return True
         self.counts[count] += 1
         return False
+
+    # ---- CoAP (edge/coap/resources.py) -----------------------------------------
+    def coap(self, user, password, client_id, peer, now):
+        """A CoAP request's Rules, from EMQX's query names u (user), p
+        (password) and c (client id; the peer's address when missing); or
+        4.01 Unauthorized (logged by the caller with self.why). peer: the
+        runtime's address: a (host, port) tuple on CPython, a sockaddr on
+        MicroPython, whose IP is the back-off's key."""
+        if type(peer) is tuple:
+            addr = peer[0]
+        else:  # an opaque sockaddr: IPv4's address at bytes 4-8, IPv6's at 8-24
+            addr = bytes(peer[4:8]) if len(peer) <= 16 else bytes(peer[8:24])
+        r = self.check(user, None if password is None else password.encode(), client_id or "coap", addr, now)
+        return _UNAUTHORIZED if type(r) is int else r
 
     # ---- SIGHUP (CPython: edge/runtime/auth.py) ---------------------------------
     def reload(self, users, acl, anonymous, sessions):
@@ -147,6 +194,7 @@ class Guard:
         self.users = users
         self.acl = acl
         self.anonymous = anonymous
+        self.seen = {}
         for sess in sessions:
             r = sess.rules
             if r is None:

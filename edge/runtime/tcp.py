@@ -205,17 +205,16 @@ class TcpServer:
             pass
 
     # ---- input ----------------------------------------------------------------
-    def _opened(self, w, addr):
+    def _opened(self, w):
         """Register a new socket; its id, or 0 if the broker refused it."""
         cid = self.next_id = self.next_id + 1
         broker = self.broker
+        auth = broker.auth
+        peer = auth.peers.pop(w, None) if auth is not None else None  # (_accept)
         if not broker.open(cid, now_ms()):
             return 0
-        if broker.auth is not None:
-            # failed logins count per address (edge/auth/guard.py): the
-            # sockaddr's IP, not its port (an opaque sockaddr here: IPv4's
-            # address at bytes 4-8, IPv6's at 8-24)
-            broker.auth.open(cid, bytes(addr[4:8]) if len(addr) <= 16 else bytes(addr[8:24]))
+        if auth is not None:
+            auth.open(cid, peer)
         self.writers[cid] = w
         return cid
 
@@ -233,11 +232,15 @@ class TcpServer:
                 sock, addr = lsock.accept()
             except OSError:
                 continue  # the peer gave up already
-            cid = self._opened(sock, addr)
-            addr = None
-            if not cid:
-                sock.close()
-                continue
+            auth = self.broker.auth
+            if auth is not None:
+                # failed logins count per address (edge/auth/guard.py): the
+                # sockaddr's IP, not its port (an opaque sockaddr here:
+                # IPv4's address at bytes 4-8, IPv6's at 8-24). Held by the
+                # socket until _opened() knows the connection's id: passed
+                # to _serve(), it would make every connection's task bigger.
+                auth.open(sock, bytes(addr[4:8]) if len(addr) <= 16 else bytes(addr[8:24]))
+            auth = addr = None
             sock.setblocking(False)
             try:
                 # No Nagle: a QoS 0 subscriber sends nothing back, so its
@@ -246,13 +249,16 @@ class TcpServer:
                 sock.setsockopt(6, 1, 1)
             except OSError:
                 pass
-            asyncio.create_task(self._serve(sock, cid))
+            asyncio.create_task(self._serve(sock))
 
-    def _serve(self, sock, cid):
+    def _serve(self, sock):
         # One task per connection, a plain generator that waits
         # on the poller. It lives as long as the connection, so its frame is
         # kept small (three locals, no try blocks): the work and the cleanup
         # are in _readable(), whose frame lasts one read.
+        cid = self._opened(sock)
+        if not cid:
+            sock.close()
         while cid:
             yield _io_queue.queue_read(sock)
             cid = self._readable(cid, sock)

@@ -303,3 +303,37 @@ def test_acl_matcher_edge_levels():
     ):
         assert m(f, t.split("/")) is want, (f, t)
     assert not m("a/+", "a/#".split("/"), True) and m("a/#", "a/+".split("/"), True)
+
+
+# ---- CoAP: EMQX's u, p, c query names (edge/coap/resources.py) ------------------
+def test_coap_requests_authenticate_and_obey_the_acl():
+    from tests.core._coap import GET, PEER, POST, feed, make, request, take
+    acl = aclmod.parse(_ACL.split("\n"))
+    b = _broker(_users(), acl, False)
+    b, ep = make(b)
+    who = ("u=alice", "p=pw", "c=dev1")
+
+    def code(method, path, query=(), observe=None, payload=b"", mid=[10]):
+        mid[0] += 1  # each request its own token: an observation is (peer, token)
+        return feed(ep, request(method, path, query=query, observe=observe, payload=payload, mid=mid[0],
+                                token=b"t%d" % mid[0]))[0][1]
+
+    assert code(POST, "ps/alice/x", who, payload=b"1") == 0x44     # 2.04
+    assert code(POST, "ps/bob/x", who, payload=b"1") == 0x83       # 4.03: not hers to write
+    assert code(POST, "ps/alice/x", ("u=alice", "p=bad"), payload=b"1") == 0x81  # 4.01
+    assert code(POST, "ps/alice/x", (), payload=b"1") == 0x81       # anonymous refused
+    assert code(POST, "ps/alice/r", who + ("r=1",), payload=b"kept") == 0x44
+    assert code(GET, "r/alice/r", who) == 0x45                      # her retained message
+    assert code(GET, "r/bob/r", who) == 0x83                        # not hers to read
+    assert code(GET, "ps/sensors/+/temp", who, observe=0) == 0x45   # within her read grant
+    assert code(GET, "ps/#", who, observe=0) == 0x83                # wider: 4.03
+    assert code(GET, "ps/clients/dev1/#", who, observe=0) == 0x45   # pattern %c
+    take(ep)
+    # an observation wider than a deny line: the denied topic is not notified
+    bob = _client(b)
+    assert bob.connect("bob", username="bob", password=b"pw2").reason == 0
+    publish(bob, "sensors/secret/temp", b"no")
+    publish(bob, "sensors/1/temp", b"yes")
+    got = [m[5] for m in take(ep)]
+    assert got == [b"yes"], got
+    assert _count(b, "auth/failed") == 1 and _count(b, "auth/anonymous_refused") == 1
