@@ -1,10 +1,10 @@
 # What the broker asks of authentication and ACLs (docs/security.md): one
-# Guard, set as Broker.auth (and Broker.acl when an ACL file is loaded) by
-# the runtime (edge/runtime/auth.py). The broker's hooks:
+# Guard, set as Broker.auth by the runtime (edge/runtime/auth.py). The
+# broker's hooks:
 #   connect.py    login() at CONNECT: password, anonymous, back-off, will
-#   publish.py    may_write() on PUBLISH, may_read() on every delivery
-#   subscribe.py  may_subscribe() on SUBSCRIBE, may_read() on retained ones
-#   coap/         coap() per request (EMQX's u, p, c query names), allowed()
+#   publish.py    may(WRITE) on PUBLISH, may(READ) on every delivery
+#   subscribe.py  may(SUBSCRIBE) on SUBSCRIBE, may(READ) on retained ones
+#   coap/         coap() per request (EMQX's u, p, c query names), may()
 # Time is an argument (now_ms): the back-off is data, no timers.
 # (Few names: each new one is a qstr a board keeps for good, and past the
 # qstr pool's room a new pool costs it ~8 KB; docs/security.md "On a board".)
@@ -35,12 +35,13 @@ _SUBSCRIBE = const(3)   # filters refused on SUBSCRIBE
 _PUBLISH = const(4)     # PUBLISHes dropped
 _READ_DENIED = const(5)  # deliveries (retained ones too) not made
 _WILL = const(6)        # CONNECTs refused for their will topic (or wills dropped on reload)
+_COUNTER = (0, _READ_DENIED, _PUBLISH, 0, 0, _SUBSCRIBE)  # may()'s access -> its refusals' counter
 _NAMES = ("auth/failed", "auth/throttled", "auth/anonymous_refused", "acl/denied/subscribe",
           "acl/denied/publish", "acl/denied/read", "acl/denied/will")
 
 
 class Guard:
-    why = ""  # why login() refused the last one (a log line)
+    why = ""  # why check() refused the last one (a log line)
 
     def __init__(self, users, acl, anonymous, conns, size=1024):
         self.users = users          # {user: entry} (passwords.parse), None: no password file
@@ -55,14 +56,16 @@ class Guard:
 
     def open(self, cid, peer):
         """The runtime accepted connection cid from address peer (hashable,
-        without the port): kept until its CONNECT."""
+        without the port): kept until its CONNECT. (MicroPython's runtime
+        calls open(socket, address) on accept, then open(cid, socket) once
+        it has the id: the address moves to the id.)"""
         peers = self.peers
         if len(peers) >= self.size:
             # sockets gone before their CONNECT: dropped (bounded)
             conns = self.conns
             for k in [k for k in peers if k not in conns]:
                 del peers[k]
-        peers[cid] = peer
+        peers[cid] = peers.pop(peer, peer)
 
     def check(self, user, password, client_id, peer, now):
         """The Rules of a client that says it is user (None: anonymous) with
@@ -121,19 +124,18 @@ class Guard:
         return True
 
     def login(self, conn, pkt, now):
-        """(code, rules) for a CONNECT: code 0 lets it in, with its Rules;
-        else the CONNACK code (5.0's if conn.v5), why in self.why."""
+        """(0, rules) for a CONNECT let in, with its Rules; else (the
+        CONNACK code, 5.0's if conn.v5, why: a log line)."""
         rules = self.check(pkt.username, pkt.password, pkt.client_id, self.peers.pop(conn.id, None), now)
         if rules is _BAD:
-            return (_RC_BAD_LOGIN if conn.v5 else _NOT_AUTHORIZED_311), None
+            return (_RC_BAD_LOGIN if conn.v5 else _NOT_AUTHORIZED_311), self.why
         if rules is _ANON:
-            return (_RC_NOT_AUTHORIZED if conn.v5 else _NOT_AUTHORIZED_311), None
-        c = self.counts
+            return (_RC_NOT_AUTHORIZED if conn.v5 else _NOT_AUTHORIZED_311), self.why
         if self.acl is not None and pkt.will_topic is not None and not rules.can(pkt.will_topic, _WRITE):
             # as mosquitto 2.0: refused at CONNECT, not dropped when it is due
-            c[_WILL] += 1
-            self.why = "will topic %s not writable by this client (acl_file)" % pkt.will_topic
-            return (_RC_NOT_AUTHORIZED if conn.v5 else _NOT_AUTHORIZED_311), None
+            self.counts[_WILL] += 1
+            return ((_RC_NOT_AUTHORIZED if conn.v5 else _NOT_AUTHORIZED_311),
+                    "will topic %s not writable by this client (acl_file)" % pkt.will_topic)
         return 0, rules
 
     def prune(self, now):
@@ -145,44 +147,38 @@ class Guard:
         if len(fails) >= self.size:
             del fails[next(iter(fails))]
 
-    # ---- ACL checks (client: a Session, whose rules its CONNECT set; a
-    # LocalClient's or a shared subscription's are True: let through) --------
-    def may_write(self, client, topic):
-        """PUBLISH: False drops it (counted)."""
-        return self._may(client, topic, _WRITE, _PUBLISH, False)
-
-    def may_read(self, client, topic):
-        """A delivery. A session restored from the store, without a CONNECT
-        since, has no rules yet: nothing is delivered to it."""
-        return self._may(client, topic, _READ, _READ_DENIED, False)
-
-    def may_subscribe(self, client, f):
-        return self._may(client, f, _READ, _SUBSCRIBE, True)
-
-    def _may(self, client, topic, access, count, sub):
-        return self.allowed(client.rules, topic, access, count, sub)
-
-    def allowed(self, r, topic, access, count, sub=False):
-        """r (Rules; True: trusted; None: unknown) may read (access 1) or
-        write (2) topic; count: which counter a refusal adds to (_READ_DENIED
-        5, _PUBLISH 4, _SUBSCRIBE 3). Always True without an ACL file."""
-        if self.acl is None or r is True or (r is not None and r.can(topic, access, sub)):
+    # ---- ACL checks --------------------------------------------------------------
+    def may(self, who, topic, access):
+        """May who read (access 1: a delivery), write (2: a PUBLISH) or
+        subscribe to (5: topic is a filter) topic? Always without an ACL
+        file; a refusal is counted. who: a Session (its rules from its
+        CONNECT; None for one the store restored, not back since: nothing
+        is delivered to it), a LocalClient or a shared subscription (rules
+        True: let through), or a CoAP request's Rules themselves."""
+        if self.acl is None:
             return True
-        self.counts[count] += 1
+        r = getattr(who, "rules", who)
+        if r is True or (r is not None and r.can(topic, access & 3, access > 3)):
+            return True
+        self.counts[_COUNTER[access]] += 1
         return False
 
     # ---- CoAP (edge/coap/resources.py) -----------------------------------------
-    def coap(self, user, password, client_id, peer, now):
+    def coap(self, query, peer, now):
         """A CoAP request's Rules, from EMQX's query names u (user), p
-        (password) and c (client id; the peer's address when missing); or
-        4.01 Unauthorized (logged by the caller with self.why). peer: the
-        runtime's address: a (host, port) tuple on CPython, a sockaddr on
-        MicroPython, whose IP is the back-off's key."""
+        (password) and c (client id, "coap" when missing) among query (the
+        Uri-Query strings); or 4.01 Unauthorized. peer: the runtime's
+        address, a (host, port) tuple on CPython, a sockaddr on MicroPython:
+        its IP is the back-off's key."""
+        who = [None, None, "coap"]
+        for v in query:
+            if len(v) > 1 and v[1] == "=" and v[0] in "upc":
+                who["upc".find(v[0])] = v[2:]
         if type(peer) is tuple:
             addr = peer[0]
         else:  # an opaque sockaddr: IPv4's address at bytes 4-8, IPv6's at 8-24
             addr = bytes(peer[4:8]) if len(peer) <= 16 else bytes(peer[8:24])
-        r = self.check(user, None if password is None else password.encode(), client_id or "coap", addr, now)
+        r = self.check(who[0], None if who[1] is None else who[1].encode(), who[2], addr, now)
         return _UNAUTHORIZED if type(r) is int else r
 
     # ---- SIGHUP (CPython: edge/runtime/auth.py) ---------------------------------

@@ -34,8 +34,7 @@ _LAST_CON = const(2)
 _LAST_MID = const(3)
 _HELD = const(4)
 _RULES = const(5)
-_READ = const(1)         # edge/auth/acl.py's access bit
-_DENIED_READ = const(5)  # edge/auth/guard.py's counter
+_MAY_READ = const(1)  # edge/auth/guard.py may()'s access
 _RETAINED = const(4)  # flags, as in resources.py
 _WILD = const(8)
 _OBSERVE = const(6)
@@ -101,7 +100,7 @@ def register(ep, peer, token, f, flags, opts, now, rules=None):
     else:
         e[_FLAGS] = flags
         del e[_RULES:]
-    if rules is not None and ep.broker.acl is not None:
+    if rules is not None:  # [auth] on
         e.append(rules)
     ep.seq = seq = (ep.seq + 1) & _SEQ_MASK
     if flags & _WILD:
@@ -111,7 +110,7 @@ def register(ep, peer, token, f, flags, opts, now, rules=None):
         from edge.coap.resources import live
 
         for topic, msg in ep.broker.retained.match(f):
-            if live(msg) and (len(e) <= _RULES or ep.broker.auth.allowed(e[_RULES], topic, _READ, _DENIED_READ)):
+            if live(msg) and (len(e) <= _RULES or ep.broker.auth.may(e[_RULES], topic, _MAY_READ)):
                 notify(ep, key, e, msg, msg.qos, now)
         return _CONTENT, [_OBSERVE, seq], b""
     if held is None:
@@ -159,7 +158,7 @@ def deliver(ep, msg, retain):
         if f == topic or (flags & _WILD and matches(f, topic)):
             if flags & _RETAINED and not msg.retain:
                 continue  # /r: only a new retained value is a change
-            if len(e) > _RULES and not ep.broker.auth.allowed(e[_RULES], topic, _READ, _DENIED_READ):
+            if len(e) > _RULES and not ep.broker.auth.may(e[_RULES], topic, _MAY_READ):
                 continue  # the ACL file: not readable by this observer
             if hits is None:
                 hits = []

@@ -39,10 +39,8 @@ _TOO_LARGE = const(0x8D)           # 4.13
 # observe.py's flags (kept equal there): QoS in bits 0-1
 _RETAINED = const(4)  # a /r observer
 _WILD = const(8)      # its filter has a wildcard
-_READ = const(1)      # edge/auth/acl.py's access bits and guard.py's counters
-_WRITE = const(2)
-_DENIED_SUB = const(3)
-_DENIED_PUB = const(4)
+_MAY_WRITE = const(2)      # edge/auth/guard.py may()'s access
+_MAY_SUBSCRIBE = const(5)  # read, a filter
 
 # RFC 6690 §5: what /.well-known/core lists
 _LINKS = b'</ps>;rt="core.ps";obs,</r>;obs'
@@ -64,20 +62,15 @@ def handle(ep, peer, code, token, opts, payload, now):
         if not topic:
             return _BAD_REQUEST, [], b""
         # EMQX's query names: q/qos 0-2 and r/retain (0/1/true/false);
-        # c (client id), u, p with [auth] on; t (token) is accepted and not
-        # used. Unknown names are ignored. q: qos | 4 if retain
+        # c (client id), u, p with [auth] on (the Guard reads them); t
+        # (token) is accepted and not used. Unknown names are ignored.
+        # q: qos | 4 if retain
         q = 0
-        auth = ep.broker.auth
-        who = None  # [u, p, c] with auth on
         for v in query:
             i = v.find("=")
             name = v[:i] if i >= 0 else v
             val = v[i + 1:] if i >= 0 else ""
-            if auth is not None and (name == "u" or name == "p" or name == "c"):
-                if who is None:
-                    who = [None, None, None]
-                who["upc".find(name)] = val
-            elif name == "q" or name == "qos":
+            if name == "q" or name == "qos":
                 if len(val) != 1 or val < "0" or val > "2":
                     return _BAD_REQUEST, [], b""
                 q = q & 4 | ord(val) - 0x30
@@ -89,9 +82,9 @@ def handle(ep, peer, code, token, opts, payload, now):
                 else:
                     return _BAD_REQUEST, [], b""
         rules = None
+        auth = ep.broker.auth
         if auth is not None:
-            who = who or (None, None, None)
-            rules = auth.coap(who[0], who[1], who[2], peer, now)
+            rules = auth.coap(query, peer, now)
             if type(rules) is int:
                 ep.stats.refusals += 1
                 return rules, [], b""  # 4.01 Unauthorized
@@ -102,7 +95,7 @@ def handle(ep, peer, code, token, opts, payload, now):
         if code == _GET:
             return get(ep, peer, token, topic, q, opts, now, rules)
         if code == _POST or code == _PUT:
-            if rules is not None and not auth.allowed(rules, topic, _WRITE, _DENIED_PUB):
+            if rules is not None and not auth.may(rules, topic, _MAY_WRITE):
                 return _FORBIDDEN, [], b""
             return publish(ep, peer, topic, q, opts, payload, now)
         return _METHOD_NOT_ALLOWED, [], b""  # RFC 7252 §5.8
@@ -149,7 +142,7 @@ def get(ep, peer, token, topic, flags, opts, now, rules=None):
         if flags & _RETAINED:
             return _BAD_REQUEST, [], b""  # /r names one topic
         flags |= _WILD
-    if rules is not None and not ep.broker.auth.allowed(rules, topic, _READ, _DENIED_SUB, True):
+    if rules is not None and not ep.broker.auth.may(rules, topic, _MAY_SUBSCRIBE):
         return _FORBIDDEN, [], b""  # (a filter: within a read grant, as SUBSCRIBE)
     obs = option(opts, _OBSERVE)
     if obs is not None:

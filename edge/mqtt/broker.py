@@ -97,10 +97,10 @@ class Broker:
     uplink = None   # the Uplink (edge/bridge/uplink.py), set by the runtime, for $SYS
     acking = False  # routing a client's PUBLISH, its ack queued (publish.py)
     # edge/auth/guard.py's Guard, set by the runtime when [auth] asks for
-    # anything (edge/runtime/auth.py); acl: the same Guard while an ACL file
-    # is loaded. None: no check at all, and none of edge/auth/ imported.
+    # anything (edge/runtime/auth.py). None: no check at all, and none of
+    # edge/auth/ imported. (Its hooks are few names, each a qstr a board
+    # keeps even with auth off: login() and may().)
     auth = None
-    acl = None
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])

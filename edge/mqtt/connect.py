@@ -45,7 +45,7 @@ def on_connect(b, conn, pkt, now):
     if auth is not None:  # password, anonymous, back-off, will topic's ACL
         code, rules = auth.login(conn, pkt, now)
         if code:
-            return b.refuse(conn, code, auth.why, now)
+            return b.refuse(conn, code, rules, now)  # (rules: why, then)
     sess = b.sessions.get(cid)
     taking = sess is not None and sess.conn is not None  # a takeover
     # The checks that may refuse this CONNECT come first: a refused one

@@ -16,6 +16,8 @@ _RC_NO_MATCHING_SUBSCRIBERS = const(0x10)
 _RC_NOT_AUTHORIZED = const(0x87)
 _RC_PID_NOT_FOUND = const(0x92)
 _RC_QUOTA_EXCEEDED = const(0x97)
+_MAY_READ = const(1)   # edge/auth/guard.py may()'s access
+_MAY_WRITE = const(2)
 
 
 def on_publish(b, conn, pkt, now, start=-1):
@@ -66,7 +68,7 @@ def on_publish(b, conn, pkt, now, start=-1):
             # publisher is told 0x87 Not authorized
             b.stats.msgs_dropped += 1
             rc = _RC_NOT_AUTHORIZED
-        elif b.acl is not None and not b.acl.may_write(conn.session, topic):
+        elif b.auth is not None and not b.auth.may(conn.session, topic, _MAY_WRITE):
             # the ACL file does not let this client write topic: dropped,
             # counted (as mosquitto: 3.1.1's ack still goes out, it has no
             # refusing one; 5.0's says 0x87)
@@ -184,7 +186,7 @@ def route(b, msg):
     if not found:
         return False
     mq = msg.qos
-    acl = b.acl  # None: no ACL file, no check
+    auth = b.auth  # None: no check
     if len(found) == 1:
         # One matching filter (the usual case): each client once. The
         # keys are copied first: a local client's callback may subscribe.
@@ -205,7 +207,7 @@ def route(b, msg):
         q = subs.get(client)
         if q is None:
             continue  # unsubscribed meanwhile
-        if acl is not None and not acl.may_read(client, msg.topic):
+        if auth is not None and not auth.may(client, msg.topic, _MAY_READ):
             continue  # not readable by this client: counted there
         try:
             if type(q) is not list and q <= 3:

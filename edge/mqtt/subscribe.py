@@ -13,6 +13,8 @@ from edge.mqtt.topics import Trie, validate_filter
 
 _SUBACK_FAILURE = const(0x80)
 _RC_NOT_AUTHORIZED = const(0x87)
+_MAY_READ = const(1)       # edge/auth/guard.py may()'s access
+_MAY_SUBSCRIBE = const(5)  # read, a filter
 _RC_NO_SUBSCRIPTION = const(0x11)
 
 
@@ -42,7 +44,7 @@ def add(b, client, f, qos):
         if f.count("/") < lim.max_topic_levels:
             raise  # malformed filter: a protocol violation, close
         return refused(b, e.msg)  # only over our depth limit: refuse it
-    if b.acl is not None and not b.acl.may_subscribe(client, f):
+    if b.auth is not None and not b.auth.may(client, f, _MAY_SUBSCRIBE):
         return refused(b, "not authorized (acl_file)", _RC_NOT_AUTHORIZED)
     if f not in client.subs:
         if len(client.subs) >= lim.max_subscriptions:
@@ -72,9 +74,9 @@ def send_retained(b, client, f, qos):
     subscription, RETAIN set. qos: the subscription's value (> 3: 5.0
     options, v5subs.py)."""
     v5 = b.v5 if qos > 3 else None
-    acl = b.acl  # the ACL file filters retained messages as any delivery
+    auth = b.auth  # the ACL file filters retained messages as any delivery
     for topic, msg in b.retained.match(f):
-        if acl is not None and not acl.may_read(client, topic):
+        if auth is not None and not auth.may(client, topic, _MAY_READ):
             continue
         if msg.props is not None and msg.__class__ is not Message and msg.expired():
             set_retained(b, Message(topic, b""))  # 5.0 §3.3.2.3.3: expired, gone
@@ -89,7 +91,7 @@ def send_retained(b, client, f, qos):
         from edge.mqtt.systree import messages  # lazily: costs a board's heap
 
         for msg in messages(b, one.match_subs):
-            if acl is not None and not acl.may_read(client, msg.topic):
+            if auth is not None and not auth.may(client, msg.topic, _MAY_READ):
                 continue
             if v5 is not None:
                 v5.deliver(client, msg, qos & ~3, True)

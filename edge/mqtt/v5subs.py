@@ -26,6 +26,8 @@ _RC_PROTOCOL_ERROR = const(0x82)
 _RC_TOPIC_FILTER_INVALID = const(0x8F)
 _RC_QUOTA_EXCEEDED = const(0x97)
 _RC_NOT_AUTHORIZED = const(0x87)
+_MAY_READ = const(1)       # edge/auth/guard.py may()'s access
+_MAY_SUBSCRIBE = const(5)  # read, a filter
 _SUBACK_FAILURE = const(0x80)
 _RELEASED = const(0)  # session.py's inflight entry for a PUBREC'd QoS 2
 
@@ -51,15 +53,15 @@ class Group:
             return
         start = self.next
         pick = None
-        acl = self.hub.broker.acl
+        auth = self.hub.broker.auth
         for k in range(n):
             m = members[(start + k) % n]
-            if m[0].conn is not None and m[0] is not skip and (acl is None or acl.may_read(m[0], msg.topic)):
+            if m[0].conn is not None and m[0] is not skip and (auth is None or auth.may(m[0], msg.topic, _MAY_READ)):
                 pick = (start + k) % n
                 break
         if pick is None:  # nobody connected: the next one's session queues it
             pick = start % n
-            if members[pick][0] is skip or (acl is not None and not acl.may_read(members[pick][0], msg.topic)):
+            if members[pick][0] is skip or (auth is not None and not auth.may(members[pick][0], msg.topic, _MAY_READ)):
                 return
         self.next = (pick + 1) % n
         sess, value = members[pick]
@@ -123,7 +125,7 @@ def share(hub, sess, f, real, value):
     b = hub.broker
     lim = b.limits
     validate_filter(real, lim.max_topic_levels)
-    if b.acl is not None and not b.acl.may_subscribe(sess, real):
+    if b.auth is not None and not b.auth.may(sess, real, _MAY_SUBSCRIBE):
         return refused(b, "not authorized (acl_file)", _RC_NOT_AUTHORIZED)
     if f not in sess.subs and len(sess.subs) >= lim.max_subscriptions:
         return refused(b, "max_subscriptions %d reached" % lim.max_subscriptions, _RC_QUOTA_EXCEEDED)

@@ -1,5 +1,5 @@
 # [auth] at start: reads the password and ACL files, builds the broker's
-# Guard (edge/auth/guard.py) and sets it as Broker.auth / Broker.acl.
+# Guard (edge/auth/guard.py) and sets it as Broker.auth.
 # Imported by main.py only when [auth] sets something or the bind may not be
 # loopback, and dropped after the start on a board: one without auth pays
 # nothing. The reload on SIGHUP is CPython's (auth_cpython.py).
@@ -61,7 +61,6 @@ def start(cfg, broker, log):
     n = broker.limits.max_connections
     g = Guard(users, acl, anon, broker.conns, 4096 if n > 1024 else 2 * n + 8)
     broker.auth = g
-    broker.acl = g if acl is not None else None
     log(20, "auth: %s users, ACL file %s, anonymous clients %s" % (
         "no" if users is None else len(users), paths[1] or "none", "allowed" if anon else "refused"))
     return paths + (anon,)

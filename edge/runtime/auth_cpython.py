@@ -20,7 +20,6 @@ def watch(settings, broker, log):
             return
         g = broker.auth
         g.reload(users, acl, anon, broker.sessions.values())
-        broker.acl = g if acl is not None else None
         log(20, "auth: reloaded (%s users, ACL file %s)" % (
             "no" if users is None else len(users), paths[1] or "none"))
 

@@ -209,12 +209,10 @@ class TcpServer:
         """Register a new socket; its id, or 0 if the broker refused it."""
         cid = self.next_id = self.next_id + 1
         broker = self.broker
-        auth = broker.auth
-        peer = auth.peers.pop(w, None) if auth is not None else None  # (_accept)
         if not broker.open(cid, now_ms()):
             return 0
-        if auth is not None:
-            auth.open(cid, peer)
+        if broker.auth is not None:
+            broker.auth.open(cid, w)  # the address _accept() gave w
         self.writers[cid] = w
         return cid
 

@@ -165,7 +165,6 @@ def _broker(users=None, acl=None, anonymous=True):
     b = make_broker()
     g = Guard(users, acl, anonymous, b.conns)
     b.auth = g
-    b.acl = g if acl is not None else None
     return b
 
 
@@ -288,7 +287,7 @@ def test_acl_reload_renews_connected_sessions():
 
 def test_no_auth_pays_nothing():
     b = make_broker()
-    assert b.auth is None and b.acl is None
+    assert b.auth is None
     c = Client(b)
     assert c.connect("x", username="anyone", password=b"whatever").reason == 0
 

@@ -318,3 +318,32 @@ def test_non_loopback_bind_refuses_anonymous_by_default(runtime, files, tmp_path
         assert raw_login(b, None, None) == 0
     finally:
         b.stop()
+
+
+# ---- CoAP (EMQX's u, p, c query names) ------------------------------------------
+@pytest.mark.timeout(90)
+def test_coap_login_and_acl(runtime, files, broker_factory):
+    from .test_14_coap import coap_client, request, uri
+
+    pw, acl = files
+    # the board's CoAP endpoint needs the heap test_14 gives it
+    b = broker_factory(**{"coap.enabled": True, "auth.password_file": str(pw), "auth.acl_file": str(acl),
+                          "auth.allow_anonymous": False, "board_heap": "128k"})
+    alice = client(b, "alice", "alice-pw")
+    assert alice.subscribe("alice/#", 1) == [1]
+    me = "u=alice&p=alice-pw&c=coap-alice"
+    assert request("POST", uri(b, "ps/alice/x?" + me), b"from coap")[0] == "2.04"
+    assert alice.wait_messages(1)[0].payload == b"from coap"
+    assert request("POST", uri(b, "ps/bob/x?" + me), b"no")[0] == "4.03"
+    assert request("POST", uri(b, "ps/alice/x?u=alice&p=wrong"), b"no")[0] == "4.01"
+    assert request("POST", uri(b, "ps/alice/x"), b"no")[0] == "4.01"  # anonymous refused
+    # a retained value read back with libcoap's client: hers, and one she may not read
+    bob = client(b, "bob", "bob-pw")
+    bob.publish("sensors/hall/temp", b"19", 1, retain=True)
+    bob.publish("sensors/secret/pin", b"1234", 1, retain=True)
+    out = coap_client("-m", "get", "-B", "5", uri(b, "r/sensors/hall/temp?" + me))
+    assert "19" in out, out
+    out = coap_client("-m", "get", "-B", "5", uri(b, "r/sensors/secret/pin?" + me))
+    assert "1234" not in out and "4.03" in out, out
+    stop(alice, bob)
+    b.assert_alive()
