@@ -8,7 +8,7 @@ from edge.auth import acl as aclmod
 from edge.auth import passwords
 from edge.auth.guard import Guard
 from edge.auth.pbkdf2 import pbkdf2, pbkdf2_pure
-from edge.mqtt.consts import CONNACK, PUBLISH
+from edge.mqtt.consts import CONNACK
 from tests.core._pair import Client, make_broker, publish, publishes
 from tests.core._util import raises
 
@@ -192,7 +192,6 @@ def test_login_good_bad_and_anonymous():
     assert _client(b, v5=True).connect("c3", username="mallory", password=b"pw").reason == 0x86
     assert _client(b, "10.0.0.2").connect("c4").reason == 5  # anonymous refused
     assert _client(b, "10.0.0.2", v5=True).connect("c5").reason == 0x87
-    g = b.auth
     assert (_count(b, "auth/failed"), _count(b, "auth/anonymous_refused")) == (2, 2)
     assert "c2" not in b.sessions and "c1" in b.sessions
 
@@ -306,7 +305,7 @@ def test_acl_matcher_edge_levels():
 
 # ---- CoAP: EMQX's u, p, c query names (edge/coap/resources.py) ------------------
 def test_coap_requests_authenticate_and_obey_the_acl():
-    from tests.core._coap import GET, PEER, POST, feed, make, request, take
+    from tests.core._coap import GET, POST, feed, make, request, take
     acl = aclmod.parse(_ACL.split("\n"))
     b = _broker(_users(), acl, False)
     b, ep = make(b)

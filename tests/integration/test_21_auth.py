@@ -3,7 +3,6 @@
 # packets where a reason code in a PUBACK must be read. The password file is
 # written by `edgebroker passwd` itself (gateway/passwd.py): the CPython CLI's
 # PBKDF2 must be what the MicroPython broker computes too.
-import os
 import signal
 import subprocess
 import sys
