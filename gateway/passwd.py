@@ -12,7 +12,7 @@ import sys
 from edge.auth import passwords
 
 # PBKDF2 rounds per new entry. Each login costs this many (2 SHA-256 each):
-# ~5 ms on CPython (OpenSSL) on the CI machine, ~50 ms under the MicroPython
+# ~6 ms on CPython (OpenSSL) on the CI machine, ~45 ms under the MicroPython
 # unix port; a board is slower still, so board files want --iterations 1000
 # or so (docs/security.md "Passwords").
 DEFAULT_ITERATIONS = 10000
