@@ -335,3 +335,4 @@ def test_coap_requests_authenticate_and_obey_the_acl():
     got = [m[5] for m in take(ep)]
     assert got == [b"yes"], got
     assert _count(b, "auth/failed") == 1 and _count(b, "auth/anonymous_refused") == 1
+
