@@ -97,6 +97,14 @@ SCHEMA = {
         # new publishes and registrations get 5.03 with Max-Age, counted
         "max_exchanges": ("int", 10000, 64, (1, _U)),
     },
+    "auth": {  # passwords and ACLs (edge/auth/, docs/security.md), mosquitto's names
+        # the `edgebroker passwd` file (PBKDF2-SHA256); unset: user names unchecked
+        "password_file": ("str", None, None, (1, _U)),
+        # mosquitto's acl_file syntax; unset: every client reads and writes all
+        "acl_file": ("str", None, None, (1, _U)),
+        # clients without a user name; unset: true only while broker.bind is loopback
+        "allow_anonymous": ("bool", None, None, None),
+    },
     "log": {
         "level": ("enum", "info", "info", ("debug", "info", "warning", "error")),
     },

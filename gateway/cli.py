@@ -63,6 +63,9 @@ def _parser():
                            "flaky links; report delivery (docs/fleet.md)")
     importlib.import_module("gateway.fleet.options").add_arguments(fleet)
     fleet.set_defaults(func=_cmd_fleet)
+    from gateway import passwd
+
+    passwd.add_parser(sub, _cmd_passwd)
     return p
 
 
@@ -162,6 +165,12 @@ def _cmd_run(args):
             signal.signal(signal.SIGHUP, old_hup)
     log(logging.INFO, "stopped")
     return 0
+
+
+def _cmd_passwd(args):
+    from gateway import passwd
+
+    return passwd.run(args, PROG)
 
 
 def _cmd_bench(args):

@@ -82,7 +82,6 @@ def main(rate, messages, drain_s, payload_len, segment_bytes=0):
     now = 0
     b = Broker(cfg, now)
     wal = open_store(cfg, b, lambda level, msg: None, Flash("/flash/data"))
-    st = b.store
 
     def feed(cid, pkt):
         b.data_received(cid, codec.encode(pkt, False), now)

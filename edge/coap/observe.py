@@ -13,7 +13,9 @@
 # ep.obs: (peer, token) -> observer, a list (RFC 7641 §3.1: the token
 # identifies the observation, with the peer)
 #   [filter, flags, last CON sent (ms), Message-ID of the last notification,
-#    message held for a Block2 follow-up or None, NONs since the last CON]
+#    message held for a Block2 follow-up or None, NONs since the last CON
+#    (, its ACL Rules with an ACL file: each notification is checked, as an
+#    MQTT delivery)]
 # flags: QoS (bits 0-1) | _RETAINED | _WILD | client's block SZX << 4
 #
 # ep.pend: peer -> our outstanding CON to that peer (NSTART 1, RFC 7252
@@ -33,6 +35,8 @@ _LAST_CON = const(2)
 _LAST_MID = const(3)
 _HELD = const(4)
 _NONS = const(5)
+_RULES = const(6)
+_MAY_READ = const(1)  # edge/auth/guard.py may()'s access
 _RETAINED = const(4)  # flags, as in resources.py
 _WILD = const(8)
 _OBSERVE = const(6)
@@ -60,7 +64,7 @@ _MAX_RETRANSMIT = const(4)
 _NON_PER_CON = const(100)
 
 
-def register(ep, peer, token, f, flags, opts, now):
+def register(ep, peer, token, f, flags, opts, now, rules=None):
     """GET with Observe 0 (RFC 7641 §3.1): the response, the observer added
     (or updated: same peer and token, RFC 7641 §4.1) when it is a 2.05."""
     key = (peer, token)
@@ -107,6 +111,9 @@ def register(ep, peer, token, f, flags, opts, now):
         e = obs[key] = [f, flags, now, -1, None, 0]
     else:
         e[_FLAGS] = flags
+        del e[_RULES:]
+    if rules is not None:  # [auth] on
+        e.append(rules)
     ep.seq = seq = (ep.seq + 1) & _SEQ_MASK
     if flags & _WILD:
         # The retained messages matching the filter follow the response
@@ -115,7 +122,7 @@ def register(ep, peer, token, f, flags, opts, now):
         from edge.coap.resources import live
 
         for topic, msg in ep.broker.retained.match(f):
-            if live(msg):
+            if live(msg) and (len(e) <= _RULES or ep.broker.auth.may(e[_RULES], topic, _MAY_READ)):
                 notify(ep, key, e, msg, msg.qos, now)
         return _CONTENT, [_OBSERVE, seq], b""
     if held is None:
@@ -163,6 +170,8 @@ def deliver(ep, msg, retain):
         if f == topic or (flags & _WILD and matches(f, topic)):
             if flags & _RETAINED and not msg.retain:
                 continue  # /r: only a new retained value is a change
+            if len(e) > _RULES and not ep.broker.auth.may(e[_RULES], topic, _MAY_READ):
+                continue  # the ACL file: not readable by this observer
             if hits is None:
                 hits = []
             hits.append(key)

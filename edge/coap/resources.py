@@ -7,6 +7,9 @@
 # handle() returns the response as (code, options, payload); endpoint.py
 # makes it a message. The broker is reached through its local-client API
 # (Broker.publish/subscribe/unsubscribe) and its retained store, read only.
+# With [auth] on (edge/auth/guard.py, docs/security.md) a request says who
+# it is with EMQX's query names u, p, c: a bad login gets 4.01, what the
+# ACL file does not allow 4.03.
 from edge.compat import const
 from edge.coap.codec import option, uint, values
 from edge.errors import RemoteProtocolError
@@ -27,6 +30,7 @@ _CONTENT_FORMAT = const(12)
 _CHANGED = const(0x44)             # 2.04
 _CONTENT = const(0x45)             # 2.05
 _BAD_REQUEST = const(0x80)         # 4.00
+_UNAUTHORIZED = const(0x81)        # 4.01
 _FORBIDDEN = const(0x83)           # 4.03
 _NOT_FOUND = const(0x84)           # 4.04
 _METHOD_NOT_ALLOWED = const(0x85)  # 4.05
@@ -35,6 +39,8 @@ _TOO_LARGE = const(0x8D)           # 4.13
 # observe.py's flags (kept equal there): QoS in bits 0-1
 _RETAINED = const(4)  # a /r observer
 _WILD = const(8)      # its filter has a wildcard
+_MAY_WRITE = const(2)      # edge/auth/guard.py may()'s access
+_MAY_SUBSCRIBE = const(5)  # read, a filter
 
 
 def handle(ep, peer, code, token, opts, payload, now):
@@ -52,9 +58,10 @@ def handle(ep, peer, code, token, opts, payload, now):
         topic = "/".join(path[1:])
         if not topic:
             return _BAD_REQUEST, [], b""
-        # EMQX's query names: c (client id), u, p, t (token) are accepted
-        # and not used; q/qos 0-2 and r/retain (0/1/true/false) are.
-        # Unknown names are ignored. q: qos | 4 if retain
+        # EMQX's query names: q/qos 0-2 and r/retain (0/1/true/false);
+        # c (client id), u, p with [auth] on (the Guard reads them); t
+        # (token) is accepted and not used. Unknown names are ignored.
+        # q: qos | 4 if retain
         q = 0
         for v in query:
             i = v.find("=")
@@ -71,13 +78,22 @@ def handle(ep, peer, code, token, opts, payload, now):
                     q &= 3
                 else:
                     return _BAD_REQUEST, [], b""
+        rules = None
+        auth = ep.broker.auth
+        if auth is not None:
+            rules = auth.coap(query, peer, now)
+            if type(rules) is int:
+                ep.stats.refusals += 1
+                return rules, [], b""  # 4.01 Unauthorized
         if head == "r":
             if code != _GET:
                 return _METHOD_NOT_ALLOWED, [], b""
-            return get(ep, peer, token, topic, q | _RETAINED, opts, now)
+            return get(ep, peer, token, topic, q | _RETAINED, opts, now, rules)
         if code == _GET:
-            return get(ep, peer, token, topic, q, opts, now)
+            return get(ep, peer, token, topic, q, opts, now, rules)
         if code == _POST or code == _PUT:
+            if rules is not None and not auth.may(rules, topic, _MAY_WRITE):
+                return _FORBIDDEN, [], b""
             return publish(ep, peer, topic, q, opts, payload, now)
         return _METHOD_NOT_ALLOWED, [], b""  # RFC 7252 §5.8
     if head == ".well-known" and len(path) == 2 and path[1] == "core":
@@ -152,18 +168,21 @@ def publish(ep, peer, topic, q, opts, payload, now):
     return _CHANGED, ropts, b""
 
 
-def get(ep, peer, token, topic, flags, opts, now):
+def get(ep, peer, token, topic, flags, opts, now, rules=None):
+    # rules: the requester's ACL Rules with [auth] on
     if "+" in topic or "#" in topic:
         if flags & _RETAINED:
             return _BAD_REQUEST, [], b""  # /r names one topic
         flags |= _WILD
+    if rules is not None and not ep.broker.auth.may(rules, topic, _MAY_SUBSCRIBE):
+        return _FORBIDDEN, [], b""  # (a filter: within a read grant, as SUBSCRIBE)
     obs = option(opts, _OBSERVE)
     if obs is not None:
         obs = uint(obs)
         if obs == 0:  # RFC 7641 §2: register
             from edge.coap import observe
 
-            return observe.register(ep, peer, token, topic, flags, opts, now)
+            return observe.register(ep, peer, token, topic, flags, opts, now, rules)
         if obs == 1 and ep.obs:  # deregister, then answer as a plain GET (RFC 7641 §3.6)
             from edge.coap import observe
 

@@ -100,6 +100,11 @@ class Broker:
     # runtime sets it; $SYS/broker/store/state, the 5.0 CONNACK say so)
     store_off = None
     store_refused = 0  # QoS 1/2 publishes refused while the store was failing
+    # edge/auth/guard.py's Guard, set by the runtime when [auth] asks for
+    # anything (edge/runtime/auth.py). None: no check at all, and none of
+    # edge/auth/ imported. (Its hooks are few names, each a qstr a board
+    # keeps even with auth off: login() and may().)
+    auth = None
 
     def __init__(self, cfg, now, log=None):
         self.limits = lim = Limits(cfg["broker"])
@@ -118,7 +123,8 @@ class Broker:
 
     # ---- runtime interface ------------------------------------------------
     def open(self, cid, now):
-        """A socket was accepted. False: over max_connections, close it."""
+        """A socket was accepted. False: over max_connections, close it.
+        (With auth on, the runtime then tells auth.open(cid, address).)"""
         if len(self.conns) >= self.limits.max_connections:
             self.stats.conns_refused += 1
             self.log(30, "connection refused: max_connections %d reached" % self.limits.max_connections)

@@ -42,6 +42,11 @@ def on_connect(b, conn, pkt, now):
                         "keepalive %d over max_keepalive %d" % (pkt.keepalive, lim.max_keepalive), now)
     if pkt.will_topic is not None:
         validate_topic(pkt.will_topic, lim.max_topic_levels)  # [MQTT-3.1.3-10]
+    auth = b.auth
+    if auth is not None:  # password, anonymous, back-off, will topic's ACL
+        code, rules = auth.login(conn, pkt, now)
+        if code:
+            return b.refuse(conn, code, rules, now)  # (rules: why, then)
     sess = b.sessions.get(cid)
     taking = sess is not None and sess.conn is not None  # a takeover
     # The checks that may refuse this CONNECT come first: a refused one
@@ -101,6 +106,8 @@ def on_connect(b, conn, pkt, now):
         return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "store %s: session not saved" % "full", now)
     conn.session = sess
     conn.state = _CONNECTED
+    if auth is not None:
+        sess.rules = rules
     st = b.stats
     st.clients_connected += 1
     if st.clients_connected > st.clients_maximum:

@@ -8,6 +8,7 @@ class LocalClient:
 
     clean = True  # holds nothing while away (the memory budget's view)
     store = None  # nothing of it persists (as Session.store of a clean session)
+    rules = True  # in-process: the ACL checks let it through (edge/auth/guard.py)
 
     def __init__(self, name, callback):
         self.client_id = name

@@ -17,6 +17,8 @@ _RC_UNSPECIFIED_ERROR = const(0x80)
 _RC_NOT_AUTHORIZED = const(0x87)
 _RC_PID_NOT_FOUND = const(0x92)
 _RC_QUOTA_EXCEEDED = const(0x97)
+_MAY_READ = const(1)   # edge/auth/guard.py may()'s access
+_MAY_WRITE = const(2)
 
 
 def on_publish(b, conn, pkt, now, start=-1):
@@ -84,6 +86,12 @@ def on_publish(b, conn, pkt, now, start=-1):
             # Clients may not write the broker's own tree, and a $share/...
             # name is a filter's form (5.0 §4.8.2): dropped, counted; a 5.0
             # publisher is told 0x87 Not authorized
+            b.stats.msgs_dropped += 1
+            rc = _RC_NOT_AUTHORIZED
+        elif b.auth is not None and not b.auth.may(conn.session, topic, _MAY_WRITE):
+            # the ACL file does not let this client write topic: dropped,
+            # counted (as mosquitto: 3.1.1's ack still goes out, it has no
+            # refusing one; 5.0's says 0x87)
             b.stats.msgs_dropped += 1
             rc = _RC_NOT_AUTHORIZED
         elif v5:
@@ -198,6 +206,7 @@ def route(b, msg):
     if not found:
         return False
     mq = msg.qos
+    auth = b.auth  # None: no check
     if len(found) == 1:
         # One matching filter (the usual case): each client once. The
         # keys are copied first: a local client's callback may subscribe.
@@ -218,6 +227,8 @@ def route(b, msg):
         q = subs.get(client)
         if q is None:
             continue  # unsubscribed meanwhile
+        if auth is not None and not auth.may(client, msg.topic, _MAY_READ):
+            continue  # not readable by this client: counted there
         try:
             if type(q) is not list and q <= 3:
                 client.deliver(msg, q if q < mq else mq)

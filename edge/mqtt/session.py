@@ -66,6 +66,10 @@ class Session:
     # below calls the store's hook of the same name (docs/design.md "Delivery
     # guarantees"); the runtime syncs them before the acks go out.
     store = None
+    # With [auth] on (edge/auth/guard.py): the ACL Rules (and user name) of
+    # its last CONNECT; None: not known, as for a session the store restored,
+    # which is delivered nothing under an ACL file until its client is back.
+    rules = None
 
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id

@@ -12,6 +12,9 @@ from edge.mqtt.session import Message
 from edge.mqtt.topics import Trie, validate_filter
 
 _SUBACK_FAILURE = const(0x80)
+_RC_NOT_AUTHORIZED = const(0x87)
+_MAY_READ = const(1)       # edge/auth/guard.py may()'s access
+_MAY_SUBSCRIBE = const(5)  # read, a filter
 _RC_NO_SUBSCRIPTION = const(0x11)
 
 
@@ -21,7 +24,8 @@ def on_subscribe(b, conn, pkt, now):
     sess = conn.session
     codes = []
     for f, opts in pkt.topics:
-        codes.append(add(b, sess, f, opts & 3))
+        code = add(b, sess, f, opts & 3)
+        codes.append(code if code < _SUBACK_FAILURE else _SUBACK_FAILURE)  # 3.1.1 has 0x80 only
     conn.send(Suback(pkt.pid, codes))  # [MQTT-3.8.4-1]
     for i in range(len(codes)):
         if codes[i] != _SUBACK_FAILURE:
@@ -31,7 +35,8 @@ def on_subscribe(b, conn, pkt, now):
 def add(b, client, f, qos):
     """Subscribe client to filter f. qos: the subscription's value, the QoS
     in bits 0-1 (5.0 options above them: edge/mqtt/v5subs.py). Returns the
-    granted QoS, or 0x80 with the reason in b.refusal."""
+    granted QoS, or 0x80 (0x87: the ACL file's refusal) with the reason in
+    b.refusal."""
     lim = b.limits
     try:
         validate_filter(f, lim.max_topic_levels)
@@ -39,6 +44,8 @@ def add(b, client, f, qos):
         if f.count("/") < lim.max_topic_levels:
             raise  # malformed filter: a protocol violation, close
         return refused(b, e.msg)  # only over our depth limit: refuse it
+    if b.auth is not None and not b.auth.may(client, f, _MAY_SUBSCRIBE):
+        return refused(b, "not authorized (acl_file)", _RC_NOT_AUTHORIZED)
     if f not in client.subs:
         if len(client.subs) >= lim.max_subscriptions:
             b.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
@@ -67,7 +74,10 @@ def send_retained(b, client, f, qos):
     subscription, RETAIN set. qos: the subscription's value (> 3: 5.0
     options, v5subs.py)."""
     v5 = b.v5 if qos > 3 else None
+    auth = b.auth  # the ACL file filters retained messages as any delivery
     for topic, msg in b.retained.match(f):
+        if auth is not None and not auth.may(client, topic, _MAY_READ):
+            continue
         if msg.props is not None and msg.__class__ is not Message and msg.expired():
             set_retained(b, Message(topic, b""))  # 5.0 §3.3.2.3.3: expired, gone
             continue
@@ -81,6 +91,8 @@ def send_retained(b, client, f, qos):
         from edge.mqtt.systree import messages  # lazily: costs a board's heap
 
         for msg in messages(b, one.match_subs):
+            if auth is not None and not auth.may(client, msg.topic, _MAY_READ):
+                continue
             if v5 is not None:
                 v5.deliver(client, msg, qos & ~3, True)
             else:
@@ -127,6 +139,6 @@ def subscribe_local(b, client, f, qos=0):
     """Subscribe a LocalClient; returns the granted QoS or 0x80. Retained
     messages matching `f` are delivered at once, as for MQTT clients."""
     code = add(b, client, f, qos)
-    if code != _SUBACK_FAILURE:
+    if code < _SUBACK_FAILURE:
         send_retained(b, client, f, code)
     return code

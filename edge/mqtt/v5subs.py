@@ -25,6 +25,9 @@ _P_SUB_ID = const(0x0B)
 _RC_PROTOCOL_ERROR = const(0x82)
 _RC_TOPIC_FILTER_INVALID = const(0x8F)
 _RC_QUOTA_EXCEEDED = const(0x97)
+_RC_NOT_AUTHORIZED = const(0x87)
+_MAY_READ = const(1)       # edge/auth/guard.py may()'s access
+_MAY_SUBSCRIBE = const(5)  # read, a filter
 _SUBACK_FAILURE = const(0x80)
 _RELEASED = const(0)  # session.py's inflight entry for a PUBREC'd QoS 2
 
@@ -32,7 +35,10 @@ _RELEASED = const(0)  # session.py's inflight entry for a PUBREC'd QoS 2
 class Group:
     """One shared subscription `$share/{name}/{filter}`: the trie's key for
     `filter`, so a message matches it once; deliver() hands it to one member
-    (round-robin among the connected ones, §4.8.2)."""
+    (round-robin among the connected ones, §4.8.2), one the ACL file lets
+    read it (edge/auth/guard.py): publish.route's check passes a Group."""
+
+    rules = True
 
     def __init__(self, hub, name):
         self.hub = hub
@@ -47,14 +53,15 @@ class Group:
             return
         start = self.next
         pick = None
+        auth = self.hub.broker.auth
         for k in range(n):
             m = members[(start + k) % n]
-            if m[0].conn is not None and m[0] is not skip:
+            if m[0].conn is not None and m[0] is not skip and (auth is None or auth.may(m[0], msg.topic, _MAY_READ)):
                 pick = (start + k) % n
                 break
         if pick is None:  # nobody connected: the next one's session queues it
             pick = start % n
-            if members[pick][0] is skip:
+            if members[pick][0] is skip or (auth is not None and not auth.may(members[pick][0], msg.topic, _MAY_READ)):
                 return
         self.next = (pick + 1) % n
         sess, value = members[pick]
@@ -85,10 +92,12 @@ def subscribe(hub, conn, pkt):
                     raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "No Local on a shared subscription")
                 code = share(hub, sess, f, real, value | _SHARED)
             if code >= _SUBACK_FAILURE:
-                # every refusal of subscribe.add() is a limit of ours (its
-                # count, its depth, a budget): 5.0 says so with 0x97 Quota
-                # exceeded (§3.9.3), not 3.1.1's unspecified 0x80
-                code = _RC_QUOTA_EXCEEDED
+                # every other refusal of subscribe.add() is a limit of ours
+                # (its count, its depth, a budget): 5.0 says so with 0x97
+                # Quota exceeded (§3.9.3), not 3.1.1's unspecified 0x80;
+                # the ACL file's is 0x87 Not authorized
+                if code != _RC_NOT_AUTHORIZED:
+                    code = _RC_QUOTA_EXCEEDED
                 why = "%s: %s" % (f, b.refusal)
         except RemoteProtocolError as e:
             if e.reason != _RC_TOPIC_FILTER_INVALID:
@@ -116,6 +125,8 @@ def share(hub, sess, f, real, value):
     b = hub.broker
     lim = b.limits
     validate_filter(real, lim.max_topic_levels)
+    if b.auth is not None and not b.auth.may(sess, real, _MAY_SUBSCRIBE):
+        return refused(b, "not authorized (acl_file)", _RC_NOT_AUTHORIZED)
     if f not in sess.subs and len(sess.subs) >= lim.max_subscriptions:
         return refused(b, "max_subscriptions %d reached" % lim.max_subscriptions, _RC_QUOTA_EXCEEDED)
     st = sess.store

@@ -87,6 +87,25 @@ async def serve(cfg, log, started=None):
     srv = TcpServer(broker, log)  # (CPython: swaps in its trie while empty)
     if hasattr(srv, "sync_wait_us"):  # (CPython's: tcp_cpython.py)
         srv.sync_wait_us = cfg["store"]["sync_wait_us"]
+    # [auth] set, or a bind that may not be loopback (auth.py decides):
+    # only then is auth imported, so a board without it pays nothing
+    # (the test spares this module the key names: each is a qstr on a board)
+    if b["bind"][:4] != "127." or [v for v in cfg["auth"].values() if v is not None]:
+        from edge.runtime import auth
+
+        try:
+            reload = auth.start(cfg, broker, log)
+        except BaseException:
+            release()
+            raise
+        if hasattr(asyncio, "core"):
+            forget("edge.runtime.auth")  # boot-only on a board (no SIGHUP)
+            forget("edge.auth.passwords")
+        elif reload is not None:
+            from edge.runtime.auth_cpython import watch
+
+            watch(reload, broker, log)  # SIGHUP reloads the files
+        auth = reload = None
     wal = None
     if cfg["store"]["persistence"]:
         try:

@@ -215,16 +215,20 @@ class TcpServer:
     def _opened(self, w):
         """Register a new socket; its id, or 0 if the broker refused it."""
         cid = self.next_id = self.next_id + 1
+        broker = self.broker
         try:
-            if not self.broker.open(cid, now_ms()):
+            if not broker.open(cid, now_ms()):
                 return 0
+            if broker.auth is not None:
+                broker.auth.open(cid, w)  # the address _accept() gave w
             self.writers[cid] = w
         except MemoryError:
             # No heap for its state: refused like one over max_connections,
             # counted; the task must not die holding the socket (found by
-            # tools/fuzz.py on the 64 KiB board)
-            self.broker.conns.pop(cid, None)
-            self.broker.stats.conns_oom += 1
+            # tools/fuzz.py on the 64 KiB board). An address auth kept for
+            # it goes with the next sweep of ids no longer open (guard.py)
+            broker.conns.pop(cid, None)
+            broker.stats.conns_oom += 1
             return 0
         return cid
 
@@ -239,9 +243,18 @@ class TcpServer:
         while True:
             yield _io_queue.queue_read(lsock)
             try:
-                sock, _ = lsock.accept()
+                sock, addr = lsock.accept()
             except OSError:
                 continue  # the peer gave up already
+            auth = self.broker.auth
+            if auth is not None:
+                # failed logins count per address (edge/auth/guard.py): the
+                # sockaddr's IP, not its port (an opaque sockaddr here:
+                # IPv4's address at bytes 4-8, IPv6's at 8-24). Held by the
+                # socket until _opened() knows the connection's id: passed
+                # to _serve(), it would make every connection's task bigger.
+                auth.open(sock, bytes(addr[4:8]) if len(addr) <= 16 else bytes(addr[8:24]))
+            auth = addr = None
             sock.setblocking(False)
             try:
                 # No Nagle: a QoS 0 subscriber sends nothing back, so its

@@ -138,6 +138,9 @@ class TcpServer:
         if not self.broker.open(cid, now_ms()):
             tr.close()  # over max_connections
             return
+        if self.broker.auth is not None:  # failed logins count per address (edge/auth/guard.py)
+            addr = tr.get_extra_info("peername")
+            self.broker.auth.open(cid, addr[0] if addr else None)
         p.cid = cid
         self.peers[cid] = p
         tr.set_write_buffer_limits(0, 0)
