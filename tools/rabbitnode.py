@@ -1,6 +1,9 @@
 # A private RabbitMQ node on free loopback ports (the uplink's tests,
 # tests/integration/rabbit.py, and its benchmark, tools/bench/uplink.py;
-# issue #18).
+# issue #18), and for trying the uplink by hand (the README's tour), until
+# Ctrl-C:
+#
+#     python -m tools.rabbitnode [--amqp-port 5672] [--stomp-port 61613] [--dir DIR]
 #
 # The node is Debian's rabbitmq-server (`make deps`), run directly from
 # /usr/lib/rabbitmq/bin (the /usr/sbin wrapper switches user) with every path
@@ -74,10 +77,13 @@ class RabbitNode:
     vhost = "/"
     host = "127.0.0.1"
 
-    def __init__(self, base):
+    def __init__(self, base, amqp_port=0, stomp_port=0):
         self.base = base
         (self.amqp_port, self.stomp_port, self.mqtt_port, self.dist_port,
          self.epmd_port) = _free_ports(5)
+        # fixed ports where asked (the README's tour: RabbitMQ's own 5672, 61613)
+        self.amqp_port = amqp_port or self.amqp_port
+        self.stomp_port = stomp_port or self.stomp_port
         self.node = "edge%d@localhost" % self.amqp_port
         self.log = os.path.join(base, "server.out")
         self.proc = None
@@ -193,3 +199,39 @@ class RabbitNode:
             self.epmd = None
 
 
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m tools.rabbitnode",
+                                 description="a private RabbitMQ node on loopback until Ctrl-C")
+    ap.add_argument("--amqp-port", type=int, default=5672)
+    ap.add_argument("--stomp-port", type=int, default=61613)
+    ap.add_argument("--dir", help="its data and log (default: a new temporary directory)")
+    a = ap.parse_args(argv)
+    base = a.dir or tempfile.mkdtemp(prefix="rabbitnode-")
+    node = RabbitNode(base, a.amqp_port, a.stomp_port)
+    try:
+        node.start()
+        print("RabbitMQ up in %.0f s: amqp://guest:guest@127.0.0.1:%d/  stomp://guest:guest@127.0.0.1:%d/"
+              "  (log: %s; Ctrl-C stops it)" % (node.started_in, node.amqp_port, node.stomp_port, node.log),
+              flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)  # stopped as by Ctrl-C
+        while node.proc.poll() is None:
+            time.sleep(0.5)  # until Ctrl-C, or the node dies
+        print("rabbitmq-server exited with %s:\n%s" % (node.proc.returncode, node.tail()))
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        node.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
