@@ -230,6 +230,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 0
     finally:
+        # a second Ctrl-C or SIGTERM must not cut the stop short: the node
+        # would outlive us, holding its ports
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         node.stop()
 
 
