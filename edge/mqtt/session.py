@@ -18,7 +18,13 @@ _QOS = const(3)
 _RETAIN = const(4)
 RELEASED = const(0)
 _PUBREL = const(6)  # packet type, as in consts.py
-_ENTRY_COST = const(64)  # budget bytes per held message beyond topic + payload
+# What the memory budget counts, in heap bytes on a board: measured with
+# tools/heapcost.py on the board runtime (64-bit unix port, docs/heap.md;
+# an ESP32's 32-bit pointers make each less), rounded up.
+_ENTRY_COST = const(208)    # a held message beyond its topic + payload (measured 185)
+_NODE_COST = const(192)     # a topic tree node: level name, [kids, value], dict slot (188)
+_SUB_COST = const(128)      # a subscription beyond its tree nodes (114, 13-byte filter)
+_SESSION_COST = const(320)  # a persistent session while its client is away (308)
 _RC_PID_NOT_FOUND = const(0x92)
 
 
@@ -66,6 +72,7 @@ class Session:
     # below calls the store's hook of the same name (docs/design.md "Delivery
     # guarantees"); the runtime syncs them before the acks go out.
     store = None
+    away = False        # its share counted in the budget (gone() .. attach/release)
 
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id
@@ -143,12 +150,16 @@ class Session:
         return True
 
     def _held(self):
-        # what the queue counts against the budget while the client is away
-        return self.queued_bytes + len(self.queue) * _ENTRY_COST if self.queue else 0
+        # what the session and its queue count against the budget while the
+        # client is away (its subscriptions count in Budget.bytes())
+        if self.queue:
+            return _SESSION_COST + self.queued_bytes + len(self.queue) * _ENTRY_COST
+        return _SESSION_COST
 
     def release(self):
-        """The session is discarded: give its queue back to the budget."""
-        if self.conn is None:
+        """The session is discarded: give its share back to the budget."""
+        if self.away:
+            self.away = False
             self.limits.budget.add(-self._held())
         self.queue = None
         self.queued_bytes = 0
@@ -272,7 +283,9 @@ class Session:
     # ---- (re)connection -------------------------------------------------------
     def attach(self, conn):
         """Bind a new connection; resend unacknowledged messages in order."""
-        self.limits.budget.add(-self._held())  # no longer held for an absent client
+        if self.away:  # no longer held for an absent client
+            self.away = False
+            self.limits.budget.add(-self._held())
         self.conn = conn
         nxt = self.next_pid
         entries = list(self.inflight.items())
@@ -289,25 +302,32 @@ class Session:
 
     def detach(self):
         self.conn = None
-        # The queue is now held for a client that is away: it counts against
-        # the budget, which drops offline QoS 1 messages to stay within it.
-        budget = self.limits.budget
-        budget.add(self._held())
-        budget.room(0)
+        self.gone()
+
+    def gone(self):
+        """The session and its queue are now held for a client that is away
+        (detached, or restored from the store): they count against the
+        budget, which refuses new offline messages to stay within it."""
+        self.away = True
+        self.limits.budget.add(self._held())
 
 
 # ---- the broker-wide memory budget -----------------------------------------
 # broker.memory_budget_bytes (the Budget below, one per broker): one bound on
-# the state that accumulates while nobody reads it, the queues of
-# persistent sessions whose client is away plus the retained store. The
-# per-session limits (max_queued_messages/bytes) times the sessions, plus
-# max_retained_bytes, can add up to more than a board's heap; this bound
-# cannot. Queues of connected clients are live traffic, bounded per session
-# and drained as the client acknowledges: they count from the moment their
-# client goes away. Each held message counts as its topic and payload plus
-# _ENTRY_COST, about what a queue entry and its Message cost on a board (a
-# message held for several sessions counts once per queue: the count errs
-# on the safe side).
+# the state that accumulates while nobody reads it: persistent sessions
+# whose client is away and their queues, the retained store, and the
+# subscriptions. The per-session limits (max_queued_messages/bytes) times
+# the sessions, plus max_retained_*, can add up to more than a board's heap;
+# this bound cannot. Queues of connected clients are live traffic, bounded
+# per session and drained as the client acknowledges: they count from the
+# moment their client goes away. What each thing counts is what it costs a
+# board's heap, measured (the constants above, docs/heap.md "Board heap
+# budget"): a held message its topic and payload plus _ENTRY_COST (a message
+# held for several sessions counts once per queue: the count errs on the
+# safe side), a retained message the same, an away session _SESSION_COST,
+# a subscription _SUB_COST, and every node of the subscription and retained
+# trees _NODE_COST. The trees' share is read from their exact counts when
+# needed (bytes()), so nothing that changes them has to report here.
 #
 # (Here rather than a module of its own: a module costs a board ~320 bytes
 # of heap.)
@@ -324,27 +344,47 @@ class Session:
 #   2. A retained message that does not fit is not stored (and the topic's
 #      older value not kept, as for max_retained_bytes).
 #   3. A new persistent session gets CONNACK 0x03 Server unavailable and a
-#      persistent session's new subscription SUBACK 0x80 unless a sixteenth
-#      of the budget is free (they are what accumulates offline state);
-#      `refused`.
+#      persistent session's new subscription SUBACK 0x80 unless the
+#      headroom is free: a sixteenth of the budget, at least what an away
+#      session with a subscription of two new levels costs (_HEADROOM);
+#      they are what accumulates offline state; `refused`. A clean
+#      session's subscriptions are live state, bounded per connection
+#      (max_subscriptions): they count, and are not refused here.
 # Counters: $SYS/broker/budget/{bytes,dropped,refused}; a warning is logged
 # when the budget first drops or refuses something, again after usage has
 # fallen below three quarters of it.
+_HEADROOM = const(832)  # _SESSION_COST + _SUB_COST + 2 * _NODE_COST
+
+
 def cost(msg):
-    """What holding msg counts against the budget."""
+    """What holding msg counts against the budget (queued or retained)."""
     return len(msg.topic) + len(msg.payload) + _ENTRY_COST
 
 
 class Budget:
-    # Six attributes: every method and name here costs a board heap too,
-    # so the class is kept to three methods.
+    # Every method and name here costs a board heap too, so the class is
+    # kept small. `subs` and `retained`: the broker's trees (set by Broker).
+    subs = None
+    retained = None
+
     def __init__(self, limit, log):
         self.limit = limit
-        self.used = 0          # bytes counted now
+        self.used = 0          # bytes counted by add(): away sessions, their queues
         self.log = log
         self.dropped = 0       # messages not queued, or retained not stored, for it
         self.refused = 0       # sessions and subscriptions refused
         self.warned = False    # a warning logged for this episode
+
+    def bytes(self):
+        """Everything counted now: add()'s share plus the trees'."""
+        n = self.used
+        t = self.subs
+        if t is not None:
+            n += t.nodes * _NODE_COST + len(t) * _SUB_COST
+        t = self.retained
+        if t is not None:
+            n += t.nodes * _NODE_COST + t.bytes + len(t) * _ENTRY_COST
+        return n
 
     def room(self, need=-1):
         """True if `need` more bytes fit; need -1: the headroom new state
@@ -353,12 +393,14 @@ class Budget:
         publisher and stays (issue #4: acknowledged means durable)."""
         if need < 0:
             need = self.limit >> 4
-        return self.used + need <= self.limit
+            if need < _HEADROOM:
+                need = _HEADROOM
+        return self.bytes() + need <= self.limit
 
     def add(self, n):
         """Count n more bytes held (n < 0: given back)."""
         self.used += n
-        if n < 0 and self.warned and self.used * 4 < self.limit * 3:
+        if n < 0 and self.warned and self.bytes() * 4 < self.limit * 3:
             self.warned = False  # a new episode gets a new warning
 
     def note(self, refused, what):

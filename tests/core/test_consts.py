@@ -84,3 +84,10 @@ def test_packets_have_slots_on_cpython():
         assert type(packets.Unsubscribe(1, [])) is packets.Sub
         assert type(packets.Unsuback(1)) is packets.SubAck
         assert type(packets.Pingresp()) is packets.Reason
+
+
+def test_private_copy_of_the_node_cost_equals_session_py():
+    # the memory budget's tree-node cost (session.py), used by publish.py's
+    # room check for a new retained topic
+    got = getattr(publish, "_NODE_COST", None)
+    assert got is None or got == session._NODE_COST

@@ -83,7 +83,7 @@ def test_budget_refusal_leaves_no_record_behind():
     # the memory budget refuses new offline QoS 1 messages: no record of
     # them either, or a restart would bring back what was refused
     m = MemFiles()
-    b, log, _ = boot(m, memory_budget_bytes=1024)
+    b, log, _ = boot(m, memory_budget_bytes=2048)
     sub, pub = sub_and_pub(b, "q/#", 1)
     for i in range(10):
         publish(pub, "q/%d" % i, b"x" * 100, 1, pid=i + 1)
