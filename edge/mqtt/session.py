@@ -150,11 +150,17 @@ class Session:
         return True
 
     def _held(self):
-        # what the session and its queue count against the budget while the
-        # client is away (its subscriptions count in Budget.bytes())
+        # what the session, its messages in flight and its queue count
+        # against the budget while the client is away (its subscriptions
+        # count in Budget.bytes()); they do not change until attach/release
+        n = _SESSION_COST
+        for e in self.inflight.values():
+            if e != RELEASED:
+                m = e[0] if type(e) is tuple else e
+                n += len(m.topic) + len(m.payload) + _ENTRY_COST
         if self.queue:
-            return _SESSION_COST + self.queued_bytes + len(self.queue) * _ENTRY_COST
-        return _SESSION_COST
+            n += self.queued_bytes + len(self.queue) * _ENTRY_COST
+        return n
 
     def release(self):
         """The session is discarded: give its share back to the budget."""
