@@ -192,7 +192,7 @@ class Broker:
         counts, problems = store.replay(self)
         for sess in self.sessions.values():
             sess.store = store
-            sess.gone()  # held for a client that is away: the budget counts it
+            sess.detach()  # held for a client that is away: the budget counts it
         return counts, problems
 
     def take(self, conn):

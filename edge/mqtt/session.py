@@ -307,13 +307,10 @@ class Session:
         self.pump()
 
     def detach(self):
-        self.conn = None
-        self.gone()
-
-    def gone(self):
         """The session and its queue are now held for a client that is away
         (detached, or restored from the store): they count against the
         budget, which refuses new offline messages to stay within it."""
+        self.conn = None
         self.away = True
         self.limits.budget.add(self._held())
 
