@@ -24,7 +24,7 @@ SCHEMA = {
     "broker": {
         "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),
         "port": ("int", 1883, 1883, (0, 65535)),  # 0 = any free port
-        "max_connections": ("int", 1000, 8, (1, _U)),
+        "max_connections": ("int", 1000, 6, (1, _U)),
         # 268435455 = largest MQTT remaining length (4-byte varint)
         "max_packet_size": ("int", 1048576, 1024, (16, 268435455)),
         # v5 Receive Maximum. Not mosquitto's 20: a window of 20 makes a busy
@@ -59,7 +59,7 @@ SCHEMA = {
         # the allocator's slack. The first 5.0 client loads 7,744 bytes of
         # code objects once: a board serving 5.0 clients at 64 KiB fits
         # max_connections 4 (docs/heap.md)
-        "memory_budget_bytes": ("int", 268435456, 4096, (1024, _U)),
+        "memory_budget_bytes": ("int", 268435456, 6144, (1024, _U)),
     },
     "store": {
         # mosquitto's name; false: nothing is written, nothing survives a restart

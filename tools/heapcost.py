@@ -215,7 +215,7 @@ ROWS = (
 )
 
 
-def measure(heap="256k", n=16):
+def measure(heap="1m", n=16):
     """The figures, as a dict, from one run of the probe on the board runtime."""
     import subprocess
 
@@ -243,7 +243,7 @@ def table(res):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tools.heapcost", description=__doc__.splitlines()[0])
-    ap.add_argument("--heap", default="256k", help="MicroPython heap for the probe (default 256k)")
+    ap.add_argument("--heap", default="1m", help="MicroPython heap for the probe (default 1m: compiling the probe takes ~300 KB)")
     ap.add_argument("--n", type=int, default=16, help="items per figure (default 16)")
     ap.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = ap.parse_args(argv)

@@ -144,8 +144,8 @@ def set_retained(b, msg):
     budget = b.limits.budget
     if msg.payload:
         old = store.get(topic)
-        # a new topic may need a tree node per level (session.py _NODE_COST)
-        need = cost(msg) - cost(old) if old is not None else cost(msg) + (topic.count("/") + 1) * _NODE_COST
+        # a new topic may need tree nodes (session.py _NODE_COST)
+        need = cost(msg) - cost(old) if old is not None else cost(msg) + store.missing(topic) * _NODE_COST
         if not budget.room(need):
             # not stored; nor is the old value kept (a stale value must not
             # pass as the latest one, as RetainStore.set does)

@@ -72,7 +72,6 @@ class Session:
     # below calls the store's hook of the same name (docs/design.md "Delivery
     # guarantees"); the runtime syncs them before the acks go out.
     store = None
-    away = False        # its share counted in the budget (gone() .. attach/release)
 
     def __init__(self, client_id, clean, limits, stats):
         self.client_id = client_id
@@ -164,8 +163,7 @@ class Session:
 
     def release(self):
         """The session is discarded: give its share back to the budget."""
-        if self.away:
-            self.away = False
+        if self.conn is None:
             self.limits.budget.add(-self._held())
         self.queue = None
         self.queued_bytes = 0
@@ -289,9 +287,7 @@ class Session:
     # ---- (re)connection -------------------------------------------------------
     def attach(self, conn):
         """Bind a new connection; resend unacknowledged messages in order."""
-        if self.away:  # no longer held for an absent client
-            self.away = False
-            self.limits.budget.add(-self._held())
+        self.limits.budget.add(-self._held())  # no longer held for an absent client
         self.conn = conn
         nxt = self.next_pid
         entries = list(self.inflight.items())
@@ -308,10 +304,11 @@ class Session:
 
     def detach(self):
         """The session and its queue are now held for a client that is away
-        (detached, or restored from the store): they count against the
-        budget, which refuses new offline messages to stay within it."""
+        (detached, new, or restored from the store): they count against
+        the budget, which refuses new offline messages to stay within it.
+        A session without a connection is always counted, so attach() and
+        release() give its share back."""
         self.conn = None
-        self.away = True
         self.limits.budget.add(self._held())
 
 
@@ -351,8 +348,10 @@ class Session:
 #      headroom is free: a sixteenth of the budget, at least what an away
 #      session with a subscription of two new levels costs (_HEADROOM);
 #      they are what accumulates offline state; `refused`. A clean
-#      session's subscriptions are live state, bounded per connection
-#      (max_subscriptions): they count, and are not refused here.
+#      session's new subscription is refused (SUBACK 0x80, 5.0 0x97) only
+#      past the budget and half as much again (subscribe.py add): they are
+#      live state, but a client that subscribes to deep filters must not
+#      take a board's heap either.
 # Counters: $SYS/broker/budget/{bytes,dropped,refused}; a warning is logged
 # when the budget first drops or refuses something, again after usage has
 # fallen below three quarters of it.
@@ -389,12 +388,13 @@ class Budget:
             n += t.nodes * _NODE_COST + t.bytes + len(t) * _ENTRY_COST
         return n
 
-    def room(self, need=-1):
-        """True if `need` more bytes fit; need -1: the headroom new state
-        (a persistent session, its subscription) needs. Full means the NEW
+    def room(self, need=None):
+        """True if `need` more bytes fit (< 0: that many over the limit);
+        need None: the headroom new state (a persistent session, its
+        subscription) needs. Full means the NEW
         message is refused: a queued message was acknowledged to its
         publisher and stays (issue #4: acknowledged means durable)."""
-        if need < 0:
+        if need is None:
             need = self.limit >> 4
             if need < _HEADROOM:
                 need = _HEADROOM

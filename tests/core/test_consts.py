@@ -89,5 +89,6 @@ def test_packets_have_slots_on_cpython():
 def test_private_copy_of_the_node_cost_equals_session_py():
     # the memory budget's tree-node cost (session.py), used by publish.py's
     # room check for a new retained topic
-    got = getattr(publish, "_NODE_COST", None)
-    assert got is None or got == session._NODE_COST
+    for mod, name in ((publish, "_NODE_COST"), (subscribe, "_NODE_COST"), (subscribe, "_SUB_COST")):
+        got = getattr(mod, name, None)
+        assert got is None or got == getattr(session, name), (mod.__name__, name)
