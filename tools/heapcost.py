@@ -163,6 +163,19 @@ for levels in (1, 3, 6):
         res["retained_L%%d_P%%d_topic" %% (levels, size)] = len("r0/" * levels)
 
 
+# retained, delivered at QoS 0 to a 3.1.1 subscriber (which encodes the
+# PUBLISH once for all: Message.enc0)
+s311 = client("sub311")
+feed(s311, subscribe("live/#", 0))
+
+
+def ret_live(n):
+    feed(pub, publish("live/" + n, b"p" * 64, 0, True))
+
+
+per("retained_live_P64", ret_live)
+
+
 def ret_sibling(n):
     feed(pub, publish("site/line/" + n, b"p" * 8, 0, True))
 
@@ -210,6 +223,7 @@ ROWS = (
     ("subscription_own_filter", "subscription, a filter of its own (3 levels)"),
     ("subscription_shared_filter", "subscription, a filter another session has"),
     ("retained_sibling_P8", "retained message, 3 levels, 2 shared, 8 B payload"),
+    ("retained_live_P64", "retained message, 2 levels, 1 shared, 64 B payload, sent at QoS 0 to a 3.1.1 subscriber"),
     ("queued_msg_P16", "QoS 1 message queued for 1 offline session (16 B payload)"),
     ("queued_msg_P16_2sessions", "the same, queued for 2 offline sessions (both)"),
 )
