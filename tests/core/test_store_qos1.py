@@ -96,6 +96,32 @@ def test_budget_refusal_leaves_no_record_behind():
     assert [e.topic for e in b2.sessions["sub"].queue] == topics
 
 
+def test_restored_state_counts_in_the_budget():
+    # what a restart brings back (an away session, its queue, a retained
+    # message) counts against the memory budget as it did before the
+    # restart, and comes back out of it when the client returns
+    m = MemFiles()
+    b, log, _ = boot(m, memory_budget_bytes=8192)
+    sub, pub = sub_and_pub(b, "q/#", 1)
+    for i in range(3):
+        publish(pub, "q/%d" % i, b"x" * 50, 1, pid=i + 1)
+    publish(pub, "r/1", b"kept", 0, retain=True)
+    pub.lose()  # the publisher's clean session is gone: only what is kept counts
+    log.flush()
+    before = b.limits.budget.bytes()
+    b2, log2, counts = boot(crash(m), memory_budget_bytes=8192)
+    assert counts["queued"] == 3 and counts["retained"] == 1
+    budget = b2.limits.budget
+    assert budget.bytes() == before
+    back = Client(b2)
+    assert back.connect("sub", clean=False).session_present
+    assert len(publishes(back.recv())) == 3
+    # the session and its queue given back (not below zero); the trees'
+    # share (the subscription, the retained message) stays
+    assert budget.used == 0
+    assert budget.bytes() == before - b.limits.budget.used
+
+
 def _v5_sub_and_pub(b):
     """A 5.0 persistent subscriber "sub" to "t" at QoS 1 (session expiry
     600 s, so its 5.0 messages can expire while queued) and a 5.0 "pub"."""
