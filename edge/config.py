@@ -52,10 +52,10 @@ SCHEMA = {
         # broker-wide: away sessions and their queues, the retained store,
         # the subscriptions, each counted at its measured heap cost
         # (edge/mqtt/session.py Budget, docs/heap.md "Board heap budget").
-        # A board at 64 KiB has 17,248 bytes free after start-up
+        # A board at 64 KiB has 17,376 bytes free after start-up
         # (persistence off, tools/board.py): 6,144 budget + 3,072 (clean
         # subscriptions may pass it by half) + 6 connections x 1,136 (3.1.1,
-        # one subscription, measured live) = 16,032, leaving 1,216 for
+        # one subscription, measured live) = 16,032, leaving 1,344 for
         # packets in flight and the allocator's slack. The first 5.0 client
         # loads 7,744 bytes of code objects once: a board serving 5.0 clients
         # at 64 KiB fits max_connections 2 and a budget of 2048 (docs/heap.md)

@@ -106,9 +106,9 @@ class Broker:
         self.conns = {}      # runtime's connection id -> Connection
         self.sessions = {}   # client id -> Session
         # broker-wide (session.py), shared by every session through its limits
-        lim.budget = budget = Budget(lim.memory_budget_bytes, self.log)
-        self.subs = budget.subs = Trie()
-        self.retained = budget.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
+        lim.budget = Budget(lim.memory_budget_bytes, self)
+        self.subs = Trie()
+        self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
         self.next_sys = now + lim.sys_interval * 1000
 

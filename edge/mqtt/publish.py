@@ -138,7 +138,7 @@ def publish(b, msg):
 def set_retained(b, msg):
     # [MQTT-3.3.1-5/10] store (empty payload: delete), within the
     # retained limits, the memory budget (which reads the store's own
-    # counts: session.py Budget.bytes) and the flash store's budget
+    # counts: session.py Budget.add) and the flash store's budget
     topic = msg.topic
     store = b.retained
     budget = b.limits.budget

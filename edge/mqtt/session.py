@@ -151,7 +151,7 @@ class Session:
     def _held(self):
         # what the session, its messages in flight and its queue count
         # against the budget while the client is away (its subscriptions
-        # count in Budget.bytes()); they do not change until attach/release
+        # count in Budget.add(0)); they do not change until attach/release
         n = _SESSION_COST
         for e in self.inflight.values():
             if e != RELEASED:
@@ -327,7 +327,7 @@ class Session:
 # safe side), a retained message the same, an away session _SESSION_COST,
 # a subscription _SUB_COST, and every node of the subscription and retained
 # trees _NODE_COST. The trees' share is read from their exact counts when
-# needed (bytes()), so nothing that changes them has to report here.
+# needed (add(0)), so nothing that changes them has to report here.
 #
 # (Here rather than a module of its own: a module costs a board ~320 bytes
 # of heap.)
@@ -365,46 +365,39 @@ def cost(msg):
 
 class Budget:
     # Every method and name here costs a board heap too, so the class is
-    # kept small. `subs` and `retained`: the broker's trees (set by Broker).
-    subs = None
-    retained = None
-
-    def __init__(self, limit, log):
+    # kept small: six attributes, four methods (as before the trees counted).
+    def __init__(self, limit, broker):
         self.limit = limit
         self.used = 0          # bytes counted by add(): away sessions, their queues
-        self.log = log
+        self.b = broker        # its trees (subs, retained) and its log
         self.dropped = 0       # messages not queued, or retained not stored, for it
         self.refused = 0       # sessions and subscriptions refused
         self.warned = False    # a warning logged for this episode
 
-    def bytes(self):
-        """Everything counted now: add()'s share plus the trees'."""
-        n = self.used
-        t = self.subs
-        if t is not None:
-            n += t.nodes * _NODE_COST + len(t) * _SUB_COST
-        t = self.retained
-        if t is not None:
-            n += t.nodes * _NODE_COST + t.bytes + len(t) * _ENTRY_COST
-        return n
-
     def room(self, need=None):
         """True if `need` more bytes fit (< 0: that many over the limit);
         need None: the headroom new state (a persistent session, its
-        subscription) needs. Full means the NEW
-        message is refused: a queued message was acknowledged to its
-        publisher and stays (issue #4: acknowledged means durable)."""
+        subscription) needs. Full means the NEW message is refused: a
+        queued message was acknowledged to its publisher and stays (issue
+        #4: acknowledged means durable)."""
         if need is None:
             need = self.limit >> 4
             if need < _HEADROOM:
                 need = _HEADROOM
-        return self.bytes() + need <= self.limit
+        return self.add(0) + need <= self.limit
 
     def add(self, n):
-        """Count n more bytes held (n < 0: given back)."""
+        """Count n more bytes held (n < 0: given back); returns everything
+        counted now, the trees' share included (add(0): $SYS budget/bytes).
+        (One method for both: each method costs a board heap.)"""
         self.used += n
-        if n < 0 and self.warned and self.bytes() * 4 < self.limit * 3:
+        t = self.b.subs
+        total = self.used + t.nodes * _NODE_COST + len(t) * _SUB_COST
+        t = self.b.retained
+        total += t.nodes * _NODE_COST + t.bytes + len(t) * _ENTRY_COST
+        if n < 0 and self.warned and total * 4 < self.limit * 3:
             self.warned = False  # a new episode gets a new warning
+        return total
 
     def note(self, refused, what):
         """Count a drop (or a refusal) for the budget; warn once an episode."""
@@ -414,5 +407,5 @@ class Budget:
             self.dropped += 1
         if not self.warned:
             self.warned = True
-            self.log(30, "memory_budget_bytes %d reached, refusing: %s"
+            self.b.log(30, "memory_budget_bytes %d reached, refusing: %s"
                      % (self.limit, what))

@@ -43,7 +43,7 @@ def install(broker):
     empty (before any client subscribed); True if it did."""
     if len(broker.subs) or broker.subs.nodes or type(broker.subs) is not Trie:
         return False
-    broker.subs = broker.limits.budget.subs = MemoTrie()  # the budget counts its nodes
+    broker.subs = MemoTrie()
     return True
 
 

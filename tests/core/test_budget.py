@@ -51,13 +51,13 @@ def test_offline_queues_count_and_come_back_on_reconnect():
     p.connect("pub")
     _offline(b, "away", "q/#", 1)
     budget = b.limits.budget
-    assert budget.used == _SESSION and budget.bytes() == _AWAY  # the away session counts
+    assert budget.used == _SESSION and budget.add(0) == _AWAY  # the away session counts
     for i in range(3):
         publish(p, "q/%d" % i, _BODY, 1, pid=i + 1)
-    assert budget.bytes() == _AWAY + 3 * _COST
+    assert budget.add(0) == _AWAY + 3 * _COST
     assert _back(b, "away") == [_BODY] * 3
     # a connected client's session and queue are live traffic; its subscription counts
-    assert budget.used == 0 and budget.bytes() == _SUB + 2 * _NODE
+    assert budget.used == 0 and budget.add(0) == _SUB + 2 * _NODE
 
 
 def test_full_budget_refuses_new_messages_and_keeps_the_queued_ones():
@@ -69,12 +69,12 @@ def test_full_budget_refuses_new_messages_and_keeps_the_queued_ones():
     _offline(b, "a", "q/#", 1)
     _offline(b, "z", "q/#", 1)
     budget = b.limits.budget
-    base = budget.bytes()  # two away sessions, two subscriptions, one filter's nodes
+    base = budget.add(0)  # two away sessions, two subscriptions, one filter's nodes
     assert base == 2 * (_SESSION + _SUB) + 2 * _NODE
     for i in range(7):
         acks = publish(p, "q/%d" % i, b"%d" % i + _BODY[1:], 1, pid=i + 1)
         assert [(a.kind, a.pid) for a in acks] == [(4, i + 1)]  # 3.1.1: no code to refuse with
-        assert budget.bytes() <= _LIMIT
+        assert budget.add(0) <= _LIMIT
     kept = (_LIMIT - base) // _COST  # 9 of the 14 entries fit
     assert kept == 9 and budget.dropped == 14 - kept
     assert b.stats.msgs_refused == b.stats.msgs_dropped == budget.dropped
@@ -83,7 +83,7 @@ def test_full_budget_refuses_new_messages_and_keeps_the_queued_ones():
     assert got == [b"%d" % i + _BODY[1:] for i in range(5)] + [b"%d" % i + _BODY[1:] for i in range(4)]
     assert budget.used == 0
     sysv = dict(systree.values(b))
-    assert sysv["budget/dropped"] == budget.dropped and sysv["budget/bytes"] == budget.bytes()
+    assert sysv["budget/dropped"] == budget.dropped and sysv["budget/bytes"] == budget.add(0)
 
 
 def test_v5_publisher_told_quota_exceeded_when_a_copy_is_refused():
@@ -128,7 +128,7 @@ def _full_of_qos2():
 def test_qos2_never_dropped_to_make_room_new_message_is():
     b, p = _full_of_qos2()
     budget = b.limits.budget
-    assert budget.bytes() == _AWAY + 10 * _COST and budget.dropped == 1
+    assert budget.add(0) == _AWAY + 10 * _COST and budget.dropped == 1
     assert b.sessions["q2"].dropped == 1
     assert _back(b, "q2") == [_BODY] * 10
 
@@ -160,7 +160,7 @@ def test_no_room_refuses_persistent_sessions_and_their_subscriptions():
     assert c.connect("clean-one").reason == 0  # holds nothing while away
     assert c.subscribe(("q/#", 1))[0].codes == [1]
     pers = Client(b)
-    short = _AWAY - (_LIMIT - budget.bytes())  # the headroom: what an away session needs
+    short = _AWAY - (_LIMIT - budget.add(0))  # the headroom: what an away session needs
     budget.used -= short  # just enough: the session is accepted ...
     assert pers.connect("pers", clean=False).reason == 0
     budget.used += short
@@ -177,14 +177,14 @@ def test_retained_within_the_budget():
         publish(p, "r/%d" % i, _BODY, 0, retain=True)
     # each a message and its node, the first the "r" node too
     assert len(b.retained) == 7 and budget.dropped == 1
-    assert budget.bytes() == 7 * (_COST + _NODE) + _NODE
+    assert budget.add(0) == 7 * (_COST + _NODE) + _NODE
     publish(p, "r/0", b"y" * 100, 0, retain=True)  # a replacement fits
     assert b.retained.get("r/0").payload == b"y" * 100
     publish(p, "r/0", b"z" * 500, 0, retain=True)  # a bigger one does not ...
     assert b.retained.get("r/0") is None  # ... and the old value goes too
-    assert budget.bytes() == 6 * (_COST + _NODE) + _NODE
+    assert budget.add(0) == 6 * (_COST + _NODE) + _NODE
     publish(p, "r/1", b"", 0, retain=True)  # cleared: its share comes back
-    assert budget.bytes() == 5 * (_COST + _NODE) + _NODE and len(b.retained) == 5
+    assert budget.add(0) == 5 * (_COST + _NODE) + _NODE and len(b.retained) == 5
 
 
 def _lend_feed(b, cid, wire, sub):
