@@ -24,7 +24,7 @@ SCHEMA = {
     "broker": {
         "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),
         "port": ("int", 1883, 1883, (0, 65535)),  # 0 = any free port
-        "max_connections": ("int", 1000, 8, (1, _U)),
+        "max_connections": ("int", 1000, 6, (1, _U)),
         # 268435455 = largest MQTT remaining length (4-byte varint)
         "max_packet_size": ("int", 1048576, 1024, (16, 268435455)),
         # v5 Receive Maximum. Not mosquitto's 20: a window of 20 makes a busy
@@ -44,12 +44,22 @@ SCHEMA = {
         # a board's heap splits a topic into one string per level to match it
         "max_topic_levels": ("int", 65535, 16, (1, 65535)),
         "max_subscriptions": ("int", 1000, 16, (1, _U)),  # per client
-        "max_retained_messages": ("int", 10000, 32, (0, _U)),
-        "max_retained_bytes": ("int", 10485760, 8192, (0, _U)),
+        # a board: the memory budget binds first (a retained message costs
+        # ~400 bytes of its heap, docs/heap.md)
+        "max_retained_messages": ("int", 10000, 16, (0, _U)),
+        "max_retained_bytes": ("int", 10485760, 4096, (0, _U)),
         "allow_zero_length_clientid": ("bool", True, True, None),
-        # broker-wide: every session's queue plus the retained store
-        # (edge/mqtt/session.py Budget); a board's must fit its heap
-        "memory_budget_bytes": ("int", 268435456, 8192, (1024, _U)),
+        # broker-wide: away sessions and their queues, the retained store,
+        # the subscriptions, each counted at its measured heap cost
+        # (edge/mqtt/session.py Budget, docs/heap.md "Board heap budget").
+        # A board at 64 KiB has 17,376 bytes free after start-up
+        # (persistence off, tools/board.py): 6,144 budget + 3,072 (clean
+        # subscriptions may pass it by half) + 6 connections x 1,136 (3.1.1,
+        # one subscription, measured live) = 16,032, leaving 1,344 for
+        # packets in flight and the allocator's slack. The first 5.0 client
+        # loads 7,744 bytes of code objects once: a board serving 5.0 clients
+        # at 64 KiB fits max_connections 2 and a budget of 2048 (docs/heap.md)
+        "memory_budget_bytes": ("int", 268435456, 6144, (1024, _U)),
     },
     "store": {
         # mosquitto's name; false: nothing is written, nothing survives a

@@ -115,7 +115,7 @@ class Broker:
         self.conns = {}      # runtime's connection id -> Connection
         self.sessions = {}   # client id -> Session
         # broker-wide (session.py), shared by every session through its limits
-        lim.budget = Budget(lim.memory_budget_bytes, self.log)
+        lim.budget = Budget(lim.memory_budget_bytes, self)
         self.subs = Trie()
         self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
@@ -202,6 +202,7 @@ class Broker:
         counts, problems = store.replay(self)
         for sess in self.sessions.values():
             sess.store = store
+            sess.detach()  # held for a client that is away: the budget counts it
         return counts, problems
 
     def take(self, conn):

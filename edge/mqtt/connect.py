@@ -80,6 +80,7 @@ def on_connect(b, conn, pkt, now):
         sess = None
     if sess is None:
         sess = Session(cid, pkt.clean, lim, b.stats)
+        sess.detach()  # counted until attached (session.py), as every session without a client
         b.sessions[cid] = sess
     else:
         present = True  # [MQTT-3.2.2-2]

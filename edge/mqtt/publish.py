@@ -19,6 +19,7 @@ _RC_PID_NOT_FOUND = const(0x92)
 _RC_QUOTA_EXCEEDED = const(0x97)
 _MAY_READ = const(1)   # edge/auth/guard.py may()'s access
 _MAY_WRITE = const(2)
+_NODE_COST = const(192)  # session.py's: a tree node, counted by the memory budget
 
 
 def on_publish(b, conn, pkt, now, start=-1):
@@ -156,29 +157,31 @@ def publish(b, msg):
     matched (5.0 PUBACK 0x10 when none did)."""
     if msg.retain:
         set_retained(b, msg)
+        matched = route(b, msg)
+        msg.enc0 = None  # a retained message keeps no encoded copy (docs/heap.md)
+        return matched
     return route(b, msg)
 
 
 def set_retained(b, msg):
     # [MQTT-3.3.1-5/10] store (empty payload: delete), within the
-    # retained limits, the memory budget (a replaced message's share
-    # comes back) and the flash store's budget
+    # retained limits, the memory budget (which reads the store's own
+    # counts: session.py Budget.add) and the flash store's budget
     topic = msg.topic
     store = b.retained
     budget = b.limits.budget
-    old = store.get(topic)
-    held = cost(old) if old is not None else 0
-    if msg.payload and not budget.room(cost(msg) - held):
-        # not stored; nor is the old value kept (a stale value must not
-        # pass as the latest one, as RetainStore.set does)
-        _unretain(b, topic)
-        budget.add(-held)
-        b.stats.msgs_dropped += 1
-        budget.note(False, topic)
-        return
-    stored = store.set(topic, msg)
-    budget.add(-held)  # replaced, deleted or dropped with it
-    if not stored:
+    if msg.payload:
+        old = store.get(topic)
+        # a new topic may need tree nodes (session.py _NODE_COST)
+        need = cost(msg) - cost(old) if old is not None else cost(msg) + store.missing(topic) * _NODE_COST
+        if not budget.room(need):
+            # not stored; nor is the old value kept (a stale value must not
+            # pass as the latest one, as RetainStore.set does)
+            _unretain(b, topic)
+            b.stats.msgs_dropped += 1
+            budget.note(False, topic)
+            return
+    if not store.set(topic, msg):
         b.stats.msgs_dropped += 1
         b.log(30, "retained %s not stored: retained limits reached" % topic)
         if b.store is not None:
@@ -188,8 +191,6 @@ def set_retained(b, msg):
         # not bring back an older value)
         store.set(topic, Message(topic, b""))
         b.stats.msgs_dropped += 1
-    elif msg.payload:
-        budget.add(cost(msg))
 
 
 def _unretain(b, topic):

@@ -18,7 +18,13 @@ _QOS = const(3)
 _RETAIN = const(4)
 RELEASED = const(0)
 _PUBREL = const(6)  # packet type, as in consts.py
-_ENTRY_COST = const(64)  # budget bytes per held message beyond topic + payload
+# What the memory budget counts, in heap bytes on a board: measured with
+# tools/heapcost.py on the board runtime (64-bit unix port, docs/heap.md;
+# an ESP32's 32-bit pointers make each less), rounded up.
+_ENTRY_COST = const(208)    # a held message beyond its topic + payload (measured 185)
+_NODE_COST = const(192)     # a topic tree node: level name, [kids, value], dict slot (188)
+_SUB_COST = const(128)      # a subscription beyond its tree nodes (114, 13-byte filter)
+_SESSION_COST = const(320)  # a persistent session while its client is away (308)
 _RC_PID_NOT_FOUND = const(0x92)
 
 
@@ -147,11 +153,20 @@ class Session:
         return True
 
     def _held(self):
-        # what the queue counts against the budget while the client is away
-        return self.queued_bytes + len(self.queue) * _ENTRY_COST if self.queue else 0
+        # what the session, its messages in flight and its queue count
+        # against the budget while the client is away (its subscriptions
+        # count in Budget.add(0)); they do not change until attach/release
+        n = _SESSION_COST
+        for e in self.inflight.values():
+            if e != RELEASED:
+                m = e[0] if type(e) is tuple else e
+                n += len(m.topic) + len(m.payload) + _ENTRY_COST
+        if self.queue:
+            n += self.queued_bytes + len(self.queue) * _ENTRY_COST
+        return n
 
     def release(self):
-        """The session is discarded: give its queue back to the budget."""
+        """The session is discarded: give its share back to the budget."""
         if self.conn is None:
             self.limits.budget.add(-self._held())
         self.queue = None
@@ -292,26 +307,31 @@ class Session:
         self.pump()
 
     def detach(self):
+        """The session and its queue are now held for a client that is away
+        (detached, new, or restored from the store): they count against
+        the budget, which refuses new offline messages to stay within it.
+        A session without a connection is always counted, so attach() and
+        release() give its share back."""
         self.conn = None
-        # The queue is now held for a client that is away: it counts against
-        # the budget, which drops offline QoS 1 messages to stay within it.
-        budget = self.limits.budget
-        budget.add(self._held())
-        budget.room(0)
+        self.limits.budget.add(self._held())
 
 
 # ---- the broker-wide memory budget -----------------------------------------
 # broker.memory_budget_bytes (the Budget below, one per broker): one bound on
-# the state that accumulates while nobody reads it, the queues of
-# persistent sessions whose client is away plus the retained store. The
-# per-session limits (max_queued_messages/bytes) times the sessions, plus
-# max_retained_bytes, can add up to more than a board's heap; this bound
-# cannot. Queues of connected clients are live traffic, bounded per session
-# and drained as the client acknowledges: they count from the moment their
-# client goes away. Each held message counts as its topic and payload plus
-# _ENTRY_COST, about what a queue entry and its Message cost on a board (a
-# message held for several sessions counts once per queue: the count errs
-# on the safe side).
+# the state that accumulates while nobody reads it: persistent sessions
+# whose client is away and their queues, the retained store, and the
+# subscriptions. The per-session limits (max_queued_messages/bytes) times
+# the sessions, plus max_retained_*, can add up to more than a board's heap;
+# this bound cannot. Queues of connected clients are live traffic, bounded
+# per session and drained as the client acknowledges: they count from the
+# moment their client goes away. What each thing counts is what it costs a
+# board's heap, measured (the constants above, docs/heap.md "Board heap
+# budget"): a held message its topic and payload plus _ENTRY_COST (a message
+# held for several sessions counts once per queue: the count errs on the
+# safe side), a retained message the same, an away session _SESSION_COST,
+# a subscription _SUB_COST, and every node of the subscription and retained
+# trees _NODE_COST. The trees' share is read from their exact counts when
+# needed (add(0)), so nothing that changes them has to report here.
 #
 # (Here rather than a module of its own: a module costs a board ~320 bytes
 # of heap.)
@@ -328,42 +348,60 @@ class Session:
 #   2. A retained message that does not fit is not stored (and the topic's
 #      older value not kept, as for max_retained_bytes).
 #   3. A new persistent session gets CONNACK 0x03 Server unavailable and a
-#      persistent session's new subscription SUBACK 0x80 unless a sixteenth
-#      of the budget is free (they are what accumulates offline state);
-#      `refused`.
+#      persistent session's new subscription SUBACK 0x80 unless the
+#      headroom is free: a sixteenth of the budget, at least what an away
+#      session with a subscription of two new levels costs (_HEADROOM);
+#      they are what accumulates offline state; `refused`. A clean
+#      session's new subscription is refused (SUBACK 0x80, 5.0 0x97) only
+#      past the budget and half as much again (subscribe.py add): they are
+#      live state, but a client that subscribes to deep filters must not
+#      take a board's heap either.
 # Counters: $SYS/broker/budget/{bytes,dropped,refused}; a warning is logged
 # when the budget first drops or refuses something, again after usage has
 # fallen below three quarters of it.
+_HEADROOM = const(832)  # _SESSION_COST + _SUB_COST + 2 * _NODE_COST
+
+
 def cost(msg):
-    """What holding msg counts against the budget."""
+    """What holding msg counts against the budget (queued or retained)."""
     return len(msg.topic) + len(msg.payload) + _ENTRY_COST
 
 
 class Budget:
-    # Six attributes: every method and name here costs a board heap too,
-    # so the class is kept to three methods.
-    def __init__(self, limit, log):
+    # Every method and name here costs a board heap too, so the class is
+    # kept small: six attributes, four methods (as before the trees counted).
+    def __init__(self, limit, broker):
         self.limit = limit
-        self.used = 0          # bytes counted now
-        self.log = log
+        self.used = 0          # bytes counted by add(): away sessions, their queues
+        self.b = broker        # its trees (subs, retained) and its log
         self.dropped = 0       # messages not queued, or retained not stored, for it
         self.refused = 0       # sessions and subscriptions refused
         self.warned = False    # a warning logged for this episode
 
-    def room(self, need=-1):
-        """True if `need` more bytes fit; need -1: the headroom new state
-        (a persistent session, its subscription) needs. Full means the NEW
-        message is refused: a queued message was acknowledged to its
-        publisher and stays (issue #4: acknowledged means durable)."""
-        if need < 0:
+    def room(self, need=None):
+        """True if `need` more bytes fit (< 0: that many over the limit);
+        need None: the headroom new state (a persistent session, its
+        subscription) needs. Full means the NEW message is refused: a
+        queued message was acknowledged to its publisher and stays (issue
+        #4: acknowledged means durable)."""
+        if need is None:
             need = self.limit >> 4
-        return self.used + need <= self.limit
+            if need < _HEADROOM:
+                need = _HEADROOM
+        return self.add(0) + need <= self.limit
 
     def add(self, n):
-        """Count n more bytes held (n < 0: given back)."""
+        """Count n more bytes held (n < 0: given back); returns everything
+        counted now, the trees' share included (add(0): $SYS budget/bytes).
+        (One method for both: each method costs a board heap.)"""
         self.used += n
-        if n < 0 and self.warned and self.used * 4 < self.limit * 3:
+        t = self.b.subs
+        total = self.used + t.nodes * _NODE_COST + len(t) * _SUB_COST
+        t = self.b.retained
+        total += t.nodes * _NODE_COST + t.bytes + len(t) * _ENTRY_COST
+        if n < 0 and self.warned and total * 4 < self.limit * 3:
             self.warned = False  # a new episode gets a new warning
+        return total
 
     def note(self, refused, what):
         """Count a drop (or a refusal) for the budget; warn once an episode."""
@@ -373,5 +411,5 @@ class Budget:
             self.dropped += 1
         if not self.warned:
             self.warned = True
-            self.log(30, "memory_budget_bytes %d reached, refusing: %s"
+            self.b.log(30, "memory_budget_bytes %d reached, refusing: %s"
                      % (self.limit, what))

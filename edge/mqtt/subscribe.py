@@ -16,6 +16,8 @@ _RC_NOT_AUTHORIZED = const(0x87)
 _MAY_READ = const(1)       # edge/auth/guard.py may()'s access
 _MAY_SUBSCRIBE = const(5)  # read, a filter
 _RC_NO_SUBSCRIPTION = const(0x11)
+_NODE_COST = const(192)  # session.py's: what the memory budget counts
+_SUB_COST = const(128)
 
 
 def on_subscribe(b, conn, pkt, now):
@@ -50,8 +52,16 @@ def add(b, client, f, qos):
         if len(client.subs) >= lim.max_subscriptions:
             b.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
             return refused(b, "max_subscriptions %d reached" % lim.max_subscriptions)
-        if client.clean is False and not lim.budget.room():
-            lim.budget.note(True, f)  # session.py Budget: no headroom
+        # session.py Budget: a persistent session's filter needs the
+        # headroom (it accumulates offline state); a clean one the room its
+        # entry and new tree nodes take, out of the budget and half as much
+        # again kept for connected clients (so a budget full of offline
+        # state still lets them subscribe), so that what clients subscribe
+        # to cannot take a board's heap either (docs/heap.md)
+        budget = lim.budget
+        if not budget.room(None if client.clean is False else
+                           _SUB_COST + b.subs.missing(f) * _NODE_COST - (budget.limit >> 1)):
+            budget.note(True, f)
             return refused(b, "memory budget full")
     st = client.store
     if st is not None and st.sub_added(client, f, qos):

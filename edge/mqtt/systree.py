@@ -29,7 +29,7 @@ def values(b):
     yield "retained messages/count", len(b.retained)
     yield "subscriptions/count", len(b.subs)
     budget = b.limits.budget
-    yield "budget/bytes", budget.used
+    yield "budget/bytes", budget.add(0)  # everything counted now
     yield "budget/dropped", budget.dropped
     yield "budget/refused", budget.refused
     if b.heap is not None:

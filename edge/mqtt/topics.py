@@ -168,6 +168,20 @@ class LevelTree:
             node = nxt
         return node
 
+    def missing(self, name):
+        """How many nodes name would need that the tree lacks (what a new
+        entry adds to the memory budget: session.py Budget)."""
+        if name.count("/") >= _DEEP:
+            return 0  # kept whole in _deep, no node
+        node = self._root
+        levels = name.split("/")
+        for i in range(len(levels)):
+            kids = node[_KIDS]
+            node = kids.get(levels[i]) if kids is not None else None
+            if node is None:
+                return len(levels) - i
+        return 0
+
     def _path(self, name):
         """(node, [(parent, level)...]) for this name, or (None, None)."""
         path = []

@@ -10,9 +10,13 @@ from edge.mqtt.packets import Disconnect, Publish
 from edge.mqtt.session import cost, Message
 from tests.core._pair import Client, make_broker, publish, publishes
 
-_LIMIT = 1024  # the smallest budget config accepts
+_LIMIT = 4096
+_BOARD_BUDGET = 6144  # edge/config.py, the board profile
 _BODY = b"x" * 100
-_COST = cost(Message("q/0", _BODY))  # 167: topic + payload + the entry cost
+_COST = cost(Message("q/0", _BODY))  # 311: topic + payload + the entry cost
+# session.py's measured costs (private consts: MicroPython folds them away)
+_NODE, _SUB, _SESSION = 192, 128, 320
+_AWAY = _SESSION + _SUB + 2 * _NODE  # an away session subscribed to q/# (2 new nodes)
 
 
 def _offline(b, cid, f, qos):
@@ -31,7 +35,7 @@ def _back(b, cid):
 
 
 def test_config_key_and_defaults():
-    assert config.defaults("board")["broker"]["memory_budget_bytes"] == 8192
+    assert config.defaults("board")["broker"]["memory_budget_bytes"] == _BOARD_BUDGET
     assert config.defaults("gateway")["broker"]["memory_budget_bytes"] == 268435456
     try:
         config.load({"broker": {"memory_budget_bytes": 100}})
@@ -47,12 +51,13 @@ def test_offline_queues_count_and_come_back_on_reconnect():
     p.connect("pub")
     _offline(b, "away", "q/#", 1)
     budget = b.limits.budget
-    assert budget.used == 0
+    assert budget.used == _SESSION and budget.add(0) == _AWAY  # the away session counts
     for i in range(3):
         publish(p, "q/%d" % i, _BODY, 1, pid=i + 1)
-    assert budget.used == 3 * _COST
+    assert budget.add(0) == _AWAY + 3 * _COST
     assert _back(b, "away") == [_BODY] * 3
-    assert budget.used == 0  # a connected client's queue is live traffic
+    # a connected client's session and queue are live traffic; its subscription counts
+    assert budget.used == 0 and budget.add(0) == _SUB + 2 * _NODE
 
 
 def test_full_budget_refuses_new_messages_and_keeps_the_queued_ones():
@@ -64,19 +69,21 @@ def test_full_budget_refuses_new_messages_and_keeps_the_queued_ones():
     _offline(b, "a", "q/#", 1)
     _offline(b, "z", "q/#", 1)
     budget = b.limits.budget
-    for i in range(5):
+    base = budget.add(0)  # two away sessions, two subscriptions, one filter's nodes
+    assert base == 2 * (_SESSION + _SUB) + 2 * _NODE
+    for i in range(7):
         acks = publish(p, "q/%d" % i, b"%d" % i + _BODY[1:], 1, pid=i + 1)
         assert [(a.kind, a.pid) for a in acks] == [(4, i + 1)]  # 3.1.1: no code to refuse with
-        assert budget.used <= _LIMIT
-    kept = _LIMIT // _COST  # 6 of the 10 entries fit
-    assert budget.dropped == 10 - kept
+        assert budget.add(0) <= _LIMIT
+    kept = (_LIMIT - base) // _COST  # 9 of the 14 entries fit
+    assert kept == 9 and budget.dropped == 14 - kept
     assert b.stats.msgs_refused == b.stats.msgs_dropped == budget.dropped
     got = _back(b, "a") + _back(b, "z")
     # the oldest arrive, in order; the newest were refused
-    assert got == [b"%d" % i + _BODY[1:] for i in range(kept // 2)] * 2
+    assert got == [b"%d" % i + _BODY[1:] for i in range(5)] + [b"%d" % i + _BODY[1:] for i in range(4)]
     assert budget.used == 0
     sysv = dict(systree.values(b))
-    assert sysv["budget/dropped"] == budget.dropped and sysv["budget/bytes"] == 0
+    assert sysv["budget/dropped"] == budget.dropped and sysv["budget/bytes"] == budget.add(0)
 
 
 def test_v5_publisher_told_quota_exceeded_when_a_copy_is_refused():
@@ -84,26 +91,27 @@ def test_v5_publisher_told_quota_exceeded_when_a_copy_is_refused():
     _offline(b, "away", "q/#", 1)
     p = Client(b, v5=True)
     p.connect("pub5")
-    for i in range(6):
+    kept = (_LIMIT - _AWAY) // _COST  # 10
+    for i in range(kept):
         assert publish(p, "q/1", _BODY, 1, pid=i + 1)[0].reason == 0
     assert b.limits.budget.room(_COST) is False
-    ack = publish(p, "q/1", _BODY, 1, pid=7)[0]
-    assert (ack.kind, ack.pid, ack.reason) == (4, 7, 0x97)  # Quota exceeded
+    ack = publish(p, "q/1", _BODY, 1, pid=kept + 1)[0]
+    assert (ack.kind, ack.pid, ack.reason) == (4, kept + 1, 0x97)  # Quota exceeded
     # QoS 2: a failed PUBREC ends the exchange, the pid is free again at once
-    rec = publish(p, "q/1", _BODY, 2, pid=8)[0]
-    assert (rec.kind, rec.pid, rec.reason) == (5, 8, 0x97)
+    rec = publish(p, "q/1", _BODY, 2, pid=kept + 2)[0]
+    assert (rec.kind, rec.pid, rec.reason) == (5, kept + 2, 0x97)
     assert not b.sessions["pub5"].rx_qos2
     # an online subscriber still gets what it matched; only the offline
     # copy was refused, and the publisher hears of it
     live = Client(b, v5=True)
     live.connect("live")
     live.subscribe(("q/#", 1))
-    ack = publish(p, "q/1", _BODY, 1, pid=9)[0]
+    ack = publish(p, "q/1", _BODY, 1, pid=kept + 3)[0]
     assert ack.reason == 0x97
     assert [m.payload for m in publishes(live.recv())] == [_BODY]
     # room again (the offline client is back): accepted as before
-    assert len(_back(b, "away")) == 6
-    assert publish(p, "q/1", _BODY, 1, pid=10)[0].reason == 0
+    assert len(_back(b, "away")) == kept
+    assert publish(p, "q/1", _BODY, 1, pid=kept + 4)[0].reason == 0
 
 
 def _full_of_qos2():
@@ -112,7 +120,7 @@ def _full_of_qos2():
     p = Client(b)
     p.connect("pub")
     _offline(b, "q2", "q/#", 2)
-    for i in range(7):
+    for i in range(11):
         publish(p, "q/%d" % i, _BODY, 2, pid=i + 1)
     return b, p
 
@@ -120,9 +128,9 @@ def _full_of_qos2():
 def test_qos2_never_dropped_to_make_room_new_message_is():
     b, p = _full_of_qos2()
     budget = b.limits.budget
-    assert budget.used == 6 * _COST and budget.dropped == 1
+    assert budget.add(0) == _AWAY + 10 * _COST and budget.dropped == 1
     assert b.sessions["q2"].dropped == 1
-    assert _back(b, "q2") == [_BODY] * 6
+    assert _back(b, "q2") == [_BODY] * 10
 
 
 def test_a_refused_connect_does_not_take_over():
@@ -152,9 +160,10 @@ def test_no_room_refuses_persistent_sessions_and_their_subscriptions():
     assert c.connect("clean-one").reason == 0  # holds nothing while away
     assert c.subscribe(("q/#", 1))[0].codes == [1]
     pers = Client(b)
-    budget.used -= 100  # just below the headroom: the session is accepted ...
+    short = _AWAY - (_LIMIT - budget.add(0))  # the headroom: what an away session needs
+    budget.used -= short  # just enough: the session is accepted ...
     assert pers.connect("pers", clean=False).reason == 0
-    budget.used += 100
+    budget.used += short
     assert pers.subscribe(("q/#", 1))[0].codes == [0x80]  # ... its filter is not
     assert budget.refused == 2 and b.stats.subs_refused == 1
 
@@ -164,16 +173,18 @@ def test_retained_within_the_budget():
     p = Client(b)
     p.connect("pub")
     budget = b.limits.budget
-    for i in range(7):
+    for i in range(8):
         publish(p, "r/%d" % i, _BODY, 0, retain=True)
-    assert len(b.retained) == 6 and budget.used == 6 * _COST and budget.dropped == 1
+    # each a message and its node, the first the "r" node too
+    assert len(b.retained) == 7 and budget.dropped == 1
+    assert budget.add(0) == 7 * (_COST + _NODE) + _NODE
     publish(p, "r/0", b"y" * 100, 0, retain=True)  # a replacement fits
     assert b.retained.get("r/0").payload == b"y" * 100
-    publish(p, "r/0", b"z" * 150, 0, retain=True)  # a bigger one does not ...
+    publish(p, "r/0", b"z" * 500, 0, retain=True)  # a bigger one does not ...
     assert b.retained.get("r/0") is None  # ... and the old value goes too
-    assert budget.used == 5 * _COST
+    assert budget.add(0) == 6 * (_COST + _NODE) + _NODE
     publish(p, "r/1", b"", 0, retain=True)  # cleared: its share comes back
-    assert budget.used == 4 * _COST and len(b.retained) == 4
+    assert budget.add(0) == 5 * (_COST + _NODE) + _NODE and len(b.retained) == 5
 
 
 def _lend_feed(b, cid, wire, sub):

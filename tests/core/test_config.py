@@ -30,7 +30,7 @@ def test_defaults_gateway():
 def test_defaults_board_only_change_defaults():
     g = config.load(None, "gateway")
     b = config.load(None, "board")
-    assert b["broker"]["max_connections"] == 8
+    assert b["broker"]["max_connections"] == 6
     assert b["broker"]["max_packet_size"] == 1024  # docs/design.md "Budgets": 1 KB on an ESP32
     assert b["broker"]["max_inflight"] == 4
     assert b["broker"]["max_queued_messages"] == 32
@@ -54,7 +54,7 @@ def test_values_kept_and_defaults_filled():
                        "store": {"sync": "always"}}, "board")
     assert cfg["broker"]["port"] == 8883
     assert cfg["broker"]["allow_zero_length_clientid"] is False
-    assert cfg["broker"]["max_connections"] == 8
+    assert cfg["broker"]["max_connections"] == 6
     assert cfg["store"]["sync"] == "always"
     assert cfg["log"]["level"] == "info"
 
@@ -214,7 +214,7 @@ def test_override_validates():
 def test_loads_json_board():
     cfg = config.loads_json('{"broker": {"port": 1884}, "store": {"dir": "/flash/data"}}')
     assert cfg["broker"]["port"] == 1884
-    assert cfg["broker"]["max_connections"] == 8  # board default
+    assert cfg["broker"]["max_connections"] == 6  # board default
     assert cfg["store"]["dir"] == "/flash/data"
     assert config.loads_json("{}", "gateway")["broker"]["max_connections"] == 1000
 

@@ -84,3 +84,11 @@ def test_packets_have_slots_on_cpython():
         assert type(packets.Unsubscribe(1, [])) is packets.Sub
         assert type(packets.Unsuback(1)) is packets.SubAck
         assert type(packets.Pingresp()) is packets.Reason
+
+
+def test_private_copy_of_the_node_cost_equals_session_py():
+    # the memory budget's tree-node cost (session.py), used by publish.py's
+    # room check for a new retained topic
+    for mod, name in ((publish, "_NODE_COST"), (subscribe, "_NODE_COST"), (subscribe, "_SUB_COST")):
+        got = getattr(mod, name, None)
+        assert got is None or got == getattr(session, name), (mod.__name__, name)

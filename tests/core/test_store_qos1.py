@@ -83,7 +83,7 @@ def test_budget_refusal_leaves_no_record_behind():
     # the memory budget refuses new offline QoS 1 messages: no record of
     # them either, or a restart would bring back what was refused
     m = MemFiles()
-    b, log, _ = boot(m, memory_budget_bytes=1024)
+    b, log, _ = boot(m, memory_budget_bytes=2048)
     sub, pub = sub_and_pub(b, "q/#", 1)
     for i in range(10):
         publish(pub, "q/%d" % i, b"x" * 100, 1, pid=i + 1)
@@ -94,6 +94,32 @@ def test_budget_refusal_leaves_no_record_behind():
     assert counts["queued"] == len(kept) and counts["messages"] == len(kept)
     topics = [e.topic for e in b.sessions["sub"].queue]
     assert [e.topic for e in b2.sessions["sub"].queue] == topics
+
+
+def test_restored_state_counts_in_the_budget():
+    # what a restart brings back (an away session, its queue, a retained
+    # message) counts against the memory budget as it did before the
+    # restart, and comes back out of it when the client returns
+    m = MemFiles()
+    b, log, _ = boot(m, memory_budget_bytes=8192)
+    sub, pub = sub_and_pub(b, "q/#", 1)
+    for i in range(3):
+        publish(pub, "q/%d" % i, b"x" * 50, 1, pid=i + 1)
+    publish(pub, "r/1", b"kept", 0, retain=True)
+    pub.lose()  # the publisher's clean session is gone: only what is kept counts
+    log.flush()
+    before = b.limits.budget.add(0)
+    b2, log2, counts = boot(crash(m), memory_budget_bytes=8192)
+    assert counts["queued"] == 3 and counts["retained"] == 1
+    budget = b2.limits.budget
+    assert budget.add(0) == before
+    back = Client(b2)
+    assert back.connect("sub", clean=False).session_present
+    assert len(publishes(back.recv())) == 3
+    # the session and its queue given back (not below zero); the trees'
+    # share (the subscription, the retained message) stays
+    assert budget.used == 0
+    assert budget.add(0) == before - b.limits.budget.used
 
 
 def _v5_sub_and_pub(b):
