@@ -11,7 +11,8 @@ import pytest
 from . import mqttraw as raw
 from .clients import Client, unique_id
 from .conftest import ROOT
-from .web import BINARY, CLOSE, CONT, PING, PONG, TEXT, frame, handshake, read_frame, read_mqtt, web_broker
+from .web import (BINARY, CLOSE, CONT, PING, PONG, TEXT, close_clients, frame, handshake, read_frame, read_mqtt,
+                  web_broker)
 
 # the gateway (CPython) itself, whatever EDGE_TEST_BROKER says: skipped in
 # reference mode, which checks the tests against mosquitto
@@ -29,14 +30,6 @@ def wb(tmp_path_factory):
 
 def _ws(b, **kw):
     return Client(b.host, b.web_port, ws_path="/mqtt", **kw)
-
-
-def _close(*clients):
-    for c in clients:
-        try:
-            c.disconnect(3)
-        except Exception:
-            c.stop()
 
 
 def test_paho_websocket_pubsub_both_ways(wb):
@@ -58,7 +51,7 @@ def test_paho_websocket_pubsub_both_ways(wb):
         got = tcp.wait_messages(2)
         assert {m.topic for m in got} == {topic + "/from-tcp", topic + "/from-ws"}
     finally:
-        _close(ws, tcp)
+        close_clients(ws, tcp)
 
 
 def test_session_moves_between_websocket_and_tcp(wb):
@@ -69,17 +62,17 @@ def test_session_moves_between_websocket_and_tcp(wb):
     ws = _ws(wb, client_id=cid, clean_session=False)
     ws.connect()
     ws.subscribe(topic, 1)
-    _close(ws)
+    close_clients(ws)
     pub = Client(wb.host, wb.port)
     pub.connect()
     pub.publish(topic, b"queued", qos=1)
-    _close(pub)
+    close_clients(pub)
     tcp = Client(wb.host, wb.port, client_id=cid, clean_session=False)
     try:
         assert tcp.connect() == 1  # session present
         assert tcp.wait_messages(1)[0].payload == b"queued"
     finally:
-        _close(tcp)
+        close_clients(tcp)
 
 
 def test_v5_over_websocket(wb):
@@ -91,7 +84,7 @@ def test_v5_over_websocket(wb):
         ws.publish(topic, b"five", qos=1)
         assert ws.wait_messages(1)[0].payload == b"five"
     finally:
-        _close(ws)
+        close_clients(ws)
 
 
 def test_packet_split_across_frames_and_packets_joined_in_one(wb):

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .clients import Client, unique_id
 from .conftest import Broker, free_port
-from .web import handshake, http, wait_log, web_broker
+from .web import close_clients, handshake, http, wait_log, web_broker
 
 # the gateway (CPython) itself, whatever EDGE_TEST_BROKER says: skipped in
 # reference mode, which checks the tests against mosquitto
@@ -33,14 +33,6 @@ def _metrics(port):
         for s in fam.samples:
             out[s.name + "".join('{%s="%s"}' % kv for kv in sorted(s.labels.items()))] = (fam.type, s.value)
     return out
-
-
-def _close(*clients):
-    for c in clients:
-        try:
-            c.disconnect(3)
-        except Exception:
-            c.stop()
 
 
 def test_metrics_parse_and_follow_the_broker(hb):
@@ -68,7 +60,7 @@ def test_metrics_parse_and_follow_the_broker(hb):
         assert now["edgebroker_messages_sent_total"][1] >= before["edgebroker_messages_sent_total"][1] + 5
         assert now["edgebroker_subscriptions"][1] >= 1
     finally:
-        _close(sub, pub)
+        close_clients(sub, pub)
 
 
 def test_publish_qos0_reaches_a_subscriber(hb):
@@ -83,7 +75,7 @@ def test_publish_qos0_reaches_a_subscriber(hb):
         m = sub.wait_messages(1)[0]
         assert (m.topic, m.payload, m.qos) == (topic, b"21.5", 0)
     finally:
-        _close(sub)
+        close_clients(sub)
 
 
 def test_publish_retained_percent_encoded(hb):
@@ -98,7 +90,7 @@ def test_publish_retained_percent_encoded(hb):
         m = sub.wait_messages(1)[0]
         assert (m.topic, m.payload, m.retain) == (topic, b"kept", 1)
     finally:
-        _close(sub)
+        close_clients(sub)
 
 
 @pytest.mark.parametrize("path,body,status,text", [
@@ -149,7 +141,7 @@ def test_qos1_200_means_durable(tmp_path):
         sub = Client(b.host, b.port, client_id=cid, clean_session=False)
         sub.connect()
         sub.subscribe(topic, 1)
-        _close(sub)
+        close_clients(sub)
         for i in range(20):
             status, _, body = http(b.web_port, "POST", "/publish/%s?qos=1" % topic, b"m%d" % i)
             assert status == 200, body
@@ -163,7 +155,7 @@ def test_qos1_200_means_durable(tmp_path):
             got = sub.wait_messages(20)
             assert sorted(m.payload for m in got) == sorted(b"m%d" % i for i in range(20))
         finally:
-            _close(sub)
+            close_clients(sub)
     finally:
         b.stop()
 

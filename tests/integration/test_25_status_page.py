@@ -11,7 +11,7 @@ import time
 import pytest
 
 from .clients import Client, mosquitto_pub, unique_id
-from .web import CLOSE, TEXT, frame, handshake, http, read_frame, web_broker
+from .web import CLOSE, TEXT, close_clients, frame, handshake, http, read_frame, web_broker
 
 # the gateway (CPython) itself, whatever EDGE_TEST_BROKER says: skipped in
 # reference mode, which checks the tests against mosquitto
@@ -26,14 +26,6 @@ def sb(tmp_path_factory):
     b = web_broker(tmp_path_factory.mktemp("status"))
     yield b
     b.stop()
-
-
-def _close(*clients):
-    for c in clients:
-        try:
-            c.disconnect(3)
-        except Exception:
-            c.stop()
 
 
 def test_status_json_lists_clients(sb):
@@ -55,7 +47,7 @@ def test_status_json_lists_clients(sb):
         assert s["retained"] >= 1 and s["sys"]["clients/connected"] >= 2
         assert s["memory"]["rss"] > 0
     finally:
-        _close(tcp, ws)
+        close_clients(tcp, ws)
 
 
 def _snapshot(s):
@@ -147,5 +139,5 @@ def test_page_in_headless_chromium(sb, tmp_path):
             ".getImageData(0,0,c.width,c.height).data; let n=0;"
             "for (let i=0;i<d.length;i+=4) if (d[i]==34&&d[i+1]==119&&d[i+2]==204) n++; return n") > 20)
     finally:
-        _close(sub)
+        close_clients(sub)
         drv.quit()

@@ -17,6 +17,15 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 TEXT, BINARY, CLOSE, PING, PONG, CONT = 1, 2, 8, 9, 10, 0
 
 
+def close_clients(*clients):
+    """Disconnect paho clients (clients.Client); one that cannot is stopped."""
+    for c in clients:
+        try:
+            c.disconnect(3)
+        except Exception:
+            c.stop()
+
+
 def web_broker(tmp_path, name="web", **config):
     """A started CPython broker serving MQTT over WebSockets on /mqtt and
     HTTP on the same free port (b.web_port); config: more keys ("a.b": v)."""
