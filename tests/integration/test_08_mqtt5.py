@@ -15,7 +15,11 @@ from .raw5 import block, u16, u32
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.edge_only("5.0 behaviour the issue specifies")]
 
-BROKER_CONFIG = {"max_packet_size": 1024, "max_inflight": 4, "max_topic_alias": 4,
+# Under MicroPython the board runs at 96 KiB (persistence on), an ESP32
+# without PSRAM: the 5.0 modules (7.7 KB) with the board's limits do not
+# add up at 64 KiB (docs/heap.md "Not yet adding up: 5.0 at 64 KiB"); the
+# 3.1.1 suites stay at 64 KiB.
+BROKER_CONFIG = {"max_packet_size": 1024, "max_inflight": 4, "max_topic_alias": 4, "board_heap": "96k",
                  "max_keepalive": 300, "response_information": "resp/"}
 
 

@@ -17,7 +17,11 @@ from .gmqttpeer import Peers, run
 pytestmark = pytest.mark.timeout(30)
 
 # The board's own Receive Maximum and Topic Alias Maximum, on both runtimes
-BROKER_CONFIG = {"max_inflight": 4, "max_topic_alias": 4}
+# Under MicroPython the board runs at 96 KiB (persistence on), an ESP32
+# without PSRAM: the 5.0 modules (7.7 KB) with the board's limits do not
+# add up at 64 KiB (docs/heap.md "Not yet adding up: 5.0 at 64 KiB"); the
+# 3.1.1 suites stay at 64 KiB.
+BROKER_CONFIG = {"max_inflight": 4, "max_topic_alias": 4, "board_heap": "96k"}
 
 VERSIONS = [pytest.param(5, id="v5"), pytest.param(4, id="v311")]
 
