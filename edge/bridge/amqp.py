@@ -358,7 +358,7 @@ class Amqp:
         # §4.2.6: class-id, weight, body size, property flags and list
         p = bytearray(struct.pack(">HHQ", _BASIC, 0, len(body)))
         if headers or content_type is not None:
-            p += self._publish_props(qos, headers, content_type, None)
+            p += self._publish_props(qos, headers, content_type, message_id)
         else:
             # the uplink's case, once per message: the list up to
             # delivery-mode is the same for every message of a QoS (a

@@ -150,6 +150,23 @@ def test_publish_qos0_content_type_headers_not_mandatory():
     assert c.tag == 1
 
 
+def test_message_id_kept_beside_content_type_and_headers():
+    # the same properties, message_id included, whichever path encodes them
+    # (the uplink's cached one, or a caller's content type and headers)
+    a = ready()
+    a.publish("k", b"x", qos=1, message_id="e:7")
+    b = ready()
+    b.publish("k", b"x", qos=1, message_id="e:7", content_type="text/plain", headers=[("n", 5)])
+    for c, extra in ((a, {}), (b, {"content_type": "text/plain"})):
+        out = bytes(c.take())
+        i = out.index(b"\x02\x00\x01")  # the content header frame
+        props = amqpwire.read_props(memoryview(out), i + 7 + 12, len(out))
+        assert props["message_id"] == "e:7", props
+        assert props["delivery_mode"] == 2
+        for k in extra:
+            assert props[k] == extra[k]
+
+
 def test_body_split_at_frame_max():
     c = Amqp("u", "p", frame_max=4096)
     c.take()
