@@ -18,10 +18,11 @@ _CONNECT = b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01t"
 _CONNACK = b"\x20\x02\x00\x00"
 
 
-def command(runtime, *args):
+def command(runtime, *args, heap=None):
     """The command line of a broker on this runtime, edge arguments after.
     A broker on any free MQTT port takes any free CoAP port too: a test never
-    holds the well-known 5683."""
+    holds the well-known 5683. heap: the board's (tools/board.py --heap),
+    64k unless given."""
     if "--port" in args and "--coap-port" not in args:
         args = args + ("--coap-port", "0")
     if runtime == "cpython":
@@ -32,7 +33,7 @@ def command(runtime, *args):
     # of the rest run without it unless they ask
     if "--persistence" not in args:
         args = args + ("--persistence", "false")
-    return [sys.executable, "-m", "tools.board", "--"] + list(args)
+    return [sys.executable, "-m", "tools.board"] + (["--heap", heap] if heap else []) + ["--"] + list(args)
 
 
 class Proc:

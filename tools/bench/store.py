@@ -59,6 +59,8 @@ def _sys_store(port, timeout=3.0):
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-sys", protocol=paho.MQTTv311)
 
     def on_message(cl, u, m):
+        if not m.payload.isdigit():
+            return  # store/state ("ok", "best-effort", "failing"): not a counter
         got[m.topic[len("$SYS/broker/store/"):]] = int(m.payload)
         if len(got) >= 6:
             done.set()
