@@ -52,6 +52,13 @@ def _free_port():
 
 
 # ---- the broker ----------------------------------------------------------------
+def _heap_bytes(heap):
+    """tools.board's --heap ("256k", "1m", "98304") in bytes."""
+    h = heap.lower()
+    scale = {"k": 1024, "m": 1024 * 1024}.get(h[-1:], 1)
+    return int(h.rstrip("km")) * scale
+
+
 class BrokerProc:
     def __init__(self, runtime, workdir, heap, store=None):
         self.runtime = runtime
@@ -71,6 +78,11 @@ class BrokerProc:
         # a counted drop (the explicit policy), not a lost ack, and not what
         # this harness measures.
         queues = {"max_queued_messages": 100000, "max_queued_bytes": 16777216}
+        if self.runtime != "cpython":
+            # So would the board profile's memory budget (6 KB, sized for a
+            # 64 KiB heap: docs/heap.md) at this harness's heap: a quarter
+            # of the heap instead, the same counted policy further out
+            queues["memory_budget_bytes"] = _heap_bytes(self.heap) // 4
         if self.runtime == "cpython":
             cfg = os.path.join(self.workdir, "broker.toml")
             with open(cfg, "w") as f:
