@@ -22,6 +22,9 @@ TOO_BIG = {
     "test_topics.test_topic_length_limit": "64 KiB topic",
     "test_store_qos1.test_a_long_queue_drains_through_its_head_and_stays_in_step": "store files in heap",
     "test_store_state.test_compaction_keeps_exactly_the_live_state": "store files in heap",
+    # a copy of the segment per torn prefix: passes or not by a block of
+    # ~1 KB, with the frozen image's layout (CI of 6bf31d1: no 1,041 bytes)
+    "test_store_state.test_torn_batch_of_a_transition_replays_old_or_new": "store files in heap",
 }
 
 _CORE = sorted(f[:-3] for f in os.listdir(os.path.join(qemu.REPO_ROOT, "tests", "core"))
