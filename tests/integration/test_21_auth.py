@@ -347,3 +347,37 @@ def test_coap_login_and_acl(runtime, files, broker_factory):
     assert "1234" not in out and "4.03" in out, out
     stop(alice, bob)
     b.assert_alive()
+
+
+# ---- MQTT over WebSockets (the gateway's listener, docs/gateway.md) --------------
+@pytest.mark.timeout(90)
+def test_websocket_clients_log_in_and_are_held_to_the_acl(runtime, files, tmp_path):
+    # the same CONNECT check and ACL as over TCP: the WebSocket peer is one
+    # more connection of the TCP shell (edge/runtime/tcp_cpython.py opened())
+    if runtime != "cpython":
+        pytest.skip("MQTT over WebSockets is the gateway's (CPython)")
+    from .web import close_clients, web_broker
+
+    pw, acl = files
+    b = web_broker(tmp_path, **{"auth.password_file": str(pw), "auth.acl_file": str(acl),
+                                "auth.allow_anonymous": False})
+    try:
+        bad = Client(b.host, b.web_port, ws_path="/mqtt")
+        bad.c.username_pw_set("alice", "wrong")
+        try:
+            bad.connect(expect=PAHO_311_REFUSED)
+        finally:
+            bad.stop()
+        alice = Client(b.host, b.web_port, ws_path="/mqtt")
+        alice.c.username_pw_set("alice", "alice-pw")
+        alice.connect()
+        bob = client(b, "bob", "bob-pw")  # over TCP
+        alice.subscribe("sensors/#", 0)
+        bob.publish("sensors/secret/x", b"no", qos=1)  # alice: deny sensors/secret/#
+        bob.publish("sensors/t", b"yes", qos=1)
+        (m,) = alice.wait_messages(1)
+        assert (m.topic, m.payload) == ("sensors/t", b"yes")
+        assert [x.topic for x in alice.messages] == ["sensors/t"]
+        close_clients(alice, bob)
+    finally:
+        b.stop()
