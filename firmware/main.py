@@ -48,6 +48,7 @@ async def _run(cfg, bcfg, log):
 
 
 def main():
+    gc.threshold(4096)  # while the modules load: edge/__main__.py says why
     try:
         bcfg, raw = board.read()
     except Exception as e:  # noqa: BLE001
