@@ -1,0 +1,48 @@
+# The config sections only the Pi gateway (CPython) has, in edge/config.py's
+# table form: edge/config.py adds them to SCHEMA on CPython. On MicroPython
+# this module is never imported, so a board's boot pays no heap for them (the
+# marginal 64 KiB tests failed with [upstream] in the table) and a board
+# config that names one fails as an unknown section instead of being ignored.
+# Data only: no I/O.
+_U = None  # unbounded, as in edge/config.py
+SECTIONS = {}
+
+# [upstream]: the uplink to RabbitMQ (edge/bridge/uplink.py, docs/uplink.md),
+# CPython only so far (edge/runtime/uplink_cpython.py)
+SECTIONS["upstream"] = {
+    # amqp://user:pass@host:5672/vhost or stomp://user:pass@host:61613/vhost;
+    # "": no uplink (nothing of it is imported)
+    "url": ("url", "", "", (0, 1024)),
+    # in names upstream: message ids "<edge_id>:<seq>", the queue
+    # edge.<edge_id>.cmd, the topics cmd/<edge_id>/... and edge/<edge_id>/state
+    "edge_id": ("id", "edge", "edge", (1, 64)),
+    "exchange": ("str", "amq.topic", "amq.topic", (1, 255)),
+    # MQTT filters sent up, comma-separated; "#" matches no $SYS topic
+    "publish": ("str", "#", "#", (0, 4096)),
+    "commands": ("bool", True, True, None),  # cmd.<edge_id>.# -> cmd/<edge_id>/...
+    "heartbeat": ("int", 15, 15, (0, 3600)),  # seconds (AMQP heartbeat, STOMP heart-beat)
+    # messages waiting for the upstream's confirm; full: the newest refused
+    "outbox_budget_bytes": ("int", 16777216, 16384, (1024, _U)),
+    "window": ("int", 256, 8, (1, 65535)),  # unconfirmed in flight
+}
+# The gateway's web listeners (gateway/web.py, docs/gateway.md): MQTT over
+# WebSockets, and HTTP (status page, /metrics, POST /publish). Both need
+# the wsproto package (pip install 'edgebroker[gateway]'); off by
+# default. The same bind and port for both: one listener serves both.
+SECTIONS["websocket"] = {
+    "enabled": ("bool", False, False, None),
+    "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),
+    "port": ("int", 8080, 8080, (0, 65535)),  # 0 = any free port
+    "path": ("str", "/mqtt", "/mqtt", (1, 256)),
+}
+SECTIONS["http"] = {
+    "enabled": ("bool", False, False, None),
+    "bind": ("str", "127.0.0.1", "127.0.0.1", (1, _U)),  # loopback: the status page shows client ids
+    "port": ("int", 8080, 8080, (0, 65535)),
+    # HTTP connections (and status pages) open at once on the web
+    # listeners; past it a 503, counted. An MQTT connection upgraded
+    # to a WebSocket counts in broker.max_connections instead
+    "max_connections": ("int", 64, 64, (1, _U)),
+    # seconds an HTTP connection may sit without a request
+    "idle_timeout": ("int", 30, 30, (1, 3600)),
+}
