@@ -6,7 +6,7 @@
 # Durability (docs/design.md "Delivery guarantees"): the 200 of a QoS 1/2
 # publish promises what the store recorded for it, as a PUBACK does. It
 # waits, tagged with the log's next_seq - 1, until Log.settled() reaches
-# that: the TCP shell's group commit (edge/runtime/tcp_cpython.py, which
+# that: the TCP shell's group commit (edge/runtime/commit_cpython.py, which
 # calls release() after every settle, as for the CoAP shell's held replies)
 # writes and syncs the batch. A QoS 0 publish is answered at once.
 import json

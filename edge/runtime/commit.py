@@ -1,5 +1,5 @@
 # Group commit on the MicroPython runtime (tcp.py), as CPython's
-# tcp_cpython.py does it (docs/persistence.md "Group commit"; issue #19):
+# commit_cpython.py does it (docs/persistence.md "Group commit"; issue #19):
 # output that may promise what the store holds (Connection.promise: a
 # PUBACK, PUBREC, SUBACK, CONNACK) is held, in order per connection, with
 # what it may promise (the log's next_seq - 1 when it was queued), and goes

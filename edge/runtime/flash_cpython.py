@@ -58,7 +58,7 @@ class Syncer:
     The helper ends when its socket closes: with the broker, even on
     SIGKILL. If it dies, the sync in flight fails (the log writes the batch
     again) and the next sync starts a new helper (the runtime gives up on
-    helpers when one dies before its first answer: tcp_cpython.py)."""
+    helpers when one dies before its first answer: commit_cpython.py)."""
 
     def __init__(self, loop, done):
         import socket

@@ -13,7 +13,7 @@
 #
 # With the store open, output that promises its records (a PUBACK, PUBREC,
 # CONNACK...) waits until they are synced or void, and one sync covers the
-# feeds of a poller round (commit.py, as tcp_cpython.py: docs/design.md
+# feeds of a poller round (commit.py, as commit_cpython.py: docs/design.md
 # "Delivery guarantees", docs/persistence.md "Flash wear").
 import asyncio
 import errno

@@ -7,7 +7,7 @@
 # QoS 1/2 publish promises what the store recorded for it, as a PUBACK does.
 # Output that leaves while the store has records not yet durable is held,
 # tagged with the log's next_seq - 1, and goes out once Log.settled() reaches
-# it: the TCP shell's group commit (tcp_cpython.py) writes and syncs the
+# it: the TCP shell's group commit (commit_cpython.py) writes and syncs the
 # batch and calls release() after every settle, so CoAP and MQTT records
 # share one sync. Held output keeps its order: nothing overtakes it.
 import asyncio

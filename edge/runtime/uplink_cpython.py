@@ -142,7 +142,7 @@ async def start(cfg, broker, tcp, log):
     up = Uplink(broker, cfg["upstream"], random.random, log, now_ms(), ob)
     if ob is not None and broker.store is not None and hasattr(tcp, "outbox_appended"):
         # the outbox syncs in the store's group commit, and a local
-        # publisher's PUBACK (CoAP 2.04) waits for its record (tcp_cpython.py)
+        # publisher's PUBACK (CoAP 2.04) waits for its record (commit_cpython.py)
         tcp.outbox = ob.log
         up.appended = tcp.outbox_appended
     shell = UplinkShell(up, tcp, log)

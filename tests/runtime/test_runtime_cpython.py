@@ -426,12 +426,12 @@ def test_without_a_sync_helper_the_loop_syncs_itself(monkeypatch):
 
     from edge.mqtt import codec
     from edge.mqtt.packets import Publish
-    from edge.runtime import tcp_cpython
+    from edge.runtime import commit_cpython
 
     def broken(loop, done):
         raise OSError(2, "no interpreter")
 
-    monkeypatch.setattr(tcp_cpython, "Syncer", broken)
+    monkeypatch.setattr(commit_cpython, "Syncer", broken)
     events = []
     files = _ThreadFiles(events)
     files.handles = 1  # no failing first handle: every sync succeeds
@@ -456,7 +456,7 @@ def test_a_helper_that_dies_unused_leaves_the_loop_syncing(monkeypatch):
 
     from edge.mqtt import codec
     from edge.mqtt.packets import Publish
-    from edge.runtime import flash_cpython, tcp_cpython
+    from edge.runtime import commit_cpython, flash_cpython
 
     class Dying(flash_cpython.Syncer):
         def __init__(self, loop, done):
@@ -467,7 +467,7 @@ def test_a_helper_that_dies_unused_leaves_the_loop_syncing(monkeypatch):
             finally:
                 sys.executable = real
 
-    monkeypatch.setattr(tcp_cpython, "Syncer", Dying)
+    monkeypatch.setattr(commit_cpython, "Syncer", Dying)
     events = []
     files = _ThreadFiles(events)
     files.handles = 1  # every handle a file that syncs
@@ -495,14 +495,14 @@ def test_a_failed_hand_over_to_the_helper_is_a_failed_sync(monkeypatch):
 
     from edge.mqtt import codec
     from edge.mqtt.packets import Publish
-    from edge.runtime import flash_cpython, tcp_cpython
+    from edge.runtime import commit_cpython, flash_cpython
 
     class Broken(flash_cpython.Syncer):
         def submit(self, fd):
             self._sock.close()  # sendmsg now fails with EBADF
             flash_cpython.Syncer.submit(self, fd)
 
-    monkeypatch.setattr(tcp_cpython, "Syncer", Broken)
+    monkeypatch.setattr(commit_cpython, "Syncer", Broken)
     events = []
     files = _ThreadFiles(events)
     files.handles = 1  # every handle a file that syncs
