@@ -124,3 +124,25 @@ def read_mqtt(s, want):
         assert op in (BINARY, CONT), "frame opcode %d, expected binary [MQTT-6.0.0-1]" % op
         got += data
     return got
+
+
+def headless_chromium(window="1200,900"):
+    """A selenium driver of Debian's headless chromium, through its
+    chromium-driver given by path (selenium never looks for, or downloads,
+    one); the test is skipped where either is missing."""
+    import shutil
+
+    import pytest
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed here")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-dev-shm-usage", "--window-size=" + window):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(executable_path=driver, log_output=os.devnull), options=opts)
