@@ -7,6 +7,7 @@
 # peers: urllib and http.client for HTTP, paho-mqtt and mosquitto_sub for
 # MQTT, headless Chromium for the status page.
 import base64
+import signal
 from http.client import HTTPConnection
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .clients import Client, unique_id
 from .conftest import ROOT
-from .test_21_auth import PAHO_311_REFUSED, USERS, raw_login, sys_value, write_files
-from .web import close_clients, handshake, headless_chromium, http, web_broker
+from .test_21_auth import PAHO_311_REFUSED, USERS, passwd, raw_login, sys_value, write_files
+from .web import close_clients, handshake, headless_chromium, http, wait_log, web_broker
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.edge_only("the gateway's web listeners (docs/gateway.md)")]
 
@@ -249,3 +250,24 @@ def test_http_auth_default_on_off_loopback():
     assert not required(cfg("0.0.0.0", None))  # nothing to check against: a warning at start
     assert required(cfg("127.0.0.1", "/etc/edgebroker/passwd", True))
     assert not required(cfg("0.0.0.0", "/etc/edgebroker/passwd", False))
+
+
+def test_sighup_reload_applies_to_http(tmp_path, files):
+    # a copy of the files: the module's are shared
+    pw, acl = tmp_path / "passwd", tmp_path / "acl"
+    pw.write_bytes(files[0].read_bytes())
+    acl.write_text("user alice\ntopic write a/#\n")
+    b = _broker(tmp_path, (pw, acl))
+    try:
+        assert http(b.web_port, "POST", "/publish/a/1", b"", auth=ALICE)[0] == 200
+        assert http(b.web_port, "POST", "/publish/b/1", b"", auth=ALICE)[0] == 403
+        assert http(b.web_port, "POST", "/publish/b/1", b"", auth=("dave", "dave-pw"))[0] == 401
+        passwd(pw, "dave", "dave-pw")
+        acl.write_text("user alice\ntopic write b/#\nuser dave\ntopic write b/#\n")
+        b.proc.send_signal(signal.SIGHUP)
+        wait_log(b, "auth: reloaded")
+        assert http(b.web_port, "POST", "/publish/a/1", b"", auth=ALICE)[0] == 403
+        assert http(b.web_port, "POST", "/publish/b/1", b"", auth=ALICE)[0] == 200
+        assert http(b.web_port, "POST", "/publish/b/1", b"", auth=("dave", "dave-pw"))[0] == 200
+    finally:
+        b.stop()
