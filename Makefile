@@ -193,8 +193,9 @@ install-service:
 	@echo ">> edgebroker installed: systemctl status edgebroker; journalctl -u edgebroker -f"
 
 # MQTT.js for the browser test (tests/integration/test_22_mqttjs_browser.py):
-# its browser bundle and licence fetched from the npm registry with `npm
-# pack`, committed in tests/integration/mqttjs/ (its README says which
+# its browser bundle and licence, and the licences of the code its bundle
+# holds that is not MIT (@jspm/core's Node polyfills, Apache-2.0; ieee754,
+# BSD-3-Clause), fetched from the npm registry with `npm pack`, committed in tests/integration/mqttjs/ (its README says which
 # version): the tests load the committed file and never run this.
 MQTTJS_VERSION ?= 5
 MQTTJS_DIR := tests/integration/mqttjs
@@ -202,6 +203,10 @@ vendor-mqttjs:
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	  (cd "$$tmp" && npm pack -q mqtt@$(MQTTJS_VERSION) >/dev/null && tar xzf mqtt-*.tgz); \
 	  cp "$$tmp/package/dist/mqtt.min.js" "$$tmp/package/LICENSE.md" $(MQTTJS_DIR)/; \
+	  for dep in @jspm/core@2:jspm-core ieee754:ieee754; do \
+	    d=$$(mktemp -d); (cd "$$d" && npm pack -q "$${dep%%:*}" >/dev/null && tar xzf *.tgz); \
+	    cp "$$d/package/LICENSE" "$(MQTTJS_DIR)/LICENSE-$${dep##*:}"; rm -rf "$$d"; \
+	  done; \
 	  echo ">> MQTT.js $$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$$tmp/package/package.json" | head -1)" \
 	    "in $(MQTTJS_DIR)/ (tarball sha256 $$(sha256sum "$$tmp"/mqtt-*.tgz | cut -d' ' -f1)): update its README"
 
