@@ -34,7 +34,12 @@ def credentials(headers):
     user, sep, password = raw.partition(b":")  # RFC 7617 §2: the user has no ':'
     if not sep:
         raise ValueError("no ':' between user and password")
-    return user.decode("utf-8"), password  # UnicodeDecodeError is a ValueError
+    user = user.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if [c for c in user if c < " " or c == "\x7f"]:
+        # no password file holds one (edge/auth/passwords.py check_user);
+        # refused before it could reach a log line
+        raise ValueError("a control character in the user name")
+    return user, password
 
 
 def required(cfg):

@@ -83,7 +83,8 @@ def test_wrong_password_missing_and_malformed_credentials_401(ab):
     secret = "wrong-" + unique_id()
     for auth, headers in ((("alice", secret), None), (None, None), (("nobody", secret), None),
                           (None, {"Authorization": "Basic !!!notbase64"}),
-                          (None, {"Authorization": "Bearer " + secret})):
+                          (None, {"Authorization": "Bearer " + secret}),
+                          (None, {"Authorization": "Basic " + base64.b64encode(b"x\nFAKE LOG LINE:pw").decode()})):
         status, hdrs, body = http(ab.web_port, "POST", "/publish/alice/x", b"no", auth=auth, headers=headers)
         assert status == 401, (auth, headers, status, body)
         assert hdrs["www-authenticate"] == CHALLENGE
@@ -93,11 +94,11 @@ def test_wrong_password_missing_and_malformed_credentials_401(ab):
     assert sys_value(ab, "auth/failed") == failed0 + 2
     assert sys_value(ab, "auth/anonymous_refused") == anon0 + 1
     assert _metric(ab.web_port, "edgebroker_auth_failed_total") == failed0 + 2
-    assert _metric(ab.web_port, "edgebroker_http_unauthorized_total") == unauth0 + 5
+    assert _metric(ab.web_port, "edgebroker_http_unauthorized_total") == unauth0 + 6
     # never a password, nor the header, in the log
     log = ab.log_text()
     assert "refused (401)" in log and "bad user name or password for user alice" in log
-    for s in (secret, USERS["alice"], base64.b64encode(("alice:" + secret).encode()).decode()):
+    for s in ("FAKE LOG LINE", secret, USERS["alice"], base64.b64encode(("alice:" + secret).encode()).decode()):
         assert s not in log
 
 
