@@ -78,7 +78,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test bench bench-store fleet typecheck sizes deps stubs clean .venv install-service firmware firmware-deps
+.PHONY: help run test bench bench-store fleet typecheck sizes deps stubs clean .venv install-service firmware firmware-deps vendor-mqttjs
 
 help:
 	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
@@ -93,6 +93,7 @@ help:
 	@echo "make .venv      create .venv and install the package with test extras"
 	@echo "make clean      remove .venv, build/ and caches (keeps ./data)"
 	@echo "make install-service  install edgebroker as a systemd service (root; docs/gateway.md)"
+	@echo "make vendor-mqttjs  fetch MQTT.js again (npm) into tests/integration/mqttjs/ (not run by the tests)"
 
 # ---------------------------------------------------------------- venv
 .venv: $(STAMP)
@@ -190,6 +191,24 @@ install-service:
 	$(SUDO) systemctl daemon-reload
 	$(SUDO) systemctl enable --now edgebroker
 	@echo ">> edgebroker installed: systemctl status edgebroker; journalctl -u edgebroker -f"
+
+# MQTT.js for the browser test (tests/integration/test_22_mqttjs_browser.py):
+# its browser bundle and licence, and the licences of the code its bundle
+# holds that is not MIT (@jspm/core's Node polyfills, Apache-2.0; ieee754,
+# BSD-3-Clause), fetched from the npm registry with `npm pack`, committed in tests/integration/mqttjs/ (its README says which
+# version): the tests load the committed file and never run this.
+MQTTJS_VERSION ?= 5
+MQTTJS_DIR := tests/integration/mqttjs
+vendor-mqttjs:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  (cd "$$tmp" && npm pack -q mqtt@$(MQTTJS_VERSION) >/dev/null && tar xzf mqtt-*.tgz); \
+	  cp "$$tmp/package/dist/mqtt.min.js" "$$tmp/package/LICENSE.md" $(MQTTJS_DIR)/; \
+	  for dep in @jspm/core@2:jspm-core ieee754:ieee754; do \
+	    d=$$(mktemp -d); (cd "$$d" && npm pack -q "$${dep%%:*}" >/dev/null && tar xzf *.tgz); \
+	    cp "$$d/package/LICENSE" "$(MQTTJS_DIR)/LICENSE-$${dep##*:}"; rm -rf "$$d"; \
+	  done; \
+	  echo ">> MQTT.js $$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$$tmp/package/package.json" | head -1)" \
+	    "in $(MQTTJS_DIR)/ (tarball sha256 $$(sha256sum "$$tmp"/mqtt-*.tgz | cut -d' ' -f1)): update its README"
 
 # The fleet soak (docs/fleet.md): longer than test_18's runs, not a test.
 # Reports, JSON and plots in build/fleet/. FLEET_ARGS e.g. "--seconds 60".

@@ -45,4 +45,7 @@ SECTIONS["http"] = {
     "max_connections": ("int", 64, 64, (1, _U)),
     # seconds an HTTP connection may sit without a request
     "idle_timeout": ("int", 30, 30, (1, 3600)),
+    # a valid user ([auth] password_file, HTTP Basic) for every route;
+    # unset: on when a password file is set and http.bind is not loopback
+    "auth": ("bool", None, None, None),
 }

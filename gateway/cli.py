@@ -129,10 +129,11 @@ def _cmd_check(args):
 
 def _on_sighup(log):
     # systemd's ExecReload (gateway/edgebroker.service) sends SIGHUP; its
-    # default action would end the broker. Nothing is reloadable yet: no
-    # [auth] (passwords, ACLs) in this version, and the rest needs a restart.
+    # default action would end the broker. With [auth] files set the
+    # runtime replaces this handler with its reload of the password and ACL
+    # files (edge/runtime/auth_cpython.py); the rest needs a restart.
     def handler(signum, frame):
-        log(logging.WARNING, "SIGHUP: nothing to reload (no [auth] section in this version); "
+        log(logging.WARNING, "SIGHUP: nothing to reload (no auth.password_file or auth.acl_file set); "
                              "restart to apply config changes")
 
     return handler

@@ -54,6 +54,15 @@ METRICS = {
     "uplink/returned": ("edgebroker_uplink_returned_total", _C, "Messages returned unroutable upstream"),
     "uplink/commands": ("edgebroker_uplink_commands_total", _C, "Commands from upstream published locally"),
     "uplink/reconnects": ("edgebroker_uplink_reconnects_total", _C, "Uplink connections lost or refused"),
+    # [auth] (docs/security.md), only while it is on: MQTT, CoAP and HTTP alike
+    "auth/failed": ("edgebroker_auth_failed_total", _C, "Logins refused for an unknown user or a wrong password"),
+    "auth/throttled": ("edgebroker_auth_throttled_total", _C, "Logins refused during an address's back-off"),
+    "auth/anonymous_refused": ("edgebroker_auth_anonymous_refused_total", _C,
+                               "Clients without a user name refused"),
+    "acl/denied/subscribe": ("edgebroker_acl_denied_subscribe_total", _C, "Subscriptions refused by the ACL"),
+    "acl/denied/publish": ("edgebroker_acl_denied_publish_total", _C, "Publishes refused by the ACL"),
+    "acl/denied/read": ("edgebroker_acl_denied_read_total", _C, "Deliveries not made for the ACL"),
+    "acl/denied/will": ("edgebroker_acl_denied_will_total", _C, "Wills refused or dropped for the ACL"),
 }
 UPLINK_STATES = ("connecting", "handshake", "up", "down")
 _NUMBER = re.compile(r"-?\d+")

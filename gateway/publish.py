@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, unquote
 
 from edge.errors import RemoteProtocolError
 
+_WRITE = 2  # edge/auth/acl.py WRITE
 _QOS = {"0": 0, "1": 1, "2": 2}
 _BOOL = {"0": False, "1": True, "false": False, "true": True, "": False}
 
@@ -40,6 +41,12 @@ class Publisher:
             # the broker's own tree, and a filter's form (MQTT 5.0 §4.8.2):
             # not written by clients, as over MQTT and CoAP
             return self._refuse(peer, 403, "topic %s is not writable" % topic)
+        rules = peer.rules
+        if rules is not True and not self.broker.auth.may(rules, topic, _WRITE):
+            # the ACL's write permission, as for an MQTT PUBLISH (counted
+            # in $SYS/broker/acl/denied/publish by may()); refused, not
+            # dropped: HTTP has an answer for it
+            return self._refuse(peer, 403, "not authorized to publish to %s (auth.acl_file)" % topic)
         try:
             self.broker.publish(topic, body, qos, retain)
         except RemoteProtocolError as e:  # [MQTT-4.7.3-1] empty, a wildcard, U+0000, too deep

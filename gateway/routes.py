@@ -1,6 +1,6 @@
 # The HTTP listener's routes (docs/gateway.md): a table of path -> handler,
 # each answering through peer.respond(status, body, type).
-from gateway import metrics
+from gateway import httpauth, metrics
 
 
 class Routes:
@@ -19,6 +19,17 @@ class Routes:
     def handle(self, peer, method, target, body, headers):
         path, _, query = target.partition("?")
         self.web.stats.requests += 1
+        # Basic credentials (gateway/httpauth.py): POST /publish is checked
+        # as an MQTT CONNECT; with http.auth on every route is, before any
+        # other answer (a 404 or 405 tells nothing to a stranger either)
+        auth = self.web.auth
+        publish = path.startswith("/publish/")
+        rules = auth.login(peer, headers, publish)
+        if rules is None:
+            auth.refused(peer, "%s %s" % (method, path))
+            return peer.respond(401, "a valid user name and password are needed (HTTP Basic)\n",
+                                headers=[httpauth.CHALLENGE])
+        peer.rules = rules  # the ACL's, for POST /publish's write check
         entry = self.table.get(path)
         if entry is None:
             for prefix, methods, fn in self.prefixes:
@@ -45,7 +56,7 @@ class Routes:
              st.ws_accepted),
             ("edgebroker_http_requests_total", "counter", "HTTP requests answered by a route", st.requests),
             ("edgebroker_http_publishes_total", "counter", "Messages published by POST /publish", st.publishes),
-            ("edgebroker_http_publish_refused_total", "counter", "POST /publish refused (400, 403)",
+            ("edgebroker_http_publish_refused_total", "counter", "POST /publish refused (400, 403: not 401)",
              st.publish_refused),
             ("edgebroker_http_too_large_total", "counter", "Requests refused with 413", st.too_large),
             ("edgebroker_http_bad_requests_total", "counter", "Requests that were not HTTP/1.1", st.bad_requests),
@@ -53,6 +64,7 @@ class Routes:
              st.refused),
             ("edgebroker_http_idle_closed_total", "counter", "HTTP connections closed after http.idle_timeout",
              st.idle_closed),
+            ("edgebroker_http_unauthorized_total", "counter", "HTTP requests refused with 401", st.unauthorized),
             ("edgebroker_http_connections", "gauge", "HTTP connections and status pages open", w.http_open),
         ]
         rss = _rss()

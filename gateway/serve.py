@@ -21,6 +21,7 @@ class Stats:
         self.refused = 0          # 503: over http.max_connections
         self.idle_closed = 0      # closed after http.idle_timeout
         self.bad_requests = 0     # not HTTP/1.1: 400, 431
+        self.unauthorized = 0     # 401: no, bad or throttled credentials (gateway/httpauth.py)
 
 
 def wanted(cfg):
@@ -32,6 +33,8 @@ def check(cfg):
     w = cfg["websocket"]
     if w["enabled"] and (not w["path"].startswith("/") or "?" in w["path"] or " " in w["path"]):
         raise ConfigError("websocket.path", 'must be a URL path starting with "/", got "%s"' % w["path"])
+    if cfg["http"]["enabled"] and cfg["http"]["auth"] and not cfg["auth"]["password_file"]:
+        raise ConfigError("http.auth", "needs auth.password_file: the users it lets in")
     if wanted(cfg):
         try:
             import wsproto  # noqa: F401  (and h11, which it requires)
@@ -59,6 +62,13 @@ class Web:
         self.http_open = 0  # HTTP connections (and status pages) open
         self.status = None
         self.broker = self.srv = self.routes = self.publisher = None
+        from gateway import httpauth
+
+        self.auth = httpauth.Auth(self, httpauth.required(cfg))
+        if h["enabled"] and not self.auth.required and not httpauth.loopback(h["bind"]):
+            log(30, "http: %s is not loopback and http.auth is off: the status page and /metrics are open to "
+                "anyone who reaches port %d%s (docs/gateway.md)" % (
+                    h["bind"], h["port"], "" if cfg["auth"]["password_file"] else ", and POST /publish too"))
         self.listeners = []
         shared = w["enabled"] and h["enabled"] and w["bind"] == h["bind"] and w["port"] == h["port"]
         try:

@@ -18,6 +18,7 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData
 from wsproto.events import Request as WsRequest
 from wsproto.utilities import RemoteProtocolError as WsError
 
+from gateway import httpauth
 from gateway import ws as wsmqtt
 
 _HTTP, _MQTT, _LIVE, _CLOSED = range(4)
@@ -109,6 +110,7 @@ class Peer:
         self.waiting = False  # a response is held (an HTTP publish waiting for the store)
         self.timer = None     # http.idle_timeout's
         self.counted = False  # in web.http_open
+        self.rules = True     # the request's ACL Rules (gateway/httpauth.py), True: unchecked
 
     # ---- asyncio.Protocol ------------------------------------------------------
     def connection_made(self, tr):
@@ -255,6 +257,15 @@ class Peer:
         if type(ev) is not WsRequest:
             self._reject(ws, 400, "bad WebSocket handshake")
             return
+        if subprotocol is None and self.web.auth.required:
+            # the status page's feed under http.auth, as the page itself
+            # (an MQTT upgrade is not: its CONNECT logs in)
+            auth = self.web.auth
+            if auth.login(self, dict(self.req.headers), False) is None:
+                auth.refused(self, "GET " + self.web.live_path)
+                self._reject(ws, 401, "a valid user name and password are needed (HTTP Basic)",
+                             [tuple(x.encode() for x in httpauth.CHALLENGE)])
+                return
         if subprotocol is not None and subprotocol not in ev.subprotocols:
             # [MQTT-6.0.0-3] the client offers "mqtt"; [MQTT-6.0.0-4] we
             # select it, or refuse
@@ -278,10 +289,10 @@ class Peer:
         if self.cid and rest:
             wsmqtt.feed(self, srv, rest)
 
-    def _reject(self, ws, status, text):
+    def _reject(self, ws, status, text, more=()):
         body = (text + "\n").encode()
         hdrs = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body)),
-                (b"connection", b"close")]
+                (b"connection", b"close")] + list(more)
         try:
             data = ws.send(RejectConnection(status_code=status, headers=hdrs, has_body=True))
             data += ws.send(RejectData(data=body))

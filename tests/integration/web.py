@@ -48,9 +48,13 @@ def wait_log(b, text, timeout=15):
         time.sleep(0.01)  # polling the log, not waiting blindly
 
 
-def http(port, method, path, body=None, timeout=10):
-    """(status, headers, body) of one request."""
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=body, method=method)
+def http(port, method, path, body=None, timeout=10, auth=None, headers=None):
+    """(status, headers, body) of one request; auth: (user, password) sent
+    as HTTP Basic credentials (RFC 7617)."""
+    hdrs = dict(headers or {})
+    if auth is not None:
+        hdrs["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % auth).encode()).decode()
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=body, method=method, headers=hdrs)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.headers, r.read()
@@ -58,15 +62,17 @@ def http(port, method, path, body=None, timeout=10):
         return e.code, e.headers, e.read()
 
 
-def handshake(port, path="/mqtt", protocol="mqtt", timeout=10):
+def handshake(port, path="/mqtt", protocol="mqtt", timeout=10, extra=()):
     """A socket after the opening handshake; (sock, status, head text). The
-    socket is returned whatever the status (a refusal's body follows)."""
+    socket is returned whatever the status (a refusal's body follows).
+    extra: more header lines."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     key = base64.b64encode(os.urandom(16))
     lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
              "Connection: Upgrade", "Sec-WebSocket-Key: %s" % key.decode(), "Sec-WebSocket-Version: 13"]
     if protocol:
         lines.append("Sec-WebSocket-Protocol: %s" % protocol)
+    lines += list(extra)
     s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
     head = b""
     while b"\r\n\r\n" not in head:
@@ -124,3 +130,25 @@ def read_mqtt(s, want):
         assert op in (BINARY, CONT), "frame opcode %d, expected binary [MQTT-6.0.0-1]" % op
         got += data
     return got
+
+
+def headless_chromium(window="1200,900"):
+    """A selenium driver of Debian's headless chromium, through its
+    chromium-driver given by path (selenium never looks for, or downloads,
+    one); the test is skipped where either is missing."""
+    import shutil
+
+    import pytest
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed here")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-dev-shm-usage", "--window-size=" + window):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(executable_path=driver, log_output=os.devnull), options=opts)
