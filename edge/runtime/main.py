@@ -56,6 +56,11 @@ def _heap():
 
 
 async def serve(cfg, log, started=None):
+    tls = None
+    if cfg.get("tls"):  # (CPython only: edge/config_gateway.py)
+        from edge.runtime.tls_cpython import start as tls
+
+        tls = tls(cfg, log)  # None: [tls] not set. ConfigError (exit 2) naming a key
     if hasattr(gc, "threshold"):  # MicroPython
         # Collect after every _GC_EVERY bytes allocated, not only when the
         # heap is full: garbage then never spreads over the whole heap, so
@@ -84,6 +89,7 @@ async def serve(cfg, log, started=None):
     release = _lock(d, log)  # persistence on or off: one broker per directory
     b = cfg["broker"]
     broker = Broker(cfg, now_ms(), log)
+    broker.tls = tls
     srv = TcpServer(broker, log)  # (CPython: swaps in its trie while empty)
     if hasattr(srv, "sync_wait_us"):  # (CPython's: tcp_cpython.py)
         srv.sync_wait_us = cfg["store"]["sync_wait_us"]
@@ -132,6 +138,19 @@ async def serve(cfg, log, started=None):
         raise ConfigError("broker.bind", "cannot listen on %s port %d: %s" % (b["bind"], b["port"], e))
     # srv.port: the port taken when port 0 asked for any
     log(20, "edgebroker listening on %s:%d (MQTT), data in %s" % (b["bind"], srv.port, cfg["store"]["dir"]))
+    if tls is not None:
+        t = cfg["tls"]
+        host = t["bind"] or b["bind"]
+        try:
+            await tls.listen(srv, host, t["port"])
+        except OSError as e:
+            srv.close()
+            if wal is not None:
+                wal.close()
+            release()
+            raise ConfigError("tls.port" if e.errno == errno.EADDRINUSE else "tls.bind",
+                              "cannot listen on %s port %d: %s" % (host, t["port"], e))
+        log(20, "edgebroker listening on %s:%d (MQTT over TLS)" % (host, tls.port))
     coap = None
     if cfg["coap"]["enabled"]:
         from edge.runtime.coap import start as start_coap  # only when enabled: a board's heap
@@ -193,6 +212,8 @@ async def serve(cfg, log, started=None):
             await uplink.close()  # "offline" upstream, then the close handshake
         if coap is not None:
             coap.close()
+        if tls is not None:
+            tls.close()
         srv.close()
         if wal is not None:
             wal.close()  # the last batch synced: a clean stop loses nothing
