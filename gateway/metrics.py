@@ -54,6 +54,10 @@ METRICS = {
     "uplink/returned": ("edgebroker_uplink_returned_total", _C, "Messages returned unroutable upstream"),
     "uplink/commands": ("edgebroker_uplink_commands_total", _C, "Commands from upstream published locally"),
     "uplink/reconnects": ("edgebroker_uplink_reconnects_total", _C, "Uplink connections lost or refused"),
+    "tls/handshakes/ok": ("edgebroker_tls_handshakes_total", _C, "TLS handshakes done"),
+    "tls/handshakes/failed": ("edgebroker_tls_handshakes_failed_total", _C, "TLS handshakes failed or timed out"),
+    "tls/handshakes/timed out": ("edgebroker_tls_handshakes_timed_out_total", _C,
+                                 "TLS handshakes not done within broker.connect_timeout"),
 }
 UPLINK_STATES = ("connecting", "handshake", "up", "down")
 _NUMBER = re.compile(r"-?\d+")

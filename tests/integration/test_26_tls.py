@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from . import mqttraw as raw
 from .clients import Client, MosquittoSub, mosquitto_pub, unique_id
@@ -327,7 +328,9 @@ def test_wss_and_https(tmp_path, pki):
         with urllib.request.urlopen("https://localhost:%d/metrics" % port, timeout=10, context=ctx) as r:
             text = r.read().decode()
         assert "edgebroker_messages_received_total" in text
-        assert "tls" in text  # the handshake counters, whatever their metric names
+        got = {f.name: f.samples[0].value for f in text_string_to_metric_families(text)}
+        assert got["edgebroker_tls_handshakes"] >= 3  # (the parser drops _total) wss, and 2 https
+        assert got["edgebroker_tls_handshakes_failed"] == 0
     finally:
         close_clients(ws)
     # plain HTTP to the TLS port: no answer in clear
