@@ -115,6 +115,18 @@ SCHEMA = {
         # clients without a user name; unset: true only while broker.bind is loopback
         "allow_anonymous": ("bool", None, None, None),
     },
+    # TLS beside the plain listener (docs/security.md "TLS"), mosquitto's
+    # names; on while certfile is set. A board takes DER files (mbedTLS)
+    "tls": {
+        "port": ("int", 8883, 8883, (0, 65535)),  # 0 = any free port
+        "bind": ("str", None, None, (1, _U)),  # unset: broker.bind
+        "certfile": ("str", None, None, (1, _U)),  # the server's certificate
+        "keyfile": ("str", None, None, (1, _U)),  # its key; unset: in certfile (gateway)
+        "cafile": ("str", None, None, (1, _U)),  # the CA of the clients' certificates
+        "require_certificate": ("bool", False, False, None),  # mutual TLS
+        # the client certificate's CN is its user name (no password)
+        "use_identity_as_username": ("bool", False, False, None),
+    },
     "log": {
         "level": ("enum", "info", "info", ("debug", "info", "warning", "error")),
     },

@@ -46,19 +46,6 @@ SECTIONS["http"] = {
     # seconds an HTTP connection may sit without a request
     "idle_timeout": ("int", 30, 30, (1, 3600)),
 }
-# [tls]: the MQTT listener over TLS beside the plain one, and TLS on the web
-# listeners (edge/runtime/tls_cpython.py, docs/security.md "TLS"), in
-# mosquitto's names. On while certfile is set.
-SECTIONS["tls"] = {
-    "port": ("int", 8883, 8883, (0, 65535)),  # 0 = any free port
-    "bind": ("str", None, None, (1, _U)),  # unset: broker.bind
-    "certfile": ("str", None, None, (1, _U)),  # the server's certificate (PEM), its chain after it
-    "keyfile": ("str", None, None, (1, _U)),  # its private key (PEM); unset: in certfile
-    "cafile": ("str", None, None, (1, _U)),  # the CA(s) the clients' certificates are checked against
-    "require_certificate": ("bool", False, False, None),  # mutual TLS: no certificate, no connection
-    # the client certificate's CN is the user name (no password), as mosquitto
-    "use_identity_as_username": ("bool", False, False, None),
-}
 # [websocket] tls, [http] tls: wss://, https://. Unset: while [tls] is set
 SECTIONS["websocket"]["tls"] = ("bool", None, None, None)
 SECTIONS["http"]["tls"] = ("bool", None, None, None)

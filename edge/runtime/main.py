@@ -56,11 +56,17 @@ def _heap():
 
 
 async def serve(cfg, log, started=None):
-    tls = None
-    if cfg.get("tls"):  # (CPython only: edge/config_gateway.py)
-        from edge.runtime.tls_cpython import start as tls
-
-        tls = tls(cfg, log)  # None: [tls] not set. ConfigError (exit 2) naming a key
+    tls = cfg["tls"]
+    if [k for k in tls if tls[k] and k != "port"]:  # [tls] sets something
+        if hasattr(asyncio, "core"):  # MicroPython: DER files, tcp.py wraps
+            from edge.runtime.tls import start as tls
+        else:
+            from edge.runtime.tls_cpython import start as tls  # type: ignore[assignment]
+        tls = tls(cfg, log)  # None: no certfile. ConfigError (exit 2) naming a key
+        if hasattr(asyncio, "core"):
+            forget("edge.runtime.tls")  # its Tls class stays, with its instance
+    else:
+        tls = None
     if hasattr(gc, "threshold"):  # MicroPython
         # Collect after every _GC_EVERY bytes allocated, not only when the
         # heap is full: garbage then never spreads over the whole heap, so

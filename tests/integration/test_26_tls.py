@@ -64,16 +64,21 @@ def pki(tmp_path_factory):
     _cert("alice", "alice", "ca", d)
     _cert("bob", "bob", "ca", d)
     _cert("mallory", "alice", "rogue-ca", d)  # says alice, signed by the wrong CA
+    # a board's mbedTLS takes DER only
+    _openssl("x509", "-in", "server.pem", "-outform", "DER", "-out", "server.der", cwd=d)
+    _openssl("pkey", "-in", "server.key", "-outform", "DER", "-out", "server-key.der", cwd=d)
+    _openssl("x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der", cwd=d)
     return d
 
 
-def tls_broker(tmp, name, pki, **config):
-    """A started CPython broker with [tls] on port 0 (any free one), its
-    port read from the log as b.tls_port."""
+def tls_broker(tmp, name, pki, runtime="cpython", **config):
+    """A started broker with [tls] on port 0 (any free one), its port read
+    from the log as b.tls_port."""
+    ext = (".pem", ".key") if runtime == "cpython" else (".der", "-key.der")
     cfg = {"sys_interval": 1, "connect_timeout": 2, "tls.port": 0,
-           "tls.certfile": str(pki / "server.pem"), "tls.keyfile": str(pki / "server.key")}
+           "tls.certfile": str(pki / ("server" + ext[0])), "tls.keyfile": str(pki / ("server" + ext[1]))}
     cfg.update(config)
-    b = Broker("cpython", tmp / name, cfg)
+    b = Broker(runtime, tmp / name, cfg)
     b.start()
     wait_log(b, "(MQTT over TLS)")
     b.tls_port = int(re.search(r"listening on [^ ]+:(\d+) \(MQTT over TLS\)", b.log_text()).group(1))
@@ -374,3 +379,60 @@ def test_config_errors_name_the_key(tmp_path, pki):
     r = _run(tmp_path, "[tls]\nport = 0\ncertfile = %s\nkeyfile = %s\n[http]\nenabled = true\nport = 0\ntls = false\n"
              "[websocket]\nenabled = true\nport = 0\n" % (srv, key))
     assert r.returncode == 2 and "http.tls: must be websocket.tls's" in r.stderr, r.stderr[-2000:]
+
+
+# A board (the MicroPython unix port, code in ROMFS: tools/board.py). [tls]
+# costs the 64 KiB board 6,144 bytes of heap at idle and a TLS connection
+# ~200-600 bytes more than a plain one (docs/security.md "On a board"): at
+# 64 KiB 3 TLS clients fit, at 96 KiB the board's 6 connections.
+BOARD_HEAP = "96k"
+
+
+@pytest.mark.micropython
+def test_board_runtime_serves_tls(tmp_path, pki):
+    """The board runtime: paho over TLS (the CA verified) publishes and
+    subscribes; three PUBLISHes in one 2.7 KB TLS record, more than the
+    shell's 1 KB read buffer, all arrive (what mbedTLS holds decrypted is
+    read without new bytes on the socket); mutual TLS refuses a client
+    without a certificate."""
+    b = tls_broker(tmp_path, "board", pki, "micropython", board_heap=BOARD_HEAP, **{
+        "store.persistence": False, "tls.cafile": str(pki / "ca.der"), "tls.require_certificate": True})
+    topic = "board/" + unique_id()
+    subs = [tls_client(b, pki, "alice") for _ in range(2)]
+    try:
+        for c in subs:
+            c.connect()
+            assert c.subscribe(topic + "/#", 1) == [1]
+        with socket.create_connection(("127.0.0.1", b.tls_port), timeout=10) as s:
+            with client_ctx(pki, "bob").wrap_socket(s, server_hostname="localhost") as t:
+                t.sendall(raw.connect("raw-tls"))
+                assert t.recv(4) == CONNACK_OK
+                t.sendall(b"".join(raw.publish("%s/%d" % (topic, i), b"q" * 900) for i in range(3)))
+                for c in subs:
+                    got = c.wait_messages(3)
+                    assert sorted((m.topic, len(m.payload)) for m in got) == [
+                        ("%s/%d" % (topic, i), 900) for i in range(3)]
+        assert mqtt_over_tls(b.tls_port, client_ctx(pki)) != CONNACK_OK  # no certificate
+        assert mqtt_over_tls(b.tls_port, client_ctx(pki, "bob")) == CONNACK_OK
+        b.assert_alive()
+    finally:
+        close_clients(*subs)
+        b.stop()
+
+
+@pytest.mark.micropython
+def test_board_config_errors(tmp_path, pki):
+    """A board takes DER: a PEM key is refused naming tls.keyfile (exit 2);
+    use_identity_as_username is not for a board (its ssl shows no peer
+    certificate)."""
+    for extra, want in [
+        ({"tls.keyfile": str(pki / "server.key")}, "tls.keyfile: invalid key"),
+        ({"tls.cafile": str(pki / "ca.der"), "tls.require_certificate": True, "tls.use_identity_as_username": True},
+         "tls.use_identity_as_username: not on a board"),
+    ]:
+        b = Broker("micropython", tmp_path / unique_id("bad"), {
+            "board_heap": BOARD_HEAP, "store.persistence": False, "tls.port": 0,
+            "tls.certfile": str(pki / "server.der"), "tls.keyfile": str(pki / "server-key.der"), **extra})
+        with pytest.raises(RuntimeError, match="exited with 2"):
+            b.start()
+        assert want in b.log_text(), b.log_tail()
