@@ -115,18 +115,6 @@ SCHEMA = {
         # clients without a user name; unset: true only while broker.bind is loopback
         "allow_anonymous": ("bool", None, None, None),
     },
-    # TLS beside the plain listener (docs/security.md "TLS"), mosquitto's
-    # names; on while certfile is set. A board takes DER files (mbedTLS)
-    "tls": {
-        "port": ("int", 8883, 8883, (0, 65535)),  # 0 = any free port
-        "bind": ("str", None, None, (1, _U)),  # unset: broker.bind
-        "certfile": ("str", None, None, (1, _U)),  # the server's certificate
-        "keyfile": ("str", None, None, (1, _U)),  # its key; unset: in certfile (gateway)
-        "cafile": ("str", None, None, (1, _U)),  # the CA of the clients' certificates
-        "require_certificate": ("bool", False, False, None),  # mutual TLS
-        # the client certificate's CN is its user name (no password)
-        "use_identity_as_username": ("bool", False, False, None),
-    },
     "log": {
         "level": ("enum", "info", "info", ("debug", "info", "warning", "error")),
     },
@@ -139,6 +127,8 @@ if sys.implementation.name != "micropython":
     from edge.config_gateway import SECTIONS
 
     SCHEMA.update(SECTIONS)
+# [tls] (edge/config_tls.py): on a board added by load() only when its file
+# names the section, so a board without TLS keeps no name of it (its heap)
 
 def _show(v):
     # Values in messages use config-file syntax: "abc", true, 12, null.
@@ -299,6 +289,12 @@ def load(raw, profile="gateway", lines=None):
     lines = lines or {}
     if not isinstance(raw, dict):
         raise ConfigError("config", "must be a table of sections, got %s" % _show(raw))
+    if "tls" in raw and "tls" not in SCHEMA:  # (a board's config.json: above)
+        from edge.config_tls import TLS
+
+        SCHEMA["tls"] = TLS
+        col = 1 + PROFILES.index(profile)
+        cfg["tls"] = {k: spec[col] for k, spec in TLS.items()}
     for section in sorted(raw):  # sorted: the same first error on both runtimes
         values = raw[section]
         if section not in SCHEMA:

@@ -46,6 +46,10 @@ SECTIONS["http"] = {
     # seconds an HTTP connection may sit without a request
     "idle_timeout": ("int", 30, 30, (1, 3600)),
 }
+# [tls]: TLS beside the plain listener, and on the web listeners
+from edge.config_tls import TLS  # noqa: E402
+
+SECTIONS["tls"] = TLS
 # [websocket] tls, [http] tls: wss://, https://. Unset: while [tls] is set
 SECTIONS["websocket"]["tls"] = ("bool", None, None, None)
 SECTIONS["http"]["tls"] = ("bool", None, None, None)

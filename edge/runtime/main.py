@@ -56,8 +56,8 @@ def _heap():
 
 
 async def serve(cfg, log, started=None):
-    tls = cfg["tls"]
-    if [k for k in tls if tls[k] and k != "port"]:  # [tls] sets something
+    tls = cfg.get("tls")  # (a board's config without [tls] has none: edge/config.py)
+    if tls and [k for k in tls if tls[k] and k != "port"]:  # [tls] sets something
         if hasattr(asyncio, "core"):  # MicroPython: DER files, tcp.py wraps
             from edge.runtime.tls import start as tls
         else:

@@ -69,9 +69,9 @@ class TcpServer:
         self.udp = None     # the CoAP shell (udp.py), flushed after each feed too
         self.tls = None     # the TLS listener: (socket, accept task)
 
-    async def start(self, host, port, ctx=None):
-        """Listen on host:port; the port bound. ctx: an ssl.SSLContext for
-        the TLS listener beside the plain one (tls.py)."""
+    async def start(self, host, port, tls=None):
+        """Listen on host:port; the port bound. tls: the TLS listener's
+        wrap(socket) (tls.py), beside the plain one."""
         import socket
 
         s = socket.socket()
@@ -83,8 +83,8 @@ class TcpServer:
             s.close()
             raise
         s.setblocking(False)
-        t = asyncio.create_task(self._accept(s, ctx))
-        if ctx is None:
+        t = asyncio.create_task(self._accept(s, tls))
+        if tls is None:
             self.server, self.task, self.port = s, t, p
         else:
             self.tls = (s, t)
@@ -244,9 +244,9 @@ class TcpServer:
         self.flush()
         return cid not in self.draining  # else the drain task closes it
 
-    def _accept(self, lsock, ctx=None):
-        # The accept loop, a plain generator on the poller; ctx: the TLS
-        # listener's ssl.SSLContext
+    def _accept(self, lsock, tls=None):
+        # The accept loop, a plain generator on the poller; tls: the TLS
+        # listener's wrap (tls.py)
         while True:
             yield _io_queue.queue_read(lsock)
             try:
@@ -270,14 +270,8 @@ class TcpServer:
                 sock.setsockopt(6, 1, 1)
             except OSError:
                 pass
-            if ctx is not None:
-                # TLS: the handshake runs in the first reads (a None from
-                # readinto() until it is done); a failed one raises there and
-                # closes the connection, one never done meets connect_timeout
-                w = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-                if self.broker.auth is not None:
-                    self.broker.auth.open(w, sock)  # its address moves to w
-                sock = w
+            if tls is not None:
+                sock = tls(sock)  # TLS: the handshake runs in its first reads
             asyncio.create_task(self._serve(sock))
 
     def _serve(self, sock):

@@ -16,7 +16,18 @@ class Tls:
         self.ctx = ctx
 
     async def listen(self, srv, host, port):
-        self.port = await srv.start(host, port, self.ctx)
+        self.auth = srv.broker.auth
+        self.port = await srv.start(host, port, self.wrap)
+
+    def wrap(self, sock):
+        # A socket the TLS listener accepted (tcp.py): the handshake runs in
+        # its first reads (readinto() gives None until it is done); a failed
+        # one raises there and closes the connection, one never done meets
+        # broker.connect_timeout as a silent client does
+        w = self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        if self.auth is not None:
+            self.auth.open(w, sock)  # the address auth keeps moves to w
+        return w
 
     def close(self):
         pass  # srv.close() closes the listener
