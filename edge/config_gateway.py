@@ -4,6 +4,8 @@
 # marginal 64 KiB tests failed with [upstream] in the table) and a board
 # config that names one fails as an unknown section instead of being ignored.
 # Data only: no I/O.
+from edge.config_tls import TLS
+
 _U = None  # unbounded, as in edge/config.py
 SECTIONS = {}
 
@@ -47,9 +49,7 @@ SECTIONS["http"] = {
     "idle_timeout": ("int", 30, 30, (1, 3600)),
 }
 # [tls]: TLS beside the plain listener, and on the web listeners
-from edge.config_tls import TLS  # noqa: E402
-
-SECTIONS["tls"] = TLS
+SECTIONS["tls"] = TLS  # type: ignore[assignment]
 # [websocket] tls, [http] tls: wss://, https://. Unset: while [tls] is set
 SECTIONS["websocket"]["tls"] = ("bool", None, None, None)
 SECTIONS["http"]["tls"] = ("bool", None, None, None)
