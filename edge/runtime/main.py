@@ -102,7 +102,8 @@ async def serve(cfg, log, started=None):
     # [auth] set, or a bind that may not be loopback (auth.py decides):
     # only then is auth imported, so a board without it pays nothing
     # (the test spares this module the key names: each is a qstr on a board)
-    if b["bind"][:4] != "127." or [v for v in cfg["auth"].values() if v is not None]:
+    if b["bind"][:4] != "127." or [v for v in cfg["auth"].values() if v is not None] or (
+            tls is not None and (cfg["tls"]["bind"] or "127.")[:4] != "127."):
         from edge.runtime import auth
 
         try:

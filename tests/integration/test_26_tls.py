@@ -309,6 +309,19 @@ def test_use_identity_as_username_with_an_acl(tmp_path, pki):
         b.stop()
 
 
+def test_a_public_tls_bind_refuses_anonymous_by_default(tmp_path, pki):
+    """broker.bind on loopback and tls.bind on every address: anonymous
+    clients are refused by default, as on a non-loopback broker.bind
+    (auth.allow_anonymous), with the warning; on the plain port too."""
+    b = tls_broker(tmp_path, "public", pki, **{"tls.bind": "0.0.0.0"})
+    try:
+        wait_log(b, "0.0.0.0 is not loopback and no auth.password_file is set")
+        assert mqtt_over_tls(b.tls_port, client_ctx(pki)) == b"\x20\x02\x00\x05"
+        assert mqtt_over_tls(b.tls_port, client_ctx(pki), username="someone") == CONNACK_OK
+    finally:
+        b.stop()
+
+
 def test_wss_and_https(tmp_path, pki):
     """[tls] set: the web listeners serve wss:// (paho's websockets
     transport, the CA verified) and https:// (GET /metrics, POST
