@@ -107,7 +107,12 @@ class _Counted(ssl.SSLObject):
 
     def do_handshake(self):
         tls = self.tls
-        tls.pending.setdefault(self, time.monotonic())  # the first call starts it
+        pending = tls.pending
+        if self not in pending:  # the first call starts it
+            now = time.monotonic()
+            if pending and next(iter(pending.values())) < now - tls.timeout - 1:
+                tls.sweep()  # the oldest is past its timeout: bounded without a $SYS reader
+            pending[self] = now
         try:
             r = ssl.SSLObject.do_handshake(self)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
