@@ -127,6 +127,8 @@ if sys.implementation.name != "micropython":
     from edge.config_gateway import SECTIONS
 
     SCHEMA.update(SECTIONS)
+# [tls] (edge/config_tls.py): on a board added by load() only when its file
+# names the section, so a board without TLS keeps no name of it (its heap)
 
 def _show(v):
     # Values in messages use config-file syntax: "abc", true, 12, null.
@@ -287,6 +289,12 @@ def load(raw, profile="gateway", lines=None):
     lines = lines or {}
     if not isinstance(raw, dict):
         raise ConfigError("config", "must be a table of sections, got %s" % _show(raw))
+    if "tls" in raw and "tls" not in SCHEMA:  # (a board's config.json: above)
+        from edge.config_tls import TLS
+
+        SCHEMA["tls"] = TLS
+        col = 1 + PROFILES.index(profile)
+        cfg["tls"] = {k: spec[col] for k, spec in TLS.items()}
     for section in sorted(raw):  # sorted: the same first error on both runtimes
         values = raw[section]
         if section not in SCHEMA:

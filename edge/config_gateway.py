@@ -4,6 +4,8 @@
 # marginal 64 KiB tests failed with [upstream] in the table) and a board
 # config that names one fails as an unknown section instead of being ignored.
 # Data only: no I/O.
+from edge.config_tls import TLS
+
 _U = None  # unbounded, as in edge/config.py
 SECTIONS = {}
 
@@ -49,3 +51,8 @@ SECTIONS["http"] = {
     # unset: on when a password file is set and http.bind is not loopback
     "auth": ("bool", None, None, None),
 }
+# [tls]: TLS beside the plain listener, and on the web listeners
+SECTIONS["tls"] = TLS  # type: ignore[assignment]
+# [websocket] tls, [http] tls: wss://, https://. Unset: while [tls] is set
+SECTIONS["websocket"]["tls"] = ("bool", None, None, None)
+SECTIONS["http"]["tls"] = ("bool", None, None, None)

@@ -123,6 +123,9 @@ def _cmd_check(args):
         from gateway.serve import check
 
         check(cfg)  # what the schema cannot see: the path's form, wsproto
+    from edge.runtime.tls_cpython import start
+
+    start(cfg, None)  # [tls]: its files readable and usable (docs/security.md "TLS")
     print("%s: OK" % args.config)
     return 0
 

@@ -63,6 +63,10 @@ METRICS = {
     "acl/denied/publish": ("edgebroker_acl_denied_publish_total", _C, "Publishes refused by the ACL"),
     "acl/denied/read": ("edgebroker_acl_denied_read_total", _C, "Deliveries not made for the ACL"),
     "acl/denied/will": ("edgebroker_acl_denied_will_total", _C, "Wills refused or dropped for the ACL"),
+    "tls/handshakes/ok": ("edgebroker_tls_handshakes_total", _C, "TLS handshakes done"),
+    "tls/handshakes/failed": ("edgebroker_tls_handshakes_failed_total", _C, "TLS handshakes failed or timed out"),
+    "tls/handshakes/timed out": ("edgebroker_tls_handshakes_timed_out_total", _C,
+                                 "TLS handshakes not done within broker.connect_timeout"),
 }
 UPLINK_STATES = ("connecting", "handshake", "up", "down")
 _NUMBER = re.compile(r"-?\d+")

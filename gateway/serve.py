@@ -28,6 +28,12 @@ def wanted(cfg):
     return cfg["websocket"]["enabled"] or cfg["http"]["enabled"]
 
 
+def tls_on(cfg, section):
+    """[websocket] or [http] serves TLS: its tls key, unset while [tls] is set."""
+    v = cfg[section].get("tls")
+    return bool(cfg.get("tls") and cfg["tls"]["certfile"]) if v is None else v
+
+
 def check(cfg):
     """What the schema cannot check: ConfigError naming the key."""
     w = cfg["websocket"]
@@ -35,6 +41,13 @@ def check(cfg):
         raise ConfigError("websocket.path", 'must be a URL path starting with "/", got "%s"' % w["path"])
     if cfg["http"]["enabled"] and cfg["http"]["auth"] and not cfg["auth"]["password_file"]:
         raise ConfigError("http.auth", "needs auth.password_file: the users it lets in")
+    for sec in ("websocket", "http"):
+        if cfg[sec]["enabled"] and cfg[sec].get("tls") and not cfg["tls"]["certfile"]:
+            raise ConfigError(sec + ".tls", "needs [tls] certfile (and keyfile): the certificate it serves")
+    h = cfg["http"]
+    if (w["enabled"] and h["enabled"] and w["bind"] == h["bind"] and w["port"] == h["port"]
+            and tls_on(cfg, "websocket") != tls_on(cfg, "http")):
+        raise ConfigError("http.tls", "must be websocket.tls's: one listener serves both on port %d" % h["port"])
     if wanted(cfg):
         try:
             import wsproto  # noqa: F401  (and h11, which it requires)
@@ -74,10 +87,10 @@ class Web:
         try:
             if w["enabled"]:
                 sock = web.bind(w["bind"], w["port"], "websocket.port")
-                self.listeners.append(web.Listener(self, sock, w["path"], shared))
+                self.listeners.append(web.Listener(self, sock, w["path"], shared, tls_on(cfg, "websocket")))
             if h["enabled"] and not shared:
                 sock = web.bind(h["bind"], h["port"], "http.port")
-                self.listeners.append(web.Listener(self, sock, None, True))
+                self.listeners.append(web.Listener(self, sock, None, True, tls_on(cfg, "http")))
         except BaseException:
             self.close()
             raise
@@ -97,12 +110,13 @@ class Web:
         self.routes = Routes(self)
         loop = asyncio.get_running_loop()
         for lst in self.listeners:
-            await lst.start(loop)
+            await lst.start(loop, broker.tls if lst.tls else None)
             host = lst.sock.getsockname()[0]
+            s = "s" if lst.tls else ""
             if lst.mqtt_path is not None:
-                self.log(20, "edgebroker serving MQTT over WebSocket at ws://%s:%d%s" % (host, lst.port, lst.mqtt_path))
+                self.log(20, "edgebroker serving MQTT over WebSocket at ws%s://%s:%d%s" % (s, host, lst.port, lst.mqtt_path))
             if lst.http:
-                self.log(20, "edgebroker serving HTTP at http://%s:%d/ (status, /metrics, /publish)" % (host, lst.port))
+                self.log(20, "edgebroker serving HTTP at http%s://%s:%d/ (status, /metrics, /publish)" % (s, host, lst.port))
 
     def close(self):
         for lst in self.listeners:

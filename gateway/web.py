@@ -30,16 +30,20 @@ class Listener:
     """One bound socket and what it serves: MQTT over WebSockets on
     `mqtt_path` (None: not here), the HTTP routes (`http`: web.routes)."""
 
-    def __init__(self, web, sock, mqtt_path, http):
+    def __init__(self, web, sock, mqtt_path, http, tls=False):
         self.web = web
         self.sock = sock
         self.mqtt_path = mqtt_path
         self.http = http
+        self.tls = tls  # wss://, https:// (docs/gateway.md "TLS")
         self.server = None
         self.port = sock.getsockname()[1]
 
-    async def start(self, loop):
-        self.server = await loop.create_server(lambda: Peer(self), sock=self.sock)
+    async def start(self, loop, tls=None):
+        """tls: the broker's Tls (edge/runtime/tls_cpython.py) when this
+        listener serves TLS: a Peer gets its connection after the handshake."""
+        kw = tls.server_kw() if tls is not None else {}
+        self.server = await loop.create_server(lambda: Peer(self), sock=self.sock, **kw)
 
     def close(self):
         if self.server is not None:
@@ -170,7 +174,9 @@ class Peer:
     def eof_received(self):
         if self.mode == _MQTT:
             wsmqtt.feed(self, self.web.srv, b"")
-            return True
+            # (a TLS transport closes itself after it: a True would be
+            # ignored, with a warning per connection)
+            return not self.lst.tls
         return False  # the transport closes itself
 
     def connection_lost(self, exc):

@@ -126,7 +126,18 @@ class Guard:
     def login(self, conn, pkt, now):
         """(0, rules) for a CONNECT let in, with its Rules; else (the
         CONNACK code, 5.0's if conn.v5, why: a log line)."""
-        rules = self.check(pkt.username, pkt.password, pkt.client_id, self.peers.pop(conn.id, None), now)
+        peer = self.peers.pop(conn.id, None)
+        if type(peer) is tuple:
+            # (address, CN): a TLS client's certificate, checked against
+            # tls.cafile, names its user (tls.use_identity_as_username, as
+            # mosquitto): the CONNECT's user name and password are not used
+            user = peer[1]
+            if user is None:
+                self.counts[_FAILED] += 1
+                return (_RC_BAD_LOGIN if conn.v5 else _NOT_AUTHORIZED_311), "client certificate without a CN"
+            rules = self.acl.rules(user, pkt.client_id) if self.acl is not None else Rules((), user)
+        else:
+            rules = self.check(pkt.username, pkt.password, pkt.client_id, peer, now)
         if rules is _BAD:
             return (_RC_BAD_LOGIN if conn.v5 else _NOT_AUTHORIZED_311), self.why
         if rules is _ANON:

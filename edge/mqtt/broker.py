@@ -95,6 +95,7 @@ class Broker:
     store = None    # StateStore (edge/store/state.py), set by restore()
     coap = None     # the CoAP Endpoint (edge/coap/), set by the runtime, for $SYS
     uplink = None   # the Uplink (edge/bridge/uplink.py), set by the runtime, for $SYS
+    tls = None      # CPython's TLS listeners (edge/runtime/tls_cpython.py), for $SYS
     acking = False  # routing a client's PUBLISH, its ack queued (publish.py)
     # store.persistence "best-effort" and the store did not open: why (the
     # runtime sets it; $SYS/broker/store/state, the 5.0 CONNACK say so)

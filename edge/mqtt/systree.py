@@ -46,6 +46,8 @@ def values(b):
         yield from b.coap.sys_values()
     if b.uplink is not None:  # the uplink to RabbitMQ (docs/uplink.md)
         yield from b.uplink.sys_values()
+    if b.tls is not None:  # TLS handshakes (docs/security.md)
+        yield from b.tls.sys_values()
     if b.auth is not None:  # logins and ACL refusals (docs/security.md)
         yield from b.auth.sys_values()
 

@@ -45,6 +45,9 @@ def start(cfg, broker, log):
     anonymous) for a reload, or None when there is nothing to check."""
     a = cfg["auth"]
     bind = cfg["broker"]["bind"]
+    t = cfg.get("tls")
+    if t and t["certfile"] and t["bind"] and loopback(bind):
+        bind = t["bind"]  # the TLS listener's address counts as much (docs/security.md "TLS")
     paths = (a["password_file"], a["acl_file"])
     anon = a["allow_anonymous"]
     if anon is None:

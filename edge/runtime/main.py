@@ -56,6 +56,17 @@ def _heap():
 
 
 async def serve(cfg, log, started=None):
+    tls = cfg.get("tls")  # (a board's config without [tls] has none: edge/config.py)
+    if tls and [k for k in tls if tls[k] and k != "port"]:  # [tls] sets something
+        if hasattr(asyncio, "core"):  # MicroPython: DER files, tcp.py wraps
+            from edge.runtime.tls import start as tls
+        else:
+            from edge.runtime.tls_cpython import start as tls  # type: ignore[assignment]
+        tls = tls(cfg, log)  # None: no certfile. ConfigError (exit 2) naming a key
+        if hasattr(asyncio, "core"):
+            forget("edge.runtime.tls")  # its Tls class stays, with its instance
+    else:
+        tls = None
     if hasattr(gc, "threshold"):  # MicroPython
         # Collect after every _GC_EVERY bytes allocated, not only when the
         # heap is full: garbage then never spreads over the whole heap, so
@@ -84,13 +95,15 @@ async def serve(cfg, log, started=None):
     release = _lock(d, log)  # persistence on or off: one broker per directory
     b = cfg["broker"]
     broker = Broker(cfg, now_ms(), log)
+    broker.tls = tls
     srv = TcpServer(broker, log)  # (CPython: swaps in its trie while empty)
     if hasattr(srv, "sync_wait_us"):  # (CPython's: tcp_cpython.py)
         srv.sync_wait_us = cfg["store"]["sync_wait_us"]
     # [auth] set, or a bind that may not be loopback (auth.py decides):
     # only then is auth imported, so a board without it pays nothing
     # (the test spares this module the key names: each is a qstr on a board)
-    if b["bind"][:4] != "127." or [v for v in cfg["auth"].values() if v is not None]:
+    if b["bind"][:4] != "127." or [v for v in cfg["auth"].values() if v is not None] or (
+            tls is not None and (cfg["tls"]["bind"] or "127.")[:4] != "127."):
         from edge.runtime import auth
 
         try:
@@ -132,6 +145,19 @@ async def serve(cfg, log, started=None):
         raise ConfigError("broker.bind", "cannot listen on %s port %d: %s" % (b["bind"], b["port"], e))
     # srv.port: the port taken when port 0 asked for any
     log(20, "edgebroker listening on %s:%d (MQTT), data in %s" % (b["bind"], srv.port, cfg["store"]["dir"]))
+    if tls is not None:
+        t = cfg["tls"]
+        host = t["bind"] or b["bind"]
+        try:
+            await tls.listen(srv, host, t["port"])
+        except OSError as e:
+            srv.close()
+            if wal is not None:
+                wal.close()
+            release()
+            raise ConfigError("tls.port" if e.errno == errno.EADDRINUSE else "tls.bind",
+                              "cannot listen on %s port %d: %s" % (host, t["port"], e))
+        log(20, "edgebroker listening on %s:%d (MQTT over TLS)" % (host, tls.port))
     coap = None
     if cfg["coap"]["enabled"]:
         from edge.runtime.coap import start as start_coap  # only when enabled: a board's heap
@@ -193,6 +219,8 @@ async def serve(cfg, log, started=None):
             await uplink.close()  # "offline" upstream, then the close handshake
         if coap is not None:
             coap.close()
+        if tls is not None:
+            tls.close()
         srv.close()
         if wal is not None:
             wal.close()  # the last batch synced: a clean stop loses nothing

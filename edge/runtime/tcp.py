@@ -67,22 +67,28 @@ class TcpServer:
         self.port = 0       # the port it is bound to
         self.task = None    # the accept loop
         self.udp = None     # the CoAP shell (udp.py), flushed after each feed too
+        self.tls = None     # the TLS listener: (socket, accept task)
 
-    async def start(self, host, port):
+    async def start(self, host, port, tls=None):
+        """Listen on host:port; the port bound. tls: the TLS listener's
+        wrap(socket) (tls.py), beside the plain one."""
         import socket
 
         s = socket.socket()
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.port = _bind(s, socket, host, port)
+            p = _bind(s, socket, host, port)
             s.listen(_BACKLOG)
         except OSError:
             s.close()
             raise
         s.setblocking(False)
-        self.server = s
-        self.task = asyncio.create_task(self._accept(s))
-        return self.server
+        t = asyncio.create_task(self._accept(s, tls))
+        if tls is None:
+            self.server, self.task, self.port = s, t, p
+        else:
+            self.tls = (s, t)
+        return p
 
     # ---- output ---------------------------------------------------------------
     def _write(self, cid, w, data):
@@ -238,8 +244,9 @@ class TcpServer:
         self.flush()
         return cid not in self.draining  # else the drain task closes it
 
-    def _accept(self, lsock):
-        # The accept loop, a plain generator on the poller
+    def _accept(self, lsock, tls=None):
+        # The accept loop, a plain generator on the poller; tls: the TLS
+        # listener's wrap (tls.py)
         while True:
             yield _io_queue.queue_read(lsock)
             try:
@@ -263,6 +270,8 @@ class TcpServer:
                 sock.setsockopt(6, 1, 1)
             except OSError:
                 pass
+            if tls is not None:
+                sock = tls(sock)  # TLS: the handshake runs in its first reads
             asyncio.create_task(self._serve(sock))
 
     def _serve(self, sock):
@@ -320,6 +329,9 @@ class TcpServer:
             self.task.cancel()
         if self.server is not None:
             self.server.close()
+        if self.tls is not None:
+            self.tls[1].cancel()
+            self.tls[0].close()
         for cid in list(self.writers):
             try:
                 self.writers.pop(cid).close()
