@@ -198,11 +198,13 @@ class Amqp:
         self.tag += 1
         return self.tag
 
-    def declare_queue(self, name, durable=True, arguments=None):
+    def declare_queue(self, name, durable=True, arguments=None, passive=False):
         """queue.declare (§1.7.2.1): bits passive, durable, exclusive,
-        auto-delete, no-wait; arguments e.g. {"x-queue-type": "quorum"}."""
+        auto-delete, no-wait; arguments e.g. {"x-queue-type": "quorum"}.
+        Passive: only checks that it exists (404 channel close if not),
+        whatever its arguments."""
         self._ready()
-        self._method(1, _Q_DECLARE, "sSoF", (0, name, 2 if durable else 0, arguments))
+        self._method(1, _Q_DECLARE, "sSoF", (0, name, (2 if durable else 0) | (1 if passive else 0), arguments))
 
     def bind(self, queue, exchange, routing_key, arguments=None):
         self._ready()

@@ -30,13 +30,12 @@
 # Without persistence the queue alone is the outbox, bounded by
 # outbox_budget_bytes.
 from edge.bridge import routing
+from edge.bridge.commands import Commands
 from edge.bridge.url import parse_list, redact, split
 
 _BASE_MS = 1000   # decorrelated-jitter back-off (docs/uplink.md "Reconnect")
 _CAP_MS = 60000
 _ENTRY = 64       # bytes an outbox entry costs beyond its key and body
-_PREFETCH = 16    # commands unacked at a time
-_SEEN_MAX = 256   # command message_ids remembered (redeliveries: at most _PREFETCH a connection)
 
 
 def _filters(v):
@@ -44,7 +43,8 @@ def _filters(v):
     return [f.strip() for f in v.split(",") if f.strip()]
 
 
-class Uplink:
+class Uplink(Commands):
+    # (commands down: edge/bridge/commands.py)
     def __init__(self, broker, c, rng, log, now, outbox=None):
         # the nodes: one URL, or a cluster's list, tried in turn (lost())
         self.nodes = [(p, redact(u)) for p, u in zip(parse_list(c["url"]), split(c["url"]))]
@@ -79,30 +79,20 @@ class Uplink:
         self._own = "cmd/" + self.edge_id
         self.outbox = outbox
         self.appended = None    # (seq) -> None: a record appended (the runtime's gate)
+        self.wake = None        # () -> None: output queued outside feed()/tick() (the shell writes it)
         loaded = outbox.load() if outbox is not None else ((), (), ())
         for seq, body in loaded[0]:  # what a previous run left, oldest first
             n = body[1] << 8 | body[2]
             e = [seq, body[3:3 + n].decode(), bytes(body[3 + n:]), body[0], 0]
             self.q.append(e)
             self.bytes += _ENTRY + len(e[1]) + len(e[2])
-        self.cmd_wait = []      # [ack id, seq, mid, topic, body, client, dup]: persisted, not yet acked
-        self.seen = {}          # command message_id -> its K_SEEN seq (0: in RAM only)
-        self.seen_q = []        # the same mids, oldest first (bounded: _SEEN_MAX)
-        self.cmd_dups = 0       # redelivered commands recognised
+        self.again = False      # reconnect at once (the command queue declared anew)
+        self._commands_init()
         lc = self.lc = broker.local_client("$uplink", self._local)
         for f in _filters(c["publish"]):
             broker.subscribe(lc, f, 1)
         if outbox is not None:
-            # commands a previous run persisted: published now if maybe
-            # never published (at least once, locally), acked upstream or
-            # not (a redelivery is recognised by its message_id)
-            _, cmds, seen = loaded
-            loaded = None
-            for seq, mid in seen:
-                self._seen(mid, seq)
-            for seq, mid, t, body in cmds:
-                self._publish_cmd(t, body)
-                self._seen(mid, outbox.cmd_done(seq, mid))
+            self._load_commands(loaded[1], loaded[2])
 
     # ---- local side
     def _local(self, msg, qos, retain=False):
@@ -130,8 +120,12 @@ class Uplink:
             self.appended(seq)  # the PUBACK waits for this record's sync
         self.q.append([seq, rk, body, qos, 0])
         self.bytes += cost
-        if self.up:
+        if self.up and self.inflight < self.window:
             self._pump()
+            if self.wake is not None:
+                # written at the end of this loop pass, with whatever else
+                # the pass publishes: not left for the next confirm or tick
+                self.wake()
 
     # ---- connection life
     def _next_node(self):
@@ -163,11 +157,20 @@ class Uplink:
         was_up = self.up
         self.c = None
         self.up = False
+        self.declaring = False
+        self.cmd_held = []  # not acked: RabbitMQ redelivers them
         for e in self.q[:self.inflight]:
             e[4] = 0
         self.inflight = 0
         if self.stopping:
             self.state = "stopped"
+            return
+        if self.again:
+            # the command queue to be declared anew (commands.py): no back-off
+            self.again = False
+            self.retry_at = now
+            self.state = "down"
+            self.log(30, "uplink: %s: %s; reconnecting at once (%d waiting)" % (self.where, why, len(self.q)))
             return
         if was_up and now - self.up_at >= _CAP_MS:
             # a link that held for a while: from the base again (one that
@@ -212,6 +215,8 @@ class Uplink:
     def tick(self, now):
         if self.c is None:
             return True
+        if self.cmd_held:
+            self._retry_held()
         return self._events(self.c.tick(now), now)
 
     def _events(self, evs, now):
@@ -230,6 +235,9 @@ class Uplink:
                 self._command(ev[1], h.get("destination", ev[2]), ev[4], h.get("amqp-message-id"))
             elif k == "nack":
                 self._nack(ev[1], ev[2])
+            elif k == "declare_ok" and self.declaring:
+                self._declared(ev)
+                self._go()
             elif k == "return":
                 self.returned += 1  # unroutable: its confirm follows
             elif k == "oversize":
@@ -239,6 +247,8 @@ class Uplink:
             elif k in ("closed", "channel_closed", "error", "dead", "cancelled"):
                 self.log(30, "uplink: %s: %s %s" % (self.where, k, ev[1:3] if len(ev) > 1 else ""))
                 if k == "channel_closed" or k == "cancelled":
+                    if k == "channel_closed" and self.declaring:
+                        self._declare_refused(ev[1], ev[2])
                     c.close()
                 else:
                     alive = False
@@ -247,26 +257,17 @@ class Uplink:
         return alive and c.state != (8 if self.scheme == "amqp" else 3)  # CLOSED
 
     def _ready(self, now):
-        c = self.c
-        self.up = True
         self.up_at = now
         self.state = "up"
         self.connects += 1
         self.log(20, "uplink: connected to %s (%s), %d waiting" % (self.where, self.scheme, len(self.q)))
+        if not self.commands or self._subscribe_commands():
+            self._go()
+
+    def _go(self):
+        # publishing: "online", then the backlog
+        self.up = True
         self._state_msg("online")
-        if self.commands:
-            q = routing.cmd_queue(self.edge_id)
-            if self.scheme == "amqp":
-                c.declare_queue(q)
-                c.bind(q, self.exchange, routing.cmd_binding(self.edge_id))
-                c.qos(_PREFETCH)
-                c.consume(q)
-            else:
-                # RabbitMQ's STOMP: /exchange/<x>/<pattern> with a durable
-                # subscription declares the named queue and binds it
-                c.subscribe("/exchange/%s/%s" % (self.exchange, routing.cmd_binding(self.edge_id)), "cmd",
-                            headers={"durable": "true", "auto-delete": "false",
-                                     "x-queue-name": q, "prefetch-count": str(_PREFETCH)})
         self._pump()
 
     def _state_msg(self, text):
@@ -333,78 +334,6 @@ class Uplink:
                 i += 1
         self._pump()
 
-    # ---- commands down (docs/uplink.md "Commands down")
-    def _command(self, ack, key, body, mid):
-        # persisted, then acked upstream, then published locally: the
-        # ack waits for _settle_commands() (the outbox synced)
-        if key.startswith("/"):  # STOMP: /topic/<key> or /exchange/<x>/<key>
-            key = key[key.rfind("/") + 1:]
-        t = routing.cmd_topic(self.edge_id, key)
-        if t is None:
-            self.c.ack(ack)  # not ours: acked and dropped
-            return
-        mid = mid or ""
-        if mid and mid in self.seen:
-            self.cmd_dups += 1  # a redelivery (a crash before our ack reached it)
-            self.c.ack(ack)
-            return
-        ob = self.outbox
-        if mid and ob is not None:
-            for e in self.cmd_wait:
-                if e[2] == mid:  # its first copy is not durable yet: acked with it
-                    self.cmd_dups += 1
-                    self.cmd_wait.append([ack, e[1], mid, t, body, self.c, True])
-                    return
-        seq = ob.cmd_append(mid, t, body) if ob is not None else -1
-        if seq < 0:
-            # no persistence, or the outbox is full: published, then acked
-            # (a crash in between loses nothing; one before the publish does)
-            if ob is not None:
-                self.log(30, "uplink: outbox full: command on %s acked unpersisted" % t)
-            self.commands_in += 1
-            self._publish_cmd(t, body)
-            self.c.ack(ack)
-            if mid:
-                self._seen(mid, 0)
-            return
-        self.cmd_wait.append([ack, seq, mid, t, body, self.c, False])
-
-    def _settle_commands(self):
-        # The persisted commands synced (a sync on the loop: commands are
-        # few), then each acked on the connection it came on (a lost one
-        # redelivers it: recognised by its mid) and published locally
-        try:
-            self.outbox.log.flush()
-        except OSError as e:
-            self.log(40, "uplink: command not persisted (%s): acked later" % e)
-            return  # retried at the next feed or tick
-        for ack, seq, mid, t, body, c, dup in self.cmd_wait:
-            if c is self.c and c is not None:
-                c.ack(ack)
-            if not dup:
-                self.commands_in += 1
-                self._publish_cmd(t, body)
-                self._seen(mid, self.outbox.cmd_done(seq, mid))
-        self.cmd_wait = []
-
-    def _publish_cmd(self, t, body):
-        try:
-            self.broker.publish(t, body, 1)
-        except Exception as e:
-            self.log(30, "uplink: command on %s dropped: %s" % (t, e))
-
-    def _seen(self, mid, seq):
-        if not mid:
-            return
-        self.seen[mid] = seq
-        q = self.seen_q
-        q.append(mid)
-        if len(q) > _SEEN_MAX:
-            old = q.pop(0)
-            s = self.seen.pop(old, 0)
-            if s > 0:
-                self.outbox.forget(s)
-
     def close(self):
         for f in list(self.lc.subs):
             self.broker.unsubscribe(self.lc, f)
@@ -420,4 +349,5 @@ class Uplink:
         yield "uplink/returned", self.returned
         yield "uplink/commands", self.commands_in
         yield "uplink/commands/duplicates", self.cmd_dups
+        yield "uplink/commands/deferred", self.cmd_deferred
         yield "uplink/reconnects", self.reconnects

@@ -11,6 +11,7 @@ from tests.core._util import raises
 
 class FakeAmqp:
     state = 5  # READY
+    server_properties = {"product": "RabbitMQ", "version": "3.10.8"}
 
     def __init__(self):
         self.sent = []  # (routing key, body, qos, message id)
@@ -31,6 +32,9 @@ class FakeAmqp:
 
     def take(self):
         return b""
+
+    def tick(self, now):
+        return ()
 
 
 def section(**kw):
@@ -54,6 +58,9 @@ def connect(up, now=0):
     up.connected(now)
     fake = up.c = FakeAmqp()
     assert up._events([("ready",)], now)
+    if up.commands:  # the command queue declared first, then publishing
+        assert fake.calls[-1][0] == "declare_queue" and not up.up
+        assert up._events([("declare_ok", "edge.e1.cmd", 0, 0)], now)
     return fake
 
 
@@ -257,9 +264,10 @@ def test_command_redelivered_after_a_crash_between_persist_and_ack():
     m = MemFiles()
     b, up, got = _cmd_setup(m)
     fake = connect(up)
-    fake.ack = lambda tag, multiple=False: None  # never reaches RabbitMQ: the crash
+    cuts = []  # the crash as the ack is queued: it never reaches RabbitMQ
+    fake.ack = lambda tag, multiple=False: cuts.append(_power_cut(m))
     up._events([("deliver", 7, "cmd.e1.reboot", {"message_id": "c1"}, b"now")], 0)
-    cut = _power_cut(m)  # before the K_SEEN was synced: the command maybe unpublished
+    cut = cuts[0]  # before the K_SEEN was synced: the command maybe unpublished
     assert [c[1] for c in _outbox(cut).commands()[0]] == ["c1"]
     # the next start publishes it (at least once, locally), once
     b2, up2, got2 = _cmd_setup(cut)
@@ -280,12 +288,80 @@ def test_command_redelivered_after_a_crash_between_persist_and_ack():
     assert fake3.acked == ["a-1"] and got3 == [] and up3.cmd_dups == 1
 
 
+def test_a_command_published_is_not_published_again_after_a_crash():
+    # Bug: the K_SEEN that says "published" was synced later, by a tick: a
+    # crash after the local deliveries went out (when feed() returned) but
+    # before that sync published the command again at the next start. Now
+    # it is synced before _events returns, and with it the store's records.
+    from tests.core._memfiles import MemFiles
+
+    m = MemFiles()
+    b, up, got = _cmd_setup(m)
+    connect(up)
+    up._events([("deliver", 7, "cmd.e1.reboot", {"message_id": "c1"}, b"now")], 0)
+    assert got == [("cmd/e1/reboot", b"now")]
+    cut = _power_cut(m)  # the crash right after the deliveries and the ack went out
+    assert _outbox(cut).commands() == ([], [(2, "c1")])
+    b2, up2, got2 = _cmd_setup(cut)
+    assert got2 == [] and "c1" in up2.seen  # not published twice
+
+
+def _fill(b, up):
+    # up to the last byte: a command of a few bytes fits nowhere
+    for n in (300, 1):
+        r = up.refused
+        while up.refused == r:
+            b.publish("m", b"x" * n, 1)
+
+
+def test_a_full_outbox_holds_a_command_unacked_until_there_is_room():
+    # Bug: a full outbox published the command unpersisted and acked it.
+    # Now it stays RabbitMQ's (not acked), counted, tried again at each
+    # tick in order; once confirms made room it is persisted, acked,
+    # published.
+    from tests.core._memfiles import MemFiles
+
+    b = make_broker()
+    got = []
+    lc = b.local_client("t", lambda msg, qos, retain: got.append(bytes(msg.payload)))
+    b.subscribe(lc, "cmd/#", 1)
+    up = Uplink(b, section(), lambda: 0.5, lambda lvl, msg: None, 0, _outbox(MemFiles(), 4096))
+    fake = connect(up)
+    _fill(b, up)  # the outbox full of unconfirmed messages
+    up._events([("deliver", 1, "cmd.e1.a", {"message_id": "c1"}, b"1"),
+                ("deliver", 2, "cmd.e1.b", {"message_id": "c2"}, b"2")], 0)
+    assert got == [] and fake.acked == [] and up.cmd_deferred == 2
+    assert dict(up.sys_values())["uplink/commands/deferred"] == 2
+    up.tick(250)
+    assert got == [] and fake.acked == []  # still full
+    up._events([("confirm", fake.tag, True)], 300)  # RabbitMQ confirmed the backlog
+    up.outbox.log.flush()  # (the tombstones written: room)
+    up.tick(500)
+    assert fake.acked == [1, 2] and got == [b"1", b"2"] and up.cmd_deferred == 2
+    assert up.outbox.commands()[1][-2:] == [(up.outbox.commands()[1][-2][0], "c1"),
+                                            (up.outbox.commands()[1][-1][0], "c2")]
+
+
+def test_a_held_command_is_dropped_with_its_connection():
+    # held, then the link drops: not acked, so RabbitMQ redelivers it; the
+    # next connection's copy is the one published
+    from tests.core._memfiles import MemFiles
+
+    b = make_broker()
+    up = Uplink(b, section(), lambda: 0.5, lambda lvl, msg: None, 0, _outbox(MemFiles(), 4096))
+    fake = connect(up)
+    _fill(b, up)
+    up._events([("deliver", 1, "cmd.e1.a", {"message_id": "c1"}, b"1")], 0)
+    up.lost(10, "gone")
+    assert up.cmd_held == [] and fake.acked == []
+
+
 def test_seen_command_ids_are_bounded():
     from tests.core._memfiles import MemFiles
-    from edge.bridge import uplink
+    from edge.bridge import commands
 
-    keep = uplink._SEEN_MAX
-    uplink._SEEN_MAX = 8  # (a small heap under MicroPython: the rule, not the size)
+    keep = commands._SEEN_MAX
+    commands._SEEN_MAX = 8  # (a small heap under MicroPython: the rule, not the size)
     try:
         m = MemFiles()
         b, up, got = _cmd_setup(m)
@@ -298,7 +374,7 @@ def test_seen_command_ids_are_bounded():
         assert len(_outbox(_power_cut(m)).commands()[1]) == 8
         assert len(got) == n and fake.acked == list(range(1, n + 1))
     finally:
-        uplink._SEEN_MAX = keep
+        commands._SEEN_MAX = keep
 
 
 def test_a_cluster_list_is_tried_in_turn():
