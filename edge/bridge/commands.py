@@ -12,13 +12,19 @@ _SEEN_MAX = 256   # command message_ids remembered (redeliveries: at most _PREFE
 # with other arguments is refused with a channel close (406
 # PRECONDITION_FAILED, AMQP 0-9-1 §1.7.2.1): then it is used as it is (a
 # passive declare), and one that does not exist (404) is declared classic
-# durable. Each step takes one reconnection, at once.
+# durable. Each step takes one reconnection, at once. STOMP the same way:
+# RabbitMQ's STOMP plugin takes x-queue-type on a durable SUBSCRIBE (and
+# answers an ERROR frame, closing, for a queue declared otherwise); "as it
+# is" there is the /amq/queue/<name> destination, which declares nothing.
 _QUORUM = {"x-queue-type": "quorum"}
 
 
 def _quorum_ok(props):
-    # RabbitMQ's server properties: product and version ("3.10.8")
+    # RabbitMQ's server properties: product and version ("3.10.8"); STOMP:
+    # the CONNECTED frame's server header ("RabbitMQ/3.10.8")
     p = props
+    if type(p) is str and p.startswith("RabbitMQ/"):
+        p = {"product": "RabbitMQ", "version": p[9:]}
     if type(p) is not dict or p.get("product") != "RabbitMQ":
         return False
     v = str(p.get("version", "")).split(".")
@@ -57,28 +63,39 @@ class Commands:
         declare_ok: _declared()); True when the uplink may publish now."""
         c = self.c
         q = routing.cmd_queue(self.edge_id)
-        if self.scheme == "amqp":
-            how = self.cmd_decl
-            if how == "quorum" and not _quorum_ok(c.server_properties):
-                how = self.cmd_decl = "classic"
-            # Nothing is published until its answer: a refused declare
-            # closes the channel, and the confirms of what was published on
-            # it with it (sent again: duplicates)
-            self.declaring = True
+        amqp = self.scheme == "amqp"
+        how = self.cmd_decl
+        if how == "quorum" and not _quorum_ok(c.server_properties if amqp else c.server):
+            how = self.cmd_decl = "classic"
+        # Nothing is published until its answer: a refused declare closes
+        # the channel (the connection, STOMP), and the confirms of what was
+        # published on it with it (sent again: duplicates)
+        self.declaring = True
+        if amqp:
             c.declare_queue(q, arguments=_QUORUM if how == "quorum" else None, passive=how == "passive")
             return False
-        # RabbitMQ's STOMP: /exchange/<x>/<pattern> with a durable
-        # subscription declares the named queue and binds it
-        c.subscribe("/exchange/%s/%s" % (self.exchange, routing.cmd_binding(self.edge_id)), "cmd",
-                    headers={"durable": "true", "auto-delete": "false",
-                             "x-queue-name": q, "prefetch-count": str(_PREFETCH)})
-        return True
+        h = {"prefetch-count": str(_PREFETCH)}
+        if how == "passive":
+            dest = "/amq/queue/" + q
+        else:
+            # /exchange/<x>/<pattern> with a durable subscription: the
+            # plugin declares the named queue and binds it
+            dest = "/exchange/%s/%s" % (self.exchange, routing.cmd_binding(self.edge_id))
+            h.update({"durable": "true", "auto-delete": "false", "x-queue-name": q})
+            if how == "quorum":
+                h.update(_QUORUM)
+        c.subscribe(dest, "cmd", headers=h, receipt=True)
+        return False
 
     def _declared(self, ev):
-        # ("declare_ok", queue, messages, consumers): bound and consumed
+        # ("declare_ok", queue, messages, consumers): bound and consumed;
+        # STOMP's ("subscribed", sub_id): done
         self.declaring = False
         c = self.c
-        q = ev[1]
+        q = routing.cmd_queue(self.edge_id)
+        if ev[0] == "subscribed":
+            self.log(20, "uplink: command queue %s (%s)" % (q, self.cmd_decl))
+            return
         self.log(20, "uplink: command queue %s (%s), %d waiting" % (q, self.cmd_decl, ev[2]))
         c.bind(q, self.exchange, routing.cmd_binding(self.edge_id))
         c.qos(_PREFETCH)
@@ -89,11 +106,16 @@ class Commands:
         # once) declares it the next way
         self.declaring = False
         q = routing.cmd_queue(self.edge_id)
+        if type(text) is not str:  # STOMP: the ERROR frame's body
+            try:
+                text = str(text, "utf-8").strip()
+            except UnicodeError:
+                text = repr(text)
         if self.cmd_decl == "quorum":
             self.cmd_decl = "passive"
             self.log(30, "uplink: %s: queue %s not declared as a quorum queue (%s %s): it exists with other "
                          "arguments; using it as it is" % (self.where, q, code, text))
-        elif self.cmd_decl == "passive" and code == 404:
+        elif self.cmd_decl == "passive" and (code == 404 or "not_found" in str(code).lower()):
             self.cmd_decl = "classic"
             self.log(30, "uplink: %s: queue %s gone (%s %s): declared as a classic durable queue"
                      % (self.where, q, code, text))

@@ -235,7 +235,7 @@ class Uplink(Commands):
                 self._command(ev[1], h.get("destination", ev[2]), ev[4], h.get("amqp-message-id"))
             elif k == "nack":
                 self._nack(ev[1], ev[2])
-            elif k == "declare_ok" and self.declaring:
+            elif (k == "declare_ok" or k == "subscribed") and self.declaring:
                 self._declared(ev)
                 self._go()
             elif k == "return":
@@ -246,9 +246,9 @@ class Uplink(Commands):
                 alive = False
             elif k in ("closed", "channel_closed", "error", "dead", "cancelled"):
                 self.log(30, "uplink: %s: %s %s" % (self.where, k, ev[1:3] if len(ev) > 1 else ""))
+                if (k == "channel_closed" or k == "error") and self.declaring:
+                    self._declare_refused(ev[1], ev[2])
                 if k == "channel_closed" or k == "cancelled":
-                    if k == "channel_closed" and self.declaring:
-                        self._declare_refused(ev[1], ev[2])
                     c.close()
                 else:
                     alive = False

@@ -274,43 +274,56 @@ def _queue_type(rabbit, name):
     return None
 
 
-def test_the_command_queue_is_a_quorum_queue(rabbit, broker_factory, mqtt_client, pika_channel):
+@pytest.mark.parametrize("scheme", ["amqp", "stomp"])
+def test_the_command_queue_is_a_quorum_queue(rabbit, broker_factory, mqtt_client, pika_channel, scheme):
     # issue #18: "the command queue declared as a quorum queue (x-queue-type:
     # quorum) where the server supports it, so commands survive a node's
     # loss" (RabbitMQ >= 3.8; Debian's is 3.10)
     ch = pika_channel
-    b = broker_factory(**{"upstream.url": _url(rabbit), "upstream.edge_id": "eq"})
-    _consuming(rabbit, "edge.eq.cmd", b)
-    assert _queue_type(rabbit, "edge.eq.cmd") == "quorum"
-    assert "command queue edge.eq.cmd (quorum)" in b.log_text()
+    eid = "eq" + scheme[0]
+    q = "edge.%s.cmd" % eid
+    b = broker_factory(**{"upstream.url": _url(rabbit, scheme), "upstream.edge_id": eid})
+    _consuming(rabbit, q, b)
+    assert _queue_type(rabbit, q) == "quorum"
+    assert "command queue %s (quorum)" % q in b.log_text()
     sub = mqtt_client(b)
-    sub.subscribe("cmd/eq/#", qos=1)
-    ch.basic_publish("amq.topic", "cmd.eq.valve", b"open", pika.BasicProperties(message_id="q1"))
-    assert sub.wait_message(lambda m: m.topic == "cmd/eq/valve").payload == b"open"
+    sub.subscribe("cmd/%s/#" % eid, qos=1)
+    ch.basic_publish("amq.topic", "cmd.%s.valve" % eid, b"open", pika.BasicProperties(message_id="q1"))
+    assert sub.wait_message(lambda m: m.topic == "cmd/%s/valve" % eid).payload == b"open"
+    ch.queue_delete(q)
 
 
-def test_a_command_queue_declared_otherwise_is_used_as_it_is(rabbit, broker_factory, mqtt_client, pika_channel):
+@pytest.mark.parametrize("scheme", ["amqp", "stomp"])
+def test_a_command_queue_declared_otherwise_is_used_as_it_is(
+        rabbit, broker_factory, mqtt_client, pika_channel, scheme):
     # An existing classic queue (an older edge, or an operator's, here with
-    # a length limit): the quorum declare is refused with a channel close
-    # (406 PRECONDITION_FAILED), logged; the edge reconnects at once and
-    # consumes the queue as it is; nothing published up is lost or doubled
+    # a length limit): the quorum declare is refused (AMQP: a channel close,
+    # 406 PRECONDITION_FAILED; STOMP: an ERROR frame), logged; the edge
+    # reconnects at once and consumes the queue as it is; nothing published
+    # up is lost or doubled
     ch = pika_channel
-    ch.queue_declare("edge.ec.cmd", durable=True, arguments={"x-max-length": 1000})
-    data_q = _queue(ch, "t16c.#")
-    b = broker_factory(**{"upstream.url": _url(rabbit), "upstream.edge_id": "ec"})
+    eid = "ec" + scheme[0]
+    q = "edge.%s.cmd" % eid
+    ch.queue_declare(q, durable=True, arguments={"x-max-length": 1000})
+    if scheme == "stomp":  # (/amq/queue/<name> takes the queue as it is, bindings too)
+        ch.queue_bind(q, "amq.topic", "cmd.%s.#" % eid)
+    data_q = _queue(ch, "t16%s.#" % eid)
+    b = broker_factory(**{"upstream.url": _url(rabbit, scheme), "upstream.edge_id": eid})
     pub = mqtt_client(b)
     for i in range(20):
-        pub.publish("t16c/x", b"%d" % i, qos=1)
-    _consuming(rabbit, "edge.ec.cmd", b)
-    assert _queue_type(rabbit, "edge.ec.cmd") == "classic"
+        pub.publish("t16%s/x" % eid, b"%d" % i, qos=1)
+    _consuming(rabbit, q, b)
+    assert _queue_type(rabbit, q) == "classic"
     log = b.log_text()
-    assert "queue edge.ec.cmd not declared as a quorum queue (406 PRECONDITION_FAILED" in log, log
-    assert "command queue edge.ec.cmd (passive)" in log
+    assert "queue %s not declared as a quorum queue (" % q in log, log
+    if scheme == "amqp":
+        assert "not declared as a quorum queue (406 PRECONDITION_FAILED" in log, log
+    assert "command queue %s (passive)" % q in log
     sub = mqtt_client(b)
-    sub.subscribe("cmd/ec/#", qos=1)
-    ch.basic_publish("amq.topic", "cmd.ec.valve", b"shut", pika.BasicProperties(message_id="k1"))
-    assert sub.wait_message(lambda m: m.topic == "cmd/ec/valve").payload == b"shut"
+    sub.subscribe("cmd/%s/#" % eid, qos=1)
+    ch.basic_publish("amq.topic", "cmd.%s.valve" % eid, b"shut", pika.BasicProperties(message_id="k1"))
+    assert sub.wait_message(lambda m: m.topic == "cmd/%s/valve" % eid).payload == b"shut"
     got = [_get(ch, data_q)[2] for _ in range(20)]
     assert got == [b"%d" % i for i in range(20)]
     assert ch.basic_get(data_q, auto_ack=True) == (None, None, None)
-    ch.queue_delete("edge.ec.cmd")
+    ch.queue_delete(q)
