@@ -284,7 +284,10 @@ class Uplink(Commands):
             dest = "/topic/" + rk
         else:
             dest = "/exchange/%s/%s" % (self.exchange, rk)
-        return self.c.send(dest, body, headers=h)
+        # persistent (delivery_mode 2) for QoS >= 1 only, as the MQTT
+        # plugin (RabbitMQ's STOMP sets no delivery_mode for the others:
+        # transient all the same)
+        return self.c.send(dest, body, headers=h, persistent=qos > 0)
 
     def _pump(self):
         q = self.q

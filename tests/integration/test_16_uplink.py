@@ -327,3 +327,49 @@ def test_a_command_queue_declared_otherwise_is_used_as_it_is(
     assert got == [b"%d" % i for i in range(20)]
     assert ch.basic_get(data_q, auto_ack=True) == (None, None, None)
     ch.queue_delete(q)
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "stomp"])
+def test_the_same_message_through_the_mqtt_plugin_and_through_the_edge(
+        rabbit, broker_factory, mqtt_client, pika_channel, scheme):
+    # issue #18: "the same message through RabbitMQ's own MQTT plugin and
+    # through the edge arrives with the same routing key and headers". One
+    # pika consumer bound to amq.topic gets both: a paho-like client
+    # publishes to the plugin, another to the edge (whose uplink sends it
+    # up), for QoS 0 and 1 and a topic of several levels. (test_15 checks
+    # the AMQP client alone; this is the whole path: MQTT in, outbox,
+    # uplink.) STOMP cannot send a typed header: x-mqtt-publish-qos arrives
+    # as the string of the same number, and x-mqtt-dup is not sent.
+    from .clients import Client
+
+    ch = pika_channel
+    eid = "sbs" + scheme[0]
+    q = _queue(ch, "%s.#" % eid)
+    b = broker_factory(**{"upstream.url": _url(rabbit, scheme), "upstream.edge_id": eid})
+    _consuming(rabbit, "edge.%s.cmd" % eid, b)  # up (and publishing: after the queue's answer)
+    plugin = Client("127.0.0.1", rabbit.mqtt_port)
+    plugin.connect()
+    edge = mqtt_client(b)
+    try:
+        for topic, qos in (("%s/plant/line-2/m7/kwh" % eid, 1), ("%s/plant/line-2/m7/kwh" % eid, 0),
+                           ("%s/a" % eid, 1)):
+            plugin.publish(topic, b"21.5", qos=qos)
+            m1, p1, body1 = _get(ch, q)
+            edge.publish(topic, b"21.5", qos=qos)
+            m2, p2, body2 = _get(ch, q)
+            assert body1 == body2 == b"21.5"
+            assert (m2.exchange, m2.routing_key) == (m1.exchange, m1.routing_key) == (
+                "amq.topic", topic.replace("/", ".")), topic
+            assert p1.delivery_mode == (2 if qos else 1) and p1.headers["x-mqtt-publish-qos"] == qos
+            if scheme == "amqp":
+                assert p2.delivery_mode == p1.delivery_mode, (topic, qos)
+                assert p2.headers == p1.headers, (topic, qos, p1.headers, p2.headers)
+            else:
+                # RabbitMQ's STOMP: persistent:true -> 2; without it no
+                # delivery_mode at all (transient, as 1); the frame's own
+                # headers (content-length, receipt) come along
+                assert p2.delivery_mode == (2 if qos else None), (topic, qos)
+                assert p2.headers["x-mqtt-publish-qos"] == str(qos)
+            assert p2.message_id.startswith(eid + ":")  # the edge's idempotency key (the plugin sets none)
+    finally:
+        plugin.disconnect()
