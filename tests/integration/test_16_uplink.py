@@ -373,3 +373,41 @@ def test_the_same_message_through_the_mqtt_plugin_and_through_the_edge(
             assert p2.message_id.startswith(eid + ":")  # the edge's idempotency key (the plugin sets none)
     finally:
         plugin.disconnect()
+
+
+def test_commands_are_delivered_under_the_acl(rabbit, broker_factory, pika_channel, tmp_path):
+    # issue #21: "ACLs ... on commands coming down the uplink". A command is
+    # published locally like any message and each delivery is checked
+    # against the subscriber's read grants (docs/security.md "Commands down
+    # the uplink"); the uplink itself needs no write grant: it writes only
+    # cmd/<edge_id>/... by construction, as RabbitMQ's user lets it.
+    from .test_21_auth import client, passwd
+
+    pw = tmp_path / "passwd"
+    for user in ("op", "tech", "ro"):
+        passwd(pw, user, user + "-pw")
+    acl = tmp_path / "acl"
+    acl.write_text("user op\ntopic read cmd/e4/#\ntopic read $SYS/#\n"
+                   "user tech\ntopic read cmd/e4/#\ntopic deny cmd/e4/valve/#\n"
+                   "user ro\ntopic read sensors/#\n")
+    ch = pika_channel
+    b = broker_factory(**{"upstream.url": _url(rabbit), "upstream.edge_id": "e4", "sys_interval": 1,
+                          "auth.password_file": str(pw), "auth.acl_file": str(acl)})
+    _consuming(rabbit, "edge.e4.cmd", b)
+    op = client(b, "op", "op-pw")
+    tech = client(b, "tech", "tech-pw")
+    ro = client(b, "ro", "ro-pw")
+    assert op.subscribe("cmd/e4/#", qos=1) == [1]
+    assert tech.subscribe("cmd/e4/#", qos=1) == [1]  # (the deny is narrower: checked message by message)
+    assert ro.subscribe("cmd/e4/#", qos=1) == [0x80]
+    for key, body, mid in (("cmd.e4.valve.open", b"v", "a1"), ("cmd.e4.light.on", b"l", "a2")):
+        ch.basic_publish("amq.topic", key, body, pika.BasicProperties(message_id=mid))
+    op.wait_messages(2)
+    tech.wait_message(lambda m: m.topic == "cmd/e4/light/on")
+    time.sleep(0.3)  # the valve command would have come first, in order
+    assert [(m.topic, m.payload) for m in op.messages] == [("cmd/e4/valve/open", b"v"), ("cmd/e4/light/on", b"l")]
+    assert [(m.topic, m.payload) for m in tech.messages] == [("cmd/e4/light/on", b"l")]
+    assert ro.messages == []
+    sysq = client(b, "op", "op-pw")
+    sysq.subscribe("$SYS/broker/acl/denied/read")
+    assert int(sysq.wait_message(lambda m: m.payload != b"0").payload) >= 1
