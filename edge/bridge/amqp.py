@@ -130,6 +130,7 @@ class Amqp:
         self._body = None               # bytearray, or None when dropped
         self._got = 0                   # body octets received so far
         self._pcache = {}               # qos -> the properties publish() sends (no message-id)
+        self._mcache = {}               # exchange -> basic.publish's arguments up to the routing key
 
     def take(self):
         """The bytes to send (possibly empty); `out` starts afresh."""
@@ -172,7 +173,59 @@ class Amqp:
         returns the delivery tag its confirm will carry. Properties as
         RabbitMQ's MQTT plugin sets them: delivery_mode 2 for QoS >= 1,
         headers x-mqtt-publish-qos (a signed byte, 'b') and x-mqtt-dup."""
-        self._ready()
+        if self.state != READY:
+            self._ready()
+        rk = routing_key.encode()
+        mid = message_id.encode() if message_id is not None else None
+        if (headers or content_type is not None or len(body) > self.frame_max - 8
+                or len(rk) > 255 or (mid is not None and len(mid) > 255)):
+            return self._publish(routing_key, body, qos, message_id, headers, content_type,
+                                 mandatory, exchange)
+        # The uplink's case, once per message: the three frames (§4.2.3)
+        # written straight into `out` (a drain spent its time in the
+        # general encoders). The method's arguments up to the routing key
+        # are the same for every message to an exchange, the property list
+        # up to delivery-mode for every message of a QoS; message-id follows.
+        m = self._mcache.get(exchange)
+        if m is None:
+            m = bytearray(struct.pack(">I", _B_PUBLISH))
+            write_fields(m, "sS", (0, exchange))
+            m = self._mcache[exchange] = bytes(m)
+        pre = self._pcache.get(qos)
+        if pre is None:
+            pre = self._pcache[qos] = self._publish_props(qos, None, None, None)
+        out = self.out
+        # method frame: reserved-1, exchange, routing-key, mandatory | immediate << 1
+        out += struct.pack(">BHI", _METHOD, 1, len(m) + len(rk) + 2)
+        out += m
+        out.append(len(rk))
+        out += rk
+        out.append(1 if mandatory else 0)
+        out.append(_FRAME_END)
+        # content header (§4.2.6): class-id, weight, body size, property
+        # flags and list
+        n = len(body)
+        out += struct.pack(">BHIHHQ", _HEADER, 1, 12 + len(pre) + (len(mid) + 1 if mid is not None else 0),
+                           _BASIC, 0, n)
+        if mid is not None:
+            i = len(out) + 1
+            out += pre
+            out[i] |= 0x80  # the message-id flag (property 8)
+            out.append(len(mid))
+            out += mid
+        else:
+            out += pre
+        out.append(_FRAME_END)
+        if n:  # one body frame (n <= frame_max - 8)
+            out += struct.pack(">BHI", _BODY, 1, n)
+            out += body
+            out.append(_FRAME_END)
+        self._wrote = True
+        self.tag += 1
+        return self.tag
+
+    def _publish(self, routing_key, body, qos, message_id, headers, content_type, mandatory, exchange):
+        # the general case: any properties, a body split at frame_max
         # reserved-1, exchange, routing-key, mandatory | immediate << 1
         self._method(1, _B_PUBLISH, "sSSo", (0, exchange, routing_key, 1 if mandatory else 0))
         # §4.2.6: class-id, weight, body size, property flags and list
@@ -180,9 +233,6 @@ class Amqp:
         if headers or content_type is not None:
             p += self._publish_props(qos, headers, content_type, message_id)
         else:
-            # the uplink's case, once per message: the list up to
-            # delivery-mode is the same for every message of a QoS (a
-            # drain spent half its time encoding it), message-id follows
             pre = self._pcache.get(qos)
             if pre is None:
                 pre = self._pcache[qos] = self._publish_props(qos, None, None, None)
