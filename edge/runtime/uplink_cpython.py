@@ -33,6 +33,8 @@ class UplinkShell:
         self.tr = None
         self.task = None
         self.closed = None  # a Future set when the transport is gone
+        self.kicked = False  # a write is scheduled for the end of this loop pass
+        up.wake = self._kick
 
     def start(self):
         self.log(20, "uplink: to %s as edge %s" % (", ".join([w for _, w in self.up.nodes]), self.up.edge_id))
@@ -70,6 +72,17 @@ class UplinkShell:
         out = self.up.take()
         if out and self.tr is not None:
             self.tr.write(bytes(out))
+
+    def _kick(self):
+        # a local publish queued frames: written once per loop pass, so the
+        # messages of every feed read in the pass go out in one write
+        if not self.kicked:
+            self.kicked = True
+            asyncio.get_event_loop().call_soon(self._kicked)
+
+    def _kicked(self):
+        self.kicked = False
+        self._write()
 
     def _check(self, alive):
         self._write()
