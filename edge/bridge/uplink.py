@@ -121,10 +121,15 @@ class Uplink(Commands):
         self.q.append([seq, rk, body, qos, 0])
         self.bytes += cost
         if self.up and self.inflight < self.window:
+            idle = not self.inflight
             self._pump()
-            if self.wake is not None:
-                # written at the end of this loop pass, with whatever else
-                # the pass publishes: not left for the next confirm or tick
+            if idle and self.wake is not None:
+                # Nothing in flight: no confirm is coming to carry it, so
+                # written at the end of this loop pass (with whatever else
+                # the pass publishes), not left for the 250 ms tick. With
+                # some in flight it goes with the write that follows the
+                # next confirm: fewer, larger writes under load (Nagle's
+                # rule, RFC 896), each read by RabbitMQ at once.
                 self.wake()
 
     # ---- connection life
@@ -297,27 +302,39 @@ class Uplink(Commands):
             self.inflight += 1
 
     def _confirm(self, tag, multiple):
-        # The confirmed ones out of the window: one slice assignment per
-        # confirm, not a `del q[i]` per message (each moves the whole
-        # backlog behind it: a 100,000-message drain spent its time there)
+        # q[:inflight] is in the order sent, so by delivery tag (_pump
+        # appends, _nack moves one out of the window, lost() empties it):
+        # a multiple confirm takes a prefix, a single one the entry found
+        # by bisection, without walking the whole window per confirm. Out
+        # of q with one slice deletion, not a `del q[i]` per message (each
+        # moves the whole backlog behind it)
         q = self.q
         n = self.inflight
-        keep = []
-        ob = self.outbox
-        done = 0
-        for i in range(n):
-            e = q[i]
-            if (e[4] == tag or (multiple and e[4] < tag)) and (multiple or not done):
-                done += 1
-                self.bytes -= _ENTRY + len(e[1]) + len(e[2])
+        if multiple:
+            lo = hi = 0
+            while hi < n and q[hi][4] <= tag:
+                hi += 1
+        else:
+            lo, hi = 0, n
+            while lo < hi:
+                m = (lo + hi) >> 1
+                if q[m][4] < tag:
+                    lo = m + 1
+                else:
+                    hi = m
+            hi = lo + 1 if lo < n and q[lo][4] == tag else lo
+        if hi > lo:
+            ob = self.outbox
+            b = 0
+            for i in range(lo, hi):
+                e = q[i]
+                b += _ENTRY + len(e[1]) + len(e[2])
                 if ob is not None:
                     ob.ack(e[0])
-            else:
-                keep.append(e)
-        if done:
-            q[:n] = keep
-            self.confirmed += done
-            self.inflight = n - done
+            del q[lo:hi]
+            self.bytes -= b
+            self.confirmed += hi - lo
+            self.inflight = n - (hi - lo)
         self._pump()
 
     def _nack(self, tag, multiple):

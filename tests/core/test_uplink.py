@@ -86,6 +86,40 @@ def test_window_and_confirms():
     assert ("bind", "edge.e1.cmd", "amq.topic", "cmd.e1.#") in fake.calls
 
 
+def test_confirms_and_nacks_in_any_order_confirm_each_message_once():
+    # _confirm finds a multiple confirm's prefix and a single one by
+    # bisection: a server answering in any order (acks single and
+    # multiple, nacks) leaves every message confirmed once, none behind
+    b, up, _ = make(window=8)
+    fake = connect(up)
+    for i in range(60):
+        b.publish("m/%d" % i, b"x", 1)
+    out = {}  # tag -> message id, unconfirmed
+    top = 1  # (tag 1: "online", not from the outbox: its confirm is not counted)
+    x = 7
+    while up.q or out:
+        for tag in range(top + 1, fake.tag + 1):
+            out[tag] = fake.sent[tag - 1][3]
+        top = fake.tag
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF  # (a fixed pseudo-random walk)
+        tags = sorted(out)
+        tag = tags[x % len(tags)]
+        kind = (x >> 8) % 4
+        if kind == 0:
+            up._events([("nack", tag, False)], 0)  # sent again, with a new tag
+            del out[tag]
+        elif kind == 1:
+            up._events([("confirm", tag, True)], 0)
+            for t in tags:
+                if t <= tag:
+                    del out[t]
+        else:
+            up._events([("confirm", tag, False)], 0)
+            del out[tag]
+    assert up.confirmed == 60 and up.inflight == 0 and up.bytes == 0
+    assert sorted(set(s[3] for s in data(fake))) == sorted("e1:%d" % i for i in range(1, 61))
+
+
 def test_reconnect_resends_unconfirmed_oldest_first_same_ids():
     b, up, logs = make(window=3)
     fake = connect(up)
