@@ -59,8 +59,8 @@
 # raises LocalProtocolError.
 import struct
 
-from edge.bridge.amqpin import CLOSED, CLOSING, IN, NO_CHANNEL, READY, WAIT_OPEN, WAIT_START  # noqa: F401  (READY, NO_CHANNEL: for callers)
-from edge.bridge.amqpwire import _shortstr, read_fields, read_props, write_fields, write_props
+from edge.bridge.amqpin import CLOSED, CLOSING, NO_CHANNEL, READY, WAIT_OPEN, WAIT_START, on_frame  # noqa: F401  (READY, NO_CHANNEL: for callers)
+from edge.bridge.amqpwire import _shortstr, _u32, write_fields, write_props
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
 
@@ -70,16 +70,12 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1 §4.2.2
 _METHOD = const(1)
 _HEADER = const(2)
 _BODY = const(3)
-_HEARTBEAT = const(8)
 _FRAME_END = const(0xCE)
 
 # Reply codes (the spec's constants)
 _REPLY_SUCCESS = const(200)
 _FRAME_ERROR = const(501)
-_SYNTAX_ERROR = const(502)
 _COMMAND_INVALID = const(503)
-_CHANNEL_ERROR = const(504)
-_UNEXPECTED_FRAME = const(505)
 _NOT_IMPLEMENTED = const(540)
 
 # class id << 16 | method id: what the client sends beyond the handshake
@@ -93,14 +89,6 @@ _B_PUBLISH = const(0x003C0028)
 _B_ACK = const(0x003C0050)
 _B_NACK = const(0x003C0078)
 _BASIC = const(60)
-
-
-def _syntax(msg):
-    return RemoteProtocolError(_SYNTAX_ERROR, msg)
-
-
-def _u32(mv, i):
-    return mv[i] << 24 | mv[i + 1] << 16 | mv[i + 2] << 8 | mv[i + 3]
 
 
 class Amqp:
@@ -317,74 +305,10 @@ class Amqp:
                 break
             if mv[j] != _FRAME_END:
                 raise RemoteProtocolError(_FRAME_ERROR, "no frame-end octet")
-            self._on_frame(mv[i], mv[i + 1] << 8 | mv[i + 2], mv, i + 7, j, ev)
+            on_frame(self, mv[i], mv[i + 1] << 8 | mv[i + 2], mv, i + 7, j, ev)
             i = j + 1
         self.buf = buf[i:] if i < end else b""
         return ev
-
-    def _on_frame(self, ftype, ch, mv, i, end, ev):
-        if self.state == CLOSING and not (ftype == _METHOD and end - i >= 4
-                                           and _u32(mv, i) in (_CLOSE, _CLOSE_OK)):
-            return  # §1.4.2.9: after close, only close and close-ok count
-        if ftype == _HEARTBEAT:
-            if ch:
-                raise RemoteProtocolError(_COMMAND_INVALID, "heartbeat on channel %d" % ch)
-            return
-        if self._content and ftype == _METHOD:
-            # §4.2.6: content frames follow their method, uninterrupted
-            raise RemoteProtocolError(_UNEXPECTED_FRAME, "method inside content")
-        if ftype == _METHOD:
-            if end - i < 4:
-                raise _syntax("short method frame")
-            cm = _u32(mv, i)
-            if ch != (0 if cm >> 16 == 10 else 1):
-                raise RemoteProtocolError(_CHANNEL_ERROR, "method 0x%08x on channel %d" % (cm, ch))
-            h = IN.get(cm)
-            if h is None:
-                raise RemoteProtocolError(_NOT_IMPLEMENTED, "method 0x%08x" % cm)
-            f = read_fields(h[0], mv, i + 4, end)
-            if type(h[1]) is str:
-                ev.append((h[1],) + tuple(f))
-            else:
-                h[1](self, f, ev)
-        elif ftype == _HEADER:
-            if not self._content or self._props is not None or ch != 1:
-                raise RemoteProtocolError(_UNEXPECTED_FRAME, "content header without method")
-            if end - i < 14:
-                raise _syntax("short content header")
-            size = _u32(mv, i + 4) << 32 | _u32(mv, i + 8)
-            self._props = read_props(mv, i + 12, end)
-            self._size = size
-            kind = self._content[0]
-            if kind == "deliver" and size > self.max_body:
-                self.oversize += 1
-                self._content = ["oversize", self._content[1], self._content[2], size]
-            self._body = bytearray() if kind == "deliver" and size <= self.max_body else None
-            self._got = 0
-            if not size:
-                self._done(ev)
-        elif ftype == _BODY:
-            if self._props is None or ch != 1:
-                raise RemoteProtocolError(_UNEXPECTED_FRAME, "body frame without header")
-            self._got += end - i
-            if self._got > self._size:
-                raise RemoteProtocolError(_FRAME_ERROR, "body over its declared size")
-            if self._body is not None:
-                self._body += mv[i:end]
-            if self._got == self._size:
-                self._done(ev)
-        else:
-            raise RemoteProtocolError(_FRAME_ERROR, "frame type %d" % ftype)
-
-    def _done(self, ev):
-        c = self._content
-        if c[0] == "deliver":
-            ev.append(("deliver", c[1], c[2], self._props, bytes(self._body)))
-        elif c[0] == "return":
-            ev.append(("return", c[1], c[2], c[3], self._props))
-        else:
-            ev.append(tuple(c))
-        self._content = self._props = self._body = None
 
     def tick(self, now):
         """Heartbeats (§4.2.7): send one when nothing was sent for an

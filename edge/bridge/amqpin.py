@@ -1,4 +1,6 @@
-# AMQP 0-9-1 client (edge/bridge/amqp.py): what the server sends. Each
+# AMQP 0-9-1 client (edge/bridge/amqp.py): what the server sends, from the
+# frame feed() cut out (on_frame: methods, content headers and bodies,
+# heartbeats) to each method's handling. Each
 # method it may send, with the kinds of its arguments (as in
 # amqpwire.read_fields) and its handler h(c, f, ev) (c the Amqp object, f
 # the arguments, ev the event list), or the name of the event it becomes:
@@ -8,10 +10,19 @@
 # The states live here too: public names, since a const() whose name starts
 # with "_" is not a module attribute on MicroPython and could not be
 # imported by amqp.py.
+from edge.bridge.amqpwire import _syntax, _u32, read_fields, read_props
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 
+# Frame types (§4.2.3)
+_METHOD = const(1)
+_HEADER = const(2)
+_BODY = const(3)
+_HEARTBEAT = const(8)
+
 # Reply codes (the spec's constants)
+_COMMAND_INVALID = const(503)
+_CHANNEL_ERROR = const(504)
 
 _FRAME_ERROR = const(501)
 _UNEXPECTED_FRAME = const(505)
@@ -203,3 +214,71 @@ IN = {
     _B_ACK: ("Lo", _on_ack),
     _B_NACK: ("Lo", _on_nack),
 }
+
+
+def on_frame(c, ftype, ch, mv, i, end, ev):
+    # one frame of feed()'s buffer, mv[i:end] its payload (§4.2.3)
+    if c.state == CLOSING and not (ftype == _METHOD and end - i >= 4
+                                       and _u32(mv, i) in (_CLOSE, _CLOSE_OK)):
+        return  # §1.4.2.9: after close, only close and close-ok count
+    if ftype == _HEARTBEAT:
+        if ch:
+            raise RemoteProtocolError(_COMMAND_INVALID, "heartbeat on channel %d" % ch)
+        return
+    if c._content and ftype == _METHOD:
+        # §4.2.6: content frames follow their method, uninterrupted
+        raise RemoteProtocolError(_UNEXPECTED_FRAME, "method inside content")
+    if ftype == _METHOD:
+        if end - i < 4:
+            raise _syntax("short method frame")
+        cm = _u32(mv, i)
+        if ch != (0 if cm >> 16 == 10 else 1):
+            raise RemoteProtocolError(_CHANNEL_ERROR, "method 0x%08x on channel %d" % (cm, ch))
+        h = IN.get(cm)
+        if h is None:
+            raise RemoteProtocolError(_NOT_IMPLEMENTED, "method 0x%08x" % cm)
+        f = read_fields(h[0], mv, i + 4, end)
+        if type(h[1]) is str:
+            ev.append((h[1],) + tuple(f))
+        else:
+            h[1](c, f, ev)
+    elif ftype == _HEADER:
+        if not c._content or c._props is not None or ch != 1:
+            raise RemoteProtocolError(_UNEXPECTED_FRAME, "content header without method")
+        if end - i < 14:
+            raise _syntax("short content header")
+        size = _u32(mv, i + 4) << 32 | _u32(mv, i + 8)
+        c._props = read_props(mv, i + 12, end)
+        c._size = size
+        kind = c._content[0]
+        if kind == "deliver" and size > c.max_body:
+            c.oversize += 1
+            c._content = ["oversize", c._content[1], c._content[2], size]
+        c._body = bytearray() if kind == "deliver" and size <= c.max_body else None
+        c._got = 0
+        if not size:
+            _done(c, ev)
+    elif ftype == _BODY:
+        if c._props is None or ch != 1:
+            raise RemoteProtocolError(_UNEXPECTED_FRAME, "body frame without header")
+        c._got += end - i
+        if c._got > c._size:
+            raise RemoteProtocolError(_FRAME_ERROR, "body over its declared size")
+        if c._body is not None:
+            c._body += mv[i:end]
+        if c._got == c._size:
+            _done(c, ev)
+    else:
+        raise RemoteProtocolError(_FRAME_ERROR, "frame type %d" % ftype)
+
+
+def _done(c, ev):
+    # the content of a deliver or return complete: its event
+    k = c._content
+    if k[0] == "deliver":
+        ev.append(("deliver", k[1], k[2], c._props, bytes(c._body)))
+    elif k[0] == "return":
+        ev.append(("return", k[1], k[2], k[3], c._props))
+    else:
+        ev.append(tuple(k))
+    c._content = c._props = c._body = None
