@@ -111,7 +111,9 @@ class Commands:
                 text = str(text, "utf-8").strip()
             except UnicodeError:
                 text = repr(text)
-        if self.cmd_decl == "quorum":
+        if self.cmd_decl == "quorum" and (code == 406 or self.scheme != "amqp"):
+            # (STOMP's ERROR frame has no code to tell a refusal of the
+            # arguments from another: any is taken as one)
             self.cmd_decl = "passive"
             self.log(30, "uplink: %s: queue %s not declared as a quorum queue (%s %s): it exists with other "
                          "arguments; using it as it is" % (self.where, q, code, text))

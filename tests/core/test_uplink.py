@@ -28,7 +28,7 @@ class FakeAmqp:
         self.acked.append(tag)
 
     def __getattr__(self, name):  # declare_queue, bind, qos, consume, close
-        return lambda *a, **k: self.calls.append((name,) + a)
+        return lambda *a, **k: self.calls.append((name,) + a + ((k,) if k else ()))
 
     def take(self):
         return b""
@@ -82,7 +82,7 @@ def test_window_and_confirms():
     assert up.confirmed == 1 and len(up.q) == 4
     up._events([("confirm", 4, True)], 0)  # e1:2, e1:3 at once
     assert up.confirmed == 3 and [e[0] for e in up.q] == [4, 5]
-    assert ("declare_queue", "edge.e1.cmd") in fake.calls
+    assert ("declare_queue", "edge.e1.cmd", {"arguments": {"x-queue-type": "quorum"}, "passive": False}) in fake.calls
     assert ("bind", "edge.e1.cmd", "amq.topic", "cmd.e1.#") in fake.calls
 
 
@@ -118,6 +118,55 @@ def test_confirms_and_nacks_in_any_order_confirm_each_message_once():
             del out[tag]
     assert up.confirmed == 60 and up.inflight == 0 and up.bytes == 0
     assert sorted(set(s[3] for s in data(fake))) == sorted("e1:%d" % i for i in range(1, 61))
+
+
+def test_command_queue_quorum_then_as_it_is_then_classic():
+    # RabbitMQ >= 3.8: declared quorum, nothing published before its answer;
+    # a 406 (declared otherwise) -> passive at once; a 404 then (it is gone)
+    # -> classic durable; an older server -> classic at once
+    b, up, logs = make()
+    assert up.due(0)
+    up.connected(0)
+    fake = up.c = FakeAmqp()
+    up._events([("ready",)], 0)
+    b.publish("m/1", b"1", 1)
+    assert fake.calls == [("declare_queue", "edge.e1.cmd", {"arguments": {"x-queue-type": "quorum"}, "passive": False})]
+    assert fake.sent == [] and not up.up
+    assert up.cmd_decl == "quorum"
+    up._events([("channel_closed", 406, "PRECONDITION_FAILED - inequivalent arg 'x-queue-type'")], 0)
+    assert fake.calls[-1] == ("close",) and fake.sent == []
+    up.lost(10, "closed")
+    assert up.cmd_decl == "passive" and up.due(10)  # at once, no back-off
+    assert any("not declared as a quorum queue (406 PRECONDITION_FAILED" in m for m in logs)
+    up.connected(10)
+    fake = up.c = FakeAmqp()
+    up._events([("ready",)], 10)
+    assert fake.calls == [("declare_queue", "edge.e1.cmd", {"arguments": None, "passive": True})]
+    up._events([("channel_closed", 404, "NOT_FOUND - no queue 'edge.e1.cmd'")], 10)
+    up.lost(20, "closed")
+    assert up.cmd_decl == "classic" and up.due(20)
+    up.connected(20)
+    fake = up.c = FakeAmqp()
+    up._events([("ready",)], 20)
+    assert fake.calls == [("declare_queue", "edge.e1.cmd", {"arguments": None, "passive": False})]
+    up._events([("declare_ok", "edge.e1.cmd", 0, 0)], 20)
+    assert [c[0] for c in fake.calls] == ["declare_queue", "bind", "qos", "consume"]
+    assert [s[0] for s in fake.sent] == ["edge.e1.state", "m.1"] and up.up
+    # another refusal (no permission, say): logged, the usual back-off
+    b2, up2, logs2 = make()
+    up2.connected(0)
+    up2.c = FakeAmqp()
+    up2._events([("ready",)], 0)
+    up2._events([("channel_closed", 403, "ACCESS_REFUSED")], 0)
+    up2.lost(0, "closed")
+    assert up2.cmd_decl == "quorum" and not up2.due(500)
+    # an older RabbitMQ: classic at once
+    b3, up3, _ = make()
+    up3.connected(0)
+    fake3 = up3.c = FakeAmqp()
+    fake3.server_properties = {"product": "RabbitMQ", "version": "3.7.28"}
+    up3._events([("ready",)], 0)
+    assert up3.cmd_decl == "classic"
 
 
 def test_reconnect_resends_unconfirmed_oldest_first_same_ids():
