@@ -34,6 +34,7 @@ class UplinkShell:
         self.task = None
         self.closed = None  # a Future set when the transport is gone
         self.kicked = False  # a write is scheduled for the end of this loop pass
+        self.cmds = 0        # up.commands_in when the MQTT side was last flushed
         up.wake = self._kick
 
     def start(self):
@@ -59,6 +60,12 @@ class UplinkShell:
                     self._write()
             elif self.tr is not None:
                 self._check(up.tick(now))
+                if up.commands_in != self.cmds:
+                    # commands a tick published (held ones, once the outbox
+                    # had room): their MQTT deliveries go now, not with the
+                    # next client's traffic
+                    self.cmds = up.commands_in
+                    self.tcp.flush()
             if up.outbox is not None:
                 try:
                     # what the group commit did not sync (tombstones of
@@ -96,6 +103,7 @@ class UplinkShell:
             self.log(30, "uplink: %s: %s" % (self.up.where, e))
             alive = False
         self._check(alive)
+        self.cmds = self.up.commands_in
         self.tcp.flush()  # MQTT deliveries of the commands it published
 
     def gone(self, exc):
