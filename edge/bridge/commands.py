@@ -67,11 +67,13 @@ class Commands:
         how = self.cmd_decl
         if how == "quorum" and not _quorum_ok(c.server_properties if amqp else c.server):
             how = self.cmd_decl = "classic"
-        # Nothing is published until its answer: a refused declare closes
-        # the channel (the connection, STOMP), and the confirms of what was
-        # published on it with it (sent again: duplicates)
         self.declaring = True
         if amqp:
+            # Nothing is published until its answer: a refused declare
+            # closes the channel, and the confirms of what was published on
+            # it with it (sent again: duplicates). (RabbitMQ runs a
+            # channel's methods in order: a declare it is slow to answer
+            # holds what follows it anyway.)
             c.declare_queue(q, arguments=_QUORUM if how == "quorum" else None, passive=how == "passive")
             return False
         h = {"prefetch-count": str(_PREFETCH)}
@@ -84,8 +86,13 @@ class Commands:
             h.update({"durable": "true", "auto-delete": "false", "x-queue-name": q})
             if how == "quorum":
                 h.update(_QUORUM)
+        # STOMP publishes at once: RabbitMQ's plugin answered the SUBSCRIBE
+        # of a quorum queue it was still recovering after a crash only a
+        # minute later (test_17's SIGKILL), and the data must not wait for
+        # the command queue. A refused SUBSCRIBE (an ERROR: the connection
+        # closes) has what was unconfirmed sent again, same message_ids.
         c.subscribe(dest, "cmd", headers=h, receipt=True)
-        return False
+        return True
 
     def _declared(self, ev):
         # ("declare_ok", queue, messages, consumers): bound and consumed;

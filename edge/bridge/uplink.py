@@ -242,7 +242,8 @@ class Uplink(Commands):
                 self._nack(ev[1], ev[2])
             elif (k == "declare_ok" or k == "subscribed") and self.declaring:
                 self._declared(ev)
-                self._go()
+                if not self.up:
+                    self._go()
             elif k == "return":
                 self.returned += 1  # unroutable: its confirm follows
             elif k == "oversize":
