@@ -73,7 +73,7 @@ class Commands:
             # closes the channel, and the confirms of what was published on
             # it with it (sent again: duplicates). (RabbitMQ runs a
             # channel's methods in order: a declare it is slow to answer
-            # holds what follows it anyway.)
+            # holds what would follow it anyway: docs/uplink.md "Not yet".)
             c.declare_queue(q, arguments=_QUORUM if how == "quorum" else None, passive=how == "passive")
             return False
         h = {"prefetch-count": str(_PREFETCH)}
@@ -86,13 +86,13 @@ class Commands:
             h.update({"durable": "true", "auto-delete": "false", "x-queue-name": q})
             if how == "quorum":
                 h.update(_QUORUM)
-        # STOMP publishes at once: RabbitMQ's plugin answered the SUBSCRIBE
-        # of a quorum queue it was still recovering after a crash only a
-        # minute later (test_17's SIGKILL), and the data must not wait for
-        # the command queue. A refused SUBSCRIBE (an ERROR: the connection
-        # closes) has what was unconfirmed sent again, same message_ids.
+        # As AMQP, nothing is published before its RECEIPT: a refused
+        # SUBSCRIBE is an ERROR, and the connection closes with whatever
+        # was unconfirmed on it (sent again: duplicates). (RabbitMQ's plugin
+        # runs a connection's frames in order: a SUBSCRIBE it is slow to
+        # answer holds the SENDs after it anyway.)
         c.subscribe(dest, "cmd", headers=h, receipt=True)
-        return True
+        return False
 
     def _declared(self, ev):
         # ("declare_ok", queue, messages, consumers): bound and consumed;
