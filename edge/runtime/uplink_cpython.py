@@ -81,8 +81,9 @@ class UplinkShell:
             self.tr.write(bytes(out))
 
     def _kick(self):
-        # a local publish queued frames: written once per loop pass, so the
-        # messages of every feed read in the pass go out in one write
+        # a local publish queued frames while nothing was in flight (no
+        # confirm is coming to carry them: Uplink._local): written at the
+        # end of the loop pass, every feed read in the pass in one write
         if not self.kicked:
             self.kicked = True
             asyncio.get_event_loop().call_soon(self._kicked)
