@@ -59,7 +59,8 @@
 # raises LocalProtocolError.
 import struct
 
-from edge.bridge.amqpwire import _shortstr, read_fields, read_props, write_fields, write_props
+from edge.bridge.amqpin import CLOSED, CLOSING, NO_CHANNEL, READY, WAIT_OPEN, WAIT_START, on_frame  # noqa: F401  (READY, NO_CHANNEL: for callers)
+from edge.bridge.amqpwire import _shortstr, _u32, write_fields, write_props
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
 
@@ -69,218 +70,25 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1 §4.2.2
 _METHOD = const(1)
 _HEADER = const(2)
 _BODY = const(3)
-_HEARTBEAT = const(8)
 _FRAME_END = const(0xCE)
-_FRAME_MIN = const(4096)  # frame-min-size (the spec's constants)
 
 # Reply codes (the spec's constants)
 _REPLY_SUCCESS = const(200)
 _FRAME_ERROR = const(501)
-_SYNTAX_ERROR = const(502)
 _COMMAND_INVALID = const(503)
-_CHANNEL_ERROR = const(504)
-_UNEXPECTED_FRAME = const(505)
 _NOT_IMPLEMENTED = const(540)
 
-# class id << 16 | method id (the spec's class reference; blocked,
-# unblocked and basic.nack are RabbitMQ's extensions)
-_START = const(0x000A000A)
-_START_OK = const(0x000A000B)
-_SECURE = const(0x000A0014)
-_TUNE = const(0x000A001E)
-_TUNE_OK = const(0x000A001F)
-_OPEN = const(0x000A0028)
-_OPEN_OK = const(0x000A0029)
+# class id << 16 | method id: what the client sends beyond the handshake
 _CLOSE = const(0x000A0032)
 _CLOSE_OK = const(0x000A0033)
-_BLOCKED = const(0x000A003C)
-_UNBLOCKED = const(0x000A003D)
-_CH_OPEN = const(0x0014000A)
-_CH_OPEN_OK = const(0x0014000B)
-_CH_CLOSE = const(0x00140028)
-_CH_CLOSE_OK = const(0x00140029)
 _Q_DECLARE = const(0x0032000A)
-_Q_DECLARE_OK = const(0x0032000B)
 _Q_BIND = const(0x00320014)
-_Q_BIND_OK = const(0x00320015)
 _B_QOS = const(0x003C000A)
-_B_QOS_OK = const(0x003C000B)
 _B_CONSUME = const(0x003C0014)
-_B_CONSUME_OK = const(0x003C0015)
-_B_CANCEL = const(0x003C001E)
-_B_CANCEL_OK = const(0x003C001F)
 _B_PUBLISH = const(0x003C0028)
-_B_RETURN = const(0x003C0032)
-_B_DELIVER = const(0x003C003C)
 _B_ACK = const(0x003C0050)
 _B_NACK = const(0x003C0078)
-_SELECT = const(0x0055000A)
-_SELECT_OK = const(0x0055000B)
 _BASIC = const(60)
-
-# States, in handshake order
-_WAIT_START = const(0)
-_WAIT_TUNE = const(1)
-_WAIT_OPEN = const(2)
-_WAIT_CHANNEL = const(3)
-_WAIT_SELECT = const(4)
-READY = const(5)
-NO_CHANNEL = const(6)  # the server closed channel 1: close() and reconnect
-_CLOSING = const(7)  # our connection.close sent, awaiting close-ok
-CLOSED = const(8)
-
-def _syntax(msg):
-    return RemoteProtocolError(_SYNTAX_ERROR, msg)
-
-
-def _u32(mv, i):
-    return mv[i] << 24 | mv[i + 1] << 16 | mv[i + 2] << 8 | mv[i + 3]
-
-
-# ---- incoming methods: arguments (kinds as in read_fields) and handler ----
-def _on_start(c, f, ev):
-    # §1.4.2.1: version-major, version-minor, server-properties, mechanisms,
-    # locales
-    if c.state != _WAIT_START:
-        raise RemoteProtocolError(_UNEXPECTED_FRAME, "connection.start again")
-    if f[0] != 0 or f[1] != 9:
-        raise RemoteProtocolError(_NOT_IMPLEMENTED, "server speaks %d-%d" % (f[0], f[1]))
-    if b"PLAIN" not in f[3].split(b" "):
-        raise RemoteProtocolError(_NOT_IMPLEMENTED, "server does not offer PLAIN")
-    c.server_properties = f[2]
-    # client-properties, mechanism, response, locale (§1.4.2.2). The
-    # capabilities make RabbitMQ send connection.blocked, basic.nack,
-    # basic.cancel and a connection.close for a refused login.
-    # (Pairs, not dicts: the same bytes on both runtimes.)
-    props = [("product", "edgebroker"), ("capabilities", ("F", [
-        ("publisher_confirms", True), ("basic.nack", True), ("consumer_cancel_notify", True),
-        ("connection.blocked", True), ("authentication_failure_close", True)]))]
-    c._method(0, _START_OK, "FSXS", (props, "PLAIN", c._login, "en_US"))
-    c._login = None
-    c.state = _WAIT_TUNE
-
-
-def _limit(ours, theirs):
-    # 0 means "no limit" on either side: take the other, else the smaller
-    return theirs if not ours else ours if not theirs else min(ours, theirs)
-
-
-def _on_tune(c, f, ev):
-    # §1.4.2.5: channel-max, frame-max, heartbeat; answered with the
-    # negotiated values (§1.4.2.6), then connection.open (§1.4.2.7)
-    if c.state != _WAIT_TUNE:
-        raise RemoteProtocolError(_UNEXPECTED_FRAME, "connection.tune out of order")
-    c.channel_max = _limit(c.channel_max, f[0])
-    c.frame_max = _limit(c.frame_max, f[1])
-    if c.frame_max < _FRAME_MIN:
-        raise RemoteProtocolError(_FRAME_ERROR, "frame-max %d < %d" % (c.frame_max, _FRAME_MIN))
-    c.heartbeat = _limit(c.heartbeat, f[2])
-    c._method(0, _TUNE_OK, "sls", (c.channel_max, c.frame_max, c.heartbeat))
-    c._method(0, _OPEN, "SSo", (c.vhost, "", 0))
-    c.state = _WAIT_OPEN
-
-
-def _on_open_ok(c, f, ev):
-    if c.state != _WAIT_OPEN:
-        raise RemoteProtocolError(_UNEXPECTED_FRAME, "connection.open-ok out of order")
-    c._method(1, _CH_OPEN, "S", ("",))
-    c.state = _WAIT_CHANNEL
-
-
-def _on_ch_open_ok(c, f, ev):
-    if c.state != _WAIT_CHANNEL:
-        raise RemoteProtocolError(_UNEXPECTED_FRAME, "channel.open-ok out of order")
-    c._method(1, _SELECT, "o", (0,))  # confirm.select, no-wait off
-    c.state = _WAIT_SELECT
-
-
-def _on_select_ok(c, f, ev):
-    if c.state != _WAIT_SELECT:
-        raise RemoteProtocolError(_UNEXPECTED_FRAME, "confirm.select-ok out of order")
-    c.state = READY
-    ev.append(("ready",))
-
-
-def _on_close(c, f, ev):
-    # §1.4.2.9: reply-code, reply-text, class-id, method-id; answered with
-    # close-ok, after which the connection is over
-    c._method(0, _CLOSE_OK, "", ())
-    c.state = CLOSED
-    ev.append(("closed", f[0], f[1]))
-
-
-def _on_close_ok(c, f, ev):
-    c.state = CLOSED
-    ev.append(("close_ok",))
-
-
-def _on_ch_close(c, f, ev):
-    c._method(1, _CH_CLOSE_OK, "", ())
-    if c.state < NO_CHANNEL:
-        c.state = NO_CHANNEL  # nothing may be published any more
-    ev.append(("channel_closed", f[0], f[1]))
-
-
-def _on_blocked(c, f, ev):
-    c.blocked = True
-    ev.append(("blocked", f[0]))
-
-
-def _on_unblocked(c, f, ev):
-    c.blocked = False
-    ev.append(("unblocked",))
-
-
-def _on_ack(c, f, ev):
-    ev.append(("confirm", f[0], f[1] & 1 == 1))
-
-
-def _on_nack(c, f, ev):
-    ev.append(("nack", f[0], f[1] & 1 == 1))
-
-
-def _on_return(c, f, ev):
-    # basic.return: reply-code, reply-text, exchange, routing-key; content
-    # follows. The body is ours: not kept (props carry the message_id).
-    c.returned += 1
-    c._content = ["return", f[0], f[1], f[3]]
-
-
-def _on_deliver(c, f, ev):
-    # consumer-tag, delivery-tag, redelivered, exchange, routing-key
-    c._content = ["deliver", f[1], f[4]]
-
-
-def _on_cancel(c, f, ev):
-    # a consumer cancelled by the server (its queue was deleted): answered
-    # unless no-wait (RabbitMQ's consumer_cancel_notify)
-    if not f[1] & 1:
-        c._method(1, _B_CANCEL_OK, "S", (f[0],))
-    ev.append(("cancelled", f[0]))
-
-
-_IN = {
-    _START: ("ooFXX", _on_start),
-    _TUNE: ("sls", _on_tune),
-    _OPEN_OK: ("S", _on_open_ok),
-    _CLOSE: ("sSss", _on_close),
-    _CLOSE_OK: ("", _on_close_ok),
-    _BLOCKED: ("S", _on_blocked),
-    _UNBLOCKED: ("", _on_unblocked),
-    _CH_OPEN_OK: ("X", _on_ch_open_ok),
-    _CH_CLOSE: ("sSss", _on_ch_close),
-    _SELECT_OK: ("", _on_select_ok),
-    # replies that only become an event: its name, then the arguments
-    _Q_DECLARE_OK: ("Sll", "declare_ok"),
-    _Q_BIND_OK: ("", "bind_ok"),
-    _B_QOS_OK: ("", "qos_ok"),
-    _B_CONSUME_OK: ("S", "consume_ok"),
-    _B_CANCEL: ("So", _on_cancel),
-    _B_RETURN: ("sSSS", _on_return),
-    _B_DELIVER: ("SLoSS", _on_deliver),
-    _B_ACK: ("Lo", _on_ack),
-    _B_NACK: ("Lo", _on_nack),
-}
 
 
 class Amqp:
@@ -295,7 +103,7 @@ class Amqp:
         self.channel_max = channel_max
         self.max_body = max_body        # bound on a consumed message's body
         self._login = b"\x00" + user.encode() + b"\x00" + password.encode()  # PLAIN (RFC 4616)
-        self.state = _WAIT_START
+        self.state = WAIT_START
         self.out = bytearray(PROTOCOL_HEADER)
         self.buf = b""
         self.last_rx = now
@@ -310,6 +118,7 @@ class Amqp:
         self._body = None               # bytearray, or None when dropped
         self._got = 0                   # body octets received so far
         self._pcache = {}               # qos -> the properties publish() sends (no message-id)
+        self._mcache = {}               # exchange -> basic.publish's arguments up to the routing key
 
     def take(self):
         """The bytes to send (possibly empty); `out` starts afresh."""
@@ -352,7 +161,59 @@ class Amqp:
         returns the delivery tag its confirm will carry. Properties as
         RabbitMQ's MQTT plugin sets them: delivery_mode 2 for QoS >= 1,
         headers x-mqtt-publish-qos (a signed byte, 'b') and x-mqtt-dup."""
-        self._ready()
+        if self.state != READY:
+            self._ready()
+        rk = routing_key.encode()
+        mid = message_id.encode() if message_id is not None else None
+        if (headers or content_type is not None or len(body) > self.frame_max - 8
+                or len(rk) > 255 or (mid is not None and len(mid) > 255)):
+            return self._publish(routing_key, body, qos, message_id, headers, content_type,
+                                 mandatory, exchange)
+        # The uplink's case, once per message: the three frames (§4.2.3)
+        # written straight into `out` (a drain spent its time in the
+        # general encoders). The method's arguments up to the routing key
+        # are the same for every message to an exchange, the property list
+        # up to delivery-mode for every message of a QoS; message-id follows.
+        m = self._mcache.get(exchange)
+        if m is None:
+            m = bytearray(struct.pack(">I", _B_PUBLISH))
+            write_fields(m, "sS", (0, exchange))
+            m = self._mcache[exchange] = bytes(m)
+        pre = self._pcache.get(qos)
+        if pre is None:
+            pre = self._pcache[qos] = self._publish_props(qos, None, None, None)
+        out = self.out
+        # method frame: reserved-1, exchange, routing-key, mandatory | immediate << 1
+        out += struct.pack(">BHI", _METHOD, 1, len(m) + len(rk) + 2)
+        out += m
+        out.append(len(rk))
+        out += rk
+        out.append(1 if mandatory else 0)
+        out.append(_FRAME_END)
+        # content header (§4.2.6): class-id, weight, body size, property
+        # flags and list
+        n = len(body)
+        out += struct.pack(">BHIHHQ", _HEADER, 1, 12 + len(pre) + (len(mid) + 1 if mid is not None else 0),
+                           _BASIC, 0, n)
+        if mid is not None:
+            i = len(out) + 1
+            out += pre
+            out[i] |= 0x80  # the message-id flag (property 8)
+            out.append(len(mid))
+            out += mid
+        else:
+            out += pre
+        out.append(_FRAME_END)
+        if n:  # one body frame (n <= frame_max - 8)
+            out += struct.pack(">BHI", _BODY, 1, n)
+            out += body
+            out.append(_FRAME_END)
+        self._wrote = True
+        self.tag += 1
+        return self.tag
+
+    def _publish(self, routing_key, body, qos, message_id, headers, content_type, mandatory, exchange):
+        # the general case: any properties, a body split at frame_max
         # reserved-1, exchange, routing-key, mandatory | immediate << 1
         self._method(1, _B_PUBLISH, "sSSo", (0, exchange, routing_key, 1 if mandatory else 0))
         # §4.2.6: class-id, weight, body size, property flags and list
@@ -360,9 +221,6 @@ class Amqp:
         if headers or content_type is not None:
             p += self._publish_props(qos, headers, content_type, message_id)
         else:
-            # the uplink's case, once per message: the list up to
-            # delivery-mode is the same for every message of a QoS (a
-            # drain spent half its time encoding it), message-id follows
             pre = self._pcache.get(qos)
             if pre is None:
                 pre = self._pcache[qos] = self._publish_props(qos, None, None, None)
@@ -378,11 +236,13 @@ class Amqp:
         self.tag += 1
         return self.tag
 
-    def declare_queue(self, name, durable=True, arguments=None):
+    def declare_queue(self, name, durable=True, arguments=None, passive=False):
         """queue.declare (§1.7.2.1): bits passive, durable, exclusive,
-        auto-delete, no-wait; arguments e.g. {"x-queue-type": "quorum"}."""
+        auto-delete, no-wait; arguments e.g. {"x-queue-type": "quorum"}.
+        Passive: only checks that it exists (404 channel close if not),
+        whatever its arguments."""
         self._ready()
-        self._method(1, _Q_DECLARE, "sSoF", (0, name, 2 if durable else 0, arguments))
+        self._method(1, _Q_DECLARE, "sSoF", (0, name, (2 if durable else 0) | (1 if passive else 0), arguments))
 
     def bind(self, queue, exchange, routing_key, arguments=None):
         self._ready()
@@ -408,13 +268,13 @@ class Amqp:
 
     def close(self, code=_REPLY_SUCCESS, text=""):
         """connection.close; ("close_ok",) follows. Nothing else is sent."""
-        if self.state >= _CLOSING:
+        if self.state >= CLOSING:
             return
-        if self.state == _WAIT_START:  # no connection to close yet
+        if self.state == WAIT_START:  # no connection to close yet
             self.state = CLOSED
             return
         self._method(0, _CLOSE, "sSss", (code, text, 0, 0))
-        self.state = _CLOSING
+        self.state = CLOSING
 
     # ---- input ---------------------------------------------------------------
     def feed(self, data, now):
@@ -426,7 +286,7 @@ class Amqp:
             return ev
         buf = self.buf + bytes(data) if self.buf else bytes(data)
         end = len(buf)
-        if self.state == _WAIT_START and buf[:4] == b"AMQP"[:min(end, 4)]:
+        if self.state == WAIT_START and buf[:4] == b"AMQP"[:min(end, 4)]:
             # §4.2.2: a server that refuses our version answers with its own
             # protocol header and closes
             if end >= 8:
@@ -445,80 +305,16 @@ class Amqp:
                 break
             if mv[j] != _FRAME_END:
                 raise RemoteProtocolError(_FRAME_ERROR, "no frame-end octet")
-            self._on_frame(mv[i], mv[i + 1] << 8 | mv[i + 2], mv, i + 7, j, ev)
+            on_frame(self, mv[i], mv[i + 1] << 8 | mv[i + 2], mv, i + 7, j, ev)
             i = j + 1
         self.buf = buf[i:] if i < end else b""
         return ev
-
-    def _on_frame(self, ftype, ch, mv, i, end, ev):
-        if self.state == _CLOSING and not (ftype == _METHOD and end - i >= 4
-                                           and _u32(mv, i) in (_CLOSE, _CLOSE_OK)):
-            return  # §1.4.2.9: after close, only close and close-ok count
-        if ftype == _HEARTBEAT:
-            if ch:
-                raise RemoteProtocolError(_COMMAND_INVALID, "heartbeat on channel %d" % ch)
-            return
-        if self._content and ftype == _METHOD:
-            # §4.2.6: content frames follow their method, uninterrupted
-            raise RemoteProtocolError(_UNEXPECTED_FRAME, "method inside content")
-        if ftype == _METHOD:
-            if end - i < 4:
-                raise _syntax("short method frame")
-            cm = _u32(mv, i)
-            if ch != (0 if cm >> 16 == 10 else 1):
-                raise RemoteProtocolError(_CHANNEL_ERROR, "method 0x%08x on channel %d" % (cm, ch))
-            h = _IN.get(cm)
-            if h is None:
-                raise RemoteProtocolError(_NOT_IMPLEMENTED, "method 0x%08x" % cm)
-            f = read_fields(h[0], mv, i + 4, end)
-            if type(h[1]) is str:
-                ev.append((h[1],) + tuple(f))
-            else:
-                h[1](self, f, ev)
-        elif ftype == _HEADER:
-            if not self._content or self._props is not None or ch != 1:
-                raise RemoteProtocolError(_UNEXPECTED_FRAME, "content header without method")
-            if end - i < 14:
-                raise _syntax("short content header")
-            size = _u32(mv, i + 4) << 32 | _u32(mv, i + 8)
-            self._props = read_props(mv, i + 12, end)
-            self._size = size
-            kind = self._content[0]
-            if kind == "deliver" and size > self.max_body:
-                self.oversize += 1
-                self._content = ["oversize", self._content[1], self._content[2], size]
-            self._body = bytearray() if kind == "deliver" and size <= self.max_body else None
-            self._got = 0
-            if not size:
-                self._done(ev)
-        elif ftype == _BODY:
-            if self._props is None or ch != 1:
-                raise RemoteProtocolError(_UNEXPECTED_FRAME, "body frame without header")
-            self._got += end - i
-            if self._got > self._size:
-                raise RemoteProtocolError(_FRAME_ERROR, "body over its declared size")
-            if self._body is not None:
-                self._body += mv[i:end]
-            if self._got == self._size:
-                self._done(ev)
-        else:
-            raise RemoteProtocolError(_FRAME_ERROR, "frame type %d" % ftype)
-
-    def _done(self, ev):
-        c = self._content
-        if c[0] == "deliver":
-            ev.append(("deliver", c[1], c[2], self._props, bytes(self._body)))
-        elif c[0] == "return":
-            ev.append(("return", c[1], c[2], c[3], self._props))
-        else:
-            ev.append(tuple(c))
-        self._content = self._props = self._body = None
 
     def tick(self, now):
         """Heartbeats (§4.2.7): send one when nothing was sent for an
         interval; ("dead",) once nothing was heard for two."""
         hb = self.heartbeat * 1000
-        if not hb or self.state < _WAIT_OPEN or self.state == CLOSED:
+        if not hb or self.state < WAIT_OPEN or self.state == CLOSED:
             return ()
         if now - self.last_rx >= 2 * hb:
             self.state = CLOSED

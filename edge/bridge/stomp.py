@@ -9,7 +9,8 @@
 # Once connected (each queues a frame in `out`; call take() and send):
 #   c.send(destination, body, headers=None, content_type=None,
 #          persistent=True, receipt=True) -> receipt number (or 0 without)
-#   c.subscribe(destination, sub_id, ack="client-individual", headers=None)
+#   c.subscribe(destination, sub_id, ack="client-individual", headers=None,
+#               receipt=False)
 #   c.unsubscribe(sub_id)
 #   c.ack(ack_id); c.nack(ack_id)        # the MESSAGE's `ack` header
 #   c.close()                            # DISCONNECT with a receipt
@@ -21,6 +22,7 @@
 #   ("message", ack_id, destination, headers, body)  MESSAGE; headers a
 #                                        dict of str, body bytes
 #   ("error", message, body)             ERROR; the server closes next
+#   ("subscribed", sub_id)               the RECEIPT of subscribe(receipt=True)
 #   ("close_ok",)                        the RECEIPT of our DISCONNECT
 #   ("dead",) (from tick)                nothing heard for 2 heart-beat
 #                                        intervals
@@ -44,6 +46,7 @@ _CLOSING = const(2)  # DISCONNECT sent, awaiting its RECEIPT
 CLOSED = const(3)
 
 _CLOSE_RECEIPT = "close"
+_SUB_RECEIPT = "sub-"  # + the subscription id
 
 
 def _err(msg):
@@ -153,10 +156,14 @@ class Stomp:
         self.receipt = n or self.receipt
         return n
 
-    def subscribe(self, destination, sub_id, ack="client-individual", headers=None):
+    def subscribe(self, destination, sub_id, ack="client-individual", headers=None, receipt=False):
+        """SUBSCRIBE; with receipt, ("subscribed", sub_id) follows once the
+        server has it (RabbitMQ: the queue declared and bound), or an ERROR."""
         h = [("destination", destination), ("id", sub_id), ("ack", ack)]
         if headers:
             h.extend(headers.items() if type(headers) is dict else headers)
+        if receipt:
+            h.append(("receipt", _SUB_RECEIPT + sub_id))
         self._put("SUBSCRIBE", h)
 
     def unsubscribe(self, sub_id):
@@ -279,6 +286,8 @@ class Stomp:
             if r == _CLOSE_RECEIPT and self.state == _CLOSING:
                 self.state = CLOSED
                 ev.append(("close_ok",))
+            elif r is not None and r.startswith(_SUB_RECEIPT):
+                ev.append(("subscribed", r[len(_SUB_RECEIPT):]))
             else:
                 try:
                     ev.append(("confirm", int(r), False))

@@ -30,13 +30,12 @@
 # Without persistence the queue alone is the outbox, bounded by
 # outbox_budget_bytes.
 from edge.bridge import routing
+from edge.bridge.commands import Commands
 from edge.bridge.url import parse_list, redact, split
 
 _BASE_MS = 1000   # decorrelated-jitter back-off (docs/uplink.md "Reconnect")
 _CAP_MS = 60000
 _ENTRY = 64       # bytes an outbox entry costs beyond its key and body
-_PREFETCH = 16    # commands unacked at a time
-_SEEN_MAX = 256   # command message_ids remembered (redeliveries: at most _PREFETCH a connection)
 
 
 def _filters(v):
@@ -44,7 +43,8 @@ def _filters(v):
     return [f.strip() for f in v.split(",") if f.strip()]
 
 
-class Uplink:
+class Uplink(Commands):
+    # (commands down: edge/bridge/commands.py)
     def __init__(self, broker, c, rng, log, now, outbox=None):
         # the nodes: one URL, or a cluster's list, tried in turn (lost())
         self.nodes = [(p, redact(u)) for p, u in zip(parse_list(c["url"]), split(c["url"]))]
@@ -79,30 +79,20 @@ class Uplink:
         self._own = "cmd/" + self.edge_id
         self.outbox = outbox
         self.appended = None    # (seq) -> None: a record appended (the runtime's gate)
+        self.wake = None        # () -> None: output queued outside feed()/tick() (the shell writes it)
         loaded = outbox.load() if outbox is not None else ((), (), ())
         for seq, body in loaded[0]:  # what a previous run left, oldest first
             n = body[1] << 8 | body[2]
             e = [seq, body[3:3 + n].decode(), bytes(body[3 + n:]), body[0], 0]
             self.q.append(e)
             self.bytes += _ENTRY + len(e[1]) + len(e[2])
-        self.cmd_wait = []      # [ack id, seq, mid, topic, body, client, dup]: persisted, not yet acked
-        self.seen = {}          # command message_id -> its K_SEEN seq (0: in RAM only)
-        self.seen_q = []        # the same mids, oldest first (bounded: _SEEN_MAX)
-        self.cmd_dups = 0       # redelivered commands recognised
+        self.again = False      # reconnect at once (the command queue declared anew)
+        self._commands_init()
         lc = self.lc = broker.local_client("$uplink", self._local)
         for f in _filters(c["publish"]):
             broker.subscribe(lc, f, 1)
         if outbox is not None:
-            # commands a previous run persisted: published now if maybe
-            # never published (at least once, locally), acked upstream or
-            # not (a redelivery is recognised by its message_id)
-            _, cmds, seen = loaded
-            loaded = None
-            for seq, mid in seen:
-                self._seen(mid, seq)
-            for seq, mid, t, body in cmds:
-                self._publish_cmd(t, body)
-                self._seen(mid, outbox.cmd_done(seq, mid))
+            self._load_commands(loaded[1], loaded[2])
 
     # ---- local side
     def _local(self, msg, qos, retain=False):
@@ -130,8 +120,17 @@ class Uplink:
             self.appended(seq)  # the PUBACK waits for this record's sync
         self.q.append([seq, rk, body, qos, 0])
         self.bytes += cost
-        if self.up:
+        if self.up and self.inflight < self.window:
+            idle = not self.inflight
             self._pump()
+            if idle and self.wake is not None:
+                # Nothing in flight: no confirm is coming to carry it, so
+                # written at the end of this loop pass (with whatever else
+                # the pass publishes), not left for the 250 ms tick. With
+                # some in flight it goes with the write that follows the
+                # next confirm: fewer, larger writes under load (Nagle's
+                # rule, RFC 896), each read by RabbitMQ at once.
+                self.wake()
 
     # ---- connection life
     def _next_node(self):
@@ -163,11 +162,20 @@ class Uplink:
         was_up = self.up
         self.c = None
         self.up = False
+        self.declaring = False
+        self.cmd_held = []  # not acked: RabbitMQ redelivers them
         for e in self.q[:self.inflight]:
             e[4] = 0
         self.inflight = 0
         if self.stopping:
             self.state = "stopped"
+            return
+        if self.again:
+            # the command queue to be declared anew (commands.py): no back-off
+            self.again = False
+            self.retry_at = now
+            self.state = "down"
+            self.log(30, "uplink: %s: %s; reconnecting at once (%d waiting)" % (self.where, why, len(self.q)))
             return
         if was_up and now - self.up_at >= _CAP_MS:
             # a link that held for a while: from the base again (one that
@@ -212,6 +220,8 @@ class Uplink:
     def tick(self, now):
         if self.c is None:
             return True
+        if self.cmd_held:
+            self._retry_held()
         return self._events(self.c.tick(now), now)
 
     def _events(self, evs, now):
@@ -230,6 +240,10 @@ class Uplink:
                 self._command(ev[1], h.get("destination", ev[2]), ev[4], h.get("amqp-message-id"))
             elif k == "nack":
                 self._nack(ev[1], ev[2])
+            elif (k == "declare_ok" or k == "subscribed") and self.declaring:
+                self._declared(ev)
+                if not self.up:
+                    self._go()
             elif k == "return":
                 self.returned += 1  # unroutable: its confirm follows
             elif k == "oversize":
@@ -238,6 +252,8 @@ class Uplink:
                 alive = False
             elif k in ("closed", "channel_closed", "error", "dead", "cancelled"):
                 self.log(30, "uplink: %s: %s %s" % (self.where, k, ev[1:3] if len(ev) > 1 else ""))
+                if (k == "channel_closed" or k == "error") and self.declaring:
+                    self._declare_refused(ev[1], ev[2])
                 if k == "channel_closed" or k == "cancelled":
                     c.close()
                 else:
@@ -247,26 +263,17 @@ class Uplink:
         return alive and c.state != (8 if self.scheme == "amqp" else 3)  # CLOSED
 
     def _ready(self, now):
-        c = self.c
-        self.up = True
         self.up_at = now
         self.state = "up"
         self.connects += 1
         self.log(20, "uplink: connected to %s (%s), %d waiting" % (self.where, self.scheme, len(self.q)))
+        if not self.commands or self._subscribe_commands():
+            self._go()
+
+    def _go(self):
+        # publishing: "online", then the backlog
+        self.up = True
         self._state_msg("online")
-        if self.commands:
-            q = routing.cmd_queue(self.edge_id)
-            if self.scheme == "amqp":
-                c.declare_queue(q)
-                c.bind(q, self.exchange, routing.cmd_binding(self.edge_id))
-                c.qos(_PREFETCH)
-                c.consume(q)
-            else:
-                # RabbitMQ's STOMP: /exchange/<x>/<pattern> with a durable
-                # subscription declares the named queue and binds it
-                c.subscribe("/exchange/%s/%s" % (self.exchange, routing.cmd_binding(self.edge_id)), "cmd",
-                            headers={"durable": "true", "auto-delete": "false",
-                                     "x-queue-name": q, "prefetch-count": str(_PREFETCH)})
         self._pump()
 
     def _state_msg(self, text):
@@ -283,7 +290,10 @@ class Uplink:
             dest = "/topic/" + rk
         else:
             dest = "/exchange/%s/%s" % (self.exchange, rk)
-        return self.c.send(dest, body, headers=h)
+        # persistent (delivery_mode 2) for QoS >= 1 only, as the MQTT
+        # plugin (RabbitMQ's STOMP sets no delivery_mode for the others:
+        # transient all the same)
+        return self.c.send(dest, body, headers=h, persistent=qos > 0)
 
     def _pump(self):
         q = self.q
@@ -293,27 +303,39 @@ class Uplink:
             self.inflight += 1
 
     def _confirm(self, tag, multiple):
-        # The confirmed ones out of the window: one slice assignment per
-        # confirm, not a `del q[i]` per message (each moves the whole
-        # backlog behind it: a 100,000-message drain spent its time there)
+        # q[:inflight] is in the order sent, so by delivery tag (_pump
+        # appends, _nack moves one out of the window, lost() empties it):
+        # a multiple confirm takes a prefix, a single one the entry found
+        # by bisection, without walking the whole window per confirm. Out
+        # of q with one slice deletion, not a `del q[i]` per message (each
+        # moves the whole backlog behind it)
         q = self.q
         n = self.inflight
-        keep = []
-        ob = self.outbox
-        done = 0
-        for i in range(n):
-            e = q[i]
-            if (e[4] == tag or (multiple and e[4] < tag)) and (multiple or not done):
-                done += 1
-                self.bytes -= _ENTRY + len(e[1]) + len(e[2])
+        if multiple:
+            lo = hi = 0
+            while hi < n and q[hi][4] <= tag:
+                hi += 1
+        else:
+            lo, hi = 0, n
+            while lo < hi:
+                m = (lo + hi) >> 1
+                if q[m][4] < tag:
+                    lo = m + 1
+                else:
+                    hi = m
+            hi = lo + 1 if lo < n and q[lo][4] == tag else lo
+        if hi > lo:
+            ob = self.outbox
+            b = 0
+            for i in range(lo, hi):
+                e = q[i]
+                b += _ENTRY + len(e[1]) + len(e[2])
                 if ob is not None:
                     ob.ack(e[0])
-            else:
-                keep.append(e)
-        if done:
-            q[:n] = keep
-            self.confirmed += done
-            self.inflight = n - done
+            del q[lo:hi]
+            self.bytes -= b
+            self.confirmed += hi - lo
+            self.inflight = n - (hi - lo)
         self._pump()
 
     def _nack(self, tag, multiple):
@@ -333,78 +355,6 @@ class Uplink:
                 i += 1
         self._pump()
 
-    # ---- commands down (docs/uplink.md "Commands down")
-    def _command(self, ack, key, body, mid):
-        # persisted, then acked upstream, then published locally: the
-        # ack waits for _settle_commands() (the outbox synced)
-        if key.startswith("/"):  # STOMP: /topic/<key> or /exchange/<x>/<key>
-            key = key[key.rfind("/") + 1:]
-        t = routing.cmd_topic(self.edge_id, key)
-        if t is None:
-            self.c.ack(ack)  # not ours: acked and dropped
-            return
-        mid = mid or ""
-        if mid and mid in self.seen:
-            self.cmd_dups += 1  # a redelivery (a crash before our ack reached it)
-            self.c.ack(ack)
-            return
-        ob = self.outbox
-        if mid and ob is not None:
-            for e in self.cmd_wait:
-                if e[2] == mid:  # its first copy is not durable yet: acked with it
-                    self.cmd_dups += 1
-                    self.cmd_wait.append([ack, e[1], mid, t, body, self.c, True])
-                    return
-        seq = ob.cmd_append(mid, t, body) if ob is not None else -1
-        if seq < 0:
-            # no persistence, or the outbox is full: published, then acked
-            # (a crash in between loses nothing; one before the publish does)
-            if ob is not None:
-                self.log(30, "uplink: outbox full: command on %s acked unpersisted" % t)
-            self.commands_in += 1
-            self._publish_cmd(t, body)
-            self.c.ack(ack)
-            if mid:
-                self._seen(mid, 0)
-            return
-        self.cmd_wait.append([ack, seq, mid, t, body, self.c, False])
-
-    def _settle_commands(self):
-        # The persisted commands synced (a sync on the loop: commands are
-        # few), then each acked on the connection it came on (a lost one
-        # redelivers it: recognised by its mid) and published locally
-        try:
-            self.outbox.log.flush()
-        except OSError as e:
-            self.log(40, "uplink: command not persisted (%s): acked later" % e)
-            return  # retried at the next feed or tick
-        for ack, seq, mid, t, body, c, dup in self.cmd_wait:
-            if c is self.c and c is not None:
-                c.ack(ack)
-            if not dup:
-                self.commands_in += 1
-                self._publish_cmd(t, body)
-                self._seen(mid, self.outbox.cmd_done(seq, mid))
-        self.cmd_wait = []
-
-    def _publish_cmd(self, t, body):
-        try:
-            self.broker.publish(t, body, 1)
-        except Exception as e:
-            self.log(30, "uplink: command on %s dropped: %s" % (t, e))
-
-    def _seen(self, mid, seq):
-        if not mid:
-            return
-        self.seen[mid] = seq
-        q = self.seen_q
-        q.append(mid)
-        if len(q) > _SEEN_MAX:
-            old = q.pop(0)
-            s = self.seen.pop(old, 0)
-            if s > 0:
-                self.outbox.forget(s)
-
     def close(self):
         for f in list(self.lc.subs):
             self.broker.unsubscribe(self.lc, f)
@@ -420,4 +370,5 @@ class Uplink:
         yield "uplink/returned", self.returned
         yield "uplink/commands", self.commands_in
         yield "uplink/commands/duplicates", self.cmd_dups
+        yield "uplink/commands/deferred", self.cmd_deferred
         yield "uplink/reconnects", self.reconnects

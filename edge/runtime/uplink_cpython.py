@@ -33,6 +33,9 @@ class UplinkShell:
         self.tr = None
         self.task = None
         self.closed = None  # a Future set when the transport is gone
+        self.kicked = False  # a write is scheduled for the end of this loop pass
+        self.cmds = 0        # up.commands_in when the MQTT side was last flushed
+        up.wake = self._kick
 
     def start(self):
         self.log(20, "uplink: to %s as edge %s" % (", ".join([w for _, w in self.up.nodes]), self.up.edge_id))
@@ -57,6 +60,12 @@ class UplinkShell:
                     self._write()
             elif self.tr is not None:
                 self._check(up.tick(now))
+                if up.commands_in != self.cmds:
+                    # commands a tick published (held ones, once the outbox
+                    # had room): their MQTT deliveries go now, not with the
+                    # next client's traffic
+                    self.cmds = up.commands_in
+                    self.tcp.flush()
             if up.outbox is not None:
                 try:
                     # what the group commit did not sync (tombstones of
@@ -71,6 +80,18 @@ class UplinkShell:
         if out and self.tr is not None:
             self.tr.write(bytes(out))
 
+    def _kick(self):
+        # a local publish queued frames while nothing was in flight (no
+        # confirm is coming to carry them: Uplink._local): written at the
+        # end of the loop pass, every feed read in the pass in one write
+        if not self.kicked:
+            self.kicked = True
+            asyncio.get_event_loop().call_soon(self._kicked)
+
+    def _kicked(self):
+        self.kicked = False
+        self._write()
+
     def _check(self, alive):
         self._write()
         if not alive and self.tr is not None:
@@ -83,6 +104,7 @@ class UplinkShell:
             self.log(30, "uplink: %s: %s" % (self.up.where, e))
             alive = False
         self._check(alive)
+        self.cmds = self.up.commands_in
         self.tcp.flush()  # MQTT deliveries of the commands it published
 
     def gone(self, exc):

@@ -513,3 +513,26 @@ def test_properties_round_trip():
     amqpwire.write_props(out, props)
     assert out[:2] == b"\xff\xfc"  # all 14 flags, no continuation
     assert amqpwire.read_props(memoryview(out), 0, len(out)) == props
+
+
+def test_publish_fast_path_writes_the_general_encoders_bytes():
+    # publish() writes the uplink's common case (no extra headers, one body
+    # frame) straight into `out`: the same octets as the general encoder
+    # (_publish), for both QoS, with and without message-id, an empty body,
+    # another exchange, mandatory off; then the same delivery tags
+    cases = [("a.b.c", b"21.5", 1, "e1:7", True, "amq.topic"),
+             ("a", b"", 0, None, True, "amq.topic"),
+             ("x.y", b"z" * 4000, 1, "edge-42:123456789", False, "plant"),
+             ("k" * 255, b"\x00\xce", 0, "m" * 255, True, "amq.topic")]
+    for rk, body, qos, mid, mandatory, ex in cases:
+        c1, c2 = ready(), ready()
+        for _ in range(2):  # (the second time from the caches)
+            t1 = c1.publish(rk, body, qos, mid, mandatory=mandatory, exchange=ex)
+            t2 = c2._publish(rk, body, qos, mid, None, None, mandatory, ex)
+            assert t1 == t2
+            assert bytes(c1.take()) == bytes(c2.take()), (rk, qos, mid)
+    # over a frame or a 255-octet key: the general path (split, or refused)
+    c = ready(frame_max=4096)
+    c.publish("k", b"b" * 5000, 1, "m")
+    assert bytes(c.take()).count(b"\xce\x03\x00\x01") == 2  # two body frames
+    raises(LocalProtocolError, lambda: ready().publish("k" * 256, b"", 1))

@@ -11,6 +11,7 @@ from tests.core._util import raises
 
 class FakeAmqp:
     state = 5  # READY
+    server_properties = {"product": "RabbitMQ", "version": "3.10.8"}
 
     def __init__(self):
         self.sent = []  # (routing key, body, qos, message id)
@@ -27,10 +28,13 @@ class FakeAmqp:
         self.acked.append(tag)
 
     def __getattr__(self, name):  # declare_queue, bind, qos, consume, close
-        return lambda *a, **k: self.calls.append((name,) + a)
+        return lambda *a, **k: self.calls.append((name,) + a + ((k,) if k else ()))
 
     def take(self):
         return b""
+
+    def tick(self, now):
+        return ()
 
 
 def section(**kw):
@@ -54,6 +58,9 @@ def connect(up, now=0):
     up.connected(now)
     fake = up.c = FakeAmqp()
     assert up._events([("ready",)], now)
+    if up.commands:  # the command queue declared first, then publishing
+        assert fake.calls[-1][0] == "declare_queue" and not up.up
+        assert up._events([("declare_ok", "edge.e1.cmd", 0, 0)], now)
     return fake
 
 
@@ -75,8 +82,91 @@ def test_window_and_confirms():
     assert up.confirmed == 1 and len(up.q) == 4
     up._events([("confirm", 4, True)], 0)  # e1:2, e1:3 at once
     assert up.confirmed == 3 and [e[0] for e in up.q] == [4, 5]
-    assert ("declare_queue", "edge.e1.cmd") in fake.calls
+    assert ("declare_queue", "edge.e1.cmd", {"arguments": {"x-queue-type": "quorum"}, "passive": False}) in fake.calls
     assert ("bind", "edge.e1.cmd", "amq.topic", "cmd.e1.#") in fake.calls
+
+
+def test_confirms_and_nacks_in_any_order_confirm_each_message_once():
+    # _confirm finds a multiple confirm's prefix and a single one by
+    # bisection: a server answering in any order (acks single and
+    # multiple, nacks) leaves every message confirmed once, none behind
+    b, up, _ = make(window=8)
+    fake = connect(up)
+    for i in range(60):
+        b.publish("m/%d" % i, b"x", 1)
+    out = {}  # tag -> message id, unconfirmed
+    top = 1  # (tag 1: "online", not from the outbox: its confirm is not counted)
+    x = 7
+    while up.q or out:
+        for tag in range(top + 1, fake.tag + 1):
+            out[tag] = fake.sent[tag - 1][3]
+        top = fake.tag
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF  # (a fixed pseudo-random walk)
+        tags = sorted(out)
+        tag = tags[x % len(tags)]
+        kind = (x >> 8) % 4
+        if kind == 0:
+            up._events([("nack", tag, False)], 0)  # sent again, with a new tag
+            del out[tag]
+        elif kind == 1:
+            up._events([("confirm", tag, True)], 0)
+            for t in tags:
+                if t <= tag:
+                    del out[t]
+        else:
+            up._events([("confirm", tag, False)], 0)
+            del out[tag]
+    assert up.confirmed == 60 and up.inflight == 0 and up.bytes == 0
+    assert sorted(set(s[3] for s in data(fake))) == sorted("e1:%d" % i for i in range(1, 61))
+
+
+def test_command_queue_quorum_then_as_it_is_then_classic():
+    # RabbitMQ >= 3.8: declared quorum, nothing published before its answer;
+    # a 406 (declared otherwise) -> passive at once; a 404 then (it is gone)
+    # -> classic durable; an older server -> classic at once
+    b, up, logs = make()
+    assert up.due(0)
+    up.connected(0)
+    fake = up.c = FakeAmqp()
+    up._events([("ready",)], 0)
+    b.publish("m/1", b"1", 1)
+    assert fake.calls == [("declare_queue", "edge.e1.cmd", {"arguments": {"x-queue-type": "quorum"}, "passive": False})]
+    assert fake.sent == [] and not up.up
+    assert up.cmd_decl == "quorum"
+    up._events([("channel_closed", 406, "PRECONDITION_FAILED - inequivalent arg 'x-queue-type'")], 0)
+    assert fake.calls[-1] == ("close",) and fake.sent == []
+    up.lost(10, "closed")
+    assert up.cmd_decl == "passive" and up.due(10)  # at once, no back-off
+    assert any("not declared as a quorum queue (406 PRECONDITION_FAILED" in m for m in logs)
+    up.connected(10)
+    fake = up.c = FakeAmqp()
+    up._events([("ready",)], 10)
+    assert fake.calls == [("declare_queue", "edge.e1.cmd", {"arguments": None, "passive": True})]
+    up._events([("channel_closed", 404, "NOT_FOUND - no queue 'edge.e1.cmd'")], 10)
+    up.lost(20, "closed")
+    assert up.cmd_decl == "classic" and up.due(20)
+    up.connected(20)
+    fake = up.c = FakeAmqp()
+    up._events([("ready",)], 20)
+    assert fake.calls == [("declare_queue", "edge.e1.cmd", {"arguments": None, "passive": False})]
+    up._events([("declare_ok", "edge.e1.cmd", 0, 0)], 20)
+    assert [c[0] for c in fake.calls] == ["declare_queue", "bind", "qos", "consume"]
+    assert [s[0] for s in fake.sent] == ["edge.e1.state", "m.1"] and up.up
+    # another refusal (no permission, say): logged, the usual back-off
+    b2, up2, logs2 = make()
+    up2.connected(0)
+    up2.c = FakeAmqp()
+    up2._events([("ready",)], 0)
+    up2._events([("channel_closed", 403, "ACCESS_REFUSED")], 0)
+    up2.lost(0, "closed")
+    assert up2.cmd_decl == "quorum" and not up2.due(500)
+    # an older RabbitMQ: classic at once
+    b3, up3, _ = make()
+    up3.connected(0)
+    fake3 = up3.c = FakeAmqp()
+    fake3.server_properties = {"product": "RabbitMQ", "version": "3.7.28"}
+    up3._events([("ready",)], 0)
+    assert up3.cmd_decl == "classic"
 
 
 def test_reconnect_resends_unconfirmed_oldest_first_same_ids():
@@ -257,9 +347,10 @@ def test_command_redelivered_after_a_crash_between_persist_and_ack():
     m = MemFiles()
     b, up, got = _cmd_setup(m)
     fake = connect(up)
-    fake.ack = lambda tag, multiple=False: None  # never reaches RabbitMQ: the crash
+    cuts = []  # the crash as the ack is queued: it never reaches RabbitMQ
+    fake.ack = lambda tag, multiple=False: cuts.append(_power_cut(m))
     up._events([("deliver", 7, "cmd.e1.reboot", {"message_id": "c1"}, b"now")], 0)
-    cut = _power_cut(m)  # before the K_SEEN was synced: the command maybe unpublished
+    cut = cuts[0]  # before the K_SEEN was synced: the command maybe unpublished
     assert [c[1] for c in _outbox(cut).commands()[0]] == ["c1"]
     # the next start publishes it (at least once, locally), once
     b2, up2, got2 = _cmd_setup(cut)
@@ -280,12 +371,80 @@ def test_command_redelivered_after_a_crash_between_persist_and_ack():
     assert fake3.acked == ["a-1"] and got3 == [] and up3.cmd_dups == 1
 
 
+def test_a_command_published_is_not_published_again_after_a_crash():
+    # Bug: the K_SEEN that says "published" was synced later, by a tick: a
+    # crash after the local deliveries went out (when feed() returned) but
+    # before that sync published the command again at the next start. Now
+    # it is synced before _events returns, and with it the store's records.
+    from tests.core._memfiles import MemFiles
+
+    m = MemFiles()
+    b, up, got = _cmd_setup(m)
+    connect(up)
+    up._events([("deliver", 7, "cmd.e1.reboot", {"message_id": "c1"}, b"now")], 0)
+    assert got == [("cmd/e1/reboot", b"now")]
+    cut = _power_cut(m)  # the crash right after the deliveries and the ack went out
+    assert _outbox(cut).commands() == ([], [(2, "c1")])
+    b2, up2, got2 = _cmd_setup(cut)
+    assert got2 == [] and "c1" in up2.seen  # not published twice
+
+
+def _fill(b, up):
+    # up to the last byte: a command of a few bytes fits nowhere
+    for n in (300, 1):
+        r = up.refused
+        while up.refused == r:
+            b.publish("m", b"x" * n, 1)
+
+
+def test_a_full_outbox_holds_a_command_unacked_until_there_is_room():
+    # Bug: a full outbox published the command unpersisted and acked it.
+    # Now it stays RabbitMQ's (not acked), counted, tried again at each
+    # tick in order; once confirms made room it is persisted, acked,
+    # published.
+    from tests.core._memfiles import MemFiles
+
+    b = make_broker()
+    got = []
+    lc = b.local_client("t", lambda msg, qos, retain: got.append(bytes(msg.payload)))
+    b.subscribe(lc, "cmd/#", 1)
+    up = Uplink(b, section(), lambda: 0.5, lambda lvl, msg: None, 0, _outbox(MemFiles(), 4096))
+    fake = connect(up)
+    _fill(b, up)  # the outbox full of unconfirmed messages
+    up._events([("deliver", 1, "cmd.e1.a", {"message_id": "c1"}, b"1"),
+                ("deliver", 2, "cmd.e1.b", {"message_id": "c2"}, b"2")], 0)
+    assert got == [] and fake.acked == [] and up.cmd_deferred == 2
+    assert dict(up.sys_values())["uplink/commands/deferred"] == 2
+    up.tick(250)
+    assert got == [] and fake.acked == []  # still full
+    up._events([("confirm", fake.tag, True)], 300)  # RabbitMQ confirmed the backlog
+    up.outbox.log.flush()  # (the tombstones written: room)
+    up.tick(500)
+    assert fake.acked == [1, 2] and got == [b"1", b"2"] and up.cmd_deferred == 2
+    assert up.outbox.commands()[1][-2:] == [(up.outbox.commands()[1][-2][0], "c1"),
+                                            (up.outbox.commands()[1][-1][0], "c2")]
+
+
+def test_a_held_command_is_dropped_with_its_connection():
+    # held, then the link drops: not acked, so RabbitMQ redelivers it; the
+    # next connection's copy is the one published
+    from tests.core._memfiles import MemFiles
+
+    b = make_broker()
+    up = Uplink(b, section(), lambda: 0.5, lambda lvl, msg: None, 0, _outbox(MemFiles(), 4096))
+    fake = connect(up)
+    _fill(b, up)
+    up._events([("deliver", 1, "cmd.e1.a", {"message_id": "c1"}, b"1")], 0)
+    up.lost(10, "gone")
+    assert up.cmd_held == [] and fake.acked == []
+
+
 def test_seen_command_ids_are_bounded():
     from tests.core._memfiles import MemFiles
-    from edge.bridge import uplink
+    from edge.bridge import commands
 
-    keep = uplink._SEEN_MAX
-    uplink._SEEN_MAX = 8  # (a small heap under MicroPython: the rule, not the size)
+    keep = commands._SEEN_MAX
+    commands._SEEN_MAX = 8  # (a small heap under MicroPython: the rule, not the size)
     try:
         m = MemFiles()
         b, up, got = _cmd_setup(m)
@@ -298,7 +457,7 @@ def test_seen_command_ids_are_bounded():
         assert len(_outbox(_power_cut(m)).commands()[1]) == 8
         assert len(got) == n and fake.acked == list(range(1, n + 1))
     finally:
-        uplink._SEEN_MAX = keep
+        commands._SEEN_MAX = keep
 
 
 def test_a_cluster_list_is_tried_in_turn():

@@ -262,3 +262,152 @@ def test_a_command_sent_again_with_its_message_id_is_not_published_twice(
     sysq = mqtt_client(b)
     sysq.subscribe("$SYS/broker/uplink/commands/duplicates")
     sysq.wait_message(lambda m: m.payload == b"1")
+
+
+def _queue_type(rabbit, name):
+    rc, out = rabbit.ctl("list_queues", "name", "type", "-q")
+    assert rc == 0, out
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] == name:
+            return f[1]
+    return None
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "stomp"])
+def test_the_command_queue_is_a_quorum_queue(rabbit, broker_factory, mqtt_client, pika_channel, scheme):
+    # issue #18: "the command queue declared as a quorum queue (x-queue-type:
+    # quorum) where the server supports it, so commands survive a node's
+    # loss" (RabbitMQ >= 3.8; Debian's is 3.10)
+    ch = pika_channel
+    eid = "eq" + scheme[0]
+    q = "edge.%s.cmd" % eid
+    b = broker_factory(**{"upstream.url": _url(rabbit, scheme), "upstream.edge_id": eid})
+    _consuming(rabbit, q, b)
+    assert _queue_type(rabbit, q) == "quorum"
+    assert "command queue %s (quorum)" % q in b.log_text()
+    sub = mqtt_client(b)
+    sub.subscribe("cmd/%s/#" % eid, qos=1)
+    ch.basic_publish("amq.topic", "cmd.%s.valve" % eid, b"open", pika.BasicProperties(message_id="q1"))
+    assert sub.wait_message(lambda m: m.topic == "cmd/%s/valve" % eid).payload == b"open"
+    ch.queue_delete(q)
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "stomp"])
+def test_a_command_queue_declared_otherwise_is_used_as_it_is(
+        rabbit, broker_factory, mqtt_client, pika_channel, scheme):
+    # An existing classic queue (an older edge, or an operator's, here with
+    # a length limit): the quorum declare is refused (AMQP: a channel close,
+    # 406 PRECONDITION_FAILED; STOMP: an ERROR frame), logged; the edge
+    # reconnects at once and consumes the queue as it is; nothing published
+    # up is lost or doubled
+    ch = pika_channel
+    eid = "ec" + scheme[0]
+    q = "edge.%s.cmd" % eid
+    ch.queue_declare(q, durable=True, arguments={"x-max-length": 1000})
+    if scheme == "stomp":  # (/amq/queue/<name> takes the queue as it is, bindings too)
+        ch.queue_bind(q, "amq.topic", "cmd.%s.#" % eid)
+    data_q = _queue(ch, "t16%s.#" % eid)
+    b = broker_factory(**{"upstream.url": _url(rabbit, scheme), "upstream.edge_id": eid})
+    pub = mqtt_client(b)
+    for i in range(20):
+        pub.publish("t16%s/x" % eid, b"%d" % i, qos=1)
+    _consuming(rabbit, q, b)
+    assert _queue_type(rabbit, q) == "classic"
+    log = b.log_text()
+    assert "queue %s not declared as a quorum queue (" % q in log, log
+    if scheme == "amqp":
+        assert "not declared as a quorum queue (406 PRECONDITION_FAILED" in log, log
+    assert "command queue %s (passive)" % q in log
+    sub = mqtt_client(b)
+    sub.subscribe("cmd/%s/#" % eid, qos=1)
+    ch.basic_publish("amq.topic", "cmd.%s.valve" % eid, b"shut", pika.BasicProperties(message_id="k1"))
+    assert sub.wait_message(lambda m: m.topic == "cmd/%s/valve" % eid).payload == b"shut"
+    got = [_get(ch, data_q)[2] for _ in range(20)]
+    assert got == [b"%d" % i for i in range(20)]
+    assert ch.basic_get(data_q, auto_ack=True) == (None, None, None)
+    ch.queue_delete(q)
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "stomp"])
+def test_the_same_message_through_the_mqtt_plugin_and_through_the_edge(
+        rabbit, broker_factory, mqtt_client, pika_channel, scheme):
+    # issue #18: "the same message through RabbitMQ's own MQTT plugin and
+    # through the edge arrives with the same routing key and headers". One
+    # pika consumer bound to amq.topic gets both: a paho-like client
+    # publishes to the plugin, another to the edge (whose uplink sends it
+    # up), for QoS 0 and 1 and a topic of several levels. (test_15 checks
+    # the AMQP client alone; this is the whole path: MQTT in, outbox,
+    # uplink.) STOMP cannot send a typed header: x-mqtt-publish-qos arrives
+    # as the string of the same number, and x-mqtt-dup is not sent.
+    from .clients import Client
+
+    ch = pika_channel
+    eid = "sbs" + scheme[0]
+    q = _queue(ch, "%s.#" % eid)
+    b = broker_factory(**{"upstream.url": _url(rabbit, scheme), "upstream.edge_id": eid})
+    _consuming(rabbit, "edge.%s.cmd" % eid, b)  # up (and publishing: after the queue's answer)
+    plugin = Client("127.0.0.1", rabbit.mqtt_port)
+    plugin.connect()
+    edge = mqtt_client(b)
+    try:
+        for topic, qos in (("%s/plant/line-2/m7/kwh" % eid, 1), ("%s/plant/line-2/m7/kwh" % eid, 0),
+                           ("%s/a" % eid, 1)):
+            plugin.publish(topic, b"21.5", qos=qos)
+            m1, p1, body1 = _get(ch, q)
+            edge.publish(topic, b"21.5", qos=qos)
+            m2, p2, body2 = _get(ch, q)
+            assert body1 == body2 == b"21.5"
+            assert (m2.exchange, m2.routing_key) == (m1.exchange, m1.routing_key) == (
+                "amq.topic", topic.replace("/", ".")), topic
+            assert p1.delivery_mode == (2 if qos else 1) and p1.headers["x-mqtt-publish-qos"] == qos
+            if scheme == "amqp":
+                assert p2.delivery_mode == p1.delivery_mode, (topic, qos)
+                assert p2.headers == p1.headers, (topic, qos, p1.headers, p2.headers)
+            else:
+                # RabbitMQ's STOMP: persistent:true -> 2; without it no
+                # delivery_mode at all (transient, as 1); the frame's own
+                # headers (content-length, receipt) come along
+                assert p2.delivery_mode == (2 if qos else None), (topic, qos)
+                assert p2.headers["x-mqtt-publish-qos"] == str(qos)
+            assert p2.message_id.startswith(eid + ":")  # the edge's idempotency key (the plugin sets none)
+    finally:
+        plugin.disconnect()
+
+
+def test_commands_are_delivered_under_the_acl(rabbit, broker_factory, pika_channel, tmp_path):
+    # issue #21: "ACLs ... on commands coming down the uplink". A command is
+    # published locally like any message and each delivery is checked
+    # against the subscriber's read grants (docs/security.md "Commands down
+    # the uplink"); the uplink itself needs no write grant: it writes only
+    # cmd/<edge_id>/... by construction, as RabbitMQ's user lets it.
+    from .test_21_auth import client, passwd
+
+    pw = tmp_path / "passwd"
+    for user in ("op", "tech", "ro"):
+        passwd(pw, user, user + "-pw")
+    acl = tmp_path / "acl"
+    acl.write_text("user op\ntopic read cmd/e4/#\ntopic read $SYS/#\n"
+                   "user tech\ntopic read cmd/e4/#\ntopic deny cmd/e4/valve/#\n"
+                   "user ro\ntopic read sensors/#\n")
+    ch = pika_channel
+    b = broker_factory(**{"upstream.url": _url(rabbit), "upstream.edge_id": "e4", "sys_interval": 1,
+                          "auth.password_file": str(pw), "auth.acl_file": str(acl)})
+    _consuming(rabbit, "edge.e4.cmd", b)
+    op = client(b, "op", "op-pw")
+    tech = client(b, "tech", "tech-pw")
+    ro = client(b, "ro", "ro-pw")
+    assert op.subscribe("cmd/e4/#", qos=1) == [1]
+    assert tech.subscribe("cmd/e4/#", qos=1) == [1]  # (the deny is narrower: checked message by message)
+    assert ro.subscribe("cmd/e4/#", qos=1) == [0x80]
+    for key, body, mid in (("cmd.e4.valve.open", b"v", "a1"), ("cmd.e4.light.on", b"l", "a2")):
+        ch.basic_publish("amq.topic", key, body, pika.BasicProperties(message_id=mid))
+    op.wait_messages(2)
+    tech.wait_message(lambda m: m.topic == "cmd/e4/light/on")
+    time.sleep(0.3)  # the valve command would have come first, in order
+    assert [(m.topic, m.payload) for m in op.messages] == [("cmd/e4/valve/open", b"v"), ("cmd/e4/light/on", b"l")]
+    assert [(m.topic, m.payload) for m in tech.messages] == [("cmd/e4/light/on", b"l")]
+    assert ro.messages == []
+    sysq = client(b, "op", "op-pw")
+    sysq.subscribe("$SYS/broker/acl/denied/read")
+    assert int(sysq.wait_message(lambda m: m.payload != b"0").payload) >= 1

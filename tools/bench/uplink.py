@@ -26,6 +26,12 @@ Scenarios (each server started fresh, stopped by PID):
               acknowledged message arrived or nothing new came for 65 s (longer
               than edgebroker's back-off cap): acknowledged (PUBACK), arrived, lost,
               duplicated, and how long it took to settle after the flapping ended
+  bridge      (edgebroker only, on request: --scenarios bridge) the bridge's own CPU
+              per message, in process and sans-IO, with no RabbitMQ and no socket:
+              local publishes through edge/bridge/uplink.py and amqp.py, the frames
+              taken, a multiple confirm fed back every 64 (publish_us_per_msg); and a
+              backlog of B in the outbox confirmed as the window lets it
+              (drain_us_per_msg). Steadier than msg/s on a shared machine
 Results: the table printed, DIR/uplink.json written. One run each: a shared
 machine's figures, not a laboratory's.
 """
@@ -337,7 +343,55 @@ def flap(server, node, q, base, n):
         px.stop()
 
 
-SCENARIOS = {"throughput": throughput, "drain": drain, "flap": flap}
+def _confirm_frame(tag):
+    # basic.ack, multiple (AMQP 0-9-1 §4.2.3 frame, class 60 method 80)
+    import struct
+
+    p = struct.pack(">IQB", 0x003C0050, tag, 1)
+    return b"\x01\x00\x01" + struct.pack(">I", len(p)) + p + b"\xce"
+
+
+def _bridge_once(n, publish):
+    from edge.bridge.amqp import READY
+    from edge.bridge.uplink import Uplink
+    from tests.core._pair import make_broker
+
+    b = make_broker()
+    c = {"url": "amqp://u:p@127.0.0.1:5672/", "edge_id": "bench", "exchange": "amq.topic", "publish": "#",
+         "commands": False, "heartbeat": 15, "outbox_budget_bytes": 1 << 30, "window": 256}
+    up = Uplink(b, c, lambda: 0.5, lambda lvl, msg: None, 0)
+    if not publish:
+        for i in range(n):
+            b.publish(TOPIC, b"%d" % i, 1)  # the backlog, before the link is up
+    up.connected(0)
+    up.c.state = READY  # (the handshake is not what is measured)
+    t0 = time.perf_counter()
+    up._events([("ready",)], 0)
+    up.take()
+    if publish:
+        for i in range(n):
+            b.publish(TOPIC, b"%d" % i, 1)
+            if i % 64 == 63:
+                up.take()
+                up.feed(_confirm_frame(up.c.tag), 0)
+    while up.q:
+        up.take()
+        up.feed(_confirm_frame(up.c.tag), 0)
+    up.take()
+    return (time.perf_counter() - t0) * 1e6 / n
+
+
+def bridge(server, node, q, base, n):
+    if server != "edgebroker":
+        return None
+    # the best of 3 (the machine's other load only ever adds)
+    return {"publish_us_per_msg": round(min(_bridge_once(n, True) for _ in range(3)), 2),
+            "drain_us_per_msg": round(min(_bridge_once(n, False) for _ in range(3)), 2),
+            "lost": 0}
+
+
+SCENARIOS = {"throughput": throughput, "drain": drain, "flap": flap, "bridge": bridge}
+DEFAULT = ["throughput", "drain", "flap"]
 
 
 def main(argv=None):
@@ -347,7 +401,7 @@ def main(argv=None):
     ap.add_argument("--backlog", type=int, help="drain backlog (100000; quick 2000)")
     ap.add_argument("--flap-messages", type=int, help="flap messages (5000; quick 1000)")
     ap.add_argument("--servers", nargs="+", default=["edgebroker", "mosquitto"], choices=["edgebroker", "mosquitto"])
-    ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    ap.add_argument("--scenarios", nargs="+", default=DEFAULT, choices=list(SCENARIOS))
     ap.add_argument("--window", type=int, default=0, help="edgebroker's upstream.window (default: its default)")
     ap.add_argument("--out", default=os.path.join("build", "bench"))
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
@@ -355,31 +409,37 @@ def main(argv=None):
     EdgeUp.window = a.window
     counts = {"throughput": a.messages or (2000 if a.quick else 20000),
               "drain": a.backlog or (2000 if a.quick else 100000),
-              "flap": a.flap_messages or (1000 if a.quick else 5000)}
+              "flap": a.flap_messages or (1000 if a.quick else 5000),
+              "bridge": a.backlog or (2000 if a.quick else 100000)}
     why = MosquittoBridge(0, "").available()
     if "mosquitto" in a.servers and why:
         print("%s: edgebroker only" % why)
         a.servers = [s for s in a.servers if s != "mosquitto"]
     tmp = tempfile.mkdtemp(prefix="bench-uplink-")
-    node = _rabbit(os.path.join(tmp, "rabbit"))
+    alone = a.scenarios == ["bridge"]  # in process: no RabbitMQ needed
+    node = None if alone else _rabbit(os.path.join(tmp, "rabbit"))
     rows = []
     try:
-        q = Queue(node)
+        q = None if alone else Queue(node)
         for sc in a.scenarios:
             for server in a.servers:
                 base = os.path.join(tmp, "%s-%s" % (sc, server))
                 os.makedirs(base)
                 try:
                     row = SCENARIOS[sc](server, node, q, base, counts[sc])
+                    if row is None:
+                        continue  # (not for this server)
                     row["error"] = None
                 except Exception as e:  # noqa: BLE001  reported in the row, the rest goes on
                     row = {"error": "%s: %s" % (type(e).__name__, e)}
                 row.update({"scenario": sc, "server": server, "messages": counts[sc]})
                 rows.append(row)
                 print(_line(row), flush=True)
-        q.close()
+        if q is not None:
+            q.close()
     finally:
-        node.stop()
+        if node is not None:
+            node.stop()
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(a.out, exist_ok=True)
@@ -394,7 +454,7 @@ def main(argv=None):
 
 
 def _line(r):
-    keys = ("msgs_per_s", "drain_msgs_per_s", "cpu_us_per_msg", "rabbitmq_cpu_us_per_msg", "flash_bytes_per_msg", "seconds", "flaps", "settle_s",
+    keys = ("msgs_per_s", "drain_msgs_per_s", "publish_us_per_msg", "drain_us_per_msg", "cpu_us_per_msg", "rabbitmq_cpu_us_per_msg", "flash_bytes_per_msg", "seconds", "flaps", "settle_s",
             "acknowledged", "arrived", "lost", "duplicated", "error")
     return "%-10s %-10s n=%-6d %s" % (r["scenario"], r["server"], r["messages"],
                                       " ".join("%s=%s" % (k, r[k]) for k in keys if r.get(k) is not None))
