@@ -11,10 +11,14 @@ import tempfile
 
 from gateway.fleet import plot, report
 from gateway.fleet.chaos import Chaos
+from gateway.fleet.coap import CoapSensor
 from gateway.fleet.checker import Checker, CheckerError
 from gateway.fleet.ledger import Ledger
 from gateway.fleet.mpy import FirmwareError, MpySensor, build, find_micropython
 from gateway.fleet.sim import SimSensor
+
+COMMAND_EVERY_S = 2.0  # a command to each observing CoAP device
+COMMAND_QUIET_S = 6.0  # RFC 7252 §4.8: a CON's first two retransmissions come within 2 + 4 s x 1.5
 
 
 class SensorOpts:
@@ -27,6 +31,7 @@ class SensorOpts:
         self.inflight = min(a.inflight, a.buffer - 1) or 1
         self.backoff_ms = 500  # > report.TAKEOVER_MARGIN_S: a reset's will is then always due
         self.backoff_cap_ms = 3000
+        self.clock = None  # the run clock (Chaos.clock), once the links exist
 
 
 def _broker_addr(text):
@@ -36,14 +41,35 @@ def _broker_addr(text):
     return host or "127.0.0.1", int(port)
 
 
-def _fleet(n, k, runid, mqtt):
+def _fleet(n, k, runid, mqtt, coap=0):
     """[Ledger]: QoS by index mod 3; with --mqtt mix, 3.1.1/5.0 alternating
-    every 3, so any 6 consecutive sensors (the K firmware ones first) cover
-    all six pairs."""
+    every 3, so any 6 consecutive sensors (the K firmware ones first, the
+    CoAP devices last) cover all six pairs."""
     def v5(i):
         return mqtt == "5.0" or (mqtt == "mix" and (i // 3) % 2 == 1)
-    return [Ledger("%s-%03d" % (runid, i), i % 3, v5(i), "mpy" if i < k else "sim")
+
+    def kind(i):
+        return "mpy" if i < k else "coap" if i >= n - coap else "sim"
+    return [Ledger("%s-%03d" % (runid, i), i % 3, v5(i) and kind(i) != "coap", kind(i))
             for i in range(n)]
+
+
+async def _commands(checker, ledgers, clock, seconds, sent):
+    """Every COMMAND_EVERY_S, a command published to cmd/<id>/set of each CoAP
+    device observing it; counted only when published after the device's
+    observation began (a registration in flight sees nothing before it), and
+    not for a device killed later (report.py)."""
+    n = 0
+    # none in the last COMMAND_QUIET_S: a device stops when its readings are
+    # sent, and a notification lost then has no time for its retransmission
+    while clock() < seconds - COMMAND_QUIET_S - COMMAND_EVERY_S:
+        await asyncio.sleep(COMMAND_EVERY_S)
+        n += 1
+        for led in ledgers:
+            if led.t_observing is not None and not led.killed:
+                payload = "c%d" % n
+                if checker.command("cmd/%s/set" % led.sid, payload.encode()):
+                    sent.setdefault(led.sid, set()).add(payload)
 
 
 async def _run(a, workdir):
@@ -59,12 +85,18 @@ async def _run(a, workdir):
     checker = Checker(host, port, prefix, chaos.clock)
     await checker.start("%s-checker" % runid)
     rss_task = asyncio.ensure_future(checker.sample_rss(a.broker_pid)) if a.broker_pid else None
-    ledgers = _fleet(a.sensors, a.mpy, runid, a.mqtt)
+    opts.clock = chaos.clock
+    ledgers = _fleet(a.sensors, a.mpy, runid, a.mqtt, a.coap)
+    coap = [led for led in ledgers if led.kind == "coap"]
     sensors = {}
     if a.mpy:
         fwdir, heap = build(workdir)
         exe = find_micropython()
     for i, led in enumerate(ledgers):
+        if led.kind == "coap":
+            link = await chaos.coap_link(led, (host, a.coap_port))
+            sensors[led.sid] = CoapSensor(led, link.port, opts, random.Random(a.seed * 7919 + i))
+            continue
         link = await chaos.link(led)
         if led.kind == "mpy":
             sensors[led.sid] = MpySensor(led, link.port, opts, a.seed + i, fwdir, heap, exe)
@@ -82,6 +114,8 @@ async def _run(a, workdir):
         await s.run(a.seconds, a.drain)
 
     tasks = [asyncio.ensure_future(one(i, sensors[led.sid])) for i, led in enumerate(ledgers)]
+    sent = {}
+    cmd_task = asyncio.ensure_future(_commands(checker, coap, chaos.clock, a.seconds, sent)) if coap else None
     await asyncio.sleep(a.seconds)
     chaos.heal()
     await asyncio.wait(tasks, timeout=a.drain + stagger + 10)
@@ -100,16 +134,19 @@ async def _run(a, workdir):
     await asyncio.sleep(1.0)
     while loop.time() < settle_end and report.outstanding(ledgers, checker):
         await asyncio.sleep(0.25)
+    if cmd_task is not None:
+        cmd_task.cancel()
+    r_links = dict(chaos.links)
     chaos.close()
     await checker.snapshot()
     await checker.stop()
     if rss_task is not None:
         rss_task.cancel()
-    meta = {"broker": "%s:%d" % (host, port), "sensors": a.sensors, "mpy": a.mpy,
+    meta = {"broker": "%s:%d" % (host, port), "sensors": a.sensors, "mpy": a.mpy, "coap": a.coap,
             "seconds": a.seconds, "chaos": a.chaos, "mqtt": a.mqtt, "seed": a.seed, "run_id": runid,
             "interval_ms": a.interval_ms, "keepalive": a.keepalive, "buffer": opts.buffer,
             "inflight": opts.inflight, "drain": a.drain}
-    r = report.compute(ledgers, checker, chaos.events, meta)
+    r = report.compute(ledgers, checker, chaos.events, meta, sent, r_links)
     memory = ("broker heap", checker.heap) if checker.heap else ("broker RSS", checker.rss)
     return r, checker.readings, memory
 
@@ -119,8 +156,9 @@ def main(args):
     a = args
     if a.seed is None:
         a.seed = random.SystemRandom().randrange(1, 1 << 31)
-    if a.sensors < 1 or not 0 <= a.mpy <= a.sensors or a.seconds < 1:
-        print("edgebroker fleet: need --sensors >= 1, 0 <= --mpy <= --sensors, --seconds >= 1",
+    if a.sensors < 1 or not 0 <= a.mpy <= a.sensors or not 0 <= a.coap <= a.sensors - a.mpy or a.seconds < 1:
+        print("edgebroker fleet: need --sensors >= 1, 0 <= --mpy, 0 <= --coap, --mpy + --coap <= --sensors, "
+              "--seconds >= 1",
               file=sys.stderr)
         return 2
     try:

@@ -66,21 +66,36 @@ def test_board_broker_six_firmware_sensors(micropython_exe, tmp_path, report):
 
 @pytest.mark.timeout(100)
 def test_cpython_broker_200_sensors(tmp_path, report):
-    b = Broker("cpython", tmp_path / "broker", {"sys_interval": 1})
+    b = Broker("cpython", tmp_path / "broker", {"sys_interval": 1, "coap.enabled": True})
     b.start()
     try:
-        # six of them firmware: its 3.1.1 and 5.0 at QoS 0/1/2 on this broker
-        p, r = _fleet(b, tmp_path, "--sensors", 200, "--mpy", 6, "--seconds", 20, "--chaos", "flaky",
-                      "--seed", 11, "--broker-pid", b.proc.pid, timeout=80)
+        coap_port = b.wait_coap()
+        # six of them firmware: its 3.1.1 and 5.0 at QoS 0/1/2 on this broker;
+        # 30 CoAP devices on the CoAP endpoint, through the same chaos (UDP:
+        # datagrams lost, delayed, black holes)
+        p, r = _fleet(b, tmp_path, "--sensors", 230, "--mpy", 6, "--coap", 30, "--coap-port", coap_port,
+                      "--seconds", 20, "--chaos", "flaky", "--seed", 11, "--broker-pid", b.proc.pid, timeout=80)
         assert b.alive(), b.log_tail()
     finally:
         b.stop()
     _guarantees(p, r)
     assert r["broker_memory"]["rss_bytes"], r["broker_memory"]
-    assert r["meta"]["sensors"] == 200 and r["meta"]["mpy"] == 6 and r["sensors"]["connects"] >= 200
-    report("fleet on CPython: 200 sensors, chaos flaky: %d readings QoS 1/2 delivered, 0 lost, "
-           "%d wills, p99 %s ms" % (r["qos"]["1"]["delivered"] + r["qos"]["2"]["delivered"],
-                                    r["wills"]["fired"], r["qos"]["1"]["latency_p99_ms"]))
+    assert r["meta"]["sensors"] == 230 and r["meta"]["mpy"] == 6 and r["sensors"]["connects"] >= 200
+    why = p.stdout + p.stderr
+    c = r["coap"]
+    assert c["devices"] == 30 and c["observing"] >= 29, why  # one may be killed before it observes
+    for q in ("0", "1", "2"):  # a CON answered 2.04 is a promise at every QoS (QoS 0 too: the
+        s = c["qos"][q]        # checker's link has no chaos, and the broker dropped nothing)
+        assert s["acked"] > 0 and s["lost"] == 0 and s["delivered"] >= s["acked"], why
+    assert c["qos"]["2"]["duplicated"] == 0 and c["refused"] == 0, why
+    assert c["datagrams"]["lost"] > 0, why  # the links did lose datagrams: retransmissions were needed
+    assert c["commands"]["received"] >= 0.9 * c["commands"]["published"] > 0, why
+    report("fleet on CPython: 200 MQTT sensors and 30 CoAP devices, chaos flaky: %d readings QoS 1/2 "
+           "delivered (%d over CoAP), 0 lost, %d wills, p99 %s ms; CoAP: %d datagrams lost, %d of %d "
+           "commands notified" % (r["qos"]["1"]["delivered"] + r["qos"]["2"]["delivered"],
+                                  c["qos"]["1"]["delivered"] + c["qos"]["2"]["delivered"], r["wills"]["fired"],
+                                  r["qos"]["1"]["latency_p99_ms"], c["datagrams"]["lost"],
+                                  c["commands"]["received"], c["commands"]["published"]))
 
 
 @pytest.mark.timeout(60)
