@@ -42,6 +42,28 @@ class _Udp(asyncio.DatagramProtocol):
         pass  # ICMP port unreachable (the broker gone): a lost datagram
 
 
+async def ping(addr, timeout=3.0):
+    """True when a CoAP endpoint answers at addr: an Empty CON ("CoAP ping")
+    is answered with an RST (RFC 7252 §4.3)."""
+    loop = asyncio.get_running_loop()
+    got = loop.create_future()
+
+    def on(data, _):
+        if not got.done() and len(data) >= 4 and data[0] >> 4 & 3 == _RST and data[2:4] == b"\x12\x34":
+            got.set_result(True)
+    t = (await loop.create_datagram_endpoint(lambda: _Udp(on), remote_addr=addr))[0]
+    try:
+        for _ in range(3):
+            t.sendto(bytes((0x40, 0, 0x12, 0x34)))  # CON, Empty, Message-ID 0x1234
+            try:
+                return await asyncio.wait_for(asyncio.shield(got), timeout / 3)
+            except asyncio.TimeoutError:
+                pass
+        return False
+    finally:
+        t.close()
+
+
 class CoapLink:
     """The chaos proxy in front of one CoAP device: a UDP socket the device
     sends to, one connected to the broker's CoAP endpoint (so the endpoint

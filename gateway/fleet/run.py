@@ -12,6 +12,7 @@ import tempfile
 from gateway.fleet import plot, report
 from gateway.fleet.chaos import Chaos
 from gateway.fleet.coap import CoapSensor
+from gateway.fleet.coap import ping as coap_ping
 from gateway.fleet.checker import Checker, CheckerError
 from gateway.fleet.ledger import Ledger
 from gateway.fleet.mpy import FirmwareError, MpySensor, build, find_micropython
@@ -74,6 +75,9 @@ async def _commands(checker, ledgers, clock, seconds, sent):
 
 async def _run(a, workdir):
     host, port = _broker_addr(a.broker)
+    if a.coap and not await coap_ping((host, a.coap_port)):
+        raise CheckerError("no CoAP endpoint answers at %s:%d (UDP): --coap-port, or [coap] enabled "
+                           "in the broker's config" % (host, a.coap_port))
     rng = random.Random(a.seed)
     runid = "%06x" % rng.getrandbits(24)
     prefix = "fleet/" + runid

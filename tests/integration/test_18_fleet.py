@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, Broker
+from .conftest import ROOT, Broker, free_udp_port
 
 
 def _fleet(broker, tmp_path, *args, timeout):
@@ -117,7 +117,9 @@ def test_clean_baseline_and_usage_errors(tmp_path):
     assert r["faults"] == {} and r["wills"]["fired"] == 0 and r["wills"]["due"] == 0
     assert r["sensors"]["ended_clean"] == 12
     for args, text in ((["--broker", "nohost"], "HOST:PORT"),
-                       (["--broker", "127.0.0.1:%d" % b.port], "cannot reach the broker")):
+                       (["--broker", "127.0.0.1:%d" % b.port], "cannot reach the broker"),
+                       (["--broker", "127.0.0.1:%d" % b.port, "--coap", "3", "--coap-port", str(free_udp_port())],
+                        "no CoAP endpoint answers at 127.0.0.1:")):
         q = subprocess.run([sys.executable, "-m", "gateway", "fleet", "--seconds", "1"] + args,
                            cwd=str(ROOT), capture_output=True, text=True, timeout=30)
         assert q.returncode == 2 and text in q.stderr and "Traceback" not in q.stderr, q.stderr
