@@ -105,6 +105,8 @@ def test_coap_devices_counted_like_mqtt_sensors_and_owe_no_wills():
     assert c["commands"] == {"published": 3, "received": 2}
     assert r["wills"]["due"] == 0 and r["wills"]["unexpected"] == 0
     assert report.compute([mqtt], chk, [], {})["coap"] is None
-    assert "CoAP devices (in the table above): 2, 1 observing" in report.text(
+    assert c["firmware"] == {"devices": 0, "acked": 0, "delivered": 0}
+    assert "CoAP devices (in the table above): 2 (0 firmware/coap_sensor/ on MicroPython: 0 readings answered " \
+           "2.04, 0 of them delivered), 1 observing" in report.text(
         dict(r, meta={"sensors": 3, "mpy": 0, "coap": 2, "seconds": 1, "chaos": "none", "seed": 1,
                       "broker": "x"}))

@@ -22,7 +22,8 @@ class Ledger:
         self.qos = qos
         self.v5 = v5
         # "sim" (CPython asyncio), "mpy" (firmware/sensor/ on the unix port)
-        # or "coap" (a CoAP device, coap.py: no connections, no will)
+        # or "coap" / "coap-mpy" (a CoAP device: coap.py, or firmware/coap_sensor/
+        # on the unix port; no connections, no will)
         self.kind = kind
         self.generated = set()  # seqs
         self.acked = set()  # QoS 1 PUBACK, QoS 2 PUBCOMP, QoS 0 written to the socket

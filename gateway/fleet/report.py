@@ -85,14 +85,18 @@ def _coap(ledgers, seen, latencies, commands, links):
     """The CoAP devices' own figures (their readings are in the QoS table
     too): per QoS, the commands published to cmd/<id>/# while they observed
     it and those notified, and the datagrams their links passed and lost."""
-    cl = [led for led in ledgers if led.kind == "coap"]
+    cl = [led for led in ledgers if led.kind.startswith("coap")]
     if not cl:
         return None
+    fw = [led for led in cl if led.kind == "coap-mpy"]
     live = [led for led in cl if not led.killed]
     sent = sum(len(commands.get(led.sid, ())) for led in live)
     got = sum(len(led.commands & commands.get(led.sid, set())) for led in live)
     lk = [links[led.sid] for led in cl if led.sid in links]
-    return {"devices": len(cl), "qos": {str(q): s for q, s in _tally(cl, seen, latencies, [], []).items()},
+    return {"devices": len(cl), "firmware": {"devices": len(fw), "acked": sum(len(led.acked) for led in fw),
+                                             "delivered": sum(len(led.acked & set(seen.get(led.sid, ())))
+                                                              for led in fw)},
+            "qos": {str(q): s for q, s in _tally(cl, seen, latencies, [], []).items()},
             "refused": sum(led.refused for led in cl),
             "observing": sum(1 for led in cl if led.t_observing is not None),
             "commands": {"published": sent, "received": got},
@@ -196,7 +200,8 @@ def text(r):
     lines = [
         "edgebroker fleet: %d sensors (%d firmware on MicroPython, %d simulated%s) for %d s, "
         "chaos %s, seed %d, broker %s" % (m["sensors"], m["mpy"], m["sensors"] - m["mpy"] - m.get("coap", 0),
-                                          ", %d CoAP" % m["coap"] if m.get("coap") else "",
+                                          ", %d CoAP (%d firmware)" % (m["coap"], m.get("coap_mpy", 0))
+                                          if m.get("coap") else "",
                                           m["seconds"], m["chaos"], m["seed"], m["broker"]),
         "",
         "QoS  sensors  generated  acked  delivered  lost  dup  dropped  unconfirmed(delivered)  p50      p99",
@@ -209,8 +214,10 @@ def text(r):
             _ms(s["latency_p50_ms"]), _ms(s["latency_p99_ms"])))
     c = r.get("coap")
     if c:
-        lines += ["", "CoAP devices (in the table above): %d, %d observing cmd/<id>/#; %d readings answered "
-                  "4.xx/5.xx" % (c["devices"], c["observing"], c["refused"])]
+        lines += ["", "CoAP devices (in the table above): %d (%d firmware/coap_sensor/ on MicroPython: %d "
+                  "readings answered 2.04, %d of them delivered), %d observing cmd/<id>/#; %d readings answered "
+                  "4.xx/5.xx" % (c["devices"], c["firmware"]["devices"], c["firmware"]["acked"],
+                                 c["firmware"]["delivered"], c["observing"], c["refused"])]
         for q in ("0", "1", "2"):
             s = c["qos"][q]
             lines.append("  QoS %s: %d generated, %d answered 2.04, %d delivered, %d lost, %d dup, "

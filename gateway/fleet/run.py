@@ -15,7 +15,7 @@ from gateway.fleet.coap import CoapSensor
 from gateway.fleet.coap import ping as coap_ping
 from gateway.fleet.checker import Checker, CheckerError
 from gateway.fleet.ledger import Ledger
-from gateway.fleet.mpy import FirmwareError, MpySensor, build, find_micropython
+from gateway.fleet.mpy import FirmwareError, MpyCoapSensor, MpySensor, build, find_micropython
 from gateway.fleet.sim import SimSensor
 
 COMMAND_EVERY_S = 2.0  # a command to each observing CoAP device
@@ -42,7 +42,7 @@ def _broker_addr(text):
     return host or "127.0.0.1", int(port)
 
 
-def _fleet(n, k, runid, mqtt, coap=0):
+def _fleet(n, k, runid, mqtt, coap=0, coap_mpy=0):
     """[Ledger]: QoS by index mod 3; with --mqtt mix, 3.1.1/5.0 alternating
     every 3, so any 6 consecutive sensors (the K firmware ones first, the
     CoAP devices last) cover all six pairs."""
@@ -50,8 +50,10 @@ def _fleet(n, k, runid, mqtt, coap=0):
         return mqtt == "5.0" or (mqtt == "mix" and (i // 3) % 2 == 1)
 
     def kind(i):
-        return "mpy" if i < k else "coap" if i >= n - coap else "sim"
-    return [Ledger("%s-%03d" % (runid, i), i % 3, v5(i) and kind(i) != "coap", kind(i))
+        if i >= n - coap:
+            return "coap-mpy" if i < n - coap + coap_mpy else "coap"
+        return "mpy" if i < k else "sim"
+    return [Ledger("%s-%03d" % (runid, i), i % 3, v5(i) and not kind(i).startswith("coap"), kind(i))
             for i in range(n)]
 
 
@@ -90,16 +92,19 @@ async def _run(a, workdir):
     await checker.start("%s-checker" % runid)
     rss_task = asyncio.ensure_future(checker.sample_rss(a.broker_pid)) if a.broker_pid else None
     opts.clock = chaos.clock
-    ledgers = _fleet(a.sensors, a.mpy, runid, a.mqtt, a.coap)
-    coap = [led for led in ledgers if led.kind == "coap"]
+    ledgers = _fleet(a.sensors, a.mpy, runid, a.mqtt, a.coap, a.coap_mpy)
+    coap = [led for led in ledgers if led.kind.startswith("coap")]
     sensors = {}
-    if a.mpy:
+    if a.mpy or a.coap_mpy:
         fwdir, heap = build(workdir)
         exe = find_micropython()
     for i, led in enumerate(ledgers):
-        if led.kind == "coap":
+        if led.kind.startswith("coap"):
             link = await chaos.coap_link(led, (host, a.coap_port))
-            sensors[led.sid] = CoapSensor(led, link.port, opts, random.Random(a.seed * 7919 + i))
+            if led.kind == "coap-mpy":
+                sensors[led.sid] = MpyCoapSensor(led, link.port, opts, a.seed + i, fwdir, heap, exe)
+            else:
+                sensors[led.sid] = CoapSensor(led, link.port, opts, random.Random(a.seed * 7919 + i))
             continue
         link = await chaos.link(led)
         if led.kind == "mpy":
@@ -146,7 +151,7 @@ async def _run(a, workdir):
     await checker.stop()
     if rss_task is not None:
         rss_task.cancel()
-    meta = {"broker": "%s:%d" % (host, port), "sensors": a.sensors, "mpy": a.mpy, "coap": a.coap,
+    meta = {"broker": "%s:%d" % (host, port), "sensors": a.sensors, "mpy": a.mpy, "coap": a.coap, "coap_mpy": a.coap_mpy,
             "seconds": a.seconds, "chaos": a.chaos, "mqtt": a.mqtt, "seed": a.seed, "run_id": runid,
             "interval_ms": a.interval_ms, "keepalive": a.keepalive, "buffer": opts.buffer,
             "inflight": opts.inflight, "drain": a.drain}
@@ -160,9 +165,10 @@ def main(args):
     a = args
     if a.seed is None:
         a.seed = random.SystemRandom().randrange(1, 1 << 31)
-    if a.sensors < 1 or not 0 <= a.mpy <= a.sensors or not 0 <= a.coap <= a.sensors - a.mpy or a.seconds < 1:
+    if (a.sensors < 1 or not 0 <= a.mpy <= a.sensors or not 0 <= a.coap <= a.sensors - a.mpy
+            or not 0 <= a.coap_mpy <= a.coap or a.seconds < 1):
         print("edgebroker fleet: need --sensors >= 1, 0 <= --mpy, 0 <= --coap, --mpy + --coap <= --sensors, "
-              "--seconds >= 1",
+              "0 <= --coap-mpy <= --coap, --seconds >= 1",
               file=sys.stderr)
         return 2
     try:
