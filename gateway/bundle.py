@@ -160,6 +160,8 @@ def write(files, manifest, out):
                 info.mtime = 0  # the same bundle, the same archive
                 tar.addfile(info, io.BytesIO(data[p]))
         return
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BundleError("%s is a file: --out takes a directory, or an archive name ending in .tar.gz" % out)
     if os.path.isdir(out):
         if not os.path.exists(os.path.join(out, MANIFEST)) and os.listdir(out):
             raise BundleError("%s is a directory that holds no bundle: not overwritten" % out)

@@ -54,6 +54,14 @@ def test_bundle_mpy_loads_on_the_unix_port(micropython_exe, tmp_path):
     rc, text = _edgebroker("bundle", "--bytecode", "7.0", "--out", tmp_path / "v7")
     assert rc == 1 and "bytecode version mismatch: the board loads .mpy v7.0, mpy-cross writes v6.3" in text, text
     assert "Traceback" not in text and not (tmp_path / "v7").exists()
+    # a directory of something else is not replaced; a bundle is (made again)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    rc, text = _edgebroker("bundle", "--out", other)
+    assert rc == 1 and "holds no bundle: not overwritten" in text and (other / "notes.txt").exists(), text
+    rc, text = _edgebroker("bundle", "--profile", "pico-w", "--out", out)
+    assert rc == 0 and json.loads((out / "bundle.json").read_text())["profile"] == "pico-w", text
     # a bad config: refused before anything is compiled
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"broker": {"max_connections": 0}}))
@@ -123,3 +131,23 @@ def test_deploy_a_bundle_to_the_unix_port_and_start_the_broker_from_it(micropyth
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+@pytest.mark.timeout(180)
+def test_deploy_a_bundle_to_a_board_with_edge_frozen_in(board, tmp_path):
+    """The QEMU board has edge/ in its firmware: of a bundle only boot.py,
+    main.py and config.json go onto its flash (a .mpy there would take the
+    frozen module's place and load into the heap)."""
+    from tests.firmware.test_deploy import _deploy, _on_board, _wipe
+
+    _wipe(board)
+    out = tmp_path / "b"
+    rc, text = _edgebroker("bundle", "--profile", "esp32", "--out", out)
+    assert rc == 0, text
+    rc, text = _deploy(board, "--bundle", str(out))
+    assert rc == 0 and "3 of 3 files changed" in text and "edge/ frozen in the firmware" in text, text
+    assert "edge/" not in text.replace("edge/ frozen", ""), text
+    assert _on_board(board) == "['boot.py', 'config.json', 'main.py']"
+    assert board.run("import os\nprint('edge' in os.listdir('/'))\n").strip() == "False"
+    got = json.loads(board.run("print(open('/config.json').read())"))
+    assert got["board"]["profile"] == "esp32"
