@@ -54,6 +54,7 @@ def _parser():
     check.set_defaults(func=_cmd_check)
     deploy = importlib.import_module("gateway.deploy")
     deploy.add_parser(sub)
+    importlib.import_module("gateway.bundle").add_parser(sub)
     # Everything after `bench` goes to tools.bench's own parser (--help too).
     bench = sub.add_parser("bench", add_help=False, prefix_chars="\0",
                            help="benchmark against mosquitto and amqtt (python -m tools.bench)")

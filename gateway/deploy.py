@@ -69,6 +69,8 @@ def add_parser(sub):
     p.add_argument("--port", required=True, metavar="DEV", help="the board's serial port (/dev/ttyUSB0, /dev/pts/N)")
     p.add_argument("--config", metavar="FILE", help="config.json for the board (JSON; overrides the profile)")
     p.add_argument("--profile", metavar="NAME", help="board profile: %s" % ", ".join(profiles()))
+    p.add_argument("--bundle", metavar="DIR", help="deploy a bundle (`edgebroker bundle`: a directory or "
+                   ".tar.gz) instead of building the files here; not with --config or --profile")
     p.add_argument("--dry-run", action="store_true", help="show what would be copied, write nothing")
     p.add_argument("--follow", type=float, default=3.0, metavar="S",
                    help="seconds of the board's log shown after the reset (default 3)")
@@ -189,26 +191,45 @@ def _mkdirs(t, paths):
         t.exec("import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass\n" % (sorted(dirs),))
 
 
-def deploy(port, config_file=None, profile=None, dry_run=False, follow=3.0, out=print):
+def _load_bundle(path):
+    from gateway import bundle
+
+    files, manifest = bundle.load(path)
+    edge = {p: b for p, b in files.items() if p.startswith("edge/")}
+    rest = {p: b for p, b in files.items() if p not in edge}
+    major, _, minor = str(manifest.get("bytecode", "")).partition(".")
+    return rest, edge, (int(major or 0), int(minor or 0))
+
+
+def deploy(port, config_file=None, profile=None, dry_run=False, follow=3.0, out=print, bundle=None):
     from mpremote.transport import TransportError
 
-    cfg = build_config(config_file, profile)  # before the board is touched
     # Paths relative to the board's working directory: / after its boot
     # (the unix port behind socat: the directory it was started in)
-    files = {"config.json": cfg}
-    for name in ("boot.py", "main.py"):
-        with open(os.path.join(FIRMWARE, name), "rb") as f:
-            files[name] = f.read()
+    if bundle:
+        if config_file or profile:
+            raise DeployError("--bundle has its own config.json: make the bundle with --config/--profile")
+        files, edge, want = _load_bundle(bundle)  # before the board is touched
+    else:
+        files = {"config.json": build_config(config_file, profile)}  # before the board is touched
+        for name in ("boot.py", "main.py"):
+            with open(os.path.join(FIRMWARE, name), "rb") as f:
+                files[name] = f.read()
     t = _connect(port)
     try:
         mpy, frozen, free, hashes = _probe(t, sorted(files))
         if frozen != "True":  # edge/ not frozen in: copied (kept up to date) as .mpy
-            want = _mpy_cross_version()
-            if (mpy & 0xFF) != want[0] or (mpy >> 8) & 3 != want[1]:
-                raise DeployError("bytecode version mismatch: the board runs .mpy v%d.%d, mpy-cross writes v%d.%d: "
-                                  "flash a MicroPython of the same version, or a firmware with edge/ frozen in "
-                                  "(docs/firmware.md)" % (mpy & 0xFF, (mpy >> 8) & 3, want[0], want[1]))
-            files.update(_edge_files())
+            if not bundle:
+                want = _mpy_cross_version()
+            # A bundle's is bytecode only, whose header carries the major
+            # version alone: the minor one is native code's (py/persistentcode.c)
+            if (mpy & 0xFF) != want[0] or (not bundle and (mpy >> 8) & 3 != want[1]):
+                raise DeployError("bytecode version mismatch: the board runs .mpy v%d.%d, %s v%d.%d: %s" % (
+                    mpy & 0xFF, (mpy >> 8) & 3, "the bundle is" if bundle else "mpy-cross writes", want[0], want[1],
+                    "make the bundle again with `edgebroker bundle --bytecode %d.%d`" % (mpy & 0xFF, (mpy >> 8) & 3)
+                    if bundle else "flash a MicroPython of the same version, or a firmware with edge/ frozen in "
+                    "(docs/firmware.md)"))
+            files.update(edge if bundle else _edge_files())
             _, _, free, hashes = _probe(t, sorted(files))
         changed = [p for p in sorted(files)
                    if hashes.get(p) != hashlib.sha256(files[p]).hexdigest()]
@@ -270,7 +291,7 @@ def _reset(t, follow, out):
 
 def cmd(args):
     try:
-        return deploy(args.port, args.config, args.profile, args.dry_run, args.follow)
+        return deploy(args.port, args.config, args.profile, args.dry_run, args.follow, bundle=args.bundle)
     except DeployError as e:
         print("edgebroker deploy: %s" % e, file=sys.stderr)
         return 1

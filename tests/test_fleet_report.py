@@ -81,3 +81,32 @@ def test_a_sensor_that_died_on_its_own_fails_the_run():
     assert r["violations"] == ["sensor a: exit 1: MemoryError: memory allocation failed"]
     led.killed, led.exit_note = True, "killed mid-publish (SIGKILL)"
     assert report.compute([led], _Checker([(1, "a", 1, 1, 1)]), [], {})["ok"]
+
+
+def test_coap_devices_counted_like_mqtt_sensors_and_owe_no_wills():
+    # a CoAP device's 2.04 is its acknowledgement: one answered and never
+    # delivered is lost; it has no connection, so no will is due or allowed
+    dev = Ledger("c", 1, False, "coap")
+    dev.generated, dev.acked = {1, 2, 3}, {1, 2}
+    dev.commands = {"c1", "c2"}
+    dev.t_observing = 0.5
+    dup = Ledger("d", 2, False, "coap")
+    dup.generated, dup.acked = {1}, {1}
+    mqtt = _led("m", 1, [1], [1])
+    chk = _Checker([(1, "c", 1, 1, 4), (1, "d", 2, 1, 3), (2, "d", 2, 1, 3), (1, "m", 1, 1, 2)])
+    r = report.compute([dev, dup, mqtt], chk, [], {}, commands={"c": {"c1", "c2", "c3"}})
+    c = r["coap"]
+    assert c["devices"] == 2 and c["observing"] == 1
+    assert (c["qos"]["1"]["acked"], c["qos"]["1"]["lost"]) == (2, 1)
+    assert c["qos"]["2"]["duplicated"] == 1
+    assert r["qos"]["1"]["lost"] == 1 and r["qos"]["1"]["acked"] == 3  # the QoS table holds both kinds
+    assert "QoS 1: 1 acknowledged messages never delivered" in r["violations"]
+    assert "QoS 2: 1 messages delivered more than once" in r["violations"]
+    assert c["commands"] == {"published": 3, "received": 2}
+    assert r["wills"]["due"] == 0 and r["wills"]["unexpected"] == 0
+    assert report.compute([mqtt], chk, [], {})["coap"] is None
+    assert c["firmware"] == {"devices": 0, "acked": 0, "delivered": 0}
+    assert "CoAP devices (in the table above): 2 (0 firmware/coap_sensor/ on MicroPython: 0 readings answered " \
+           "2.04, 0 of them delivered), 1 observing" in report.text(
+        dict(r, meta={"sensors": 3, "mpy": 0, "coap": 2, "seconds": 1, "chaos": "none", "seed": 1,
+                      "broker": "x"}))

@@ -4,7 +4,9 @@
                               [--seed N] [--out build/fleet]
 
 1. the CPython broker (`python -m gateway run`) with --sensors sensors, six of
-   them firmware/sensor/ processes on the MicroPython unix port, 3.1.1 and 5.0;
+   them firmware/sensor/ processes on the MicroPython unix port, 3.1.1 and 5.0,
+   and a tenth of them CoAP devices on its CoAP endpoint (three of them
+   firmware/coap_sensor/ processes);
 2. the broker under the board runtime (`python -m tools.board --heap 64k`)
    with six firmware sensors on 3.1.1 (docs/fleet.md "On the 64 KiB board").
 Each broker runs on a free loopback port with its own data directory and is
@@ -30,14 +32,20 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _start(kind, workdir, log):
+def _free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(kind, workdir, log, coap_port=0):
     port = _free_port()
     data = os.path.join(workdir, "data")
-    common = ["--bind", "127.0.0.1", "--port", str(port), "--data", data, "--coap-port", "0"]
+    common = ["--bind", "127.0.0.1", "--port", str(port), "--data", data, "--coap-port", str(coap_port)]
     if kind == "cpython":
         cfg = os.path.join(workdir, "broker.toml")
         with open(cfg, "w") as f:
-            f.write("[broker]\nsys_interval = 1\n")
+            f.write("[broker]\nsys_interval = 1\n[coap]\nenabled = true\n")
         cmd = [sys.executable, "-m", "gateway", "run", "--config", cfg] + common
     else:
         cfg = os.path.join(workdir, "broker.json")
@@ -76,13 +84,14 @@ def run_one(kind, fleet_args, out):
     os.makedirs(out, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fleetsoak-") as workdir, \
             open(os.path.join(out, kind + "-broker.log"), "wb") as log:
-        proc, port = _start(kind, workdir, log)
+        coap_port = _free_udp_port() if kind == "cpython" else 0
+        proc, port = _start(kind, workdir, log, coap_port)
         try:
             cmd = [sys.executable, "-m", "gateway", "fleet", "--broker", "127.0.0.1:%d" % port,
                    "--json", os.path.join(out, kind + ".json"),
                    "--plot", os.path.join(out, kind + ".png")] + fleet_args
             if kind == "cpython":
-                cmd += ["--broker-pid", str(proc.pid)]
+                cmd += ["--broker-pid", str(proc.pid), "--coap-port", str(coap_port)]
             print(">> " + " ".join(cmd), flush=True)
             rc = subprocess.call(cmd, cwd=REPO_ROOT)
         finally:
@@ -99,7 +108,9 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(REPO_ROOT, "build", "fleet"))
     a = ap.parse_args(argv)
     common = ["--seconds", str(a.seconds), "--chaos", a.chaos, "--seed", str(a.seed)]
-    rc = run_one("cpython", common + ["--sensors", str(a.sensors), "--mpy", "6"], a.out)
+    coap = max(3, a.sensors // 10)
+    rc = run_one("cpython", common + ["--sensors", str(a.sensors + coap), "--mpy", "6", "--coap", str(coap),
+                                      "--coap-mpy", "3"], a.out)
     rc |= run_one("board", common + ["--sensors", "6", "--mpy", "6", "--mqtt", "3.1.1"], a.out)
     print("fleet soak: %s (reports in %s)" % ("OK" if rc == 0 else "FAILED", a.out))
     return 1 if rc else 0

@@ -5,8 +5,9 @@
 #   micropython coap_sensor.py config.json [key=value ...]
 #
 # With "report": true it prints one line per step: G seq (generated),
-# A seq (2.04), R seq code (refused or given up), O (observing),
-# M payload (a command), E (stopped).
+# A seq (2.04), R seq code (refused or given up), D seq (dropped from the
+# full buffer, never sent), O (observing), M payload (a command),
+# U seq (unconfirmed at the end), E (stopped).
 # RFC 7252: CON with ACK_TIMEOUT 2 s x ACK_RANDOM_FACTOR 1.5, doubling,
 # MAX_RETRANSMIT 4 (§4.2), one CON outstanding (NSTART 1, §4.7).
 import json
@@ -18,7 +19,7 @@ import sys
 import time
 
 DEFAULTS = {"id": "dev1", "broker": "127.0.0.1:5683", "qos": 1, "interval_ms": 5000,
-            "topic": "sensors", "buffer": 8, "seconds": 0, "report": False}
+            "topic": "sensors", "buffer": 8, "seconds": 0, "drain_s": 0, "report": False}
 _CON, _NON, _ACK, _RST = 0, 1, 2, 3
 _GET, _POST = 1, 2
 _OBSERVE, _URI_PATH, _URI_QUERY = 6, 11, 15
@@ -159,13 +160,16 @@ class Device:
                 return
         cfg = self.cfg
         if not self.observing:
-            # GET /ps/cmd/<id>/# with Observe 0 (RFC 7641 §3.1)
+            # GET /ps/cmd/<id>/# with Observe 0 (RFC 7641 §3.1), at QoS 1:
+            # commands come as CON notifications (docs/coap.md)
             self.send_con(_GET, ((_OBSERVE, b""), (_URI_PATH, "ps"), (_URI_PATH, "cmd"),
-                                 (_URI_PATH, cfg["id"]), (_URI_PATH, "#")), b"", None, self.obs_token)
+                                 (_URI_PATH, cfg["id"]), (_URI_PATH, "#"), (_URI_QUERY, "qos=1")),
+                          b"", None, self.obs_token)
         elif self.queue:
             seq, payload = self.queue.pop(0)
-            self.send_con(_POST, ((_URI_PATH, "ps"), (_URI_PATH, cfg["topic"]), (_URI_PATH, cfg["id"]),
-                                  (_URI_QUERY, "qos=%d" % cfg["qos"])), payload, seq, b"p%d" % (seq & 0xFF))
+            path = [(_URI_PATH, x) for x in ("ps/%s/%s" % (cfg["topic"], cfg["id"])).split("/")]
+            self.send_con(_POST, path + [(_URI_QUERY, "qos=%d" % cfg["qos"])], payload, seq,
+                          b"p%d" % (seq & 0xFF))
 
     def received(self, m):
         typ, code, mid, token, obs, payload = m
@@ -198,12 +202,15 @@ class Device:
         while True:
             now = ms()
             if cfg["seconds"] and now - start >= cfg["seconds"] * 1000:
-                break
-            if now >= next_pub:
+                # then up to drain_s for the buffer and the reading in flight
+                busy = self.queue or (self.out is not None and self.out[3] is not None)
+                if not busy or now - start >= (cfg["seconds"] + cfg["drain_s"]) * 1000:
+                    break
+            elif now >= next_pub:
                 self.seq += 1
                 pl = ("%s|%d|%d|%d" % (cfg["id"], cfg["qos"], self.seq, wall_ms())).encode()
                 if len(self.queue) >= cfg["buffer"]:
-                    self.queue.pop(0)  # the oldest goes
+                    self.log("D %d" % self.queue.pop(0)[0])  # the oldest unsent goes
                 self.queue.append((self.seq, pl))
                 self.log("G %d" % self.seq)
                 next_pub += cfg["interval_ms"]
@@ -216,6 +223,10 @@ class Device:
                 m = decode(data)
                 if m is not None:
                     self.received(m)
+        for seq, _ in self.queue:
+            self.log("U %d" % seq)
+        if self.out is not None and self.out[3] is not None:
+            self.log("U %d" % self.out[3])
         self.log("E")
 
 

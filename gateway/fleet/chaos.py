@@ -247,6 +247,14 @@ class Chaos:
         self.links[ledger.sid] = lk
         return lk
 
+    async def coap_link(self, ledger, coap_addr):
+        from gateway.fleet.coap import CoapLink
+
+        lk = CoapLink(self, ledger, coap_addr)
+        await lk.start()
+        self.links[ledger.sid] = lk
+        return lk
+
     def plan(self, seconds):
         """[(t, sid, kind, arg)], sorted: the same for the same seed and fleet."""
         p, rng = self.profile, self.rng
@@ -255,6 +263,8 @@ class Chaos:
         sids = sorted(self.links)
         for sid in sids:
             for kind, every in (("reset", p["reset_every_s"]), ("hole", p["hole_every_s"])):
+                if kind == "reset" and getattr(self.links[sid], "udp", False):
+                    continue  # no connection to reset: UDP loses datagrams instead (udp_loss)
                 t = 1.0
                 while every:
                     t += rng.expovariate(1.0 / every)

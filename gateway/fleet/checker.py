@@ -6,7 +6,7 @@ import asyncio
 
 from edge.errors import ProtocolError
 from edge.mqtt import codec
-from edge.mqtt.packets import Connect, Subscribe
+from edge.mqtt.packets import Connect, Publish, Subscribe
 from gateway.fleet.ledger import wall_ms
 
 _CONNACK, _PUBLISH, _PUBREL, _SUBACK = 2, 3, 6, 9
@@ -38,6 +38,7 @@ class Checker(asyncio.Protocol):
         self.stopping = False
         self.pinger = None
         self.sys = None  # {name: value} of $SYS/broker/# at the end (snapshot())
+        self.pid = 100  # for commands; 1 and 2 are the SUBSCRIBEs'
 
     # ---- protocol ---------------------------------------------------------
     def connection_made(self, transport):
@@ -168,6 +169,15 @@ class Checker(asyncio.Protocol):
             if self.t.is_closing():
                 return
             self.t.write(b"\xc0\x00")  # keepalive 60 [MQTT-3.1.2-23]
+
+    def command(self, topic, payload):
+        """Publish a command at QoS 1 (to a CoAP device's cmd/<id>/#): True
+        when written, False while the link is down (not sent, not counted)."""
+        if self.t is None or self.t.is_closing():
+            return False
+        self.pid = self.pid + 1 if self.pid < 65000 else 100
+        self.t.write(codec.encode(Publish(topic, payload, 1, False, False, self.pid)))
+        return True
 
     async def sample_rss(self, pid, every=1.0):
         path = "/proc/%d/status" % pid

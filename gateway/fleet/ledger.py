@@ -14,13 +14,17 @@ class Ledger:
     """One sensor: its readings by seq and what became of them."""
 
     __slots__ = ("sid", "qos", "v5", "kind", "generated", "acked", "dropped",
-                 "unconfirmed", "connects", "killed", "ended_clean", "exit_note", "conns")
+                 "unconfirmed", "connects", "killed", "ended_clean", "exit_note", "conns",
+                 "commands", "refused", "t_observing")
 
     def __init__(self, sid, qos, v5, kind):
         self.sid = sid
         self.qos = qos
         self.v5 = v5
-        self.kind = kind  # "sim" (CPython asyncio) or "mpy" (firmware/sensor/ on the unix port)
+        # "sim" (CPython asyncio), "mpy" (firmware/sensor/ on the unix port)
+        # or "coap" / "coap-mpy" (a CoAP device: coap.py, or firmware/coap_sensor/
+        # on the unix port; no connections, no will)
+        self.kind = kind
         self.generated = set()  # seqs
         self.acked = set()  # QoS 1 PUBACK, QoS 2 PUBCOMP, QoS 0 written to the socket
         self.dropped = set()  # offline buffer full: never sent, not the broker's
@@ -30,6 +34,9 @@ class Ledger:
         self.ended_clean = False  # stopped with DISCONNECT
         self.exit_note = ""
         self.conns = []  # ConnRecord, in order of the proxy's accept
+        self.commands = set()  # CoAP: payloads notified on cmd/<id>/#
+        self.refused = 0  # CoAP: readings answered 4.xx/5.xx
+        self.t_observing = None  # CoAP: run time its observation of cmd/<id>/# began
 
     def line(self, text):
         """One line of the firmware's ledger protocol (firmware/sensor/sensor.py)."""

@@ -14,6 +14,12 @@ def add_arguments(p):
                    "(default: next to --json)")
     p.add_argument("--mpy", type=int, default=0, metavar="K",
                    help="K of the sensors are firmware/sensor/ on the MicroPython unix port")
+    p.add_argument("--coap", type=int, default=0, metavar="K",
+                   help="K of the sensors are CoAP devices (the broker's CoAP endpoint, --coap-port)")
+    p.add_argument("--coap-mpy", type=int, default=0, metavar="J",
+                   help="J of the CoAP devices are firmware/coap_sensor/ on the MicroPython unix port")
+    p.add_argument("--coap-port", type=int, default=5683, metavar="PORT",
+                   help="the broker's CoAP endpoint, UDP on the --broker host (default 5683)")
     p.add_argument("--mqtt", default="mix", choices=("mix", "3.1.1", "5.0"),
                    help="protocol of the sensors (default mix: half each; a 64 KiB board "
                    "pays 6.5 KB of heap for 5.0, docs/mqtt5.md)")

@@ -46,19 +46,12 @@ def outstanding(ledgers, checker):
     return n
 
 
-def compute(ledgers, checker, events, meta):
+def _tally(ledgers, seen, latencies, violations, lost_examples):
+    """Per QoS: what the sensors generated and had acknowledged, against
+    what the checker received."""
     per_qos = {q: {"sensors": 0, "generated": 0, "acked": 0, "delivered": 0, "lost": 0,
                    "duplicated": 0, "dropped_offline": 0, "unconfirmed": 0,
                    "unconfirmed_delivered": 0, "latency_ms": []} for q in (0, 1, 2)}
-    seen = {}  # sid -> {seq: copies}
-    latencies = {}  # (sid, seq) -> first latency
-    for _, sid, qos, seq, lat in checker.readings:
-        d = seen.setdefault(sid, {})
-        d[seq] = d.get(seq, 0) + 1
-        if (sid, seq) not in latencies:
-            latencies[(sid, seq)] = lat
-    violations = []
-    lost_examples = []
     for led in ledgers:
         s = per_qos[led.qos]
         got = seen.get(led.sid, {})
@@ -85,6 +78,42 @@ def compute(ledgers, checker, events, meta):
             violations.append("QoS %d: %d acknowledged messages never delivered" % (q, s["lost"]))
         if q == 2 and s["duplicated"]:
             violations.append("QoS 2: %d messages delivered more than once" % s["duplicated"])
+    return per_qos
+
+
+def _coap(ledgers, seen, latencies, commands, links):
+    """The CoAP devices' own figures (their readings are in the QoS table
+    too): per QoS, the commands published to cmd/<id>/# while they observed
+    it and those notified, and the datagrams their links passed and lost."""
+    cl = [led for led in ledgers if led.kind.startswith("coap")]
+    if not cl:
+        return None
+    fw = [led for led in cl if led.kind == "coap-mpy"]
+    live = [led for led in cl if not led.killed]
+    sent = sum(len(commands.get(led.sid, ())) for led in live)
+    got = sum(len(led.commands & commands.get(led.sid, set())) for led in live)
+    lk = [links[led.sid] for led in cl if led.sid in links]
+    return {"devices": len(cl), "firmware": {"devices": len(fw), "acked": sum(len(led.acked) for led in fw),
+                                             "delivered": sum(len(led.acked & set(seen.get(led.sid, ())))
+                                                              for led in fw)},
+            "qos": {str(q): s for q, s in _tally(cl, seen, latencies, [], []).items()},
+            "refused": sum(led.refused for led in cl),
+            "observing": sum(1 for led in cl if led.t_observing is not None),
+            "commands": {"published": sent, "received": got},
+            "datagrams": {"passed": sum(x.passed for x in lk), "lost": sum(x.lost for x in lk)}}
+
+
+def compute(ledgers, checker, events, meta, commands=None, links=None):
+    seen = {}  # sid -> {seq: copies}
+    latencies = {}  # (sid, seq) -> first latency
+    for _, sid, qos, seq, lat in checker.readings:
+        d = seen.setdefault(sid, {})
+        d[seq] = d.get(seq, 0) + 1
+        if (sid, seq) not in latencies:
+            latencies[(sid, seq)] = lat
+    violations = []
+    lost_examples = []
+    per_qos = _tally(ledgers, seen, latencies, violations, lost_examples)
     violations += ["lost: " + x for x in lost_examples[:5]]
     # a sensor that died on its own (a firmware MemoryError, a crash) is
     # under test too: its heap must hold
@@ -101,6 +130,7 @@ def compute(ledgers, checker, events, meta):
     return {
         "meta": meta,
         "qos": {str(q): s for q, s in per_qos.items()},
+        "coap": _coap(ledgers, seen, latencies, commands or {}, links or {}),
         "wills": wills,
         "faults": kinds,
         "broker_memory": {
@@ -168,8 +198,10 @@ def _ms(v):
 def text(r):
     m = r["meta"]
     lines = [
-        "edgebroker fleet: %d sensors (%d firmware on MicroPython, %d simulated) for %d s, "
-        "chaos %s, seed %d, broker %s" % (m["sensors"], m["mpy"], m["sensors"] - m["mpy"],
+        "edgebroker fleet: %d sensors (%d firmware on MicroPython, %d simulated%s) for %d s, "
+        "chaos %s, seed %d, broker %s" % (m["sensors"], m["mpy"], m["sensors"] - m["mpy"] - m.get("coap", 0),
+                                          ", %d CoAP (%d firmware)" % (m["coap"], m.get("coap_mpy", 0))
+                                          if m.get("coap") else "",
                                           m["seconds"], m["chaos"], m["seed"], m["broker"]),
         "",
         "QoS  sensors  generated  acked  delivered  lost  dup  dropped  unconfirmed(delivered)  p50      p99",
@@ -180,6 +212,20 @@ def text(r):
             q, s["sensors"], s["generated"], s["acked"], s["delivered"], s["lost"], s["duplicated"],
             s["dropped_offline"], s["unconfirmed"], s["unconfirmed_delivered"],
             _ms(s["latency_p50_ms"]), _ms(s["latency_p99_ms"])))
+    c = r.get("coap")
+    if c:
+        lines += ["", "CoAP devices (in the table above): %d (%d firmware/coap_sensor/ on MicroPython: %d "
+                  "readings answered 2.04, %d of them delivered), %d observing cmd/<id>/#; %d readings answered "
+                  "4.xx/5.xx" % (c["devices"], c["firmware"]["devices"], c["firmware"]["acked"],
+                                 c["firmware"]["delivered"], c["observing"], c["refused"])]
+        for q in ("0", "1", "2"):
+            s = c["qos"][q]
+            lines.append("  QoS %s: %d generated, %d answered 2.04, %d delivered, %d lost, %d dup, "
+                         "p99 %s" % (q, s["generated"], s["acked"], s["delivered"], s["lost"],
+                                     s["duplicated"], _ms(s["latency_p99_ms"])))
+        lines.append("  commands: %d published while observing, %d notified; datagrams: %d passed, "
+                     "%d lost by the links" % (c["commands"]["published"], c["commands"]["received"],
+                                                c["datagrams"]["passed"], c["datagrams"]["lost"]))
     w = r["wills"]
     lines += ["", "wills: %d due, %d fired of them, %d missing; %d optional (takeover race); "
               "%d fired in all, %d unexpected, %d repeated" % (
