@@ -61,7 +61,13 @@ class TcpServer:
         self.log = log
         self.writers = {}   # cid -> socket
         self.pending = {}   # cid -> bytes the socket has not taken yet
-        self.draining = set()
+        # cid -> True while a drain task runs. A dict, not a set: MicroPython's
+        # set.add() that hits MemoryError while growing leaves the set with
+        # its new size and its old table (py/map.c mp_set_rehash), so it
+        # forgets its members and the next `in` reads past the table; the
+        # 64 KiB board under tools/fuzz.py died of SIGSEGV there. A dict
+        # allocates its new table before it changes anything.
+        self.draining = {}
         self.next_id = 0
         self.server = None  # the listening socket
         self.port = 0       # the port it is bound to
@@ -155,7 +161,7 @@ class TcpServer:
                 conn.closing = True
                 broker.stats.conns_oom += 1
             if (conn.out_bytes or conn.closing) and cid not in self.draining:
-                self.draining.add(cid)
+                self.draining[cid] = True
                 asyncio.create_task(self._drain(conn, w))
         dirty.clear()
 
@@ -202,7 +208,7 @@ class TcpServer:
             conn.closing = True
             self.broker.stats.conns_oom += 1
         finally:
-            self.draining.discard(cid)
+            self.draining.pop(cid, None)
         if conn.closing:
             self._forget(cid, w)
         self.flush()
