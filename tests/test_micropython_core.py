@@ -2,6 +2,7 @@
 # (tests/mpy_runner.py) in a 1 MiB heap (tests build 64 KiB topics), and each edge/ module imported on
 # its own, precompiled to .mpy, in a 64 KiB heap (the ESP32 budget).
 import os
+import re
 import subprocess
 import sys
 
@@ -143,3 +144,45 @@ def test_v5_loaded_on_the_first_5_0_connect_only(micropython_exe, board_image):
     assert "5.0 loaded: True" in out, out
     heap = int(out.split("heap:")[1].split()[0])
     assert 0 < heap < 9000, heap
+
+
+def test_the_board_runtime_holds_no_set():
+    import ast
+
+    found = []
+    for rel in mpy_build.edge_sources():
+        if not rel.startswith("edge/runtime/"):
+            continue
+        with open(os.path.join(REPO_ROOT, rel)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Set) or (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "set"):
+                found.append("%s:%d" % (rel, node.lineno))
+    assert not found, found
+
+
+_DICT_UNDER_OOM = """
+hog = []
+try:
+    while True:
+        hog.append(bytearray(64))
+except MemoryError:
+    pass
+d = {}
+n = 0
+try:
+    for i in range(100000):
+        d[i] = True
+        n += 1
+except MemoryError:
+    pass
+hog = None
+print('kept', sum(1 for i in range(n + 100) if i in d), 'of', n)
+"""
+
+
+def test_a_dict_that_runs_out_of_heap_while_growing_keeps_its_members(micropython_exe, board_image):
+    args = ["-m", "tools.board", "--heap", "16k", "--image", board_image, "--exec", _DICT_UNDER_OOM]
+    rc, out = _run(sys.executable, args, timeout=60)
+    m = re.search(r"kept (\d+) of (\d+)", out)
+    assert rc == 0 and m and m.group(1) == m.group(2) and int(m.group(2)) > 0, out
