@@ -147,11 +147,13 @@ def test_v5_loaded_on_the_first_5_0_connect_only(micropython_exe, board_image):
 
 
 def test_the_board_runtime_holds_no_set():
+    # (the broker's own state too: a QoS 2 pid a set forgot would be a
+    # duplicate, edge/mqtt/session.py's rx_qos2)
     import ast
 
     found = []
     for rel in mpy_build.edge_sources():
-        if not rel.startswith("edge/runtime/"):
+        if rel.endswith("_cpython.py"):
             continue
         with open(os.path.join(REPO_ROOT, rel)) as f:
             tree = ast.parse(f.read())

@@ -63,7 +63,7 @@ def on_publish(b, conn, pkt, now, start=-1):
             # The pid is not durable: no PUBREC may promise it. 3.1.1
             # has no refusing PUBREC: close, not delivered; the client
             # resends it on its next connection (5.0: DISCONNECT 0x97).
-            sess.rx_qos2.discard(pkt.pid)
+            sess.rx_qos2.pop(pkt.pid, None)
             b.close(conn, now, "store full: QoS 2 packet id %d not recorded" % pkt.pid,
                     _ERROR, _RC_QUOTA_EXCEEDED)
             return

@@ -63,7 +63,7 @@ class Session:
     # front (264 bytes for the board's 32), a list only what is queued.
     queue = None        # [entry] behind the window, FIFO (see above)
     queued_bytes = 0
-    rx_qos2 = None      # set of pids PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
+    rx_qos2 = None      # {pid: True} PUBREC'd, waiting PUBREL [MQTT-4.3.3-2]
     dropped = 0
     expiry = None       # 5.0 Session Expiry Interval (s); None: from clean (3.1.1)
     # The StateStore (edge/store/state.py) of a session that outlives its
@@ -236,17 +236,20 @@ class Session:
         PUBREL (a resent PUBLISH, not to be delivered again)."""
         s = self.rx_qos2
         if s is None:
-            s = self.rx_qos2 = set()
+            # A dict, not a set: a MicroPython set that runs out of heap
+            # while growing forgets its members (edge/runtime/tcp.py's
+            # draining says how), and a forgotten pid is a QoS 2 duplicate
+            s = self.rx_qos2 = {}
         if pid in s:
             return True
-        s.add(pid)
+        s[pid] = True
         return False
 
     def qos2_released(self, pid):
         """PUBREL for pid; False if pid was not waiting for it."""
         s = self.rx_qos2
         if s and pid in s:
-            s.discard(pid)
+            del s[pid]
             if self.store is not None:
                 self.store.qos2_released(self, pid)
             return True

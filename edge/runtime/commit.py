@@ -104,7 +104,7 @@ class Committer:
             conn.closing = True  # (as flush(): lost output, closed, counted)
             srv.broker.stats.conns_oom += 1
         if (conn.out_bytes or conn.closing) and cid not in srv.draining:
-            srv.draining.add(cid)
+            srv.draining[cid] = True  # (a dict: tcp.py says why)
             asyncio.create_task(srv._drain(conn, w))
 
     async def _commit(self):
