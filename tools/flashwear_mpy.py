@@ -12,8 +12,10 @@
 # (edge/runtime/commit.py: one sync per poller round, and at these rates a
 # round holds one message): the batch is flushed after each feed; Log.tick
 # runs every 250 ms of simulated time, as the runtime's tick does.
-# Prints one line: "RESULT rate messages erases programmed_bytes syncs
-# max_block_erases blocks".
+# PIECES 0 writes every batch into its segment file, as before the store's
+# small batches became pieces (edge/runtime/flash.py). Prints one line:
+# "RESULT rate messages erases programmed_bytes syncs max_block_erases
+# blocks".
 import sys
 import vfs
 
@@ -61,7 +63,7 @@ class CountingBdev:
         return 0  # init, deinit, sync
 
 
-def main(rate, messages, drain_s, payload_len, segment_bytes=0):
+def main(rate, messages, drain_s, payload_len, segment_bytes=0, pieces=1):
     bdev = CountingBdev()
     vfs.VfsLfs2.mkfs(bdev)
     vfs.mount(vfs.VfsLfs2(bdev), "/flash")
@@ -69,7 +71,7 @@ def main(rate, messages, drain_s, payload_len, segment_bytes=0):
     from edge.mqtt import codec
     from edge.mqtt.broker import Broker
     from edge.mqtt.packets import Connect, Puback, Publish, Subscribe
-    from edge.runtime.flash import Flash
+    from edge.runtime.flash import Files, Pieces
     from edge.runtime.persist import open_store
 
     # the board profile, its queue limits raised so that a DRAIN_S-long
@@ -81,7 +83,7 @@ def main(rate, messages, drain_s, payload_len, segment_bytes=0):
         cfg["store"]["segment_bytes"] = segment_bytes  # (an experiment: below the schema's minimum)
     now = 0
     b = Broker(cfg, now)
-    wal = open_store(cfg, b, lambda level, msg: None, Flash("/flash/data"))
+    wal = open_store(cfg, b, lambda level, msg: None, (Pieces if pieces else Files)("/flash/data"))
 
     def feed(cid, pkt):
         b.data_received(cid, codec.encode(pkt, False), now)
