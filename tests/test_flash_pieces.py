@@ -124,6 +124,34 @@ def test_a_cut_between_a_merge_and_its_removes(tmp_path):
     assert p.size("seg") == 12 and _read(p, "seg") == b"0123456789AB"
 
 
+def test_a_file_that_does_not_hold_its_pieces_is_cut_back_to_them(tmp_path):
+    # Bytes at a piece's offset that are not the piece's (a merge torn on a
+    # filesystem without atomic commits, or a write behind the store's
+    # back): the pieces are what was synced, the file is cut back to them.
+    d = str(tmp_path)
+    with open(os.path.join(d, "seg"), "wb") as f:
+        f.write(b"01234torn")
+    for name, data in (("seg+5", b"56789"), ("seg+10", b"AB"), ("seg+12", b"")):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    p = Pieces(d)
+    assert _names(d) == ["seg", "seg+10", "seg+5"]
+    assert p.size("seg") == 12 and _read(p, "seg") == b"0123456789AB"
+    assert os.path.getsize(os.path.join(d, "seg")) == 5
+
+
+def test_a_piece_grown_behind_the_store_s_back_goes_into_the_file(tmp_path):
+    # No piece written here is over 128 bytes; a larger one (bytes appended
+    # to it by something else) is not dropped: it joins the file at open.
+    d = str(tmp_path)
+    for name, data in (("seg+0", b"a" * 10), ("seg+10", b"b" * 300), ("seg+310", b"c")):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    p = Pieces(d)
+    assert _names(d) == ["seg", "seg+310"]
+    assert _read(p, "seg") == b"a" * 10 + b"b" * 300 + b"c"
+
+
 def test_cpython_files_merge_a_board_s_pieces(tmp_path):
     # A board's store read on a Pi (Files makes no pieces): merged at open
     d = str(tmp_path)

@@ -202,9 +202,13 @@ class Files:
             os.remove(self._p(_piece(name, at)))
 
     def _adopt(self, found):
-        # Pieces a run left: those below their file's size were merged, the
-        # rest are its tail while they follow on without a gap; then merged
-        # here (Files makes no pieces of its own)
+        # Pieces a run left. One below its file's size whose bytes the file
+        # holds there was merged: removed. One whose bytes the file does not
+        # hold there (a merge torn on a filesystem without atomic commits,
+        # or bytes written behind the store's back) is the truth: the file
+        # is cut back to it. The rest are the file's tail while they follow
+        # on without a gap. Files (CPython) then merges them: it makes no
+        # pieces of its own.
         by = {}
         for n in found:
             name, _, at = n.rpartition(_PIECE)
@@ -212,19 +216,48 @@ class Files:
         for name, ats in by.items():
             ats.sort()
             end = _size_or_0(self._p(name))
-            e = [end, end, bytearray()]
+            e = None
             for at in ats:
                 n = _size_or_0(self._p(_piece(name, at)))
-                if at == e[1] and 0 < n <= _PIECE_MAX:
+                if not n:
+                    os.remove(self._p(_piece(name, at)))  # (created, never written)
+                    continue
+                if e is None and at + n <= end and self._holds(name, at, n):
+                    os.remove(self._p(_piece(name, at)))  # merged
+                    continue
+                if e is None and at < end:
+                    Files.truncate(self, name, at)  # (no pieces known yet: a plain cut)
+                    end = at
+                if e is None and at == end:
+                    e = self._pieces[name] = [at, at, bytearray()]
+                if e is None or at != e[1]:  # after a gap: never the file's tail
+                    os.remove(self._p(_piece(name, at)))
+                elif n < 256:  # (its length in a byte)
                     e[2].append(n)
                     e[1] += n
-                else:  # merged already, or after a gap: never the file's tail
+                else:
+                    # larger than any piece written here (bytes added behind
+                    # the store's back): into the file now, the pieces before it first
+                    Files._merge(self, name)
+                    Files.append(self, name, self._bytes(_piece(name, at)))
+                    Files.sync(self, name)
                     os.remove(self._p(_piece(name, at)))
-            if e[2]:
-                self._pieces[name] = e
+                    e = self._pieces[name] = [at + n, at + n, bytearray()]
+            if name in self._pieces and not self._pieces[name][2]:
+                del self._pieces[name]
         if type(self) is Files:
             for name in list(self._pieces):
                 self._merge(name)
+
+    def _holds(self, name, at, n):
+        # whether the file holds piece `at`'s n bytes at offset at
+        with open(self._p(name), "rb") as f:
+            f.seek(at)
+            return f.read(n) == self._bytes(_piece(name, at))
+
+    def _bytes(self, name):
+        with open(self._p(name), "rb") as f:
+            return f.read()
 
     def _release(self, name):
         if self._w is not None and self._w[0] == name:
