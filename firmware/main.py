@@ -48,7 +48,7 @@ async def _run(cfg, bcfg, log):
 
 
 def main():
-    gc.threshold(4096)  # while the modules load: edge/__main__.py says why
+    gc.threshold(3072)  # while the modules load: edge/__main__.py _BOOT_GC says why
     try:
         bcfg, raw = board.read()
     except Exception as e:  # noqa: BLE001
