@@ -10,18 +10,6 @@
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
 from edge.mqtt import packets
-from edge.mqtt.fields import (
-    encode_varint,
-    len_prefixed,
-    malformed,
-    pid_bytes,
-    read_bin,
-    read_pid,
-    read_str,
-    read_u16,
-    read_varint,
-    short,
-)
 
 # Wire numbers from consts.py as private consts: folded into the bytecode, so
 # they cost no heap on a board (tests/core/test_consts.py keeps them equal).
@@ -37,11 +25,127 @@ _AUTH = const(15)
 _SUBACK_FAILURE = const(0x80)
 _RC_MALFORMED = const(0x81)
 _RC_PROTOCOL_ERROR = const(0x82)
+_MAX_VARINT = const(268435455)  # 4 bytes of 7 bits (3.1.1 §2.2.3)
 _WILL = const(0)  # "packet kind" of the will property block for the hooks
 
 # Fixed-header flag bits each type must carry [MQTT-2.2.2-1/2], indexed by
 # type; 0xFF: PUBLISH, whose flags are dup/qos/retain (checked in decode).
 _FLAGS = b"\x00\x00\x00\xff\x00\x00\x02\x00\x02\x00\x02\x00\x00\x00\x00\x00"
+
+
+def _malformed(msg):
+    return RemoteProtocolError(_RC_MALFORMED, msg)
+
+
+def _short():
+    return _malformed("remaining length too short")
+
+
+def _bad_utf8():
+    return _malformed("invalid UTF-8 [MQTT-1.5.3-1]")
+
+
+# ---- variable byte integer (3.1.1 §2.2.3, 5.0 §1.5.5) ----------------------
+def encode_varint(n):
+    if not 0 <= n <= _MAX_VARINT:
+        raise LocalProtocolError(_RC_MALFORMED, "varint out of range")
+    if n < 128:
+        return bytes((n,))
+    out = bytearray()
+    while n > 127:
+        out.append(n & 127 | 128)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def read_varint(buf, i, end):
+    # (value, next_i); value -1 if buf[i:end] ends inside the varint
+    n = 0
+    shift = 0
+    while i < end:
+        b = buf[i]
+        i += 1
+        n |= (b & 127) << shift
+        if not b & 128:
+            return n, i
+        shift += 7
+        if shift == 28:
+            raise _malformed("varint longer than 4 bytes")
+    return -1, i
+
+
+def packet_length(buf, start, end):
+    # fixed header + remaining length of the packet at start; -1 while the
+    # remaining-length varint is incomplete
+    n, i = read_varint(buf, start + 1, end)
+    if n < 0:
+        return -1
+    return i - start + n
+
+
+# ---- field readers: raise when a field runs past the packet end ------------
+def _u16(mv, i, end):
+    if i + 2 > end:
+        raise _short()
+    return mv[i] << 8 | mv[i + 1]
+
+
+def _pid(mv, i, end):
+    pid = _u16(mv, i, end)
+    if not pid:
+        # [MQTT-2.3.1-1] packets that carry a packet id need a non-zero one
+        raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "packet id 0")
+    return pid
+
+
+def _bin(mv, i, end):
+    # 2-byte length + binary data (§1.5.6) -> (bytes, next_i)
+    j = i + 2 + _u16(mv, i, end)
+    if j > end:
+        raise _short()
+    return bytes(mv[i + 2:j]), j
+
+
+def _str(mv, i, end):
+    # 2-byte length + UTF-8 string (§1.5.3) -> (str, next_i)
+    i += 2
+    j = i + _u16(mv, i - 2, end)
+    if j > end:
+        raise _short()
+    try:
+        s = str(mv[i:j], "utf-8")
+    except UnicodeError:
+        raise _bad_utf8()
+    if len(s) != j - i:
+        # Not pure ASCII (both decoders reject lone lead and continuation
+        # bytes, so equal lengths mean ASCII). MicroPython's decoder accepts
+        # overlong forms, surrogates and code points over U+10FFFF, so check
+        # by hand on both runtimes (CPython has already rejected those).
+        _check_utf8(mv, i, j)
+    if "\x00" in s:
+        raise _malformed("U+0000 in a UTF-8 string [MQTT-1.5.3-2]")
+    return s, j
+
+
+def _check_utf8(mv, i, j):
+    # Well-formed UTF-8 per Unicode Table 3-7 [MQTT-1.5.3-1]: the lead byte
+    # gives the number of continuation bytes k and the second byte's range
+    # (which excludes overlong forms, surrogates and code points > U+10FFFF).
+    while i < j:
+        c = mv[i]
+        i += 1
+        if c < 0x80:
+            continue
+        k = (c > 0xC1) + (c > 0xDF) + (c > 0xEF) if c < 0xF5 else 0
+        lo = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80
+        hi = 0x9F if c == 0xED else 0x8F if c == 0xF4 else 0xBF
+        if not k or i + k > j or not lo <= mv[i] <= hi:
+            raise _bad_utf8()
+        for m in range(i + 1, i + k):
+            if mv[m] & 0xC0 != 0x80:
+                raise _bad_utf8()
+        i += k
 
 
 # ---- V5-PROPS hooks ---------------------------------------------------------
@@ -71,17 +175,17 @@ def _write_props(props, where):
 def _dec_connect(mv, b0, i, end, v5):
     # Protocol name and level are the broker's call (CONNACK 0x01,
     # [MQTT-3.1.2-2]); the codec only reports them.
-    proto, i = read_str(mv, i, end)
+    proto, i = _str(mv, i, end)
     if i >= end:
-        raise short()
+        raise _short()
     level = mv[i]
     if level < 3 or level > 5:
         # Unknown level: the rest may have any layout; stop here.
         return _CLS[_CONNECT]("", level=level, proto=proto), end
     if i + 4 > end:
-        raise short()
+        raise _short()
     f = mv[i + 1]
-    keepalive = read_u16(mv, i + 2, end)
+    keepalive = _u16(mv, i + 2, end)
     i += 4
     wq = f >> 3 & 3
     v5 = level == 5
@@ -89,21 +193,21 @@ def _dec_connect(mv, b0, i, end, v5):
     # without a will; [MQTT-3.1.2-14] will QoS 3; [MQTT-3.1.2-22] (3.1.1
     # only) a password without a username
     if f & 1 or wq == 3 or (not f & 4 and f & 0x38) or (f & 0xC0 == 0x40 and not v5):
-        raise malformed("bad CONNECT flags 0x%02x" % f)
+        raise _malformed("bad CONNECT flags 0x%02x" % f)
     props = will_props = will_topic = username = password = None
     will_payload = b""
     if v5:
         props, i = _read_props(mv, i, end, _CONNECT)  # V5-PROPS
-    cid, i = read_str(mv, i, end)
+    cid, i = _str(mv, i, end)
     if f & 4:
         if v5:
             will_props, i = _read_props(mv, i, end, _WILL)  # V5-PROPS
-        will_topic, i = read_str(mv, i, end)
-        will_payload, i = read_bin(mv, i, end)
+        will_topic, i = _str(mv, i, end)
+        will_payload, i = _bin(mv, i, end)
     if f & 0x80:
-        username, i = read_str(mv, i, end)
+        username, i = _str(mv, i, end)
     if f & 0x40:
-        password, i = read_bin(mv, i, end)
+        password, i = _bin(mv, i, end)
     return _CLS[_CONNECT](cid, bool(f & 2), keepalive, username, password, will_topic,
                    will_payload, wq, bool(f & 0x20), level, proto, will_props,
                    props), i
@@ -111,9 +215,9 @@ def _dec_connect(mv, b0, i, end, v5):
 
 def _dec_connack(mv, b0, i, end, v5):
     if i + 2 > end:
-        raise short()
+        raise _short()
     if mv[i] & 0xFE:
-        raise malformed("CONNACK reserved flags [MQTT-3.2.2-1]")
+        raise _malformed("CONNACK reserved flags [MQTT-3.2.2-1]")
     props = None
     j = i + 2
     if v5:
@@ -126,10 +230,10 @@ def _dec_publish(mv, b0, i, end, v5, view=False):
     # keeps its payload as a slice of mv (a view when mv is one), for a
     # caller that drops the packet before the buffer changes (see decode).
     q = b0 >> 1 & 3
-    topic, i = read_str(mv, i, end)
+    topic, i = _str(mv, i, end)
     pid = 0
     if q:
-        pid = read_pid(mv, i, end)
+        pid = _pid(mv, i, end)
         i += 2
     props = None
     if v5:
@@ -149,7 +253,7 @@ def _dec_reason(mv, b0, i, end, v5):
     kind = b0 >> 4
     pid = 0
     if kind < _DISCONNECT:
-        pid = read_pid(mv, i, end)
+        pid = _pid(mv, i, end)
         i += 2
     reason = 0
     props = None
@@ -168,7 +272,7 @@ def _dec_reason(mv, b0, i, end, v5):
 def _dec_list(mv, b0, i, end, v5):
     # SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK: pid, (5.0: props), a list
     kind = b0 >> 4
-    pid = read_pid(mv, i, end)
+    pid = _pid(mv, i, end)
     i += 2
     props = None
     if v5:
@@ -182,17 +286,17 @@ def _dec_list(mv, b0, i, end, v5):
         raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "no topic filters")
     topics = []
     while i < end:
-        t, i = read_str(mv, i, end)
+        t, i = _str(mv, i, end)
         if kind == _SUBSCRIBE:
             if i >= end:
-                raise short()
+                raise _short()
             o = mv[i]
             i += 1
             if not v5:
                 if o > 2:  # [MQTT-3-8.3-4] QoS 3 or reserved bits
-                    raise malformed("bad subscription options")
+                    raise _malformed("bad subscription options")
             elif o & 0xC0:  # [MQTT-3.8.3-5]
-                raise malformed("bad subscription options")
+                raise _malformed("bad subscription options")
             elif o & 3 == 3 or o & 0x30 == 0x30:  # 5.0 §3.8.3.1
                 raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "QoS 3 or retain handling 3")
             t = (t, o)
@@ -236,11 +340,11 @@ def decode(buf, start, end, v5=False, view=False):
     if kind == _PUBLISH:
         # [MQTT-3.3.1-4] QoS 3; [MQTT-3.3.1-2] DUP on QoS 0
         if b0 & 6 == 6 or b0 & 0x0E == 8:
-            raise malformed("PUBLISH QoS 3 or DUP on QoS 0")
+            raise _malformed("PUBLISH QoS 3 or DUP on QoS 0")
     elif kind == 0 or (kind == _AUTH and not v5):
         raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "reserved packet type %d" % kind)
     elif b0 & 15 != _FLAGS[kind]:  # [MQTT-2.2.2-2]
-        raise malformed("bad header flags 0x%02x" % b0)
+        raise _malformed("bad header flags 0x%02x" % b0)
     i = start + 2
     n = mv[start + 1] if i <= end else -1
     if n > 127:
@@ -252,38 +356,53 @@ def decode(buf, start, end, v5=False, view=False):
     else:
         pkt, j = _DECODERS[kind](mv, b0, i, i + n, v5)
     if j != i + n:
-        raise malformed("remaining length too long")
+        raise _malformed("remaining length too long")
     return pkt, j - start
 
 
 # ---- encoders: (packet, v5) -> bytes ------------------------------------------
+def _lp(x):
+    # 2-byte length prefix + UTF-8 string or binary data
+    if type(x) is str:
+        x = x.encode()
+    n = len(x)
+    if n > 0xFFFF:
+        raise LocalProtocolError(_RC_MALFORMED, "field over 65535 bytes")
+    return bytes((n >> 8, n & 255)) + x
+
+
 def _frame(b0, body):
     return bytes((b0,)) + encode_varint(len(body)) + body
 
+
+def _pid2(pid):
+    if not 0 < pid < 65536:
+        raise LocalProtocolError(_RC_PROTOCOL_ERROR, "packet id %r" % pid)
+    return bytes((pid >> 8, pid & 255))
 
 
 def _enc_connect(p, v5):
     v5 = p.level == 5
     f = 2 if p.clean else 0
-    b = bytearray(len_prefixed(p.proto))
+    b = bytearray(_lp(p.proto))
     at = len(b) + 1  # the flags byte, filled in at the end
     ka = p.keepalive
     b += bytes((p.level, 0, ka >> 8, ka & 255))
     if v5:
         b += _write_props(p.props, _CONNECT)  # V5-PROPS
-    b += len_prefixed(p.client_id)
+    b += _lp(p.client_id)
     if p.will_topic is not None:
         f |= 4 | p.will_qos << 3 | (0x20 if p.will_retain else 0)
         if v5:
             b += _write_props(p.will_props, _WILL)  # V5-PROPS
-        b += len_prefixed(p.will_topic)
-        b += len_prefixed(p.will_payload)
+        b += _lp(p.will_topic)
+        b += _lp(p.will_payload)
     if p.username is not None:
         f |= 0x80
-        b += len_prefixed(p.username)
+        b += _lp(p.username)
     if p.password is not None:
         f |= 0x40
-        b += len_prefixed(p.password)
+        b += _lp(p.password)
     b[at] = f
     return _frame(0x10, b)
 
@@ -344,7 +463,7 @@ def _enc_reason(p, v5):
     # PUBACK/PUBREC/PUBREL/PUBCOMP (pid first), DISCONNECT and AUTH (no pid)
     kind = p.kind
     b0 = kind << 4 | _FLAGS[kind]
-    vh = pid_bytes(p.pid) if kind < _DISCONNECT else b""
+    vh = _pid2(p.pid) if kind < _DISCONNECT else b""
     if not v5:
         if kind == _AUTH:
             raise LocalProtocolError(_RC_PROTOCOL_ERROR, "AUTH needs MQTT 5.0")
@@ -357,16 +476,16 @@ def _enc_reason(p, v5):
 
 def _enc_list(p, v5):
     kind = p.kind
-    b = bytearray(pid_bytes(p.pid))
+    b = bytearray(_pid2(p.pid))
     if v5:
         b += _write_props(p.props, kind)  # V5-PROPS
     if kind == _SUBSCRIBE:
         for t, o in p.topics:
-            b += len_prefixed(t)
+            b += _lp(t)
             b.append(o)
     elif kind == _UNSUBSCRIBE:
         for t in p.topics:
-            b += len_prefixed(t)
+            b += _lp(t)
     elif v5:
         b += bytes(p.codes or ())
     elif kind == _SUBACK:

@@ -4,7 +4,7 @@
 # Nothing here touches a socket or a clock; time comes in as `now` (ms).
 from edge.compat import const
 from edge.errors import RemoteProtocolError
-from edge.mqtt import codec, fields
+from edge.mqtt import codec
 
 # From consts.py, private so they fold into the bytecode (test_consts.py)
 _CONNECT = const(1)
@@ -111,7 +111,7 @@ class Connection:
         i = pos + 2
         n = buf[pos + 1] if i <= end else -1
         if n > 127:
-            n, i = fields.read_varint(buf, pos + 1, end)
+            n, i = codec.read_varint(buf, pos + 1, end)
         j = i + n
         if n >= 0 and j - pos > max_packet_size:
             # [MQTT-3.1.2-24] (5.0) / an explicit limit in 3.1.1: refuse it

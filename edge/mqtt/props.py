@@ -32,9 +32,10 @@
 #    EMQX refuse the rest the same way).
 from edge.compat import const
 from edge.errors import LocalProtocolError, RemoteProtocolError
-from edge.mqtt.fields import encode_varint, len_prefixed, malformed, read_bin, read_str, read_varint
+from edge.mqtt.codec import _bin, _lp, _str, encode_varint, read_varint
 
 # Reason codes (§2.4); kept here, not in consts.py (public names cost heap)
+_RC_MALFORMED = const(0x81)
 _RC_PROTOCOL_ERROR = const(0x82)
 
 _PUBLISH = const(3)  # the packet type where 0x0B may repeat
@@ -136,12 +137,16 @@ def row(pid):
     return name(pid), "byte u16 u32 varint utf8 binary pair".split()[r & _TYPE], r >> _IN
 
 
+def _malformed(msg):
+    return RemoteProtocolError(_RC_MALFORMED, msg)
+
+
 def _varint(mv, i, end):
     n, j = read_varint(mv, i, end)  # raises beyond 4 bytes
     if n < 0:
-        raise malformed("property runs past its block")
+        raise _malformed("property runs past its block")
     if j - i > 1 and not mv[j - 1]:
-        raise malformed("varint not minimal [MQTT-1.5.5-1]")
+        raise _malformed("varint not minimal [MQTT-1.5.5-1]")
     return n, j
 
 
@@ -151,7 +156,7 @@ def _value(mv, i, end, t):
     if t < _VARINT:  # big-endian 1, 2 or 4 bytes (§1.5.2, §1.5.3)
         j = i + (1 << t)
         if j > end:
-            raise malformed("property runs past its block")
+            raise _malformed("property runs past its block")
         v = 0
         while i < j:
             v = v << 8 | mv[i]
@@ -160,11 +165,11 @@ def _value(mv, i, end, t):
     if t == _VARINT:
         return _varint(mv, i, end)
     if t == _UTF8:
-        return read_str(mv, i, end)
+        return _str(mv, i, end)
     if t == _BIN:
-        return read_bin(mv, i, end)
-    k, i = read_str(mv, i, end)  # _PAIR (§1.5.7)
-    v, i = read_str(mv, i, end)
+        return _bin(mv, i, end)
+    k, i = _str(mv, i, end)  # _PAIR (§1.5.7)
+    v, i = _str(mv, i, end)
     return (k, v), i
 
 
@@ -180,14 +185,14 @@ def decode_props(mv, i, end, where):
     0 for the will properties. Raises RemoteProtocolError."""
     n, i = read_varint(mv, i, end)
     if n < 0 or i + n > end:
-        raise malformed("property length overruns the packet")
+        raise _malformed("property length overruns the packet")
     end = i + n
     props = {}
     while i < end:
         pid, j = _varint(mv, i, end)  # the identifier is a varint (§2.2.2.2)
         r = _TABLE.get(pid, 0)
         if not r >> (_IN + where) & 1:
-            raise malformed("property %s not valid in packet type %d" % (name(pid), where))
+            raise _malformed("property %s not valid in packet type %d" % (name(pid), where))
         v, i = _value(mv, j, end, r & _TYPE)
         if _bad_value(r, v):
             raise RemoteProtocolError(_RC_PROTOCOL_ERROR, "%s = %r" % (name(pid), v))
@@ -220,10 +225,10 @@ def _enc_value(v, t):
         if type(v) not in (tuple, list) or len(v) != 2 or type(v[0]) is not str \
                 or type(v[1]) is not str:
             raise _local("user property %r: not a (str, str) pair" % (v,))
-        return len_prefixed(v[0]) + len_prefixed(v[1])
+        return _lp(v[0]) + _lp(v[1])
     if (type(v) is str) != (t == _UTF8):  # _UTF8 takes str, _BIN bytes
         raise _local("%r for a %s" % (v, "UTF-8 string" if t == _UTF8 else "binary"))
-    return len_prefixed(v)
+    return _lp(v)
 
 
 def encode_props(props, where):

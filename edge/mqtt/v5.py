@@ -10,7 +10,7 @@
 # Packet Size, Topic Alias Maximum) and the two topic alias maps.
 from edge.compat import const, slots
 from edge.errors import RemoteProtocolError
-from edge.mqtt import codec, fields, v5subs
+from edge.mqtt import codec, v5subs
 from edge.mqtt.connect import assign_id, save
 from edge.mqtt.connection import CONNECTED
 from edge.mqtt.packets import Connack, Disconnect
@@ -86,7 +86,7 @@ def message(topic, payload, qos, retain, props, sender, clock):
             # [MQTT-3.3.2-4] Payload Format Indicator 1: the payload is
             # UTF-8 (0x99, §3.3.2.3.2; the receiver may check it, we do)
             try:
-                fields.check_utf8(payload, 0, len(payload))
+                codec._check_utf8(payload, 0, len(payload))
             except RemoteProtocolError:
                 raise RemoteProtocolError(_RC_PAYLOAD_FORMAT_INVALID,
                                           "payload is not UTF-8 as its format indicator says")

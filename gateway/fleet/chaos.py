@@ -16,7 +16,7 @@ import asyncio
 import random
 
 from edge.errors import ProtocolError
-from edge.mqtt import codec, fields
+from edge.mqtt import codec
 from gateway.fleet.ledger import ConnRecord
 from gateway.fleet.profiles import PROFILES
 
@@ -69,7 +69,7 @@ class _Pair:
         buf = self.up
         buf += data
         while len(buf) >= 2:
-            n = fields.packet_length(buf, 0, len(buf))
+            n = codec.packet_length(buf, 0, len(buf))
             if n < 0 or n > len(buf):
                 return
             kind = buf[0] >> 4

@@ -8,7 +8,7 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from edge.mqtt.fields import encode_varint
+from edge.mqtt.codec import encode_varint
 from tools.fuzz import mutate
 
 EXAMPLES = int(os.environ.get("EDGE_FUZZ_EXAMPLES", "200"))
