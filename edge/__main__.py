@@ -19,8 +19,8 @@ from edge.errors import ConfigError
 # of interned names is 640 entries (7 KB on a 64-bit build, docs/heap.md),
 # which CoAP's import needs: at 64 KiB it failed without this. 3 KB, not
 # 4 KB: the 64 KiB board with a non-loopback bind (auth's modules loaded at
-# start) found no block for them at 4 KB once the TLS hooks and fields.py
-# were in (tests/runtime/test_start.py's bad binds, 3 of 3), and booted at
+# start) found no block for them at 4 KB once the TLS hooks were in
+# (tests/runtime/test_start.py's bad binds, 3 of 3), and booted at
 # 3 KB (3 of 3). That margin is thin: docs/heap.md "Fragmented at boot".
 _BOOT_GC = 3072
 
