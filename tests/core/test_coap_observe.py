@@ -84,6 +84,22 @@ def test_a_con_probe_after_100_nons_in_a_row():
     assert [m[0] for m in take(ep)] == [NON]
 
 
+def test_nons_go_on_past_100_while_the_probe_is_fresh():
+    # A busy observer can take 100 more NONs before its probe's ACK comes
+    # back: they go out, as those of one ACK_TIMEOUT, not queued behind the
+    # probe (whose bounded queue dropped them under load)
+    b, ep = make()
+    _register(ep, "f/t", qos=0)
+    for i in range(101):
+        b.publish("f/t", b"x")
+    assert take(ep)[-1][0] == CON
+    dropped = ep.stats.dropped
+    for i in range(150):
+        b.publish("f/t", b"%d" % i)
+    assert [m[0] for m in take(ep)] == [NON] * 150
+    assert ep.stats.dropped == dropped
+
+
 def test_a_silent_peer_gets_no_nons_once_its_probe_times_out():
     b, ep = make()
     _register(ep, "s/t", qos=0)
