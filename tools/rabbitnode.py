@@ -21,23 +21,14 @@ import socket
 import subprocess
 import time
 
+from tools.ports import free_ports
+
 SERVER = os.environ.get("EDGE_TEST_RABBITMQ", "/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL = os.path.join(os.path.dirname(SERVER), "rabbitmqctl")
 START_DEADLINE = 90.0
 STOP_DEADLINE = 30.0
 
 
-def _free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _port_open(port):
@@ -80,7 +71,7 @@ class RabbitNode:
     def __init__(self, base, amqp_port=0, stomp_port=0):
         self.base = base
         (self.amqp_port, self.stomp_port, self.mqtt_port, self.dist_port,
-         self.epmd_port) = _free_ports(5)
+         self.epmd_port) = free_ports(5)
         # fixed ports where asked (the README's tour: RabbitMQ's own 5672, 61613)
         self.amqp_port = amqp_port or self.amqp_port
         self.stomp_port = stomp_port or self.stomp_port
