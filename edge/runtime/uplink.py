@@ -1,0 +1,200 @@
+# The uplink's MicroPython shell (docs/uplink.md; CPython's is
+# uplink_cpython.py): one TCP connection to the [upstream] url's host and
+# port, opened with MicroPython's asyncio.open_connection (a non-blocking
+# connect on its poller, as tcp.py's sockets), bytes fed to the sans-IO
+# Uplink (edge/bridge/uplink.py), its ticks driven every 250 ms, reconnects
+# after its back-off. Imported by main.py only when upstream.url is set: a
+# board without an uplink pays nothing for it (docs/heap.md "The uplink on a
+# board").
+#
+# The outbox (edge/store/outbox.py) is on flash only with the store open
+# (persistence on, and room for it: main.py _open_store): it syncs in the
+# store's group commit (commit.py), and a local publisher's PUBACK waits for
+# its record there. Otherwise the queue is in RAM, bounded by
+# outbox_budget_bytes, and a restart loses it.
+import asyncio
+import random
+
+from edge.bridge.uplink import Uplink
+from edge.runtime.clock import now_ms
+
+_TICK_MS = 250
+_CONNECT_MS = 10000
+_STOP_MS = 2000  # a clean stop waits this long for the close handshake
+_RBUF = 512      # bytes a read takes (the broker's own reads are 1 KB, tcp.py)
+
+
+class UplinkShell:
+    def __init__(self, up, srv, log):
+        self.up = up
+        self.srv = srv  # the MQTT shell: commands published locally go out by its flush
+        self.log = log
+        self.w = None       # the Stream while connected
+        self.reader = None  # the task reading it
+        self.draining = False
+        self.task = None
+
+    def start(self):
+        self.log(20, "uplink: to %s as edge %s" % (", ".join([w for _, w in self.up.nodes]), self.up.edge_id))
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self):
+        up = self.up
+        while True:
+            now = now_ms()
+            if self.reader is None and up.due(now):
+                self.reader = asyncio.create_task(self._link())
+            elif self.w is not None:
+                self._check(up.tick(now))
+            if up.outbox is not None:
+                try:
+                    # tombstones of confirmed ones, within sync_max_delay_ms
+                    up.outbox.log.tick(now)
+                except OSError as e:
+                    self.log(40, "uplink: outbox write failed (%s), retried next tick" % e)
+            await asyncio.sleep_ms(_TICK_MS)
+
+    async def _link(self):
+        # One connection, from its connect to its end: the task reads it
+        up = self.up
+        why = "connection lost"
+        w = None
+        try:
+            try:
+                _, w = await asyncio.wait_for_ms(asyncio.open_connection(up.host, up.port), _CONNECT_MS)
+            except (OSError, asyncio.TimeoutError) as e:
+                # (the OSError names no credentials: the URL is not in it)
+                why = "cannot connect: %s" % (e or "timed out")
+                return
+            self.w = w
+            up.connected(now_ms())
+            self._write()
+            buf = bytearray(_RBUF)
+            mv = memoryview(buf)
+            while self.w is not None:
+                n = await w.readinto(buf)
+                if n is None:
+                    continue  # nothing yet
+                if not n:
+                    break  # EOF
+                try:
+                    alive = up.feed(mv[:n], now_ms())
+                except (OSError, MemoryError):
+                    raise
+                except Exception as e:  # RemoteProtocolError: drop the socket
+                    self.log(30, "uplink: %s: %s" % (up.where, e))
+                    alive = False
+                self._write()
+                self.srv.flush()  # MQTT deliveries of the commands it published
+                if not alive:
+                    break
+        except OSError as e:
+            why = "connection lost: %s" % e
+        except MemoryError as e:
+            # a full heap costs the uplink this connection, not the broker
+            why = "out of memory (%s)" % e
+        finally:
+            # (cancelled too: _check() found it dead, or close())
+            self.w = None
+            if w is not None:
+                try:
+                    w.close()
+                except OSError:
+                    pass
+            self.reader = None
+            up.lost(now_ms(), why)
+
+    def _write(self):
+        w = self.w
+        out = self.up.take()
+        if not out or w is None:
+            return
+        try:
+            w.write(bytes(out))
+        except OSError:
+            self._drop()
+            return
+        if w.out_buf and not self.draining:
+            # what the socket did not take now goes as it takes it
+            self.draining = True
+            asyncio.create_task(self._drain(w))
+
+    async def _drain(self, w):
+        try:
+            await w.drain()
+        except OSError:
+            self._drop()
+        finally:
+            self.draining = False
+        if self.w is w and w.out_buf:
+            self._write()
+
+    def _drop(self):
+        # The connection is over: its reader task ends it (finally above)
+        r = self.reader
+        if r is not None and r is not asyncio.current_task():
+            r.cancel()
+
+    def _check(self, alive):
+        self._write()
+        if not alive:
+            self._drop()
+
+    async def close(self):
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        up = self.up
+        if self.w is not None and up.stop(now_ms()):
+            self._write()  # "offline", then the close handshake
+            t = now_ms()
+            while self.reader is not None and now_ms() - t < _STOP_MS:
+                await asyncio.sleep_ms(20)  # the reader ends at close-ok
+        else:
+            up.stop(now_ms())
+        self._drop()
+        await asyncio.sleep_ms(0)  # (the reader's finally runs)
+        up.close()
+        if up.outbox is not None:
+            up.outbox.log.close()
+            self.log(20, "uplink: stopped, %d waiting in the outbox" % len(up.q))
+        else:
+            self.log(20, "uplink: stopped, %d unconfirmed lost (persistence off)" % len(up.q))
+
+
+def _open_outbox(cfg, broker, log):
+    # The durable outbox on a log of its own in <store.dir>/uplink/, with the
+    # store's sync settings and the uplink's byte budget (uplink_cpython.py
+    # does the same); None without the store (the queue in RAM only)
+    sc = cfg["store"]
+    if broker.store is None or broker.store.commit is None:
+        return None
+    from edge.runtime.flash import Flash
+    from edge.store.log import Log
+    from edge.store.outbox import Outbox
+
+    seg = sc["segment_bytes"]
+    wal = Log(Flash(sc["dir"].rstrip("/") + "/uplink"), "outbox", sc["sync"], sc["sync_max_delay_ms"],
+              cfg["upstream"]["outbox_budget_bytes"], cfg["broker"]["max_packet_size"] + 512, seg,
+              min(65536, max(1024, seg // 4)))
+    for name, offset, err, action in wal.open(now_ms()):
+        log(30, "uplink: outbox %s: %s at byte %d (%s)" % (name, action, offset, err))
+    ob = Outbox(wal)
+    log(20, "uplink: outbox in %s/uplink, %d waiting" % (sc["dir"], len(ob)))
+    return ob
+
+
+async def start(cfg, broker, srv, log):
+    """The running UplinkShell for the config's [upstream] section."""
+    ob = _open_outbox(cfg, broker, log)
+    up = Uplink(broker, cfg["upstream"], random.random, log, now_ms(), ob)
+    if ob is not None:
+        # the outbox syncs in the store's group commit, and a local
+        # publisher's PUBACK waits for its record (commit.py)
+        c = broker.store.commit
+        c.outbox = ob.log
+        up.appended = c.outbox_appended
+    shell = UplinkShell(up, srv, log)
+    shell.start()
+    broker.uplink = up  # its counters in $SYS/broker/uplink/
+    return shell

@@ -1,0 +1,178 @@
+# 26: the uplink on the board runtime (issue #18 points 5 and 6,
+# docs/uplink.md "On a board"): `python -m tools.board --heap H` with
+# --upstream amqp://... or stomp://... and --edge-id against the suite's
+# private RabbitMQ node (rabbit.py). paho publishes QoS 1; a pika consumer
+# (and a stomp.py one for the STOMP edge) gets every message with its routing
+# key and message_id; a command published by pika reaches a paho subscriber
+# of cmd/<edge-id>/#.
+#
+# Heaps (measured, docs/heap.md "The uplink on a board"): with the store and
+# the durable outbox the board needs 128 KiB (at 96 KiB the AMQP client's
+# buffers found no block); with persistence off, 96 KiB.
+import time
+
+import pika
+import pytest
+import stomp as stomppy
+
+from .clients import unique_id
+from .conftest import Broker
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.edge_only("the uplink is edgebroker's own")]
+
+N = 20  # QoS 1 messages per run
+
+
+@pytest.fixture(scope="module")
+def runtime(micropython_exe):
+    return "micropython"
+
+
+@pytest.fixture
+def pika_channel(rabbit):
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", rabbit.amqp_port, credentials=pika.PlainCredentials(rabbit.user, rabbit.password),
+        heartbeat=0, blocked_connection_timeout=30))
+    ch = conn.channel()
+    yield ch
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def _queue(ch, binding):
+    name = unique_id("q26")
+    ch.queue_declare(name, auto_delete=True)
+    ch.queue_bind(name, "amq.topic", binding)
+    return name
+
+
+def _get(ch, q, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        method, props, body = ch.basic_get(q, auto_ack=True)
+        if method is not None:
+            return method, props, body
+        assert time.monotonic() < deadline, "nothing in %s after %ss" % (q, timeout)
+        ch.connection.sleep(0.05)  # polling the queue, pika's I/O runs meanwhile
+
+
+def _until(cond, timeout, what, broker):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        broker.assert_alive()
+        assert time.monotonic() < deadline, "no %s within %ss\n%s" % (what, timeout, broker.log_tail())
+        time.sleep(0.05)  # polling for a condition, not waiting blindly
+
+
+def _url(rabbit, scheme):
+    port = rabbit.amqp_port if scheme == "amqp" else rabbit.stomp_port
+    return "%s://%s:%s@127.0.0.1:%d/" % (scheme, rabbit.user, rabbit.password, port)
+
+
+def _board(tmp_path, name, heap, persistence, flags):
+    # the flags on the board's command line (edgebroker run has the same,
+    # gateway/cli.py): --upstream and --edge-id, issue #18 point 5
+    b = Broker("micropython", tmp_path / name, {"board_heap": heap, "sys_interval": 1,
+                                               "store.persistence": persistence})
+    cmd = b._command
+
+    def command():
+        return cmd() + flags
+
+    b._command = command
+    return b
+
+
+class _StompConsumer(stomppy.ConnectionListener):
+    def __init__(self):
+        self.got = []
+
+    def on_message(self, frame):
+        self.got.append(frame)
+
+
+@pytest.mark.parametrize("scheme,heap,persistence", [
+    ("amqp", "128k", True),
+    ("stomp", "128k", True),
+    ("amqp", "96k", False),
+    ("stomp", "96k", False),
+])
+def test_board_uplink_up_and_down(rabbit, pika_channel, mqtt_client, tmp_path, scheme, heap, persistence):
+    ch = pika_channel
+    edge = "b%s%s" % (scheme[0], heap[:-1])
+    topic = "t26%s" % edge
+    data_q = _queue(ch, topic + ".#")
+    state_q = _queue(ch, "edge.%s.state" % edge)
+    sc = None
+    if scheme == "stomp":
+        # a STOMP consumer too: what the STOMP edge sent, as STOMP sees it
+        sc = stomppy.Connection([("127.0.0.1", rabbit.stomp_port)], heartbeats=(0, 0))
+        lis = _StompConsumer()
+        sc.set_listener("l", lis)
+        sc.connect(rabbit.user, rabbit.password, wait=True)
+        sc.subscribe("/topic/%s.#" % topic, id="s26", ack="auto")
+    b = _board(tmp_path, edge, heap, persistence, ["--upstream", _url(rabbit, scheme), "--edge-id", edge])
+    b.start()
+    try:
+        assert _get(ch, state_q)[2] == b"online"
+        pub = mqtt_client(b)
+        for i in range(N):
+            pub.publish("%s/m%d/kwh" % (topic, i % 3), b"%d" % i, qos=1)  # (waits for the PUBACK)
+        seen = []
+        for i in range(N):
+            method, props, body = _get(ch, data_q)
+            seen.append((method.routing_key, props.message_id, body))
+        assert [s[2] for s in seen] == [b"%d" % i for i in range(N)]  # in order
+        assert [s[0] for s in seen] == ["%s.m%d.kwh" % (topic, i % 3) for i in range(N)]
+        ids = [s[1] for s in seen]
+        # message_id "<edge-id>:<seq>": one each, growing
+        assert all(m.startswith(edge + ":") for m in ids), ids
+        seqs = [int(m.split(":")[1]) for m in ids]
+        assert seqs == sorted(set(seqs)), ids
+        if sc is not None:
+            _until(lambda: len(lis.got) >= N, 20, "STOMP deliveries", b)
+            assert [f.body for f in lis.got[:N]] == ["%d" % i for i in range(N)]
+            assert lis.got[0].headers["destination"] == "/topic/%s.m0.kwh" % topic
+            assert lis.got[0].headers["message-id"]  # (RabbitMQ's own)
+        # commands down: pika publishes cmd.<edge>.reboot, paho gets cmd/<edge>/reboot
+        q = "edge.%s.cmd" % edge
+
+        def consuming():
+            rc, out = rabbit.ctl("list_consumers", "queue_name", "-q")
+            return rc == 0 and q in out.split()
+        _until(consuming, 30, "consumer on %s" % q, b)
+        sub = mqtt_client(b)
+        sub.subscribe("cmd/%s/#" % edge, qos=1)
+        ch.basic_publish("amq.topic", "cmd.%s.reboot" % edge, b"now",
+                         pika.BasicProperties(message_id="c-%s-1" % edge))
+        m = sub.wait_message(lambda m: m.topic == "cmd/%s/reboot" % edge)
+        assert m.payload == b"now"
+        _until(lambda: ch.queue_declare(q, passive=True).method.message_count == 0, 10, "command acked", b)
+        assert ch.basic_get(data_q, auto_ack=True) == (None, None, None)  # not sent back up
+        sysq = mqtt_client(b)
+        sysq.subscribe("$SYS/broker/uplink/confirmed")
+        sysq.wait_message(lambda m: int(m.payload) >= N)
+        b.assert_alive()
+        assert "MemoryError" not in b.log_text() and "out of memory" not in b.log_text()
+        # A board has no clean stop (SIGTERM ends the unix port as a power
+        # cut ends a board: no "offline", docs/uplink.md "On a board")
+        b.stop()
+        # (the test's own "=== start" lines quote the command line)
+        assert "guest:guest" not in "\n".join(x for x in b.log_text().splitlines() if not x.startswith("==="))
+        if persistence:
+            # what RabbitMQ confirmed left the outbox on flash as well
+            b.start()
+            _until(lambda: "uplink: outbox in %s/uplink, 0 waiting" % (b.workdir / "data") in b.log_text(),
+                   15, "the outbox reopened empty", b)
+            assert _get(ch, state_q)[2] == b"online"
+            assert ch.basic_get(data_q, auto_ack=True) == (None, None, None)  # nothing sent twice
+    finally:
+        b.stop()
+        if sc is not None:
+            sc.disconnect()
+        ch.queue_delete("edge.%s.cmd" % edge)
