@@ -152,7 +152,18 @@ async def serve(cfg, log, started=None):
             from edge.runtime.uplink import start as start_uplink
         else:
             from edge.runtime.uplink_cpython import start as start_uplink  # type: ignore[assignment]
-        uplink = await start_uplink(cfg, broker, srv, log)
+        try:
+            uplink = await start_uplink(cfg, broker, srv, log)
+        except BaseException:
+            # (a TLS file that cannot be loaded, an outbox that cannot open:
+            # what start() opened is closed again)
+            if coap is not None:
+                coap.close()
+            srv.close()
+            if wal is not None:
+                wal.close()
+            release()
+            raise
     up = None
     if started is not None:
         started(broker, srv)
