@@ -12,10 +12,19 @@
 # store's group commit (commit.py), and a local publisher's PUBACK waits for
 # its record there. Otherwise the queue is in RAM, bounded by
 # outbox_budget_bytes, and a restart loses it.
+#
+# TLS (amqps://, stomp+ssl://; docs/uplink.md "TLS"): MicroPython's ssl
+# (mbedTLS) wraps the socket, the server verified against upstream.cafile
+# (a board has no system CAs: it must be set) and its name checked
+# (server_hostname); the handshake runs on the first write and read, so its
+# failures (ValueError from mbedTLS for a certificate refused, OSError for
+# the rest) end the connection like a lost one: logged, retried.
 import asyncio
 import random
 
 from edge.bridge.uplink import Uplink
+from edge.bridge.url import tls
+from edge.errors import ConfigError
 from edge.runtime.clock import now_ms
 
 _TICK_MS = 250
@@ -33,6 +42,8 @@ class UplinkShell:
         self.reader = None  # the task reading it
         self.draining = False
         self.task = None
+        self.ssl = None     # the SSLContext for TLS nodes (tls_context())
+        self.why = None     # why the connection is being dropped (the log line)
 
     def start(self):
         self.log(20, "uplink: to %s as edge %s" % (", ".join([w for _, w in self.up.nodes]), self.up.edge_id))
@@ -57,12 +68,15 @@ class UplinkShell:
     async def _link(self):
         # One connection, from its connect to its end: the task reads it
         up = self.up
+        self.why = None
         why = "connection lost"
         w = None
         try:
+            ctx = self.ssl if tls(up.where) else None
             try:
-                _, w = await asyncio.wait_for_ms(asyncio.open_connection(up.host, up.port), _CONNECT_MS)
-            except (OSError, asyncio.TimeoutError) as e:
+                _, w = await asyncio.wait_for_ms(asyncio.open_connection(
+                    up.host, up.port, ssl=ctx, server_hostname=up.host if ctx else None), _CONNECT_MS)
+            except (OSError, ValueError, asyncio.TimeoutError) as e:
                 # (the OSError names no credentials: the URL is not in it)
                 why = "cannot connect: %s" % (e or "timed out")
                 return
@@ -88,8 +102,9 @@ class UplinkShell:
                 self.srv.flush()  # MQTT deliveries of the commands it published
                 if not alive:
                     break
-        except OSError as e:
-            why = "connection lost: %s" % e
+        except (OSError, ValueError) as e:
+            # (ValueError: mbedTLS refused the server's certificate)
+            why = "connection lost: %s" % _oneline(e)
         except MemoryError as e:
             # a full heap costs the uplink this connection, not the broker
             why = "out of memory (%s)" % e
@@ -102,7 +117,7 @@ class UplinkShell:
                 except OSError:
                     pass
             self.reader = None
-            up.lost(now_ms(), why)
+            up.lost(now_ms(), self.why or why)
 
     def _write(self):
         w = self.w
@@ -111,8 +126,8 @@ class UplinkShell:
             return
         try:
             w.write(bytes(out))
-        except OSError:
-            self._drop()
+        except (OSError, ValueError) as e:
+            self._drop("connection lost: %s" % _oneline(e))
             return
         if w.out_buf and not self.draining:
             # what the socket did not take now goes as it takes it
@@ -122,15 +137,18 @@ class UplinkShell:
     async def _drain(self, w):
         try:
             await w.drain()
-        except OSError:
-            self._drop()
+        except (OSError, ValueError) as e:
+            self._drop("connection lost: %s" % _oneline(e))
         finally:
             self.draining = False
         if self.w is w and w.out_buf:
             self._write()
 
-    def _drop(self):
+    def _drop(self, why=None):
         # The connection is over: its reader task ends it (finally above)
+        if why and not self.why:
+            self.why = why
+        self.w = None  # (the reader's loop ends on it, if it is the caller)
         r = self.reader
         if r is not None and r is not asyncio.current_task():
             r.cancel()
@@ -162,6 +180,46 @@ class UplinkShell:
             self.log(20, "uplink: stopped, %d unconfirmed lost (persistence off)" % len(up.q))
 
 
+def _oneline(e):
+    # mbedTLS's messages start with a newline: one log line, whatever it says
+    return " ".join(str(e).split()) or repr(e)
+
+
+def _der(path):
+    # MicroPython's ssl takes DER only: a PEM file's first block is decoded
+    # (RFC 7468 §2), so a board and the gateway can share the same files
+    with open(path, "rb") as f:
+        b = f.read()
+    if b[:10] == b"-----BEGIN":
+        from binascii import a2b_base64
+
+        b = a2b_base64(b[b.find(b"\n") + 1:b.find(b"-----END")])
+    return b
+
+
+def tls_context(c):
+    """The SSLContext for the [upstream] section c's TLS nodes: the server
+    verified against c["cafile"], c["certfile"] and c["keyfile"] for mutual
+    TLS (PEM or DER). ConfigError names a file that cannot be used."""
+    import ssl
+
+    key = "upstream.cafile"
+    if not c["cafile"]:
+        raise ConfigError(key, "a board has no system CAs: set the CA file the server's certificate chains to")
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED  # (not the default of MicroPython's client context)
+        ctx.load_verify_locations(cadata=_der(c["cafile"]))
+        if c["certfile"] or c["keyfile"]:
+            key = "upstream.certfile"
+            if not c["keyfile"] or not c["certfile"]:
+                raise ValueError("upstream.certfile and upstream.keyfile go together")
+            ctx.load_cert_chain(_der(c["certfile"]), _der(c["keyfile"]))
+    except (OSError, ValueError) as e:
+        raise ConfigError(key, "cannot load: %s" % _oneline(e))
+    return ctx
+
+
 def _open_outbox(cfg, broker, log):
     # The durable outbox on a log of its own in <store.dir>/uplink/, with the
     # store's sync settings and the uplink's byte budget (uplink_cpython.py
@@ -186,6 +244,8 @@ def _open_outbox(cfg, broker, log):
 
 async def start(cfg, broker, srv, log):
     """The running UplinkShell for the config's [upstream] section."""
+    c = cfg["upstream"]
+    ctx = tls_context(c) if [u for u in c["url"].replace(",", " ").split() if tls(u)] else None
     ob = _open_outbox(cfg, broker, log)
     up = Uplink(broker, cfg["upstream"], random.random, log, now_ms(), ob)
     if ob is not None:
@@ -195,6 +255,7 @@ async def start(cfg, broker, srv, log):
         c.outbox = ob.log
         up.appended = c.outbox_appended
     shell = UplinkShell(up, srv, log)
+    shell.ssl = ctx
     shell.start()
     broker.uplink = up  # its counters in $SYS/broker/uplink/
     return shell

@@ -14,9 +14,14 @@ import pytest
 
 from . import tlscerts
 from .clients import unique_id
+from .conftest import Broker
 from .rabbit import SERVER, RabbitNode
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.edge_only("the uplink is edgebroker's own")]
+
+# The board's heap for an uplink over TLS, persistence off (docs/heap.md
+# "The uplink on a board")
+BOARD_TLS_HEAP = "96k"
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +194,45 @@ def test_tls_files_checked_at_start(tls_rabbit, certs, broker_factory):
     out = _start_fails(broker_factory, {"upstream.url": _url(tls_rabbit, "amqps"),
                                         "upstream.keyfile": os.path.join(certs, "client.key")})
     assert "upstream.keyfile" in out
+
+
+# ---- the board runtime (MicroPython's ssl, mbedTLS): the same PEM files
+@pytest.mark.parametrize("scheme", ["amqps", "stomp+ssl"])
+def test_board_over_tls(tls_rabbit, certs, micropython_exe, mqtt_client, pika_channel, tmp_path, scheme):
+    ch = pika_channel
+    edge = "tb" + scheme[0]
+    data_q = _queue(ch, "t27%s.#" % edge)
+    b = Broker("micropython", tmp_path / edge, dict(
+        {"board_heap": BOARD_TLS_HEAP, "sys_interval": 1, "store.persistence": False,
+         "upstream.url": _url(tls_rabbit, scheme), "upstream.edge_id": edge}, **_tls(certs)))
+    b.start()
+    try:
+        _until(lambda: "uplink: connected to %s://guest:***@" % scheme in b.log_text(), 20, "TLS connection", b)
+        pub = mqtt_client(b)
+        for i in range(5):
+            pub.publish("t27%s/x/%d" % (edge, i), b"%d" % i, qos=1)
+        for i in range(5):
+            method, props, body = _get(ch, data_q)
+            assert (method.routing_key, body) == ("t27%s.x.%d" % (edge, i), b"%d" % i)
+            assert props.message_id.startswith(edge + ":")
+        b.assert_alive()
+        assert "MemoryError" not in b.log_text() and "out of memory" not in b.log_text()
+        assert "guest:guest" not in _log(b)
+    finally:
+        b.stop()
+
+
+def test_board_refuses_a_server_from_another_ca(tls_rabbit, certs, micropython_exe, mqtt_client, tmp_path):
+    b = Broker("micropython", tmp_path / "bad", dict(
+        {"board_heap": BOARD_TLS_HEAP, "sys_interval": 1, "store.persistence": False,
+         "upstream.url": _url(tls_rabbit, "amqps")}, **_tls(certs, ca="other-ca.pem")))
+    b.start()
+    try:
+        _until(lambda: b.log_text().count("retry in") >= 2, 30, "two refused attempts", b)
+        lines = [x for x in _log(b).splitlines() if "retry in" in x]
+        assert all("not correctly signed by the trusted CA" in x for x in lines), lines
+        mqtt_client(b).publish("t27r/x", b"1", qos=1)  # MQTT served meanwhile
+        b.assert_alive()
+        assert "Traceback" not in b.log_text() and "guest:guest" not in _log(b)
+    finally:
+        b.stop()
