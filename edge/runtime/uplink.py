@@ -53,16 +53,21 @@ class UplinkShell:
         up = self.up
         while True:
             now = now_ms()
-            if self.reader is None and up.due(now):
-                self.reader = asyncio.create_task(self._link())
-            elif self.w is not None:
-                self._check(up.tick(now))
-            if up.outbox is not None:
-                try:
+            try:
+                if self.reader is None and up.due(now):
+                    self.reader = asyncio.create_task(self._link())
+                elif self.w is not None:
+                    self._check(up.tick(now))
+                if up.outbox is not None:
                     # tombstones of confirmed ones, within sync_max_delay_ms
                     up.outbox.log.tick(now)
-                except OSError as e:
-                    self.log(40, "uplink: outbox write failed (%s), retried next tick" % e)
+            except OSError as e:
+                self.log(40, "uplink: outbox write failed (%s), retried next tick" % e)
+            except MemoryError as e:
+                # a full heap must not end the uplink's ticks (its
+                # reconnects): this one's work is retried at the next
+                self._drop("out of memory (%s)" % e)
+                self.log(40, "uplink: tick: out of memory (%s)" % e)
             await asyncio.sleep_ms(_TICK_MS)
 
     async def _link(self):
@@ -121,11 +126,18 @@ class UplinkShell:
 
     def _write(self):
         w = self.w
-        out = self.up.take()
-        if not out or w is None:
+        if w is None:
             return
         try:
-            w.write(bytes(out))
+            # (take() hands over a fresh bytearray: written with no copy)
+            out = self.up.take()
+            if not out:
+                return
+            w.write(out)
+        except MemoryError as e:
+            # the protocol's bytes are lost: the connection cannot go on
+            self._drop("out of memory (%s)" % e)
+            return
         except (OSError, ValueError) as e:
             self._drop("connection lost: %s" % _oneline(e))
             return

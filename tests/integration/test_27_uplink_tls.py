@@ -20,8 +20,9 @@ from .rabbit import SERVER, RabbitNode
 pytestmark = [pytest.mark.timeout(150), pytest.mark.edge_only("the uplink is edgebroker's own")]
 
 # The board's heap for an uplink over TLS, persistence off (docs/heap.md
-# "The uplink on a board")
-BOARD_TLS_HEAP = "96k"
+# "The uplink on a board": AMQP over TLS with a $SYS subscriber ran out of
+# heap at 96 KiB, not at 112 KiB; 128 KiB leaves this suite a margin)
+BOARD_TLS_HEAP = "128k"
 
 
 @pytest.fixture(scope="module")
