@@ -25,8 +25,9 @@ STUBS_STAMP := $(STUBS)/.installed
 # coap-client-notls, an independent CoAP peer; rabbitmq-server: the uplink's
 # peer, started by the tests as a private node on free ports. chromium,
 # chromium-driver: the status page's test (tests/integration/test_25_status_page.py)
-# loads it in headless Chromium through selenium.
-APT_PACKAGES ?= mosquitto mosquitto-clients socat libcoap3-bin rabbitmq-server chromium chromium-driver
+# loads it in headless Chromium through selenium. openssl: the CLI makes the
+# uplink's TLS test certificates (tests/integration/tlscerts.py).
+APT_PACKAGES ?= mosquitto mosquitto-clients socat libcoap3-bin rabbitmq-server chromium chromium-driver openssl
 # `make firmware` (and `make test`, which boots the image): the ARM toolchain
 # and QEMU for MicroPython's image for qemu-system-arm's mps2-an385
 # (docs/firmware.md).
