@@ -40,7 +40,8 @@ class UplinkShell:
         self.log = log
         self.w = None       # the Stream while connected
         self.reader = None  # the task reading it
-        self.draining = False
+        self.draining = None   # the stream a drain task writes out what its socket did not take
+        self.pending = None    # bytes taken while it does, written after it
         self.task = None
         self.ssl = None     # the SSLContext for TLS nodes (tls_context())
         self.why = None     # why the connection is being dropped (the log line)
@@ -133,6 +134,12 @@ class UplinkShell:
             out = self.up.take()
             if not out:
                 return
+            if self.draining is w:
+                # behind what the drain task is writing: MicroPython's
+                # Stream.drain() empties out_buf when it is done, so bytes
+                # written to the stream meanwhile would be lost
+                self.pending = out if self.pending is None else self.pending + out
+                return
             w.write(out)
         except MemoryError as e:
             # the protocol's bytes are lost: the connection cannot go on
@@ -141,26 +148,37 @@ class UplinkShell:
         except (OSError, ValueError) as e:
             self._drop("connection lost: %s" % _oneline(e))
             return
-        if w.out_buf and not self.draining:
+        if w.out_buf:
             # what the socket did not take now goes as it takes it
-            self.draining = True
+            self.draining = w
             asyncio.create_task(self._drain(w))
 
     async def _drain(self, w):
+        # What the socket did not take, then what came meanwhile (pending)
         try:
-            await w.drain()
+            while True:
+                await w.drain()
+                out = self.pending
+                self.pending = None
+                if out is None or self.w is not w:
+                    break
+                w.write(out)
         except (OSError, ValueError) as e:
-            self._drop("connection lost: %s" % _oneline(e))
+            if self.w is w:  # (not a connection opened since)
+                self._drop("connection lost: %s" % _oneline(e))
+        except MemoryError as e:
+            if self.w is w:
+                self._drop("out of memory (%s)" % e)
         finally:
-            self.draining = False
-        if self.w is w and w.out_buf:
-            self._write()
+            if self.draining is w:
+                self.draining = None
 
     def _drop(self, why=None):
         # The connection is over: its reader task ends it (finally above)
         if why and not self.why:
             self.why = why
         self.w = None  # (the reader's loop ends on it, if it is the caller)
+        self.pending = None
         r = self.reader
         if r is not None and r is not asyncio.current_task():
             r.cancel()
