@@ -189,6 +189,10 @@ class RabbitNode:
         """SIGSTOP the node: its sockets stay open, it answers nothing."""
         os.killpg(self.proc.pid, signal.SIGSTOP)
 
+    def thaw(self):
+        """SIGCONT the node after freeze(): it reads its sockets again."""
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def kill(self):
         """SIGKILL the node (a crash: its process group, not our epmd);
         start() brings it back on the same ports and data."""
