@@ -140,8 +140,13 @@ def _extra(cfg, section, profile):
         from edge.config_upstream import SECTION
 
         SCHEMA[section] = SECTION
-        # (the table lives as long as SCHEMA, which the boot forgets)
-        sys.modules.pop("edge.config_upstream", None)
+        # The module goes now (off sys.modules and off its package, as
+        # main.py's forget() does): the table lives as long as SCHEMA,
+        # which the boot forgets
+        m = sys.modules.pop("edge.config_upstream", None)
+        pkg = sys.modules.get("edge")
+        for k in [k for k in pkg.__dict__ if pkg.__dict__[k] is m]:
+            delattr(pkg, k)
     if section not in cfg:
         col = 1 + PROFILES.index(profile)
         cfg[section] = {k: spec[col] for k, spec in SCHEMA[section].items()}
