@@ -44,7 +44,7 @@ class UplinkShell:
         self.pending = None    # bytes taken while it does, written after it
         self.task = None
         self.ssl = None     # the SSLContext for TLS nodes (tls_context())
-        self.why = None     # why the connection is being dropped (the log line)
+        self.why = None     # why the connection is being dropped: an error, or the log's words
 
     def start(self):
         self.log(20, "uplink: to %s as edge %s" % (", ".join([w for _, w in self.up.nodes]), self.up.edge_id))
@@ -75,8 +75,9 @@ class UplinkShell:
         # One connection, from its connect to its end: the task reads it
         up = self.up
         self.why = None
-        why = "connection lost"
+        why = None
         w = None
+        heard = False  # a byte came from the server: it did connect
         try:
             ctx = self.ssl if tls(up.where) else None
             try:
@@ -84,7 +85,7 @@ class UplinkShell:
                     up.host, up.port, ssl=ctx, server_hostname=up.host if ctx else None), _CONNECT_MS)
             except (OSError, ValueError, asyncio.TimeoutError) as e:
                 # (the OSError names no credentials: the URL is not in it)
-                why = "cannot connect: %s" % (e or "timed out")
+                why = e if str(e) else "cannot connect: timed out"
                 return
             self.w = w
             up.connected(now_ms())
@@ -97,6 +98,7 @@ class UplinkShell:
                     continue  # nothing yet
                 if not n:
                     break  # EOF
+                heard = True
                 try:
                     alive = up.feed(mv[:n], now_ms())
                 except (OSError, MemoryError):
@@ -110,7 +112,7 @@ class UplinkShell:
                     break
         except (OSError, ValueError) as e:
             # (ValueError: mbedTLS refused the server's certificate)
-            why = "connection lost: %s" % _oneline(e)
+            why = e
         except MemoryError as e:
             # a full heap costs the uplink this connection, not the broker
             why = "out of memory (%s)" % e
@@ -123,7 +125,14 @@ class UplinkShell:
                 except OSError:
                     pass
             self.reader = None
-            up.lost(now_ms(), self.why or why)
+            why = self.why or why
+            if type(why) is not str:
+                # The connect returns once the socket is writable, and a
+                # refused TCP connect or TLS handshake shows on the first
+                # write or read: until the server said something, its
+                # failure is the connect's (as uplink_cpython.py logs it)
+                why = "%s: %s" % ("connection lost" if heard else "cannot connect", _oneline(why) if why else "closed")
+            up.lost(now_ms(), why)
 
     def _write(self):
         w = self.w
@@ -146,7 +155,7 @@ class UplinkShell:
             self._drop("out of memory (%s)" % e)
             return
         except (OSError, ValueError) as e:
-            self._drop("connection lost: %s" % _oneline(e))
+            self._drop(e)
             return
         if w.out_buf:
             # what the socket did not take now goes as it takes it
@@ -165,7 +174,7 @@ class UplinkShell:
                 w.write(out)
         except (OSError, ValueError) as e:
             if self.w is w:  # (not a connection opened since)
-                self._drop("connection lost: %s" % _oneline(e))
+                self._drop(e)
         except MemoryError as e:
             if self.w is w:
                 self._drop("out of memory (%s)" % e)

@@ -9,6 +9,7 @@
 # Heaps (measured, docs/heap.md "The uplink on a board"): with the store and
 # the durable outbox the board needs 128 KiB (at 96 KiB the AMQP client's
 # buffers found no block); with persistence off, 96 KiB.
+import socket
 import time
 
 import pika
@@ -222,5 +223,25 @@ def test_board_backlog_through_a_stalled_link(rabbit, pika_channel, mqtt_client,
         assert got == list(range(n)), "%d of %d arrived; first wrong at %s" % (
             len(got), n, next((i for i, v in enumerate(got) if v != i), None))
         b.assert_alive()
+    finally:
+        b.stop()
+
+
+def test_board_unreachable_at_start_logged_and_retried(mqtt_client, tmp_path):
+    # Nothing listens on the port: a clear line, a retry, MQTT served, the
+    # password never in the log (issue #18 point 5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # (closed again: nobody listens there)
+    b = _board(tmp_path, "down", "96k", False,
+               ["--upstream", "amqp://edge:s3cret@127.0.0.1:%d/" % port, "--edge-id", "down"])
+    b.start()
+    try:
+        _until(lambda: b.log_text().count("retry in") >= 2, 30, "two refused attempts", b)
+        lines = [x for x in b.log_text().splitlines() if "retry in" in x]
+        assert all("amqp://edge:***@127.0.0.1:%d/: cannot connect: " % port in x for x in lines), lines
+        mqtt_client(b).publish("t26down/x", b"1", qos=1)
+        b.assert_alive()
+        assert "s3cret" not in "\n".join(x for x in b.log_text().splitlines() if not x.startswith("==="))
     finally:
         b.stop()
