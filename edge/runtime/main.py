@@ -280,10 +280,12 @@ def _remove(path):
 
 
 def _open_store(cfg, broker, log):
-    # The store's code costs a board about 13 KB of heap (its names and
-    # function objects, measured on the unix port with tools/board.py), so
-    # it is imported only when persistence is on, and only with room for it
-    # and the clients after it. A 64 KiB heap has ~17 KB here.
+    # The store costs a board 22.4 KB of heap open and idle (its code's names
+    # and function objects, a pool of interned names: docs/heap.md
+    # "Persistence at 64 KiB: the floor"), so it is imported only when
+    # persistence is on, and only with room for it and the clients after it.
+    # Free here: 16.5 KB at 64 KiB; 32,672 B at 80 KiB, refused (6 clients'
+    # QoS 1/2 closed out of memory there); 36,768 B at 84 KiB, where they run.
     gc.collect()
     free = gc.mem_free() if hasattr(gc, "mem_free") else -1  # MicroPython only
     if 0 <= free < _STORE_HEAP:
