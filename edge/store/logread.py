@@ -9,22 +9,13 @@
 # reported in `problems`: nothing here stops the broker from starting.
 from edge.compat import const
 from edge.store.record import (
-    ERR_TORN, HDR_BAD, HDR_TORN, HEADER_LEN, K_DEL, K_DELS, K_META, KIND_MIN, MAX_BODY,
-    OVERHEAD, READERS, TMP_SUFFIX, get_varint, header_version,
+    ERR_TORN, HDR_BAD, HDR_TORN, HEADER_LEN, ID_STEP, K_DEL, K_DELS, K_META, KIND_MIN, MAX_BODY,
+    OVERHEAD, READERS, SEG_DECODE, SEG_ID, SEG_SIZE, SEG_TOP, TMP_SUFFIX, get_varint, header_version,
 )
 
 _SEQ_MAX = const(8)     # varint bytes of a seq (get_varint's bound)
 _HEAD_READ = const(32)  # HEADER + the largest META record
 _ERR_BODY = "body"      # good CRC, body not ours (a seq that won't parse)
-
-# Segment entry fields, as in log.py (a private const is inlined by
-# MicroPython and can't be imported)
-_ID = const(0)
-_SIZE = const(1)
-_DECODE = const(2)
-_TOP = const(3)
-_LIVE = const(4)
-_ID_STEP = const(2)
 
 
 def walk(log, seg):
@@ -35,9 +26,9 @@ def walk(log, seg):
     buf = _rbuf(log)
     mv = memoryview(buf)
     cap = len(buf)
-    name = log._name(seg[_ID])
-    size = seg[_SIZE]
-    decode = seg[_DECODE]
+    name = log._name(seg[SEG_ID])
+    size = seg[SEG_SIZE]
+    decode = seg[SEG_DECODE]
     files = log.files
     base = HEADER_LEN  # file offset of mv[0]
     n = 0
@@ -86,7 +77,7 @@ def replay(log, from_seq):
     last = from_seq - 1
     live = log._live
     for seg in log._segs:
-        if seg[_TOP] <= last:
+        if seg[SEG_TOP] <= last:
             continue  # every record in it is older
         for kind, mv, pos, b0, b1 in walk(log, seg):
             if kind >= KIND_MIN:
@@ -112,7 +103,6 @@ def open_log(log, now):
         elif sid >= 0:
             found.append(sid)
     found.sort()
-    log._next_id = found[-1] + _ID_STEP if found else 1
     segs = []
     floor = 0
     for sid in found:
@@ -120,16 +110,15 @@ def open_log(log, now):
         if seg is not None:
             segs.append(seg)
             floor = max(floor, seg_floor)
-    log._segs = []
+    kept = []
     for seg in segs:
-        if seg[_ID] < floor:
-            f.remove(log._name(seg[_ID]))  # superseded by a compaction
+        if seg[SEG_ID] < floor:
+            f.remove(log._name(seg[SEG_ID]))  # superseded by a compaction
             changed = True
         else:
-            log._segs.append(seg)
-    log._floor = floor
-    log.compact_failed = False
-    _index(log)
+            kept.append(seg)
+    live, nbytes, disk, nxt = _index(log, kept)
+    log.restore(kept, live, nxt, floor, found[-1] + ID_STEP if found else 1, nbytes, disk)
     if changed or log.problems:
         f.sync_dir()  # removes, quarantine renames (CPython)
     return log.problems
@@ -189,20 +178,20 @@ def _quarantine(log, name, names, now, err):
     log.problems.append((name, 0, err, q))
 
 
-def _index(log):
-    # Pass over every record: live index, byte counts, next seq; cut
-    # each segment at its first bad record.
-    live = log._live = {}
+def _index(log, segs):
+    # Pass over every record of segs -> (live index, live bytes, disk
+    # bytes, next seq); cut each segment at its first bad record.
+    live = {}
     nbytes = 0
     disk = 0
     nxt = log.next_seq
     top = 0  # highest record seq seen
-    for seg in log._segs:
+    for seg in segs:
         for kind, mv, pos, b0, b1 in walk(log, seg):
             n, i = get_varint(mv, b0, b1)
             if kind >= KIND_MIN:
-                if n > seg[_TOP]:
-                    seg[_TOP] = n
+                if n > seg[SEG_TOP]:
+                    seg[SEG_TOP] = n
                 # Seqs only grow through the log; a seq seen again is a
                 # batch rewritten after a failed sync (flush()): one copy.
                 if n > top:
@@ -218,20 +207,14 @@ def _index(log):
                 nxt = max(nxt, n)
         good, err = log._walk_end
         if err is not None:
-            name = log._name(seg[_ID])
+            name = log._name(seg[SEG_ID])
             log.files.truncate(name, good)
             log.problems.append((name, good, err, "cut"))
-            seg[_SIZE] = good
-        disk += seg[_SIZE]
-    log.next_seq = nxt = max(nxt, top + 1)
-    log.synced = log.top = nxt - 1
-    log.live_bytes = nbytes
-    log.disk_bytes = disk
+            seg[SEG_SIZE] = good
+        disk += seg[SEG_SIZE]
     last = 0
-    for seg in log._segs:  # tops only grow (a cut segment's too)
-        if seg[_TOP] < last:
-            seg[_TOP] = last
-        last = seg[_TOP]
-    if log._segs:
-        for seq in live:
-            log._seg_of(seq)[_LIVE] += live[seq]
+    for seg in segs:  # tops only grow (a cut segment's too)
+        if seg[SEG_TOP] < last:
+            seg[SEG_TOP] = last
+        last = seg[SEG_TOP]
+    return live, nbytes, disk, max(nxt, top + 1)
