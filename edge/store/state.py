@@ -19,14 +19,18 @@
 # last reference. So the log's live records are exactly the live state and
 # compaction keeps nothing else, with no rule of ours to teach it.
 #
-# A QoS 1 delivery has one record, QUEUED, from the moment it is routed to
-# its ack, whether it waits or is in flight: moving it into the window
-# writes nothing. After a restart it goes out again as new, with a new pid
-# and DUP 0, rather than as a resend of the pid it had ([MQTT-4.4.0-1] asks
-# for the pid): to a QoS 1 receiver that is the same, a duplicate it may
-# get anyway, and it saves a record and a tombstone per message. QoS 2 keeps
-# its pid on flash (INFLIGHT, RELEASED): there the pid is what makes it
-# exactly once. A restart may so send a session's QoS 1 messages that were
+# A QoS 1 delivery has one record from the moment it is routed to its ack,
+# whether it waits or is in flight. Sent at once (its subscriber online,
+# nothing queued before it), the record carries its pid (SMSG, or INFLIGHT
+# for a message already stored), so after a restart it is resent with that
+# pid and DUP 1 [MQTT-4.4.0-1]: one or two bytes more. Queued first
+# (QMSG, QUEUED), moving it into the window writes nothing: after a restart
+# it goes out again as new, with a new pid and DUP 0, rather than as a
+# resend of the pid it had. To a QoS 1 receiver that is the same, a
+# duplicate it may get anyway, and it saves a record and a tombstone per
+# message drained from a queue (docs/persistence.md). QoS 2 keeps its pid
+# on flash (INFLIGHT, RELEASED): there the pid is what makes it exactly
+# once. A restart may so send a session's drained QoS 1 messages that were
 # in flight after its QoS 2 ones that were too.
 #
 # A change that replaces a record (queued -> in flight -> released, a new
@@ -59,6 +63,7 @@ _K_RXQOS2 = const(22)
 _K_RETAINED = const(23)
 _K_QMSG = const(27)  # a QoS 1 delivery and its message, one record
 _K_DONE = const(28)  # a QMSG's delivery ended; others still refer to its message
+_K_SMSG = const(29)  # a QMSG sent at once, with its pid
 
 _RC_QUOTA_EXCEEDED = const(0x97)  # MQTT 5.0 reason code (§2.4)
 _CLEAN = const(1)      # SESSION flags
@@ -265,8 +270,8 @@ class StateStore(Ledger):
         q = s[_QUEUE]
         mseq = self._mseq.get(msg) if q else None
         if mseq is None:  # (a message we don't hold is no queued one)
-            if qos == 1:  # its one record: see the head comment
-                rc, seq = self._queued(s, msg, flags)
+            if qos == 1:  # its one record, with its pid: see the head comment
+                rc, seq = self._queued(s, msg, flags, pid)
                 self.sent_records += 1
             else:
                 rc, seq = self._deliver(s, msg, _K_INFLIGHT, [s[_SID], pid, 0, 0, flags], 2)
