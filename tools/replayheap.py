@@ -1,0 +1,138 @@
+"""Replay heap vs queued messages, on the board runtime.
+
+    python -m tools.replayheap [--n 0,100,200,400] [--payload 64] [--min-heap] [--json]
+
+For each N, writes a store (the broker core on CPython, over in-memory files
+copied to a directory: the format is the same on both runtimes) holding one
+persistent session whose client is away with N QoS 1 messages queued (topic
+"q/t", --payload bytes each), then opens it inside `python -m tools.board
+--exec` (the core's bytecode in a ROMFS image, only objects in the GC heap,
+as on a board) with edge/runtime/persist.py's open_store, as a board starts.
+Reports the heap the replayed state holds afterwards (gc.mem_alloc() growth
+after gc.collect()) and, with --min-heap, the smallest heap (in 4 KiB steps)
+in which the replay completes: the figure that decides whether a board with
+that queue on flash starts at all (docs/persistence.md "On a board").
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+_PROBE = r"""
+import gc, json
+from edge import config
+from edge.mqtt.broker import Broker
+from edge.runtime import persist
+cfg = config.defaults("board")
+bc = cfg["broker"]
+for k in ("max_queued_messages",):
+    bc[k] = 100000
+for k in ("max_queued_bytes", "memory_budget_bytes"):
+    bc[k] = 1 << 30
+bc["sys_interval"] = 0
+cfg["store"]["dir"] = %(dir)r
+cfg["store"]["budget_bytes"] = 1 << 30
+cfg["store"]["session_budget"] = 1 << 30
+b = Broker(cfg, 0)
+gc.collect()
+a = gc.mem_alloc()
+ok = 1
+held = -1
+try:
+    persist.open_store(cfg, b, lambda lv, m: None)
+    gc.collect()
+    held = gc.mem_alloc() - a
+    q = b.sessions["away"].queue
+    n = len(q) if q else 0
+except MemoryError:
+    ok = 0
+    n = -1
+print(json.dumps({"ok": ok, "held": held, "queued": n}))
+"""
+
+
+def build(path, n, payload):
+    """A store in directory path: session "away" with n QoS 1 messages queued."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.core._memfiles import MemFiles
+    from tests.core._pair import Client, publish
+    from tests.core._store import boot
+
+    m = MemFiles()
+    b, log, _ = boot(m, budget=1 << 30, session_budget=1 << 30, max_queued_messages=100000,
+                     max_queued_bytes=1 << 30, memory_budget_bytes=1 << 30)
+    sub = Client(b)
+    sub.connect("away", clean=False)
+    sub.subscribe(("q/#", 1))
+    sub.lose()
+    pub = Client(b)
+    pub.connect("pub")
+    for i in range(n):
+        publish(pub, "q/t", bytes(payload), 1, pid=i % 65535 + 1)
+    log.flush()
+    q = b.sessions["away"].queue
+    assert n == 0 or len(q) == n, (n, len(q) if q else 0)
+    os.makedirs(path, exist_ok=True)
+    for name, data in m.data.items():
+        with open(os.path.join(path, name), "wb") as f:
+            f.write(bytes(data))
+
+
+def probe(path, heap):
+    code = _PROBE % {"dir": path}
+    out = subprocess.run([sys.executable, "-m", "tools.board", "--heap", heap, "--exec", code],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"ok": 0, "held": -1, "queued": -1, "out": out.stdout[-300:]}
+
+
+def min_heap(path, lo=32, hi=1024):
+    """Smallest heap (KiB, a multiple of 4) in which the replay completes."""
+    if not probe(path, "%dk" % hi)["ok"]:
+        return None
+    while hi - lo > 4:
+        mid = (lo + hi) // 2 // 4 * 4
+        if probe(path, "%dk" % mid)["ok"]:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tools.replayheap", description=__doc__.splitlines()[0])
+    ap.add_argument("--n", default="0,100,200,400", help="queue lengths, comma separated")
+    ap.add_argument("--payload", type=int, default=64)
+    ap.add_argument("--heap", default="1024k", help="heap for the held figure")
+    ap.add_argument("--min-heap", action="store_true", help="also search the smallest heap that replays")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="replayheap-") as tmp:
+        for n in [int(x) for x in args.n.split(",")]:
+            path = os.path.join(tmp, "n%d" % n)
+            build(path, n, args.payload)
+            r = probe(path, args.heap)
+            row = {"queued": n, "flash_bytes": sum(os.path.getsize(os.path.join(path, f))
+                                                   for f in os.listdir(path)),
+                   "held": r["held"], "replayed": r["queued"]}
+            if args.min_heap:
+                row["min_heap_kib"] = min_heap(path)
+            rows.append(row)
+            print("%6d queued (%d B payload): %7d flash bytes, replay holds %7d heap bytes%s" % (
+                n, args.payload, row["flash_bytes"], row["held"],
+                ", starts from %s KiB" % row["min_heap_kib"] if args.min_heap else ""))
+    if len(rows) > 1 and rows[-1]["queued"] > rows[0]["queued"]:
+        per = (rows[-1]["held"] - rows[0]["held"]) / (rows[-1]["queued"] - rows[0]["queued"])
+        print("heap held per queued message: %.0f bytes" % per)
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
