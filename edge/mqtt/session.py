@@ -13,7 +13,10 @@ from edge.compat import const, slots
 #                  usual case: the entry allocates nothing)
 #   (msg, flags)   PUBLISH sent at QoS flags & 3, RETAIN if flags & 4
 #   RELEASED       QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
-# The offline queue holds the same msg or (msg, flags) items, in order.
+# The offline queue holds the same msg or (msg, flags) items, in order, and
+# may end with FLASH: the rest of the queue, QoS 1 messages for a 3.1.1
+# session, is on the store's flash (edge/store/fqueue.py, a board's
+# default), read back a window at a time as the client drains it.
 _QOS = const(3)
 _RETAIN = const(4)
 RELEASED = const(0)
@@ -26,6 +29,9 @@ _NODE_COST = const(192)     # a topic tree node: level name, [kids, value], dict
 _SUB_COST = const(128)      # a subscription beyond its tree nodes (114, 13-byte filter)
 _SESSION_COST = const(320)  # a persistent session while its client is away (308)
 _RC_PID_NOT_FOUND = const(0x92)
+
+
+FLASH = "flash"  # the queue's tail is on flash (compared by identity)
 
 
 def entry(msg, qos, retain):
@@ -127,9 +133,22 @@ class Session:
         self.stats.msgs_refused += 1
 
     def _enqueue(self, msg, qos, retain):
+        st = self.store
+        q = self.queue
+        if (qos == 1 and st is not None and st.flash_queue and self.expiry is None
+                and (self.conn is None or (q and q[-1] is FLASH))):
+            # to flash, behind what is queued in RAM: no heap per message
+            # (docs/heap.md); the store's budgets bound it (H7)
+            if st.fq_queued(self, msg, retain):
+                self._refuse()
+                return False
+            if not q:
+                self.queue = [FLASH]
+            elif q[-1] is not FLASH:
+                q.append(FLASH)
+            return True
         size = len(msg.topic) + len(msg.payload)  # what queued_bytes counts
         lim = self.limits
-        q = self.queue
         if q is None:
             q = self.queue = []
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
@@ -142,7 +161,6 @@ class Session:
                 self._refuse()
                 budget.note(False, "new messages for offline sessions")
                 return False
-        st = self.store
         if st is not None and st.msg_queued(self, msg, qos, retain):
             self._refuse()  # over a store budget: refused there, counted (H7)
             return False
@@ -162,7 +180,7 @@ class Session:
                 m = e[0] if type(e) is tuple else e
                 n += len(m.topic) + len(m.payload) + _ENTRY_COST
         if self.queue:
-            n += self.queued_bytes + len(self.queue) * _ENTRY_COST
+            n += self.queued_bytes + len(self.queue) * _ENTRY_COST  # (FLASH: one entry)
         return n
 
     def release(self):
@@ -210,6 +228,8 @@ class Session:
         size = 0
         while room > 0 and i < n and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
             e = q[i]
+            if e is FLASH:
+                break  # the rest is on flash: below
             i += 1
             msg = e[0] if type(e) is tuple else e
             size += len(msg.topic) + len(msg.payload)
@@ -227,8 +247,31 @@ class Session:
         self.queued_bytes -= size
         if i == len(q):
             self.queue = None  # drained: an idle session holds no queue
+            return
         elif i:
             del q[:i]  # one move for the whole batch
+        if q[0] is FLASH and room > 0:
+            self._pump_flash(room)
+
+    def _pump_flash(self, room):
+        # The queue's flash tail, read back by the store a window at a time
+        conn = self.conn
+        st = self.store
+        inflight = self.inflight
+        max_bytes = self.limits.max_queued_bytes
+        while room > 0 and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
+            got = st.fq_next(self)
+            if got is None:
+                return  # can't read now (a failing store): the next pump
+            if not got:
+                q = self.queue  # the flash tail is empty
+                if len(q) == 1:
+                    self.queue = None
+                else:
+                    del q[0]
+                    self.pump()  # what was queued in RAM behind it
+                return
+            room -= self._send_new(got[0], 1, got[1])
 
     # ---- acknowledgements from the client -----------------------------------
     def qos2_seen(self, pid):

@@ -58,6 +58,7 @@ def compact(log, upto=0):
     out = bytearray(HEADER)
     append_record(out, K_META, meta(log, sid))
     live = log._live
+    owned = log.owned
     size = 0
     copied = 0
     nlive = 0
@@ -67,16 +68,20 @@ def compact(log, upto=0):
         if not seg[SEG_LIVE]:
             continue  # nothing live: never read
         for kind, mv, pos, b0, b1 in walk(log, seg):
-            seq = get_varint(mv, b0, b1)[0] if kind >= KIND_MIN else 0
-            if seq > last and seq in live:  # one copy of a rewritten batch
-                last = seq
-                out.extend(mv[pos:b1 + 4])
-                copied += live[seq]
+            seq, i = get_varint(mv, b0, b1) if kind >= KIND_MIN else (0, 0)
+            if seq <= last:
+                continue  # one copy of a rewritten batch
+            if seq in live:
                 nlive += 1
-                if len(out) >= log.batch_bytes:  # bounded RAM (H7)
-                    f.append(tmp, out)
-                    size += len(out)
-                    out = bytearray()
+            elif kind != owned or not log.owned_live(get_varint(mv, i, b1)[0], seq):
+                continue  # (an owned record lives until its owner's cursor: record.py)
+            last = seq
+            out.extend(mv[pos:b1 + 4])
+            copied += b1 + 4 - pos
+            if len(out) >= log.batch_bytes:  # bounded RAM (H7)
+                f.append(tmp, out)
+                size += len(out)
+                out = bytearray()
         good, err = log._walk_end
         if err is not None and bad[2] is None:
             # Possibly only the torn tail of a failed write (see flush()):

@@ -34,6 +34,9 @@
 #                      a QMSG sent at once with pid (its subscriber online,
 #                      nothing queued before it), so a restart resends it with
 #                      that pid and DUP 1 [MQTT-4.4.0-1]
+#   30 FMSG     vBBSr  as QMSG, queued on flash for an away session: the log's
+#                      owned kind, alive until the session's cursor passes it
+#                      (record.py), read back in batches (fqueue.py)
 #
 # sid: a small number naming the session in its other records, kept when
 # its SESSION record is rewritten. @x: a back reference, own seq - x's seq
@@ -51,7 +54,7 @@ from edge.store.record import get_varint, put_varint
 LAYOUTS = {
     16: "vBvs", 17: "vBs", 18: "BSr", 19: "vvB",
     20: "vvvvB", 21: "vvv", 22: "vv", 23: "v", 25: "vvs", 26: "BSSbr",
-    27: "vBBSr", 28: "v", 29: "vvBBSr",
+    27: "vBBSr", 28: "v", 29: "vvBBSr", 30: "vBBSr",
 }
 
 

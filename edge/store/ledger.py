@@ -289,7 +289,7 @@ class Ledger:
     def restore_session(self, sess, sid, seq, expiry, flags):
         """sess's SESSION record at seq (sid, expiry, flags as written); the
         restore_* calls for sess come after this one."""
-        self._sess[sess] = [sid, seq, self.log.size_of(seq), expiry, flags, None, None, None, None, 0]
+        self._sess[sess] = [sid, seq, self.log.size_of(seq), expiry, flags, None, None, None, None, 0, None]
 
     def restore_sub(self, sess, f, seq):
         """sess's subscription to filter f, its record at seq."""

@@ -49,12 +49,20 @@ class Log:
     # attribute for them.
     failing = False
     failures = 0  # failed writes and syncs since the last good sync
+    # The owned kind (record.py): no _live entry, alive until its owner's
+    # cursor passes it. _cur: owner -> cursor; _cpend: cursors not framed yet
+    owned = 0
+    _cur = None
+    _cpend = None
+    owned_stats = None  # what open() found: owner -> [records, bytes, first seq]
 
     def __init__(self, files, prefix="log", sync="batch", max_delay_ms=50,
                  budget_bytes=65536, max_record=1024, segment_bytes=16384,
-                 batch_bytes=4096):
+                 batch_bytes=4096, owned=0):
         if sync not in SYNC_MODES:
             raise ValueError("sync %r" % sync)
+        if owned:
+            self.owned = owned
         self.files = files
         self.prefix = prefix
         self.sync = sync
@@ -126,7 +134,8 @@ class Log:
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1
         self.next_seq = seq + 1
-        self._live[seq] = size
+        if kind != self.owned:
+            self._live[seq] = size
         self.live_bytes += size
         pend = self._pend
         if not pend:
@@ -213,7 +222,48 @@ class Log:
         """Bytes of the batch not written yet (0: everything is written;
         synced too, unless sync="never" or a sync() elsewhere is still on
         its way: see write())."""
-        return self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
+        return (self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
+                + (1 if self._cpend else 0))
+
+    # ---- owned records (record.py) ---------------------------------------------
+    def release(self, seq, size):
+        """Owned record seq (size bytes on flash) is dead: its owner will
+        move its cursor past it (cursor()). One still in the batch is
+        dropped from it: it never reaches the flash."""
+        self.live_bytes -= size
+        i = seq - self._pbase
+        pend = self._pend
+        if 0 <= i < len(pend) and pend[i] is not None:
+            pend[i] = None
+            self._pbytes -= size
+            self._room += size
+        elif seq > self.top:
+            self._redo_live -= size
+        else:
+            self._seg_of(seq)[_LIVE] -= size
+
+    def cursor(self, owner, seq):
+        """owner's owned records below seq are dead (each release()d): one
+        CUR record in the batch, the owner's latest. Promises nothing
+        (settled() does not wait for it): a record revived by a torn batch
+        is one its owner consumed, delivered again at least once."""
+        if self._cur is None:
+            self._cur = {}
+        self._cur[owner] = seq
+        if self._cpend is None:
+            self._cpend = {}
+        self._cpend[owner] = seq
+
+    def owned_live(self, owner, seq):
+        return self._cur is None or seq >= self._cur.get(owner, 0)
+
+    def read_owned(self, owner, from_seq, n):
+        """Up to n live owned records of owner with seq >= from_seq, in
+        order: [(seq, size, body)], body after the seq. Writes the batch
+        first (not synced: records are read back from the files)."""
+        from edge.store.logread import read_owned
+
+        return read_owned(self, owner, from_seq, n)
 
     def settled(self):
         """Output the owner queued while next_seq - 1 was at most this may
@@ -279,12 +329,14 @@ class Log:
         (edge/store/logwrite.py)."""
         return write(self)
 
-    def restore(self, segs, live, next_seq, floor, next_id, live_bytes, disk_bytes):
+    def restore(self, segs, live, next_seq, floor, next_id, live_bytes, disk_bytes, cur=None,
+                owned=None):
         """Install what recovery (logread.py's open_log) found: the segment
         entries (record.py's SEG_*), oldest first, their live records
         {seq: size on flash}, the next seq, the compaction floor, the next
         segment id and the byte counts. Everything found is on flash:
-        synced and written up to next_seq - 1."""
+        synced and written up to next_seq - 1. cur: the owned records'
+        cursors, owned: what lives of them, per owner (owned_stats)."""
         self._segs = segs
         self._live = live
         self.next_seq = next_seq
@@ -294,6 +346,8 @@ class Log:
         self.live_bytes = live_bytes
         self.disk_bytes = disk_bytes
         self.compact_failed = False
+        self._cur = cur or None
+        self.owned_stats = owned
         if segs:
             for seq in live:
                 self._seg_of(seq)[_LIVE] += live[seq]

@@ -9,8 +9,8 @@
 # reported in `problems`: nothing here stops the broker from starting.
 from edge.compat import const
 from edge.store.record import (
-    ERR_TORN, HDR_BAD, HDR_TORN, HEADER_LEN, ID_STEP, K_DEL, K_DELS, K_META, KIND_MIN, MAX_BODY,
-    OVERHEAD, READERS, SEG_DECODE, SEG_ID, SEG_SIZE, SEG_TOP, TMP_SUFFIX, get_varint, header_version,
+    ERR_TORN, HDR_BAD, HDR_TORN, HEADER_LEN, ID_STEP, K_CUR, K_DEL, K_DELS, K_META, KIND_MIN, MAX_BODY,
+    OVERHEAD, READERS, SEG_DECODE, SEG_ID, SEG_LIVE, SEG_SIZE, SEG_TOP, TMP_SUFFIX, get_varint, header_version,
 )
 
 _SEQ_MAX = const(8)     # varint bytes of a seq (get_varint's bound)
@@ -117,8 +117,8 @@ def open_log(log, now):
             changed = True
         else:
             kept.append(seg)
-    live, nbytes, disk, nxt = _index(log, kept)
-    log.restore(kept, live, nxt, floor, found[-1] + ID_STEP if found else 1, nbytes, disk)
+    live, nbytes, disk, nxt, cur, owned = _index(log, kept)
+    log.restore(kept, live, nxt, floor, found[-1] + ID_STEP if found else 1, nbytes, disk, cur, owned)
     if changed or log.problems:
         f.sync_dir()  # removes, quarantine renames (CPython)
     return log.problems
@@ -186,6 +186,9 @@ def _index(log, segs):
     disk = 0
     nxt = log.next_seq
     top = 0  # highest record seq seen
+    owned = log.owned
+    cur = {}
+    seen = False  # an owned record: a second pass counts what lives
     for seg in segs:
         for kind, mv, pos, b0, b1 in walk(log, seg):
             n, i = get_varint(mv, b0, b1)
@@ -196,8 +199,15 @@ def _index(log, segs):
                 # batch rewritten after a failed sync (flush()): one copy.
                 if n > top:
                     top = n
+                    if kind == owned:
+                        seen = True
+                        continue
                     live[n] = b1 + 4 - pos
                     nbytes += b1 + 4 - pos
+            elif kind == K_CUR:
+                c = get_varint(mv, i, b1)[0]
+                if c > cur.get(n, 0):
+                    cur[n] = c
             elif kind == K_DEL:
                 nbytes -= live.pop(n, 0)
             elif kind == K_DELS:
@@ -217,4 +227,61 @@ def _index(log, segs):
         if seg[SEG_TOP] < last:
             seg[SEG_TOP] = last
         last = seg[SEG_TOP]
-    return live, nbytes, disk, max(nxt, top + 1)
+    stats = {}
+    if seen:
+        nbytes += _owned_pass(log, segs, cur, stats)
+    return live, nbytes, disk, max(nxt, top + 1), cur, stats
+
+
+def _owned_pass(log, segs, cur, stats):
+    # The owned records that live (at or above their owner's cursor): in
+    # their segment's live bytes, and per owner [records, bytes, first seq]
+    # (O(owners) of RAM, not O(records)). Their bytes in all.
+    owned = log.owned
+    last = 0
+    total = 0
+    for seg in segs:
+        for kind, mv, pos, b0, b1 in walk(log, seg):
+            if kind != owned:
+                continue
+            n, i = get_varint(mv, b0, b1)
+            o = get_varint(mv, i, b1)[0]
+            if n > last and o >= 0 and n >= cur.get(o, 0):
+                last = n
+                size = b1 + 4 - pos
+                seg[SEG_LIVE] += size
+                total += size
+                st = stats.get(o)
+                if st is None:
+                    stats[o] = [1, size, n]
+                else:
+                    st[0] += 1
+                    st[1] += size
+    return total
+
+
+def read_owned(log, owner, from_seq, n):
+    """Log.read_owned()."""
+    if log.pending():
+        log.write()
+    out = []
+    last = from_seq - 1
+    owned = log.owned
+    c = log._cur.get(owner, 0) if log._cur else 0
+    if last < c - 1:
+        last = c - 1
+    for seg in log._segs:
+        if seg[SEG_TOP] <= last:
+            continue
+        for kind, mv, pos, b0, b1 in walk(log, seg):
+            if kind != owned:
+                continue
+            seq, i = get_varint(mv, b0, b1)
+            if seq > last:
+                o, j = get_varint(mv, i, b1)
+                if o == owner:
+                    last = seq
+                    out.append((seq, b1 + 4 - pos, bytes(mv[i:b1])))
+                    if len(out) >= n:
+                        return out
+    return out

@@ -6,7 +6,7 @@
 # new_id() and meta() from here.
 from edge.compat import const
 from edge.store.record import (
-    HEADER, K_DEL, K_DELS, K_META, READERS, append_record, append_seq_record, put_varint,
+    HEADER, K_CUR, K_DEL, K_DELS, K_META, READERS, append_record, append_seq_record, put_varint,
 )
 
 # Segment entry fields (record.py's SEG_*, inlined here: write() runs per batch)
@@ -29,6 +29,14 @@ def write(log):
     for e in log._pend:
         if e is not None:
             append_seq_record(data, e[0], e[1], e[2], e[3])
+    cp = log._cpend
+    if cp:  # after the records they may pass (record.py)
+        for o in cp:
+            body = bytearray()
+            put_varint(body, o)
+            put_varint(body, cp[o])
+            append_record(data, K_CUR, body)
+        log._cpend = None
     data.extend(log._pending)
     log._redo = data  # framed: a failed write writes it again
     log._redo_live += log._pbytes

@@ -51,9 +51,17 @@ ERR_CRC = "crc"      # bytes changed after they were written
 # every record was deleted and compacted away (an outbox seq is an upstream
 # idempotency key), and floor says "segments with a lower id are
 # superseded" (edge/store/compact.py).
+# A log may have one owned kind (Log.owned): its records' bodies start with
+# a varint owner, and they live until a CUR record of their owner passes
+# them (records below its seq are dead), not until a tombstone each: an
+# owner that consumes its records in order (an offline queue, state.py)
+# needs no index of them in RAM, only its cursor. A CUR comes after every
+# record it kills (they were appended before it), so losing a prefix of
+# segments with a CUR in it (compaction) revives nothing.
 K_META = const(1)   # varint next_seq, varint floor
 K_DEL = const(2)    # varint seq
 K_DELS = const(3)   # varint first seq, varint count (a run of deletions)
+K_CUR = const(4)    # varint owner, varint seq: the owner's owned records below seq are dead
 KIND_MIN = const(16)  # kinds below are the log's own (3..15 reserved)
 KIND_MAX = const(254)
 TMP_SUFFIX = ".new"   # a segment compaction writes, before its rename

@@ -4,7 +4,7 @@
 # to no message and messages nobody refers to are deleted, and all of it is
 # reported. Imported only by StateStore.replay(), once per start.
 from edge.compat import const
-from edge.mqtt.session import RELEASED, Message, Session, entry
+from edge.mqtt.session import FLASH, RELEASED, Message, Session, entry
 from edge.store.layout import decode
 from edge.store.state import EXPIRY_NEVER
 
@@ -233,6 +233,14 @@ class Replay:
         for cid in by_cid:
             self._restore(by_cid[cid])
         store = self.store
+        owned = self.log.owned_stats
+        if owned:
+            for sid in owned:  # FMSG records of no session restored
+                w = self.sids.get(sid)
+                if w is None or by_cid.get(w[_W_CID]) is not w:
+                    store.end_owner(sid)
+                    self.problems.append((owned[sid][2], 30, "no session: %d queued on flash" % owned[sid][0]))
+            self.log.owned_stats = None
         store.restore_sids(top)
         for topic in self.ret:
             seq, m = self.ret[topic]
@@ -310,6 +318,11 @@ class Replay:
                 store.restore_queued(sess, seq, m, seq in self.qmsgs)
                 self._use(m)
                 c["queued"] += 1
+        fq = self.log.owned_stats and self.log.owned_stats.get(w[_W_SID])
+        if fq:  # its queue's flash tail (fqueue.py): counted, not read
+            store.restore_fq(sess, fq[0], fq[1], fq[2])
+            sess.queue = (sess.queue or []) + [FLASH]
+            c["queued"] += fq[0]
         rx = w[_W_RX]
         for pid in rx:
             sess.qos2_seen(pid)  # [MQTT-4.3.3-2] a resent PUBLISH isn't delivered again

@@ -45,7 +45,8 @@
 # What each record costs which budget, and the message records with their
 # references: edge/store/ledger.py (the Ledger StateStore is).
 from edge.compat import const
-from edge.mqtt.session import RELEASED, unpack
+from edge.mqtt.session import FLASH, RELEASED, unpack
+from edge.store.fqueue import FlashQueue
 from edge.store.layout import encode
 from edge.store.ledger import Ledger
 
@@ -64,6 +65,7 @@ _K_RETAINED = const(23)
 _K_QMSG = const(27)  # a QoS 1 delivery and its message, one record
 _K_DONE = const(28)  # a QMSG's delivery ended; others still refer to its message
 _K_SMSG = const(29)  # a QMSG sent at once, with its pid
+_K_FMSG = const(30)  # a QoS 1 delivery queued on flash (fqueue.py)
 
 _RC_QUOTA_EXCEEDED = const(0x97)  # MQTT 5.0 reason code (§2.4)
 _CLEAN = const(1)      # SESSION flags
@@ -84,6 +86,7 @@ _INFL = const(6)   # {pid: +-seq}
 _QUEUE = const(7)  # [seq], oldest first from index _QHEAD on (mirrors Session.queue)
 _RX = const(8)     # {pid: seq}
 _QHEAD = const(9)  # _QUEUE's entries before it have gone in flight (below)
+_FQ = const(10)    # the flash queue (fqueue.py), None if empty
 
 
 def _take_oldest(s, q):
@@ -104,7 +107,7 @@ def _take_oldest(s, q):
     return seq
 
 
-class StateStore(Ledger):
+class StateStore(FlashQueue, Ledger):
     # The MicroPython runtime's group commit (edge/runtime/commit.py), set
     # by edge/runtime/main.py once the store opened (tcp.py finds it here)
     commit = None
@@ -143,7 +146,7 @@ class StateStore(Ledger):
         rc = self._admit(None, len(body), 0, 0)
         if rc:
             return rc
-        s = [self._next_sid, 0, 0, expiry, flags, None, None, None, None, 0]
+        s = [self._next_sid, 0, 0, expiry, flags, None, None, None, None, 0, None]
         s[_SEQ] = self._add(s, _K_SESSION, body)
         if s[_SEQ] < 0:
             return _RC_QUOTA_EXCEEDED
@@ -172,6 +175,8 @@ class StateStore(Ledger):
         for e in sess.queue or ():
             if rc:
                 break
+            if e is FLASH:
+                continue  # (a session with a flash queue was saved already)
             msg, qos, retain = unpack(e)
             rc = self.msg_queued(sess, msg, qos, retain)
         for pid in sess.rx_qos2 or ():
@@ -205,7 +210,8 @@ class StateStore(Ledger):
                 self._end(None, seq, unpack(e)[0])
             else:
                 self._del(None, seq if seq > 0 else -seq)
-        q = sess.queue or ()
+        self._fq_end(s)
+        q = [e for e in sess.queue or () if e is not FLASH]
         i = 0
         for seq in (s[_QUEUE] or ())[s[_QHEAD]:]:
             if i < len(q):
@@ -266,6 +272,8 @@ class StateStore(Ledger):
         s = self._sess.get(sess)
         if s is None:
             return 0
+        if s[_FQ] is not None and self._fq_sent(s[_FQ], pid, msg):
+            return 0  # its FMSG stays until the ack (fqueue.py)
         flags = qos | (_RETAIN if retain else 0)
         q = s[_QUEUE]
         mseq = self._mseq.get(msg) if q else None
@@ -310,6 +318,9 @@ class StateStore(Ledger):
         """PUBACK (msg: the message it acks) or PUBCOMP (msg None) ended
         pid's delivery."""
         s = self._sess.get(sess)
+        if s is not None and s[_FQ] is not None and pid in s[_FQ][4]:
+            self._fq_acked(s, s[_FQ], pid)
+            return
         infl = s and s[_INFL]
         seq = infl.pop(pid, None) if infl else None
         if seq is None:
