@@ -29,6 +29,7 @@
 # The files object's methods are listed (and implemented) in
 # edge/runtime/flash.py; tests/core/_memfiles.py is the in-memory one.
 from edge.compat import const
+from edge.store.logown import compacted, cursor, owned_live, read_owned, release, restore
 from edge.store.logwrite import put_dels, sync_failed, write
 from edge.store.record import KIND_MAX, KIND_MIN, body_len, record_size
 
@@ -225,45 +226,13 @@ class Log:
         return (self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
                 + (1 if self._cpend else 0))
 
-    # ---- owned records (record.py) ---------------------------------------------
-    def release(self, seq, size):
-        """Owned record seq (size bytes on flash) is dead: its owner will
-        move its cursor past it (cursor()). One still in the batch is
-        dropped from it: it never reaches the flash."""
-        self.live_bytes -= size
-        i = seq - self._pbase
-        pend = self._pend
-        if 0 <= i < len(pend) and pend[i] is not None:
-            pend[i] = None
-            self._pbytes -= size
-            self._room += size
-        elif seq > self.top:
-            self._redo_live -= size
-        else:
-            self._seg_of(seq)[_LIVE] -= size
-
-    def cursor(self, owner, seq):
-        """owner's owned records below seq are dead (each release()d): one
-        CUR record in the batch, the owner's latest. Promises nothing
-        (settled() does not wait for it): a record revived by a torn batch
-        is one its owner consumed, delivered again at least once."""
-        if self._cur is None:
-            self._cur = {}
-        self._cur[owner] = seq
-        if self._cpend is None:
-            self._cpend = {}
-        self._cpend[owner] = seq
-
-    def owned_live(self, owner, seq):
-        return self._cur is None or seq >= self._cur.get(owner, 0)
-
-    def read_owned(self, owner, from_seq, n):
-        """Up to n live owned records of owner with seq >= from_seq, in
-        order: [(seq, size, body)], body after the seq. Writes the batch
-        first (not synced: records are read back from the files)."""
-        from edge.store.logread import read_owned
-
-        return read_owned(self, owner, from_seq, n)
+    # ---- owned records (record.py) and recovery's restore: edge/store/logown.py ----
+    release = release
+    cursor = cursor
+    owned_live = owned_live
+    read_owned = read_owned
+    restore = restore
+    compacted = compacted
 
     def settled(self):
         """Output the owner queued while next_seq - 1 was at most this may
@@ -328,39 +297,6 @@ class Log:
         in the same segment, so a flush() in between syncs both batches
         (edge/store/logwrite.py)."""
         return write(self)
-
-    def restore(self, segs, live, next_seq, floor, next_id, live_bytes, disk_bytes, cur=None,
-                owned=None):
-        """Install what recovery (logread.py's open_log) found: the segment
-        entries (record.py's SEG_*), oldest first, their live records
-        {seq: size on flash}, the next seq, the compaction floor, the next
-        segment id and the byte counts. Everything found is on flash:
-        synced and written up to next_seq - 1. cur: the owned records'
-        cursors, owned: what lives of them, per owner (owned_stats)."""
-        self._segs = segs
-        self._live = live
-        self.next_seq = next_seq
-        self.synced = self.top = next_seq - 1
-        self._floor = floor
-        self._next_id = next_id
-        self.live_bytes = live_bytes
-        self.disk_bytes = disk_bytes
-        self.compact_failed = False
-        self._cur = cur or None
-        self.owned_stats = owned
-        if segs:
-            for seq in live:
-                self._seg_of(seq)[_LIVE] += live[seq]
-
-    def compacted(self, segs, floor=0, full=False):
-        """compact.py replaced the oldest segments: segs is the new list,
-        floor the new segment's id (0: none written, the floor stays); full:
-        it replaced all of them, a failed write's segment too."""
-        self._segs = segs
-        if floor:
-            self._floor = floor
-        if full:
-            self._rotate = False
 
     def sync_done(self, top):
         """What write() wrote up to seq top is durable."""
