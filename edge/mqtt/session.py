@@ -13,10 +13,9 @@ from edge.compat import const, slots
 #                  usual case: the entry allocates nothing)
 #   (msg, flags)   PUBLISH sent at QoS flags & 3, RETAIN if flags & 4
 #   RELEASED       QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
-# The offline queue holds the same msg or (msg, flags) items, in order, and
-# may end with FLASH: the rest of the queue, QoS 1 messages for a 3.1.1
-# session, is on the store's flash (edge/store/fqueue.py, a board's
-# default), read back a window at a time as the client drains it.
+# The offline queue holds the same msg or (msg, flags) items, in order; a
+# FLASH item stands for QoS 1 messages on the store's flash, read back as
+# the client drains them (edge/store/fqueue.py, a board's default).
 _QOS = const(3)
 _RETAIN = const(4)
 RELEASED = const(0)
@@ -137,16 +136,7 @@ class Session:
         q = self.queue
         if (qos == 1 and st is not None and st.flash_queue and self.expiry is None
                 and (self.conn is None or (q and q[-1] is FLASH))):
-            # to flash, behind what is queued in RAM: no heap per message
-            # (docs/heap.md); the store's budgets bound it (H7)
-            if st.fq_queued(self, msg, retain):
-                self._refuse()
-                return False
-            if not q:
-                self.queue = [FLASH]
-            elif q[-1] is not FLASH:
-                q.append(FLASH)
-            return True
+            return st.fq_enqueue(self, msg, retain)  # on flash, no heap each (docs/heap.md)
         size = len(msg.topic) + len(msg.payload)  # what queued_bytes counts
         lim = self.limits
         if q is None:
@@ -251,27 +241,7 @@ class Session:
         elif i:
             del q[:i]  # one move for the whole batch
         if q[0] is FLASH and room > 0:
-            self._pump_flash(room)
-
-    def _pump_flash(self, room):
-        # The queue's flash tail, read back by the store a window at a time
-        conn = self.conn
-        st = self.store
-        inflight = self.inflight
-        max_bytes = self.limits.max_queued_bytes
-        while room > 0 and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
-            got = st.fq_next(self)
-            if got is None:
-                return  # can't read now (a failing store): the next pump
-            if not got:
-                q = self.queue  # the flash tail is empty
-                if len(q) == 1:
-                    self.queue = None
-                else:
-                    del q[0]
-                    self.pump()  # what was queued in RAM behind it
-                return
-            room -= self._send_new(got[0], 1, got[1])
+            self.store.fq_pump(self, room)  # the flash tail, a window at a time
 
     # ---- acknowledgements from the client -----------------------------------
     def qos2_seen(self, pid):

@@ -24,7 +24,7 @@
 # flash, Message, state] in seq order, state 0 (not sent yet), a pid (in
 # flight) or -1 (acknowledged, to release once all before it are).
 from edge.compat import const
-from edge.mqtt.session import Message
+from edge.mqtt.session import FLASH, Message
 from edge.store.layout import decode
 
 FMSG = const(30)  # the record kind (layout.py), the Log's owned kind
@@ -74,6 +74,19 @@ class FlashQueue:
         f[_F_N] += 1
         return 0
 
+    def fq_enqueue(self, sess, msg, retain):
+        """Session._enqueue() of a QoS 1 message to the flash queue: True
+        if queued, False if refused (counted)."""
+        if self.fq_queued(sess, msg, retain):
+            sess._refuse()
+            return False
+        q = sess.queue
+        if not q:
+            sess.queue = [FLASH]
+        elif q[-1] is not FLASH:
+            q.append(FLASH)
+        return True
+
     def fq_next(self, sess):
         """The next message of sess's flash queue to send, as (Message,
         retain): loaded from the log a batch at a time. 0 when none is left
@@ -103,6 +116,26 @@ class FlashQueue:
             e = load[len(load) - len(recs)]
         f[_F_OUT] = e
         return e[2], bool(e[4] & _RETAIN)
+
+    def fq_pump(self, sess, room):
+        """Session.pump() for the queue's FLASH item, at its head: send
+        what the window has room for."""
+        conn = sess.conn
+        inflight = sess.inflight
+        max_bytes = sess.limits.max_queued_bytes
+        while room > 0 and sess.next_pid not in inflight and conn.out_bytes <= max_bytes:
+            got = self.fq_next(sess)
+            if got is None:
+                return  # can't read now (a failing store): the next pump
+            if not got:
+                q = sess.queue  # the flash tail is empty
+                if len(q) == 1:
+                    sess.queue = None
+                else:
+                    del q[0]
+                    sess.pump()  # what was queued in RAM behind it
+                return
+            room -= sess._send_new(got[0], 1, got[1])
 
     def _fq_sent(self, f, pid, msg):
         # msg_sent() for the message fq_next() handed out: True if it was
