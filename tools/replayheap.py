@@ -1,11 +1,13 @@
 """Replay heap vs queued messages, on the board runtime.
 
-    python -m tools.replayheap [--n 0,100,200,400] [--payload 64] [--min-heap] [--json]
+    python -m tools.replayheap [--n 0,100,200,400] [--payload 64] [--ram] [--min-heap] [--json]
 
 For each N, writes a store (the broker core on CPython, over in-memory files
 copied to a directory: the format is the same on both runtimes) holding one
 persistent session whose client is away with N QoS 1 messages queued (topic
-"q/t", --payload bytes each), then opens it inside `python -m tools.board
+"q/t", --payload bytes each) on flash as a board queues them (FMSG records,
+edge/store/fqueue.py), or with --ram in RAM (QMSG records, a gateway's
+queues: what a board replayed before issue #19), then opens it inside `python -m tools.board
 --exec` (the core's bytecode in a ROMFS image, only objects in the GC heap,
 as on a board) with edge/runtime/persist.py's open_store, as a board starts.
 Reports the heap the replayed state holds afterwards (gc.mem_alloc() growth
@@ -44,8 +46,10 @@ try:
     persist.open_store(cfg, b, lambda lv, m: None)
     gc.collect()
     held = gc.mem_alloc() - a
-    q = b.sessions["away"].queue
-    n = len(q) if q else 0
+    s = b.sessions["away"]
+    n = 0
+    for e in s.queue or ():
+        n += s.store._sess[s][10][0] if e == "flash" else 1
 except MemoryError:
     ok = 0
     n = -1
@@ -53,16 +57,24 @@ print(json.dumps({"ok": ok, "held": held, "queued": n}))
 """
 
 
-def build(path, n, payload):
-    """A store in directory path: session "away" with n QoS 1 messages queued."""
+def build(path, n, payload, flash=True):
+    """A store in directory path: session "away" with n QoS 1 messages
+    queued, on flash (FMSG records, as a board queues them) or, flash
+    False, in RAM (QMSG records: a gateway's, or a board's before issue
+    #19)."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from edge.store.fqueue import FMSG
     from tests.core._memfiles import MemFiles
-    from tests.core._pair import Client, publish
-    from tests.core._store import boot
+    from tests.core._pair import Client, make_broker, publish
+    from tests.core._store import new_store
 
     m = MemFiles()
-    b, log, _ = boot(m, budget=1 << 30, session_budget=1 << 30, max_queued_messages=100000,
-                     max_queued_bytes=1 << 30, memory_budget_bytes=1 << 30)
+    m, log, st = new_store(m, prefix="state", budget_bytes=1 << 30, segment_bytes=16384,
+                           session_budget=1 << 30, owned=FMSG)
+    st.flash_queue = flash
+    b = make_broker(0, max_queued_messages=100000, max_queued_bytes=1 << 30,
+                    memory_budget_bytes=1 << 30)
+    b.restore(st)
     sub = Client(b)
     sub.connect("away", clean=False)
     sub.subscribe(("q/#", 1))
@@ -72,8 +84,6 @@ def build(path, n, payload):
     for i in range(n):
         publish(pub, "q/t", bytes(payload), 1, pid=i % 65535 + 1)
     log.flush()
-    q = b.sessions["away"].queue
-    assert n == 0 or len(q) == n, (n, len(q) if q else 0)
     os.makedirs(path, exist_ok=True)
     for name, data in m.data.items():
         with open(os.path.join(path, name), "wb") as f:
@@ -109,13 +119,14 @@ def main(argv=None):
     ap.add_argument("--payload", type=int, default=64)
     ap.add_argument("--heap", default="1024k", help="heap for the held figure")
     ap.add_argument("--min-heap", action="store_true", help="also search the smallest heap that replays")
+    ap.add_argument("--ram", action="store_true", help="queue in RAM (QMSG records), not on flash")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="replayheap-") as tmp:
         for n in [int(x) for x in args.n.split(",")]:
             path = os.path.join(tmp, "n%d" % n)
-            build(path, n, args.payload)
+            build(path, n, args.payload, not args.ram)
             r = probe(path, args.heap)
             row = {"queued": n, "flash_bytes": sum(os.path.getsize(os.path.join(path, f))
                                                    for f in os.listdir(path)),

@@ -134,8 +134,7 @@ class Session:
     def _enqueue(self, msg, qos, retain):
         st = self.store
         q = self.queue
-        if (qos == 1 and st is not None and st.flash_queue and self.expiry is None
-                and (self.conn is None or (q and q[-1] is FLASH))):
+        if qos == 1 and st is not None and st.flash_queue and self.expiry is None:
             return st.fq_enqueue(self, msg, retain)  # on flash, no heap each (docs/heap.md)
         size = len(msg.topic) + len(msg.payload)  # what queued_bytes counts
         lim = self.limits
