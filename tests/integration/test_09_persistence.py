@@ -115,3 +115,30 @@ def test_qos1_in_flight_at_kill9_is_resent_with_its_pid_and_dup(broker_factory):
         sub.send(raw.PINGREQ_BYTES)
         sub.expect(raw.PINGRESP)  # nothing else was queued
     b.assert_alive()
+
+
+@pytest.mark.micropython_only("a board's offline queue on flash (edge/store/fqueue.py)")
+@pytest.mark.timeout(240)
+def test_board_queue_larger_than_its_heap_survives_kill9_and_drains_in_order(broker_factory, mqtt_client):
+    # Issue #19: on the 96 KiB board an away session's QoS 1 queue is on
+    # flash, so 300 messages of 64 bytes (about 113 KB held in RAM, and
+    # some 470 KiB of heap to replay them there: python -m tools.replayheap
+    # --ram --min-heap) survive a kill -9, replay and drain in order
+    n = 300
+    b = broker_factory(board_heap="96k", **{"store.persistence": True})
+    cid, base = unique_id("p08q"), "t08/" + unique_id("q")
+    sub = mqtt_client(b, client_id=cid, clean_session=False)
+    assert sub.subscribe(base + "/#", 1) == [1]
+    sub.disconnect()
+    pub = mqtt_client(b)
+    for i in range(n):
+        pub.publish(base + "/m", b"%03d" % i + bytes(61), 1)  # PUBACKed: durable
+    pub.disconnect()
+    _kill9_restart(b)
+    assert "%d queued" % n in b.log_text(), b.log_tail()  # replay counted them, on flash
+    sub = mqtt_client(b, client_id=cid, clean_session=False, connect=False)
+    assert sub.connect() == 1
+    got = sub.wait_messages(n, timeout=120, topic=base + "/m")
+    assert [m.payload[:3] for m in got] == [b"%03d" % i for i in range(n)]
+    assert "MemoryError" not in b.log_text(), b.log_tail()
+    b.assert_alive()
