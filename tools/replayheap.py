@@ -57,6 +57,68 @@ print(json.dumps({"ok": ok, "held": held, "queued": n}))
 """
 
 
+# --live: an empty store opened, an away session, then N QoS 1 messages
+# published into it through data_received (as the runtime feeds them): the
+# heap each queued message holds while the broker runs
+_LIVE = r"""
+import gc, json
+from edge import config
+from edge.mqtt.broker import Broker
+from edge.runtime import persist
+cfg = config.defaults("board")
+bc = cfg["broker"]
+bc["max_queued_messages"] = 100000
+for k in ("max_queued_bytes", "memory_budget_bytes"):
+    bc[k] = 1 << 30
+bc["sys_interval"] = 0
+cfg["store"]["dir"] = %(dir)r
+cfg["store"]["budget_bytes"] = 1 << 30
+cfg["store"]["session_budget"] = 1 << 30
+b = Broker(cfg, 0)
+wal = persist.open_store(cfg, b, lambda lv, m: None)
+def s(x):
+    return bytes([len(x) >> 8, len(x) & 255]) + x
+def pkt(first, body):
+    return bytes([first, len(body)]) + body
+def feed(cid, data):
+    b.data_received(cid, data, 0)
+    for c in b.dirty:
+        c.take()
+    b.dirty.clear()
+    wal.flush()
+b.open(1, 0)
+feed(1, pkt(0x10, s(b"MQTT") + bytes([4, 0, 0, 60]) + s(b"away")))
+feed(1, pkt(0x82, b"\x00\x01" + s(b"q/#") + b"\x01"))
+b.connection_lost(1, 0)
+b.open(2, 0)
+feed(2, pkt(0x10, s(b"MQTT") + bytes([4, 2, 0, 60]) + s(b"pub")))
+def pub(i):
+    feed(2, pkt(0x32, s(b"q/t") + bytes([(i %% 250) + 1 >> 8, (i %% 250) + 1 & 255]) + bytes(%(payload)d)))
+pub(0)
+gc.collect(); gc.collect()
+a = gc.mem_alloc()
+for i in range(%(n)d):
+    pub(i + 1)
+gc.collect(); gc.collect()
+print(json.dumps({"per_message": (gc.mem_alloc() - a) / %(n)d}))
+"""
+
+
+def live(heap, n, payload, flash):
+    """Heap per queued message in a running broker (the board runtime;
+    flash False: FLASH_QUEUE off, the RAM queue)."""
+    with tempfile.TemporaryDirectory(prefix="replayheap-live-") as d:
+        code = _LIVE % {"dir": d, "n": n, "payload": payload}
+        if not flash:
+            code = code.replace("wal = persist", "persist.FLASH_QUEUE = False\nwal = persist")
+        out = subprocess.run([sys.executable, "-m", "tools.board", "--heap", heap, "--exec", code],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        for line in out.stdout.splitlines():
+            if line.startswith("{"):
+                return json.loads(line)["per_message"]
+        raise RuntimeError(out.stdout[-500:])
+
+
 def build(path, n, payload, flash=True):
     """A store in directory path: session "away" with n QoS 1 messages
     queued, on flash (FMSG records, as a board queues them) or, flash
@@ -120,8 +182,15 @@ def main(argv=None):
     ap.add_argument("--heap", default="1024k", help="heap for the held figure")
     ap.add_argument("--min-heap", action="store_true", help="also search the smallest heap that replays")
     ap.add_argument("--ram", action="store_true", help="queue in RAM (QMSG records), not on flash")
+    ap.add_argument("--live", type=int, metavar="N",
+                    help="instead: heap per message while N are queued in a running broker")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.live:
+        per = live(args.heap, args.live, args.payload, not args.ram)
+        print("%d QoS 1 messages (%d B payload) queued %s for an away session: %.0f heap bytes each"
+              % (args.live, args.payload, "in RAM" if args.ram else "on flash", per))
+        return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="replayheap-") as tmp:
         for n in [int(x) for x in args.n.split(",")]:
