@@ -125,7 +125,7 @@ def build(path, n, payload, flash=True):
     False, in RAM (QMSG records: a gateway's, or a board's before issue
     #19)."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from edge.store.fqueue import FMSG
+    from edge.store.layout import FMSG
     from tests.core._memfiles import MemFiles
     from tests.core._pair import Client, make_broker, publish
     from tests.core._store import new_store

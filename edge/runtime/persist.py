@@ -11,7 +11,7 @@ import sys
 import time
 
 from edge.runtime.flash import Flash
-from edge.store.fqueue import FMSG
+from edge.store.layout import FMSG
 from edge.store.log import Log
 from edge.store.state import StateStore
 

@@ -25,7 +25,7 @@
 # with nothing live are not even read. No step renames over an existing
 # file, so this holds on FAT too.
 from edge.store.logread import walk
-from edge.store.logwrite import meta, new_id
+from edge.store.logwrite import meta, new_id, owned_live
 from edge.store.record import (
     HEADER, K_META, KIND_MIN, READERS, SEG_ID, SEG_LIVE, SEG_SIZE, SEG_TOP, TMP_SUFFIX, append_record,
     get_varint,
@@ -73,7 +73,7 @@ def compact(log, upto=0):
                 continue  # one copy of a rewritten batch
             if seq in live:
                 nlive += 1
-            elif kind != owned or not log.owned_live(get_varint(mv, i, b1)[0], seq):
+            elif kind != owned or not owned_live(log, get_varint(mv, i, b1)[0], seq):
                 continue  # (an owned record lives until its owner's cursor: record.py)
             last = seq
             out.extend(mv[pos:b1 + 4])

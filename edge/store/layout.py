@@ -49,6 +49,8 @@
 # MSG holds no 5.0 properties (3.1.1 has none): a 5.0 message is MSG5.
 from edge.store.record import get_varint, put_varint
 
+FMSG = 30  # the Log's owned kind (edge/runtime/persist.py, fqueue.py)
+
 # kind -> fields, as in the table above. Records on flash outlive firmware:
 # never change an entry, add a kind (tests/core/test_store_state.py pins it).
 LAYOUTS = {

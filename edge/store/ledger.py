@@ -87,6 +87,10 @@ def _qmsg(sid, dflags, mflags, topic, payload, pid=0):
 
 
 class Ledger:
+    # Offline QoS 1 queues on flash (edge/store/fqueue.py), set by the
+    # runtime (edge/runtime/persist.py): a board's default
+    flash_queue = False
+
     def __init__(self, log, session_budget, reserve_bytes):
         self.log = log  # opened by the caller; its budget_bytes bounds all
         self.session_budget = session_budget
@@ -245,6 +249,19 @@ class Ledger:
             self._unref(s, msg)
             return _RC_QUOTA_EXCEEDED, -1
         return 0, seq
+
+    # ---- the flash queue (fqueue.py, loaded when first used) -----------------------
+    def fq_enqueue(self, sess, msg, retain):
+        """Session._enqueue() of a QoS 1 message to flash: True if queued."""
+        from edge.store.fqueue import enqueue
+
+        return enqueue(self, sess, msg, retain)
+
+    def fq_pump(self, sess, room):
+        """Session.pump() at the queue's FLASH item."""
+        from edge.store.fqueue import pump
+
+        pump(self, sess, room)
 
     # ---- figures -------------------------------------------------------------------
     def sys_values(self):

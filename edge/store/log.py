@@ -29,8 +29,7 @@
 # The files object's methods are listed (and implemented) in
 # edge/runtime/flash.py; tests/core/_memfiles.py is the in-memory one.
 from edge.compat import const
-from edge.store.logown import compacted, cursor, owned_live, read_owned, release, restore
-from edge.store.logwrite import put_dels, sync_failed, write
+from edge.store.logwrite import compacted, put_dels, restore, sync_failed, write
 from edge.store.record import KIND_MAX, KIND_MIN, body_len, record_size
 
 SYNC_MODES = ("always", "batch", "never")
@@ -226,11 +225,9 @@ class Log:
         return (self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
                 + (1 if self._cpend else 0))
 
-    # ---- owned records (record.py) and recovery's restore: edge/store/logown.py ----
-    release = release
-    cursor = cursor
-    owned_live = owned_live
-    read_owned = read_owned
+    # ---- recovery's and compaction's: edge/store/logwrite.py --------------------
+    # (the owned records' calls are there too: release(), cursor(),
+    # owned_live(), and logread.py's read_owned(), for fqueue.py)
     restore = restore
     compacted = compacted
 

@@ -261,7 +261,9 @@ def _owned_pass(log, segs, cur, stats):
 
 
 def read_owned(log, owner, from_seq, n):
-    """Log.read_owned()."""
+    """Up to n live owned records (record.py) of owner with seq >=
+    from_seq, in order: [(seq, size, body)], body after the seq. Writes
+    the batch first (not synced: records are read back from the files)."""
     if log.pending():
         log.write()
     out = []

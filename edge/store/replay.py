@@ -238,7 +238,9 @@ class Replay:
             for sid in owned:  # FMSG records of no session restored
                 w = self.sids.get(sid)
                 if w is None or by_cid.get(w[_W_CID]) is not w:
-                    store.end_owner(sid)
+                    from edge.store.fqueue import end_owner
+
+                    end_owner(store, sid)
                     self.problems.append((owned[sid][2], 30, "no session: %d queued on flash" % owned[sid][0]))
             self.log.owned_stats = None
         store.restore_sids(top)
@@ -320,7 +322,9 @@ class Replay:
                 c["queued"] += 1
         fq = self.log.owned_stats and self.log.owned_stats.get(w[_W_SID])
         if fq:  # its queue's flash tail (fqueue.py): counted, not read
-            store.restore_fq(sess, fq[0], fq[1], fq[2])
+            from edge.store.fqueue import restore
+
+            restore(store, sess, fq[0], fq[1], fq[2])
             sess.queue = (sess.queue or []) + [FLASH]
             c["queued"] += fq[0]
         rx = w[_W_RX]

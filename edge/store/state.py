@@ -46,7 +46,6 @@
 # references: edge/store/ledger.py (the Ledger StateStore is).
 from edge.compat import const
 from edge.mqtt.session import FLASH, RELEASED, unpack
-from edge.store.fqueue import FlashQueue
 from edge.store.layout import encode
 from edge.store.ledger import Ledger
 
@@ -107,7 +106,7 @@ def _take_oldest(s, q):
     return seq
 
 
-class StateStore(FlashQueue, Ledger):
+class StateStore(Ledger):
     # The MicroPython runtime's group commit (edge/runtime/commit.py), set
     # by edge/runtime/main.py once the store opened (tcp.py finds it here)
     commit = None
@@ -210,7 +209,10 @@ class StateStore(FlashQueue, Ledger):
                 self._end(None, seq, unpack(e)[0])
             else:
                 self._del(None, seq if seq > 0 else -seq)
-        self._fq_end(s)
+        if s[_FQ] is not None:
+            from edge.store.fqueue import end
+
+            end(self, s)
         q = [e for e in sess.queue or () if e is not FLASH]
         i = 0
         for seq in (s[_QUEUE] or ())[s[_QHEAD]:]:
@@ -272,8 +274,11 @@ class StateStore(FlashQueue, Ledger):
         s = self._sess.get(sess)
         if s is None:
             return 0
-        if s[_FQ] is not None and self._fq_sent(s[_FQ], pid, msg):
-            return 0  # its FMSG stays until the ack (fqueue.py)
+        if s[_FQ] is not None:
+            from edge.store.fqueue import sent
+
+            if sent(self, s[_FQ], pid, msg):
+                return 0  # its FMSG stays until the ack (fqueue.py)
         flags = qos | (_RETAIN if retain else 0)
         q = s[_QUEUE]
         mseq = self._mseq.get(msg) if q else None
@@ -319,7 +324,9 @@ class StateStore(FlashQueue, Ledger):
         pid's delivery."""
         s = self._sess.get(sess)
         if s is not None and s[_FQ] is not None and pid in s[_FQ][4]:
-            self._fq_acked(s, s[_FQ], pid)
+            from edge.store.fqueue import acked
+
+            acked(self, s, s[_FQ], pid)
             return
         infl = s and s[_INFL]
         seq = infl.pop(pid, None) if infl else None

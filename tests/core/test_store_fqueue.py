@@ -6,7 +6,7 @@
 # functions: pytest and tests/mpy_runner.py.
 from edge.mqtt.packets import Puback
 from edge.mqtt.session import FLASH
-from edge.store.fqueue import FMSG
+from edge.store.layout import FMSG
 from tests.core._memfiles import MemFiles
 from tests.core._pair import Client, make_broker, publish, publishes
 from tests.core._store import crash, new_store
