@@ -42,6 +42,7 @@ _F_INFL = const(4)
 _BATCH = const(8)  # records read back at a time
 _RETAIN = const(4)
 _RC_QUOTA_EXCEEDED = const(0x97)
+_ENTRY_COST = const(208)  # as session.py's
 
 
 def queued(st, sess, msg, retain):
@@ -80,10 +81,16 @@ def enqueue(st, sess, msg, retain):
         sess._refuse()
         return False
     q = sess.queue
+    if q and q[-1] is FLASH:
+        return True
     if not q:
         sess.queue = [FLASH]
-    elif q[-1] is not FLASH:
+    else:
         q.append(FLASH)
+    if sess.conn is None:
+        # an away session's held entries count in the memory budget until
+        # attach() (session.py _held()): FLASH is one
+        sess.limits.budget.add(_ENTRY_COST)
     return True
 
 

@@ -19,19 +19,14 @@
 # last reference. So the log's live records are exactly the live state and
 # compaction keeps nothing else, with no rule of ours to teach it.
 #
-# A QoS 1 delivery has one record from the moment it is routed to its ack,
-# whether it waits or is in flight. Sent at once (its subscriber online,
-# nothing queued before it), the record carries its pid (SMSG, or INFLIGHT
-# for a message already stored), so after a restart it is resent with that
-# pid and DUP 1 [MQTT-4.4.0-1]: one or two bytes more. Queued first
-# (QMSG, QUEUED), moving it into the window writes nothing: after a restart
-# it goes out again as new, with a new pid and DUP 0, rather than as a
-# resend of the pid it had. To a QoS 1 receiver that is the same, a
-# duplicate it may get anyway, and it saves a record and a tombstone per
-# message drained from a queue (docs/persistence.md). QoS 2 keeps its pid
-# on flash (INFLIGHT, RELEASED): there the pid is what makes it exactly
-# once. A restart may so send a session's drained QoS 1 messages that were
-# in flight after its QoS 2 ones that were too.
+# A QoS 1 delivery has one record from routing to ack. Sent at once, it
+# carries its pid (SMSG; INFLIGHT for a stored message): a restart resends
+# it with that pid and DUP 1 [MQTT-4.4.0-1]. Queued first (QMSG, QUEUED,
+# or FMSG on flash: fqueue.py), moving it into the window writes nothing,
+# and after a restart it goes out as new (new pid, DUP 0): the same to a
+# QoS 1 receiver, and a record and a tombstone less per message drained
+# (docs/persistence.md). QoS 2 keeps its pid on flash (INFLIGHT, RELEASED):
+# there the pid is what makes it exactly once.
 #
 # A change that replaces a record (queued -> in flight -> released, a new
 # subscription QoS, a session rewrite, a retained message replaced) appends

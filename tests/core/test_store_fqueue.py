@@ -243,3 +243,17 @@ def test_records_of_no_session_are_released_at_replay():
     log.flush()
     b, log, st, counts, problems = boot(crash(m))
     assert problems == []
+
+
+def test_the_memory_budget_counts_the_flash_item_once_and_gets_it_back():
+    m = MemFiles()
+    b, log, st, _, _ = boot(m)
+    budget = b.limits.budget
+    pub = away_sub(b)
+    used = budget.used
+    fill(pub, 30)
+    assert budget.used == used + 208  # one FLASH item, not 30 entries
+    sub, got = drain(b, 30)
+    assert len(got) == 30
+    sub.lose()
+    assert budget.used == used  # back where it was, nothing held
