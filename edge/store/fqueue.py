@@ -21,7 +21,7 @@
 # subscriptions), stay on the RAM queue.
 #
 # Per session (ledger.py's index, _FQ): [records live, next seq to read,
-# loaded, handed out, {pid: loaded entry}], loaded a list of [seq, size on
+# loaded, handed out, {pid: loaded entry}, where the last read stopped], loaded a list of [seq, size on
 # flash, Message, state] in seq order, state 0 (not sent yet), a pid (in
 # flight) or -1 (acknowledged, to release once all before it are).
 from edge.compat import const
@@ -39,6 +39,7 @@ _F_RD = const(1)
 _F_LOAD = const(2)
 _F_OUT = const(3)
 _F_INFL = const(4)
+_F_AT = const(5)  # where the last read stopped: [segment id, offset] (logread.read_owned)
 _BATCH = const(8)  # records read back at a time
 _RETAIN = const(4)
 _RC_QUOTA_EXCEEDED = const(0x97)
@@ -69,7 +70,7 @@ def queued(st, sess, msg, retain):
     s[_BYTES] += log.live_bytes - before  # (an owned record has no size_of())
     f = s[_FQ]
     if f is None:
-        f = s[_FQ] = [0, seq, [], None, {}]
+        f = s[_FQ] = [0, seq, [], None, {}, [0, 0]]
     f[_F_N] += 1
     return 0
 
@@ -110,7 +111,7 @@ def next_msg(st, sess):
         if f[_F_N] <= len(load):
             return 0  # everything live is loaded: sent or acknowledged
         try:
-            recs = read_owned(st.log, s[_SID], f[_F_RD], _BATCH)
+            recs = read_owned(st.log, s[_SID], f[_F_RD], _BATCH, f[_F_AT])
         except OSError:
             return None
         if not recs:
@@ -188,9 +189,10 @@ def end(st, s):
     for e in f[_F_LOAD]:
         release(log, e[0], e[1])
     rd = f[_F_RD]
+    at = f[_F_AT]
     while True:
         try:
-            recs = read_owned(log, sid, rd, _BATCH)
+            recs = read_owned(log, sid, rd, _BATCH, at)
         except OSError:
             break  # kept on flash until the next start ends it (replay.py)
         if not recs:
@@ -206,10 +208,10 @@ def restore(st, sess, n, nbytes, first):
     """Replay found n FMSG records of sess (nbytes on flash) from seq
     first on."""
     s = st._sess[sess]
-    s[_FQ] = [n, first, [], None, {}]
+    s[_FQ] = [n, first, [], None, {}, [0, 0]]
     s[_BYTES] += nbytes
 
 
 def end_owner(st, sid):
     """FMSG records of sid, a session replay did not restore: released."""
-    end(st, [sid, 0, 0, 0, 0, 0, 0, 0, 0, 0, [0, 0, [], None, {}]])
+    end(st, [sid, 0, 0, 0, 0, 0, 0, 0, 0, 0, [0, 0, [], None, {}, [0, 0]]])

@@ -16,13 +16,15 @@ from edge.store.record import (
 _SEQ_MAX = const(8)     # varint bytes of a seq (get_varint's bound)
 _HEAD_READ = const(32)  # HEADER + the largest META record
 _ERR_BODY = "body"      # good CRC, body not ours (a seq that won't parse)
+AT = [0]  # walk()'s buffer's file offset (read_owned's position hint)
 
 
-def walk(log, seg):
+def walk(log, seg, start=HEADER_LEN):
     """Yield (kind, mv, pos, body_start, body_end) for each good record of
-    segment entry seg, reading through one buffer of max_record + slack
-    bytes (a board can't hold a whole segment). mv is reused: copy what you
-    keep. Leaves (good_end, err or None) in log._walk_end."""
+    segment entry seg from file offset start (a record's), reading through
+    one buffer of max_record + slack bytes (a board can't hold a whole
+    segment). mv is reused: copy what you keep; AT[0] + pos is the
+    record's file offset. Leaves (good_end, err or None) in log._walk_end."""
     buf = _rbuf(log)
     mv = memoryview(buf)
     cap = len(buf)
@@ -30,7 +32,7 @@ def walk(log, seg):
     size = seg[SEG_SIZE]
     decode = seg[SEG_DECODE]
     files = log.files
-    base = HEADER_LEN  # file offset of mv[0]
+    base = start  # file offset of mv[0]
     n = 0
     pos = 0
     while base + pos < size:
@@ -58,6 +60,7 @@ def walk(log, seg):
         if err is not None:
             log._walk_end = (base + pos, err)
             return
+        AT[0] = base
         yield kind, mv, pos, b0, b1
         pos = b1 + 4
     log._walk_end = (base + pos, None)
@@ -260,10 +263,13 @@ def _owned_pass(log, segs, cur, stats):
     return total
 
 
-def read_owned(log, owner, from_seq, n):
+def read_owned(log, owner, from_seq, n, hint):
     """Up to n live owned records (record.py) of owner with seq >=
     from_seq, in order: [(seq, size, body)], body after the seq. Writes
-    the batch first (not synced: records are read back from the files)."""
+    the batch first (not synced: records are read back from the files).
+    hint, [segment id, file offset], is where the last read for owner
+    stopped (0: none): the walk goes on from there, not from the start of
+    its segment (a drain reads each record once); updated in place."""
     if log.pending():
         log.write()
     out = []
@@ -272,18 +278,30 @@ def read_owned(log, owner, from_seq, n):
     c = log._cur.get(owner, 0) if log._cur else 0
     if last < c - 1:
         last = c - 1
-    for seg in log._segs:
+    segs = log._segs
+    k = 0
+    off = 0
+    for i in range(len(segs)):
+        if segs[i][SEG_ID] == hint[0]:
+            k = i  # (compacted away: from the first segment)
+            off = hint[1]
+    for i in range(k, len(segs)):
+        seg = segs[i]
         if seg[SEG_TOP] <= last:
             continue
-        for kind, mv, pos, b0, b1 in walk(log, seg):
+        for kind, mv, pos, b0, b1 in walk(log, seg, off if i == k and off else HEADER_LEN):
             if kind != owned:
                 continue
-            seq, i = get_varint(mv, b0, b1)
+            seq, j = get_varint(mv, b0, b1)
             if seq > last:
-                o, j = get_varint(mv, i, b1)
+                o, j2 = get_varint(mv, j, b1)
                 if o == owner:
                     last = seq
-                    out.append((seq, b1 + 4 - pos, bytes(mv[i:b1])))
+                    out.append((seq, b1 + 4 - pos, bytes(mv[j:b1])))
                     if len(out) >= n:
+                        hint[0] = seg[SEG_ID]
+                        hint[1] = AT[0] + b1 + 4
                         return out
+        hint[0] = seg[SEG_ID]
+        hint[1] = log._walk_end[0]
     return out
