@@ -257,3 +257,29 @@ def test_the_memory_budget_counts_the_flash_item_once_and_gets_it_back():
     assert len(got) == 30
     sub.lose()
     assert budget.used == used  # back where it was, nothing held
+
+
+def test_a_drain_reads_each_record_about_once():
+    # read_owned goes on from where the last read stopped: draining a
+    # queue reads its segment file a few times over at most, not once per
+    # batch from its start
+    m = MemFiles()
+    b, log, st, _, _ = boot(m, segment_bytes=16384)
+    pub = away_sub(b)
+    for i in range(150):
+        publish(pub, "q/t", b"%03d" % i + bytes(61), 1, pid=i + 1)
+    log.flush()
+    size = sum(len(d) for d in m.data.values())
+    read = [0]
+    plain = m.readinto
+
+    def counting(name, offset, mv):
+        n = plain(name, offset, mv)
+        read[0] += n
+        return n
+
+    m.readinto = counting
+    sub, got = drain(b, 150)
+    assert [p[:3] for p in got] == [b"%03d" % i for i in range(150)]
+    # (each read fills the log's read buffer: about a batch and a record)
+    assert read[0] < 3 * size, (read[0], size)
