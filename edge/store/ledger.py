@@ -72,10 +72,15 @@ def _qmsg(sid, dflags, mflags, topic, payload, pid=0):
     # body, only into the batch by write(), and not at all when the
     # subscriber acks before it (most records, flat out: the log elides them)
     tb = topic.encode()
-    if sid < 0x80 and len(tb) < 0x80 and pid < 0x80:  # one-byte varints: the usual case
-        if pid:
+    if sid < 0x80 and len(tb) < 0x80:  # one-byte varints: the usual case
+        if not pid:
+            return bytes((sid, dflags, mflags, len(tb))), tb, payload
+        if pid < 0x80:
             return bytes((sid, pid, dflags, mflags, len(tb))), tb, payload
-        return bytes((sid, dflags, mflags, len(tb))), tb, payload
+        if pid < 0x4000:
+            return bytes((sid, pid & 0x7F | 0x80, pid >> 7, dflags, mflags, len(tb))), tb, payload
+        return (bytes((sid, pid & 0x7F | 0x80, pid >> 7 & 0x7F | 0x80, pid >> 14, dflags, mflags, len(tb))),
+                tb, payload)
     head = bytearray()
     put_varint(head, sid)
     if pid:
