@@ -62,7 +62,7 @@ K_META = const(1)   # varint next_seq, varint floor
 K_DEL = const(2)    # varint seq
 K_DELS = const(3)   # varint first seq, varint count (a run of deletions)
 K_CUR = const(4)    # varint owner, varint seq: the owner's owned records below seq are dead
-KIND_MIN = const(16)  # kinds below are the log's own (3..15 reserved)
+KIND_MIN = const(16)  # kinds below are the log's own (5..15 reserved)
 KIND_MAX = const(254)
 TMP_SUFFIX = ".new"   # a segment compaction writes, before its rename
 
