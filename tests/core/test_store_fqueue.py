@@ -283,3 +283,31 @@ def test_a_drain_reads_each_record_about_once():
     assert [p[:3] for p in got] == [b"%03d" % i for i in range(150)]
     # (each read fills the log's read buffer: about a batch and a record)
     assert read[0] < 3 * size, (read[0], size)
+
+
+def test_a_torn_batch_of_acks_and_new_messages_at_every_byte():
+    # 20 queued and synced; the client acks 10 (releases, a cursor) and 5
+    # new messages join, all in one batch a power cut tears at every byte:
+    # every start keeps the 10 unacked and may bring back acked ones (at
+    # least once), in order, with a prefix of the new ones, nothing else
+    m = MemFiles()
+    b, log, st, _, _ = boot(m)
+    pub = away_sub(b)
+    fill(pub, 20)
+    log.flush()
+    sub, got = drain(b, 10)
+    assert len(got) == 10
+    sub.lose()
+    fill(pub, 5, 20)
+    log.write()  # written, not synced
+    tail = sum(len(m.data[n]) - m.durable[n] for n in m.data)
+    assert tail > 0
+    for keep in range(0, tail + 1):
+        c = m.copy()
+        c.power_cut(keep)
+        b2, log2, st2, counts, problems = boot(c)
+        assert [p for p in problems if p[2] != "unknown kind"] == [], (keep, problems)
+        sub2, got = drain(b2, 1000)
+        n = [int(p[1:]) for p in got]
+        assert n == list(range(n[0], n[-1] + 1)), (keep, n)  # in order, no gap
+        assert n[0] <= 10 and 19 <= n[-1] <= 24, (keep, n)
