@@ -24,16 +24,12 @@
 # a suffix of the log, each record's tombstone no older than the record. Segments
 # with nothing live are not even read. No step renames over an existing
 # file, so this holds on FAT too.
-from edge.compat import const
 from edge.store.logread import walk
-from edge.store.record import HEADER, K_META, KIND_MIN, READERS, TMP_SUFFIX, append_record, get_varint
-
-# Segment entry fields, as in log.py (a private const is inlined by
-# MicroPython and can't be imported)
-_ID = const(0)
-_SIZE = const(1)
-_TOP = const(3)
-_LIVE = const(4)
+from edge.store.logwrite import meta, new_id, owned_live
+from edge.store.record import (
+    HEADER, K_META, KIND_MIN, READERS, SEG_ID, SEG_LIVE, SEG_SIZE, SEG_TOP, TMP_SUFFIX, append_record,
+    get_varint,
+)
 
 
 def compact(log, upto=0):
@@ -44,48 +40,53 @@ def compact(log, upto=0):
     segs = log._segs
     if 0 < upto < len(segs) and not _live(segs[:upto]):
         _remove(log, segs[:upto])  # (the batch can wait: their records are deleted)
-        log._segs = segs[upto:]
+        log.compacted(segs[upto:])
         log.compactions += 1
         return True
     log.flush()
     segs = log._segs  # (a new segment, if the flush started one)
-    full = not 0 < upto < len(segs) or segs[upto - 1][_ID] + 1 >= segs[upto][_ID]
+    full = not 0 < upto < len(segs) or segs[upto - 1][SEG_ID] + 1 >= segs[upto][SEG_ID]
     if full:  # (or a store written before ids had gaps: all of it)
         upto = len(segs)
-        sid = log._new_id()
+        sid = new_id(log)
     else:
-        sid = segs[upto - 1][_ID] + 1
+        sid = segs[upto - 1][SEG_ID] + 1
     old = segs[:upto]
     want = _live(old)  # bytes to copy
     final = log._name(sid)
     tmp = final + TMP_SUFFIX
     out = bytearray(HEADER)
-    append_record(out, K_META, log._meta(sid))
+    append_record(out, K_META, meta(log, sid))
     live = log._live
+    owned = log.owned
     size = 0
     copied = 0
     nlive = 0
     bad = (tmp, 0, None)
     last = 0
     for seg in old:
-        if not seg[_LIVE]:
+        if not seg[SEG_LIVE]:
             continue  # nothing live: never read
         for kind, mv, pos, b0, b1 in walk(log, seg):
-            seq = get_varint(mv, b0, b1)[0] if kind >= KIND_MIN else 0
-            if seq > last and seq in live:  # one copy of a rewritten batch
-                last = seq
-                out.extend(mv[pos:b1 + 4])
-                copied += live[seq]
+            seq, i = get_varint(mv, b0, b1) if kind >= KIND_MIN else (0, 0)
+            if seq <= last:
+                continue  # one copy of a rewritten batch
+            if seq in live:
                 nlive += 1
-                if len(out) >= log.batch_bytes:  # bounded RAM (H7)
-                    f.append(tmp, out)
-                    size += len(out)
-                    out = bytearray()
+            elif kind != owned or not owned_live(log, get_varint(mv, i, b1)[0], seq):
+                continue  # (an owned record lives until its owner's cursor: record.py)
+            last = seq
+            out.extend(mv[pos:b1 + 4])
+            copied += b1 + 4 - pos
+            if len(out) >= log.batch_bytes:  # bounded RAM (H7)
+                f.append(tmp, out)
+                size += len(out)
+                out = bytearray()
         good, err = log._walk_end
         if err is not None and bad[2] is None:
             # Possibly only the torn tail of a failed write (see flush()):
             # read on; the count below tells whether anything live was lost.
-            bad = (log._name(seg[_ID]), good, err)
+            bad = (log._name(seg[SEG_ID]), good, err)
     if copied != want or (full and nlive != len(live)):
         # A segment went bad since open(): copying would drop live records
         # silently. Keep everything; the next open() cuts and reports it.
@@ -102,11 +103,8 @@ def compact(log, upto=0):
     f.sync_dir()
     log.disk_bytes += size
     _remove(log, old)
-    top = log.next_seq - 1 if full else old[-1][_TOP]
-    log._segs = [[sid, size, READERS[HEADER[4]], top, copied]] + segs[upto:]
-    log._floor = sid
-    if full:
-        log._rotate = False
+    top = log.next_seq - 1 if full else old[-1][SEG_TOP]
+    log.compacted([[sid, size, READERS[HEADER[4]], top, copied]] + segs[upto:], sid, full)
     log.compactions += 1
     log.drop_buffer()  # rarely needed again: a board's heap gets it back
     return True
@@ -122,8 +120,8 @@ def prefix(log, dead):
     size = 0
     live = 0
     for k in range(len(segs) - 1):
-        size += segs[k][_SIZE]
-        live += segs[k][_LIVE]
+        size += segs[k][SEG_SIZE]
+        live += segs[k][SEG_LIVE]
         if dead and live:
             break
         if 2 * live <= size:
@@ -134,13 +132,13 @@ def prefix(log, dead):
 def _live(segs):
     n = 0
     for seg in segs:
-        n += seg[_LIVE]
+        n += seg[SEG_LIVE]
     return n
 
 
 def _remove(log, old):
     f = log.files
     for seg in old:
-        f.remove(log._name(seg[_ID]))
-        log.disk_bytes -= seg[_SIZE]
+        f.remove(log._name(seg[SEG_ID]))
+        log.disk_bytes -= seg[SEG_SIZE]
     f.sync_dir()

@@ -21,33 +21,23 @@
 # delivery) holds no output back; any other deletion holds what is queued
 # after it until its tombstone is durable.
 #
-# Reading (open's recovery, replay) is edge/store/logread.py's, compaction
-# edge/store/compact.py's: each is imported when first needed.
+# Framing and writing the batch is edge/store/logwrite.py's. Reading (open's
+# recovery, which hands what it found to restore(), and replay) is
+# edge/store/logread.py's, compaction edge/store/compact.py's: each is
+# imported when first needed, and a board forgets logread after its start.
 #
 # The files object's methods are listed (and implemented) in
 # edge/runtime/flash.py; tests/core/_memfiles.py is the in-memory one.
 from edge.compat import const
-from edge.store.record import (
-    HEADER, K_DEL, K_DELS, K_META, KIND_MAX, KIND_MIN, READERS, append_record, append_seq_record,
-    body_len, put_varint, record_size,
-)
+from edge.store.logwrite import compacted, put_dels, restore, sync_failed, write
+from edge.store.record import KIND_MAX, KIND_MIN, body_len, record_size
 
 SYNC_MODES = ("always", "batch", "never")
-_EAGAIN = const(11)
 
-# Segment entry fields: [id, size, decode, top, live]. top is an upper
-# bound on the seqs of the segment's records, so replay(from_seq) (the outbox
-# reading on from its cursor) skips whole segments instead of walking them;
-# live is the bytes of its records still live, so compaction (compact.py)
-# drops a dead segment without reading it and copies only what lives.
+# Segment entry fields, record.py's SEG_* (inlined: delete() uses them)
 _ID = const(0)
-_SIZE = const(1)
-_DECODE = const(2)
 _TOP = const(3)
 _LIVE = const(4)
-# New segments take every other id: compacting the oldest segments up to id
-# b writes id b + 1, which sorts before the segments after them (compact.py).
-_ID_STEP = const(2)
 
 
 class Log:
@@ -59,12 +49,20 @@ class Log:
     # attribute for them.
     failing = False
     failures = 0  # failed writes and syncs since the last good sync
+    # The owned kind (record.py): no _live entry, alive until its owner's
+    # cursor passes it. _cur: owner -> cursor; _cpend: cursors not framed yet
+    owned = 0
+    _cur = None
+    _cpend = None
+    owned_stats = None  # what open() found: owner -> [records, bytes, first seq]
 
     def __init__(self, files, prefix="log", sync="batch", max_delay_ms=50,
                  budget_bytes=65536, max_record=1024, segment_bytes=16384,
-                 batch_bytes=4096):
+                 batch_bytes=4096, owned=0):
         if sync not in SYNC_MODES:
             raise ValueError("sync %r" % sync)
+        if owned:
+            self.owned = owned
         self.files = files
         self.prefix = prefix
         self.sync = sync
@@ -136,7 +134,8 @@ class Log:
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1
         self.next_seq = seq + 1
-        self._live[seq] = size
+        if kind != self.owned:
+            self._live[seq] = size
         self.live_bytes += size
         pend = self._pend
         if not pend:
@@ -193,24 +192,13 @@ class Log:
             self._del_lo = seq
         else:
             if lo:
-                self._put_dels()
+                put_dels(self)
             self._del_lo = self._del_hi = seq
         if not quiet and self._tomb_batch < 0:
             self._tomb_batch = self.next_seq - 1  # (settled())
         if self._room <= 0:
             self.flush()
         return True
-
-    def _put_dels(self):
-        lo = self._del_lo
-        n = self._del_hi - lo + 1
-        if n == 1:
-            self._room -= append_seq_record(self._pending, K_DEL, lo, b"")
-        else:
-            body = bytearray()
-            put_varint(body, n)
-            self._room -= append_seq_record(self._pending, K_DELS, lo, body)
-        self._del_lo = 0
 
     def _seg_of(self, seq):
         # The written segment holding seq (binary search on top)
@@ -234,7 +222,14 @@ class Log:
         """Bytes of the batch not written yet (0: everything is written;
         synced too, unless sync="never" or a sync() elsewhere is still on
         its way: see write())."""
-        return self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
+        return (self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
+                + (1 if self._cpend else 0))
+
+    # ---- recovery's and compaction's: edge/store/logwrite.py --------------------
+    # (the owned records' calls are there too: release(), cursor(),
+    # owned_live(), and logread.py's read_owned(), for fqueue.py)
+    restore = restore
+    compacted = compacted
 
     def settled(self):
         """Output the owner queued while next_seq - 1 was at most this may
@@ -296,60 +291,9 @@ class Log:
         synced; its bytes (0: none). A runtime that syncs elsewhere (on a
         helper process: tcp_cpython.py) then calls sync_done(top) with `top` as
         write() left it, or sync_failed(). Until then a later write() stays
-        in the same segment, so a flush() in between syncs both batches."""
-        if self._del_lo:
-            self._put_dels()
-        # Records, then tombstones: a record that replaces another is on
-        # flash before the deletion of the old one (state.py's rule)
-        data = self._redo
-        for e in self._pend:
-            if e is not None:
-                append_seq_record(data, e[0], e[1], e[2], e[3])
-        data.extend(self._pending)
-        self._redo = data  # framed: a failed write writes it again
-        self._redo_live += self._pbytes
-        self._pend = []
-        self._pc = 0
-        self._pbytes = 0
-        self._pending = bytearray()
-        self._reset_room()
-        if not data:
-            return 0
-        f = self.files
-        seg = self._segs[-1] if self._segs else None
-        created = seg is None or seg[_SIZE] >= self.segment_bytes or self._rotate
-        if created and self._unsynced is not None and seg is not None:
-            if self._rotate:
-                raise OSError(_EAGAIN)  # a failed write, a sync in flight: retry after it
-            created = False
-        try:
-            if created:
-                seg = self._start_segment(f)
-            name = self._name(seg[_ID])
-            f.append(name, data)
-            if created and self.sync != "never":
-                f.sync_dir()  # the new file's name must survive too
-        except OSError:
-            # What reached the file is unknown: never append after it. Its
-            # recorded size stays at the last good write, so reads stop there
-            # and the next open() cuts whatever was torn.
-            self._rotate = True
-            self._failed()
-            raise
-        self.written += len(data)
-        seg[_SIZE] += len(data)
-        seg[_TOP] = self.top = self.next_seq - 1
-        seg[_LIVE] += self._redo_live
-        self._redo_live = 0
-        self.disk_bytes += len(data)
-        self._rotate = False
-        self._unsynced = data if self._unsynced is None else self._unsynced + data
-        if self._tomb_written < 0:
-            self._tomb_written = self._tomb_batch
-        self._tomb_batch = -1
-        self._redo = bytearray()
-        self._due = -1
-        return len(data)
+        in the same segment, so a flush() in between syncs both batches
+        (edge/store/logwrite.py)."""
+        return write(self)
 
     def sync_done(self, top):
         """What write() wrote up to seq top is durable."""
@@ -369,14 +313,7 @@ class Log:
         flash. Its records go back in the batch, and the next write starts
         a new segment (a rewritten record's later copy is ignored by
         open(): _index)."""
-        self._failed()
-        if self._unsynced is not None:
-            self._redo = self._unsynced + self._redo
-            self._unsynced = None
-        if self._tomb_written >= 0:  # (older than the batch's)
-            self._tomb_batch = self._tomb_written
-            self._tomb_written = -1
-        self._rotate = True
+        sync_failed(self)
 
     def _failed(self):
         self.failures += 1
@@ -391,28 +328,6 @@ class Log:
         if h is None or self._unsynced is None or self.sync == "never":
             return None
         return h(self._name(self._segs[-1][_ID]))
-
-    def _start_segment(self, f):
-        sid = self._new_id()
-        head = bytearray(HEADER)
-        append_record(head, K_META, self._meta(self._floor))
-        f.append(self._name(sid), head)
-        self.written += len(head)
-        seg = [sid, len(head), READERS[HEADER[4]], self.top, 0]
-        self._segs.append(seg)
-        self.disk_bytes += len(head)
-        return seg
-
-    def _new_id(self):
-        # Taken before the first write, so a failed creation is never reused
-        self._next_id += _ID_STEP
-        return self._next_id - _ID_STEP
-
-    def _meta(self, floor):
-        body = bytearray()
-        put_varint(body, self.next_seq)
-        put_varint(body, floor)
-        return body
 
     def tick(self, now):
         """Flush a batch that has waited max_delay_ms; compact when garbage

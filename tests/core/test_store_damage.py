@@ -8,6 +8,7 @@ import random
 
 from edge import config
 from edge.mqtt.broker import Broker
+from edge.mqtt.session import FLASH
 from edge.runtime.persist import open_store
 from edge.store.record import HEADER_LEN, decode_v1
 from tests.core._memfiles import MemFiles
@@ -25,9 +26,22 @@ def boot(m):
     return b, wal, lines
 
 
+def queued(s):
+    """Messages s holds queued: in RAM, and on flash (edge/store/fqueue.py,
+    a board's default: open_store under MicroPython)."""
+    n = 0
+    for e in s.queue or ():
+        if e is FLASH:
+            fq = s.store._sess[s][10]
+            n += fq[0] if fq else 0
+        else:
+            n += 1
+    return n
+
+
 def counts(b):
     s = b.sessions.get("sub")
-    return (0 if s is None else len(s.queue or ()), 0 if s is None else len(s.subs),
+    return (0 if s is None else queued(s), 0 if s is None else len(s.subs),
             len(b.retained))
 
 
