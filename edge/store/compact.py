@@ -24,12 +24,17 @@
 # a suffix of the log, each record's tombstone no older than the record. Segments
 # with nothing live are not even read. No step renames over an existing
 # file, so this holds on FAT too.
+from edge.compat import const
 from edge.store.logread import walk
-from edge.store.logwrite import meta, new_id, owned_live
-from edge.store.record import (
-    HEADER, K_META, KIND_MIN, READERS, SEG_ID, SEG_LIVE, SEG_SIZE, SEG_TOP, TMP_SUFFIX, append_record,
-    get_varint,
-)
+from edge.store.logwrite import meta, new_id
+from edge.store.record import HEADER, K_META, KIND_MIN, READERS, TMP_SUFFIX, append_record, get_varint
+
+# Segment entry fields, record.py's _SEG_* (a private const is inlined by
+# MicroPython and can't be imported)
+_ID = const(0)
+_SIZE = const(1)
+_TOP = const(3)
+_LIVE = const(4)
 
 
 def compact(log, upto=0):
@@ -40,17 +45,17 @@ def compact(log, upto=0):
     segs = log._segs
     if 0 < upto < len(segs) and not _live(segs[:upto]):
         _remove(log, segs[:upto])  # (the batch can wait: their records are deleted)
-        log.compacted(segs[upto:])
+        compacted(log, segs[upto:])
         log.compactions += 1
         return True
     log.flush()
     segs = log._segs  # (a new segment, if the flush started one)
-    full = not 0 < upto < len(segs) or segs[upto - 1][SEG_ID] + 1 >= segs[upto][SEG_ID]
+    full = not 0 < upto < len(segs) or segs[upto - 1][_ID] + 1 >= segs[upto][_ID]
     if full:  # (or a store written before ids had gaps: all of it)
         upto = len(segs)
         sid = new_id(log)
     else:
-        sid = segs[upto - 1][SEG_ID] + 1
+        sid = segs[upto - 1][_ID] + 1
     old = segs[:upto]
     want = _live(old)  # bytes to copy
     final = log._name(sid)
@@ -65,7 +70,7 @@ def compact(log, upto=0):
     bad = (tmp, 0, None)
     last = 0
     for seg in old:
-        if not seg[SEG_LIVE]:
+        if not seg[_LIVE]:
             continue  # nothing live: never read
         for kind, mv, pos, b0, b1 in walk(log, seg):
             seq, i = get_varint(mv, b0, b1) if kind >= KIND_MIN else (0, 0)
@@ -86,7 +91,7 @@ def compact(log, upto=0):
         if err is not None and bad[2] is None:
             # Possibly only the torn tail of a failed write (see flush()):
             # read on; the count below tells whether anything live was lost.
-            bad = (log._name(seg[SEG_ID]), good, err)
+            bad = (log._name(seg[_ID]), good, err)
     if copied != want or (full and nlive != len(live)):
         # A segment went bad since open(): copying would drop live records
         # silently. Keep everything; the next open() cuts and reports it.
@@ -103,8 +108,8 @@ def compact(log, upto=0):
     f.sync_dir()
     log.disk_bytes += size
     _remove(log, old)
-    top = log.next_seq - 1 if full else old[-1][SEG_TOP]
-    log.compacted([[sid, size, READERS[HEADER[4]], top, copied]] + segs[upto:], sid, full)
+    top = log.next_seq - 1 if full else old[-1][_TOP]
+    compacted(log, [[sid, size, READERS[HEADER[4]], top, copied]] + segs[upto:], sid, full)
     log.compactions += 1
     log.drop_buffer()  # rarely needed again: a board's heap gets it back
     return True
@@ -120,8 +125,8 @@ def prefix(log, dead):
     size = 0
     live = 0
     for k in range(len(segs) - 1):
-        size += segs[k][SEG_SIZE]
-        live += segs[k][SEG_LIVE]
+        size += segs[k][_SIZE]
+        live += segs[k][_LIVE]
         if dead and live:
             break
         if 2 * live <= size:
@@ -132,13 +137,29 @@ def prefix(log, dead):
 def _live(segs):
     n = 0
     for seg in segs:
-        n += seg[SEG_LIVE]
+        n += seg[_LIVE]
     return n
 
 
 def _remove(log, old):
     f = log.files
     for seg in old:
-        f.remove(log._name(seg[SEG_ID]))
-        log.disk_bytes -= seg[SEG_SIZE]
+        f.remove(log._name(seg[_ID]))
+        log.disk_bytes -= seg[_SIZE]
     f.sync_dir()
+
+
+def compacted(log, segs, floor=0, full=False):
+    """compact() replaced the oldest segments of log: segs is the new list,
+    floor the new segment's id (0: none written, the floor stays); full:
+    it replaced all of them, a failed write's segment too."""
+    log._segs = segs
+    if floor:
+        log._floor = floor
+    if full:
+        log._rotate = False
+
+
+def owned_live(log, owner, seq):
+    # owner's owned record seq: not passed by its cursor (record.py)
+    return log._cur is None or seq >= log._cur.get(owner, 0)

@@ -28,7 +28,6 @@ from edge.compat import const
 from edge.mqtt.session import FLASH, Message
 from edge.store.layout import decode
 from edge.store.logread import read_owned
-from edge.store.logwrite import cursor, release
 
 _K_FMSG = const(30)  # layout.py's FMSG
 _SID = const(0)
@@ -44,6 +43,7 @@ _BATCH = const(8)  # records read back at a time
 _RETAIN = const(4)
 _RC_QUOTA_EXCEEDED = const(0x97)
 _ENTRY_COST = const(208)  # as session.py's
+_LIVE = const(4)  # a segment entry's live bytes (record.py's _SEG_LIVE)
 
 
 def queued(st, sess, msg, retain):
@@ -215,3 +215,35 @@ def restore(st, sess, n, nbytes, first):
 def end_owner(st, sid):
     """FMSG records of sid, a session replay did not restore: released."""
     end(st, [sid, 0, 0, 0, 0, 0, 0, 0, 0, 0, [0, 0, [], None, {}, [0, 0]]])
+
+
+# ---- the Log's owned records (record.py), fqueue's alone: here rather
+# than in logwrite.py, so a store with no flash queue holds none of it
+def release(log, seq, size):
+    """The Log's owned record seq (size bytes on flash) is dead: its owner will
+    move its cursor past it (cursor()). One still in the batch is
+    dropped from it: it never reaches the flash."""
+    log.live_bytes -= size
+    i = seq - log._pbase
+    pend = log._pend
+    if 0 <= i < len(pend) and pend[i] is not None:
+        pend[i] = None
+        log._pbytes -= size
+        log._room += size
+    elif seq > log.top:
+        log._redo_live -= size
+    else:
+        log._seg_of(seq)[_LIVE] -= size
+
+
+def cursor(log, owner, seq):
+    """owner's owned records below seq are dead (each release()d): one
+    CUR record in the batch, the owner's latest. Promises nothing
+    (settled() does not wait for it): a record revived by a torn batch
+    is one its owner consumed, delivered again at least once."""
+    if log._cur is None:
+        log._cur = {}
+    log._cur[owner] = seq
+    if log._cpend is None:
+        log._cpend = {}
+    log._cpend[owner] = seq

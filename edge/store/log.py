@@ -22,19 +22,21 @@
 # after it until its tombstone is durable.
 #
 # Framing and writing the batch is edge/store/logwrite.py's. Reading (open's
-# recovery, which hands what it found to restore(), and replay) is
+# recovery, which installs what it found with its restore(), and replay) is
 # edge/store/logread.py's, compaction edge/store/compact.py's: each is
 # imported when first needed, and a board forgets logread after its start.
+# The owned records' calls (release(), cursor(), read_owned()) are their
+# owner's, edge/store/fqueue.py.
 #
 # The files object's methods are listed (and implemented) in
 # edge/runtime/flash.py; tests/core/_memfiles.py is the in-memory one.
 from edge.compat import const
-from edge.store.logwrite import compacted, put_dels, restore, sync_failed, write
+from edge.store.logwrite import put_dels, sync_failed, write
 from edge.store.record import KIND_MAX, KIND_MIN, body_len, record_size
 
 SYNC_MODES = ("always", "batch", "never")
 
-# Segment entry fields, record.py's SEG_* (inlined: delete() uses them)
+# Segment entry fields, record.py's _SEG_* (private copies, folded away)
 _ID = const(0)
 _TOP = const(3)
 _LIVE = const(4)
@@ -224,12 +226,6 @@ class Log:
         its way: see write())."""
         return (self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
                 + (1 if self._cpend else 0))
-
-    # ---- recovery's and compaction's: edge/store/logwrite.py --------------------
-    # (the owned records' calls are there too: release(), cursor(),
-    # owned_live(), and logread.py's read_owned(), for fqueue.py)
-    restore = restore
-    compacted = compacted
 
     def settled(self):
         """Output the owner queued while next_seq - 1 was at most this may

@@ -9,13 +9,21 @@
 # reported in `problems`: nothing here stops the broker from starting.
 from edge.compat import const
 from edge.store.record import (
-    ERR_TORN, HDR_BAD, HDR_TORN, HEADER_LEN, ID_STEP, K_CUR, K_DEL, K_DELS, K_META, KIND_MIN, MAX_BODY,
-    OVERHEAD, READERS, SEG_DECODE, SEG_ID, SEG_LIVE, SEG_SIZE, SEG_TOP, TMP_SUFFIX, get_varint, header_version,
+    ERR_TORN, HDR_BAD, HDR_TORN, HEADER_LEN, K_CUR, K_DEL, K_DELS, K_META, KIND_MIN, MAX_BODY, OVERHEAD,
+    READERS, TMP_SUFFIX, get_varint, header_version,
 )
 
 _SEQ_MAX = const(8)     # varint bytes of a seq (get_varint's bound)
 _HEAD_READ = const(32)  # HEADER + the largest META record
 _ERR_BODY = "body"      # good CRC, body not ours (a seq that won't parse)
+# Segment entry fields, record.py's _SEG_* (a private const is inlined by
+# MicroPython and can't be imported)
+_ID = const(0)
+_SIZE = const(1)
+_DECODE = const(2)
+_TOP = const(3)
+_LIVE = const(4)
+_ID_STEP = const(2)
 AT = [0]  # walk()'s buffer's file offset (read_owned's position hint)
 
 
@@ -28,9 +36,9 @@ def walk(log, seg, start=HEADER_LEN):
     buf = _rbuf(log)
     mv = memoryview(buf)
     cap = len(buf)
-    name = log._name(seg[SEG_ID])
-    size = seg[SEG_SIZE]
-    decode = seg[SEG_DECODE]
+    name = log._name(seg[_ID])
+    size = seg[_SIZE]
+    decode = seg[_DECODE]
     files = log.files
     base = start  # file offset of mv[0]
     n = 0
@@ -80,7 +88,7 @@ def replay(log, from_seq):
     last = from_seq - 1
     live = log._live
     for seg in log._segs:
-        if seg[SEG_TOP] <= last:
+        if seg[_TOP] <= last:
             continue  # every record in it is older
         for kind, mv, pos, b0, b1 in walk(log, seg):
             if kind >= KIND_MIN:
@@ -115,16 +123,40 @@ def open_log(log, now):
             floor = max(floor, seg_floor)
     kept = []
     for seg in segs:
-        if seg[SEG_ID] < floor:
-            f.remove(log._name(seg[SEG_ID]))  # superseded by a compaction
+        if seg[_ID] < floor:
+            f.remove(log._name(seg[_ID]))  # superseded by a compaction
             changed = True
         else:
             kept.append(seg)
     live, nbytes, disk, nxt, cur, owned = _index(log, kept)
-    log.restore(kept, live, nxt, floor, found[-1] + ID_STEP if found else 1, nbytes, disk, cur, owned)
+    restore(log, kept, live, nxt, floor, found[-1] + _ID_STEP if found else 1, nbytes, disk, cur, owned)
     if changed or log.problems:
         f.sync_dir()  # removes, quarantine renames (CPython)
     return log.problems
+
+
+def restore(log, segs, live, next_seq, floor, next_id, live_bytes, disk_bytes, cur=None,
+            owned=None):
+    """Install what recovery (open_log()) found in log: the segment
+    entries (record.py's _SEG_*), oldest first, their live records
+    {seq: size on flash}, the next seq, the compaction floor, the next
+    segment id and the byte counts. Everything found is on flash:
+    synced and written up to next_seq - 1. cur: the owned records'
+    cursors, owned: what lives of them, per owner (owned_stats)."""
+    log._segs = segs
+    log._live = live
+    log.next_seq = next_seq
+    log.synced = log.top = next_seq - 1
+    log._floor = floor
+    log._next_id = next_id
+    log.live_bytes = live_bytes
+    log.disk_bytes = disk_bytes
+    log.compact_failed = False
+    log._cur = cur or None
+    log.owned_stats = owned
+    if segs:
+        for seq in live:
+            log._seg_of(seq)[_LIVE] += live[seq]
 
 
 def _parse(prefix, name):
@@ -196,8 +228,8 @@ def _index(log, segs):
         for kind, mv, pos, b0, b1 in walk(log, seg):
             n, i = get_varint(mv, b0, b1)
             if kind >= KIND_MIN:
-                if n > seg[SEG_TOP]:
-                    seg[SEG_TOP] = n
+                if n > seg[_TOP]:
+                    seg[_TOP] = n
                 # Seqs only grow through the log; a seq seen again is a
                 # batch rewritten after a failed sync (flush()): one copy.
                 if n > top:
@@ -220,16 +252,16 @@ def _index(log, segs):
                 nxt = max(nxt, n)
         good, err = log._walk_end
         if err is not None:
-            name = log._name(seg[SEG_ID])
+            name = log._name(seg[_ID])
             log.files.truncate(name, good)
             log.problems.append((name, good, err, "cut"))
-            seg[SEG_SIZE] = good
-        disk += seg[SEG_SIZE]
+            seg[_SIZE] = good
+        disk += seg[_SIZE]
     last = 0
     for seg in segs:  # tops only grow (a cut segment's too)
-        if seg[SEG_TOP] < last:
-            seg[SEG_TOP] = last
-        last = seg[SEG_TOP]
+        if seg[_TOP] < last:
+            seg[_TOP] = last
+        last = seg[_TOP]
     stats = {}
     if seen:
         nbytes += _owned_pass(log, segs, cur, stats)
@@ -252,7 +284,7 @@ def _owned_pass(log, segs, cur, stats):
             if n > last and o >= 0 and n >= cur.get(o, 0):
                 last = n
                 size = b1 + 4 - pos
-                seg[SEG_LIVE] += size
+                seg[_LIVE] += size
                 total += size
                 st = stats.get(o)
                 if st is None:
@@ -282,12 +314,12 @@ def read_owned(log, owner, from_seq, n, hint):
     k = 0
     off = 0
     for i in range(len(segs)):
-        if segs[i][SEG_ID] == hint[0]:
+        if segs[i][_ID] == hint[0]:
             k = i  # (compacted away: from the first segment)
             off = hint[1]
     for i in range(k, len(segs)):
         seg = segs[i]
-        if seg[SEG_TOP] <= last:
+        if seg[_TOP] <= last:
             continue
         for kind, mv, pos, b0, b1 in walk(log, seg, off if i == k and off else HEADER_LEN):
             if kind != owned:
@@ -299,9 +331,9 @@ def read_owned(log, owner, from_seq, n, hint):
                     last = seq
                     out.append((seq, b1 + 4 - pos, bytes(mv[j:b1])))
                     if len(out) >= n:
-                        hint[0] = seg[SEG_ID]
+                        hint[0] = seg[_ID]
                         hint[1] = AT[0] + b1 + 4
                         return out
-        hint[0] = seg[SEG_ID]
+        hint[0] = seg[_ID]
         hint[1] = log._walk_end[0]
     return out

@@ -1,19 +1,21 @@
-# The write side of the Log (edge/store/log.py): framing a batch and
-# appending it to the segment files, and creating segments; the owned
-# records (record.py: alive until their owner's cursor passes them, no
-# live-index entry each: edge/store/fqueue.py's offline queues); and the
-# calls recovery and compaction install what they found with (restore(),
-# compacted()). log.py keeps the live index, the batch and the durability
-# bookkeeping (settled(), the sync protocol), and binds the Log methods
-# defined here. Reading (recovery, replay) is logread.py's and is
-# loaded only when needed; compaction (compact.py) creates its segment with
-# new_id() and meta() from here.
+# The write side of the Log (edge/store/log.py): framing a batch (its
+# records, tombstone runs and the owned records' cursors: record.py) and
+# appending it to the segment files, creating segments, and a failed
+# sync's retry. log.py keeps the live index, the batch and the durability
+# bookkeeping (settled(), the sync protocol) and calls these. What only
+# some stores run lives where it is used, so a board's idle store holds
+# none of it: installing what recovery found (restore()) in logread.py,
+# which a board drops after its start; what compaction installs
+# (compacted()) in compact.py, loaded when first needed; the owned
+# records' release() and cursor() in fqueue.py, loaded when a session
+# first queues on flash. compact.py creates its segment with new_id() and
+# meta() from here.
 from edge.compat import const
 from edge.store.record import (
     HEADER, K_CUR, K_DEL, K_DELS, K_META, READERS, append_record, append_seq_record, put_varint,
 )
 
-# Segment entry fields (record.py's SEG_*, inlined here: write() runs per batch)
+# Segment entry fields (record.py's _SEG_*: private copies, folded away)
 _ID = const(0)
 _SIZE = const(1)
 _TOP = const(3)
@@ -139,69 +141,3 @@ def sync_failed(log):
         log._tomb_batch = log._tomb_written
         log._tomb_written = -1
     log._rotate = True
-
-
-def release(log, seq, size):
-    """Owned record seq (size bytes on flash) is dead: its owner will
-    move its cursor past it (cursor()). One still in the batch is
-    dropped from it: it never reaches the flash."""
-    log.live_bytes -= size
-    i = seq - log._pbase
-    pend = log._pend
-    if 0 <= i < len(pend) and pend[i] is not None:
-        pend[i] = None
-        log._pbytes -= size
-        log._room += size
-    elif seq > log.top:
-        log._redo_live -= size
-    else:
-        log._seg_of(seq)[_LIVE] -= size
-
-def cursor(log, owner, seq):
-    """owner's owned records below seq are dead (each release()d): one
-    CUR record in the batch, the owner's latest. Promises nothing
-    (settled() does not wait for it): a record revived by a torn batch
-    is one its owner consumed, delivered again at least once."""
-    if log._cur is None:
-        log._cur = {}
-    log._cur[owner] = seq
-    if log._cpend is None:
-        log._cpend = {}
-    log._cpend[owner] = seq
-
-def owned_live(log, owner, seq):
-    return log._cur is None or seq >= log._cur.get(owner, 0)
-
-def restore(log, segs, live, next_seq, floor, next_id, live_bytes, disk_bytes, cur=None,
-            owned=None):
-    """Install what recovery (logread.py's open_log) found: the segment
-    entries (record.py's SEG_*), oldest first, their live records
-    {seq: size on flash}, the next seq, the compaction floor, the next
-    segment id and the byte counts. Everything found is on flash:
-    synced and written up to next_seq - 1. cur: the owned records'
-    cursors, owned: what lives of them, per owner (owned_stats)."""
-    log._segs = segs
-    log._live = live
-    log.next_seq = next_seq
-    log.synced = log.top = next_seq - 1
-    log._floor = floor
-    log._next_id = next_id
-    log.live_bytes = live_bytes
-    log.disk_bytes = disk_bytes
-    log.compact_failed = False
-    log._cur = cur or None
-    log.owned_stats = owned
-    if segs:
-        for seq in live:
-            log._seg_of(seq)[_LIVE] += live[seq]
-
-def compacted(log, segs, floor=0, full=False):
-    """compact.py replaced the oldest segments: segs is the new list,
-    floor the new segment's id (0: none written, the floor stays); full:
-    it replaced all of them, a failed write's segment too."""
-    log._segs = segs
-    if floor:
-        log._floor = floor
-    if full:
-        log._rotate = False
-

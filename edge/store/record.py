@@ -66,21 +66,23 @@ KIND_MIN = const(16)  # kinds below are the log's own (5..15 reserved)
 KIND_MAX = const(254)
 TMP_SUFFIX = ".new"   # a segment compaction writes, before its rename
 
-# The Log's entry for a segment (log.py, logread.py, compact.py), a list:
-# [id, size, decode, top, live]. decode is READERS[its version]; top is an
-# upper bound on the seqs of its records, so replay(from_seq) (the outbox
-# reading on from its cursor) skips whole segments instead of walking them;
-# live is the bytes of its records still live, so compaction drops a dead
-# segment without reading it and copies only what lives. log.py and
-# logwrite.py inline private copies (tests/core/test_store_segments.py).
-SEG_ID = const(0)
-SEG_SIZE = const(1)
-SEG_DECODE = const(2)
-SEG_TOP = const(3)
-SEG_LIVE = const(4)
+# The Log's entry for a segment (log.py, logwrite.py, logread.py,
+# compact.py), a list: [id, size, decode, top, live]. decode is
+# READERS[its version]; top is an upper bound on the seqs of its records,
+# so replay(from_seq) (the outbox reading on from its cursor) skips whole
+# segments instead of walking them; live is the bytes of its records still
+# live, so compaction drops a dead segment without reading it and copies
+# only what lives. Private: MicroPython folds a private const away, so a
+# board holds no name for them; each of those modules repeats the ones it
+# uses (tests/core/test_store_segments.py checks the copies).
+_SEG_ID = const(0)
+_SEG_SIZE = const(1)
+_SEG_DECODE = const(2)
+_SEG_TOP = const(3)
+_SEG_LIVE = const(4)
 # New segments take every other id: compacting the oldest segments up to id
 # b writes id b + 1, which sorts before the segments after them (compact.py).
-ID_STEP = const(2)
+_ID_STEP = const(2)
 
 # header_version() results other than a version number
 HDR_TORN = const(-1)  # shorter than a header, but a prefix of ours
