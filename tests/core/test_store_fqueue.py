@@ -16,11 +16,11 @@ _LIMITS = {"max_queued_messages": 100000, "max_queued_bytes": 1 << 30,
            "memory_budget_bytes": 1 << 30}
 
 
-def boot(m, segment_bytes=2048, **kw):
+def boot(m, segment_bytes=2048, session_budget=1 << 22, **kw):
     """A broker restored from m with offline queues on flash, as a board
     runs (edge/runtime/persist.py): (broker, log, store, counts, problems)."""
     m, log, st = new_store(m, prefix="state", budget_bytes=1 << 22, segment_bytes=segment_bytes,
-                           session_budget=1 << 22, owned=FMSG)
+                           session_budget=session_budget, owned=FMSG)
     st.flash_queue = True
     cfg = dict(_LIMITS)
     cfg.update(kw)
@@ -257,6 +257,29 @@ def test_the_memory_budget_counts_the_flash_item_once_and_gets_it_back():
     assert len(got) == 30
     sub.lose()
     assert budget.used == used  # back where it was, nothing held
+
+
+def test_the_session_budget_bounds_a_flash_queue_and_drops_nothing_queued():
+    # A flash queue is outside the memory budget (one FLASH item above), so
+    # store.session_budget is its bound: past it a new message is refused
+    # (a 5.0 publisher hears 0x97 Quota exceeded), one queued is never
+    # dropped to make room, and the queue drains whole, in order
+    m = MemFiles()
+    b, log, st, _, _ = boot(m, session_budget=1024)
+    away_sub(b)
+    pub = Client(b, v5=True)
+    pub.connect("pub5")
+    codes = []
+    for i in range(40):
+        acks = publish(pub, "q/t", b"m%02d" % i + b"x" * 16, 1, pid=i + 1)
+        codes += [a.reason for a in acks if a.kind == 4]
+    kept = codes.count(0)
+    assert 0 < kept < 40 and codes == [0] * kept + [0x97] * (40 - kept), codes
+    assert st.refused_session == 40 - kept
+    assert b.sessions["sub"].queue == [FLASH]  # the queued ones on flash, none in RAM
+    log.flush()
+    sub, got = drain(b, 40)
+    assert got == [b"m%02d" % i + b"x" * 16 for i in range(kept)]
 
 
 def test_a_drain_reads_each_record_about_once():
