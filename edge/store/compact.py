@@ -26,7 +26,6 @@
 # file, so this holds on FAT too.
 from edge.compat import const
 from edge.store.logread import walk
-from edge.store.logwrite import meta, new_id
 from edge.store.record import HEADER, K_META, KIND_MIN, READERS, TMP_SUFFIX, append_record, get_varint
 
 # Segment entry fields, record.py's _SEG_* (a private const is inlined by
@@ -45,7 +44,7 @@ def compact(log, upto=0):
     segs = log._segs
     if 0 < upto < len(segs) and not _live(segs[:upto]):
         _remove(log, segs[:upto])  # (the batch can wait: their records are deleted)
-        compacted(log, segs[upto:])
+        log._segs = segs[upto:]
         log.compactions += 1
         return True
     log.flush()
@@ -53,7 +52,7 @@ def compact(log, upto=0):
     full = not 0 < upto < len(segs) or segs[upto - 1][_ID] + 1 >= segs[upto][_ID]
     if full:  # (or a store written before ids had gaps: all of it)
         upto = len(segs)
-        sid = new_id(log)
+        sid = log._new_id()
     else:
         sid = segs[upto - 1][_ID] + 1
     old = segs[:upto]
@@ -61,7 +60,7 @@ def compact(log, upto=0):
     final = log._name(sid)
     tmp = final + TMP_SUFFIX
     out = bytearray(HEADER)
-    append_record(out, K_META, meta(log, sid))
+    append_record(out, K_META, log._meta(sid))
     live = log._live
     owned = log.owned
     size = 0
@@ -109,7 +108,10 @@ def compact(log, upto=0):
     log.disk_bytes += size
     _remove(log, old)
     top = log.next_seq - 1 if full else old[-1][_TOP]
-    compacted(log, [[sid, size, READERS[HEADER[4]], top, copied]] + segs[upto:], sid, full)
+    log._segs = [[sid, size, READERS[HEADER[4]], top, copied]] + segs[upto:]
+    log._floor = sid
+    if full:
+        log._rotate = False
     log.compactions += 1
     log.drop_buffer()  # rarely needed again: a board's heap gets it back
     return True
@@ -147,17 +149,6 @@ def _remove(log, old):
         f.remove(log._name(seg[_ID]))
         log.disk_bytes -= seg[_SIZE]
     f.sync_dir()
-
-
-def compacted(log, segs, floor=0, full=False):
-    """compact() replaced the oldest segments of log: segs is the new list,
-    floor the new segment's id (0: none written, the floor stays); full:
-    it replaced all of them, a failed write's segment too."""
-    log._segs = segs
-    if floor:
-        log._floor = floor
-    if full:
-        log._rotate = False
 
 
 def owned_live(log, owner, seq):

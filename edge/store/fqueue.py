@@ -218,11 +218,11 @@ def end_owner(st, sid):
 
 
 # ---- the Log's owned records (record.py), fqueue's alone: here rather
-# than in logwrite.py, so a store with no flash queue holds none of it
+# than in log.py, so a store with no flash queue holds none of it
 def release(log, seq, size):
-    """The Log's owned record seq (size bytes on flash) is dead: its owner will
-    move its cursor past it (cursor()). One still in the batch is
-    dropped from it: it never reaches the flash."""
+    """The Log's owned record seq (size bytes on flash) is dead: its
+    owner will move its cursor past it (cursor()). One still in the
+    batch is dropped from it: it never reaches the flash."""
     log.live_bytes -= size
     i = seq - log._pbase
     pend = log._pend

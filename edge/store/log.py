@@ -21,25 +21,30 @@
 # delivery) holds no output back; any other deletion holds what is queued
 # after it until its tombstone is durable.
 #
-# Framing and writing the batch is edge/store/logwrite.py's. Reading (open's
-# recovery, which installs what it found with its restore(), and replay) is
-# edge/store/logread.py's, compaction edge/store/compact.py's: each is
-# imported when first needed, and a board forgets logread after its start.
-# The owned records' calls (release(), cursor(), read_owned()) are their
-# owner's, edge/store/fqueue.py.
+# Reading (open's recovery, which installs what it found with its
+# restore(), and replay) is edge/store/logread.py's, compaction
+# edge/store/compact.py's: each is imported when first needed, and a board
+# forgets logread after its start. The owned records' calls (release(),
+# cursor(), read_owned()) are their owner's, edge/store/fqueue.py, loaded
+# when a session first queues on flash: a store with none holds none of it.
 #
 # The files object's methods are listed (and implemented) in
 # edge/runtime/flash.py; tests/core/_memfiles.py is the in-memory one.
 from edge.compat import const
-from edge.store.logwrite import put_dels, sync_failed, write
-from edge.store.record import KIND_MAX, KIND_MIN, body_len, record_size
+from edge.store.record import (
+    HEADER, K_CUR, K_DEL, K_DELS, K_META, KIND_MAX, KIND_MIN, READERS, append_record, append_seq_record,
+    body_len, put_varint, record_size,
+)
 
 SYNC_MODES = ("always", "batch", "never")
+_EAGAIN = const(11)
 
 # Segment entry fields, record.py's _SEG_* (private copies, folded away)
 _ID = const(0)
+_SIZE = const(1)
 _TOP = const(3)
 _LIVE = const(4)
+_ID_STEP = const(2)
 
 
 class Log:
@@ -194,13 +199,24 @@ class Log:
             self._del_lo = seq
         else:
             if lo:
-                put_dels(self)
+                self._put_dels()
             self._del_lo = self._del_hi = seq
         if not quiet and self._tomb_batch < 0:
             self._tomb_batch = self.next_seq - 1  # (settled())
         if self._room <= 0:
             self.flush()
         return True
+
+    def _put_dels(self):
+        lo = self._del_lo
+        n = self._del_hi - lo + 1
+        if n == 1:
+            self._room -= append_seq_record(self._pending, K_DEL, lo, b"")
+        else:
+            body = bytearray()
+            put_varint(body, n)
+            self._room -= append_seq_record(self._pending, K_DELS, lo, body)
+        self._del_lo = 0
 
     def _seg_of(self, seq):
         # The written segment holding seq (binary search on top)
@@ -287,9 +303,68 @@ class Log:
         synced; its bytes (0: none). A runtime that syncs elsewhere (on a
         helper process: tcp_cpython.py) then calls sync_done(top) with `top` as
         write() left it, or sync_failed(). Until then a later write() stays
-        in the same segment, so a flush() in between syncs both batches
-        (edge/store/logwrite.py)."""
-        return write(self)
+        in the same segment, so a flush() in between syncs both batches."""
+        if self._del_lo:
+            self._put_dels()
+        # Records, then tombstones: a record that replaces another is on
+        # flash before the deletion of the old one (state.py's rule)
+        data = self._redo
+        for e in self._pend:
+            if e is not None:
+                append_seq_record(data, e[0], e[1], e[2], e[3])
+        cp = self._cpend
+        if cp:  # after the records they may pass (record.py)
+            for o in cp:
+                body = bytearray()
+                put_varint(body, o)
+                put_varint(body, cp[o])
+                append_record(data, K_CUR, body)
+            self._cpend = None
+        data.extend(self._pending)
+        self._redo = data  # framed: a failed write writes it again
+        self._redo_live += self._pbytes
+        self._pend = []
+        self._pc = 0
+        self._pbytes = 0
+        self._pending = bytearray()
+        self._reset_room()
+        if not data:
+            return 0
+        f = self.files
+        seg = self._segs[-1] if self._segs else None
+        created = seg is None or seg[_SIZE] >= self.segment_bytes or self._rotate
+        if created and self._unsynced is not None and seg is not None:
+            if self._rotate:
+                raise OSError(_EAGAIN)  # a failed write, a sync in flight: retry after it
+            created = False
+        try:
+            if created:
+                seg = self._start_segment(f)
+            name = self._name(seg[_ID])
+            f.append(name, data)
+            if created and self.sync != "never":
+                f.sync_dir()  # the new file's name must survive too
+        except OSError:
+            # What reached the file is unknown: never append after it. Its
+            # recorded size stays at the last good write, so reads stop there
+            # and the next open() cuts whatever was torn.
+            self._rotate = True
+            self._failed()
+            raise
+        self.written += len(data)
+        seg[_SIZE] += len(data)
+        seg[_TOP] = self.top = self.next_seq - 1
+        seg[_LIVE] += self._redo_live
+        self._redo_live = 0
+        self.disk_bytes += len(data)
+        self._rotate = False
+        self._unsynced = data if self._unsynced is None else self._unsynced + data
+        if self._tomb_written < 0:
+            self._tomb_written = self._tomb_batch
+        self._tomb_batch = -1
+        self._redo = bytearray()
+        self._due = -1
+        return len(data)
 
     def sync_done(self, top):
         """What write() wrote up to seq top is durable."""
@@ -309,7 +384,14 @@ class Log:
         flash. Its records go back in the batch, and the next write starts
         a new segment (a rewritten record's later copy is ignored by
         open(): _index)."""
-        sync_failed(self)
+        self._failed()
+        if self._unsynced is not None:
+            self._redo = self._unsynced + self._redo
+            self._unsynced = None
+        if self._tomb_written >= 0:  # (older than the batch's)
+            self._tomb_batch = self._tomb_written
+            self._tomb_written = -1
+        self._rotate = True
 
     def _failed(self):
         self.failures += 1
@@ -324,6 +406,28 @@ class Log:
         if h is None or self._unsynced is None or self.sync == "never":
             return None
         return h(self._name(self._segs[-1][_ID]))
+
+    def _start_segment(self, f):
+        sid = self._new_id()
+        head = bytearray(HEADER)
+        append_record(head, K_META, self._meta(self._floor))
+        f.append(self._name(sid), head)
+        self.written += len(head)
+        seg = [sid, len(head), READERS[HEADER[4]], self.top, 0]
+        self._segs.append(seg)
+        self.disk_bytes += len(head)
+        return seg
+
+    def _new_id(self):
+        # Taken before the first write, so a failed creation is never reused
+        self._next_id += _ID_STEP
+        return self._next_id - _ID_STEP
+
+    def _meta(self, floor):
+        body = bytearray()
+        put_varint(body, self.next_seq)
+        put_varint(body, floor)
+        return body
 
     def tick(self, now):
         """Flush a batch that has waited max_delay_ms; compact when garbage

@@ -66,15 +66,15 @@ KIND_MIN = const(16)  # kinds below are the log's own (5..15 reserved)
 KIND_MAX = const(254)
 TMP_SUFFIX = ".new"   # a segment compaction writes, before its rename
 
-# The Log's entry for a segment (log.py, logwrite.py, logread.py,
-# compact.py), a list: [id, size, decode, top, live]. decode is
-# READERS[its version]; top is an upper bound on the seqs of its records,
-# so replay(from_seq) (the outbox reading on from its cursor) skips whole
-# segments instead of walking them; live is the bytes of its records still
-# live, so compaction drops a dead segment without reading it and copies
-# only what lives. Private: MicroPython folds a private const away, so a
-# board holds no name for them; each of those modules repeats the ones it
-# uses (tests/core/test_store_segments.py checks the copies).
+# The Log's entry for a segment (log.py, logread.py, compact.py), a list:
+# [id, size, decode, top, live]. decode is READERS[its version]; top is an
+# upper bound on the seqs of its records, so replay(from_seq) (the outbox
+# reading on from its cursor) skips whole segments instead of walking
+# them; live is the bytes of its records still live, so compaction drops a
+# dead segment without reading it and copies only what lives. Private:
+# MicroPython folds a private const away, so a board holds no name for
+# them; each of those modules repeats the ones it uses
+# (tests/core/test_store_segments.py checks the copies).
 _SEG_ID = const(0)
 _SEG_SIZE = const(1)
 _SEG_DECODE = const(2)
