@@ -297,13 +297,18 @@ def _owned_pass(log, segs, cur, stats):
 
 def read_owned(log, owner, from_seq, n, hint):
     """Up to n live owned records (record.py) of owner with seq >=
-    from_seq, in order: [(seq, size, body)], body after the seq. Writes
-    the batch first (not synced: records are read back from the files).
+    from_seq, in order: [(seq, size, body)], body after the seq. Flushes
+    the batch first: records are read back from the files, and appended
+    bytes not synced yet are not there to read on every files object (a
+    board's Pieces keep a small batch in RAM until its sync; littlefs shows
+    a file's appends to another handle once committed). A drain that
+    reaches the batch so syncs it early, the sync its publishers' PUBACKs
+    wait for anyway.
     hint, [segment id, file offset], is where the last read for owner
     stopped (0: none): the walk goes on from there, not from the start of
     its segment (a drain reads each record once); updated in place."""
     if log.pending():
-        log.write()
+        log.flush()
     out = []
     last = from_seq - 1
     owned = log.owned
