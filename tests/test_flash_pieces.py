@@ -190,7 +190,7 @@ def test_a_flash_queue_drain_reads_the_records_still_in_the_batch(tmp_path):
     # queued on flash behind a full window, its record still in the batch,
     # is read back when an ack opens the window, before any commit. A piece
     # stays in RAM until its sync, so the read flushes the batch first;
-    # reading only what was written went past it (b1 came before b0)
+    # reading only what was written went past it (b0 not sent, b1..b3 were)
     from edge.mqtt.packets import Puback
     from tests.core._pair import publish, publishes
     from tests.core.test_store_fqueue import Client, away_sub, boot

@@ -92,7 +92,9 @@ def _open(files, cfg, broker, log):
         else:
             log(40, "store: %s unreadable (%s), quarantined as %s" % (name, err, action))
     st = StateStore(wal, cfg["store"]["session_budget"], _RESERVE)
-    st.flash_queue = FLASH_QUEUE
+    # (a store that never syncs keeps its queues in RAM: a flash queue reads
+    # its records back, and littlefs shows them to a reader once committed)
+    st.flash_queue = FLASH_QUEUE and cfg["store"]["sync"] != "never"
     counts, problems = broker.restore(st)
     wal.flush()  # replay's repairs
     wal.drop_buffer()  # a board's heap: compaction allocates it again

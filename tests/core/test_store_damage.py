@@ -178,3 +178,21 @@ def test_empty_and_truncated_header_files():
         b, wal, lines = boot(c)
         assert counts(b) == marks[-1][1]
         assert "state.5" not in c.data
+
+
+def test_a_store_that_never_syncs_keeps_its_queues_in_ram():
+    # A flash queue reads its records back from the files, and littlefs
+    # shows them to a reader once committed: with store.sync "never" a
+    # board's queues stay in RAM (edge/runtime/persist.py)
+    from edge.runtime import persist
+
+    was = persist.FLASH_QUEUE
+    persist.FLASH_QUEUE = True  # as under MicroPython
+    try:
+        for sync, want in (("batch", True), ("always", True), ("never", False)):
+            cfg = config.load({"store": {"sync": sync}}, "gateway")
+            b = Broker(cfg, 0)
+            open_store(cfg, b, lambda level, msg: None, MemFiles())
+            assert b.store.flash_queue is want, sync
+    finally:
+        persist.FLASH_QUEUE = was
