@@ -171,11 +171,25 @@ async def serve(cfg, log, started=None):
             release()
             raise
     uplink = None
-    up = cfg.get("upstream")  # (CPython only: edge/config.py)
+    up = cfg.get("upstream")  # (a board's config has it only when named: edge/config.py)
     if up and up["url"]:
-        from edge.runtime.uplink_cpython import start as start_uplink  # only when set
-
-        uplink = await start_uplink(cfg, broker, srv, log)
+        # only when set: a board without an uplink pays nothing for it
+        if hasattr(asyncio, "core"):
+            from edge.runtime.uplink import start as start_uplink
+        else:
+            from edge.runtime.uplink_cpython import start as start_uplink  # type: ignore[assignment]
+        try:
+            uplink = await start_uplink(cfg, broker, srv, log)
+        except BaseException:
+            # (a TLS file that cannot be loaded, an outbox that cannot open:
+            # what start() opened is closed again)
+            if coap is not None:
+                coap.close()
+            srv.close()
+            if wal is not None:
+                wal.close()
+            release()
+            raise
     up = None
     if started is not None:
         started(broker, srv)
