@@ -49,7 +49,7 @@ try:
     s = b.sessions["away"]
     n = 0
     for e in s.queue or ():
-        n += s.store._sess[s][10][0] if e == "flash" else 1
+        n += s.store._sess[s][10][0] if e is None else 1  # (None: FLASH, fqueue.py)
 except MemoryError:
     ok = 0
     n = -1

@@ -14,8 +14,10 @@ from edge.compat import const, slots
 #   (msg, flags)   PUBLISH sent at QoS flags & 3, RETAIN if flags & 4
 #   RELEASED       QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
 # The offline queue holds the same msg or (msg, flags) items, in order; a
-# FLASH item stands for QoS 1 messages on the store's flash, read back as
-# the client drains them (edge/store/fqueue.py, a board's default).
+# None item (the store's FLASH) stands for QoS 1 messages on the store's
+# flash, read back as the client drains them (edge/store/fqueue.py, a
+# board's default). None, not a name of this module's: a board's 64 KiB
+# boot with auth had no room left for one (tests/runtime/test_start.py).
 _QOS = const(3)
 _RETAIN = const(4)
 RELEASED = const(0)
@@ -28,9 +30,6 @@ _NODE_COST = const(192)     # a topic tree node: level name, [kids, value], dict
 _SUB_COST = const(128)      # a subscription beyond its tree nodes (114, 13-byte filter)
 _SESSION_COST = const(320)  # a persistent session while its client is away (308)
 _RC_PID_NOT_FOUND = const(0x92)
-
-
-FLASH = "flash"  # the queue's tail is on flash (compared by identity)
 
 
 def entry(msg, qos, retain):
@@ -217,8 +216,8 @@ class Session:
         size = 0
         while room > 0 and i < n and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
             e = q[i]
-            if e is FLASH:
-                break  # the rest is on flash: below
+            if e is None:
+                break  # FLASH: the rest is on flash, below
             i += 1
             msg = e[0] if type(e) is tuple else e
             size += len(msg.topic) + len(msg.payload)
@@ -239,7 +238,7 @@ class Session:
             return
         elif i:
             del q[:i]  # one move for the whole batch
-        if q[0] is FLASH and room > 0:
+        if q[0] is None and room > 0:  # FLASH
             self.store.fq_pump(self, room)  # the flash tail, a window at a time
 
     # ---- acknowledgements from the client -----------------------------------

@@ -25,7 +25,7 @@
 # flash, Message, state] in seq order, state 0 (not sent yet), a pid (in
 # flight) or -1 (acknowledged, to release once all before it are).
 from edge.compat import const
-from edge.mqtt.session import FLASH, Message
+from edge.mqtt.session import Message
 from edge.store.layout import decode
 from edge.store.logread import read_owned
 
@@ -44,6 +44,8 @@ _RETAIN = const(4)
 _RC_QUOTA_EXCEEDED = const(0x97)
 _ENTRY_COST = const(208)  # as session.py's
 _LIVE = const(4)  # a segment entry's live bytes (record.py's _SEG_LIVE)
+# The Session's queue item for its tail on flash (session.py): None there
+FLASH = None
 
 
 def queued(st, sess, msg, retain):

@@ -4,7 +4,7 @@
 # to no message and messages nobody refers to are deleted, and all of it is
 # reported. Imported only by StateStore.replay(), once per start.
 from edge.compat import const
-from edge.mqtt.session import FLASH, RELEASED, Message, Session, entry
+from edge.mqtt.session import RELEASED, Message, Session, entry
 from edge.store.layout import decode
 from edge.store.state import EXPIRY_NEVER
 
@@ -325,7 +325,7 @@ class Replay:
             from edge.store.fqueue import restore
 
             restore(store, sess, fq[0], fq[1], fq[2])
-            sess.queue = (sess.queue or []) + [FLASH]
+            sess.queue = (sess.queue or []) + [None]  # FLASH (fqueue.py)
             c["queued"] += fq[0]
         rx = w[_W_RX]
         for pid in rx:

@@ -40,7 +40,7 @@
 # What each record costs which budget, and the message records with their
 # references: edge/store/ledger.py (the Ledger StateStore is).
 from edge.compat import const
-from edge.mqtt.session import FLASH, RELEASED, unpack
+from edge.mqtt.session import RELEASED, unpack
 from edge.store.layout import encode
 from edge.store.ledger import Ledger
 
@@ -169,7 +169,7 @@ class StateStore(Ledger):
         for e in sess.queue or ():
             if rc:
                 break
-            if e is FLASH:
+            if e is None:  # FLASH (fqueue.py)
                 continue  # (a session with a flash queue was saved already)
             msg, qos, retain = unpack(e)
             rc = self.msg_queued(sess, msg, qos, retain)
@@ -208,7 +208,7 @@ class StateStore(Ledger):
             from edge.store.fqueue import end
 
             end(self, s)
-        q = [e for e in sess.queue or () if e is not FLASH]
+        q = [e for e in sess.queue or () if e is not None]  # (not FLASH: fqueue.py)
         i = 0
         for seq in (s[_QUEUE] or ())[s[_QHEAD]:]:
             if i < len(q):

@@ -8,7 +8,7 @@ import random
 
 from edge import config
 from edge.mqtt.broker import Broker
-from edge.mqtt.session import FLASH
+from edge.store.fqueue import FLASH
 from edge.runtime.persist import open_store
 from edge.store.record import HEADER_LEN, decode_v1
 from tests.core._memfiles import MemFiles

@@ -5,7 +5,7 @@
 # restart counts them per session instead of rebuilding them. Plain
 # functions: pytest and tests/mpy_runner.py.
 from edge.mqtt.packets import Puback
-from edge.mqtt.session import FLASH
+from edge.store.fqueue import FLASH
 from edge.store.layout import FMSG
 from tests.core._memfiles import MemFiles
 from tests.core._pair import Client, make_broker, publish, publishes
