@@ -133,7 +133,8 @@ def build(path, n, payload, flash=True):
     m = MemFiles()
     m, log, st = new_store(m, prefix="state", budget_bytes=1 << 30, segment_bytes=16384,
                            session_budget=1 << 30, owned=FMSG)
-    st.flash_queue = flash
+    if flash:
+        st.queue = st.fq  # as edge/runtime/persist.py on a board
     b = make_broker(0, max_queued_messages=100000, max_queued_bytes=1 << 30,
                     memory_budget_bytes=1 << 30)
     b.restore(st)

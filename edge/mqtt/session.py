@@ -133,8 +133,8 @@ class Session:
     def _enqueue(self, msg, qos, retain):
         st = self.store
         q = self.queue
-        if qos == 1 and st is not None and st.flash_queue and self.expiry is None:
-            return st.fq_enqueue(self, msg, retain)  # on flash, no heap each (docs/heap.md)
+        if qos == 1 and st is not None and st.queue and self.expiry is None:
+            return st.queue(self, msg, retain)  # on flash, no heap each (edge/store/ledger.py fq)
         size = len(msg.topic) + len(msg.payload)  # what queued_bytes counts
         lim = self.limits
         if q is None:
@@ -239,7 +239,7 @@ class Session:
         elif i:
             del q[:i]  # one move for the whole batch
         if q[0] is None and room > 0:  # FLASH
-            self.store.fq_pump(self, room)  # the flash tail, a window at a time
+            self.store.queue(self, None, room)  # the flash tail, a window at a time
 
     # ---- acknowledgements from the client -----------------------------------
     def qos2_seen(self, pid):

@@ -94,7 +94,8 @@ def _open(files, cfg, broker, log):
     st = StateStore(wal, cfg["store"]["session_budget"], _RESERVE)
     # (a store that never syncs keeps its queues in RAM: a flash queue reads
     # its records back, and littlefs shows them to a reader once committed)
-    st.flash_queue = FLASH_QUEUE and cfg["store"]["sync"] != "never"
+    if FLASH_QUEUE and cfg["store"]["sync"] != "never":
+        st.queue = st.fq
     counts, problems = broker.restore(st)
     wal.flush()  # replay's repairs
     wal.drop_buffer()  # a board's heap: compaction allocates it again

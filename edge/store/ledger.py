@@ -92,9 +92,12 @@ def _qmsg(sid, dflags, mflags, topic, payload, pid=0):
 
 
 class Ledger:
-    # Offline QoS 1 queues on flash (edge/store/fqueue.py), set by the
-    # runtime (edge/runtime/persist.py): a board's default
-    flash_queue = False
+    # Offline QoS 1 queues on flash (edge/store/fqueue.py, a board's
+    # default): None, or fq() bound, set by the runtime
+    # (edge/runtime/persist.py). The Session calls it by a name its module
+    # holds already (session.py): a board's 64 KiB boot with auth had no
+    # room for another interned name (tests/integration/test_21_auth.py)
+    queue = None
 
     def __init__(self, log, session_budget, reserve_bytes):
         self.log = log  # opened by the caller; its budget_bytes bounds all
@@ -256,17 +259,18 @@ class Ledger:
         return 0, seq
 
     # ---- the flash queue (fqueue.py, loaded when first used) -----------------------
-    def fq_enqueue(self, sess, msg, retain):
-        """Session._enqueue() of a QoS 1 message to flash: True if queued."""
+    def fq(self, sess, msg, x):
+        """Ledger.queue, for the Session: msg, a QoS 1 message, queued on
+        flash (x: its RETAIN), True if queued; or with msg None, the
+        queue's FLASH item at its head: sent from while the window has
+        room x."""
+        if msg is None:
+            from edge.store.fqueue import pump
+
+            return pump(self, sess, x)
         from edge.store.fqueue import enqueue
 
-        return enqueue(self, sess, msg, retain)
-
-    def fq_pump(self, sess, room):
-        """Session.pump() at the queue's FLASH item."""
-        from edge.store.fqueue import pump
-
-        pump(self, sess, room)
+        return enqueue(self, sess, msg, x)
 
     # ---- figures -------------------------------------------------------------------
     def sys_values(self):

@@ -21,7 +21,7 @@ def boot(m, segment_bytes=2048, session_budget=1 << 22, **kw):
     runs (edge/runtime/persist.py): (broker, log, store, counts, problems)."""
     m, log, st = new_store(m, prefix="state", budget_bytes=1 << 22, segment_bytes=segment_bytes,
                            session_budget=session_budget, owned=FMSG)
-    st.flash_queue = True
+    st.queue = st.fq  # as edge/runtime/persist.py on a board
     cfg = dict(_LIMITS)
     cfg.update(kw)
     b = make_broker(0, **cfg)
