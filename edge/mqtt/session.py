@@ -16,8 +16,10 @@ from edge.compat import const, slots
 # The offline queue holds the same msg or (msg, flags) items, in order; a
 # None item (the store's FLASH) stands for QoS 1 messages on the store's
 # flash, read back as the client drains them (edge/store/fqueue.py, a
-# board's default). None, not a name of this module's: a board's 64 KiB
-# boot with auth had no room left for one (tests/runtime/test_start.py).
+# board's default, through the store's `queue`: edge/store/ledger.py).
+# None, and a name this module holds already: a board's 64 KiB boot with
+# auth had no room for more interned names (docs/heap.md "Offline queues
+# and replay").
 _QOS = const(3)
 _RETAIN = const(4)
 RELEASED = const(0)
