@@ -26,7 +26,7 @@ def test_a_heap_without_room_for_the_store_stops_the_start(runtime, broker_facto
         broker_factory(**{"store.persistence": True, "board_heap": "64k"})
     text = str(e.value)
     assert "exited with 2" in text, text
-    assert "store.persistence: the store cannot open (" in text and "bytes of heap free, 32768 needed" in text, text
+    assert "store.persistence: the store cannot open (" in text and "bytes of heap free, 38912 needed" in text, text
     assert 'store.persistence = "best-effort"' in text and "Traceback" not in text, text
 
 
