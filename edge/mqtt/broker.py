@@ -26,6 +26,19 @@ from edge.mqtt.topics import Trie
 _PUBLISH = const(3)
 _RC_PROTOCOL_ERROR = const(0x82)
 _RC_KEEPALIVE_TIMEOUT = const(0x8D)
+_RC_PACKET_TOO_LARGE = const(0x95)
+# Stats.limited's indexes: refusals for a limit of [broker] (docs/security.md
+# "Limits"), named in systree.py's LIMITS ($SYS/broker/limits/<key>)
+L_ADDRESS = const(0)   # max_connections_per_address: closed at accept
+L_RATE = const(1)      # max_packet_rate: a connection held back (not read)
+L_LENGTH = const(2)    # max_topic_length: a topic or filter refused
+L_LEVELS = const(3)    # max_topic_levels: the same, for its depth
+L_WILL = const(4)      # max_will_bytes: a CONNECT refused
+L_SUBS = const(5)      # max_subscriptions: a filter refused
+L_CONNS = const(6)     # max_connections: a socket or a CONNECT refused
+L_TIMEOUT = const(7)   # connect_timeout: closed without a CONNECT
+L_PACKET = const(8)    # max_packet_size: closed
+_LIMITS = const(9)
 
 
 def _on_pingreq(b, conn, pkt, now):
@@ -80,6 +93,9 @@ class Stats:
         self.deliveries_oom = 0  # deliveries dropped on MemoryError (publish.route)
         self.subs_refused = 0
         self.protocol_errors = 0
+        # refusals per limit (L_*), and what the last log line had said
+        self.limited = [0] * _LIMITS
+        self.logged = [0] * _LIMITS
 
 
 class Broker:
@@ -120,17 +136,38 @@ class Broker:
         self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
         self.next_sys = now + lim.sys_interval * 1000
+        # max_connections_per_address: client address -> open sockets
+        self.peers = {}
+        self.next_log = now  # limits' refusals: logged once an interval (tick)
 
     # ---- runtime interface ------------------------------------------------
-    def open(self, cid, now):
-        """A socket was accepted. False: over max_connections, close it.
-        (With auth on, the runtime then tells auth.open(cid, address).)"""
-        if len(self.conns) >= self.limits.max_connections:
+    def open(self, cid, now, peer=None):
+        """A socket was accepted from address peer (hashable, no port; None:
+        unknown). False: over max_connections or the address's quota, close
+        it: before its CONNECT there is nothing to answer, and a refused
+        socket held until then would hold the slot the limit keeps for
+        others. (With auth on, the runtime then tells auth.open(cid, address).)"""
+        lim = self.limits
+        if len(self.conns) >= lim.max_connections:
             self.stats.conns_refused += 1
-            self.log(30, "connection refused: max_connections %d reached" % self.limits.max_connections)
+            self.limit(L_CONNS)
             return False
-        self.conns[cid] = Connection(cid, now, self.dirty)
+        quota = lim.max_connections_per_address
+        if quota and peer is not None:
+            n = self.peers.get(peer, 0)
+            if n >= quota:
+                self.limit(L_ADDRESS)
+                return False
+            self.peers[peer] = n + 1
+        conn = self.conns[cid] = Connection(cid, now, self.dirty)
+        if quota and peer is not None:
+            conn.peer = peer
         return True
+
+    def limit(self, i):
+        """Count a refusal for limit i (L_*): logged with the others once
+        an interval (tick), never a line per packet."""
+        self.stats.limited[i] += 1
 
     def data_received(self, cid, data, now):
         conn = self.conns.get(cid)
@@ -145,12 +182,14 @@ class Broker:
         conn.receive_data(data, now)
         max_size = self.limits.max_packet_size
         kept = len(conn.out)  # output of earlier feeds (held for the store's sync)
+        n = 0  # packets in this feed (max_packet_rate)
         try:
             while conn.state < CLOSED:
                 start = conn.pos
                 pkt = conn.next_event(max_size)
                 if pkt is None:
                     break
+                n += 1
                 if type(pkt) is int:  # a short-form ack: kind << 16 | pid
                     ack(conn, pkt >> 16, pkt & 0xFFFF)
                     continue
@@ -166,8 +205,12 @@ class Broker:
             sess = conn.session
             if sess is not None and sess.queue and sess.conn is conn:
                 sess.pump()  # once per feed: the room its acks made
+            if n and self.limits.max_packet_rate:
+                return self.meter(conn, n, now)
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
+            if e.reason == _RC_PACKET_TOO_LARGE:
+                self.limit(L_PACKET)
             # 3.1.1 has no server DISCONNECT: the answer to a protocol
             # violation is closing the connection (§4.8); 5.0 first says
             # why, in a CONNACK or DISCONNECT with e.reason (§4.13). The
@@ -187,10 +230,38 @@ class Broker:
             conn.drop_output(kept)
             raise
 
+    def meter(self, conn, n, now):
+        """max_packet_rate: a token bucket per connection, refilled at the
+        rate and holding a second's packets, less n for this feed (the
+        packets are handled: they were read). Returns 0, or the ms the
+        runtime waits before it reads conn again: back-pressure, as for a
+        slow reader (TCP holds the client back), nothing dropped and no
+        session lost, where 5.0's DISCONNECT 0x96 would drop both.
+        Thousandths of a packet: a packet a second refills 1 a ms, and
+        small ints (no float, which a board allocates)."""
+        rate = self.limits.max_packet_rate
+        full = rate * 1000
+        t = conn.tokens
+        t = full if t is None else min(full, t + rate * (now - conn.metered))
+        conn.metered = now
+        t -= n * 1000
+        conn.tokens = t
+        if t >= 0:
+            return 0
+        self.limit(L_RATE)
+        return (rate - 1 - t) // rate  # ms until the bucket is back at 0
+
     def connection_lost(self, cid, now):
         """The socket is gone (EOF, error, or after we closed it)."""
         conn = self.conns.pop(cid, None)
-        if conn is not None and conn.state < CLOSED:
+        if conn is None:
+            return
+        peer = conn.peer
+        if peer is not None:  # its address's quota (open)
+            n = self.peers.pop(peer) - 1
+            if n:
+                self.peers[peer] = n
+        if conn.state < CLOSED:
             self.now = now
             self.close(conn, now, "connection lost")
 
@@ -220,6 +291,7 @@ class Broker:
                 if conn.keepalive and now - conn.last_rx > conn.keepalive * 1500:
                     self.close(conn, now, "keepalive timeout", CLOSED, _RC_KEEPALIVE_TIMEOUT)
             elif conn.state < CONNECTED and now - conn.last_rx > lim.connect_timeout * 1000:
+                self.limit(L_TIMEOUT)
                 self.close(conn, now, "no CONNECT within connect_timeout")
         if self.v5 is not None:
             self.v5.tick(now)  # will delays, session expiry
@@ -231,6 +303,17 @@ class Broker:
             news = self.store.refusals()  # counted at once, logged once a tick
             if news:
                 self.log(30, news)
+        st = self.stats
+        if now >= self.next_log and st.limited != st.logged:
+            # what the limits refused since the last line: one line an
+            # interval however many there were (a flood must not fill the log)
+            self.next_log = now + (lim.sys_interval or 10) * 1000
+            from edge.mqtt.systree import LIMITS  # lazily: only under attack
+
+            self.log(30, "limits refused since the last report: %s" % (
+                ", ".join("%d for %s" % (st.limited[i] - st.logged[i], LIMITS[i])
+                                                  for i in range(_LIMITS) if st.limited[i] != st.logged[i])))
+            st.logged = st.limited[:]
 
     # ---- closing --------------------------------------------------------------
     def close(self, conn, now, why, state=CLOSED, rc=0):
