@@ -67,6 +67,7 @@ class TcpServer:
         self.port = 0       # the port it is bound to
         self.task = None    # the accept loop
         self.udp = None     # the CoAP shell (udp.py), flushed after each feed too
+        self.hold = 0       # ms the connection just fed waits (max_packet_rate)
 
     async def start(self, host, port):
         import socket
@@ -212,15 +213,16 @@ class TcpServer:
             pass
 
     # ---- input ----------------------------------------------------------------
-    def _opened(self, w):
-        """Register a new socket; its id, or 0 if the broker refused it."""
+    def _opened(self, w, addr):
+        """Register a new socket from addr (bytes or None); its id, or 0 if
+        the broker refused it."""
         cid = self.next_id = self.next_id + 1
         broker = self.broker
         try:
-            if not broker.open(cid, now_ms()):
+            if not broker.open(cid, now_ms(), addr):
                 return 0
             if broker.auth is not None:
-                broker.auth.open(cid, w)  # the address _accept() gave w
+                broker.auth.open(cid, addr)
             self.writers[cid] = w
         except MemoryError:
             # No heap for its state: refused like one over max_connections,
@@ -246,15 +248,15 @@ class TcpServer:
                 sock, addr = lsock.accept()
             except OSError:
                 continue  # the peer gave up already
-            auth = self.broker.auth
-            if auth is not None:
-                # failed logins count per address (edge/auth/guard.py): the
+            broker = self.broker
+            if broker.auth is not None or broker.limits.max_connections_per_address:
+                # failed logins (edge/auth/guard.py) and open sockets
+                # (max_connections_per_address) count per address: the
                 # sockaddr's IP, not its port (an opaque sockaddr here:
-                # IPv4's address at bytes 4-8, IPv6's at 8-24). Held by the
-                # socket until _opened() knows the connection's id: passed
-                # to _serve(), it would make every connection's task bigger.
-                auth.open(sock, bytes(addr[4:8]) if len(addr) <= 16 else bytes(addr[8:24]))
-            auth = addr = None
+                # IPv4's address at bytes 4-8, IPv6's at 8-24)
+                addr = bytes(addr[4:8]) if len(addr) <= 16 else bytes(addr[8:24])
+            else:
+                addr = None
             sock.setblocking(False)
             try:
                 # No Nagle: a QoS 0 subscriber sends nothing back, so its
@@ -263,19 +265,38 @@ class TcpServer:
                 sock.setsockopt(6, 1, 1)
             except OSError:
                 pass
-            asyncio.create_task(self._serve(sock))
+            # Registered here, before a task exists: a refused socket (over
+            # max_connections or its address's quota) costs no task
+            cid = self._opened(sock, addr)
+            addr = None
+            if not cid:
+                sock.close()
+                continue
+            try:
+                asyncio.create_task(self._serve(sock, cid))
+            except MemoryError:
+                # no heap for its task: closed as one refused, counted; the
+                # accept loop goes on (it must never die of a flood)
+                self.broker.stats.conns_oom += 1
+                self.broker.connection_lost(cid, now_ms())
+                self._forget(cid, sock)
 
-    def _serve(self, sock):
+    def _serve(self, sock, cid):
         # One task per connection, a plain generator that waits
         # on the poller. It lives as long as the connection, so its frame is
         # kept small (three locals, no try blocks): the work and the cleanup
         # are in _readable(), whose frame lasts one read.
-        cid = self._opened(sock)
-        if not cid:
-            sock.close()
         while cid:
             yield _io_queue.queue_read(sock)
             cid = self._readable(cid, sock)
+            if self.hold:  # over max_packet_rate: TCP holds the client back
+                yield from self._wait()
+
+    def _wait(self):
+        # Not read for self.hold ms (Broker.meter)
+        ms = self.hold
+        self.hold = 0
+        yield from asyncio.sleep_ms(ms)  # type: ignore[attr-defined]
 
     def _readable(self, cid, sock):
         """The socket has data, EOF or an error. Feeds the broker;
@@ -288,7 +309,7 @@ class TcpServer:
             if n is None:
                 go_on = True  # spurious wake-up, nothing read
             else:
-                broker.data_received(cid, _RMV[:n], now_ms())
+                self.hold = broker.data_received(cid, _RMV[:n], now_ms()) or 0
                 self.flush()
                 go_on = n and not broker.conns[cid].closing
         except OSError as e:
