@@ -37,8 +37,7 @@ class Connection:
     closing = False   # close after the queued output is written
     out = ()          # output waiting for take(): a list once written to
     peer = None       # client address, while max_connections_per_address counts it
-    tokens = None     # max_packet_rate's bucket (Broker.meter), and when it was
-    metered = 0       # last filled (ms)
+    tokens = None     # max_packet_rate's bucket (Broker.meter)
 
     def __init__(self, cid, now, dirty=None):
         self.id = cid
