@@ -164,6 +164,21 @@ class Connection:
             buf = memoryview(buf)
         return buf[start:self.pos]
 
+    def need(self):
+        """Bytes that complete the packet whose start is held between feeds
+        (0: none held, or its length not read yet). A board reads no more
+        than that, so a packet spanning reads never needs a block of its
+        size plus a whole read (test_27_floods.py: 1 KB publishes grew
+        their buffer to 1.9 KB, and a flooded 64 KiB heap had no such block)."""
+        buf = self.buf
+        if len(buf) < 2:
+            return 0
+        try:
+            n = codec.packet_length(buf, 0, len(buf))
+        except RemoteProtocolError:
+            return 0  # (next_event closes it)
+        return n - len(buf) if n > 0 else 0
+
     def eof_pending(self):
         """Bytes of an incomplete packet are buffered (a truncated packet)."""
         return self.pos < len(self.buf)

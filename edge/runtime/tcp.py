@@ -60,7 +60,11 @@ class TcpServer:
         broker.lend = True
         self.log = log
         self.writers = {}   # cid -> socket
-        self.pending = {}   # cid -> bytes the socket has not taken yet
+        # cid -> the chunks the socket has not taken yet, in order: a list,
+        # never one bytes grown by concatenation, which for a reader that
+        # stopped reading needed twice its backlog in one block at once
+        # (the 64 KiB board ran out of heap in tests/integration/test_27_floods.py)
+        self.pending = {}
         self.draining = set()
         self.next_id = 0
         self.server = None  # the listening socket
@@ -88,16 +92,19 @@ class TcpServer:
     # ---- output ---------------------------------------------------------------
     def _write(self, cid, w, data):
         """Hand data to the socket; returns how many bytes it has not taken."""
-        p = self.pending
-        if cid in p:  # keep the order: behind what already waits
-            data = p[cid] = p[cid] + data
-            return len(data)
+        q = self.pending.get(cid)
+        if q is not None:  # keep the order: behind what already waits
+            # a view of the read buffer (Connection.last_packet) must not
+            # wait past the next read: copied
+            q.append(bytes(data) if type(data) is memoryview else data)
+            n = 0
+            for data in q:
+                n += len(data)
+            return n
         n = w.write(data) or 0  # None: it would block
         if n >= len(data):
             return 0
-        # a view of the read buffer (Connection.last_packet) must not wait
-        # past the next read: the rest is copied
-        p[cid] = bytes(data[n:])
+        self.pending[cid] = [bytes(data[n:])]  # (copied, as above)
         return len(data) - n
 
     def _durable(self):
@@ -160,12 +167,15 @@ class TcpServer:
         p = self.pending
         while cid in p:
             yield _io_queue.queue_write(sock)
-            data = p[cid]
+            q = p[cid]
+            data = q[0]
             n = sock.write(data) or 0
             if n >= len(data):
-                del p[cid]
+                q.pop(0)
+                if not q:
+                    del p[cid]
             elif n:
-                p[cid] = data[n:]
+                q[0] = memoryview(data)[n:]  # the rest, not a copy of it
 
     async def _drain(self, conn, w):
         cid = conn.id
@@ -305,7 +315,10 @@ class TcpServer:
         broker = self.broker
         go_on = False
         try:
-            n = sock.readinto(_RBUF)
+            # the rest of a packet begun in an earlier read, if one is held,
+            # and no more (Connection.need)
+            n = broker.conns[cid].need()
+            n = sock.readinto(_RMV[:n] if 0 < n < _RBUF_SIZE else _RBUF)
             if n is None:
                 go_on = True  # spurious wake-up, nothing read
             else:

@@ -176,3 +176,20 @@ def test_connect_timeout_counted():
     assert b.open(1, 0)
     b.tick(1500)
     assert b.conns[1].closing and b.stats.limited[L_TIMEOUT] == 1
+
+
+
+def test_need_is_the_rest_of_a_packet_begun():
+    # a board reads no more than the rest of a packet it holds the start of
+    # (edge/runtime/tcp.py), so the packet's buffer never outgrows it
+    b = make_broker()
+    c = Client(b)
+    c.connect("n")
+    pkt = b"\x30\x67\x00\x01t" + b"x" * 100  # PUBLISH "t", 100 bytes: 105 in all
+    assert c.conn.need() == 0  # nothing held
+    c.send_raw(pkt[:1])
+    assert c.conn.need() == 0  # its length not known yet
+    c.send_raw(pkt[1:10])
+    assert c.conn.need() == 95
+    c.send_raw(pkt[10:])
+    assert c.conn.need() == 0 and not c.closed
