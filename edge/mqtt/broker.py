@@ -209,8 +209,12 @@ class Broker:
             sess = conn.session
             if sess is not None and sess.queue and sess.conn is conn:
                 sess.pump()  # once per feed: the room its acks made
-            if self.limits.max_packet_rate:
-                return self.meter(conn, n, now - last)
+            rate = self.limits.max_packet_rate
+            if rate:
+                wait = conn.meter(rate, n, now - last)
+                if wait:
+                    self.limit(L_RATE)  # the runtime does not read it for wait ms
+                return wait
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             if e.reason == _RC_PACKET_TOO_LARGE:
@@ -233,28 +237,6 @@ class Broker:
             # what it has no ack for again.
             conn.drop_output(kept)
             raise
-
-    def meter(self, conn, n, ms):
-        """max_packet_rate: a token bucket per connection, refilled at the
-        rate for the ms since its last feed (Connection.last_rx: one
-        attribute less per connection on a board) and holding a second's
-        packets, less n for this feed (the packets are handled: they were
-        read). Returns 0, or the ms the
-        runtime waits before it reads conn again: back-pressure, as for a
-        slow reader (TCP holds the client back), nothing dropped and no
-        session lost, where 5.0's DISCONNECT 0x96 would drop both.
-        Thousandths of a packet: a packet a second refills 1 a ms, and
-        small ints (no float, which a board allocates)."""
-        rate = self.limits.max_packet_rate
-        full = rate * 1000
-        t = conn.tokens
-        t = full if t is None else min(full, t + rate * ms)
-        t -= n * 1000
-        conn.tokens = t
-        if t >= 0:
-            return 0
-        self.limit(L_RATE)
-        return (rate - 1 - t) // rate  # ms until the bucket is back at 0
 
     def connection_lost(self, cid, now):
         """The socket is gone (EOF, error, or after we closed it)."""
