@@ -28,16 +28,17 @@ _RC_PROTOCOL_ERROR = const(0x82)
 _RC_KEEPALIVE_TIMEOUT = const(0x8D)
 _RC_PACKET_TOO_LARGE = const(0x95)
 # Stats.limited's indexes: refusals for a limit of [broker] (docs/security.md
-# "Limits"), named in systree.py's LIMITS ($SYS/broker/limits/<key>)
-L_ADDRESS = const(0)   # max_connections_per_address: closed at accept
-L_RATE = const(1)      # max_packet_rate: a connection held back (not read)
-L_LENGTH = const(2)    # max_topic_length: a topic or filter refused
-L_LEVELS = const(3)    # max_topic_levels: the same, for its depth
-L_WILL = const(4)      # max_will_bytes: a CONNECT refused
-L_SUBS = const(5)      # max_subscriptions: a filter refused
-L_CONNS = const(6)     # max_connections: a socket or a CONNECT refused
-L_TIMEOUT = const(7)   # connect_timeout: closed without a CONNECT
-L_PACKET = const(8)    # max_packet_size: closed
+# "Limits"), named in systree.py's LIMITS ($SYS/broker/limits/<key>), whose
+# order tests/core/test_limits.py checks. Private: folded into the bytecode
+_L_ADDRESS = const(0)   # max_connections_per_address: closed at accept
+_L_RATE = const(1)      # max_packet_rate: a connection held back (not read)
+_L_LENGTH = const(2)    # max_topic_length: a topic or filter refused
+_L_LEVELS = const(3)    # max_topic_levels: the same, for its depth
+_L_WILL = const(4)      # max_will_bytes: a CONNECT refused
+_L_SUBS = const(5)      # max_subscriptions: a filter refused
+_L_CONNS = const(6)     # max_connections: a socket or a CONNECT refused
+_L_TIMEOUT = const(7)   # connect_timeout: closed without a CONNECT
+_L_PACKET = const(8)    # max_packet_size: closed
 _LIMITS = const(9)
 
 
@@ -82,6 +83,11 @@ class Limits:
 
 
 class Stats:
+    # refusals per limit (_L_*), and what the last log line had said: made
+    # at the first refusal (Broker.limit), none on a board that has none
+    limited = None
+    logged = None
+
     def __init__(self):
         self.msgs_received = 0
         self.msgs_sent = 0
@@ -96,9 +102,6 @@ class Stats:
         self.deliveries_oom = 0  # deliveries dropped on MemoryError (publish.route)
         self.subs_refused = 0
         self.protocol_errors = 0
-        # refusals per limit (L_*), and what the last log line had said
-        self.limited = [0] * _LIMITS
-        self.logged = [0] * _LIMITS
 
 
 class Broker:
@@ -112,6 +115,8 @@ class Broker:
     # fed in, with no copy (Connection.last_packet).
     lend = False
     store = None    # StateStore (edge/store/state.py), set by restore()
+    peers = None    # max_connections_per_address: client address -> open sockets
+    next_log = 0    # limits' refusals: logged once an interval (tick)
     coap = None     # the CoAP Endpoint (edge/coap/), set by the runtime, for $SYS
     uplink = None   # the Uplink (edge/bridge/uplink.py), set by the runtime, for $SYS
     acking = False  # routing a client's PUBLISH, its ack queued (publish.py)
@@ -140,8 +145,6 @@ class Broker:
         self.dirty = []      # Connections with output (or a close) pending
         self.next_sys = now + lim.sys_interval * 1000
         # max_connections_per_address: client address -> open sockets
-        self.peers = {}
-        self.next_log = now  # limits' refusals: logged once an interval (tick)
 
     # ---- runtime interface ------------------------------------------------
     def open(self, cid, now, peer=None):
@@ -153,24 +156,31 @@ class Broker:
         lim = self.limits
         if len(self.conns) >= lim.max_connections:
             self.stats.conns_refused += 1
-            self.limit(L_CONNS)
+            self.limit(_L_CONNS)
             return False
         quota = lim.max_connections_per_address
         if quota and peer is not None:
-            n = self.peers.get(peer, 0)
+            peers = self.peers
+            if peers is None:
+                peers = self.peers = {}
+            n = peers.get(peer, 0)
             if n >= quota:
-                self.limit(L_ADDRESS)
+                self.limit(_L_ADDRESS)
                 return False
-            self.peers[peer] = n + 1
+            peers[peer] = n + 1
         conn = self.conns[cid] = Connection(cid, now, self.dirty)
         if quota and peer is not None:
             conn.peer = peer
         return True
 
     def limit(self, i):
-        """Count a refusal for limit i (L_*): logged with the others once
+        """Count a refusal for limit i (_L_*): logged with the others once
         an interval (tick), never a line per packet."""
-        self.stats.limited[i] += 1
+        st = self.stats
+        if st.limited is None:
+            st.limited = [0] * _LIMITS
+            st.logged = [0] * _LIMITS
+        st.limited[i] += 1
 
     def data_received(self, cid, data, now):
         conn = self.conns.get(cid)
@@ -213,12 +223,12 @@ class Broker:
             if rate:
                 wait = conn.meter(rate, n, now - last)
                 if wait:
-                    self.limit(L_RATE)  # the runtime does not read it for wait ms
+                    self.limit(_L_RATE)  # the runtime does not read it for wait ms
                 return wait
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             if e.reason == _RC_PACKET_TOO_LARGE:
-                self.limit(L_PACKET)
+                self.limit(_L_PACKET)
             # 3.1.1 has no server DISCONNECT: the answer to a protocol
             # violation is closing the connection (§4.8); 5.0 first says
             # why, in a CONNACK or DISCONNECT with e.reason (§4.13). The
@@ -278,7 +288,7 @@ class Broker:
                 if conn.keepalive and now - conn.last_rx > conn.keepalive * 1500:
                     self.close(conn, now, "keepalive timeout", CLOSED, _RC_KEEPALIVE_TIMEOUT)
             elif conn.state < CONNECTED and now - conn.last_rx > lim.connect_timeout * 1000:
-                self.limit(L_TIMEOUT)
+                self.limit(_L_TIMEOUT)
                 self.close(conn, now, "no CONNECT within connect_timeout")
         if self.v5 is not None:
             self.v5.tick(now)  # will delays, session expiry
@@ -291,7 +301,7 @@ class Broker:
             if news:
                 self.log(30, news)
         st = self.stats
-        if now >= self.next_log and st.limited != st.logged:
+        if st.limited is not None and now >= self.next_log and st.limited != st.logged:
             # what the limits refused since the last line: one line an
             # interval however many there were (a flood must not fill the log)
             self.next_log = now + (lim.sys_interval or 10) * 1000

@@ -9,7 +9,7 @@ from edge import VERSION
 from edge.mqtt.publish import route
 from edge.mqtt.session import Message
 
-# Stats.limited's entries (broker.py L_*): the [broker] key whose limit
+# Stats.limited's entries (broker.py's _L_*): the [broker] key whose limit
 # refused, the name of its $SYS/broker/limits/ counter and of its log line
 LIMITS = ("max_connections_per_address", "max_packet_rate", "max_topic_length",
           "max_topic_levels", "max_will_bytes", "max_subscriptions", "max_connections",
@@ -34,8 +34,9 @@ def values(b):
     yield "bytes/sent", st.bytes_sent
     yield "retained messages/count", len(b.retained)
     yield "subscriptions/count", len(b.subs)
+    n = st.limited
     for i in range(len(LIMITS)):  # docs/security.md "Limits"
-        yield "limits/" + LIMITS[i], st.limited[i]
+        yield "limits/" + LIMITS[i], n[i] if n else 0
     budget = b.limits.budget
     yield "budget/bytes", budget.add(0)  # everything counted now
     yield "budget/dropped", budget.dropped

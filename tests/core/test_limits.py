@@ -1,11 +1,20 @@
 # Limits that hold under attack (docs/security.md "Limits"): each refuses
 # with its reason, is counted in $SYS/broker/limits/<key>, and is logged once
 # an interval, never a line per packet. Runs under MicroPython too.
-from edge.mqtt.broker import L_ADDRESS, L_CONNS, L_LENGTH, L_LEVELS, L_RATE, L_SUBS, L_TIMEOUT, L_WILL
 from edge.mqtt.consts import CONNACK, DISCONNECT, PINGRESP, SUBACK
 from edge.mqtt.packets import Connect, Pingreq
-from edge.mqtt.systree import values
+from edge.mqtt.systree import LIMITS, values
 from tests.core._pair import Client, make_broker, publish
+
+
+# Stats.limited's indexes (broker.py's private _L_*), in LIMITS' order
+L_ADDRESS, L_RATE, L_LENGTH, L_LEVELS, L_WILL, L_SUBS, L_CONNS, L_TIMEOUT, L_PACKET = range(9)
+
+
+def test_limits_names_in_the_order_of_the_indexes():
+    assert LIMITS == ("max_connections_per_address", "max_packet_rate", "max_topic_length",
+                      "max_topic_levels", "max_will_bytes", "max_subscriptions", "max_connections",
+                      "connect_timeout", "max_packet_size")
 
 
 def _sys(b, name):
@@ -35,14 +44,14 @@ def test_connections_per_address_refused_at_accept_and_freed_on_close():
     assert _sys(b, "limits/max_connections_per_address") == 2
     for cid in (2, 4, 5, 6):
         b.connection_lost(cid, 20)
-    assert b.peers == {}  # nothing left behind for addresses gone
+    assert not b.peers  # nothing left behind for addresses gone
 
 
 def test_connections_per_address_zero_is_no_quota():
     b = make_broker(max_connections_per_address=0)
     for cid in range(1, 20):
         assert b.open(cid, 0, "10.0.0.1")
-    assert b.peers == {}
+    assert not b.peers
 
 
 def test_max_connections_counted_as_a_limit():
@@ -87,7 +96,7 @@ def test_packet_rate_off_by_default_on_the_gateway():
     c = Client(b)
     c.connect("r")
     assert not b.data_received(c.cid, b"\xc0\x00" * 500, 0)
-    assert b.stats.limited[L_RATE] == 0
+    assert not b.stats.limited
 
 
 def test_topic_length_closes_a_publisher_and_refuses_a_filter():
