@@ -83,10 +83,10 @@ class Limits:
 
 
 class Stats:
-    # refusals per limit (_L_*), and what the last log line had said: made
+    # refusals per limit (_L_*), then what the last log line had said: made
     # at the first refusal (Broker.limit), none on a board that has none
+    # (every name and string here is a qstr a board keeps from boot on)
     limited = None
-    logged = None
 
     def __init__(self):
         self.msgs_received = 0
@@ -116,7 +116,6 @@ class Broker:
     lend = False
     store = None    # StateStore (edge/store/state.py), set by restore()
     peers = None    # max_connections_per_address: client address -> open sockets
-    next_log = 0    # limits' refusals: logged once an interval (tick)
     coap = None     # the CoAP Endpoint (edge/coap/), set by the runtime, for $SYS
     uplink = None   # the Uplink (edge/bridge/uplink.py), set by the runtime, for $SYS
     acking = False  # routing a client's PUBLISH, its ack queued (publish.py)
@@ -178,8 +177,7 @@ class Broker:
         an interval (tick), never a line per packet."""
         st = self.stats
         if st.limited is None:
-            st.limited = [0] * _LIMITS
-            st.logged = [0] * _LIMITS
+            st.limited = [0] * (2 * _LIMITS)
         st.limited[i] += 1
 
     def data_received(self, cid, data, now):
@@ -292,6 +290,13 @@ class Broker:
                 self.close(conn, now, "no CONNECT within connect_timeout")
         if self.v5 is not None:
             self.v5.tick(now)  # will delays, session expiry
+        if self.stats.limited is not None and (now >= self.next_sys or not lim.sys_interval):
+            # what the limits refused since the last line: one line a
+            # sys_interval (a tick when 0) however many there were, a
+            # flood must not fill the log (systree.py, lazily: only then)
+            from edge.mqtt.systree import report
+
+            report(self)
         if lim.sys_interval and now >= self.next_sys:
             self.next_sys = now + lim.sys_interval * 1000
             if self.subs.has_first("$SYS"):  # nobody listening: systree.py never loads
@@ -300,17 +305,6 @@ class Broker:
             news = self.store.refusals()  # counted at once, logged once a tick
             if news:
                 self.log(30, news)
-        st = self.stats
-        if st.limited is not None and now >= self.next_log and st.limited != st.logged:
-            # what the limits refused since the last line: one line an
-            # interval however many there were (a flood must not fill the log)
-            self.next_log = now + (lim.sys_interval or 10) * 1000
-            from edge.mqtt.systree import LIMITS  # lazily: only under attack
-
-            self.log(30, "limits refused since the last report: %s" % (
-                ", ".join("%d for %s" % (st.limited[i] - st.logged[i], LIMITS[i])
-                                                  for i in range(_LIMITS) if st.limited[i] != st.logged[i])))
-            st.logged = st.limited[:]
 
     # ---- closing --------------------------------------------------------------
     def close(self, conn, now, why, state=CLOSED, rc=0):

@@ -30,14 +30,16 @@ def check_topic(b, topic):
     """validate_topic(), and our bounds max_topic_length and
     max_topic_levels, their refusals counted (docs/security.md "Limits"):
     RemoteProtocolError 0x90 Topic Name invalid, which closes the
-    connection (a 5.0 client is told why in its DISCONNECT or CONNACK)."""
+    connection (a 5.0 client is told why in its DISCONNECT or CONNACK).
+    (Its messages are made of names a board holds anyway: each new string
+    is a qstr kept from boot on, docs/security.md "On a board".)"""
     lim = b.limits
     if len(topic) > lim.max_topic_length:
         b.limit(_L_LENGTH)
-        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, "topic over max_topic_length %d" % lim.max_topic_length)
+        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, "%s over %s" % ("topic", "max_topic_length"))
     if topic.count("/") >= lim.max_topic_levels:
         b.limit(_L_LEVELS)
-        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, "topic over max_topic_levels %d" % lim.max_topic_levels)
+        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, "%s over %s" % ("topic", "max_topic_levels"))
     validate_topic(topic, 0)
 
 

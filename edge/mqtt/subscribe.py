@@ -78,10 +78,10 @@ def over(b, f):
     lim = b.limits
     if len(f) > lim.max_topic_length:
         b.limit(_L_LENGTH)
-        return "topic filter over max_topic_length %d" % lim.max_topic_length
+        return "%s over %s" % ("filter", "max_topic_length")  # (names a board has: check_topic)
     if f.count("/") >= lim.max_topic_levels:
         b.limit(_L_LEVELS)
-        return "topic filter has too many levels (max_topic_levels %d)" % lim.max_topic_levels
+        return "%s over %s" % ("filter", "max_topic_levels")
     return None
 
 

@@ -16,6 +16,17 @@ LIMITS = ("max_connections_per_address", "max_packet_rate", "max_topic_length",
           "connect_timeout", "max_packet_size")
 
 
+def report(b):
+    """Log what the limits refused since the last report, as counts
+    (Broker.tick, once a sys_interval): one line however many."""
+    n = b.stats.limited
+    said = ["%d for %s" % (n[i] - n[i + len(LIMITS)], LIMITS[i])
+            for i in range(len(LIMITS)) if n[i] != n[i + len(LIMITS)]]
+    if said:
+        b.log(30, "limits refused since the last report: " + ", ".join(said))
+        n[len(LIMITS):] = n[:len(LIMITS)]
+
+
 def values(b):
     """(name under $SYS/broker/, value) pairs, one at a time."""
     st = b.stats

@@ -165,15 +165,17 @@ def test_refusals_logged_once_an_interval_with_the_counts():
         assert c.subscribe(("b/%d" % i, 0))[0].codes == [0x80]
     assert b.stats.limited[L_SUBS] == 50
     assert not [m for m in lines if "max_subscriptions" in m]  # not a line per refusal
-    b.tick(1000)
+    b.tick(1000)  # within the first sys_interval: not yet
+    assert not [m for m in lines if "limits refused" in m]
+    b.tick(10000)
     said = [m for m in lines if "limits refused" in m]
     assert len(said) == 1 and "50 for max_subscriptions" in said[0], said
     for i in range(5):
         c.subscribe(("c/%d" % i, 0))
-    b.tick(2000)
-    b.tick(9000)  # within the interval: nothing more
-    assert len([m for m in lines if "limits refused" in m]) == 1
     b.tick(11000)
+    b.tick(19000)  # within the interval: nothing more
+    assert len([m for m in lines if "limits refused" in m]) == 1
+    b.tick(20000)
     said = [m for m in lines if "limits refused" in m]
     assert len(said) == 2 and "5 for max_subscriptions" in said[1], said
     b.tick(30000)  # nothing new: no line
