@@ -15,7 +15,7 @@ from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt import codec, connect
 from edge.mqtt import publish as publishing, subscribe as subscribing
-from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
+from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR, meter
 from edge.mqtt.packets import Connack
 from edge.mqtt.retain import RetainStore
 from edge.mqtt.session import Budget
@@ -219,7 +219,7 @@ class Broker:
                 sess.pump()  # once per feed: the room its acks made
             rate = self.limits.max_packet_rate
             if rate:
-                wait = conn.meter(rate, n, now - last)
+                wait = meter(conn, rate, n, now - last)
                 if wait:
                     self.limit(_L_RATE)  # the runtime does not read it for wait ms
                 return wait

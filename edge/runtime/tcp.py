@@ -303,7 +303,7 @@ class TcpServer:
                 yield from self._wait()
 
     def _wait(self):
-        # Not read for self.hold ms (Connection.meter)
+        # Not read for self.hold ms (connection.meter)
         ms = self.hold
         self.hold = 0
         yield from asyncio.sleep_ms(ms)  # type: ignore[attr-defined]
