@@ -115,7 +115,6 @@ class Broker:
     # fed in, with no copy (Connection.last_packet).
     lend = False
     store = None    # StateStore (edge/store/state.py), set by restore()
-    peers = None    # max_connections_per_address: client address -> open sockets
     coap = None     # the CoAP Endpoint (edge/coap/), set by the runtime, for $SYS
     uplink = None   # the Uplink (edge/bridge/uplink.py), set by the runtime, for $SYS
     acking = False  # routing a client's PUBLISH, its ack queued (publish.py)
@@ -143,6 +142,10 @@ class Broker:
         self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
         self.next_sys = now + lim.sys_interval * 1000
+        # max_connections_per_address: client address -> open sockets, made
+        # at the first count (an instance attribute: one more name in the
+        # class's dict and a 64 KiB board with auth no longer booted)
+        self.peers = None
         # max_connections_per_address: client address -> open sockets
 
     # ---- runtime interface ------------------------------------------------
