@@ -146,7 +146,6 @@ class Broker:
         # at the first count (an instance attribute: one more name in the
         # class's dict and a 64 KiB board with auth no longer booted)
         self.peers = None
-        # max_connections_per_address: client address -> open sockets
 
     # ---- runtime interface ------------------------------------------------
     def open(self, cid, now, peer=None):
