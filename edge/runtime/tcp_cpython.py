@@ -187,7 +187,9 @@ class TcpServer(GroupCommit):
         if conn is None or self.peers.get(p.cid) is not p or conn.closing:
             return
         tr = p.tr
-        if conn.out_bytes <= _READ_PAUSE and now_ms() >= p.hold and not tr.is_reading():
+        # (getattr: the gateway's WebSocket peers, gateway/web.py, have no
+        # hold until one is set)
+        if conn.out_bytes <= _READ_PAUSE and now_ms() >= getattr(p, "hold", 0) and not tr.is_reading():
             tr.resume_reading()
 
     def _write(self, out):

@@ -115,3 +115,34 @@ def test_will_size_and_topic_length_v5(broker):
     p.send(raw.publish("a/" + "x" * 15, b"no", props=b"\x00"))
     d = p.expect(raw.DISCONNECT)
     assert d.body[0] == 0x90  # Topic Name invalid
+
+
+def test_websocket_peer_with_big_messages_and_a_packet_rate(tmp_path, runtime):
+    # The gateway's WebSocket peers go through the same TCP shell: a message
+    # of 64 KiB or more pauses the peer until the next loop pass, and
+    # max_packet_rate holds it back, as for a TCP peer (gateway/web.py's
+    # Peer has no `hold` until one is set)
+    if runtime != "cpython":
+        pytest.skip("the gateway's WebSocket listener")
+    from .clients import Client
+    from .web import web_broker
+
+    b = web_broker(tmp_path, max_packet_rate=20)
+    try:
+        c = Client(b.host, b.web_port, ws_path="/mqtt")
+        c.connect()
+        topic = "big/" + unique_id()
+        assert c.subscribe(topic, 1) == [1]
+        for i in range(3):
+            c.publish(topic, bytes([65 + i]) * 100000, qos=1)
+        got = c.wait_messages(3, timeout=20)
+        assert sorted(m.payload[:1] for m in got) == [b"A", b"B", b"C"]
+        for i in range(40):  # twice the bucket: held back, then served
+            c.publish(topic, b"s%d" % i, qos=1, wait=False)
+        got = c.wait_messages(43, timeout=20)
+        assert {m.payload for m in got[3:]} == {b"s%d" % i for i in range(40)}
+        c.disconnect()
+        assert "Traceback" not in b.log_text() and "AttributeError" not in b.log_text()
+        b.assert_alive()
+    finally:
+        b.stop()
