@@ -143,8 +143,7 @@ class Broker:
         self.dirty = []      # Connections with output (or a close) pending
         self.next_sys = now + lim.sys_interval * 1000
         # max_connections_per_address: client address -> open sockets, made
-        # at the first count (an instance attribute: one more name in the
-        # class's dict and a 64 KiB board with auth no longer booted)
+        # at the first count
         self.peers = None
 
     # ---- runtime interface ------------------------------------------------

@@ -275,8 +275,7 @@ def meter(conn, rate, n, ms):
     session lost, where 5.0's DISCONNECT 0x96 would drop both. In
     thousandths of a packet: a packet a second refills 1 a ms, small
     ints (no float, which a board allocates). A function of the module,
-    not a method: one more name in Connection's class dict grew it past
-    its size, and a 64 KiB board's boot then found no block for auth's."""
+    not a method: Connection's class dict stays as small as it was."""
     full = rate * 1000
     t = conn.tokens
     t = full if t is None else min(full, t + rate * ms)
