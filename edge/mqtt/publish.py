@@ -4,6 +4,7 @@
 # on_ack/ack are found through broker.py's handler table; publish() is how a
 # will, a local endpoint or the 5.0 hub puts a message into the topic space.
 from edge.compat import const
+from edge.errors import RemoteProtocolError
 from edge.mqtt.session import Message, cost
 from edge.mqtt.topics import validate_topic
 
@@ -20,6 +21,26 @@ _RC_QUOTA_EXCEEDED = const(0x97)
 _MAY_READ = const(1)   # edge/auth/guard.py may()'s access
 _MAY_WRITE = const(2)
 _NODE_COST = const(192)  # session.py's: a tree node, counted by the memory budget
+_RC_TOPIC_NAME_INVALID = const(0x90)
+_L_LENGTH = const(2)  # broker.py's L_LENGTH, L_LEVELS (Broker.limit)
+_L_LEVELS = const(3)
+
+
+def check_topic(b, topic):
+    """validate_topic(), and our bounds max_topic_length and
+    max_topic_levels, their refusals counted (docs/security.md "Limits"):
+    RemoteProtocolError 0x90 Topic Name invalid, which closes the
+    connection (a 5.0 client is told why in its DISCONNECT or CONNACK).
+    (Its messages are made of names a board holds anyway: each new string
+    is a qstr kept from boot on, docs/security.md "On a board".)"""
+    lim = b.limits
+    if len(topic) > lim.max_topic_length:
+        b.limit(_L_LENGTH)
+        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, "%s over %s" % ("topic", "max_topic_length"))
+    if topic.count("/") >= lim.max_topic_levels:
+        b.limit(_L_LEVELS)
+        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, "%s over %s" % ("topic", "max_topic_levels"))
+    validate_topic(topic, 0)
 
 
 def on_publish(b, conn, pkt, now, start=-1):
@@ -31,7 +52,7 @@ def on_publish(b, conn, pkt, now, start=-1):
         topic = msg.topic
     else:
         topic = pkt.topic
-    validate_topic(topic, b.limits.max_topic_levels)  # [MQTT-3.3.2-2]
+    check_topic(b, topic)  # [MQTT-3.3.2-2]
     b.stats.msgs_received += 1
     qos = pkt.qos
     if qos and b.store is not None and b.store.log.failing:
@@ -256,6 +277,6 @@ def route(b, msg):
 def publish_local(b, topic, payload, qos=0, retain=False, props=None):
     """Publish into the topic space from a non-MQTT endpoint. Raises
     RemoteProtocolError(RC_TOPIC_NAME_INVALID) for a bad topic."""
-    validate_topic(topic, b.limits.max_topic_levels)
+    check_topic(b, topic)
     b.stats.msgs_received += 1
     publish(b, Message(topic, payload, qos, retain, props))

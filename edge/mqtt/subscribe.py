@@ -5,7 +5,6 @@
 # shared subscriptions are edge/mqtt/v5subs.py's, which calls add(),
 # send_retained() and remove() here.
 from edge.compat import const
-from edge.errors import RemoteProtocolError
 from edge.mqtt.packets import Suback, Unsuback
 from edge.mqtt.publish import set_retained
 from edge.mqtt.session import Message
@@ -18,6 +17,9 @@ _MAY_SUBSCRIBE = const(5)  # read, a filter
 _RC_NO_SUBSCRIPTION = const(0x11)
 _NODE_COST = const(192)  # session.py's: what the memory budget counts
 _SUB_COST = const(128)
+_L_LENGTH = const(2)  # broker.py's L_LENGTH, L_LEVELS, L_SUBS (Broker.limit)
+_L_LEVELS = const(3)
+_L_SUBS = const(5)
 
 
 def on_subscribe(b, conn, pkt, now):
@@ -40,17 +42,15 @@ def add(b, client, f, qos):
     granted QoS, or 0x80 (0x87: the ACL file's refusal) with the reason in
     b.refusal."""
     lim = b.limits
-    try:
-        validate_filter(f, lim.max_topic_levels)
-    except RemoteProtocolError as e:
-        if f.count("/") < lim.max_topic_levels:
-            raise  # malformed filter: a protocol violation, close
-        return refused(b, e.msg)  # only over our depth limit: refuse it
+    why = over(b, f)
+    if why:
+        return refused(b, why)  # over our bounds: refused, not closed
+    validate_filter(f, 0)  # malformed: a protocol violation, close
     if b.auth is not None and not b.auth.may(client, f, _MAY_SUBSCRIBE):
         return refused(b, "not authorized (acl_file)", _RC_NOT_AUTHORIZED)
     if f not in client.subs:
         if len(client.subs) >= lim.max_subscriptions:
-            b.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
+            b.limit(_L_SUBS)  # logged once an interval (Broker.tick)
             return refused(b, "max_subscriptions %d reached" % lim.max_subscriptions)
         # session.py Budget: a persistent session's filter needs the
         # headroom (it accumulates offline state); a clean one the room its
@@ -69,6 +69,20 @@ def add(b, client, f, qos):
     client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
     b.subs.add(f, client, qos)
     return qos & 3
+
+
+def over(b, f):
+    """Why filter f is over max_topic_length or max_topic_levels (counted),
+    else None. Our bounds, not the spec's: a SUBACK refusal (0x80, 5.0
+    0x97 Quota exceeded), not a protocol error."""
+    lim = b.limits
+    if len(f) > lim.max_topic_length:
+        b.limit(_L_LENGTH)
+        return "%s over %s" % ("filter", "max_topic_length")  # (names a board has: check_topic)
+    if f.count("/") >= lim.max_topic_levels:
+        b.limit(_L_LEVELS)
+        return "%s over %s" % ("filter", "max_topic_levels")
+    return None
 
 
 def refused(b, why, code=_SUBACK_FAILURE):

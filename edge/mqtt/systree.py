@@ -9,6 +9,23 @@ from edge import VERSION
 from edge.mqtt.publish import route
 from edge.mqtt.session import Message
 
+# Stats.limited's entries (broker.py's _L_*): the [broker] key whose limit
+# refused, the name of its $SYS/broker/limits/ counter and of its log line
+LIMITS = ("max_connections_per_address", "max_packet_rate", "max_topic_length",
+          "max_topic_levels", "max_will_bytes", "max_subscriptions", "max_connections",
+          "connect_timeout", "max_packet_size")
+
+
+def report(b):
+    """Log what the limits refused since the last report, as counts
+    (Broker.tick, once a sys_interval): one line however many."""
+    n = b.stats.limited
+    said = ["%d for %s" % (n[i] - n[i + len(LIMITS)], LIMITS[i])
+            for i in range(len(LIMITS)) if n[i] != n[i + len(LIMITS)]]
+    if said:
+        b.log(30, "limits refused since the last report: " + ", ".join(said))
+        n[len(LIMITS):] = n[:len(LIMITS)]
+
 
 def values(b):
     """(name under $SYS/broker/, value) pairs, one at a time."""
@@ -28,6 +45,9 @@ def values(b):
     yield "bytes/sent", st.bytes_sent
     yield "retained messages/count", len(b.retained)
     yield "subscriptions/count", len(b.subs)
+    n = st.limited
+    for i in range(len(LIMITS)):  # docs/security.md "Limits"
+        yield "limits/" + LIMITS[i], n[i] if n else 0
     budget = b.limits.budget
     yield "budget/bytes", budget.add(0)  # everything counted now
     yield "budget/dropped", budget.dropped
