@@ -15,7 +15,7 @@ from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt import codec, connect
 from edge.mqtt import publish as publishing, subscribe as subscribing
-from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR, meter
+from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
 from edge.mqtt.packets import Connack
 from edge.mqtt.retain import RetainStore
 from edge.mqtt.session import Budget
@@ -27,7 +27,7 @@ _PUBLISH = const(3)
 _RC_PROTOCOL_ERROR = const(0x82)
 _RC_KEEPALIVE_TIMEOUT = const(0x8D)
 _RC_PACKET_TOO_LARGE = const(0x95)
-# Stats.limited's indexes: refusals for a limit of [broker] (docs/security.md
+# Stats.refusals's indexes: refusals for a limit of [broker] (docs/security.md
 # "Limits"), named in systree.py's LIMITS ($SYS/broker/limits/<key>), whose
 # order tests/core/test_limits.py checks. Private: folded into the bytecode
 _L_ADDRESS = const(0)   # max_connections_per_address: closed at accept
@@ -86,7 +86,7 @@ class Stats:
     # refusals per limit (_L_*), then what the last log line had said: made
     # at the first refusal (Broker.limit), none on a board that has none
     # (every name and string here is a qstr a board keeps from boot on)
-    limited = None
+    refusals = None
 
     def __init__(self):
         self.msgs_received = 0
@@ -178,9 +178,9 @@ class Broker:
         """Count a refusal for limit i (_L_*): logged with the others once
         an interval (tick), never a line per packet."""
         st = self.stats
-        if st.limited is None:
-            st.limited = [0] * (2 * _LIMITS)
-        st.limited[i] += 1
+        if st.refusals is None:
+            st.refusals = [0] * (2 * _LIMITS)
+        st.refusals[i] += 1
 
     def data_received(self, cid, data, now):
         conn = self.conns.get(cid)
@@ -221,10 +221,27 @@ class Broker:
                 sess.pump()  # once per feed: the room its acks made
             rate = self.limits.max_packet_rate
             if rate:
-                wait = meter(conn, rate, n, now - last)
-                if wait:
-                    self.limit(_L_RATE)  # the runtime does not read it for wait ms
-                return wait
+                # max_packet_rate: conn's token bucket, refilled at rate a
+                # second for the ms since the feed before (last_rx: one
+                # attribute less per connection on a board) and holding a
+                # second's packets, less this feed's n (handled: they were
+                # read). In thousandths of a packet: a packet a second
+                # refills 1 a ms, small ints (no float, which a board
+                # allocates). Inline, not a function: every function is a
+                # name and an object a board keeps from boot on
+                full = rate * 1000
+                t = conn.tokens
+                t = full if t is None else min(full, t + rate * (now - last))
+                t -= n * 1000
+                conn.tokens = t
+                if t >= 0:
+                    return 0
+                # the ms until it is back at 0, which the runtime does not
+                # read it for: back-pressure, as for a slow reader (TCP
+                # holds the client back), nothing dropped and no session
+                # lost, where 5.0's DISCONNECT 0x96 would drop both
+                self.limit(_L_RATE)
+                return (rate - 1 - t) // rate
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
             if e.reason == _RC_PACKET_TOO_LARGE:
@@ -292,13 +309,13 @@ class Broker:
                 self.close(conn, now, "no CONNECT within connect_timeout")
         if self.v5 is not None:
             self.v5.tick(now)  # will delays, session expiry
-        if self.stats.limited is not None and (now >= self.next_sys or not lim.sys_interval):
+        if self.stats.refusals is not None and (now >= self.next_sys or not lim.sys_interval):
             # what the limits refused since the last line: one line a
             # sys_interval (a tick when 0) however many there were, a
             # flood must not fill the log (systree.py, lazily: only then)
-            from edge.mqtt.systree import report
+            from edge.mqtt.systree import log
 
-            report(self)
+            log(self)
         if lim.sys_interval and now >= self.next_sys:
             self.next_sys = now + lim.sys_interval * 1000
             if self.subs.has_first("$SYS"):  # nobody listening: systree.py never loads

@@ -37,7 +37,7 @@ class Connection:
     closing = False   # close after the queued output is written
     out = ()          # output waiting for take(): a list once written to
     peer = None       # client address, while max_connections_per_address counts it
-    tokens = None     # max_packet_rate's bucket (meter, below)
+    tokens = None     # max_packet_rate's bucket (Broker.data_received)
 
     def __init__(self, cid, now, dirty=None):
         self.id = cid
@@ -264,21 +264,3 @@ class Connection:
         self.promise = False
         return data
 
-
-def meter(conn, rate, n, ms):
-    """max_packet_rate: conn's token bucket, refilled at `rate` a second for
-    the ms since the last feed (last_rx: one attribute less per
-    connection on a board) and holding a second's packets, less the n
-    packets of this feed (handled: they were read). Returns 0, or the
-    ms the runtime waits before it reads again: back-pressure, as for a
-    slow reader (TCP holds the client back), nothing dropped and no
-    session lost, where 5.0's DISCONNECT 0x96 would drop both. In
-    thousandths of a packet: a packet a second refills 1 a ms, small
-    ints (no float, which a board allocates). A function of the module,
-    not a method: Connection's class dict stays as small as it was."""
-    full = rate * 1000
-    t = conn.tokens
-    t = full if t is None else min(full, t + rate * ms)
-    t -= n * 1000
-    conn.tokens = t
-    return 0 if t >= 0 else (rate - 1 - t) // rate  # ms until back at 0

@@ -26,21 +26,22 @@ _L_LENGTH = const(2)  # broker.py's L_LENGTH, L_LEVELS (Broker.limit)
 _L_LEVELS = const(3)
 
 
-def check_topic(b, topic):
-    """validate_topic(), and our bounds max_topic_length and
-    max_topic_levels, their refusals counted (docs/security.md "Limits"):
-    RemoteProtocolError 0x90 Topic Name invalid, which closes the
-    connection (a 5.0 client is told why in its DISCONNECT or CONNACK).
-    (Its messages are made of names a board holds anyway: each new string
-    is a qstr kept from boot on, docs/security.md "On a board".)"""
+def over(b, t):
+    """The [broker] key whose bound topic name or filter t is over,
+    max_topic_length or max_topic_levels (the refusal counted), else None:
+    our bounds, not the spec's (docs/security.md "Limits"). A topic name
+    over them is a protocol error (0x90, which closes the connection; a 5.0
+    client is told why), a filter a SUBACK refusal. (The key is the reason:
+    a name a board holds anyway, each new string is a qstr kept from boot
+    on, docs/security.md "On a board".)"""
     lim = b.limits
-    if len(topic) > lim.max_topic_length:
+    if len(t) > lim.max_topic_length:
         b.limit(_L_LENGTH)
-        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, "%s over %s" % ("topic", "max_topic_length"))
-    if topic.count("/") >= lim.max_topic_levels:
+        return "max_topic_length"
+    if t.count("/") >= lim.max_topic_levels:
         b.limit(_L_LEVELS)
-        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, "%s over %s" % ("topic", "max_topic_levels"))
-    validate_topic(topic, 0)
+        return "max_topic_levels"
+    return None
 
 
 def on_publish(b, conn, pkt, now, start=-1):
@@ -52,7 +53,10 @@ def on_publish(b, conn, pkt, now, start=-1):
         topic = msg.topic
     else:
         topic = pkt.topic
-    check_topic(b, topic)  # [MQTT-3.3.2-2]
+    why = over(b, topic)
+    if why:
+        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, why)
+    validate_topic(topic, 0)  # [MQTT-3.3.2-2]
     b.stats.msgs_received += 1
     qos = pkt.qos
     if qos and b.store is not None and b.store.log.failing:
@@ -277,6 +281,9 @@ def route(b, msg):
 def publish_local(b, topic, payload, qos=0, retain=False, props=None):
     """Publish into the topic space from a non-MQTT endpoint. Raises
     RemoteProtocolError(RC_TOPIC_NAME_INVALID) for a bad topic."""
-    check_topic(b, topic)
+    why = over(b, topic)
+    if why:
+        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, why)
+    validate_topic(topic, 0)
     b.stats.msgs_received += 1
     publish(b, Message(topic, payload, qos, retain, props))

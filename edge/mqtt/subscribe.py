@@ -6,7 +6,7 @@
 # send_retained() and remove() here.
 from edge.compat import const
 from edge.mqtt.packets import Suback, Unsuback
-from edge.mqtt.publish import set_retained
+from edge.mqtt.publish import over, set_retained
 from edge.mqtt.session import Message
 from edge.mqtt.topics import Trie, validate_filter
 
@@ -17,9 +17,7 @@ _MAY_SUBSCRIBE = const(5)  # read, a filter
 _RC_NO_SUBSCRIPTION = const(0x11)
 _NODE_COST = const(192)  # session.py's: what the memory budget counts
 _SUB_COST = const(128)
-_L_LENGTH = const(2)  # broker.py's L_LENGTH, L_LEVELS, L_SUBS (Broker.limit)
-_L_LEVELS = const(3)
-_L_SUBS = const(5)
+_L_SUBS = const(5)  # broker.py's L_SUBS (Broker.limit)
 
 
 def on_subscribe(b, conn, pkt, now):
@@ -69,20 +67,6 @@ def add(b, client, f, qos):
     client.subs[f] = qos  # [MQTT-3.8.4-3] replaces an existing one
     b.subs.add(f, client, qos)
     return qos & 3
-
-
-def over(b, f):
-    """Why filter f is over max_topic_length or max_topic_levels (counted),
-    else None. Our bounds, not the spec's: a SUBACK refusal (0x80, 5.0
-    0x97 Quota exceeded), not a protocol error."""
-    lim = b.limits
-    if len(f) > lim.max_topic_length:
-        b.limit(_L_LENGTH)
-        return "%s over %s" % ("filter", "max_topic_length")  # (names a board has: check_topic)
-    if f.count("/") >= lim.max_topic_levels:
-        b.limit(_L_LEVELS)
-        return "%s over %s" % ("filter", "max_topic_levels")
-    return None
 
 
 def refused(b, why, code=_SUBACK_FAILURE):

@@ -9,17 +9,18 @@ from edge import VERSION
 from edge.mqtt.publish import route
 from edge.mqtt.session import Message
 
-# Stats.limited's entries (broker.py's _L_*): the [broker] key whose limit
+# Stats.refusals's entries (broker.py's _L_*): the [broker] key whose limit
 # refused, the name of its $SYS/broker/limits/ counter and of its log line
 LIMITS = ("max_connections_per_address", "max_packet_rate", "max_topic_length",
           "max_topic_levels", "max_will_bytes", "max_subscriptions", "max_connections",
           "connect_timeout", "max_packet_size")
 
 
-def report(b):
-    """Log what the limits refused since the last report, as counts
-    (Broker.tick, once a sys_interval): one line however many."""
-    n = b.stats.limited
+def log(b):
+    """Log what the limits refused since the last line, as counts
+    (Broker.tick, once a sys_interval): one line however many. (Named
+    log, a name a board has: each new name is a qstr kept from boot on.)"""
+    n = b.stats.refusals
     said = ["%d for %s" % (n[i] - n[i + len(LIMITS)], LIMITS[i])
             for i in range(len(LIMITS)) if n[i] != n[i + len(LIMITS)]]
     if said:
@@ -45,7 +46,7 @@ def values(b):
     yield "bytes/sent", st.bytes_sent
     yield "retained messages/count", len(b.retained)
     yield "subscriptions/count", len(b.subs)
-    n = st.limited
+    n = st.refusals
     for i in range(len(LIMITS)):  # docs/security.md "Limits"
         yield "limits/" + LIMITS[i], n[i] if n else 0
     budget = b.limits.budget

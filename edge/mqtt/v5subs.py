@@ -12,8 +12,9 @@
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt.packets import Suback
+from edge.mqtt.publish import over
 from edge.mqtt.session import unpack
-from edge.mqtt.subscribe import add, over, refused, send_retained
+from edge.mqtt.subscribe import add, refused, send_retained
 from edge.mqtt.topics import split_shared, validate_filter
 
 _QOS = const(3)

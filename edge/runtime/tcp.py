@@ -78,7 +78,7 @@ class TcpServer:
         self.task = None    # the accept loop
         self.udp = None     # the CoAP shell (udp.py), flushed after each feed too
         self.tls = None     # the TLS listener: (socket, accept task)
-        self.hold = 0       # ms the connection just fed waits (max_packet_rate)
+        self.hold = 0       # ms the connection just read waits (max_packet_rate)
 
     async def start(self, host, port, tls=None):
         """Listen on host:port; the port bound. tls: the TLS listener's
@@ -235,16 +235,16 @@ class TcpServer:
             pass
 
     # ---- input ----------------------------------------------------------------
-    def _opened(self, w, addr):
-        """Register a new socket from addr (bytes or None); its id, or 0 if
-        the broker refused it."""
+    def _opened(self, w, peer):
+        """Register a new socket from address peer (bytes or None); its id,
+        or 0 if the broker refused it."""
         cid = self.next_id = self.next_id + 1
         broker = self.broker
         try:
-            if not broker.open(cid, now_ms(), addr):
+            if not broker.open(cid, now_ms(), peer):
                 return 0
             if broker.auth is not None:
-                broker.auth.open(cid, addr)
+                broker.auth.open(cid, peer)
             self.writers[cid] = w
         except MemoryError:
             # No heap for its state: refused like one over max_connections,
@@ -316,13 +316,11 @@ class TcpServer:
             yield _io_queue.queue_read(sock)
             cid = self._readable(cid, sock)
             if self.hold:  # over max_packet_rate: TCP holds the client back
-                yield from self._wait()
-
-    def _wait(self):
-        # Not read for self.hold ms (connection.meter)
-        ms = self.hold
-        self.hold = 0
-        yield from asyncio.sleep_ms(ms)  # type: ignore[attr-defined]
+                # not read for hold ms (MicroPython's sleep_ms takes its
+                # deadline when called; _readable set hold, for this read
+                # only). No method of its own: a function is a name and an
+                # object a board keeps from boot on
+                yield from asyncio.sleep_ms(self.hold)  # type: ignore[attr-defined]
 
     def _readable(self, cid, sock):
         """The socket has data, EOF or an error. Feeds the broker;
@@ -330,6 +328,7 @@ class TcpServer:
         then closed, on any exception too)."""
         broker = self.broker
         go_on = False
+        self.hold = 0  # (not this read's if it is left from another's)
         try:
             # the rest of a packet begun in an earlier read, if one is held,
             # and no more (Connection.need)

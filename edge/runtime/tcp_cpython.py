@@ -131,7 +131,7 @@ class TcpServer(GroupCommit):
                 broker.connection_lost(cid, now_ms())
             self.flush()
             if wait:
-                # over max_packet_rate (connection.meter): not read for wait ms
+                # over max_packet_rate (Broker.data_received): not read for wait ms
                 p.hold = now_ms() + wait
                 p.tr.pause_reading()
                 self._loop().call_later(wait / 1000, self._resume, p, True)

@@ -7,7 +7,7 @@ from edge.mqtt.systree import LIMITS, values
 from tests.core._pair import Client, make_broker, publish
 
 
-# Stats.limited's indexes (broker.py's private _L_*), in LIMITS' order
+# Stats.refusals's indexes (broker.py's private _L_*), in LIMITS' order
 L_ADDRESS, L_RATE, L_LENGTH, L_LEVELS, L_WILL, L_SUBS, L_CONNS, L_TIMEOUT, L_PACKET = range(9)
 
 
@@ -40,7 +40,7 @@ def test_connections_per_address_refused_at_accept_and_freed_on_close():
     b.connection_lost(1, 10)
     assert b.open(6, 10, "10.0.0.1")  # its slot again
     assert not b.open(7, 10, "10.0.0.1")
-    assert b.stats.limited[L_ADDRESS] == 2
+    assert b.stats.refusals[L_ADDRESS] == 2
     assert _sys(b, "limits/max_connections_per_address") == 2
     for cid in (2, 4, 5, 6):
         b.connection_lost(cid, 20)
@@ -57,7 +57,7 @@ def test_connections_per_address_zero_is_no_quota():
 def test_max_connections_counted_as_a_limit():
     b = make_broker(max_connections=1)
     assert b.open(1, 0) and not b.open(2, 0)
-    assert b.stats.limited[L_CONNS] == 1 and b.stats.conns_refused == 1
+    assert b.stats.refusals[L_CONNS] == 1 and b.stats.conns_refused == 1
 
 
 def test_packet_rate_holds_the_connection_back_and_handles_what_it_read():
@@ -70,7 +70,7 @@ def test_packet_rate_holds_the_connection_back_and_handles_what_it_read():
     assert b.data_received(c.cid, b"\xc0\x00", 0) > 0  # the 11th within the second
     # what was read is handled (the client's packets are not dropped)
     assert [p.kind for p in c.recv()] == [PINGRESP] * 10
-    assert b.stats.limited[L_RATE] == 1
+    assert b.stats.refusals[L_RATE] == 1
     # 10 a second: the deficit of one packet is made up 100 ms later
     assert b.data_received(c.cid, b"\xc0\x00", 200) == 0
     assert not c.closed
@@ -96,7 +96,7 @@ def test_packet_rate_off_by_default_on_the_gateway():
     c = Client(b)
     c.connect("r")
     assert not b.data_received(c.cid, b"\xc0\x00" * 500, 0)
-    assert not b.stats.limited
+    assert not b.stats.refusals
 
 
 def test_topic_length_closes_a_publisher_and_refuses_a_filter():
@@ -112,7 +112,7 @@ def test_topic_length_closes_a_publisher_and_refuses_a_filter():
     assert not pub.closed
     publish(pub, "a/1234567", b"no")
     assert pub.closed  # 3.1.1: a topic name we refuse closes the connection
-    assert b.stats.limited[L_LENGTH] == 2
+    assert b.stats.refusals[L_LENGTH] == 2
     assert _sys(b, "limits/max_topic_length") == 2
 
 
@@ -134,7 +134,7 @@ def test_topic_levels_counted():
     assert c.subscribe(("a/b/c/d", 0))[0].codes == [0x80]
     publish(c, "a/b/c/d", b"x")
     assert c.closed
-    assert b.stats.limited[L_LEVELS] == 2
+    assert b.stats.refusals[L_LEVELS] == 2
 
 
 def test_will_too_large_v311_closed_without_connack():
@@ -142,7 +142,7 @@ def test_will_too_large_v311_closed_without_connack():
     c = Client(b)
     c.send(Connect("w", will_topic="will", will_payload=b"x" * 13))
     assert c.recv() == [] and c.closed
-    assert b.stats.limited[L_WILL] == 1
+    assert b.stats.refusals[L_WILL] == 1
     ok = Client(b)
     assert ok.connect("w2", will_topic="will", will_payload=b"x" * 12).reason == 0
 
@@ -163,7 +163,7 @@ def test_refusals_logged_once_an_interval_with_the_counts():
     c.subscribe(("a", 0))
     for i in range(50):
         assert c.subscribe(("b/%d" % i, 0))[0].codes == [0x80]
-    assert b.stats.limited[L_SUBS] == 50
+    assert b.stats.refusals[L_SUBS] == 50
     assert not [m for m in lines if "max_subscriptions" in m]  # not a line per refusal
     b.tick(1000)  # within the first sys_interval: not yet
     assert not [m for m in lines if "limits refused" in m]
@@ -186,7 +186,7 @@ def test_connect_timeout_counted():
     b = make_broker(connect_timeout=1)
     assert b.open(1, 0)
     b.tick(1500)
-    assert b.conns[1].closing and b.stats.limited[L_TIMEOUT] == 1
+    assert b.conns[1].closing and b.stats.refusals[L_TIMEOUT] == 1
 
 
 
