@@ -28,7 +28,7 @@ _RC_PROTOCOL_ERROR = const(0x82)
 _RC_KEEPALIVE_TIMEOUT = const(0x8D)
 _RC_PACKET_TOO_LARGE = const(0x95)
 # Stats.refusals's indexes: refusals for a limit of [broker] (docs/security.md
-# "Limits"), named in systree.py's LIMITS ($SYS/broker/limits/<key>), whose
+# "Limits"), named in systree.py's keys ($SYS/broker/limits/<key>), whose
 # order tests/core/test_limits.py checks. Private: folded into the bytecode
 _L_ADDRESS = const(0)   # max_connections_per_address: closed at accept
 _L_RATE = const(1)      # max_packet_rate: a connection held back (not read)
@@ -230,10 +230,10 @@ class Broker:
                 # allocates). Inline, not a function: every function is a
                 # name and an object a board keeps from boot on
                 full = rate * 1000
-                t = conn.tokens
+                t = conn.room
                 t = full if t is None else min(full, t + rate * (now - last))
                 t -= n * 1000
-                conn.tokens = t
+                conn.room = t
                 if t >= 0:
                     return 0
                 # the ms until it is back at 0, which the runtime does not

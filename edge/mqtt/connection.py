@@ -37,7 +37,9 @@ class Connection:
     closing = False   # close after the queued output is written
     out = ()          # output waiting for take(): a list once written to
     peer = None       # client address, while max_connections_per_address counts it
-    tokens = None     # max_packet_rate's bucket (Broker.data_received)
+    # max_packet_rate's bucket (Broker.data_received): the packets, in
+    # thousandths, it may still send now (a name the board has: Budget.room)
+    room = None
 
     def __init__(self, cid, now, dirty=None):
         self.id = cid

@@ -10,22 +10,24 @@ from edge.mqtt.publish import route
 from edge.mqtt.session import Message
 
 # Stats.refusals's entries (broker.py's _L_*): the [broker] key whose limit
-# refused, the name of its $SYS/broker/limits/ counter and of its log line
-LIMITS = ("max_connections_per_address", "max_packet_rate", "max_topic_length",
-          "max_topic_levels", "max_will_bytes", "max_subscriptions", "max_connections",
-          "connect_timeout", "max_packet_size")
+# refused, the name of its $SYS/broker/limits/ counter and of its log line.
+# (Named keys, like the names below made of "limits" and "/", with names a
+# board has: each new name is a qstr kept from boot on, and the board's
+# pool of them is full to a few once 5.0 and $SYS are loaded: docs/heap.md)
+keys = ("max_connections_per_address", "max_packet_rate", "max_topic_length",
+        "max_topic_levels", "max_will_bytes", "max_subscriptions", "max_connections",
+        "connect_timeout", "max_packet_size")
 
 
 def log(b):
     """Log what the limits refused since the last line, as counts
-    (Broker.tick, once a sys_interval): one line however many. (Named
-    log, a name a board has: each new name is a qstr kept from boot on.)"""
+    (Broker.tick, once a sys_interval): one line however many."""
     n = b.stats.refusals
-    said = ["%d for %s" % (n[i] - n[i + len(LIMITS)], LIMITS[i])
-            for i in range(len(LIMITS)) if n[i] != n[i + len(LIMITS)]]
+    k = len(keys)
+    said = ["%s %s" % (keys[i], n[i] - n[i + k]) for i in range(k) if n[i] != n[i + k]]
     if said:
         b.log(30, "limits refused since the last report: " + ", ".join(said))
-        n[len(LIMITS):] = n[:len(LIMITS)]
+        n[k:] = n[:k]
 
 
 def values(b):
@@ -47,8 +49,8 @@ def values(b):
     yield "retained messages/count", len(b.retained)
     yield "subscriptions/count", len(b.subs)
     n = st.refusals
-    for i in range(len(LIMITS)):  # docs/security.md "Limits"
-        yield "limits/" + LIMITS[i], n[i] if n else 0
+    for i in range(len(keys)):  # docs/security.md "Limits"
+        yield "limits" + "/" + keys[i], n[i] if n else 0
     budget = b.limits.budget
     yield "budget/bytes", budget.add(0)  # everything counted now
     yield "budget/dropped", budget.dropped
