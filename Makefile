@@ -25,7 +25,8 @@ STUBS_STAMP := $(STUBS)/.installed
 # coap-client-notls, an independent CoAP peer; rabbitmq-server: the uplink's
 # peer, started by the tests as a private node on free ports. chromium,
 # chromium-driver: the status page's test (tests/integration/test_25_status_page.py)
-# loads it in headless Chromium through selenium.
+# loads it in headless Chromium through selenium. openssl: the CLI makes the
+# TLS tests' certificates (tests/integration/tlscerts.py).
 APT_PACKAGES ?= mosquitto mosquitto-clients socat openssl libcoap3-bin rabbitmq-server chromium chromium-driver
 # `make firmware` (and `make test`, which boots the image): the ARM toolchain
 # and QEMU for MicroPython's image for qemu-system-arm's mps2-an385

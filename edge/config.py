@@ -146,6 +146,30 @@ if sys.implementation.name != "micropython":
 # [tls] (edge/config_tls.py): on a board added by load() only when its file
 # names the section, so a board without TLS keeps no name of it (its heap)
 
+
+def _extra(cfg, section, profile):
+    # A board's [upstream]: its table (edge/config_upstream.py) is imported
+    # only when the config names the section, so a board without an uplink
+    # pays no heap for it (docs/heap.md "The uplink on a board"); its
+    # defaults join cfg then. Any other unknown section stays unknown.
+    if section != "upstream":
+        return
+    if section not in SCHEMA:
+        from edge.config_upstream import SECTION
+
+        SCHEMA[section] = SECTION
+        # The module goes now (off sys.modules and off its package, as
+        # main.py's forget() does): the table lives as long as SCHEMA,
+        # which the boot forgets
+        m = sys.modules.pop("edge.config_upstream", None)
+        pkg = sys.modules.get("edge")
+        for k in [k for k in pkg.__dict__ if pkg.__dict__[k] is m]:
+            delattr(pkg, k)
+    if section not in cfg:
+        col = 1 + PROFILES.index(profile)
+        cfg[section] = {k: spec[col] for k, spec in SCHEMA[section].items()}
+
+
 def _show(v):
     # Values in messages use config-file syntax: "abc", true, 12, null.
     if v is None:
@@ -313,6 +337,7 @@ def load(raw, profile="gateway", lines=None):
         cfg["tls"] = {k: spec[col] for k, spec in TLS.items()}
     for section in sorted(raw):  # sorted: the same first error on both runtimes
         values = raw[section]
+        _extra(cfg, section, profile)
         if section not in SCHEMA:
             _unknown_section(section, lines.get(section, 0))
         if not isinstance(values, dict):
@@ -337,6 +362,7 @@ def override(cfg, section, key, value, profile="gateway"):
     ("8883", "false"), so "--port abc" fails like a bad file value does.
     """
     _check_profile(profile)
+    _extra(cfg, section, profile)
     if section not in SCHEMA:
         _unknown_section(section, 0)
     if key not in SCHEMA[section]:

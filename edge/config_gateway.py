@@ -1,32 +1,18 @@
-# The config sections only the Pi gateway (CPython) has, in edge/config.py's
-# table form: edge/config.py adds them to SCHEMA on CPython. On MicroPython
-# this module is never imported, so a board's boot pays no heap for them (the
-# marginal 64 KiB tests failed with [upstream] in the table) and a board
-# config that names one fails as an unknown section instead of being ignored.
-# Data only: no I/O.
+# The config sections the Pi gateway (CPython) has in its table from the
+# start, in edge/config.py's table form: edge/config.py adds them to SCHEMA
+# on CPython. On MicroPython this module is never imported, so a board's
+# boot pays no heap for them (the marginal 64 KiB tests failed with
+# [upstream] in the table) and a board config that names [websocket] or
+# [http] fails as an unknown section instead of being ignored.
+# Data only: no I/O. [upstream] is in edge/config_upstream.py: a board has
+# it too, imported only when its config names it (edge/config.py _extra).
 from edge.config_tls import TLS
+from edge.config_upstream import SECTION as _UPSTREAM
 
 _U = None  # unbounded, as in edge/config.py
 SECTIONS = {}
 
-# [upstream]: the uplink to RabbitMQ (edge/bridge/uplink.py, docs/uplink.md),
-# CPython only so far (edge/runtime/uplink_cpython.py)
-SECTIONS["upstream"] = {
-    # amqp://user:pass@host:5672/vhost or stomp://user:pass@host:61613/vhost;
-    # "": no uplink (nothing of it is imported)
-    "url": ("url", "", "", (0, 1024)),
-    # in names upstream: message ids "<edge_id>:<seq>", the queue
-    # edge.<edge_id>.cmd, the topics cmd/<edge_id>/... and edge/<edge_id>/state
-    "edge_id": ("id", "edge", "edge", (1, 64)),
-    "exchange": ("str", "amq.topic", "amq.topic", (1, 255)),
-    # MQTT filters sent up, comma-separated; "#" matches no $SYS topic
-    "publish": ("str", "#", "#", (0, 4096)),
-    "commands": ("bool", True, True, None),  # cmd.<edge_id>.# -> cmd/<edge_id>/...
-    "heartbeat": ("int", 15, 15, (0, 3600)),  # seconds (AMQP heartbeat, STOMP heart-beat)
-    # messages waiting for the upstream's confirm; full: the newest refused
-    "outbox_budget_bytes": ("int", 16777216, 16384, (1024, _U)),
-    "window": ("int", 256, 8, (1, 65535)),  # unconfirmed in flight
-}
+SECTIONS["upstream"] = _UPSTREAM  # (both runtimes: edge/config_upstream.py)
 # The gateway's web listeners (gateway/web.py, docs/gateway.md): MQTT over
 # WebSockets, and HTTP (status page, /metrics, POST /publish). Both need
 # the wsproto package (pip install 'edgebroker[gateway]'); off by

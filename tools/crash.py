@@ -36,6 +36,8 @@ import time
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tools.ports import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
 WINDOW = 8          # unacknowledged messages per publisher
@@ -43,12 +45,6 @@ TOPIC = "crash/q%d"
 RETAINED = "crash/retained"
 START_S = 20.0      # a restart must be listening within this
 SETTLE_S = 20.0     # after the last restart: everything acked and delivered
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 # ---- the broker ----------------------------------------------------------------
@@ -65,7 +61,7 @@ class BrokerProc:
         self.store = store or {}  # [store] settings (sync, persistence...)
         self.workdir = workdir
         self.data = os.path.join(workdir, "data")
-        self.port = _free_port()
+        self.port = free_port(host=HOST)
         self.heap = heap
         self.proc = None
         self.log_path = os.path.join(workdir, "broker.log")

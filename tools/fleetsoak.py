@@ -23,23 +23,13 @@ import sys
 import tempfile
 import time
 
+from tools.ports import free_port, free_udp_port
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(kind, workdir, log, coap_port=0):
-    port = _free_port()
+    port = free_port()
     data = os.path.join(workdir, "data")
     common = ["--bind", "127.0.0.1", "--port", str(port), "--data", data, "--coap-port", str(coap_port)]
     if kind == "cpython":
@@ -84,7 +74,7 @@ def run_one(kind, fleet_args, out):
     os.makedirs(out, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fleetsoak-") as workdir, \
             open(os.path.join(out, kind + "-broker.log"), "wb") as log:
-        coap_port = _free_udp_port() if kind == "cpython" else 0
+        coap_port = free_udp_port() if kind == "cpython" else 0
         proc, port = _start(kind, workdir, log, coap_port)
         try:
             cmd = [sys.executable, "-m", "gateway", "fleet", "--broker", "127.0.0.1:%d" % port,

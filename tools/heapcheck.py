@@ -41,16 +41,9 @@ import time
 import paho.mqtt.client as mqtt
 
 from tools import board, mpy_build
+from tools.ports import free_port
 
 _TOPIC = "heapcheck/"
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Broker:
@@ -253,7 +246,7 @@ def main(argv=None):
                     help="store.persistence (default best-effort: the store if the heap has room for it)")
     args = ap.parse_args(argv)
 
-    port = args.port or _free_port()
+    port = args.port or free_port()
     workdir = tempfile.mkdtemp(prefix="heapcheck-")
     broker = monitor = None
     workers = []

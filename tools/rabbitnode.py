@@ -21,23 +21,14 @@ import socket
 import subprocess
 import time
 
+from tools.ports import free_ports
+
 SERVER = os.environ.get("EDGE_TEST_RABBITMQ", "/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL = os.path.join(os.path.dirname(SERVER), "rabbitmqctl")
 START_DEADLINE = 90.0
 STOP_DEADLINE = 30.0
 
 
-def _free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _port_open(port):
@@ -77,10 +68,15 @@ class RabbitNode:
     vhost = "/"
     host = "127.0.0.1"
 
-    def __init__(self, base, amqp_port=0, stomp_port=0):
+    def __init__(self, base, amqp_port=0, stomp_port=0, tls=None):
         self.base = base
         (self.amqp_port, self.stomp_port, self.mqtt_port, self.dist_port,
-         self.epmd_port) = _free_ports(5)
+         self.epmd_port, self.amqps_port, self.stomps_port) = free_ports(7)
+        # TLS listeners too (amqps://, stomp+ssl://; docs/uplink.md "TLS"):
+        # tls = {"cacertfile", "certfile", "keyfile"} (PEM files the caller
+        # made), and "peer": True to require a client certificate signed by
+        # that CA (mutual TLS)
+        self.tls = tls
         # fixed ports where asked (the README's tour: RabbitMQ's own 5672, 61613)
         self.amqp_port = amqp_port or self.amqp_port
         self.stomp_port = stomp_port or self.stomp_port
@@ -98,6 +94,15 @@ class RabbitNode:
             # a test machine's disk may be fuller than the default 50 MB
             # alarm allows: an alarm would block every publisher
             f.write("disk_free_limit.absolute = 1MB\n")
+            if tls:
+                f.write("listeners.ssl.1 = 127.0.0.1:%d\n" % self.amqps_port)
+                f.write("stomp.listeners.ssl.1 = 127.0.0.1:%d\n" % self.stomps_port)
+                for k in ("cacertfile", "certfile", "keyfile"):
+                    f.write("ssl_options.%s = %s\n" % (k, tls[k]))
+                peer = tls.get("peer")
+                f.write("ssl_options.verify = %s\n" % ("verify_peer" if peer else "verify_none"))
+                f.write("ssl_options.fail_if_no_peer_cert = %s\n" % ("true" if peer else "false"))
+                f.write("ssl_options.versions.1 = tlsv1.3\nssl_options.versions.2 = tlsv1.2\n")
         plugins = os.path.join(base, "enabled_plugins")
         with open(plugins, "w") as f:
             f.write("[rabbitmq_stomp,rabbitmq_mqtt].\n")
@@ -138,6 +143,8 @@ class RabbitNode:
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = t0 + START_DEADLINE
         ports = (self.amqp_port, self.stomp_port, self.mqtt_port)
+        if self.tls:
+            ports += (self.amqps_port, self.stomps_port)
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError("rabbitmq-server exited with %s:\n%s" % (self.proc.returncode, self.tail()))
@@ -172,6 +179,10 @@ class RabbitNode:
     def freeze(self):
         """SIGSTOP the node: its sockets stay open, it answers nothing."""
         os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        """SIGCONT the node after freeze(): it reads its sockets again."""
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
     def kill(self):
         """SIGKILL the node (a crash: its process group, not our epmd);

@@ -1,5 +1,8 @@
 # The [upstream] url (docs/uplink.md): scheme://user:pass@host:port/vhost,
-# scheme amqp (port 5672 by default) or stomp (61613). Percent-escapes in
+# scheme amqp (port 5672 by default) or stomp (61613), or the same over TLS:
+# amqps (5671, RabbitMQ's URI spec) or stomp+ssl (61614, RabbitMQ's STOMP
+# TLS listener; docs/uplink.md "TLS"). parse() names the protocol (amqp or
+# stomp) whichever the transport; tls() tells the transport. Percent-escapes in
 # the user, password and vhost are decoded (RFC 3986 §2.1; RabbitMQ's URI
 # spec does the same: "%2f" is the vhost "/"). An empty path is the vhost
 # "/". Portable (no urllib on MicroPython).
@@ -8,7 +11,14 @@
 # is written %2C) names the nodes of a RabbitMQ cluster, tried in turn
 # (docs/uplink.md "Reconnecting").
 
-_PORTS = {"amqp": 5672, "stomp": 61613}
+_PORTS = {"amqp": 5672, "stomp": 61613, "amqps": 5671, "stomp+ssl": 61614}
+_PROTO = {"amqps": "amqp", "stomp+ssl": "stomp"}  # over TLS: the protocol spoken
+
+
+def tls(url):
+    """True for a URL whose connection is TLS (amqps://, stomp+ssl://)."""
+    i = url.find("://")
+    return i > 0 and url[:i].lower() in _PROTO
 
 
 def _unquote(s):
@@ -28,7 +38,8 @@ def _unquote(s):
 
 
 def parse(url):
-    """(scheme, user, password, host, port, vhost); ValueError with a reason
+    """(protocol, user, password, host, port, vhost), protocol "amqp" or
+    "stomp" (tls() says whether over TLS); ValueError with a reason
     that never quotes the password. Of a list, every URL is checked (the
     error names which) and the first one's returned: edge/config.py
     validates upstream.url with it (the board's heap: no other name)."""
@@ -43,7 +54,7 @@ def _parse(url):
         raise ValueError("must look like amqp://user:pass@host:5672/vhost or stomp://...")
     scheme = url[:i].lower()
     if scheme not in _PORTS:
-        raise ValueError("scheme must be amqp or stomp, got %r" % scheme[:16])
+        raise ValueError("scheme must be amqp, amqps, stomp or stomp+ssl, got %r" % scheme[:16])
     rest = url[i + 3:]
     j = rest.find("/")
     auth, path = (rest, "") if j < 0 else (rest[:j], rest[j + 1:])
@@ -74,7 +85,7 @@ def _parse(url):
         user, password, vhost = _unquote(user), _unquote(password), _unquote(path) or "/"
     except ValueError:
         raise ValueError("bad percent-escape")
-    return scheme, user, password, host, port, vhost
+    return _PROTO.get(scheme, scheme), user, password, host, port, vhost
 
 
 def redact(url):

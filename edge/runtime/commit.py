@@ -18,6 +18,13 @@
 # connection it closes for that is closed at once, its held output dropped
 # (docs/persistence.md "When the store cannot keep it").
 #
+# The uplink's outbox (docs/uplink.md "What is promised"), when the uplink
+# runs (edge/runtime/uplink.py sets `outbox`, its Log, and calls
+# outbox_appended(seq) at each append): a PUBACK must not go out before the
+# outbox record of its message is durable either, so settled() holds output
+# queued since an append back until the outbox's settled() passes it, and a
+# commit syncs both logs (as tcp_cpython.py does it).
+#
 # Imported only when the store is open: a board without one pays nothing.
 import asyncio
 
@@ -36,13 +43,40 @@ class Committer:
         self.order = []  # (need, cid) of each piece in held, oldest first
         self.due = False  # a commit task is on its way
         self.sent_mark = 0  # the store's sent_records at the last commit
+        self.outbox = None  # the uplink's outbox Log (uplink.py), synced with the store
+        self.ob_marks = []  # [store next_seq - 1, last outbox seq] (settled())
+
+    def outbox_appended(self, seq):
+        """The uplink appended outbox record seq: output queued from now on
+        may promise it (the local publisher's PUBACK)."""
+        m = self.store.log.next_seq - 1
+        marks = self.ob_marks
+        if marks and marks[-1][0] == m:
+            marks[-1][1] = seq
+        else:
+            marks.append([m, seq])
+
+    def settled(self):
+        """Log.settled() of the store, held back by the outbox: output
+        queued while the store's next_seq - 1 was m may promise every outbox
+        record appended while it was <= m: it waits until they are durable
+        (or void: confirmed upstream before they were written)."""
+        s = self.store.log.settled()
+        marks = self.ob_marks
+        if marks:
+            obs = self.outbox.settled()
+            while marks and marks[0][1] <= obs:
+                del marks[0]
+            if marks and marks[0][0] <= s:
+                s = marks[0][0] - 1
+        return s
 
     def hold(self, dirty):
         """tcp.py's flush(): take the output of dirty that must wait for the
         store out of it (into held); release what is settled now."""
         held = self.held
         wal = self.store.log
-        settled = wal.settled()
+        settled = self.settled()
         if dirty:
             need = wal.next_seq - 1  # what this output may promise
             keep = []
@@ -117,13 +151,15 @@ class Committer:
             self.sent_mark = st.sent_records
             try:
                 wal.flush()
+                if self.outbox is not None:
+                    self.outbox.flush()  # (the uplink's records: the same promise)
                 break
             except OSError as e:
                 self.log(40, "store: sync failed (%s): acks held, retrying" % e)
                 self.close_refused()
                 await asyncio.sleep_ms(_RETRY_MS)
         self.due = False
-        self.release(wal.settled())
+        self.release(self.settled())
 
     def close_refused(self):
         # The store is failing: a connection the broker closed meanwhile (a

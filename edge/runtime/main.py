@@ -171,11 +171,25 @@ async def serve(cfg, log, started=None):
             release()
             raise
     uplink = None
-    up = cfg.get("upstream")  # (CPython only: edge/config.py)
+    up = cfg.get("upstream")  # (a board's config has it only when named: edge/config.py)
     if up and up["url"]:
-        from edge.runtime.uplink_cpython import start as start_uplink  # only when set
-
-        uplink = await start_uplink(cfg, broker, srv, log)
+        # only when set: a board without an uplink pays nothing for it
+        if hasattr(asyncio, "core"):
+            from edge.runtime.uplink import start as start_uplink
+        else:
+            from edge.runtime.uplink_cpython import start as start_uplink  # type: ignore[assignment]
+        try:
+            uplink = await start_uplink(cfg, broker, srv, log)
+        except BaseException:
+            # (a TLS file that cannot be loaded, an outbox that cannot open:
+            # what start() opened is closed again)
+            if coap is not None:
+                coap.close()
+            srv.close()
+            if wal is not None:
+                wal.close()
+            release()
+            raise
     up = None
     if started is not None:
         started(broker, srv)
@@ -266,10 +280,17 @@ def _remove(path):
 
 
 def _open_store(cfg, broker, log):
-    # The store's code costs a board about 13 KB of heap (its names and
-    # function objects, measured on the unix port with tools/board.py), so
-    # it is imported only when persistence is on, and only with room for it
-    # and the clients after it. A 64 KiB heap has ~17 KB here.
+    # The store costs a board 22.4 KB of heap open and idle (its code's names
+    # and function objects, a pool of interned names: docs/heap.md
+    # "Persistence at 64 KiB: the floor"), so it is imported only when
+    # persistence is on, and only with room for it and the clients after it.
+    # Free here: 16.5 KB at 64 KiB; 32,672 B at 80 KiB, refused (6 clients'
+    # QoS 1/2 closed out of memory there). 36,768 B at 84 KiB opens, where
+    # since the store's pieces (+1.8 KB, edge/runtime/flash.py) 6 such
+    # clients need 88 KiB (python -m tools.boardload --heap 88k
+    # --persistence); a higher figure here refused configurations that run
+    # with fewer clients (auth at 96 KiB: 33,696 B; firmware/main.py's at
+    # 96 KiB: 38,112 B), so the check stays a floor for the store itself.
     gc.collect()
     free = gc.mem_free() if hasattr(gc, "mem_free") else -1  # MicroPython only
     if 0 <= free < _STORE_HEAP:

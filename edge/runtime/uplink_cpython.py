@@ -7,6 +7,8 @@ import asyncio
 import random
 
 from edge.bridge.uplink import Uplink
+from edge.bridge.url import tls
+from edge.errors import ConfigError
 from edge.runtime.clock import now_ms
 
 _TICK_S = 0.25
@@ -35,6 +37,7 @@ class UplinkShell:
         self.closed = None  # a Future set when the transport is gone
         self.kicked = False  # a write is scheduled for the end of this loop pass
         self.cmds = 0        # up.commands_in when the MQTT side was last flushed
+        self.ssl = None      # the SSLContext for amqps:// and stomp+ssl:// nodes (tls_context())
         up.wake = self._kick
 
     def start(self):
@@ -48,10 +51,17 @@ class UplinkShell:
             now = now_ms()
             if self.tr is None and up.due(now):
                 try:
+                    # TLS: the server verified against upstream.cafile and
+                    # its certificate's name checked against the URL's host
+                    # (server_hostname); the handshake within the timeout
+                    ctx = self.ssl if tls(up.where) else None
                     tr, _ = await asyncio.wait_for(
-                        loop.create_connection(lambda: _Proto(self), up.host, up.port), _CONNECT_TIMEOUT_S)
+                        loop.create_connection(lambda: _Proto(self), up.host, up.port, ssl=ctx,
+                                               server_hostname=up.host if ctx else None), _CONNECT_TIMEOUT_S)
                 except (OSError, asyncio.TimeoutError) as e:
-                    # (the OSError names host and port, never the credentials)
+                    # (the OSError names host and port, never the credentials;
+                    # ssl.SSLError is an OSError: a certificate refused says
+                    # why, "CERTIFICATE_VERIFY_FAILED ...", and is retried)
                     up.lost(now_ms(), "cannot connect: %s" % (e or "timed out"))
                 else:
                     self.tr = tr
@@ -158,8 +168,31 @@ def _open_outbox(cfg, log):
     return ob
 
 
+def tls_context(c):
+    """The ssl.SSLContext for the [upstream] section c's TLS nodes: TLS 1.2
+    or later, the server's certificate verified (against c["cafile"], else
+    the system's CAs) and its name checked; c["certfile"] and c["keyfile"]
+    for mutual TLS. ConfigError names a file that cannot be used."""
+    import ssl
+
+    key = "upstream.cafile"
+    try:
+        ctx = ssl.create_default_context(cafile=c["cafile"] or None)  # CERT_REQUIRED, check_hostname
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if c["certfile"]:
+            key = "upstream.certfile"
+            ctx.load_cert_chain(c["certfile"], c["keyfile"] or None)
+        elif c["keyfile"]:
+            raise ConfigError("upstream.keyfile", "needs upstream.certfile (the client certificate)")
+    except (OSError, ValueError) as e:  # (ssl.SSLError is an OSError)
+        raise ConfigError(key, "cannot load: %s" % e)
+    return ctx
+
+
 async def start(cfg, broker, tcp, log):
     """The running UplinkShell for the config's [upstream] section."""
+    c = cfg["upstream"]
+    ctx = tls_context(c) if [u for u in c["url"].replace(",", " ").split() if tls(u)] else None
     ob = _open_outbox(cfg, log)
     up = Uplink(broker, cfg["upstream"], random.random, log, now_ms(), ob)
     if ob is not None and broker.store is not None and hasattr(tcp, "outbox_appended"):
@@ -168,6 +201,7 @@ async def start(cfg, broker, tcp, log):
         tcp.outbox = ob.log
         up.appended = tcp.outbox_appended
     shell = UplinkShell(up, tcp, log)
+    shell.ssl = ctx
     shell.start()
     broker.uplink = up  # its counters in $SYS/broker/uplink/
     return shell

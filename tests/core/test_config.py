@@ -239,3 +239,25 @@ def test_coap_section():
     msg = _err({"coap": {"block_size": 2048}})
     assert msg == "coap.block_size: must be an integer 16..1024, got 2048", msg
     assert _err({"coap": {"enabled": "yes"}}).startswith("coap.enabled: must be true or false")
+
+
+def test_board_upstream_when_named():
+    # A board's [upstream] (issue #18 point 6): its table is imported only
+    # when the config or the command line names it (edge/config.py _extra);
+    # then it is checked and its board defaults filled as any section's
+    c = config.load({"upstream": {"url": "amqp://u:p@h/", "edge_id": "b1"}}, "board")
+    assert c["upstream"]["url"] == "amqp://u:p@h/" and c["upstream"]["window"] == 8
+    assert c["upstream"]["outbox_budget_bytes"] == 16384 and c["upstream"]["cafile"] == ""
+    e = raises(ConfigError, config.load, {"upstream": {"url": "http://h"}}, "board")
+    assert "upstream.url" in str(e)
+    raises(ConfigError, config.load, {"upstream": {"windows": 3}}, "board")
+    # the command line's --upstream / --edge-id over a config without it
+    c = config.load({}, "board")
+    c.pop("upstream", None)  # (as a board's boot has it: never named)
+    config.override(c, "upstream", "url", "stomp://h:61613/", "board")
+    config.override(c, "upstream", "edge_id", "b2", "board")
+    assert c["upstream"]["url"] == "stomp://h:61613/" and c["upstream"]["edge_id"] == "b2"
+    assert c["upstream"]["heartbeat"] == 15  # the rest: defaults
+    # other gateway sections stay unknown on a board
+    if "websocket" not in config.SCHEMA:
+        raises(ConfigError, config.load, {"websocket": {"enabled": True}}, "board")

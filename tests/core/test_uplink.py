@@ -41,7 +41,7 @@ def section(**kw):
     # edge/config.py's defaults ([upstream] is in its table on CPython only)
     c = {"url": "amqp://u:secret@rabbit:5672/v", "edge_id": "e1", "exchange": "amq.topic",
          "publish": "#", "commands": True, "heartbeat": 15, "outbox_budget_bytes": 16777216,
-         "window": 256}
+         "window": 256, "cafile": "", "certfile": "", "keyfile": ""}
     c.update(kw)
     return c
 

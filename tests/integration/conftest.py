@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from tools.ports import free_port, free_udp_port  # noqa: F401  (the tests import them from here)
+
 from .clients import Client
 from .rabbit import rabbit  # noqa: F401  (session fixture: one RabbitMQ node for test_15 and test_16)
 
@@ -64,18 +66,6 @@ KEEPALIVE_1S_LATEST = 8.0 if REFERENCE else 4.0
 
 # Figures collected by tests (test_06 heap figures), printed in the terminal summary.
 REPORT = []
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def heap_kib(heap):

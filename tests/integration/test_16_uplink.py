@@ -1,8 +1,8 @@
 # 16: the uplink to RabbitMQ end to end (docs/uplink.md, issue #18): the
 # broker run with [upstream] against the private node (rabbit.py, shared with
 # test_15 through conftest.py), checked with pika on the RabbitMQ side and
-# paho on the MQTT side. CPython runtime only: the MicroPython shell of the
-# uplink is still to be written.
+# paho on the MQTT side. CPython runtime here: the board's shell is
+# test_26_uplink_board.py's, TLS test_27_uplink_tls.py's.
 import time
 
 import pika

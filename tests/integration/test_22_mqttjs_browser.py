@@ -144,3 +144,21 @@ def test_mqttjs_logs_in_and_is_held_to_the_acl(tmp_path, browser, version):
         close_clients(bob)
         drv.execute_script("stop()")
         b.stop()
+
+
+def test_the_vendored_bundle_is_the_one_its_readme_names():
+    # mqttjs/README.md records the bundle's sha256 as fetched from the npm
+    # registry (`make vendor-mqttjs`): a bundle edited or refetched without
+    # its README (version, hash, licences) updated fails here
+    import hashlib
+    import re
+
+    readme = (PAGE.parent / "README.md").read_text()
+    want = re.search(r"the bundle's\s+sha256\s+`([0-9a-f]{64})`", readme)
+    assert want, "mqttjs/README.md names no sha256 for the bundle"
+    got = hashlib.sha256((PAGE.parent / "mqtt.min.js").read_bytes()).hexdigest()
+    assert got == want.group(1)
+    version = re.search(r"\*\*(\d+\.\d+\.\d+)\*\*", readme).group(1)
+    assert 'version:"%s"' % version in (PAGE.parent / "mqtt.min.js").read_text(), version
+    for lic in ("LICENSE.md", "LICENSE-jspm-core", "LICENSE-ieee754"):
+        assert (PAGE.parent / lic).stat().st_size > 0, lic

@@ -5,6 +5,7 @@
 # certificates are made here, at test time, with the openssl CLI (nothing
 # secret is checked in).
 import json
+import pathlib
 import re
 import warnings
 import shutil
@@ -19,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import mqttraw as raw
+from . import tlscerts
 from .clients import Client, MosquittoSub, mosquitto_pub, unique_id
 from .conftest import ROOT, Broker, free_port
 from .web import close_clients, wait_log
@@ -29,45 +31,24 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.edge_only("edgebroker's [tls]
 CONNACK_OK = b"\x20\x02\x00\x00"
 
 
-def _openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=str(cwd), check=True, capture_output=True, timeout=30)
-
-
-def _key(name, d):
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name + ".key", cwd=d)
-
-
-def _ca(name, d):
-    _key(name, d)
-    _openssl("req", "-x509", "-new", "-key", name + ".key", "-out", name + ".pem", "-days", "2",
-             "-subj", "/CN=%s" % name, cwd=d)
-
-
-def _cert(name, cn, ca, d, server=False):
-    _key(name, d)
-    _openssl("req", "-new", "-key", name + ".key", "-out", name + ".csr", "-subj", "/CN=%s" % cn, cwd=d)
-    ext = d / (name + ".ext")
-    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n" if server
-                   else "extendedKeyUsage=clientAuth\n")
-    _openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
-             "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile", ext.name, cwd=d)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """A CA, the broker's certificate (localhost, 127.0.0.1), client
     certificates for alice and bob, and one for mallory from another CA."""
-    d = tmp_path_factory.mktemp("pki")
-    _ca("ca", d)
-    _ca("rogue-ca", d)
-    _cert("server", "localhost", "ca", d, server=True)
-    _cert("alice", "alice", "ca", d)
-    _cert("bob", "bob", "ca", d)
-    _cert("mallory", "alice", "rogue-ca", d)  # says alice, signed by the wrong CA
+    d = str(tmp_path_factory.mktemp("pki"))
+    tlscerts.ca(d, "ca")
+    tlscerts.ca(d, "rogue-ca")
+    tlscerts.leaf(d, "server", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+                  cn="localhost")
+    for name in ("alice", "bob"):
+        tlscerts.leaf(d, name, "extendedKeyUsage=clientAuth\n")
+    # says alice, signed by the wrong CA
+    tlscerts.leaf(d, "mallory", "extendedKeyUsage=clientAuth\n", ca="rogue-ca", cn="alice")
     # a board's mbedTLS takes DER only
-    _openssl("x509", "-in", "server.pem", "-outform", "DER", "-out", "server.der", cwd=d)
-    _openssl("pkey", "-in", "server.key", "-outform", "DER", "-out", "server-key.der", cwd=d)
-    _openssl("x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der", cwd=d)
+    tlscerts.der(d, "server.pem", "server.der")
+    tlscerts.der(d, "server.key", "server-key.der")
+    tlscerts.der(d, "ca.pem", "ca.der")
+    d = pathlib.Path(d)
     return d
 
 

@@ -135,8 +135,12 @@ def _coap_ping(port):
         return s.recvfrom(64)[0]
 
 
-# CoAP on a board: 96 KiB. At 64 KiB the boot now leaves no 640-byte block
-# for the CoAP modules' names (docs/heap.md "Fragmented at boot")
+# CoAP on a board: 96 KiB, an ESP32's heap without PSRAM. Serving needed
+# more than 64 KiB even while CoAP started there (the first datagram was
+# dropped out of memory, with 3,488 bytes free in runs of at most 544, and
+# udp.py reads into a 1,280-byte block; 80 KiB served 3 observers beside 6
+# MQTT clients, docs/heap.md); since the TLS hooks and the uplink's the
+# start itself fails at 64 KiB (MemoryError, 240 bytes, while importing).
 COAP_HEAP = "96k"
 
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+from tools.ports import free_port
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST = "127.0.0.1"
 START_DEADLINE = 30.0
@@ -29,12 +31,6 @@ def _kill_all():
 
 
 atexit.register(_kill_all)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 class Running:

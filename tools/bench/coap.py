@@ -44,6 +44,7 @@ from tools.bench import brokers, coapgen, runner, wire
 from tools.bench import coapwire as cw
 from tools.bench.link import open_link
 from tools.bench.procstat import CpuMeter
+from tools.ports import free_port, free_udp_port
 from tools.bench.report import fmt
 from tools.bench.runner import _raise_nofile, loop_runner
 from tools.bench.scenarios import sys_value
@@ -359,12 +360,6 @@ RUNNERS = {"post_mqtt": run_post_mqtt, "get_retained": run_get_retained,
 
 
 # ---------------------------------------------------------------- servers
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def _ping(port, timeout=0.2):
     """CoAP ping (RFC 7252 §4.3), blocking: True if a RST came back."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -514,7 +509,7 @@ class EdgeCPython(Competitor):
                 "--data", os.path.join(t.workdir, "data"), "--log-level", "warning"]
 
     def launch(self, t):
-        t.mqtt_port, t.coap_port, t.mqtt_sys = brokers.free_port(), free_udp_port(), True
+        t.mqtt_port, t.coap_port, t.mqtt_sys = free_port(), free_udp_port(), True
         t.spawn("server", self.command(t))
         t.wait(lambda: _tcp_open(t.mqtt_port), "MQTT listening")
         t.wait(lambda: _ping(t.coap_port), "CoAP ping answered")
@@ -585,7 +580,7 @@ class Anchor(Competitor):
         return brokers.Mosquitto().available()
 
     def launch(self, t):
-        t.mqtt_port, t.coap_port = brokers.free_port(), free_udp_port()
+        t.mqtt_port, t.coap_port = free_port(), free_udp_port()
         cfg = os.path.join(t.workdir, "mosquitto.conf")
         with open(cfg, "w") as f:
             f.write("listener %d %s\n" % (t.mqtt_port, HOST))
