@@ -103,6 +103,18 @@ def test_store_scenario_under_micropython(micropython_exe, tmp_path):
     assert len(list(log.replay())) == 40
 
 
+def test_appends_after_a_read_are_read_back_on_cpython(tmp_path):
+    assert flash_check.reread(str(tmp_path)) == 1600
+
+
+@pytest.mark.micropython
+def test_appends_after_a_read_are_read_back_on_littlefs(micropython_exe):
+    # littlefs keeps a handle opened before an append at its old size:
+    # Files reopens its reader after an append (edge/runtime/flash.py)
+    rc, out = _mpy_run(micropython_exe, ["-X", "heapsize=1m", "tests/flash_check.py", "reread", "lfs"])
+    assert rc == 0 and out.strip() == "ok 1600", out
+
+
 def _kill_mid_write(cmd, path, n, at):
     # Kill -9 the writer once it reports seq `at` durable, while it goes on
     # writing: the files may end in a torn batch.

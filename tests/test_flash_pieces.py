@@ -183,3 +183,34 @@ def test_the_store_over_pieces(tmp_path):
     log = Log(Pieces(q))  # (the first never closed: a power cut)
     log.open(0)
     assert [(s, b) for s, _, b in log.replay()] == [(s, b"r%d" % i) for i, s in enumerate(seqs)]
+
+
+def test_a_flash_queue_drain_reads_the_records_still_in_the_batch(tmp_path):
+    # A board's offline queue (edge/store/fqueue.py) over pieces: a message
+    # queued on flash behind a full window, its record still in the batch,
+    # is read back when an ack opens the window, before any commit. A piece
+    # stays in RAM until its sync, so the read flushes the batch first;
+    # reading only what was written went past it (b0 not sent, b1..b3 were)
+    from edge.mqtt.packets import Puback
+    from tests.core._pair import publish, publishes
+    from tests.core.test_store_fqueue import Client, away_sub, boot
+
+    b, log, st, _, _ = boot(Pieces(str(tmp_path / "q")), max_inflight=1)
+    pub = away_sub(b)
+    publish(pub, "q/t", b"a0", 1, pid=1)
+    log.flush()
+    sub = Client(b)
+    sub.connect("sub", clean=False)
+    got = []
+    held = []
+    for i in range(6):
+        if i < 4:
+            publish(pub, "q/t", b"b%d" % i, 1, pid=i + 10)  # queued on flash, in the batch
+        for p in publishes(sub.recv()):
+            got.append(p.payload)
+            held.append(p.pid)
+        for pid in held:
+            sub.send(Puback(pid))  # the window opens: a read of the flash queue
+        held = []
+        log.flush()  # the round's commit
+    assert got == [b"a0", b"b0", b"b1", b"b2", b"b3"]

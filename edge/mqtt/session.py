@@ -13,7 +13,13 @@ from edge.compat import const, slots
 #                  usual case: the entry allocates nothing)
 #   (msg, flags)   PUBLISH sent at QoS flags & 3, RETAIN if flags & 4
 #   RELEASED       QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
-# The offline queue holds the same msg or (msg, flags) items, in order.
+# The offline queue holds the same msg or (msg, flags) items, in order; a
+# None item (the store's FLASH) stands for QoS 1 messages on the store's
+# flash, read back as the client drains them (edge/store/fqueue.py, a
+# board's default, through the store's `queue`: edge/store/ledger.py).
+# None, and a name this module holds already: a board's 64 KiB boot with
+# auth had no room for more interned names (docs/heap.md "Offline queues
+# and replay").
 _QOS = const(3)
 _RETAIN = const(4)
 RELEASED = const(0)
@@ -127,9 +133,12 @@ class Session:
         self.stats.msgs_refused += 1
 
     def _enqueue(self, msg, qos, retain):
+        st = self.store
+        q = self.queue
+        if qos == 1 and st is not None and st.queue and self.expiry is None:
+            return st.queue(self, msg, retain)  # on flash, no heap each (edge/store/ledger.py fq)
         size = len(msg.topic) + len(msg.payload)  # what queued_bytes counts
         lim = self.limits
-        q = self.queue
         if q is None:
             q = self.queue = []
         if len(q) >= lim.max_queued_messages or self.queued_bytes + size > lim.max_queued_bytes:
@@ -142,7 +151,6 @@ class Session:
                 self._refuse()
                 budget.note(False, "new messages for offline sessions")
                 return False
-        st = self.store
         if st is not None and st.msg_queued(self, msg, qos, retain):
             self._refuse()  # over a store budget: refused there, counted (H7)
             return False
@@ -162,7 +170,7 @@ class Session:
                 m = e[0] if type(e) is tuple else e
                 n += len(m.topic) + len(m.payload) + _ENTRY_COST
         if self.queue:
-            n += self.queued_bytes + len(self.queue) * _ENTRY_COST
+            n += self.queued_bytes + len(self.queue) * _ENTRY_COST  # (FLASH: one entry)
         return n
 
     def release(self):
@@ -210,6 +218,8 @@ class Session:
         size = 0
         while room > 0 and i < n and self.next_pid not in inflight and conn.out_bytes <= max_bytes:
             e = q[i]
+            if e is None:
+                break  # FLASH: the rest is on flash, below
             i += 1
             msg = e[0] if type(e) is tuple else e
             size += len(msg.topic) + len(msg.payload)
@@ -227,8 +237,11 @@ class Session:
         self.queued_bytes -= size
         if i == len(q):
             self.queue = None  # drained: an idle session holds no queue
+            return
         elif i:
             del q[:i]  # one move for the whole batch
+        if q[0] is None and room > 0:  # FLASH
+            self.store.queue(self, None, room)  # the flash tail, a window at a time
 
     # ---- acknowledgements from the client -----------------------------------
     def qos2_seen(self, pid):

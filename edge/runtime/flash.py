@@ -101,6 +101,11 @@ class Files:
         return r[1].readinto(mv) or 0
 
     def append(self, name, data):
+        r = self._r
+        if r is not None and r[0] == name:
+            # littlefs: a handle opened before an append and its commit
+            # never sees the bytes (its size stays): the next read reopens
+            self._close_r()
         w = self._w
         if w is None or w[0] != name:
             self._close_w()
@@ -121,6 +126,9 @@ class Files:
             w[1].flush()
             w[1].close()  # the commit on littlefs and FAT
             self._w = None
+            r = self._r
+            if r is not None and r[0] == name:
+                self._close_r()  # opened since the append: as in append()
 
     def sync_handle(self, name):
         """CPython: the descriptor name's appended data can be fsynced

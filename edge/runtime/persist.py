@@ -7,14 +7,20 @@
 # fails (a replay bug, an unreadable directory entry), every segment of the
 # store is renamed aside with a timestamp, the loss is logged, and the broker
 # starts empty.
+import sys
 import time
 
 from edge.runtime.flash import Flash
+from edge.store.layout import FMSG
 from edge.store.log import Log
 from edge.store.state import StateStore
 
 PREFIX = "state"  # segment files: state.<id> (the outbox will have its own)
 _RESERVE = 512    # bytes kept free for records that replace others (state.py)
+# Offline QoS 1 queues on flash, not in RAM (edge/store/fqueue.py): a
+# board's heap is what bounds its queues; a gateway keeps them in RAM, where
+# a drain costs no flash reads (docs/persistence.md "Offline queues on flash")
+FLASH_QUEUE = sys.implementation.name == "micropython"
 
 
 def _stamp():
@@ -73,7 +79,7 @@ def _new_log(files, cfg):
     sc = cfg["store"]
     seg = sc["segment_bytes"]
     return Log(files, PREFIX, sc["sync"], sc["sync_max_delay_ms"], sc["budget_bytes"],
-               cfg["broker"]["max_packet_size"], seg, min(65536, max(1024, seg // 4)))
+               cfg["broker"]["max_packet_size"], seg, min(65536, max(1024, seg // 4)), FMSG)
 
 
 def _open(files, cfg, broker, log):
@@ -86,6 +92,10 @@ def _open(files, cfg, broker, log):
         else:
             log(40, "store: %s unreadable (%s), quarantined as %s" % (name, err, action))
     st = StateStore(wal, cfg["store"]["session_budget"], _RESERVE)
+    # (a store that never syncs keeps its queues in RAM: a flash queue reads
+    # its records back, and littlefs shows them to a reader once committed)
+    if FLASH_QUEUE and cfg["store"]["sync"] != "never":
+        st.queue = st.fq
     counts, problems = broker.restore(st)
     wal.flush()  # replay's repairs
     wal.drop_buffer()  # a board's heap: compaction allocates it again

@@ -259,33 +259,15 @@ def tls_context(c):
     return ctx
 
 
-def _open_outbox(cfg, broker, log):
-    # The durable outbox on a log of its own in <store.dir>/uplink/, with the
-    # store's sync settings and the uplink's byte budget (uplink_cpython.py
-    # does the same); None without the store (the queue in RAM only)
-    sc = cfg["store"]
-    if broker.store is None or broker.store.commit is None:
-        return None
-    from edge.runtime.flash import Flash
-    from edge.store.log import Log
-    from edge.store.outbox import Outbox
-
-    seg = sc["segment_bytes"]
-    wal = Log(Flash(sc["dir"].rstrip("/") + "/uplink"), "outbox", sc["sync"], sc["sync_max_delay_ms"],
-              cfg["upstream"]["outbox_budget_bytes"], cfg["broker"]["max_packet_size"] + 512, seg,
-              min(65536, max(1024, seg // 4)))
-    for name, offset, err, action in wal.open(now_ms()):
-        log(30, "uplink: outbox %s: %s at byte %d (%s)" % (name, action, offset, err))
-    ob = Outbox(wal)
-    log(20, "uplink: outbox in %s/uplink, %d waiting" % (sc["dir"], len(ob)))
-    return ob
-
-
 async def start(cfg, broker, srv, log):
     """The running UplinkShell for the config's [upstream] section."""
     c = cfg["upstream"]
     ctx = tls_context(c) if [u for u in c["url"].replace(",", " ").split() if tls(u)] else None
-    ob = _open_outbox(cfg, broker, log)
+    ob = None
+    if broker.store is not None and broker.store.commit is not None:  # the store is on
+        from edge.runtime.outboxlog import open_outbox
+
+        ob = open_outbox(cfg, log)  # else the queue is in RAM only
     up = Uplink(broker, cfg["upstream"], random.random, log, now_ms(), ob)
     if ob is not None:
         # the outbox syncs in the store's group commit, and a local

@@ -146,28 +146,6 @@ class UplinkShell:
             self.log(20, "uplink: stopped, %d unconfirmed lost (persistence off)" % len(self.up.q))
 
 
-def _open_outbox(cfg, log):
-    # The durable outbox (edge/store/outbox.py) on a log of its own in
-    # <store.dir>/uplink/, with the store's sync settings and the uplink's
-    # byte budget; None with persistence off (the queue in RAM only).
-    sc = cfg["store"]
-    if not sc["persistence"]:
-        return None
-    from edge.runtime.flash import Flash
-    from edge.store.log import Log
-    from edge.store.outbox import Outbox
-
-    seg = sc["segment_bytes"]
-    wal = Log(Flash(sc["dir"].rstrip("/") + "/uplink"), "outbox", sc["sync"], sc["sync_max_delay_ms"],
-              cfg["upstream"]["outbox_budget_bytes"], cfg["broker"]["max_packet_size"] + 512, seg,
-              min(65536, max(1024, seg // 4)))
-    for name, offset, err, action in wal.open(now_ms()):
-        log(30, "uplink: outbox %s: %s at byte %d (%s)" % (name, action, offset, err))
-    ob = Outbox(wal)
-    log(20, "uplink: outbox in %s/uplink, %d waiting" % (sc["dir"], len(ob)))
-    return ob
-
-
 def tls_context(c):
     """The ssl.SSLContext for the [upstream] section c's TLS nodes: TLS 1.2
     or later, the server's certificate verified (against c["cafile"], else
@@ -193,7 +171,11 @@ async def start(cfg, broker, tcp, log):
     """The running UplinkShell for the config's [upstream] section."""
     c = cfg["upstream"]
     ctx = tls_context(c) if [u for u in c["url"].replace(",", " ").split() if tls(u)] else None
-    ob = _open_outbox(cfg, log)
+    ob = None
+    if cfg["store"]["persistence"]:
+        from edge.runtime.outboxlog import open_outbox
+
+        ob = open_outbox(cfg, log)  # else the queue is in RAM only
     up = Uplink(broker, cfg["upstream"], random.random, log, now_ms(), ob)
     if ob is not None and broker.store is not None and hasattr(tcp, "outbox_appended"):
         # the outbox syncs in the store's group commit, and a local

@@ -28,7 +28,7 @@ from edge.compat import const
 from edge.store.logread import walk
 from edge.store.record import HEADER, K_META, KIND_MIN, READERS, TMP_SUFFIX, append_record, get_varint
 
-# Segment entry fields, as in log.py (a private const is inlined by
+# Segment entry fields, record.py's _SEG_* (a private const is inlined by
 # MicroPython and can't be imported)
 _ID = const(0)
 _SIZE = const(1)
@@ -62,6 +62,7 @@ def compact(log, upto=0):
     out = bytearray(HEADER)
     append_record(out, K_META, log._meta(sid))
     live = log._live
+    owned = log.owned
     size = 0
     copied = 0
     nlive = 0
@@ -71,16 +72,20 @@ def compact(log, upto=0):
         if not seg[_LIVE]:
             continue  # nothing live: never read
         for kind, mv, pos, b0, b1 in walk(log, seg):
-            seq = get_varint(mv, b0, b1)[0] if kind >= KIND_MIN else 0
-            if seq > last and seq in live:  # one copy of a rewritten batch
-                last = seq
-                out.extend(mv[pos:b1 + 4])
-                copied += live[seq]
+            seq, i = get_varint(mv, b0, b1) if kind >= KIND_MIN else (0, 0)
+            if seq <= last:
+                continue  # one copy of a rewritten batch
+            if seq in live:
                 nlive += 1
-                if len(out) >= log.batch_bytes:  # bounded RAM (H7)
-                    f.append(tmp, out)
-                    size += len(out)
-                    out = bytearray()
+            elif kind != owned or not owned_live(log, get_varint(mv, i, b1)[0], seq):
+                continue  # (an owned record lives until its owner's cursor: record.py)
+            last = seq
+            out.extend(mv[pos:b1 + 4])
+            copied += b1 + 4 - pos
+            if len(out) >= log.batch_bytes:  # bounded RAM (H7)
+                f.append(tmp, out)
+                size += len(out)
+                out = bytearray()
         good, err = log._walk_end
         if err is not None and bad[2] is None:
             # Possibly only the torn tail of a failed write (see flush()):
@@ -144,3 +149,8 @@ def _remove(log, old):
         f.remove(log._name(seg[_ID]))
         log.disk_bytes -= seg[_SIZE]
     f.sync_dir()
+
+
+def owned_live(log, owner, seq):
+    # owner's owned record seq: not passed by its cursor (record.py)
+    return log._cur is None or seq >= log._cur.get(owner, 0)

@@ -13,8 +13,8 @@
 #   18 MSG      BSr    flags (QoS bits 0-1, RETAIN bit 2), topic, payload
 #   19 QUEUED   vvB    sid, @msg, flags (delivery QoS | RETAIN << 2)
 #                      (QoS 1: the delivery's one record, in flight or not)
-#   20 INFLIGHT vvvvB  sid, pid, @msg, @prev, flags   (QoS 2 PUBLISH sent;
-#                      QoS 1 ones written before that rule replay as such)
+#   20 INFLIGHT vvvvB  sid, pid, @msg, @prev, flags   (a PUBLISH sent: QoS 2,
+#                      or QoS 1 sent at once of a message already stored)
 #   21 RELEASED vvv    sid, pid, @prev                (PUBREC came, PUBREL sent)
 #   22 RXQOS2   vv     sid, pid                       (PUBREC sent, PUBREL awaited)
 #   23 RETAINED v      @msg                           (the topic is the message's)
@@ -29,7 +29,14 @@
 #                      QoS 1 delivery (as QUEUED) and its message (as MSG) in
 #                      one record, written when the message is not stored yet
 #   28 DONE     v      @qmsg: that delivery ended, other references to the
-#                      message remain (it goes with the last of them)
+#                      message remain (it goes with the last of them); @smsg too
+#   29 SMSG     vvBBSr sid, pid, delivery flags, message flags, topic, payload:
+#                      a QMSG sent at once with pid (its subscriber online,
+#                      nothing queued before it), so a restart resends it with
+#                      that pid and DUP 1 [MQTT-4.4.0-1]
+#   30 FMSG     vBBSr  as QMSG, queued on flash for an away session: the log's
+#                      owned kind, alive until the session's cursor passes it
+#                      (record.py), read back in batches (fqueue.py)
 #
 # sid: a small number naming the session in its other records, kept when
 # its SESSION record is rewritten. @x: a back reference, own seq - x's seq
@@ -42,12 +49,14 @@
 # MSG holds no 5.0 properties (3.1.1 has none): a 5.0 message is MSG5.
 from edge.store.record import get_varint, put_varint
 
+FMSG = 30  # the Log's owned kind (edge/runtime/persist.py, fqueue.py)
+
 # kind -> fields, as in the table above. Records on flash outlive firmware:
 # never change an entry, add a kind (tests/core/test_store_state.py pins it).
 LAYOUTS = {
     16: "vBvs", 17: "vBs", 18: "BSr", 19: "vvB",
     20: "vvvvB", 21: "vvv", 22: "vv", 23: "v", 25: "vvs", 26: "BSSbr",
-    27: "vBBSr", 28: "v",
+    27: "vBBSr", 28: "v", 29: "vvBBSr", 30: "vBBSr",
 }
 
 

@@ -28,8 +28,10 @@ from edge.store.record import body_len, put_varint
 _K_MSG = const(18)
 _K_MSG5 = const(26)  # a 5.0 message, its properties too (msg5.py)
 _K_QUEUED = const(19)
+_K_INFLIGHT = const(20)
 _K_QMSG = const(27)  # a QoS 1 delivery and its message, one record
 _K_DONE = const(28)  # a QMSG's delivery ended; others still refer to its message
+_K_SMSG = const(29)  # a QMSG sent at once, with its pid
 _RC_PACKET_TOO_LARGE = const(0x95)  # MQTT 5.0 reason codes (§2.4)
 _RC_QUOTA_EXCEEDED = const(0x97)
 _RETAIN = const(4)     # MSG / delivery flags, as session.py's entries
@@ -64,16 +66,25 @@ def _cost(msg):
     return n
 
 
-def _qmsg(sid, dflags, mflags, topic, payload):
-    # A QMSG body (layout.py "vBBSr") as parts for Log.append: the topic and
-    # payload are not copied into one body, only into the batch by write(),
-    # and not at all when the subscriber acks before it (most records,
-    # flat out: the log elides them)
+def _qmsg(sid, dflags, mflags, topic, payload, pid=0):
+    # A QMSG body (layout.py "vBBSr"), or an SMSG's with pid ("vvBBSr"), as
+    # parts for Log.append: the topic and payload are not copied into one
+    # body, only into the batch by write(), and not at all when the
+    # subscriber acks before it (most records, flat out: the log elides them)
     tb = topic.encode()
     if sid < 0x80 and len(tb) < 0x80:  # one-byte varints: the usual case
-        return bytes((sid, dflags, mflags, len(tb))), tb, payload
+        if not pid:
+            return bytes((sid, dflags, mflags, len(tb))), tb, payload
+        if pid < 0x80:
+            return bytes((sid, pid, dflags, mflags, len(tb))), tb, payload
+        if pid < 0x4000:
+            return bytes((sid, pid & 0x7F | 0x80, pid >> 7, dflags, mflags, len(tb))), tb, payload
+        return (bytes((sid, pid & 0x7F | 0x80, pid >> 7 & 0x7F | 0x80, pid >> 14, dflags, mflags, len(tb))),
+                tb, payload)
     head = bytearray()
     put_varint(head, sid)
+    if pid:
+        put_varint(head, pid)
     head.append(dflags)
     head.append(mflags)
     put_varint(head, len(tb))
@@ -81,6 +92,13 @@ def _qmsg(sid, dflags, mflags, topic, payload):
 
 
 class Ledger:
+    # Offline QoS 1 queues on flash (edge/store/fqueue.py, a board's
+    # default): None, or fq() bound, set by the runtime
+    # (edge/runtime/persist.py). The Session calls it by a name its module
+    # holds already (session.py): a board's 64 KiB boot with auth had no
+    # room for another interned name (tests/integration/test_21_auth.py)
+    queue = None
+
     def __init__(self, log, session_budget, reserve_bytes):
         self.log = log  # opened by the caller; its budget_bytes bounds all
         self.session_budget = session_budget
@@ -198,21 +216,24 @@ class Ledger:
             self._done[msg] = done
         self._unref(s, msg)
 
-    def _queued(self, s, msg, flags):
-        # A new QUEUED delivery of msg at flags (QoS, RETAIN): (0, seq) or
-        # (a refusal reason, -1). A QoS 1 delivery of a message not stored
-        # yet takes one record for both (QMSG); a second reference refers to
-        # it as to a MSG. (The hot path of a persistent subscriber, every
-        # message: no list of values, few calls.)
+    def _queued(self, s, msg, flags, pid=0):
+        # A new QUEUED delivery of msg at flags (QoS, RETAIN), or with pid
+        # one sent at once: (0, seq) or (a refusal reason, -1). A QoS 1
+        # delivery of a message not stored yet takes one record for both
+        # (QMSG, SMSG with its pid); a second reference refers to it as to a
+        # MSG. (The hot path of a persistent subscriber, every message: no
+        # list of values, few calls.)
         if flags & 3 != 1 or msg.__class__ is not Message or msg in self._mseq:
+            if pid:
+                return self._deliver(s, msg, _K_INFLIGHT, [s[_SID], pid, 0, 0, flags], 2)
             return self._deliver(s, msg, _K_QUEUED, [s[_SID], 0, flags], 1)
-        body = _qmsg(s[_SID], flags, msg.qos | (_RETAIN if msg.retain else 0), msg.topic, msg.payload)
+        body = _qmsg(s[_SID], flags, msg.qos | (_RETAIN if msg.retain else 0), msg.topic, msg.payload, pid)
         blen = len(body[0]) + len(body[1]) + len(body[2])
         cost = _cost(msg)
         rc = self._admit(s, 0, blen, cost)
         if rc:
             return rc, -1
-        seq = self.log.append(_K_QMSG, body, blen)
+        seq = self.log.append(_K_SMSG if pid else _K_QMSG, body, blen)
         if seq < 0:
             self.refused_store += 1  # (_admit let it by: max_record is checked there)
             return _RC_QUOTA_EXCEEDED, -1
@@ -236,6 +257,20 @@ class Ledger:
             self._unref(s, msg)
             return _RC_QUOTA_EXCEEDED, -1
         return 0, seq
+
+    # ---- the flash queue (fqueue.py, loaded when first used) -----------------------
+    def fq(self, sess, msg, x):
+        """Ledger.queue, for the Session: msg, a QoS 1 message, queued on
+        flash (x: its RETAIN), True if queued; or with msg None, the
+        queue's FLASH item at its head: sent from while the window has
+        room x."""
+        if msg is None:
+            from edge.store.fqueue import pump
+
+            return pump(self, sess, x)
+        from edge.store.fqueue import enqueue
+
+        return enqueue(self, sess, msg, x)
 
     # ---- figures -------------------------------------------------------------------
     def sys_values(self):
@@ -280,22 +315,23 @@ class Ledger:
     def restore_session(self, sess, sid, seq, expiry, flags):
         """sess's SESSION record at seq (sid, expiry, flags as written); the
         restore_* calls for sess come after this one."""
-        self._sess[sess] = [sid, seq, self.log.size_of(seq), expiry, flags, None, None, None, None, 0]
+        self._sess[sess] = [sid, seq, self.log.size_of(seq), expiry, flags, None, None, None, None, 0, None]
 
     def restore_sub(self, sess, f, seq):
         """sess's subscription to filter f, its record at seq."""
         self._restore_in(sess, _SUBS, f, seq)
 
-    def restore_inflight(self, sess, pid, seq, msg):
+    def restore_inflight(self, sess, pid, seq, msg, smsg=False):
         """pid's INFLIGHT record at seq (msg: the message it refers to), or
-        its RELEASED record (msg None)."""
+        its SMSG if smsg (which holds msg too), or its RELEASED record (msg
+        None)."""
         s = self._sess[sess]
         if msg is None:
             self._infl(s)[pid] = -seq
         else:
             self._infl(s)[pid] = seq
             s[_BYTES] += _cost(msg)
-        s[_BYTES] += self.log.size_of(seq)
+        s[_BYTES] += _REC if smsg else self.log.size_of(seq)  # as _queued() counts
 
     def restore_queued(self, sess, seq, msg, qmsg):
         """The next queued delivery of msg, its record at seq: a QMSG (which

@@ -21,32 +21,29 @@
 # delivery) holds no output back; any other deletion holds what is queued
 # after it until its tombstone is durable.
 #
-# Reading (open's recovery, replay) is edge/store/logread.py's, compaction
-# edge/store/compact.py's: each is imported when first needed.
+# Reading (open's recovery, which installs what it found with its
+# restore(), and replay) is edge/store/logread.py's, compaction
+# edge/store/compact.py's: each is imported when first needed, and a board
+# forgets logread after its start. The owned records' calls (release(),
+# cursor(), read_owned()) are their owner's, edge/store/fqueue.py, loaded
+# when a session first queues on flash: a store with none holds none of it.
 #
 # The files object's methods are listed (and implemented) in
 # edge/runtime/flash.py; tests/core/_memfiles.py is the in-memory one.
 from edge.compat import const
 from edge.store.record import (
-    HEADER, K_DEL, K_DELS, K_META, KIND_MAX, KIND_MIN, READERS, append_record, append_seq_record,
+    HEADER, K_CUR, K_DEL, K_DELS, K_META, KIND_MAX, KIND_MIN, READERS, append_record, append_seq_record,
     body_len, put_varint, record_size,
 )
 
 SYNC_MODES = ("always", "batch", "never")
 _EAGAIN = const(11)
 
-# Segment entry fields: [id, size, decode, top, live]. top is an upper
-# bound on the seqs of the segment's records, so replay(from_seq) (the outbox
-# reading on from its cursor) skips whole segments instead of walking them;
-# live is the bytes of its records still live, so compaction (compact.py)
-# drops a dead segment without reading it and copies only what lives.
+# Segment entry fields, record.py's _SEG_* (private copies, folded away)
 _ID = const(0)
 _SIZE = const(1)
-_DECODE = const(2)
 _TOP = const(3)
 _LIVE = const(4)
-# New segments take every other id: compacting the oldest segments up to id
-# b writes id b + 1, which sorts before the segments after them (compact.py).
 _ID_STEP = const(2)
 
 
@@ -59,12 +56,20 @@ class Log:
     # attribute for them.
     failing = False
     failures = 0  # failed writes and syncs since the last good sync
+    # The owned kind (record.py): no _live entry, alive until its owner's
+    # cursor passes it. _cur: owner -> cursor; _cpend: cursors not framed yet
+    owned = 0
+    _cur = None
+    _cpend = None
+    owned_stats = None  # what open() found: owner -> [records, bytes, first seq]
 
     def __init__(self, files, prefix="log", sync="batch", max_delay_ms=50,
                  budget_bytes=65536, max_record=1024, segment_bytes=16384,
-                 batch_bytes=4096):
+                 batch_bytes=4096, owned=0):
         if sync not in SYNC_MODES:
             raise ValueError("sync %r" % sync)
+        if owned:
+            self.owned = owned
         self.files = files
         self.prefix = prefix
         self.sync = sync
@@ -136,7 +141,8 @@ class Log:
             self.refused += 1  # explicit and counted; the owner picks what to drop
             return -1
         self.next_seq = seq + 1
-        self._live[seq] = size
+        if kind != self.owned:
+            self._live[seq] = size
         self.live_bytes += size
         pend = self._pend
         if not pend:
@@ -234,7 +240,8 @@ class Log:
         """Bytes of the batch not written yet (0: everything is written;
         synced too, unless sync="never" or a sync() elsewhere is still on
         its way: see write())."""
-        return self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
+        return (self._pbytes + len(self._redo) + len(self._pending) + (1 if self._del_lo else 0)
+                + (1 if self._cpend else 0))
 
     def settled(self):
         """Output the owner queued while next_seq - 1 was at most this may
@@ -305,6 +312,14 @@ class Log:
         for e in self._pend:
             if e is not None:
                 append_seq_record(data, e[0], e[1], e[2], e[3])
+        cp = self._cpend
+        if cp:  # after the records they may pass (record.py)
+            for o in cp:
+                body = bytearray()
+                put_varint(body, o)
+                put_varint(body, cp[o])
+                append_record(data, K_CUR, body)
+            self._cpend = None
         data.extend(self._pending)
         self._redo = data  # framed: a failed write writes it again
         self._redo_live += self._pbytes

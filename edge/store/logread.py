@@ -9,15 +9,14 @@
 # reported in `problems`: nothing here stops the broker from starting.
 from edge.compat import const
 from edge.store.record import (
-    ERR_TORN, HDR_BAD, HDR_TORN, HEADER_LEN, K_DEL, K_DELS, K_META, KIND_MIN, MAX_BODY,
-    OVERHEAD, READERS, TMP_SUFFIX, get_varint, header_version,
+    ERR_TORN, HDR_BAD, HDR_TORN, HEADER_LEN, K_CUR, K_DEL, K_DELS, K_META, KIND_MIN, MAX_BODY, OVERHEAD,
+    READERS, TMP_SUFFIX, get_varint, header_version,
 )
 
 _SEQ_MAX = const(8)     # varint bytes of a seq (get_varint's bound)
 _HEAD_READ = const(32)  # HEADER + the largest META record
 _ERR_BODY = "body"      # good CRC, body not ours (a seq that won't parse)
-
-# Segment entry fields, as in log.py (a private const is inlined by
+# Segment entry fields, record.py's _SEG_* (a private const is inlined by
 # MicroPython and can't be imported)
 _ID = const(0)
 _SIZE = const(1)
@@ -25,13 +24,15 @@ _DECODE = const(2)
 _TOP = const(3)
 _LIVE = const(4)
 _ID_STEP = const(2)
+AT = [0]  # walk()'s buffer's file offset (read_owned's position hint)
 
 
-def walk(log, seg):
+def walk(log, seg, start=HEADER_LEN):
     """Yield (kind, mv, pos, body_start, body_end) for each good record of
-    segment entry seg, reading through one buffer of max_record + slack
-    bytes (a board can't hold a whole segment). mv is reused: copy what you
-    keep. Leaves (good_end, err or None) in log._walk_end."""
+    segment entry seg from file offset start (a record's), reading through
+    one buffer of max_record + slack bytes (a board can't hold a whole
+    segment). mv is reused: copy what you keep; AT[0] + pos is the
+    record's file offset. Leaves (good_end, err or None) in log._walk_end."""
     buf = _rbuf(log)
     mv = memoryview(buf)
     cap = len(buf)
@@ -39,7 +40,7 @@ def walk(log, seg):
     size = seg[_SIZE]
     decode = seg[_DECODE]
     files = log.files
-    base = HEADER_LEN  # file offset of mv[0]
+    base = start  # file offset of mv[0]
     n = 0
     pos = 0
     while base + pos < size:
@@ -67,6 +68,7 @@ def walk(log, seg):
         if err is not None:
             log._walk_end = (base + pos, err)
             return
+        AT[0] = base
         yield kind, mv, pos, b0, b1
         pos = b1 + 4
     log._walk_end = (base + pos, None)
@@ -112,7 +114,6 @@ def open_log(log, now):
         elif sid >= 0:
             found.append(sid)
     found.sort()
-    log._next_id = found[-1] + _ID_STEP if found else 1
     segs = []
     floor = 0
     for sid in found:
@@ -120,19 +121,42 @@ def open_log(log, now):
         if seg is not None:
             segs.append(seg)
             floor = max(floor, seg_floor)
-    log._segs = []
+    kept = []
     for seg in segs:
         if seg[_ID] < floor:
             f.remove(log._name(seg[_ID]))  # superseded by a compaction
             changed = True
         else:
-            log._segs.append(seg)
-    log._floor = floor
-    log.compact_failed = False
-    _index(log)
+            kept.append(seg)
+    live, nbytes, disk, nxt, cur, owned = _index(log, kept)
+    restore(log, kept, live, nxt, floor, found[-1] + _ID_STEP if found else 1, nbytes, disk, cur, owned)
     if changed or log.problems:
         f.sync_dir()  # removes, quarantine renames (CPython)
     return log.problems
+
+
+def restore(log, segs, live, next_seq, floor, next_id, live_bytes, disk_bytes, cur=None,
+            owned=None):
+    """Install what recovery (open_log()) found in log: the segment
+    entries (record.py's _SEG_*), oldest first, their live records
+    {seq: size on flash}, the next seq, the compaction floor, the next
+    segment id and the byte counts. Everything found is on flash:
+    synced and written up to next_seq - 1. cur: the owned records'
+    cursors, owned: what lives of them, per owner (owned_stats)."""
+    log._segs = segs
+    log._live = live
+    log.next_seq = next_seq
+    log.synced = log.top = next_seq - 1
+    log._floor = floor
+    log._next_id = next_id
+    log.live_bytes = live_bytes
+    log.disk_bytes = disk_bytes
+    log.compact_failed = False
+    log._cur = cur or None
+    log.owned_stats = owned
+    if segs:
+        for seq in live:
+            log._seg_of(seq)[_LIVE] += live[seq]
 
 
 def _parse(prefix, name):
@@ -189,15 +213,18 @@ def _quarantine(log, name, names, now, err):
     log.problems.append((name, 0, err, q))
 
 
-def _index(log):
-    # Pass over every record: live index, byte counts, next seq; cut
-    # each segment at its first bad record.
-    live = log._live = {}
+def _index(log, segs):
+    # Pass over every record of segs -> (live index, live bytes, disk
+    # bytes, next seq); cut each segment at its first bad record.
+    live = {}
     nbytes = 0
     disk = 0
     nxt = log.next_seq
     top = 0  # highest record seq seen
-    for seg in log._segs:
+    owned = log.owned
+    cur = {}
+    seen = False  # an owned record: a second pass counts what lives
+    for seg in segs:
         for kind, mv, pos, b0, b1 in walk(log, seg):
             n, i = get_varint(mv, b0, b1)
             if kind >= KIND_MIN:
@@ -207,8 +234,15 @@ def _index(log):
                 # batch rewritten after a failed sync (flush()): one copy.
                 if n > top:
                     top = n
+                    if kind == owned:
+                        seen = True
+                        continue
                     live[n] = b1 + 4 - pos
                     nbytes += b1 + 4 - pos
+            elif kind == K_CUR:
+                c = get_varint(mv, i, b1)[0]
+                if c > cur.get(n, 0):
+                    cur[n] = c
             elif kind == K_DEL:
                 nbytes -= live.pop(n, 0)
             elif kind == K_DELS:
@@ -223,15 +257,88 @@ def _index(log):
             log.problems.append((name, good, err, "cut"))
             seg[_SIZE] = good
         disk += seg[_SIZE]
-    log.next_seq = nxt = max(nxt, top + 1)
-    log.synced = log.top = nxt - 1
-    log.live_bytes = nbytes
-    log.disk_bytes = disk
     last = 0
-    for seg in log._segs:  # tops only grow (a cut segment's too)
+    for seg in segs:  # tops only grow (a cut segment's too)
         if seg[_TOP] < last:
             seg[_TOP] = last
         last = seg[_TOP]
-    if log._segs:
-        for seq in live:
-            log._seg_of(seq)[_LIVE] += live[seq]
+    stats = {}
+    if seen:
+        nbytes += _owned_pass(log, segs, cur, stats)
+    return live, nbytes, disk, max(nxt, top + 1), cur, stats
+
+
+def _owned_pass(log, segs, cur, stats):
+    # The owned records that live (at or above their owner's cursor): in
+    # their segment's live bytes, and per owner [records, bytes, first seq]
+    # (O(owners) of RAM, not O(records)). Their bytes in all.
+    owned = log.owned
+    last = 0
+    total = 0
+    for seg in segs:
+        for kind, mv, pos, b0, b1 in walk(log, seg):
+            if kind != owned:
+                continue
+            n, i = get_varint(mv, b0, b1)
+            o = get_varint(mv, i, b1)[0]
+            if n > last and o >= 0 and n >= cur.get(o, 0):
+                last = n
+                size = b1 + 4 - pos
+                seg[_LIVE] += size
+                total += size
+                st = stats.get(o)
+                if st is None:
+                    stats[o] = [1, size, n]
+                else:
+                    st[0] += 1
+                    st[1] += size
+    return total
+
+
+def read_owned(log, owner, from_seq, n, hint):
+    """Up to n live owned records (record.py) of owner with seq >=
+    from_seq, in order: [(seq, size, body)], body after the seq. Flushes
+    the batch first: records are read back from the files, and appended
+    bytes not synced yet are not there to read on every files object (a
+    board's Pieces keep a small batch in RAM until its sync; littlefs shows
+    a file's appends to another handle once committed). A drain that
+    reaches the batch so syncs it early, the sync its publishers' PUBACKs
+    wait for anyway.
+    hint, [segment id, file offset], is where the last read for owner
+    stopped (0: none): the walk goes on from there, not from the start of
+    its segment (a drain reads each record once); updated in place."""
+    if log.pending():
+        log.flush()
+    out = []
+    last = from_seq - 1
+    owned = log.owned
+    c = log._cur.get(owner, 0) if log._cur else 0
+    if last < c - 1:
+        last = c - 1
+    segs = log._segs
+    k = 0
+    off = 0
+    for i in range(len(segs)):
+        if segs[i][_ID] == hint[0]:
+            k = i  # (compacted away: from the first segment)
+            off = hint[1]
+    for i in range(k, len(segs)):
+        seg = segs[i]
+        if seg[_TOP] <= last:
+            continue
+        for kind, mv, pos, b0, b1 in walk(log, seg, off if i == k and off else HEADER_LEN):
+            if kind != owned:
+                continue
+            seq, j = get_varint(mv, b0, b1)
+            if seq > last:
+                o, j2 = get_varint(mv, j, b1)
+                if o == owner:
+                    last = seq
+                    out.append((seq, b1 + 4 - pos, bytes(mv[j:b1])))
+                    if len(out) >= n:
+                        hint[0] = seg[_ID]
+                        hint[1] = AT[0] + b1 + 4
+                        return out
+        hint[0] = seg[_ID]
+        hint[1] = log._walk_end[0]
+    return out

@@ -51,12 +51,38 @@ ERR_CRC = "crc"      # bytes changed after they were written
 # every record was deleted and compacted away (an outbox seq is an upstream
 # idempotency key), and floor says "segments with a lower id are
 # superseded" (edge/store/compact.py).
+# A log may have one owned kind (Log.owned): its records' bodies start with
+# a varint owner, and they live until a CUR record of their owner passes
+# them (records below its seq are dead), not until a tombstone each: an
+# owner that consumes its records in order (an offline queue, state.py)
+# needs no index of them in RAM, only its cursor. A CUR comes after every
+# record it kills (they were appended before it), so losing a prefix of
+# segments with a CUR in it (compaction) revives nothing.
 K_META = const(1)   # varint next_seq, varint floor
 K_DEL = const(2)    # varint seq
 K_DELS = const(3)   # varint first seq, varint count (a run of deletions)
-KIND_MIN = const(16)  # kinds below are the log's own (3..15 reserved)
+K_CUR = const(4)    # varint owner, varint seq: the owner's owned records below seq are dead
+KIND_MIN = const(16)  # kinds below are the log's own (5..15 reserved)
 KIND_MAX = const(254)
 TMP_SUFFIX = ".new"   # a segment compaction writes, before its rename
+
+# The Log's entry for a segment (log.py, logread.py, compact.py), a list:
+# [id, size, decode, top, live]. decode is READERS[its version]; top is an
+# upper bound on the seqs of its records, so replay(from_seq) (the outbox
+# reading on from its cursor) skips whole segments instead of walking
+# them; live is the bytes of its records still live, so compaction drops a
+# dead segment without reading it and copies only what lives. Private:
+# MicroPython folds a private const away, so a board holds no name for
+# them; each of those modules repeats the ones it uses
+# (tests/core/test_store_segments.py checks the copies).
+_SEG_ID = const(0)
+_SEG_SIZE = const(1)
+_SEG_DECODE = const(2)
+_SEG_TOP = const(3)
+_SEG_LIVE = const(4)
+# New segments take every other id: compacting the oldest segments up to id
+# b writes id b + 1, which sorts before the segments after them (compact.py).
+_ID_STEP = const(2)
 
 # header_version() results other than a version number
 HDR_TORN = const(-1)  # shorter than a header, but a prefix of ours

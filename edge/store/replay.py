@@ -22,13 +22,14 @@ _K_RXQOS2 = const(22)
 _K_RETAINED = const(23)
 _K_QMSG = const(27)
 _K_DONE = const(28)
+_K_SMSG = const(29)
 _CLEAN = const(1)
 _SHARED = const(0x40)  # a 5.0 shared subscription's flag, as in v5subs.py
 
 _HANDLERS = {
     _K_SESSION: "_session", _K_SUB: "_sub", _K_SUB5: "_sub", _K_MSG: "_msg", _K_MSG5: "_msg", _K_QUEUED: "_queued",
     _K_INFLIGHT: "_inflight", _K_RELEASED: "_released", _K_RXQOS2: "_rxqos2",
-    _K_RETAINED: "_retained", _K_QMSG: "_qmsg", _K_DONE: "_done",
+    _K_RETAINED: "_retained", _K_QMSG: "_qmsg", _K_DONE: "_done", _K_SMSG: "_smsg",
 }
 
 # A session found in the log, a list: sid, SESSION seq (0: none seen),
@@ -54,7 +55,7 @@ class Replay:
         self.msgs = {}     # seq -> Message
         self.refs = {}     # Message -> references kept
         self.ret = {}      # topic -> (seq, Message)
-        self.qmsgs = {}    # seq of a QMSG -> its sid
+        self.qmsgs = {}    # seq of a QMSG or SMSG -> its sid
         self.done = {}     # seq of a QMSG -> seq of its DONE
         self.dead = []     # seqs to delete once the walk is over
         self.problems = []
@@ -130,6 +131,15 @@ class Replay:
         self._work(sid)[_W_QUEUE].append((seq, m, dfl))
         self.qmsgs[seq] = sid
 
+    def _smsg(self, seq, v):
+        sid, pid, dfl, mfl, topic, payload = v
+        if dfl & 3 != 1 or dfl > 7 or mfl & 3 == 3 or mfl > 7 or not 0 < pid < 65536:
+            self._drop(seq, _K_SMSG, "bad body")
+            return
+        m = self.msgs[seq] = Message(topic, payload, mfl & 3, bool(mfl & 4))
+        self._put(self._work(sid), pid, (seq, m, dfl, seq))
+        self.qmsgs[seq] = sid
+
     def _done(self, seq, v):
         target = seq - v[0] if v[0] else 0
         sid = self.qmsgs.get(target)
@@ -137,10 +147,16 @@ class Replay:
             self._drop(seq, _K_DONE, "no message")
             return
         self.done[target] = seq
-        q = self._work(sid)[_W_QUEUE]
+        w = self._work(sid)
+        q = w[_W_QUEUE]
         for i in range(len(q)):
             if q[i][0] == target:
                 del q[i]  # its delivery is over; the message is others'
+                return
+        infl = w[_W_INFL]
+        for pid in infl:
+            if infl[pid][0] == target:  # an SMSG's
+                del infl[pid]
                 return
 
     def _ref(self, seq, kind, back):
@@ -180,7 +196,7 @@ class Replay:
 
     def _put(self, w, pid, e):
         old = w[_W_INFL].get(pid)
-        if old is not None:
+        if old is not None and old[0] not in self.qmsgs:  # an SMSG is a message too: see _drop_all
             self._drop(old[0], _K_INFLIGHT if old[1] else _K_RELEASED, "superseded")
         w[_W_INFL][pid] = e
 
@@ -217,6 +233,16 @@ class Replay:
         for cid in by_cid:
             self._restore(by_cid[cid])
         store = self.store
+        owned = self.log.owned_stats
+        if owned:
+            for sid in owned:  # FMSG records of no session restored
+                w = self.sids.get(sid)
+                if w is None or by_cid.get(w[_W_CID]) is not w:
+                    from edge.store.fqueue import end_owner
+
+                    end_owner(store, sid)
+                    self.problems.append((owned[sid][2], 30, "no session: %d queued on flash" % owned[sid][0]))
+            self.log.owned_stats = None
         store.restore_sids(top)
         for topic in self.ret:
             seq, m = self.ret[topic]
@@ -245,7 +271,8 @@ class Replay:
             self._drop(w[_W_SUBS][f][0], _K_SUB, why)
         for pid in w[_W_INFL]:
             e = w[_W_INFL][pid]
-            self._drop(e[0], _K_INFLIGHT if e[1] else _K_RELEASED, why)
+            if e[0] not in self.qmsgs:  # an SMSG: dropped with its message if unreferenced
+                self._drop(e[0], _K_INFLIGHT if e[1] else _K_RELEASED, why)
         for e in w[_W_QUEUE]:
             if e[0] not in self.qmsgs:  # a QMSG is a message too: dropped if unreferenced
                 self._drop(e[0], _K_QUEUED, why)
@@ -293,6 +320,13 @@ class Replay:
                 store.restore_queued(sess, seq, m, seq in self.qmsgs)
                 self._use(m)
                 c["queued"] += 1
+        fq = self.log.owned_stats and self.log.owned_stats.get(w[_W_SID])
+        if fq:  # its queue's flash tail (fqueue.py): counted, not read
+            from edge.store.fqueue import restore
+
+            restore(store, sess, fq[0], fq[1], fq[2])
+            sess.queue = (sess.queue or []) + [None]  # FLASH (fqueue.py)
+            c["queued"] += fq[0]
         rx = w[_W_RX]
         for pid in rx:
             sess.qos2_seen(pid)  # [MQTT-4.3.3-2] a resent PUBLISH isn't delivered again
@@ -313,7 +347,7 @@ class Replay:
             else:
                 sess.inflight[pid] = entry(m, fl & 3, bool(fl & 4))
                 self._use(m)
-            self.store.restore_inflight(sess, pid, seq, m)
+            self.store.restore_inflight(sess, pid, seq, m, seq in self.qmsgs)
             if order > newest:
                 newest = order
                 last = pid

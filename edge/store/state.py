@@ -19,15 +19,14 @@
 # last reference. So the log's live records are exactly the live state and
 # compaction keeps nothing else, with no rule of ours to teach it.
 #
-# A QoS 1 delivery has one record, QUEUED, from the moment it is routed to
-# its ack, whether it waits or is in flight: moving it into the window
-# writes nothing. After a restart it goes out again as new, with a new pid
-# and DUP 0, rather than as a resend of the pid it had ([MQTT-4.4.0-1] asks
-# for the pid): to a QoS 1 receiver that is the same, a duplicate it may
-# get anyway, and it saves a record and a tombstone per message. QoS 2 keeps
-# its pid on flash (INFLIGHT, RELEASED): there the pid is what makes it
-# exactly once. A restart may so send a session's QoS 1 messages that were
-# in flight after its QoS 2 ones that were too.
+# A QoS 1 delivery has one record from routing to ack. Sent at once, it
+# carries its pid (SMSG; INFLIGHT for a stored message): a restart resends
+# it with that pid and DUP 1 [MQTT-4.4.0-1]. Queued first (QMSG, QUEUED,
+# or FMSG on flash: fqueue.py), moving it into the window writes nothing,
+# and after a restart it goes out as new (new pid, DUP 0): the same to a
+# QoS 1 receiver, and a record and a tombstone less per message drained
+# (docs/persistence.md). QoS 2 keeps its pid on flash (INFLIGHT, RELEASED):
+# there the pid is what makes it exactly once.
 #
 # A change that replaces a record (queued -> in flight -> released, a new
 # subscription QoS, a session rewrite, a retained message replaced) appends
@@ -59,6 +58,8 @@ _K_RXQOS2 = const(22)
 _K_RETAINED = const(23)
 _K_QMSG = const(27)  # a QoS 1 delivery and its message, one record
 _K_DONE = const(28)  # a QMSG's delivery ended; others still refer to its message
+_K_SMSG = const(29)  # a QMSG sent at once, with its pid
+_K_FMSG = const(30)  # a QoS 1 delivery queued on flash (fqueue.py)
 
 _RC_QUOTA_EXCEEDED = const(0x97)  # MQTT 5.0 reason code (§2.4)
 _CLEAN = const(1)      # SESSION flags
@@ -79,6 +80,7 @@ _INFL = const(6)   # {pid: +-seq}
 _QUEUE = const(7)  # [seq], oldest first from index _QHEAD on (mirrors Session.queue)
 _RX = const(8)     # {pid: seq}
 _QHEAD = const(9)  # _QUEUE's entries before it have gone in flight (below)
+_FQ = const(10)    # the flash queue (fqueue.py), None if empty
 
 
 def _take_oldest(s, q):
@@ -138,7 +140,7 @@ class StateStore(Ledger):
         rc = self._admit(None, len(body), 0, 0)
         if rc:
             return rc
-        s = [self._next_sid, 0, 0, expiry, flags, None, None, None, None, 0]
+        s = [self._next_sid, 0, 0, expiry, flags, None, None, None, None, 0, None]
         s[_SEQ] = self._add(s, _K_SESSION, body)
         if s[_SEQ] < 0:
             return _RC_QUOTA_EXCEEDED
@@ -167,6 +169,8 @@ class StateStore(Ledger):
         for e in sess.queue or ():
             if rc:
                 break
+            if e is None:  # FLASH (fqueue.py)
+                continue  # (a session with a flash queue was saved already)
             msg, qos, retain = unpack(e)
             rc = self.msg_queued(sess, msg, qos, retain)
         for pid in sess.rx_qos2 or ():
@@ -200,7 +204,11 @@ class StateStore(Ledger):
                 self._end(None, seq, unpack(e)[0])
             else:
                 self._del(None, seq if seq > 0 else -seq)
-        q = sess.queue or ()
+        if s[_FQ] is not None:
+            from edge.store.fqueue import end
+
+            end(self, s)
+        q = [e for e in sess.queue or () if e is not None]  # (not FLASH: fqueue.py)
         i = 0
         for seq in (s[_QUEUE] or ())[s[_QHEAD]:]:
             if i < len(q):
@@ -261,12 +269,17 @@ class StateStore(Ledger):
         s = self._sess.get(sess)
         if s is None:
             return 0
+        if s[_FQ] is not None:
+            from edge.store.fqueue import sent
+
+            if sent(self, s[_FQ], pid, msg):
+                return 0  # its FMSG stays until the ack (fqueue.py)
         flags = qos | (_RETAIN if retain else 0)
         q = s[_QUEUE]
         mseq = self._mseq.get(msg) if q else None
         if mseq is None:  # (a message we don't hold is no queued one)
-            if qos == 1:  # its one record: see the head comment
-                rc, seq = self._queued(s, msg, flags)
+            if qos == 1:  # its one record, with its pid: see the head comment
+                rc, seq = self._queued(s, msg, flags, pid)
                 self.sent_records += 1
             else:
                 rc, seq = self._deliver(s, msg, _K_INFLIGHT, [s[_SID], pid, 0, 0, flags], 2)
@@ -305,6 +318,11 @@ class StateStore(Ledger):
         """PUBACK (msg: the message it acks) or PUBCOMP (msg None) ended
         pid's delivery."""
         s = self._sess.get(sess)
+        if s is not None and s[_FQ] is not None and pid in s[_FQ][4]:
+            from edge.store.fqueue import acked
+
+            acked(self, s, s[_FQ], pid)
+            return
         infl = s and s[_INFL]
         seq = infl.pop(pid, None) if infl else None
         if seq is None:

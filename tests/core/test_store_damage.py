@@ -8,6 +8,7 @@ import random
 
 from edge import config
 from edge.mqtt.broker import Broker
+from edge.store.fqueue import FLASH
 from edge.runtime.persist import open_store
 from edge.store.record import HEADER_LEN, decode_v1
 from tests.core._memfiles import MemFiles
@@ -25,9 +26,22 @@ def boot(m):
     return b, wal, lines
 
 
+def queued(s):
+    """Messages s holds queued: in RAM, and on flash (edge/store/fqueue.py,
+    a board's default: open_store under MicroPython)."""
+    n = 0
+    for e in s.queue or ():
+        if e is FLASH:
+            fq = s.store._sess[s][10]
+            n += fq[0] if fq else 0
+        else:
+            n += 1
+    return n
+
+
 def counts(b):
     s = b.sessions.get("sub")
-    return (0 if s is None else len(s.queue or ()), 0 if s is None else len(s.subs),
+    return (0 if s is None else queued(s), 0 if s is None else len(s.subs),
             len(b.retained))
 
 
@@ -164,3 +178,21 @@ def test_empty_and_truncated_header_files():
         b, wal, lines = boot(c)
         assert counts(b) == marks[-1][1]
         assert "state.5" not in c.data
+
+
+def test_a_store_that_never_syncs_keeps_its_queues_in_ram():
+    # A flash queue reads its records back from the files, and littlefs
+    # shows them to a reader once committed: with store.sync "never" a
+    # board's queues stay in RAM (edge/runtime/persist.py)
+    from edge.runtime import persist
+
+    was = persist.FLASH_QUEUE
+    persist.FLASH_QUEUE = True  # as under MicroPython
+    try:
+        for sync, want in (("batch", True), ("always", True), ("never", False)):
+            cfg = config.load({"store": {"sync": sync}}, "gateway")
+            b = Broker(cfg, 0)
+            open_store(cfg, b, lambda level, msg: None, MemFiles())
+            assert (b.store.queue is not None) is want, sync
+    finally:
+        persist.FLASH_QUEUE = was

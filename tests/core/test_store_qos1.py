@@ -2,8 +2,9 @@
 # Session drops a queued delivery unsent (edge/store/state.py): one record
 # from routing to ack, in flight or not, the message's too (QMSG); the acks of a subscriber
 # that acks in order delete in one run (one tombstone a batch); after a
-# crash what was in flight goes out again as new. Plain functions: pytest
-# and tests/mpy_runner.py.
+# crash what was sent at once is resent with its pid and DUP 1, what was
+# drained from a queue goes out again as new. Plain functions: pytest and
+# tests/mpy_runner.py.
 from edge.mqtt.packets import Puback, Publish, Subscribe
 from edge.store.record import K_DEL, K_DELS
 from tests.core._memfiles import MemFiles
@@ -15,6 +16,7 @@ _K_MSG = 18
 _K_QUEUED = 19
 _K_INFLIGHT = 20
 _K_QMSG = 27
+_K_SMSG = 29
 
 
 def written(m):
@@ -35,7 +37,8 @@ def test_a_qos1_delivery_is_one_record_and_its_acks_one_tombstone():
         publish(pub, "t/%d" % i, b"m%d" % i, 1, pid=i + 1)
     log.flush()
     new = written(m)[before:]
-    assert new.count(_K_QMSG) == 20  # delivery and message: one record each
+    # delivery and message: one record each, the 5 sent at once with their pid
+    assert new.count(_K_QMSG) == 15 and new.count(_K_SMSG) == 5
     assert _K_MSG not in new and _K_QUEUED not in new
     got = []
     while len(got) < 20:  # the subscriber acks each batch the window lets out
@@ -55,7 +58,10 @@ def test_a_qos1_delivery_is_one_record_and_its_acks_one_tombstone():
     assert counts["queued"] == 0 and counts["messages"] == 0 and counts["subs"] == 1
 
 
-def test_qos1_in_flight_at_a_crash_goes_out_again_as_new():
+def test_qos1_in_flight_at_a_crash_is_resent_with_its_pid_and_dup():
+    # [MQTT-4.4.0-1] sent at once (nothing queued before it): its pid is on
+    # flash (SMSG), so a restart resends it as it was, DUP 1. What went in
+    # flight from the queue has no pid on flash: it goes out again as new.
     m = MemFiles()
     b, log, _ = boot(m, max_inflight=2)
     sub, pub = sub_and_pub(b, "t", 1, offline=False)
@@ -64,19 +70,45 @@ def test_qos1_in_flight_at_a_crash_goes_out_again_as_new():
     log.flush()
     first = publishes(sub.recv())
     assert [p.payload for p in first] == [b"m0", b"m1"]
-    sub.send(Puback(first[0].pid))  # m0 acked, m1 still in flight
+    sub.send(Puback(first[0].pid))  # m0 acked, m1 still in flight; m2 goes out from the queue
     log.flush()
+    m1 = first[1].pid
     b, log, counts = boot(crash(m), max_inflight=2)
-    assert counts["queued"] == 3 and counts["inflight"] == 0
+    assert counts["queued"] == 2 and counts["inflight"] == 1
     sub = Client(b)
     assert sub.connect("sub", clean=False).session_present
     got = publishes(sub.recv())
-    # nothing acked is lost, nothing acked comes back; the window's worth
-    # goes out first, new (DUP 0)
-    assert [(p.payload, p.dup) for p in got] == [(b"m1", False), (b"m2", False)]
+    # nothing acked is lost, nothing acked comes back: m1 resent with its
+    # pid, DUP 1; m2 (drained from the queue) new, DUP 0
+    assert [(p.payload, p.pid, p.dup) for p in got] == [(b"m1", m1, True), (b"m2", m1 + 1, False)]
     for p in got:
         sub.send(Puback(p.pid))
     assert [p.payload for p in publishes(sub.recv())] == [b"m3"]
+    log.flush()
+    b, log, counts = boot(crash(m))
+    assert counts["inflight"] == 0 and counts["queued"] == 1  # m3, not acked
+
+
+def test_acked_smsg_with_other_references_replays_its_message_once():
+    # a message sent at once to one subscriber (SMSG) and queued for an
+    # offline one: the first acks (DONE), the restart keeps it for the second
+    m = MemFiles()
+    b, log, _ = boot(m)
+    sub, pub = sub_and_pub(b, "t", 1, offline=False)
+    away = Client(b)
+    away.connect("away", clean=False)
+    away.subscribe(("t", 1))
+    away.lose()
+    publish(pub, "t", b"x", 1, pid=1)
+    log.flush()
+    got = publishes(sub.recv())
+    assert [(p.payload, p.dup) for p in got] == [(b"x", False)]
+    sub.send(Puback(got[0].pid))
+    log.flush()
+    b, log, counts = boot(crash(m))
+    assert counts["inflight"] == 0 and counts["queued"] == 1 and counts["messages"] == 1
+    assert [e.payload for e in b.sessions["away"].queue] == [b"x"]
+    assert b.sessions["sub"].inflight == {}
 
 
 def test_budget_refusal_leaves_no_record_behind():

@@ -378,14 +378,16 @@ def test_a_record_deleted_before_its_batch_is_written_never_is():
 
 
 def test_private_copies_equal():
-    # logread.py and compact.py repeat log.py's segment entry fields
-    # (MicroPython inlines private consts: nothing left to compare there)
-    from edge.store import compact, log, logread
+    # log.py, logread.py, compact.py and fqueue.py repeat record.py's
+    # segment entry fields, private on both sides (MicroPython inlines
+    # private consts: nothing left to compare there)
+    from edge.store import compact, fqueue, log, logread, record
 
     checked = 0
-    for mod in (logread, compact):
+    for mod in (log, logread, compact, fqueue):
         for name in ("_ID", "_SIZE", "_DECODE", "_TOP", "_LIVE", "_ID_STEP"):
             if hasattr(mod, name):
-                assert getattr(mod, name) == getattr(log, name), (mod.__name__, name)
+                assert getattr(mod, name) == getattr(record, "_SEG" + name if name != "_ID_STEP" else name), (
+                    mod.__name__, name)
                 checked += 1
-    assert checked == 10 or not hasattr(log, "_ID")
+    assert checked == 16 or not hasattr(log, "_ID")

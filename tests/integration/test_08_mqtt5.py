@@ -479,7 +479,11 @@ def test_full_budget_refuses_new_messages_puback_quota_exceeded(broker_factory, 
     # publisher hears of it: PUBACK 0x97 Quota exceeded (§3.4.2.1)
     # 1024 of it the away session, its subscription and 3 tree nodes
     # (edge/mqtt/session.py, docs/heap.md)
-    b = broker_factory(memory_budget_bytes=2048)
+    # The store off: with it, a board keeps a 3.1.1 session's QoS 1 queue on
+    # flash, bounded by store.session_budget instead of the memory budget
+    # (docs/persistence.md "Offline queues on flash"), which is what this
+    # test is about
+    b = broker_factory(memory_budget_bytes=2048, **{"store.persistence": False})
     t = "t08/quota/" + unique_id("q")
     away = unique_id("away")
     sub = mqtt_client(b, client_id=away, clean_session=False)

@@ -14,6 +14,7 @@ import os
 import pytest
 
 from . import conftest
+from . import mqttraw as raw
 from .clients import unique_id
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.edge_only("edgebroker's store")]
@@ -93,4 +94,60 @@ def test_torn_tail_and_garbage_segment_at_start(broker_factory, mqtt_client):
     assert sub.connect() == 1
     got = sub.wait_messages(3, topic=base + "/m")
     assert [m.payload for m in got] == [b"0", b"1", b"2"]
+    b.assert_alive()
+
+
+def test_qos1_in_flight_at_kill9_is_resent_with_its_pid_and_dup(broker_factory):
+    # [MQTT-4.4.0-1] a QoS 1 PUBLISH the subscriber got and did not ack is
+    # resent after a kill -9 with the same packet id and DUP 1 (issue #19:
+    # its pid is on flash, docs/persistence.md "What persists")
+    b = broker_factory()
+    cid, topic = unique_id("p08d"), "t08/" + unique_id("d")
+    with raw.RawClient(b.host, b.port) as sub:
+        sub.connect(cid, clean=False)
+        sub.send(raw.subscribe(1, [(topic, 1)]))
+        assert sub.expect(raw.SUBACK).body[2:] == b"\x01"
+        with raw.RawClient(b.host, b.port) as pub:
+            pub.connect(unique_id("p08p"))
+            pub.send(raw.publish(topic, b"once", 1, pid=7))
+            assert pub.expect(raw.PUBACK).body == b"\x00\x07"  # durable from here on
+        first = sub.expect(raw.PUBLISH).publish_fields()
+        assert first[1] == b"once" and first[2] == 1 and not first[4], first
+        # no PUBACK from the subscriber
+        _kill9_restart(b)
+    with raw.RawClient(b.host, b.port) as sub:
+        assert sub.connect(cid, clean=False).session_present
+        again = sub.expect(raw.PUBLISH).publish_fields()
+        # (topic, payload, qos, retain, dup, pid): the same pid, DUP 1
+        assert again == (topic, b"once", 1, False, True, first[5]), (first, again)
+        sub.send(raw.puback(first[5]))
+        sub.send(raw.PINGREQ_BYTES)
+        sub.expect(raw.PINGRESP)  # nothing else was queued
+    b.assert_alive()
+
+
+@pytest.mark.micropython_only("a board's offline queue on flash (edge/store/fqueue.py)")
+@pytest.mark.timeout(240)
+def test_board_queue_larger_than_its_heap_survives_kill9_and_drains_in_order(broker_factory, mqtt_client):
+    # Issue #19: on the 96 KiB board an away session's QoS 1 queue is on
+    # flash, so 300 messages of 64 bytes (about 113 KB held in RAM, and
+    # some 470 KiB of heap to replay them there: python -m tools.replayheap
+    # --ram --min-heap) survive a kill -9, replay and drain in order
+    n = 300
+    b = broker_factory(board_heap="96k", **{"store.persistence": True})
+    cid, base = unique_id("p08q"), "t08/" + unique_id("q")
+    sub = mqtt_client(b, client_id=cid, clean_session=False)
+    assert sub.subscribe(base + "/#", 1) == [1]
+    sub.disconnect()
+    pub = mqtt_client(b)
+    for i in range(n):
+        pub.publish(base + "/m", b"%03d" % i + bytes(61), 1)  # PUBACKed: durable
+    pub.disconnect()
+    _kill9_restart(b)
+    assert "%d queued" % n in b.log_text(), b.log_tail()  # replay counted them, on flash
+    sub = mqtt_client(b, client_id=cid, clean_session=False, connect=False)
+    assert sub.connect() == 1
+    got = sub.wait_messages(n, timeout=120, topic=base + "/m")
+    assert [m.payload[:3] for m in got] == [b"%03d" % i for i in range(n)]
+    assert "MemoryError" not in b.log_text(), b.log_tail()
     b.assert_alive()
