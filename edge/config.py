@@ -40,6 +40,22 @@ SCHEMA = {
         # to a client that asks for it; "": never sent
         "response_information": ("topic", "", "", (0, 256)),
         "connect_timeout": ("int", 10, 10, (1, 3600)),  # seconds to CONNECT
+        # Limits that hold under attack (docs/security.md "Limits"); each
+        # refusal is counted ($SYS/broker/limits/<key>) and logged once per
+        # sys_interval. Open sockets from one client address (IP); more are
+        # closed at accept. 0: none. A board's max_connections (6) is its
+        # whole table: a quota below it would only move the refusal
+        "max_connections_per_address": ("int", 100, 0, (0, _U)),
+        # packets a second one connection may send, burst of one second's;
+        # past it the connection is not read until the rate allows
+        # (back-pressure). 0: none. The gateway's loop reads each socket
+        # in turn and serves ~60k packets a second in all, so none there;
+        # a board's ~3k a second are not one client's alone
+        "max_packet_rate": ("int", 0, 500, (0, _U)),
+        # characters in a topic name or filter (the spec allows 65535)
+        "max_topic_length": ("int", 65535, 256, (1, 65535)),
+        # a will's topic + payload, held in memory for the connection's life
+        "max_will_bytes": ("int", 65536, 256, (0, 268435455)),
         "sys_interval": ("int", 10, 10, (0, 86400)),  # seconds, 0 disables $SYS
         # a board's heap splits a topic into one string per level to match it
         "max_topic_levels": ("int", 65535, 16, (1, 65535)),

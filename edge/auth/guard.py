@@ -11,7 +11,6 @@
 import hashlib
 
 from edge.auth.acl import Rules
-from edge.auth.pbkdf2 import equal, verify
 from edge.compat import const
 
 _READ = const(1)   # acl.READ
@@ -113,7 +112,15 @@ class Guard:
     def verify(self, user, entry, password):
         # PBKDF2 once per user and password: a client that logs in again
         # (a reconnect, a CoAP request each time) with the password that
-        # last passed costs one SHA-256, not the entry's iterations
+        # last passed costs one SHA-256, not the entry's iterations.
+        # Imported here: a guard without a password file (a non-loopback
+        # bind, anonymous clients refused) never loads it, and a board's
+        # boot keeps the names of pbkdf2.py out of its qstr pool, whose
+        # next pool is a 7 KB block a 64 KiB heap has not got (docs/heap.md
+        # "Fragmented at boot"); with a password file, passwords.py has
+        # loaded it at start
+        from edge.auth.pbkdf2 import equal, verify
+
         fast = hashlib.sha256(entry[1] + password).digest()
         last = self.seen.get(user)
         if last is not None and equal(fast, last):

@@ -16,7 +16,7 @@ from edge.errors import RemoteProtocolError
 from edge.mqtt import codec, connect
 from edge.mqtt import publish as publishing, subscribe as subscribing
 from edge.mqtt.connection import Connection, CONNECTED, CLOSED, ERROR
-from edge.mqtt.packets import Connack, Pingresp
+from edge.mqtt.packets import Connack
 from edge.mqtt.retain import RetainStore
 from edge.mqtt.session import Budget
 from edge.mqtt.topics import Trie
@@ -26,10 +26,27 @@ from edge.mqtt.topics import Trie
 _PUBLISH = const(3)
 _RC_PROTOCOL_ERROR = const(0x82)
 _RC_KEEPALIVE_TIMEOUT = const(0x8D)
+_RC_PACKET_TOO_LARGE = const(0x95)
+# Stats.refusals's indexes: refusals for a limit of [broker] (docs/security.md
+# "Limits"), named in systree.py's keys ($SYS/broker/limits/<key>), whose
+# order tests/core/test_limits.py checks. Private: folded into the bytecode
+_L_ADDRESS = const(0)   # max_connections_per_address: closed at accept
+_L_RATE = const(1)      # max_packet_rate: a connection held back (not read)
+_L_LENGTH = const(2)    # max_topic_length: a topic or filter refused
+_L_LEVELS = const(3)    # max_topic_levels: the same, for its depth
+_L_WILL = const(4)      # max_will_bytes: a CONNECT refused
+_L_SUBS = const(5)      # max_subscriptions: a filter refused
+_L_CONNS = const(6)     # max_connections: a socket or a CONNECT refused
+_L_TIMEOUT = const(7)   # connect_timeout: closed without a CONNECT
+_L_PACKET = const(8)    # max_packet_size: closed
+_LIMITS = const(9)
 
 
 def _on_pingreq(b, conn, pkt, now):
-    conn.send(Pingresp())
+    # One constant (bytecode, in ROM on a board), the same in 3.1.1 and 5.0:
+    # a read of 512 PINGREQs queues 512 references to it, not 512 new
+    # objects (the board's 64 KiB heap ran out at 300: test_28_limits.py)
+    conn.write(b"\xd0\x00")
 
 
 def _on_disconnect(b, conn, pkt, now):
@@ -66,6 +83,11 @@ class Limits:
 
 
 class Stats:
+    # refusals per limit (_L_*), then what the last log line had said: made
+    # at the first refusal (Broker.limit), none on a board that has none
+    # (every name and string here is a qstr a board keeps from boot on)
+    refusals = None
+
     def __init__(self):
         self.msgs_received = 0
         self.msgs_sent = 0
@@ -121,17 +143,44 @@ class Broker:
         self.retained = RetainStore(lim.max_retained_messages, lim.max_retained_bytes)
         self.dirty = []      # Connections with output (or a close) pending
         self.next_sys = now + lim.sys_interval * 1000
+        # max_connections_per_address: client address -> open sockets, made
+        # at the first count
+        self.peers = None
 
     # ---- runtime interface ------------------------------------------------
-    def open(self, cid, now):
-        """A socket was accepted. False: over max_connections, close it.
-        (With auth on, the runtime then tells auth.open(cid, address).)"""
-        if len(self.conns) >= self.limits.max_connections:
+    def open(self, cid, now, peer=None):
+        """A socket was accepted from address peer (hashable, no port; None:
+        unknown). False: over max_connections or the address's quota, close
+        it: before its CONNECT there is nothing to answer, and a refused
+        socket held until then would hold the slot the limit keeps for
+        others. (With auth on, the runtime then tells auth.open(cid, address).)"""
+        lim = self.limits
+        if len(self.conns) >= lim.max_connections:
             self.stats.conns_refused += 1
-            self.log(30, "connection refused: max_connections %d reached" % self.limits.max_connections)
+            self.limit(_L_CONNS)
             return False
-        self.conns[cid] = Connection(cid, now, self.dirty)
+        quota = lim.max_connections_per_address
+        if quota and peer is not None:
+            peers = self.peers
+            if peers is None:
+                peers = self.peers = {}
+            n = peers.get(peer, 0)
+            if n >= quota:
+                self.limit(_L_ADDRESS)
+                return False
+            peers[peer] = n + 1
+        conn = self.conns[cid] = Connection(cid, now, self.dirty)
+        if quota and peer is not None:
+            conn.peer = peer
         return True
+
+    def limit(self, i):
+        """Count a refusal for limit i (_L_*): logged with the others once
+        an interval (tick), never a line per packet."""
+        st = self.stats
+        if st.refusals is None:
+            st.refusals = [0] * (2 * _LIMITS)
+        st.refusals[i] += 1
 
     def data_received(self, cid, data, now):
         conn = self.conns.get(cid)
@@ -143,15 +192,18 @@ class Broker:
             return
         self.now = now
         self.stats.bytes_received += len(data)
+        last = conn.last_rx  # the feed before (max_packet_rate's refill)
         conn.receive_data(data, now)
         max_size = self.limits.max_packet_size
         kept = len(conn.out)  # output of earlier feeds (held for the store's sync)
+        n = 0  # packets in this feed (max_packet_rate)
         try:
             while conn.state < CLOSED:
                 start = conn.pos
                 pkt = conn.next_event(max_size)
                 if pkt is None:
                     break
+                n += 1
                 if type(pkt) is int:  # a short-form ack: kind << 16 | pid
                     ack(conn, pkt >> 16, pkt & 0xFFFF)
                     continue
@@ -167,8 +219,33 @@ class Broker:
             sess = conn.session
             if sess is not None and sess.queue and sess.conn is conn:
                 sess.pump()  # once per feed: the room its acks made
+            rate = self.limits.max_packet_rate
+            if rate:
+                # max_packet_rate: conn's token bucket, refilled at rate a
+                # second for the ms since the feed before (last_rx: one
+                # attribute less per connection on a board) and holding a
+                # second's packets, less this feed's n (handled: they were
+                # read). In thousandths of a packet: a packet a second
+                # refills 1 a ms, small ints (no float, which a board
+                # allocates). Inline, not a function: every function is a
+                # name and an object a board keeps from boot on
+                full = rate * 1000
+                t = conn.room
+                t = full if t is None else min(full, t + rate * (now - last))
+                t -= n * 1000
+                conn.room = t
+                if t >= 0:
+                    return 0
+                # the ms until it is back at 0, which the runtime does not
+                # read it for: back-pressure, as for a slow reader (TCP
+                # holds the client back), nothing dropped and no session
+                # lost, where 5.0's DISCONNECT 0x96 would drop both
+                self.limit(_L_RATE)
+                return (rate - 1 - t) // rate
         except RemoteProtocolError as e:
             self.stats.protocol_errors += 1
+            if e.reason == _RC_PACKET_TOO_LARGE:
+                self.limit(_L_PACKET)
             # 3.1.1 has no server DISCONNECT: the answer to a protocol
             # violation is closing the connection (§4.8); 5.0 first says
             # why, in a CONNACK or DISCONNECT with e.reason (§4.13). The
@@ -191,7 +268,14 @@ class Broker:
     def connection_lost(self, cid, now):
         """The socket is gone (EOF, error, or after we closed it)."""
         conn = self.conns.pop(cid, None)
-        if conn is not None and conn.state < CLOSED:
+        if conn is None:
+            return
+        peer = conn.peer
+        if peer is not None:  # its address's quota (open)
+            n = self.peers.pop(peer) - 1
+            if n:
+                self.peers[peer] = n
+        if conn.state < CLOSED:
             self.now = now
             self.close(conn, now, "connection lost")
 
@@ -221,9 +305,17 @@ class Broker:
                 if conn.keepalive and now - conn.last_rx > conn.keepalive * 1500:
                     self.close(conn, now, "keepalive timeout", CLOSED, _RC_KEEPALIVE_TIMEOUT)
             elif conn.state < CONNECTED and now - conn.last_rx > lim.connect_timeout * 1000:
+                self.limit(_L_TIMEOUT)
                 self.close(conn, now, "no CONNECT within connect_timeout")
         if self.v5 is not None:
             self.v5.tick(now)  # will delays, session expiry
+        if self.stats.refusals is not None and (now >= self.next_sys or not lim.sys_interval):
+            # what the limits refused since the last line: one line a
+            # sys_interval (a tick when 0) however many there were, a
+            # flood must not fill the log (systree.py, lazily: only then)
+            from edge.mqtt.systree import log
+
+            log(self)
         if lim.sys_interval and now >= self.next_sys:
             self.next_sys = now + lim.sys_interval * 1000
             if self.subs.has_first("$SYS"):  # nobody listening: systree.py never loads

@@ -2,8 +2,10 @@
 # session it attaches to (mosquitto's handle_connect.c). Functions of the
 # Broker (first argument `b`), found through broker.py's handler table.
 from edge.compat import const
+from edge.errors import RemoteProtocolError
 from edge.mqtt import codec
 from edge.mqtt.packets import Connack
+from edge.mqtt.publish import over
 from edge.mqtt.session import Message, Session
 from edge.mqtt.topics import validate_topic
 
@@ -12,6 +14,11 @@ _CONNACK_BAD_PROTOCOL = const(1)
 _CONNACK_ID_REJECTED = const(2)
 _CONNACK_SERVER_UNAVAILABLE = const(3)
 _RC_SESSION_TAKEN_OVER = const(0x8E)
+_RC_TOPIC_NAME_INVALID = const(0x90)
+_RC_PACKET_TOO_LARGE = const(0x95)
+_ERROR = const(3)  # connection.py's state: closed for a protocol error
+_L_WILL = const(4)  # broker.py's L_WILL, L_CONNS (Broker.limit)
+_L_CONNS = const(6)
 
 # (protocol name, level) pairs spoken as 3.1.1 (3.1's MQIsdp differs only in name)
 _V3_PROTOCOLS = (("MQTT", 4), ("MQIsdp", 3))
@@ -41,7 +48,19 @@ def on_connect(b, conn, pkt, now):
         return b.refuse(conn, _CONNACK_ID_REJECTED,
                         "keepalive %d over max_keepalive %d" % (pkt.keepalive, lim.max_keepalive), now)
     if pkt.will_topic is not None:
-        validate_topic(pkt.will_topic, lim.max_topic_levels)  # [MQTT-3.1.3-10]
+        why = over(b, pkt.will_topic)  # our bounds
+        if why:
+            raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, why)
+        validate_topic(pkt.will_topic, 0)  # [MQTT-3.1.3-10]
+        if len(pkt.will_topic) + len(pkt.will_payload) > lim.max_will_bytes:
+            # held in memory for the connection's whole life: our bound,
+            # counted. 5.0: CONNACK 0x95 Packet too large (§3.2.2.2);
+            # 3.1.1 has no code for it: closed, as for a protocol error
+            b.limit(_L_WILL)
+            why = "max_will_bytes"  # (the key: a name a board has, publish.over)
+            if conn.v5:
+                return b.refuse(conn, _RC_PACKET_TOO_LARGE, why, now)
+            return b.close(conn, now, why, _ERROR)
     auth = b.auth
     if auth is not None:  # password, anonymous, back-off, will topic's ACL
         code, rules = auth.login(conn, pkt, now)
@@ -54,6 +73,7 @@ def on_connect(b, conn, pkt, now):
     # ([MQTT-3.1.4-2] disconnects it once the new connection is accepted)
     if b.stats.clients_connected - taking >= lim.max_connections:
         b.stats.conns_refused += 1  # $SYS/broker/clients/refused
+        b.limit(_L_CONNS)
         return b.refuse(conn, _CONNACK_SERVER_UNAVAILABLE, "max_connections reached", now)
     if not pkt.clean and (sess is None or sess.clean) and not lim.budget.room():
         # a new persistent session (none kept, or a clean one that ends):

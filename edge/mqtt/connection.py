@@ -36,6 +36,10 @@ class Connection:
     will = None       # Message from CONNECT; None after DISCONNECT
     closing = False   # close after the queued output is written
     out = ()          # output waiting for take(): a list once written to
+    peer = None       # client address, while max_connections_per_address counts it
+    # max_packet_rate's bucket (Broker.data_received): the packets, in
+    # thousandths, it may still send now (a name the board has: Budget.room)
+    room = None
 
     def __init__(self, cid, now, dirty=None):
         self.id = cid
@@ -162,6 +166,21 @@ class Connection:
             buf = memoryview(buf)
         return buf[start:self.pos]
 
+    def need(self):
+        """Bytes that complete the packet whose start is held between feeds
+        (0: none held, or its length not read yet). A board reads no more
+        than that, so a packet spanning reads never needs a block of its
+        size plus a whole read (test_27_floods.py: 1 KB publishes grew
+        their buffer to 1.9 KB, and a flooded 64 KiB heap had no such block)."""
+        buf = self.buf
+        if len(buf) < 2:
+            return 0
+        try:
+            n = codec.packet_length(buf, 0, len(buf))
+        except RemoteProtocolError:
+            return 0  # (next_event closes it)
+        return n - len(buf) if n > 0 else 0
+
     def eof_pending(self):
         """Bytes of an incomplete packet are buffered (a truncated packet)."""
         return self.pos < len(self.buf)
@@ -246,3 +265,4 @@ class Connection:
         self.out_bytes = 0
         self.promise = False
         return data
+

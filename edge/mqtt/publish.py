@@ -4,6 +4,7 @@
 # on_ack/ack are found through broker.py's handler table; publish() is how a
 # will, a local endpoint or the 5.0 hub puts a message into the topic space.
 from edge.compat import const
+from edge.errors import RemoteProtocolError
 from edge.mqtt.session import Message, cost
 from edge.mqtt.topics import validate_topic
 
@@ -20,6 +21,27 @@ _RC_QUOTA_EXCEEDED = const(0x97)
 _MAY_READ = const(1)   # edge/auth/guard.py may()'s access
 _MAY_WRITE = const(2)
 _NODE_COST = const(192)  # session.py's: a tree node, counted by the memory budget
+_RC_TOPIC_NAME_INVALID = const(0x90)
+_L_LENGTH = const(2)  # broker.py's L_LENGTH, L_LEVELS (Broker.limit)
+_L_LEVELS = const(3)
+
+
+def over(b, t):
+    """The [broker] key whose bound topic name or filter t is over,
+    max_topic_length or max_topic_levels (the refusal counted), else None:
+    our bounds, not the spec's (docs/security.md "Limits"). A topic name
+    over them is a protocol error (0x90, which closes the connection; a 5.0
+    client is told why), a filter a SUBACK refusal. (The key is the reason:
+    a name a board holds anyway, each new string is a qstr kept from boot
+    on, docs/security.md "On a board".)"""
+    lim = b.limits
+    if len(t) > lim.max_topic_length:
+        b.limit(_L_LENGTH)
+        return "max_topic_length"
+    if t.count("/") >= lim.max_topic_levels:
+        b.limit(_L_LEVELS)
+        return "max_topic_levels"
+    return None
 
 
 def on_publish(b, conn, pkt, now, start=-1):
@@ -31,7 +53,10 @@ def on_publish(b, conn, pkt, now, start=-1):
         topic = msg.topic
     else:
         topic = pkt.topic
-    validate_topic(topic, b.limits.max_topic_levels)  # [MQTT-3.3.2-2]
+    why = over(b, topic)
+    if why:
+        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, why)
+    validate_topic(topic, 0)  # [MQTT-3.3.2-2]
     b.stats.msgs_received += 1
     qos = pkt.qos
     if qos and b.store is not None and b.store.log.failing:
@@ -256,6 +281,9 @@ def route(b, msg):
 def publish_local(b, topic, payload, qos=0, retain=False, props=None):
     """Publish into the topic space from a non-MQTT endpoint. Raises
     RemoteProtocolError(RC_TOPIC_NAME_INVALID) for a bad topic."""
-    validate_topic(topic, b.limits.max_topic_levels)
+    why = over(b, topic)
+    if why:
+        raise RemoteProtocolError(_RC_TOPIC_NAME_INVALID, why)
+    validate_topic(topic, 0)
     b.stats.msgs_received += 1
     publish(b, Message(topic, payload, qos, retain, props))

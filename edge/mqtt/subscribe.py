@@ -5,9 +5,8 @@
 # shared subscriptions are edge/mqtt/v5subs.py's, which calls add(),
 # send_retained() and remove() here.
 from edge.compat import const
-from edge.errors import RemoteProtocolError
 from edge.mqtt.packets import Suback, Unsuback
-from edge.mqtt.publish import set_retained
+from edge.mqtt.publish import over, set_retained
 from edge.mqtt.session import Message
 from edge.mqtt.topics import Trie, validate_filter
 
@@ -18,6 +17,7 @@ _MAY_SUBSCRIBE = const(5)  # read, a filter
 _RC_NO_SUBSCRIPTION = const(0x11)
 _NODE_COST = const(192)  # session.py's: what the memory budget counts
 _SUB_COST = const(128)
+_L_SUBS = const(5)  # broker.py's L_SUBS (Broker.limit)
 
 
 def on_subscribe(b, conn, pkt, now):
@@ -40,17 +40,15 @@ def add(b, client, f, qos):
     granted QoS, or 0x80 (0x87: the ACL file's refusal) with the reason in
     b.refusal."""
     lim = b.limits
-    try:
-        validate_filter(f, lim.max_topic_levels)
-    except RemoteProtocolError as e:
-        if f.count("/") < lim.max_topic_levels:
-            raise  # malformed filter: a protocol violation, close
-        return refused(b, e.msg)  # only over our depth limit: refuse it
+    why = over(b, f)
+    if why:
+        return refused(b, why)  # over our bounds: refused, not closed
+    validate_filter(f, 0)  # malformed: a protocol violation, close
     if b.auth is not None and not b.auth.may(client, f, _MAY_SUBSCRIBE):
         return refused(b, "not authorized (acl_file)", _RC_NOT_AUTHORIZED)
     if f not in client.subs:
         if len(client.subs) >= lim.max_subscriptions:
-            b.log(30, "client %s: max_subscriptions %d reached" % (client.client_id, lim.max_subscriptions))
+            b.limit(_L_SUBS)  # logged once an interval (Broker.tick)
             return refused(b, "max_subscriptions %d reached" % lim.max_subscriptions)
         # session.py Budget: a persistent session's filter needs the
         # headroom (it accumulates offline state); a clean one the room its

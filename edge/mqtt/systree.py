@@ -9,6 +9,26 @@ from edge import VERSION
 from edge.mqtt.publish import route
 from edge.mqtt.session import Message
 
+# Stats.refusals's entries (broker.py's _L_*): the [broker] key whose limit
+# refused, the name of its $SYS/broker/limits/ counter and of its log line.
+# (Named keys, like the names below made of "limits" and "/", with names a
+# board has: each new name is a qstr kept from boot on, and the board's
+# pool of them is full to a few once 5.0 and $SYS are loaded: docs/heap.md)
+keys = ("max_connections_per_address", "max_packet_rate", "max_topic_length",
+        "max_topic_levels", "max_will_bytes", "max_subscriptions", "max_connections",
+        "connect_timeout", "max_packet_size")
+
+
+def log(b):
+    """Log what the limits refused since the last line, as counts
+    (Broker.tick, once a sys_interval): one line however many."""
+    n = b.stats.refusals
+    k = len(keys)
+    said = ["%s %s" % (keys[i], n[i] - n[i + k]) for i in range(k) if n[i] != n[i + k]]
+    if said:
+        b.log(30, "limits refused since the last report: " + ", ".join(said))
+        n[k:] = n[:k]
+
 
 def values(b):
     """(name under $SYS/broker/, value) pairs, one at a time."""
@@ -28,6 +48,15 @@ def values(b):
     yield "bytes/sent", st.bytes_sent
     yield "retained messages/count", len(b.retained)
     yield "subscriptions/count", len(b.subs)
+    n = st.refusals
+    if n is not None:
+        # once a limit has refused (docs/security.md "Limits"): before, 9
+        # zeros are 9 more messages at once for a new $SYS/# subscriber,
+        # on a board's heap (tests/integration/test_02_pubsub.py's $SYS/#
+        # subscriber on the 64 KiB board got no SUBACK in 4 runs of 12 with
+        # them, in none of 10 without)
+        for i in range(len(keys)):
+            yield "limits" + "/" + keys[i], n[i]
     budget = b.limits.budget
     yield "budget/bytes", budget.add(0)  # everything counted now
     yield "budget/dropped", budget.dropped

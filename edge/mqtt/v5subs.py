@@ -12,6 +12,7 @@
 from edge.compat import const
 from edge.errors import RemoteProtocolError
 from edge.mqtt.packets import Suback
+from edge.mqtt.publish import over
 from edge.mqtt.session import unpack
 from edge.mqtt.subscribe import add, refused, send_retained
 from edge.mqtt.topics import split_shared, validate_filter
@@ -29,6 +30,7 @@ _RC_NOT_AUTHORIZED = const(0x87)
 _MAY_READ = const(1)       # edge/auth/guard.py may()'s access
 _MAY_SUBSCRIBE = const(5)  # read, a filter
 _SUBACK_FAILURE = const(0x80)
+_L_SUBS = const(5)  # broker.py's L_SUBS (Broker.limit)
 _RELEASED = const(0)  # session.py's inflight entry for a PUBREC'd QoS 2
 
 
@@ -124,10 +126,14 @@ def subscribe(hub, conn, pkt):
 def share(hub, sess, f, real, value):
     b = hub.broker
     lim = b.limits
-    validate_filter(real, lim.max_topic_levels)
+    why = over(b, real)
+    if why:
+        return refused(b, why, _RC_QUOTA_EXCEEDED)
+    validate_filter(real, 0)
     if b.auth is not None and not b.auth.may(sess, real, _MAY_SUBSCRIBE):
         return refused(b, "not authorized (acl_file)", _RC_NOT_AUTHORIZED)
     if f not in sess.subs and len(sess.subs) >= lim.max_subscriptions:
+        b.limit(_L_SUBS)
         return refused(b, "max_subscriptions %d reached" % lim.max_subscriptions, _RC_QUOTA_EXCEEDED)
     st = sess.store
     if st is not None and st.sub_added(sess, f, value):

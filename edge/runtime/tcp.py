@@ -60,7 +60,11 @@ class TcpServer:
         broker.lend = True
         self.log = log
         self.writers = {}   # cid -> socket
-        self.pending = {}   # cid -> bytes the socket has not taken yet
+        # cid -> the chunks the socket has not taken yet, in order: a list,
+        # never one bytes grown by concatenation, which for a reader that
+        # stopped reading needed twice its backlog in one block at once
+        # (the 64 KiB board ran out of heap in tests/integration/test_27_floods.py)
+        self.pending = {}
         # cid -> True while a drain task runs. A dict, not a set: MicroPython's
         # set.add() that hits MemoryError while growing leaves the set with
         # its new size and its old table (py/map.c mp_set_rehash), so it
@@ -74,6 +78,7 @@ class TcpServer:
         self.task = None    # the accept loop
         self.udp = None     # the CoAP shell (udp.py), flushed after each feed too
         self.tls = None     # the TLS listener: (socket, accept task)
+        self.hold = 0       # ms the connection just read waits (max_packet_rate)
 
     async def start(self, host, port, tls=None):
         """Listen on host:port; the port bound. tls: the TLS listener's
@@ -99,16 +104,19 @@ class TcpServer:
     # ---- output ---------------------------------------------------------------
     def _write(self, cid, w, data):
         """Hand data to the socket; returns how many bytes it has not taken."""
-        p = self.pending
-        if cid in p:  # keep the order: behind what already waits
-            data = p[cid] = p[cid] + data
-            return len(data)
+        q = self.pending.get(cid)
+        if q is not None:  # keep the order: behind what already waits
+            # a view of the read buffer (Connection.last_packet) must not
+            # wait past the next read: copied
+            q.append(bytes(data) if type(data) is memoryview else data)
+            n = 0
+            for data in q:
+                n += len(data)
+            return n
         n = w.write(data) or 0  # None: it would block
         if n >= len(data):
             return 0
-        # a view of the read buffer (Connection.last_packet) must not wait
-        # past the next read: the rest is copied
-        p[cid] = bytes(data[n:])
+        self.pending[cid] = [bytes(data[n:])]  # (copied, as above)
         return len(data) - n
 
     def _durable(self):
@@ -171,12 +179,15 @@ class TcpServer:
         p = self.pending
         while cid in p:
             yield _io_queue.queue_write(sock)
-            data = p[cid]
+            q = p[cid]
+            data = q[0]
             n = sock.write(data) or 0
             if n >= len(data):
-                del p[cid]
+                q.pop(0)
+                if not q:
+                    del p[cid]
             elif n:
-                p[cid] = data[n:]
+                q[0] = memoryview(data)[n:]  # the rest, not a copy of it
 
     async def _drain(self, conn, w):
         cid = conn.id
@@ -224,15 +235,16 @@ class TcpServer:
             pass
 
     # ---- input ----------------------------------------------------------------
-    def _opened(self, w):
-        """Register a new socket; its id, or 0 if the broker refused it."""
+    def _opened(self, w, peer):
+        """Register a new socket from address peer (bytes or None); its id,
+        or 0 if the broker refused it."""
         cid = self.next_id = self.next_id + 1
         broker = self.broker
         try:
-            if not broker.open(cid, now_ms()):
+            if not broker.open(cid, now_ms(), peer):
                 return 0
             if broker.auth is not None:
-                broker.auth.open(cid, w)  # the address _accept() gave w
+                broker.auth.open(cid, peer)
             self.writers[cid] = w
         except MemoryError:
             # No heap for its state: refused like one over max_connections,
@@ -259,15 +271,15 @@ class TcpServer:
                 sock, addr = lsock.accept()
             except OSError:
                 continue  # the peer gave up already
-            auth = self.broker.auth
-            if auth is not None:
-                # failed logins count per address (edge/auth/guard.py): the
+            broker = self.broker
+            if broker.auth is not None or broker.limits.max_connections_per_address:
+                # failed logins (edge/auth/guard.py) and open sockets
+                # (max_connections_per_address) count per address: the
                 # sockaddr's IP, not its port (an opaque sockaddr here:
-                # IPv4's address at bytes 4-8, IPv6's at 8-24). Held by the
-                # socket until _opened() knows the connection's id: passed
-                # to _serve(), it would make every connection's task bigger.
-                auth.open(sock, bytes(addr[4:8]) if len(addr) <= 16 else bytes(addr[8:24]))
-            auth = addr = None
+                # IPv4's address at bytes 4-8, IPv6's at 8-24)
+                addr = bytes(addr[4:8]) if len(addr) <= 16 else bytes(addr[8:24])
+            else:
+                addr = None
             sock.setblocking(False)
             try:
                 # No Nagle: a QoS 0 subscriber sends nothing back, so its
@@ -276,21 +288,39 @@ class TcpServer:
                 sock.setsockopt(6, 1, 1)
             except OSError:
                 pass
-            if tls is not None:
-                sock = tls(sock)  # TLS: the handshake runs in its first reads
-            asyncio.create_task(self._serve(sock))
+            # Registered here, before a task exists: a refused socket (over
+            # max_connections or its address's quota) costs no task, nor TLS
+            cid = self._opened(sock, addr)
+            addr = None
+            if not cid:
+                sock.close()
+                continue
+            try:
+                if tls is not None:
+                    # TLS: the handshake runs in its first reads
+                    sock = self.writers[cid] = tls(sock)
+                asyncio.create_task(self._serve(sock, cid))
+            except MemoryError:
+                # no heap for its task: closed as one refused, counted; the
+                # accept loop goes on (it must never die of a flood)
+                self.broker.stats.conns_oom += 1
+                self.broker.connection_lost(cid, now_ms())
+                self._forget(cid, sock)
 
-    def _serve(self, sock):
+    def _serve(self, sock, cid):
         # One task per connection, a plain generator that waits
         # on the poller. It lives as long as the connection, so its frame is
         # kept small (three locals, no try blocks): the work and the cleanup
         # are in _readable(), whose frame lasts one read.
-        cid = self._opened(sock)
-        if not cid:
-            sock.close()
         while cid:
             yield _io_queue.queue_read(sock)
             cid = self._readable(cid, sock)
+            if self.hold:  # over max_packet_rate: TCP holds the client back
+                # not read for hold ms (MicroPython's sleep_ms takes its
+                # deadline when called; _readable set hold, for this read
+                # only). No method of its own: a function is a name and an
+                # object a board keeps from boot on
+                yield from asyncio.sleep_ms(self.hold)  # type: ignore[attr-defined]
 
     def _readable(self, cid, sock):
         """The socket has data, EOF or an error. Feeds the broker;
@@ -298,12 +328,16 @@ class TcpServer:
         then closed, on any exception too)."""
         broker = self.broker
         go_on = False
+        self.hold = 0  # (not this read's if it is left from another's)
         try:
-            n = sock.readinto(_RBUF)
+            # the rest of a packet begun in an earlier read, if one is held,
+            # and no more (Connection.need)
+            n = broker.conns[cid].need()
+            n = sock.readinto(_RMV[:n] if 0 < n < _RBUF_SIZE else _RBUF)
             if n is None:
                 go_on = True  # spurious wake-up, nothing read
             else:
-                broker.data_received(cid, _RMV[:n], now_ms())
+                self.hold = broker.data_received(cid, _RMV[:n], now_ms()) or 0
                 self.flush()
                 go_on = n and not broker.conns[cid].closing
         except OSError as e:

@@ -28,17 +28,25 @@ _BACKLOG = 128  # listen() queue
 # never reads its PUBACKs) is not read from until it has taken them all: TCP
 # pushes back on it instead of our buffer growing without bound.
 _READ_PAUSE = 262144
+# A read this big means the socket holds more: the peer is paused until the
+# loop's next pass, so a flooding peer gets one read a pass, as every other
+# socket does. asyncio reads once per readiness anyway, but uvloop (libuv)
+# reads a readable socket up to 32 times in one callback round: three
+# flooding publishers took several MB a pass between them and a new
+# client's CONNACK waited 0.5-1.7 s for it (docs/security.md "Limits").
+_FAIR_READ = 65536
 
 
 class _Peer(asyncio.Protocol):
     """One socket: hands the transport's events to the TcpServer."""
 
-    __slots__ = ("srv", "cid", "tr")
+    __slots__ = ("srv", "cid", "tr", "hold")
 
     def __init__(self, srv):
         self.srv = srv
         self.cid = 0
         self.tr = None
+        self.hold = 0  # not read before this (ms): max_packet_rate
 
     def connection_made(self, tr):
         self.tr = tr
@@ -88,12 +96,16 @@ class TcpServer(GroupCommit):
     def opened(self, p):
         tr = p.tr
         cid = self.next_id = self.next_id + 1
-        if not self.broker.open(cid, now_ms()):
-            tr.close()  # over max_connections
+        broker = self.broker
+        addr = None
+        if broker.auth is not None or broker.limits.max_connections_per_address:
+            addr = tr.get_extra_info("peername")  # the IP, not the port
+            addr = addr[0] if addr else None
+        if not broker.open(cid, now_ms(), addr):
+            tr.close()  # over max_connections or the address's quota
             return
-        if self.broker.auth is not None:  # failed logins count per address (edge/auth/guard.py)
-            addr = tr.get_extra_info("peername")
-            self.broker.auth.open(cid, addr[0] if addr else None)
+        if broker.auth is not None:  # failed logins count per address (edge/auth/guard.py)
+            broker.auth.open(cid, addr)
         p.cid = cid
         self.peers[cid] = p
         tr.set_write_buffer_limits(0, 0)
@@ -114,10 +126,18 @@ class TcpServer(GroupCommit):
             return
         broker = self.broker
         try:
-            broker.data_received(cid, data, now_ms())
+            wait = broker.data_received(cid, data, now_ms())
             if not data:
                 broker.connection_lost(cid, now_ms())
             self.flush()
+            if wait:
+                # over max_packet_rate (Broker.data_received): not read for wait ms
+                p.hold = now_ms() + wait
+                p.tr.pause_reading()
+                self._loop().call_later(wait / 1000, self._resume, p, True)
+            elif len(data) >= _FAIR_READ and p.tr.is_reading():
+                p.tr.pause_reading()  # the next pass reads it again (_FAIR_READ)
+                self._loop().call_soon(self._resume, p)
         except MemoryError:
             # A full heap costs this connection, not the broker: close it
             # (its will goes out), count it, go on serving.
@@ -151,13 +171,26 @@ class TcpServer(GroupCommit):
         if conn is None or self.peers.get(p.cid) is not p:
             return
         conn.out_bytes = 0
-        tr = p.tr
-        if not tr.is_reading() and not conn.closing:
-            tr.resume_reading()
+        self._resume(p)
         sess = conn.session
         if sess is not None and sess.conn is conn:
             sess.pump()
             self.flush()
+
+    def _resume(self, p, due=False):
+        # Read p again, unless something else still holds it: its unread
+        # output (_READ_PAUSE), its packet rate (hold; due: its timer, which
+        # may fire a little early), a close
+        if due:
+            p.hold = 0
+        conn = self.broker.conns.get(p.cid)
+        if conn is None or self.peers.get(p.cid) is not p or conn.closing:
+            return
+        tr = p.tr
+        # (getattr: the gateway's WebSocket peers, gateway/web.py, have no
+        # hold until one is set)
+        if conn.out_bytes <= _READ_PAUSE and now_ms() >= getattr(p, "hold", 0) and not tr.is_reading():
+            tr.resume_reading()
 
     def _write(self, out):
         peers = self.peers

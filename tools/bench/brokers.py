@@ -132,8 +132,9 @@ class EdgeCPython(Launcher):
     label = "edgebroker (CPython)"
     # Queue limits raised like mosquitto's below, so neither drops under the
     # closed loop; everything else is the gateway profile's default.
+    # Every client comes from 127.0.0.1: no per-address quota.
     settings = {"max_connections": 5000, "max_queued_messages": 1000000,
-                "max_queued_bytes": 268435456}
+                "max_queued_bytes": 268435456, "max_connections_per_address": 0}
 
     def command(self, port, workdir):
         cfg = os.path.join(workdir, "edgebroker.toml")
@@ -152,7 +153,8 @@ class EdgeMicroPython(Launcher):
     # session) as a board runs them: the closed loop keeps within them (4
     # publishers x 8; at 16 the QoS 1 queue overflows and drops, as counted).
     e2e_window = 8
-    settings = {"max_connections": 32, "sys_interval": 1}
+    # max_packet_rate 0: the board's throughput, not its per-client policy
+    settings = {"max_connections": 32, "sys_interval": 1, "max_packet_rate": 0}
     only = ("fanin_q0", "fanin_q1", "fanin_q2", "mpy_heap_per_client")
 
     def available(self):
