@@ -77,6 +77,10 @@ class Uplink(Commands):
         self.commands_in = 0
         self.connects = 0
         self._own = "cmd/" + self.edge_id
+        self._lt = None         # _local's one-entry cache: topic, qos, routing key, record head
+        self._lq = -1
+        self._lrk = self._lh = None
+        self._mid = self.edge_id + ":"  # message_id's prefix (routing.message_id)
         self.outbox = outbox
         self.appended = None    # (seq) -> None: a record appended (the runtime's gate)
         self.wake = None        # () -> None: output queued outside feed()/tick() (the shell writes it)
@@ -102,12 +106,19 @@ class Uplink(Commands):
         if t.startswith(self._own) and (len(t) == len(self._own) or t[len(self._own)] == "/"):
             return  # a command we published locally: never back up
         body = bytes(msg.payload)
-        rk = routing.routing_key(t)
+        # The last topic's routing key and outbox record head, kept: a
+        # sensor publishes on the same few topics again and again (one
+        # entry: nothing grows on a board)
+        if t != self._lt or qos != self._lq:
+            rk = routing.routing_key(t)
+            k = rk.encode()
+            self._lt, self._lq, self._lrk = t, qos, rk
+            self._lh = bytes((qos, len(k) >> 8, len(k) & 255)) + k
+        rk = self._lrk
         cost = _ENTRY + len(rk) + len(body)
         ob = self.outbox
         if ob is not None:
-            k = rk.encode()
-            seq = ob.append(bytes((qos, len(k) >> 8, len(k) & 255)) + k + body)
+            seq = ob.append(self._lh + body)
         elif self.bytes + cost > self.budget:
             seq = -1
         else:
@@ -297,10 +308,26 @@ class Uplink(Commands):
 
     def _pump(self):
         q = self.q
-        while self.inflight < self.window and self.inflight < len(q):
-            e = q[self.inflight]
-            e[4] = self._send(e[1], e[2], e[3], routing.message_id(self.edge_id, e[0]))
-            self.inflight += 1
+        i = self.inflight
+        n = min(self.window, len(q))
+        if i >= n:
+            return
+        mid = self._mid  # routing.message_id(edge_id, seq), built here
+        try:
+            if self.scheme == "amqp":
+                pub = self.c.publish
+                x = self.exchange
+                while i < n:
+                    e = q[i]
+                    e[4] = pub(e[1], e[2], e[3], mid + str(e[0]), exchange=x)
+                    i += 1
+            else:
+                while i < n:
+                    e = q[i]
+                    e[4] = self._send(e[1], e[2], e[3], mid + str(e[0]))
+                    i += 1
+        finally:
+            self.inflight = i  # (what was sent, should a send raise)
 
     def _confirm(self, tag, multiple):
         # q[:inflight] is in the order sent, so by delivery tag (_pump
