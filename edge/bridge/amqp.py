@@ -118,10 +118,7 @@ class Amqp:
         self._body = None               # bytearray, or None when dropped
         self._got = 0                   # body octets received so far
         self._pcache = {}               # qos -> the properties publish() sends (no message-id)
-        self._mk = None                 # the last (routing key, exchange, mandatory) published
-        self._mx = None                 # ... and its basic.publish method frame, whole (publish())
-        self._mm = None
-        self._mf = b""
+        self._mlast = None              # (routing key, exchange, mandatory, its method frame): the last published
 
     def take(self):
         """The bytes to send (possibly empty); `out` starts afresh."""
@@ -177,7 +174,8 @@ class Amqp:
         # publishes on the same topic again and again). The property list
         # up to delivery-mode is the same for every message of a QoS;
         # message-id follows.
-        if routing_key != self._mk or exchange != self._mx or mandatory != self._mm:
+        ml = self._mlast
+        if ml is None or routing_key != ml[0] or exchange != ml[1] or mandatory != ml[2]:
             rk = routing_key.encode()
             if len(rk) > 255:
                 return self._publish(routing_key, body, qos, message_id, headers, content_type,
@@ -188,33 +186,29 @@ class Amqp:
             m.append(len(rk))
             m += rk
             m.append(1 if mandatory else 0)
-            self._mf = struct.pack(">BHI", _METHOD, 1, len(m)) + m + bytes((_FRAME_END,))
-            self._mk, self._mx, self._mm = routing_key, exchange, mandatory
-        if message_id is not None:
-            mid = message_id.encode()
-            if len(mid) > 255:
-                return self._publish(routing_key, body, qos, message_id, headers, content_type,
-                                     mandatory, exchange)
-            k = qos | 16  # (the property list with the message-id flag set)
-        else:
-            mid = None
-            k = qos
-        pre = self._pcache.get(k)
+            ml = self._mlast = (routing_key, exchange, mandatory,
+                                struct.pack(">BHI", _METHOD, 1, len(m)) + m + bytes((_FRAME_END,)))
+        mid = message_id.encode() if message_id is not None else None
+        if mid is not None and len(mid) > 255:
+            return self._publish(routing_key, body, qos, message_id, headers, content_type,
+                                 mandatory, exchange)
+        pre = self._pcache.get(qos)
         if pre is None:
-            pre = self._publish_props(qos, None, None, None)
-            if mid is not None:
-                pre[1] |= 0x80  # the message-id flag (property 8)
-            pre = self._pcache[k] = bytes(pre)
+            pre = self._pcache[qos] = self._publish_props(qos, None, None, None)
         out = self.out
-        out += self._mf
+        out += ml[3]
         # content header (§4.2.6): class-id, weight, body size, property
         # flags and list
         out += struct.pack(">BHIHHQ", _HEADER, 1, 12 + len(pre) + (len(mid) + 1 if mid is not None else 0),
                            _BASIC, 0, n)
-        out += pre
         if mid is not None:
+            i = len(out) + 1
+            out += pre
+            out[i] |= 0x80  # the message-id flag (property 8)
             out.append(len(mid))
             out += mid
+        else:
+            out += pre
         if n:  # one body frame (n <= frame_max - 8)
             out += struct.pack(">BBHI", _FRAME_END, _BODY, 1, n)
             out += body

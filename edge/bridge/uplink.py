@@ -77,10 +77,6 @@ class Uplink(Commands):
         self.commands_in = 0
         self.connects = 0
         self._own = "cmd/" + self.edge_id
-        self._lt = None         # _local's one-entry cache: topic, qos, routing key, record head
-        self._lq = -1
-        self._lrk = self._lh = None
-        self._mid = self.edge_id + ":"  # message_id's prefix (routing.message_id)
         self.outbox = outbox
         self.appended = None    # (seq) -> None: a record appended (the runtime's gate)
         self.wake = None        # () -> None: output queued outside feed()/tick() (the shell writes it)
@@ -106,19 +102,12 @@ class Uplink(Commands):
         if t.startswith(self._own) and (len(t) == len(self._own) or t[len(self._own)] == "/"):
             return  # a command we published locally: never back up
         body = bytes(msg.payload)
-        # The last topic's routing key and outbox record head, kept: a
-        # sensor publishes on the same few topics again and again (one
-        # entry: nothing grows on a board)
-        if t != self._lt or qos != self._lq:
-            rk = routing.routing_key(t)
-            k = rk.encode()
-            self._lt, self._lq, self._lrk = t, qos, rk
-            self._lh = bytes((qos, len(k) >> 8, len(k) & 255)) + k
-        rk = self._lrk
+        rk = routing.routing_key(t)
         cost = _ENTRY + len(rk) + len(body)
         ob = self.outbox
         if ob is not None:
-            seq = ob.append(self._lh + body)
+            k = rk.encode()
+            seq = ob.append(bytes((qos, len(k) >> 8, len(k) & 255)) + k + body)
         elif self.bytes + cost > self.budget:
             seq = -1
         else:
@@ -312,7 +301,7 @@ class Uplink(Commands):
         n = min(self.window, len(q))
         if i >= n:
             return
-        mid = self._mid  # routing.message_id(edge_id, seq), built here
+        mid = self.edge_id + ":"  # routing.message_id(edge_id, seq), built here
         try:
             if self.scheme == "amqp":
                 pub = self.c.publish
