@@ -118,7 +118,7 @@ class Amqp:
         self._body = None               # bytearray, or None when dropped
         self._got = 0                   # body octets received so far
         self._pcache = {}               # qos -> the properties publish() sends (no message-id)
-        self._mcache = {}               # exchange -> basic.publish's arguments up to the routing key
+        self._mlast = None              # (routing key, exchange, mandatory, its method frame): the last published
 
     def take(self):
         """The bytes to send (possibly empty); `out` starts afresh."""
@@ -163,36 +163,42 @@ class Amqp:
         headers x-mqtt-publish-qos (a signed byte, 'b') and x-mqtt-dup."""
         if self.state != READY:
             self._ready()
-        rk = routing_key.encode()
-        mid = message_id.encode() if message_id is not None else None
-        if (headers or content_type is not None or len(body) > self.frame_max - 8
-                or len(rk) > 255 or (mid is not None and len(mid) > 255)):
+        n = len(body)
+        if headers or content_type is not None or n > self.frame_max - 8:
             return self._publish(routing_key, body, qos, message_id, headers, content_type,
                                  mandatory, exchange)
         # The uplink's case, once per message: the three frames (§4.2.3)
         # written straight into `out` (a drain spent its time in the
-        # general encoders). The method's arguments up to the routing key
-        # are the same for every message to an exchange, the property list
-        # up to delivery-mode for every message of a QoS; message-id follows.
-        m = self._mcache.get(exchange)
-        if m is None:
+        # general encoders). The method frame is the same for every
+        # message to a routing key: the last one is kept whole (a sensor
+        # publishes on the same topic again and again). The property list
+        # up to delivery-mode is the same for every message of a QoS;
+        # message-id follows.
+        ml = self._mlast
+        if ml is None or routing_key != ml[0] or exchange != ml[1] or mandatory != ml[2]:
+            rk = routing_key.encode()
+            if len(rk) > 255:
+                return self._publish(routing_key, body, qos, message_id, headers, content_type,
+                                     mandatory, exchange)
             m = bytearray(struct.pack(">I", _B_PUBLISH))
+            # reserved-1, exchange, routing-key, mandatory | immediate << 1
             write_fields(m, "sS", (0, exchange))
-            m = self._mcache[exchange] = bytes(m)
+            m.append(len(rk))
+            m += rk
+            m.append(1 if mandatory else 0)
+            ml = self._mlast = (routing_key, exchange, mandatory,
+                                struct.pack(">BHI", _METHOD, 1, len(m)) + m + bytes((_FRAME_END,)))
+        mid = message_id.encode() if message_id is not None else None
+        if mid is not None and len(mid) > 255:
+            return self._publish(routing_key, body, qos, message_id, headers, content_type,
+                                 mandatory, exchange)
         pre = self._pcache.get(qos)
         if pre is None:
             pre = self._pcache[qos] = self._publish_props(qos, None, None, None)
         out = self.out
-        # method frame: reserved-1, exchange, routing-key, mandatory | immediate << 1
-        out += struct.pack(">BHI", _METHOD, 1, len(m) + len(rk) + 2)
-        out += m
-        out.append(len(rk))
-        out += rk
-        out.append(1 if mandatory else 0)
-        out.append(_FRAME_END)
+        out += ml[3]
         # content header (§4.2.6): class-id, weight, body size, property
         # flags and list
-        n = len(body)
         out += struct.pack(">BHIHHQ", _HEADER, 1, 12 + len(pre) + (len(mid) + 1 if mid is not None else 0),
                            _BASIC, 0, n)
         if mid is not None:
@@ -203,11 +209,10 @@ class Amqp:
             out += mid
         else:
             out += pre
-        out.append(_FRAME_END)
         if n:  # one body frame (n <= frame_max - 8)
-            out += struct.pack(">BHI", _BODY, 1, n)
+            out += struct.pack(">BBHI", _FRAME_END, _BODY, 1, n)
             out += body
-            out.append(_FRAME_END)
+        out.append(_FRAME_END)
         self._wrote = True
         self.tag += 1
         return self.tag

@@ -297,10 +297,26 @@ class Uplink(Commands):
 
     def _pump(self):
         q = self.q
-        while self.inflight < self.window and self.inflight < len(q):
-            e = q[self.inflight]
-            e[4] = self._send(e[1], e[2], e[3], routing.message_id(self.edge_id, e[0]))
-            self.inflight += 1
+        i = self.inflight
+        n = min(self.window, len(q))
+        if i >= n:
+            return
+        mid = self.edge_id + ":"  # routing.message_id(edge_id, seq), built here
+        try:
+            if self.scheme == "amqp":
+                pub = self.c.publish
+                x = self.exchange
+                while i < n:
+                    e = q[i]
+                    e[4] = pub(e[1], e[2], e[3], mid + str(e[0]), exchange=x)
+                    i += 1
+            else:
+                while i < n:
+                    e = q[i]
+                    e[4] = self._send(e[1], e[2], e[3], mid + str(e[0]))
+                    i += 1
+        finally:
+            self.inflight = i  # (what was sent, should a send raise)
 
     def _confirm(self, tag, multiple):
         # q[:inflight] is in the order sent, so by delivery tag (_pump
