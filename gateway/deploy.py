@@ -280,10 +280,15 @@ def _reset(t, follow, out):
         n = t.serial.in_waiting
         if n:
             buf += t.serial.read(n)
-            if buf.rstrip().endswith(b">>>"):
-                break  # main.py returned: the REPL
+            # main.py returned: the REPL's prompt after the reboot, not the
+            # one leaving the raw REPL printed (it may come after our reset
+            # was written: a loaded machine's CI run showed no log at all)
+            if b"soft reboot" in buf and buf.rstrip().endswith(b">>>"):
+                break
         else:
             time.sleep(0.05)
+    i = buf.find(b"soft reboot")
+    buf = buf[i:] if i >= 0 else buf
     for line in buf.decode(errors="replace").splitlines():
         if line.strip() not in ("", ">") and not line.startswith(("MicroPython", "Type \"help", ">>>")):
             out("  | " + line)
