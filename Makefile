@@ -79,7 +79,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test bench bench-store fleet typecheck sizes deps stubs clean .venv install-service firmware firmware-deps vendor-mqttjs
+.PHONY: help run test bench bench-store fleet soak typecheck sizes deps stubs clean .venv install-service firmware firmware-deps vendor-mqttjs
 
 help:
 	@echo "make run        start edgebroker locally (MQTT 127.0.0.1:1883, data in ./data)"
@@ -87,6 +87,7 @@ help:
 	@echo "make bench      edgebroker vs mosquitto vs amqtt, side by side (BENCH_ARGS=--quick for a short pass)"
 	@echo "make bench-store  flash persistence: bytes/message, syncs/s, on vs off, 100-kill crash run"
 	@echo "make firmware   MicroPython 1.28.0 + edge/ frozen, for QEMU's mps2-an385 (build/firmware/qemu/firmware.elf)"
+	@echo "make soak       the 64 KiB board's soak (tests/integration/test_06) for SOAK_SECONDS (600); make test runs 30 s"
 	@echo "make fleet      fleet soak: 300 sensors on CPython + 6 firmware sensors on the 64 KiB board, harsh links, 300 s each (FLEET_ARGS)"
 	@echo "make typecheck  mypy edge/ against MicroPython's stubs"
 	@echo "make sizes      source and .mpy size of each edge/ module"
@@ -216,6 +217,11 @@ vendor-mqttjs:
 FLEET_ARGS ?=
 fleet: $(STAMP)
 	$(PY) -m tools.fleetsoak $(FLEET_ARGS)
+
+# The 64 KiB board's soak at length (make test runs it for 30 s).
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	EDGE_SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -q tests/integration/test_06_load_micropython.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache *.egg-info
