@@ -309,17 +309,25 @@ class Log:
         # Records, then tombstones: a record that replaces another is on
         # flash before the deletion of the old one (state.py's rule)
         data = self._redo
-        for e in self._pend:
-            if e is not None:
-                append_seq_record(data, e[0], e[1], e[2], e[3])
-        cp = self._cpend
-        if cp:  # after the records they may pass (record.py)
-            for o in cp:
-                body = bytearray()
-                put_varint(body, o)
-                put_varint(body, cp[o])
-                append_record(data, K_CUR, body)
-            self._cpend = None
+        mark = len(data)
+        try:
+            for e in self._pend:
+                if e is not None:
+                    append_seq_record(data, e[0], e[1], e[2], e[3])
+            cp = self._cpend
+            if cp:  # after the records they may pass (record.py)
+                for o in cp:
+                    body = bytearray()
+                    put_varint(body, o)
+                    put_varint(body, cp[o])
+                    append_record(data, K_CUR, body)
+        except MemoryError:
+            # A full heap while framing the batch (a board's): the batch
+            # stays pending, and what this call framed goes, so that the
+            # flush the caller retries frames each record once
+            data[mark:] = b""  # (MicroPython's bytearray has no del of a slice)
+            raise
+        self._cpend = None
         data.extend(self._pending)
         self._redo = data  # framed: a failed write writes it again
         self._redo_live += self._pbytes

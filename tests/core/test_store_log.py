@@ -475,3 +475,35 @@ def test_replay_from_seq_skips_older_segments():
     assert got == [want[-1]] and len(set(read)) == 1, read
     log.compact()
     assert list(log.replay(23)) == [w for w in want if w[0] >= 23]
+
+
+def test_a_full_heap_while_framing_the_batch_keeps_it_for_the_next_flush():
+    # A board's heap may run out while write() frames the batch (record.py):
+    # the batch stays pending and the retried flush writes each record once
+    # (the board's group commit retries it: edge/runtime/commit.py)
+    import edge.store.log as logmod
+
+    bodies = [b"a-%d" % i for i in range(5)]
+    _, clean, _ = filled(3)
+    for b in bodies:
+        clean.append(K, b)
+    size = clean.flush()  # the batch's bytes when nothing fails
+    m, log, want = filled(3)
+    for b in bodies:
+        want.append((log.append(K, b), K, b))
+    real = logmod.append_seq_record
+    calls = [0]
+
+    def failing(data, *a):
+        calls[0] += 1
+        if calls[0] == 3:  # the third record of the batch: two framed already
+            raise MemoryError("memory allocation failed")
+        return real(data, *a)
+
+    logmod.append_seq_record = failing
+    try:
+        raises(MemoryError, log.flush)
+    finally:
+        logmod.append_seq_record = real
+    assert log.flush() == size  # each record framed once, none twice
+    assert contents(m) == want
