@@ -8,7 +8,7 @@ import time
 import pika
 import pytest
 
-from .clients import unique_id
+from .rabbit import bound_queue, channel, get_one, until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.edge_only("the uplink is edgebroker's own")]
 
@@ -20,45 +20,18 @@ def runtime():
 
 @pytest.fixture
 def pika_channel(rabbit):
-    conn = pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", rabbit.amqp_port, credentials=pika.PlainCredentials(rabbit.user, rabbit.password),
-        heartbeat=0, blocked_connection_timeout=30))
-    ch = conn.channel()
-    yield ch
-    try:
-        conn.close()
-    except Exception:
-        pass
+    yield from channel(rabbit)
 
 
 def _queue(ch, binding, durable=False):
-    name = unique_id("q16")
-    ch.queue_declare(name, durable=durable, auto_delete=not durable)
-    ch.queue_bind(name, "amq.topic", binding)
-    return name
+    return bound_queue(ch, binding, "q16", durable)
 
 
 def _get(ch, q, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        method, props, body = ch.basic_get(q, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        assert time.monotonic() < deadline, "nothing in %s after %ss" % (q, timeout)
-        ch.connection.sleep(0.05)  # polling the queue, pika's I/O runs meanwhile
+    return get_one(ch, q, timeout)
 
 
-def _until(cond, timeout, what, broker=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if broker is not None:
-            broker.assert_alive()
-        assert time.monotonic() < deadline, "no %s within %ss%s" % (
-            what, timeout, "\n" + broker.log_tail() if broker is not None else "")
-        time.sleep(0.05)  # polling for a condition, not waiting blindly
+_until = until
 
 
 def _consuming(rabbit, queue, broker):

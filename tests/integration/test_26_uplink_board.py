@@ -16,8 +16,8 @@ import pika
 import pytest
 import stomp as stomppy
 
-from .clients import unique_id
 from .conftest import Broker
+from .rabbit import bound_queue, channel, get_one, until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.edge_only("the uplink is edgebroker's own")]
 
@@ -31,43 +31,18 @@ def runtime(micropython_exe):
 
 @pytest.fixture
 def pika_channel(rabbit):
-    conn = pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", rabbit.amqp_port, credentials=pika.PlainCredentials(rabbit.user, rabbit.password),
-        heartbeat=0, blocked_connection_timeout=30))
-    ch = conn.channel()
-    yield ch
-    try:
-        conn.close()
-    except Exception:
-        pass
+    yield from channel(rabbit)
 
 
 def _queue(ch, binding):
-    name = unique_id("q26")
-    ch.queue_declare(name, auto_delete=True)
-    ch.queue_bind(name, "amq.topic", binding)
-    return name
+    return bound_queue(ch, binding, "q26")
 
 
 def _get(ch, q, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        method, props, body = ch.basic_get(q, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        assert time.monotonic() < deadline, "nothing in %s after %ss" % (q, timeout)
-        ch.connection.sleep(0.05)  # polling the queue, pika's I/O runs meanwhile
+    return get_one(ch, q, timeout)
 
 
-def _until(cond, timeout, what, broker):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        broker.assert_alive()
-        assert time.monotonic() < deadline, "no %s within %ss\n%s" % (what, timeout, broker.log_tail())
-        time.sleep(0.05)  # polling for a condition, not waiting blindly
+_until = until
 
 
 def _url(rabbit, scheme):

@@ -7,15 +7,13 @@
 # log line that says why, retried, the broker serving MQTT meanwhile; the
 # credentials never in the log.
 import os
-import time
 
 import pika
 import pytest
 
 from . import tlscerts
-from .clients import unique_id
 from .conftest import Broker
-from .rabbit import SERVER, RabbitNode
+from .rabbit import SERVER, RabbitNode, bound_queue, channel, get_one, until
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.edge_only("the uplink is edgebroker's own")]
 
@@ -54,42 +52,18 @@ def tls_rabbit(tmp_path_factory, certs):
 
 @pytest.fixture
 def pika_channel(tls_rabbit):
-    conn = pika.BlockingConnection(pika.ConnectionParameters(
-        "127.0.0.1", tls_rabbit.amqp_port, heartbeat=0, blocked_connection_timeout=30,
-        credentials=pika.PlainCredentials(tls_rabbit.user, tls_rabbit.password)))
-    ch = conn.channel()
-    yield ch
-    try:
-        conn.close()
-    except Exception:
-        pass
+    yield from channel(tls_rabbit)
 
 
 def _queue(ch, binding):
-    name = unique_id("q27")
-    ch.queue_declare(name, auto_delete=True)
-    ch.queue_bind(name, "amq.topic", binding)
-    return name
+    return bound_queue(ch, binding, "q27")
 
 
 def _get(ch, q, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        method, props, body = ch.basic_get(q, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        assert time.monotonic() < deadline, "nothing in %s after %ss" % (q, timeout)
-        ch.connection.sleep(0.05)  # polling the queue, pika's I/O runs meanwhile
+    return get_one(ch, q, timeout)
 
 
-def _until(cond, timeout, what, broker):
-    deadline = time.monotonic() + timeout
-    while True:
-        if cond():
-            return
-        broker.assert_alive()
-        assert time.monotonic() < deadline, "no %s within %ss\n%s" % (what, timeout, broker.log_tail())
-        time.sleep(0.05)  # polling for a condition, not waiting blindly
+_until = until
 
 
 def _url(node, scheme, host="127.0.0.1"):
